@@ -1,0 +1,144 @@
+"""Safetensors files read from their headers: list tensors without loading weights, stream one at a time.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header mapping each tensor name to
+``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to the end of the header), and the
+raw tensor bytes. This module validates the header against the file size so a truncated or corrupt file
+gives a one-line error before any weight is read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alphaq.errors import CheckpointError
+
+#: Bytes per element of each safetensors dtype.
+DTYPE_BYTES: dict[str, float] = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+    "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "F4": 0.5,
+}
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor as its file header describes it.
+
+    Attributes:
+        name: tensor name in the checkpoint.
+        dtype: safetensors dtype string (``"BF16"``, ``"F8_E4M3"``, ...).
+        shape: tensor shape.
+        file: the shard that holds it.
+        nbytes: size of its data in the file.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    file: Path
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def read_header(file: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Parse and validate one safetensors header.
+
+    Args:
+        file: path of a ``.safetensors`` file.
+
+    Returns:
+        (tensors by name, the header's ``__metadata__`` dict).
+
+    Raises:
+        CheckpointError: the file is truncated, the header is not valid JSON, or offsets do not fit.
+    """
+    try:
+        size = file.stat().st_size
+        with file.open("rb") as fh:
+            raw_len = fh.read(8)
+            if len(raw_len) < 8:
+                raise CheckpointError(f"{file}: truncated safetensors file ({size} bytes); re-download or re-save it")
+            (header_len,) = struct.unpack("<Q", raw_len)
+            if header_len > _MAX_HEADER_BYTES or 8 + header_len > size:
+                raise CheckpointError(
+                    f"{file}: corrupt safetensors header (length {header_len} for a {size}-byte file); "
+                    "re-download or re-save the shard"
+                )
+            header_bytes = fh.read(header_len)
+    except OSError as exc:
+        raise CheckpointError(f"{file}: cannot read ({exc.strerror}); check the path and permissions") from exc
+    try:
+        header: dict[str, Any] = json.loads(header_bytes)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{file}: safetensors header is not valid JSON; re-download or re-save the shard") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{file}: safetensors header is not a JSON object; re-download or re-save the shard")
+    metadata = header.pop("__metadata__", None) or {}
+    data_size = size - 8 - header_len
+    tensors: dict[str, TensorInfo] = {}
+    for name, entry in header.items():
+        try:
+            dtype = str(entry["dtype"])
+            shape = tuple(int(d) for d in entry["shape"])
+            begin, end = (int(o) for o in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{file}: malformed header entry for tensor {name!r}; re-save the shard") from exc
+        if end > data_size or begin > end:
+            raise CheckpointError(
+                f"{file}: tensor {name!r} lies beyond the end of the file (truncated download?); "
+                "re-download the shard"
+            )
+        expected = DTYPE_BYTES.get(dtype)
+        if expected is not None and math.ceil(math.prod(shape) * expected) != end - begin:
+            raise CheckpointError(
+                f"{file}: tensor {name!r} has {end - begin} bytes, its shape {list(shape)} {dtype} needs "
+                f"{math.ceil(math.prod(shape) * expected)}; the shard is corrupt"
+            )
+        tensors[name] = TensorInfo(name=name, dtype=dtype, shape=shape, file=file, nbytes=end - begin)
+    return tensors, {str(k): str(v) for k, v in metadata.items()}
+
+
+def list_shards(directory: Path) -> list[Path]:
+    """Return the safetensors shards of a checkpoint folder, following the index when present.
+
+    Raises:
+        CheckpointError: no safetensors file, a bad index, or a shard named by the index is missing.
+    """
+    index_files = sorted(directory.glob("*.safetensors.index.json"))
+    if index_files:
+        index = read_index(index_files[0])
+        shards = sorted({directory / shard for shard in index.values()})
+        missing = [s.name for s in shards if not s.is_file()]
+        if missing:
+            raise CheckpointError(
+                f"{directory}: shard(s) {', '.join(missing[:3])} named in {index_files[0].name} are missing; "
+                "download every shard"
+            )
+        return shards
+    shards = sorted(directory.glob("*.safetensors"))
+    if not shards:
+        raise CheckpointError(
+            f"{directory}: no *.safetensors file found; alphaq reads Hugging Face safetensors checkpoints "
+            "(convert .bin/.pt weights with save_pretrained(safe_serialization=True))"
+        )
+    return shards
+
+
+def read_index(index_file: Path) -> dict[str, str]:
+    """Read ``model.safetensors.index.json`` and return its ``weight_map`` (tensor name -> shard file)."""
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+        weight_map = index["weight_map"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{index_file}: not a valid safetensors index (needs a 'weight_map'); re-download it") from exc
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index_file}: 'weight_map' is not an object; re-download it")
+    return {str(k): str(v) for k, v in weight_map.items()}

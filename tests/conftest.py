@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach a hub."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every tiny architecture saved once per session, keyed by model_type."""
+    from tests.fixtures.tiny_models import SPECS, make_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny")
+    return {spec.model_type: make_tiny_checkpoint(spec, root / spec.model_type) for spec in SPECS}
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The real text data (../shared/data or $ALPHAQ_DATA_DIR); tests that need it skip when absent."""
+    env = os.environ.get("ALPHAQ_DATA_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not (path / "wikitext-2" / "test.txt").is_file():
+        pytest.skip(f"text data not found at {path}; set ALPHAQ_DATA_DIR to the shared data folder")
+    return path
