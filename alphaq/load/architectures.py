@@ -224,3 +224,15 @@ def match_tensor(spec: ArchSpec, name: str) -> Match | None:
         raw_proj = rule.proj or groups.get("proj") or "weight"
         return Match(rule=rule, layer=layer, expert=expert, proj=PROJ_ALIASES.get(raw_proj, raw_proj))
     return None
+
+
+def architectures_markdown() -> str:
+    """The pattern table as a Markdown table (docs/architectures.md is generated from it)."""
+    lines = ["| model_type | expert layout | notes |", "|---|---|---|"]
+    for spec in ARCHITECTURES:
+        own_fused = [r for r in spec.rules if r.fused and r.role is Role.EXPERT and r not in _COMMON]
+        layout = (f"fused 3-D {own_fused[0].orientation.replace('_', '-')}, gate/up {own_fused[0].split}"
+                  if own_fused else "per-expert 2-D (fused 3-D [E, out, in] also read)")
+        lines.append(f"| {', '.join(f'`{t}`' for t in spec.model_types)} | {layout} | {spec.notes} |")
+    lines.append(f"| any other | generic patterns | {GENERIC.notes}; or `--pattern-file` |")
+    return "\n".join(lines) + "\n"

@@ -111,3 +111,12 @@ def test_unknown_model_type_uses_generic_patterns(tmp_path, tiny_checkpoints):
     (target / "config.json").write_text(json.dumps(config))
     ckpt = open_checkpoint(target)
     assert len(ckpt.experts()) == L * E * 3
+
+
+def test_docs_architecture_table_is_current():
+    from pathlib import Path
+
+    from alphaq.load.architectures import architectures_markdown
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "architectures.md").read_text()
+    assert architectures_markdown() in doc
