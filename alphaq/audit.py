@@ -278,7 +278,7 @@ def _warnings(details: pd.DataFrame, experts: pd.DataFrame, ckpt: Any) -> list[s
         out.append(f"no routed expert found for model_type {ckpt.model_type!r}: metrics cover the other matrices only")
     flagged = experts[experts["quality"] != "ok"] if not experts.empty else experts
     for label, count in (flagged["quality"].value_counts().items() if not flagged.empty else []):
-        out.append(f"{count} experts flagged {label}")
+        out.append(f"{count} expert{'s' if count != 1 else ''} flagged '{label}'")
     return out
 
 
