@@ -50,7 +50,8 @@ class InspectConfig:
         device: torch device for the SVDs (``cpu``, ``cuda``).
         layers: only these decoder layers (None = all).
         experts_only: analyse routed and shared experts only.
-        tail_test: compare the power-law tail with lognormal (powerlaw 2.0, alpha range fixed).
+        tail_test: compare the power-law tail with lognormal (powerlaw 2.0, alpha range fixed); about a second
+            per matrix, so off by default.
     """
 
     fit: Literal["ww", "hill"] = "ww"
@@ -58,7 +59,7 @@ class InspectConfig:
     device: str = "cpu"
     layers: tuple[int, ...] | None = None
     experts_only: bool = False
-    tail_test: bool = True
+    tail_test: bool = False
 
     def __post_init__(self) -> None:
         if self.fit not in ("ww", "hill"):
@@ -120,15 +121,18 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
     if config.experts_only and not any(r.role.value == "expert" for r in refs):
         raise AlphaQError(f"{ckpt.path}: no routed expert found for model_type {ckpt.model_type!r}; "
                           "pass --pattern-file with the expert tensor patterns")
+    order = {ref.name: i for i, ref in enumerate(refs)}
     rows: list[dict[str, Any]] = []
     spectra: dict[str, np.ndarray] = {}
-    for ref, evals, status, message in _spectra(ckpt, refs, config):
+    # Same-shape matrices are consecutive so their SVDs batch; rows go back to checkpoint order below.
+    for ref, evals, status, message in _spectra(ckpt, sorted(refs, key=lambda r: (r.shape, order[r.name])), config):
         row = _metrics_row(ref, evals, status, message, config)
         rows.append(row)
         if evals is not None:
             spectra[ref.name] = compress_spectrum(evals)
         if progress is not None:
             progress(1, ref.name, len(refs))
+    rows.sort(key=lambda row: order[row["name"]])
     details = pd.DataFrame(rows, columns=DETAIL_COLUMNS)
     details["layer"] = details["layer"].astype("Int64")
     details["expert"] = details["expert"].astype("Int64")

@@ -84,7 +84,7 @@ def inspect(
     experts_only: Annotated[bool, typer.Option("--experts-only", help="Analyse expert matrices only.")] = False,
     device: Annotated[str, typer.Option(help="Device for the SVDs: cpu or cuda.")] = "cpu",
     float64: Annotated[bool, typer.Option("--float64", help="Eigenvalues in float64 (exact; slower).")] = False,
-    tail_test: Annotated[bool, typer.Option(help="Power law vs lognormal test of each tail (powerlaw).")] = True,
+    tail_test: Annotated[bool, typer.Option(help="Power law vs lognormal test of each tail (powerlaw; ~1 s a matrix).")] = False,
     pattern_file: Annotated[Optional[Path], typer.Option(help="JSON tensor patterns for unknown architectures.")] = None,
     html: Annotated[bool, typer.Option(help="Write inspect.html.")] = True,
 ) -> None:
@@ -103,6 +103,83 @@ def inspect(
 
             render_inspect(out)
     _print_inspect_summary(result, out)
+
+
+@app.command()
+def plan(
+    model: ModelArg = None,
+    out: OutOpt = DEFAULT_OUT,
+    budget: Annotated[str, typer.Option(help="Average payload bits per expert weight (3.5) or total expert bytes (12GB).")] = "3.5",
+    widths: Annotated[str, typer.Option(help="Candidate widths, any subset of 1..8.")] = "2,3,4,8",
+    group_size: Annotated[int, typer.Option(help="Columns per scale/zero group (128, 64, 32).")] = 128,
+    granularity: Annotated[str, typer.Option(help="expert | matrix | layer (layer = one width per layer and projection).")] = "expert",
+    allocator: Annotated[str, typer.Option(help="alphaq | uniform | random | alpha_ratio | weight_norm | frequency.")] = "alphaq",
+    gamma: Annotated[float, typer.Option(help="Exponent of the alpha importance (median_alpha / alpha)^gamma.")] = 1.0,
+    error_model: Annotated[str, typer.Option(help="measured (quantize the weights) or analytic (Var(W) 2^-2b).")] = "measured",
+    quant_method: Annotated[str, typer.Option(help="Quantizer of the measured error model: rtn | rtn_clip | hqq.")] = "rtn",
+    min_bits: Annotated[Optional[str], typer.Option(help="Lower bounds: global and per layer, e.g. '2,0:4'.")] = None,
+    max_bits: Annotated[Optional[str], typer.Option(help="Upper bounds, same form.")] = None,
+    keep: Annotated[str, typer.Option(help="Widths of matrices outside the budget, e.g. attention=16,shared=8.")] = "",
+    solver: Annotated[str, typer.Option(help="exact | lagrangian | auto.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the random allocator.")] = 0,
+    sweep: Annotated[Optional[str], typer.Option(help="Budgets of a predicted-error sweep, e.g. 2,2.5,3,3.5,4.")] = None,
+    sweep_allocators: Annotated[str, typer.Option(help="Allocators compared in the sweep.")] = "alphaq,uniform,random,alpha_ratio,weight_norm",
+    calibration_text: Annotated[Optional[Path], typer.Option(help="Text for the frequency allocator (the only one that needs data).")] = None,
+    inspect_dir: Annotated[Optional[Path], typer.Option(help="Reuse this inspect run (default: the run folder's, if of the same model).")] = None,
+    pattern_file: Annotated[Optional[Path], typer.Option(help="JSON tensor patterns for unknown architectures.")] = None,
+    html: Annotated[bool, typer.Option(help="Write plan.html.")] = True,
+) -> None:
+    """Optimal per-expert bit-widths for a memory budget: plan.json, preview of memory and predicted error."""
+    from alphaq.plan.planner import PlanConfig
+    from alphaq.planning import run_plan
+
+    with _user_errors():
+        config = PlanConfig(budget=budget, widths=widths, group_size=group_size, granularity=granularity,  # type: ignore[arg-type]
+                            allocator=allocator, gamma=gamma, error_model=error_model, quant_method=quant_method,  # type: ignore[arg-type]
+                            min_bits=min_bits, max_bits=max_bits, keep=keep or None, solver=solver, seed=seed)  # type: ignore[arg-type]
+        budgets = [b.strip() for b in sweep.split(",") if b.strip()] if sweep else []
+        with _progress("plan") as advance:
+            result = run_plan(model, config, out, inspect_dir=inspect_dir, sweep_budgets=budgets,
+                              sweep_allocators=[a.strip() for a in sweep_allocators.split(",") if a.strip()],
+                              calibration_text=calibration_text, pattern_file=pattern_file, progress=advance)
+        if html:
+            from alphaq.report.plan_page import render_plan
+
+            render_plan(out)
+    _print_plan_summary(result)
+
+
+def _print_plan_summary(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    summary, prov = result.plan.summary, result.plan.provenance
+    console = Console()
+    table = Table(title=f"alphaq plan: budget {prov['budget']['given']} ({prov['options']['allocator']}, "
+                        f"{prov['options']['granularity']})")
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("average payload bits", f"{summary['average_payload_bits']:.3f}")
+    table.add_row("effective bits (incl. scales/zeros)", f"{summary['effective_bits']:.3f}")
+    table.add_row("bits histogram (share of expert weights)",
+                  ", ".join(f"{k}b: {v:.0%}" for k, v in summary["param_share_by_width"].items()))
+    table.add_row("expert memory bf16 -> plan", f"{_mb(summary['expert_bytes_bf16'])} -> {_mb(summary['expert_bytes'])}")
+    table.add_row("total memory bf16 -> plan", f"{_mb(summary['total_bytes_bf16'])} -> {_mb(summary['total_bytes'])}")
+    table.add_row("compression (experts / total)",
+                  f"{summary['expert_compression_ratio']:.2f}x / {summary['compression_ratio']:.2f}x")
+    table.add_row("predicted error", f"{summary['predicted_error']:.5f}")
+    solver = prov["solver"]
+    table.add_row("solver", f"{solver['method']} {solver['status']}, gap {solver['gap']:.2g}, {solver['seconds']:.2f} s")
+    layer = result.comparison.get("layer_plan")
+    if layer and layer.get("status") != "infeasible":
+        table.add_row("best layer-granularity plan (GGUF/vLLM)", f"objective {layer['objective']:.5f} "
+                      f"vs {result.comparison['expert_plan']['objective']:.5f}")
+    table.add_row("written to", str(result.run_dir / "plan.json"))
+    console.print(table)
+
+
+def _mb(nbytes: Any) -> str:
+    return f"{nbytes / 1e6:,.2f} MB"
 
 
 def _print_inspect_summary(result: Any, out: Path) -> None:

@@ -19,8 +19,8 @@ from alphaq._version import __version__
 from alphaq.errors import ConfigError, PlanError
 from alphaq.plan.allocators import ALLOCATORS, Allocation, SolverName, create_allocator
 from alphaq.plan.budget import DEFAULT_GROUP_SIZE, DEFAULT_WIDTHS, Bounds, Budget, budget_constraint, parse_widths
-from alphaq.plan.costs import DEFAULT_MAX_ROWS, ERROR_MODELS, CostTable, ErrorModel, ProgressFn, ReadMatrix, \
-    build_cost_table, matrix_errors
+from alphaq.plan.costs import DEFAULT_MAX_ROWS, ERROR_MODELS, CostTable, ErrorModel, MatrixErrors, ProgressFn, \
+    ReadMatrix, build_cost_table, matrix_errors
 from alphaq.plan.plan_file import Plan, PlanTensor
 from alphaq.plan.units import GRANULARITIES, KEEP_BF16, Granularity, KeepPolicy, build_units, kept_bytes_by_role, \
     kept_rows, matrix_nbytes
@@ -94,7 +94,7 @@ class PlanConfig:
 
 
 def cost_table(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, *,
-               progress: ProgressFn | None = None) -> CostTable:
+               progress: ProgressFn | None = None, errors: MatrixErrors | None = None) -> CostTable:
     """Units, per-width errors, bytes and alpha importance for ``config`` (the expensive step).
 
     Args:
@@ -102,14 +102,28 @@ def cost_table(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: Pl
         read_matrix: ``name -> float32 tensor [rows, cols]`` (None only for ``analytic`` with a var column).
         config: plan options.
         progress: ``progress(1, matrix name, total)`` per matrix measured.
+        errors: per-matrix errors already measured for the same widths and group size (skips the
+            expensive step; see :func:`measure_errors`).
 
     Returns:
         The :class:`alphaq.plan.costs.CostTable`.
     """
     units = build_units(details, config.granularity)
-    errors = matrix_errors(details, read_matrix, config.widths, config.group_size, config.error_model,
-                           method=config.quant_method, max_rows=config.max_rows, progress=progress)
+    if errors is None:
+        errors = measure_errors(details, read_matrix, config, progress=progress)
+    elif errors.widths != tuple(config.widths) or errors.model != config.error_model:
+        raise ConfigError("the given errors were measured for other widths or another error model; re-measure them")
     return build_cost_table(units, errors, config.group_size, config.gamma)
+
+
+def measure_errors(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, *,
+                   progress: ProgressFn | None = None) -> MatrixErrors:
+    """The expensive step of a plan: every routed-expert matrix's error at every candidate width.
+
+    Reuse the result across granularities, allocators and budgets (``errors=`` of the other functions).
+    """
+    return matrix_errors(details, read_matrix, config.widths, config.group_size, config.error_model,
+                         method=config.quant_method, max_rows=config.max_rows, progress=progress)
 
 
 def _allocate(table: CostTable, config: PlanConfig, name: str, budget: Budget,
@@ -121,7 +135,7 @@ def _allocate(table: CostTable, config: PlanConfig, name: str, budget: Budget,
 
 def make_plan(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, *,
               provenance: Mapping[str, Any], routing_shares: Mapping[tuple[int, int], float] | None = None,
-              progress: ProgressFn | None = None) -> Plan:
+              progress: ProgressFn | None = None, errors: MatrixErrors | None = None) -> Plan:
     """Allocate widths to the routed experts within the budget and describe every matrix.
 
     Args:
@@ -132,6 +146,7 @@ def make_plan(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: Pla
             inspect fingerprint); merged over the computed provenance.
         routing_shares: (layer, expert) -> routing share, only for the ``frequency`` allocator.
         progress: ``progress(1, matrix name, total)`` per matrix measured.
+        errors: reuse errors from :func:`measure_errors`.
 
     Returns:
         The :class:`alphaq.plan.plan_file.Plan`.
@@ -139,7 +154,7 @@ def make_plan(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: Pla
     Raises:
         PlanError: infeasible budget, no routed expert, weights missing or of the wrong shape.
     """
-    table = cost_table(details, read_matrix, config, progress=progress)
+    table = cost_table(details, read_matrix, config, progress=progress, errors=errors)
     allocation = _allocate(table, config, config.allocator, config.budget, routing_shares)
     tensors = plan_tensors(details, table, allocation, config)
     constraint = budget_constraint(config.budget, table)
@@ -237,7 +252,7 @@ SWEEP_COLUMNS = ["allocator", "budget", "budget_kind", "status", "average_payloa
 
 def sweep(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, budgets: Iterable[Budget | str | float],
           allocators: Iterable[str], *, routing_shares: Mapping[tuple[int, int], float] | None = None,
-          progress: ProgressFn | None = None) -> pd.DataFrame:
+          progress: ProgressFn | None = None, errors: MatrixErrors | None = None) -> pd.DataFrame:
     """Predicted error against budget for several allocators, from one cost table.
 
     Args:
@@ -257,7 +272,7 @@ def sweep(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanCon
     for name in names:
         if name not in ALLOCATORS:
             raise ConfigError(f"unknown allocator {name!r}; use one of {', '.join(ALLOCATORS)}")
-    table = cost_table(details, read_matrix, config, progress=progress)
+    table = cost_table(details, read_matrix, config, progress=progress, errors=errors)
     params = table.params.astype(np.float64)
     rows: list[dict[str, Any]] = []
     for raw in budgets:
@@ -280,4 +295,4 @@ def sweep(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanCon
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 
-__all__ = ["PlanConfig", "cost_table", "make_plan", "plan_summary", "plan_tensors", "sweep"]
+__all__ = ["PlanConfig", "cost_table", "make_plan", "measure_errors", "plan_summary", "plan_tensors", "sweep"]
