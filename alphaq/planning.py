@@ -72,13 +72,15 @@ def plan_details(ckpt: Any, run_dir: Path, *, inspect_dir: Path | None = None, f
 
 def calibration_shares(model_path: Path, text_file: Path, *, max_windows: int = 64) -> dict[tuple[int, int], float]:
     """Routing share of each expert on a calibration text (input of the calibrated ``frequency`` baseline)."""
-    from alphaq.modeling import load_model
+    import torch
+
+    from alphaq.modeling import load_model, tokenize_text
     from alphaq.routing import routing_stats
 
     if not text_file.is_file():
         raise AlphaQError(f"{text_file}: calibration text not found; pass an existing --calibration-text file")
     model, tokenizer = load_model(model_path)
-    ids = tokenizer(text_file.read_text(encoding="utf-8"), return_tensors="pt").input_ids[0]
+    ids = torch.tensor(tokenize_text(tokenizer, text_file.read_text(encoding="utf-8")), dtype=torch.long)
     context = min(int(getattr(model.config, "max_position_embeddings", 2048) or 2048), 2048)
     return routing_stats(model, ids, context=context, max_windows=max_windows).shares()
 

@@ -1,0 +1,368 @@
+"""Measure the bundled demo model and write its model card (``README.md``) and ``card.json``.
+
+Measurements:
+
+* perplexity with the standard non-overlapping-window protocol: tokenize the whole text, cut it
+  into windows of the model's context length, average the next-token NLL over every predicted
+  token, ``ppl = exp(mean NLL)``;
+* routing load: the share of top-k assignments each expert receives, per layer, on WikiText-2 test;
+* per-expert HT-SR alpha: eigenvalues (squared singular values, float64) of each expert's
+  ``w1``/``w2``/``w3`` from the saved safetensors, fitted with a weightwatcher-style power law.
+
+Run ``python -m alphaq.zoo.model_card [MODEL_DIR]`` to re-measure a checkpoint and rewrite its
+card (the ``training`` section of an existing ``card.json`` is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+CARD_JSON = "card.json"
+CARD_MD = "README.md"
+PREFIX_WINDOWS = 64  # the quick perplexity the tests re-measure
+WW_EVALS_THRESH = 1e-5  # weightwatcher 0.7.7 drops eigenvalues at or below this (CPU build)
+
+
+def fit_alpha(eigenvalues: np.ndarray) -> tuple[float, str]:
+    """Power-law alpha of an eigenvalue spectrum, weightwatcher style (xmin by minimal KS distance).
+
+    Uses ``alphaq.diagnostics.powerlaw_fit.fit_ww`` when the project provides it, else
+    weightwatcher 0.7.7's ``WWFit``.
+
+    Args:
+        eigenvalues: eigenvalues of ``W^T W`` (float64).
+
+    Returns:
+        ``(alpha, fitter name)``.
+    """
+    import numpy as np
+
+    evals = np.sort(np.asarray(eigenvalues, dtype=np.float64))
+    evals = evals[evals > WW_EVALS_THRESH]
+    try:
+        from alphaq.diagnostics.powerlaw_fit import fit_ww  # type: ignore[import-not-found]
+    except ImportError:
+        fit_ww = None
+    if fit_ww is not None:
+        result = fit_ww(evals)
+        return float(getattr(result, "alpha", result)), "alphaq.diagnostics.powerlaw_fit.fit_ww"
+    from weightwatcher.WW_powerlaw import WWFit
+
+    return float(WWFit(evals).alpha), "weightwatcher 0.7.7 WWFit"
+
+
+def expert_alphas(model_dir: Path, num_layers: int, num_experts: int) -> tuple[dict[str, Any], str]:
+    """Fit alpha for every expert matrix stored in the checkpoint (Mixtral legacy layout).
+
+    Args:
+        model_dir: checkpoint folder with ``model.safetensors``.
+        num_layers: decoder layers.
+        num_experts: experts per layer.
+
+    Returns:
+        ``({"w1"|"w2"|"w3"|"mean": [[alpha per expert] per layer]}, fitter name)``.
+    """
+    import torch
+    from safetensors import safe_open
+
+    alphas: dict[str, list[list[float]]] = {"w1": [], "w2": [], "w3": []}
+    fitter = ""
+    files = sorted(model_dir.glob("*.safetensors"))
+    handles = [safe_open(str(f), "pt") for f in files]
+    keys = {k: h for h in handles for k in h.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    for layer in range(num_layers):
+        for name in ("w1", "w2", "w3"):
+            row = []
+            for expert in range(num_experts):
+                key = f"model.layers.{layer}.block_sparse_moe.experts.{expert}.{name}.weight"
+                weight = keys[key].get_tensor(key).to(torch.float64)  # [out, in]
+                evals = torch.linalg.svdvals(weight).square().numpy()
+                alpha, fitter = fit_alpha(evals)
+                row.append(alpha)
+            alphas[name].append(row)
+    alphas["mean"] = [
+        [statistics.fmean(alphas[n][layer][e] for n in ("w1", "w2", "w3")) for e in range(num_experts)]
+        for layer in range(num_layers)
+    ]
+    return alphas, fitter
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Min / median / max / std of a list of numbers."""
+    vals = [float(v) for v in values]
+    return {
+        "min": min(vals),
+        "median": statistics.median(vals),
+        "max": max(vals),
+        "std": statistics.pstdev(vals),
+    }
+
+
+def measure(model_dir: Path, *, texts: dict[str, str], batch_size: int = 8) -> dict[str, Any]:
+    """Measure a saved checkpoint: parameters, perplexities, routing shares and expert alphas.
+
+    Args:
+        model_dir: the saved checkpoint folder (reloaded here in float32, as users see it).
+        texts: ``{"wikitext2_test": ..., "shakespeare_heldout": ...}``.
+        batch_size: windows per forward pass.
+
+    Returns:
+        The ``card.json`` measurement sections.
+    """
+    from alphaq.modeling import evaluate_ids, load_model, tokenize_text
+
+    model, tokenizer = load_model(model_dir)
+    cfg = model.config
+    context = int(cfg.max_position_embeddings)
+    layers, experts, top_k = cfg.num_hidden_layers, cfg.num_local_experts, cfg.num_experts_per_tok
+    total = sum(p.numel() for p in model.parameters())
+    per_expert = 3 * cfg.hidden_size * cfg.intermediate_size
+    active = total - layers * (experts - top_k) * per_expert
+    result: dict[str, Any] = {
+        "architecture": {
+            "model_type": cfg.model_type,
+            "layers": layers,
+            "experts": experts,
+            "top_k": top_k,
+            "hidden_size": cfg.hidden_size,
+            "intermediate_size": cfg.intermediate_size,
+            "heads": cfg.num_attention_heads,
+            "kv_heads": cfg.num_key_value_heads,
+            "context": context,
+            "vocab_size": cfg.vocab_size,
+            "tied_embeddings": bool(cfg.tie_word_embeddings),
+        },
+        "parameters": {"total": int(total), "active_per_token": int(active), "per_expert": int(per_expert)},
+        "perplexity": {},
+    }
+    for name, text in texts.items():
+        ids = tokenize_text(tokenizer, text)
+        full = evaluate_ids(model, ids, context, batch_size=batch_size, count_routing=name == "wikitext2_test")
+        prefix = evaluate_ids(model, ids, context, batch_size=batch_size, max_windows=PREFIX_WINDOWS)
+        result["perplexity"][name] = {
+            "ppl": full.ppl,
+            "nll": full.nll,
+            "tokens": full.tokens,
+            "windows": full.windows,
+            f"ppl_first_{PREFIX_WINDOWS}_windows": prefix.ppl,
+            "prefix_windows": PREFIX_WINDOWS,
+        }
+        if full.routing_counts:
+            shares = [[c / max(sum(row), 1) for c in row] for row in full.routing_counts]
+            result["routing"] = {
+                "text": name,
+                "shares": shares,
+                "spread": spread([s for row in shares for s in row]),
+                "per_layer": [spread(row) for row in shares],
+                "uniform_share": 1.0 / experts,
+            }
+    alphas, fitter = expert_alphas(model_dir, layers, experts)
+    flat = [a for n in ("w1", "w2", "w3") for row in alphas[n] for a in row]
+    result["alpha"] = {
+        "fitter": fitter,
+        "eigenvalues": "squared singular values of the bf16 weight in float64 (torch.linalg.svdvals)",
+        "per_matrix": {n: alphas[n] for n in ("w1", "w2", "w3")},
+        "per_expert_mean": alphas["mean"],
+        "spread_all_matrices": spread(flat),
+        "spread_by_kind": {n: spread([a for row in alphas[n] for a in row]) for n in ("w1", "w2", "w3")},
+        "spread_expert_mean": spread([a for row in alphas["mean"] for a in row]),
+    }
+    if "routing" in result:
+        from scipy.stats import spearmanr
+
+        shares = [s for row in result["routing"]["shares"] for s in row]
+        means = [a for row in alphas["mean"] for a in row]
+        result["alpha"]["spearman_vs_routing_share"] = float(spearmanr(shares, means).statistic)
+    return result
+
+
+def held_out_texts() -> dict[str, str]:
+    """The held-out texts the card reports: WikiText-2 test and the last 10 % of Shakespeare."""
+    from alphaq.zoo.train_demo import load_corpora
+
+    corpora = load_corpora()
+    return {"wikitext2_test": corpora.wikitext2_test, "shakespeare_heldout": corpora.shakespeare_heldout}
+
+
+def write_model_card(model_dir: Path, training: dict[str, Any]) -> Path:
+    """Measure the checkpoint and write ``card.json`` and ``README.md`` into it.
+
+    Args:
+        model_dir: the saved checkpoint folder.
+        training: the training summary (recipe, command, time, machine, ...).
+
+    Returns:
+        The path of ``README.md``.
+    """
+    from alphaq.atomic import write_json, write_text
+
+    card = {"name": model_dir.name, "training": training, **measure(model_dir, texts=held_out_texts())}
+    write_json(model_dir / CARD_JSON, card)
+    return write_text(model_dir / CARD_MD, render_card(card))
+
+
+def _fmt_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _matrix_table(values: Sequence[Sequence[float]], fmt: str) -> str:
+    experts = len(values[0])
+    return _fmt_table(
+        ["layer"] + [f"e{e}" for e in range(experts)],
+        [[str(layer)] + [format(v, fmt) for v in row] for layer, row in enumerate(values)],
+    )
+
+
+def _spread_line(s: dict[str, float], fmt: str) -> str:
+    return (f"min {format(s['min'], fmt)}, median {format(s['median'], fmt)}, "
+            f"max {format(s['max'], fmt)} (std {format(s['std'], fmt)})")
+
+
+def render_card(card: dict[str, Any]) -> str:
+    """Render ``card.json`` as the model card's Markdown."""
+    arch, params, ppl = card["architecture"], card["parameters"], card["perplexity"]
+    training, routing, alpha = card["training"], card["routing"], card["alpha"]
+    cfg = training["config"]
+    wiki, shake = ppl["wikitext2_test"], ppl["shakespeare_heldout"]
+    minutes = training["train_seconds"] / 60
+    out = [
+        "---",
+        "license: apache-2.0",
+        "library_name: transformers",
+        "tags: [mixtral, moe, demo, alphaq]",
+        "---",
+        "",
+        "# alphaq demo-moe",
+        "",
+        "A small **Mixtral-layout Mixture-of-Experts language model trained on real text**, bundled with",
+        "`alphaq` as the default model of every command. It exists so that HT-SR diagnostics have",
+        "something meaningful to look at: its experts were trained (not random), differ in routing load",
+        "and in spectral shape (alpha). It is a toy for testing tools, not a useful language model.",
+        "",
+        "## Architecture",
+        "",
+        f"`MixtralForCausalLM`: {arch['layers']} layers, {arch['experts']} experts per layer, top-{arch['top_k']}",
+        f"routing, hidden {arch['hidden_size']}, expert intermediate {arch['intermediate_size']} (SwiGLU w1/w3/w2),",
+        f"{arch['heads']} attention heads / {arch['kv_heads']} KV heads, context {arch['context']}, vocabulary",
+        f"{arch['vocab_size']} (byte-level BPE), tied input/output embeddings. Weights are stored in bfloat16",
+        "safetensors with the per-expert layout `model.layers.{l}.block_sparse_moe.experts.{e}.w1/w2/w3.weight`.",
+        "",
+        f"* parameters: **{params['total']:,}** total, **{params['active_per_token']:,}** active per token",
+        f"  ({params['per_expert']:,} per expert).",
+        "",
+        "## Training",
+        "",
+        f"* data: {', '.join('`' + f + '`' for f in training['train_files'])}",
+        f"  ({training['train_tokens']:,} tokens); held out: `wikitext-2/test.txt` and Tiny Shakespeare from",
+        f"  character {training['shakespeare_split_char']:,} on (the last 10 %).",
+        f"* tokenizer: byte-level BPE (`tokenizers`), vocabulary {cfg['vocab_size']}, special tokens",
+        "  `<|endoftext|>` (bos/eos/unk) and `<|pad|>`, trained on the training text only.",
+        f"* optimiser: AdamW (betas 0.9/0.95, weight decay {cfg['weight_decay']} on matrices), peak lr",
+        f"  {cfg['lr']}, {cfg['warmup_steps']} warmup steps then cosine to {cfg['min_lr_ratio']} x peak over",
+        f"  {cfg['max_steps']} steps; batch {cfg['batch_size']} x {cfg['context']} tokens of randomly sampled",
+        f"  windows; gradient clip {cfg['grad_clip']}; init std {cfg['init_std']}; router aux",
+        f"  (load-balancing) loss coefficient {cfg['router_aux_loss_coef']}; seed {cfg['seed']}.",
+        f"* held-out loss every {cfg['eval_every']} steps on the first {cfg['eval_windows']} windows of each",
+        f"  held-out text; the best checkpoint is kept; patience {cfg['patience']} evaluations.",
+        f"* ran {training['steps']} steps ({training['tokens_seen']:,} tokens), kept step {training['best_step']},",
+        f"  stopped by `{training['stopped_by']}`; training took **{minutes:.1f} min**"
+        f" ({training['total_seconds'] / 60:.1f} min with tokenizer and data preparation) on",
+        f"  {training['machine']}.",
+        f"* versions: {', '.join(f'{k} {v}' for k, v in training['versions'].items())}.",
+        "",
+        "Reproduce (writes this folder; data from `$ALPHAQ_DATA_DIR` or `../shared/data`):",
+        "",
+        "```bash",
+        training["command"],
+        "python -m alphaq.zoo.model_card   # re-measure and rewrite this card only",
+        "```",
+        "",
+        "`training_log.jsonl` holds the loss curve (train loss every few steps, held-out evaluations).",
+        "",
+        *(["Notes on the recipe:", "", *[f"* {note}" for note in training["notes"]], ""]
+          if training.get("notes") else []),
+        "## Held-out perplexity",
+        "",
+        f"Non-overlapping windows of {arch['context']} tokens over the whole tokenized text, mean next-token",
+        "NLL over every predicted token, ppl = exp(NLL); measured on this checkpoint reloaded in float32.",
+        "",
+        _fmt_table(
+            ["text", "tokens", "windows", "ppl", f"ppl, first {wiki['prefix_windows']} windows"],
+            [["WikiText-2 test", f"{wiki['tokens']:,}", wiki["windows"], f"{wiki['ppl']:.2f}",
+              f"{wiki['ppl_first_%d_windows' % wiki['prefix_windows']]:.2f}"],
+             ["Tiny Shakespeare, last 10 %", f"{shake['tokens']:,}", shake["windows"], f"{shake['ppl']:.2f}",
+              f"{shake['ppl_first_%d_windows' % shake['prefix_windows']]:.2f}"]],
+        ),
+        "",
+        "Perplexities are per BPE token of this 4096-token vocabulary; they are not comparable with",
+        "word-level or other-tokenizer numbers.",
+        "",
+        "## Routing load",
+        "",
+        f"Share of the top-{arch['top_k']} assignments each expert receives on WikiText-2 test (each row sums",
+        f"to 1; uniform is {routing['uniform_share']:.3f}): {_spread_line(routing['spread'], '.3f')}.",
+        "",
+        _matrix_table(routing["shares"], ".3f"),
+        "",
+        "## Expert alphas (HT-SR)",
+        "",
+        f"Power-law exponent alpha of the eigenvalue spectrum (squared singular values, float64) of each",
+        f"expert matrix, fitted with {alpha['fitter']} (xmin chosen by minimal KS distance).",
+        "",
+        f"* all {3 * arch['layers'] * arch['experts']} expert matrices: {_spread_line(alpha['spread_all_matrices'], '.2f')}",
+        *[f"* {kind}: {_spread_line(s, '.2f')}" for kind, s in alpha["spread_by_kind"].items()],
+        f"* per-expert mean of w1/w2/w3: {_spread_line(alpha['spread_expert_mean'], '.2f')}",
+        *([f"* Spearman correlation of per-expert mean alpha with routing share on WikiText-2 test: "
+           f"{alpha['spearman_vs_routing_share']:+.2f} (rarely used experts are less trained and keep"
+           " larger alphas)."] if "spearman_vs_routing_share" in alpha else []),
+        "",
+        "Per-expert mean alpha:",
+        "",
+        _matrix_table(alpha["per_expert_mean"], ".2f"),
+        "",
+        *[line for kind in ("w1", "w2", "w3")
+          for line in (f"alpha of {kind}:", "", _matrix_table(alpha["per_matrix"][kind], ".2f"), "")],
+        "## Licence and data",
+        "",
+        "Weights: Apache-2.0 (as alphaq). Training text: WikiText-2 (CC BY-SA 3.0), Project Gutenberg",
+        "books and Tiny Shakespeare (public domain).",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Re-measure a checkpoint and rewrite its card (keeps the ``training`` section of card.json)."""
+    import json
+
+    from alphaq.modeling import demo_model_dir
+
+    parser = argparse.ArgumentParser(prog="python -m alphaq.zoo.model_card", description=main.__doc__)
+    parser.add_argument("model_dir", nargs="?", default=str(demo_model_dir()))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--render-only", action="store_true", help="rewrite README.md from card.json")
+    args = parser.parse_args(argv)
+    model_dir = Path(args.model_dir)
+    card = json.loads((model_dir / CARD_JSON).read_text(encoding="utf-8"))
+    if args.render_only:
+        from alphaq.atomic import write_text
+
+        print(f"wrote {write_text(model_dir / CARD_MD, render_card(card))}")
+        return
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"wrote {write_model_card(model_dir, card['training'])}")
+
+
+if __name__ == "__main__":
+    main()
