@@ -149,6 +149,32 @@ def plan(
     _print_plan_summary(result)
 
 
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by alphaq inspect / plan.")] = DEFAULT_OUT,
+) -> None:
+    """Rebuild every HTML page of a run folder from its saved artifacts (nothing is recomputed)."""
+    from alphaq.report.run import render_run
+
+    with _user_errors():
+        pages = render_run(run_dir)
+    for page in pages:
+        typer.echo(str(page))
+
+
+@app.command()
+def gallery(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the example reports.")] = Path("reports"),
+) -> None:
+    """Regenerate the example reports of the bundled model (the committed reports/ folder)."""
+    from alphaq.gallery import build_gallery
+
+    with _user_errors(), _progress("gallery") as advance:
+        pages = build_gallery(out, progress=advance)
+    for page in pages:
+        typer.echo(str(page))
+
+
 def _print_plan_summary(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table

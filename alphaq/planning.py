@@ -125,7 +125,8 @@ def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, insp
     errors = measure_errors(details, lambda name: ckpt.read_matrix(refs[name]), config, progress=progress)
     provenance = {"checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
                   "diagnostics": {"fit": inspect_manifest["options"]["fit"],
-                                  "inspect_created": inspect_manifest["created"]},
+                                  "inspect_created": inspect_manifest["created"],
+                                  "inspect_dir": str(Path(inspect_dir) if inspect_dir else out)},
                   "calibration_text": str(calibration_text) if needs_shares else None}
     plan = make_plan(details, None, config, provenance=provenance, routing_shares=shares, errors=errors)
     comparison = layer_comparison(plan, details, config, errors, provenance, shares)

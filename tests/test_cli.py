@@ -97,3 +97,17 @@ def test_plan_infeasible_budget_and_missing_calibration(tiny_checkpoints, tmp_pa
     assert not (out / "plan.json").exists()
     result = runner.invoke(app, ["plan", model, "--out", str(out), "--allocator", "frequency", "--no-html"])
     assert result.exit_code == 2 and "--calibration-text" in result.output
+
+
+def test_report_rebuilds_pages_from_artifacts(tiny_checkpoints, tmp_path):
+    out = tmp_path / "run"
+    model = str(tiny_checkpoints["olmoe"])
+    assert runner.invoke(app, ["plan", model, "--out", str(out), "--no-html"]).exit_code == 0
+    assert (out / "inspect.json").is_file()  # plan ran the inspect stage it needed
+    result = runner.invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "inspect.html").is_file() and (out / "plan.html").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["report", str(empty)])
+    assert result.exit_code == 2 and "no stage artifacts" in result.output

@@ -6,6 +6,8 @@ Submodules are imported lazily (matplotlib, seaborn and jinja2 load only when a 
   :func:`figure_html`.
 - :mod:`alphaq.report.figures` — the matplotlib/seaborn figures.
 - :mod:`alphaq.report.inspect_page` — :func:`render_inspect`, :func:`load_inspect_run`.
+- :mod:`alphaq.report.plan_page` — :func:`render_plan`, :func:`load_plan_run`.
+- :func:`render_run` — every page whose artifacts a run folder holds.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ _LAZY = {
     "Spectrum": ("alphaq.report.inspect_page", "Spectrum"),
     "load_inspect_run": ("alphaq.report.inspect_page", "load_inspect_run"),
     "render_inspect": ("alphaq.report.inspect_page", "render_inspect"),
+    "PlanRun": ("alphaq.report.plan_page", "PlanRun"),
+    "load_plan_run": ("alphaq.report.plan_page", "load_plan_run"),
+    "render_plan": ("alphaq.report.plan_page", "render_plan"),
+    "render_run": ("alphaq.report.run", "render_run"),
 }
 
 __all__ = list(_LAZY)

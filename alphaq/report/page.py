@@ -247,6 +247,17 @@ def fmt_count(value: Any) -> str:
     return f"{int(value):,}"
 
 
+def fmt_bytes(value: Any) -> str:
+    """A byte size in decimal units: ``512 B``, ``76.8 kB``, ``12.35 GB``; an em dash for None/NaN."""
+    if _is_missing(value):
+        return "\u2014"
+    size = float(value)
+    for scale, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if abs(size) >= scale:
+            return f"{size / scale:.{2 if abs(size) < 100 * scale else 1}f} {unit}"
+    return f"{size:.0f} B"
+
+
 def fmt_seconds(value: Any) -> str:
     """A duration: ``12.3 s``, ``4 min 5 s`` or ``1.2 h``; an em dash for None/NaN."""
     if _is_missing(value):

@@ -1,0 +1,344 @@
+"""plan.html: the bit-width plan of one checkpoint, read from a plan run folder.
+
+The page reads what ``alphaq plan`` saved (plan.json; optionally sweep.csv and plan_comparison.json) and,
+when the inspect stage wrote into the same folder, its experts.csv/details.csv for alpha. It recomputes
+no metric: widths, bytes, errors and solver figures are shown as the plan stage recorded them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from alphaq.errors import AlphaQError
+from alphaq.report.page import (
+    Section, chip, empty_note, figure_html, fmt_bytes, fmt_count, fmt_seconds, one_line,
+    provenance_from_manifest, render_page, stat_cards, table_html, write_page,
+)
+from alphaq.report.plan_sections import (
+    as_float, as_mapping, deployability_section, failed_fits_section, fmt_number, heatmap_section, histogram_section,
+    memory_section, scatter_section, sweep_section, tensor_section,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from alphaq.plan.plan_file import Plan
+
+PLAN_FILE = "plan.json"
+SWEEP_FILE = "sweep.csv"
+COMPARISON_FILE = "plan_comparison.json"
+#: Inspect-stage files read for alpha when present in the same folder.
+INSPECT_FILES = ("inspect.json", "details.csv", "experts.csv")
+#: Rows of the per-tensor table (largest predicted error first).
+TOP_TENSORS = 100
+_SWEEP_TEXT = ("allocator", "budget", "budget_kind", "status", "message")
+_GRANULARITY_HINT = {"expert": "one width per expert (gate, up, down together)", "matrix": "one width per matrix",
+                     "layer": "one width per (layer, projection)"}
+
+
+@dataclass(frozen=True, eq=False)
+class PlanRun:
+    """The artifacts of a plan run folder.
+
+    Attributes:
+        plan: plan.json, validated by :func:`alphaq.plan.plan_file.load_plan`.
+        tensors: one row per plan tensor (the :class:`PlanTensor` fields; layer/expert/group_size nullable
+            Int64) plus ``routed`` (in the budget), ``bf16_bytes`` and ``alpha`` (the matrix's fitted alpha from
+            details.csv; NaN without it).
+        sweep: sweep.csv (:data:`alphaq.plan.planner.SWEEP_COLUMNS`), None when absent or unreadable.
+        comparison: plan_comparison.json, None when absent or unreadable.
+        experts: experts.csv (routed and shared experts), None without the inspect artifacts.
+        inspect_manifest: inspect.json, None without it.
+        load_warnings: problems that did not stop loading, one line each.
+    """
+
+    plan: Plan
+    tensors: pd.DataFrame
+    sweep: pd.DataFrame | None = None
+    comparison: Mapping[str, Any] | None = None
+    experts: pd.DataFrame | None = None
+    inspect_manifest: Mapping[str, Any] | None = None
+    load_warnings: tuple[str, ...] = ()
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The plan's options (granularity, allocator, widths, ...); empty when not recorded."""
+        return as_mapping(self.plan.provenance.get("options"))
+
+    @property
+    def routed(self) -> pd.DataFrame:
+        """The routed-expert rows (the matrices the budget covers)."""
+        return self.tensors[self.tensors["routed"]]
+
+
+def load_plan_run(run_dir: str | Path) -> PlanRun:
+    """Read and validate a plan run folder.
+
+    Args:
+        run_dir: the folder ``alphaq plan --out`` wrote.
+
+    Returns:
+        The :class:`PlanRun`; unreadable optional files become ``load_warnings``.
+
+    Raises:
+        AlphaQError: missing folder or plan.json, or an invalid plan (one-line :class:`PlanError`).
+    """
+    import pandas as pd
+
+    from alphaq.plan.plan_file import load_plan
+    from alphaq.quantize.layout import dense_nbytes
+
+    folder = Path(run_dir)
+    rerun = f"run `alphaq plan ... --out {folder}` to create it"
+    if not folder.is_dir():
+        raise AlphaQError(f"{folder}: plan run folder not found; {rerun}")
+    if not (folder / PLAN_FILE).is_file():
+        raise AlphaQError(f"{folder}: no {PLAN_FILE}, not a plan run folder; {rerun}")
+    plan = load_plan(folder / PLAN_FILE)
+    tensors = pd.DataFrame([asdict(t) for t in plan.tensors])
+    for column in ("layer", "expert", "group_size"):
+        tensors[column] = tensors[column].astype("Int64")
+    tensors["error"] = pd.to_numeric(tensors["error"], errors="coerce").astype(float)
+    tensors["routed"] = tensors["unit"].notna()
+    tensors["bf16_bytes"] = [dense_nbytes(int(r), int(c)) for r, c in zip(tensors["rows"], tensors["cols"])]
+    warnings: list[str] = []
+    sweep = _read_sweep(folder / SWEEP_FILE, warnings)
+    comparison = _read_comparison(folder / COMPARISON_FILE, warnings)
+    elsewhere = as_mapping(plan.provenance.get("diagnostics")).get("inspect_dir")
+    inspect_dir = Path(elsewhere) if isinstance(elsewhere, str) and Path(elsewhere).is_dir() else folder
+    experts, details, manifest = _read_inspect(inspect_dir, warnings)
+    tensors["alpha"] = np.nan
+    if details is not None:
+        ours = str(as_mapping(plan.provenance.get("checkpoint")).get("fingerprint") or "")
+        theirs = str(as_mapping(as_mapping(manifest).get("checkpoint")).get("fingerprint") or "")
+        known = tensors["name"].isin(details["name"])
+        if ours and theirs and ours != theirs:
+            warnings.append(f"the inspect artifacts are of checkpoint {theirs}, the plan of {ours}: alpha is omitted")
+            experts = None
+        elif tensors["routed"].any() and not known[tensors["routed"]].any():
+            warnings.append("details.csv names none of this plan's matrices (another checkpoint?): alpha is omitted")
+            experts = None
+        else:
+            fitted = details[details["status"] == "success"].drop_duplicates("name")
+            tensors["alpha"] = tensors["name"].map(fitted.set_index("name")["alpha"]).astype(float)
+    return PlanRun(plan, tensors, sweep, comparison, experts, manifest, tuple(warnings))
+
+
+def render_plan(run_dir: str | Path) -> Path:
+    """Write ``run_dir/plan.html`` from the saved artifacts.
+
+    Args:
+        run_dir: a plan run folder.
+
+    Returns:
+        The path of the written page.
+
+    Raises:
+        AlphaQError: the folder or its plan.json is missing or invalid (see :func:`load_plan_run`).
+    """
+    folder = Path(run_dir)
+    run = load_plan_run(folder)
+    return write_page(folder / "plan.html", plan_page_html(run, run_dir=folder))
+
+
+def plan_page_html(run: PlanRun, *, run_dir: str | Path | None = None, top_n: int = TOP_TENSORS) -> str:
+    """The plan page's HTML.
+
+    Args:
+        run: loaded artifacts.
+        run_dir: folder whose sibling pages the nav bar links (None: no links).
+        top_n: rows of the per-tensor table.
+
+    Returns:
+        The HTML text.
+    """
+    provenance, options = run.plan.provenance, run.options
+    sections = [
+        Section("Summary", _summary_html(run), "The plan's budget, sizes and solver, as recorded in plan.json."),
+        heatmap_section(run),
+        scatter_section(run),
+        histogram_section(run),
+        memory_section(run),
+        deployability_section(run),
+        sweep_section(run),
+        failed_fits_section(run),
+        tensor_section(run, top_n),
+    ]
+    budget = as_mapping(provenance.get("budget"))
+    described = as_mapping(budget.get("resolved")).get("description") or budget.get("given") or "?"
+    subtitle = (f"Alpha-guided mixed-precision plan \u00b7 {options.get('allocator', '?')} allocator, "
+                f"{options.get('granularity', '?')} granularity, budget {described}")
+    return render_page(f"alphaq plan \u2014 {_model_name(run)}", _provenance(run), sections,
+                       warnings=_page_warnings(run), run_dir=run_dir, current="plan.html", subtitle=subtitle)
+
+
+# -- sections ----------------------------------------------------------------------------------------
+
+
+def _summary_html(run: PlanRun) -> str:
+    prov, summary, options = run.plan.provenance, run.plan.summary, run.options
+    budget, solver = as_mapping(prov.get("budget")), as_mapping(prov.get("solver"))
+    resolved = as_mapping(budget.get("resolved"))
+    group = options.get("group_size")
+    capacity = as_float(resolved.get("capacity"))
+    gap = as_float(solver.get("gap"))
+    method = solver.get("method") or ("heuristic" if solver else "not recorded")
+    granularity = str(options.get("granularity") or "?")
+    widths = ", ".join(str(w) for w in options.get("widths") or []) or "?"
+    error_hint = f"{options.get('quant_method', '?')} quantizer" if options.get("error_model") == "measured" else \
+        "Var(W)\u00b72^(\u22122b)" if options.get("error_model") == "analytic" else ""
+    cards = [
+        ("Allocator", str(options.get("allocator") or "?"), f"widths {widths}, group size {group or '?'}"),
+        ("Granularity", granularity, f"{fmt_count(summary.get('units'))} units: "
+         + _GRANULARITY_HINT.get(granularity, "")),
+        ("Budget", str(budget.get("given") or budget.get("value") or "?"),
+         f"resolved: {resolved.get('description', '?')}"
+         + (f"; capacity {capacity:,.0f} {resolved.get('counts', '')}" if math.isfinite(capacity) else "")),
+        ("Average payload bits", fmt_number(summary.get("average_payload_bits"), "{:.3f}"),
+         "parameter-weighted over the routed experts"),
+        ("Effective bits", fmt_number(summary.get("effective_bits"), "{:.3f}"),
+         f"payload + fp16 scale and zero per {group or '?'} weights"),
+        ("Expert bytes", fmt_bytes(summary.get("expert_bytes")),
+         f"bf16 {fmt_bytes(summary.get('expert_bytes_bf16'))} \u00b7 "
+         f"{fmt_number(summary.get('expert_compression_ratio'), '{:.2f}')}\u00d7 smaller"),
+        ("Compression ratio", fmt_number(summary.get("compression_ratio"), "{:.2f}\u00d7"),
+         f"whole model: {fmt_bytes(summary.get('total_bytes'))} vs {fmt_bytes(summary.get('total_bytes_bf16'))} bf16"),
+        ("Solver", str(solver.get("status") or "?"),
+         f"{method} \u00b7 objective {fmt_number(solver.get('objective'), '{:.4g}')} \u00b7 "
+         f"gap {fmt_number(gap * 100, '{:.3g}%')} \u00b7 {fmt_seconds(solver.get('seconds'))}"),
+        ("Gamma", fmt_number(options.get("gamma"), "{:g}"), "importance (median \u03b1 / \u03b1)^\u03b3"),
+        ("Error model", str(options.get("error_model") or "?"), error_hint),
+        ("Predicted error", fmt_number(summary.get("predicted_error"), "{:.4g}"),
+         f"\u03b1-weighted objective {fmt_number(summary.get('alpha_objective'), '{:.4g}')}"),
+        ("Kept outside the budget", str(options.get("keep") or "\u2014"),
+         f"{fmt_bytes(summary.get('kept_bytes'))} (bf16 {fmt_bytes(summary.get('kept_bytes_bf16'))})"),
+    ]
+    shares = as_mapping(summary.get("param_share_by_width"))
+    out = [stat_cards(cards)]
+    if shares:
+        out.append("<h3>Routed-expert parameters by width</h3><p>" + "".join(
+            chip(f"{k} bits: {100 * as_float(v):.1f}%") for k, v in sorted(shares.items(), key=lambda kv: int(kv[0])))
+            + "</p>")
+    failed = list(prov.get("failed_fits") or [])
+    if failed:
+        out.append("<p>" + chip(f"{_plural(len(failed), 'unit')} without a fitted \u03b1", "q-warn")
+                   + ' <a href="#failed-fits-and-notes">see below</a></p>')
+    return "".join(out)
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+def _page_warnings(run: PlanRun) -> list[str]:
+    prov, summary = run.plan.provenance, run.plan.summary
+    lines = list(run.load_warnings)
+    solver = as_mapping(prov.get("solver"))
+    if solver.get("status") not in (None, "optimal", "heuristic"):
+        gap = fmt_number(solver.get("gap"), "{:.3g}")
+        lines.append(f"solver status {solver.get('status')!r} (gap {gap}): the plan is feasible but not proven "
+                     "optimal; raise --time-limit for a tighter plan")
+    failed = list(prov.get("failed_fits") or [])
+    if failed:
+        lines.append(f"{_plural(len(failed), 'unit')} without a fitted \u03b1 planned with importance 1 (the median)")
+    total = int(run.tensors["bytes"].sum())
+    recorded = as_float(summary.get("total_bytes"))
+    if math.isfinite(recorded) and recorded != total:
+        lines.append(f"plan.json summary gives {summary['total_bytes']} total bytes but its tensors add up to {total}; "
+                     "re-create the plan with `alphaq plan`")
+    return lines
+
+
+def _provenance(run: PlanRun) -> dict[str, Any]:
+    prov = run.plan.provenance
+    ckpt = prov.get("checkpoint")
+    ckpt = dict(ckpt) if isinstance(ckpt, Mapping) else ({"path": ckpt} if isinstance(ckpt, str) else {})
+    fallback = as_mapping(as_mapping(run.inspect_manifest).get("checkpoint"))
+    aliases_of = {"path": ("path", "checkpoint_path"), "fingerprint": ("fingerprint", "checkpoint_fingerprint"),
+                  "model_type": ("model_type",)}
+    for key, aliases in aliases_of.items():
+        ckpt.setdefault(key, next((prov[a] for a in aliases if isinstance(prov.get(a), str)), fallback.get(key)))
+    diagnostics = as_mapping(prov.get("diagnostics"))
+    inspect_fp = diagnostics.get("inspect_fingerprint") or diagnostics.get("fingerprint") or ""
+    manifest = {"checkpoint": ckpt, "alphaq_version": prov.get("alphaq_version"), "created": prov.get("created")}
+    out = provenance_from_manifest(manifest, plan=run.plan.plan_fingerprint, inspect=str(inspect_fp))
+    if diagnostics.get("fit") or diagnostics.get("inspect_created"):
+        out["alpha_source"] = " ".join(filter(None, (f"{diagnostics['fit']} fit" if diagnostics.get("fit") else "",
+                                                     f"(inspect run {diagnostics['inspect_created']})"
+                                                     if diagnostics.get("inspect_created") else "")))
+    if prov.get("calibration_text"):
+        out["calibration_text"] = str(prov["calibration_text"])
+    return out
+
+
+def _model_name(run: PlanRun) -> str:
+    path = _provenance(run).get("path")
+    return Path(str(path)).name if path else "plan"
+
+
+def _read_sweep(path: Path, warnings: list[str]) -> pd.DataFrame | None:
+    import pandas as pd
+
+    from alphaq.plan.planner import SWEEP_COLUMNS
+
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN", "None", "null"],
+                            dtype={c: str for c in _SWEEP_TEXT})
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as err:
+        warnings.append(f"{path.name} is unreadable ({one_line(err)}): the budget sweep is omitted")
+        return None
+    missing = [c for c in ("allocator", "average_payload_bits", "predicted_error") if c not in frame.columns]
+    if missing:
+        warnings.append(f"{path.name} lacks column(s) {', '.join(missing)}: the budget sweep is omitted; re-run "
+                        "`alphaq plan --sweep` with this alphaq version")
+        return None
+    for column in SWEEP_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = np.nan
+    for column in _SWEEP_TEXT:
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), "").astype(str)
+    for column in (c for c in SWEEP_COLUMNS if c not in _SWEEP_TEXT):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame[SWEEP_COLUMNS]
+
+
+def _read_comparison(path: Path, warnings: list[str]) -> Mapping[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        warnings.append(f"{path.name} is unreadable ({one_line(err)}): the deployability comparison is omitted")
+        return None
+    plans_ok = isinstance(data, dict) and isinstance(data.get("expert_plan"), dict) and \
+        isinstance(data.get("layer_plan", {}), dict)
+    if not plans_ok:
+        warnings.append(f"{path.name} lacks the expert_plan (and layer_plan) objects: the deployability comparison "
+                        "is omitted; re-run `alphaq plan` with this alphaq version")
+        return None
+    return data
+
+
+def _read_inspect(folder: Path, warnings: list[str]) -> tuple[Any, Any, Any]:
+    from alphaq.report.inspect_page import load_inspect_run
+
+    if not any((folder / name).is_file() for name in INSPECT_FILES):
+        return None, None, None
+    try:
+        run = load_inspect_run(folder)
+    except AlphaQError as err:
+        warnings.append(f"inspect artifacts unreadable ({one_line(err)}): \u03b1 is omitted from this page")
+        return None, None, None
+    return run.experts, run.details, run.manifest
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
