@@ -247,7 +247,7 @@ def _metrics_row(ref: Any, evals: np.ndarray | None, status: str, message: str, 
     }
     if evals is None:
         return row
-    metrics = esd_metrics(evals, method=config.fit).to_dict()
+    metrics = esd_metrics(evals, method=config.fit, max_dim=max(ref.shape)).to_dict()
     row.update({k: v for k, v in metrics.items() if k in DETAIL_COLUMNS and k not in _IDENTITY_COLUMNS})
     if config.tail_test and row["status"] == "success":
         from alphaq.diagnostics.tail_compare import compare_power_law

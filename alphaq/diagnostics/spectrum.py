@@ -1,0 +1,188 @@
+"""Eigenvalues of weight matrices: the empirical spectral density (ESD) that HT-SR fits.
+
+``eigenvalues`` returns the eigenvalues of ``W^T W`` (squared singular values, no ``1/N``), as
+weightwatcher 0.7.7 does. ``farms_eigenvalues`` pools the ESDs of square sub-blocks (FARMS), as the
+AlphaQ code does. Both return float64 numpy arrays sorted ascending.
+
+torch is imported inside the functions so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+EigenMethod = Literal["gram", "svd"]
+
+#: A chunk of a batch converted to the working dtype at once holds at most this many bytes.
+_CHUNK_BYTES = 512 * 1024 * 1024
+
+
+def eigenvalues(
+    weights: torch.Tensor,
+    *,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    method: EigenMethod = "gram",
+) -> np.ndarray:
+    """Eigenvalues of ``W^T W`` (squared singular values of ``W``), sorted ascending.
+
+    Method. ``"gram"`` (default) forms the Gram matrix of the smaller side, ``W W^T`` or ``W^T W``
+    ([K, K], K = min(M, N)), in ``dtype`` and takes its symmetric eigenvalues; ``"svd"`` squares the
+    singular values of ``W``. On CPU both run through numpy's LAPACK (OpenBLAS), whose ``A @ A.T``
+    is a symmetric rank-k update (half a GEMM) and whose ``syevd``/``gesdd`` measured faster here than
+    torch's (MKL) on 2 cores; on another device they run through ``torch.linalg.eigvalsh`` /
+    ``torch.linalg.svdvals``. Measured on a quiet 2-core CPU for one 1024x2816 matrix: Gram route
+    0.08 s (float64) / 0.07 s (float32), scipy's float64 SVD (weightwatcher's route) 0.39 s, torch
+    ``svdvals`` float32 0.59 s. In float64 the Gram eigenvalues agree with scipy's float64 SVD to about
+    1e-13 relative in the bulk and the tail: their absolute error is about ``eps * lambda_max``, so
+    only eigenvalues below ``~1e-7 * lambda_max`` (far below any power-law ``xmin``) lose the 1e-9
+    relative agreement, and rounding can leave tiny negative values, clipped to 0. In float32 both
+    routes agree with float64 to about 1e-5 relative in the bulk. Use ``method="svd"`` with float64
+    when the near-zero singular values of a rank-deficient matrix matter.
+
+    Args:
+        weights: one matrix [M, N] or same-shape matrices stacked [B, M, N] (any float dtype).
+        dtype: working precision, ``torch.float32`` (None, the default) or ``torch.float64``.
+        device: torch device for the computation (``"cpu"``, ``"cuda"``).
+        method: ``"gram"`` or ``"svd"`` (see above).
+
+    Returns:
+        float64 array [K] or [B, K], K = min(M, N), each row sorted ascending.
+
+    Raises:
+        ValueError: ``weights`` is not 2-D/3-D, is empty, or holds NaN/Inf; ``dtype`` or ``method``
+            is not supported; the eigenvalues overflow (float32 weights above ~1e19).
+    """
+    import torch
+
+    work_dtype = torch.float32 if dtype is None else dtype
+    if work_dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {work_dtype}")
+    if method not in ("gram", "svd"):
+        raise ValueError(f"method must be 'gram' or 'svd', got {method!r}")
+    if weights.ndim not in (2, 3):
+        raise ValueError(f"weights must be [M, N] or [B, M, N], got shape {tuple(weights.shape)}")
+    if weights.numel() == 0:
+        raise ValueError(f"weights is empty (shape {tuple(weights.shape)})")
+
+    batched = weights.ndim == 3
+    stack = weights if batched else weights.unsqueeze(0)  # [B, M, N]
+    rows, cols = int(stack.shape[1]), int(stack.shape[2])
+    item_bytes = rows * cols * torch.finfo(work_dtype).bits // 8
+    per_chunk = max(1, _CHUNK_BYTES // max(1, item_bytes))
+    on_cpu = torch.device(device).type == "cpu"
+
+    out = []
+    # NaN/Inf weights make the Gram (hence every eigenvalue) non-finite or LAPACK fail, so finiteness
+    # is checked on the results: one pass over the input saved for the common, finite case
+    try:
+        with torch.no_grad(), np.errstate(invalid="ignore", over="ignore"):
+            for start in range(0, int(stack.shape[0]), per_chunk):
+                chunk = stack[start : start + per_chunk].to(device=device, dtype=work_dtype)  # [b, M, N]
+                if on_cpu:
+                    out.append(_numpy_eigenvalues(chunk.numpy(), method, rows <= cols))
+                else:
+                    out.append(_torch_eigenvalues(chunk, method, rows <= cols))
+                del chunk
+        failure = None
+    except (np.linalg.LinAlgError, RuntimeError) as error:  # torch raises RuntimeError subclasses
+        failure = error
+    if failure is not None or not all(np.isfinite(part).all() for part in out):
+        if not bool(torch.isfinite(weights).all()):
+            raise ValueError("weights hold NaN or Inf values; check finiteness before computing eigenvalues")
+        if failure is not None:
+            raise ValueError(f"eigenvalue computation failed ({failure}); if the weights are huge, "
+                             "use dtype=torch.float64") from failure
+        raise ValueError(f"eigenvalues overflow in {work_dtype}; use dtype=torch.float64")
+    result = np.sort(np.concatenate(out, axis=0), axis=-1)  # [B, K]
+    np.maximum(result, 0.0, out=result)
+    return result if batched else result[0]
+
+
+def _numpy_eigenvalues(chunk: np.ndarray, method: EigenMethod, wide: bool) -> np.ndarray:
+    """[b, M, N] -> [b, K] float64, one matrix at a time (numpy's syrk path needs 2-D operands)."""
+    rows = []
+    for matrix in chunk:  # [M, N]
+        if method == "svd":
+            rows.append(np.square(np.linalg.svd(matrix, compute_uv=False).astype(np.float64)))
+        else:
+            gram = matrix @ matrix.T if wide else matrix.T @ matrix  # [K, K]
+            rows.append(np.linalg.eigvalsh(gram).astype(np.float64))
+    return np.stack(rows)
+
+
+def _torch_eigenvalues(chunk: torch.Tensor, method: EigenMethod, wide: bool) -> np.ndarray:
+    """[b, M, N] -> [b, K] float64 on the chunk's device."""
+    import torch
+
+    if method == "svd":
+        evals = torch.linalg.svdvals(chunk).square()  # [b, K]
+    else:
+        gram = chunk @ chunk.mT if wide else chunk.mT @ chunk  # [b, K, K]
+        evals = torch.linalg.eigvalsh(gram)  # [b, K]
+    return evals.to(device="cpu", dtype=torch.float64).numpy()
+
+
+def farms_eigenvalues(
+    weight: torch.Tensor,
+    *,
+    block: int = 128,
+    max_blocks: int = 256,
+    seed: int = 0,
+) -> np.ndarray:
+    """FARMS eigenvalues: pooled ESDs of square sub-blocks of one matrix.
+
+    ``weight`` is cut into a non-overlapping grid of ``block x block`` sub-matrices (a remainder
+    strip at the right/bottom edge is dropped); at most ``max_blocks`` of them are drawn without
+    replacement with ``numpy.random.Generator(PCG64(seed))`` (the AlphaQ code draws them unseeded with
+    ``random.sample``, so its alphas vary run to run); the squared singular values of every drawn
+    block are pooled. As in the AlphaQ code, each block's eigenvalues are the raw ``sigma^2`` (no
+    ``1/block`` normalisation: every block has the same shape, so a common scale would not change a
+    power-law exponent). A matrix smaller than one block in either direction falls back to the
+    eigenvalues of the whole matrix, as the AlphaQ code does. Computed in float32 like the AlphaQ code
+    (its eigenvalues are returned as float64).
+
+    Args:
+        weight: one matrix [M, N].
+        block: side of the square sub-blocks.
+        max_blocks: most blocks pooled.
+        seed: seed of the block draw; equal seeds give identical results.
+
+    Returns:
+        float64 array [num_blocks * block] sorted ascending (or [min(M, N)] for the fallback).
+
+    Raises:
+        ValueError: ``weight`` is not 2-D or holds NaN/Inf, or ``block``/``max_blocks`` < 1.
+    """
+    import torch
+
+    if block < 1 or max_blocks < 1:
+        raise ValueError(f"block and max_blocks must be >= 1, got block={block}, max_blocks={max_blocks}")
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be [M, N], got shape {tuple(weight.shape)}")
+    rows, cols = int(weight.shape[0]), int(weight.shape[1])
+    if rows < block or cols < block:
+        return eigenvalues(weight, dtype=torch.float32, method="svd")
+    if not bool(torch.isfinite(weight).all()):
+        raise ValueError("weight holds NaN or Inf values; check finiteness before computing eigenvalues")
+
+    grid_rows, grid_cols = rows // block, cols // block
+    total = grid_rows * grid_cols
+    rng = np.random.Generator(np.random.PCG64(seed))
+    chosen = np.arange(total) if total <= max_blocks else np.sort(rng.choice(total, size=max_blocks, replace=False))
+    with torch.no_grad():
+        tiles = (
+            weight[: grid_rows * block, : grid_cols * block]
+            .to(torch.float32)
+            .reshape(grid_rows, block, grid_cols, block)
+            .permute(0, 2, 1, 3)
+            .reshape(total, block, block)
+        )  # [G, block, block]
+        picked = tiles[torch.from_numpy(chosen)]  # [S, block, block]
+        evals = torch.linalg.svdvals(picked).square()  # [S, block]
+    return np.sort(evals.to(torch.float64).numpy().ravel())
