@@ -52,6 +52,9 @@ class InspectConfig:
         experts_only: analyse routed and shared experts only.
         tail_test: compare the power-law tail with lognormal (powerlaw 2.0, alpha range fixed); about a second
             per matrix, so off by default.
+        farms: fit the pooled ESD of random 128x128 blocks (FARMS, as in the AlphaQ code) instead of the
+            whole matrix's; the block draw is seeded by ``seed``.
+        seed: seed of the FARMS block draw.
     """
 
     fit: Literal["ww", "hill"] = "ww"
@@ -60,6 +63,8 @@ class InspectConfig:
     layers: tuple[int, ...] | None = None
     experts_only: bool = False
     tail_test: bool = False
+    farms: bool = False
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.fit not in ("ww", "hill"):
@@ -207,7 +212,7 @@ def _spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[
     """Yield (ref, ascending eigenvalues or None, status, message), batching same-shape matrices."""
     import torch
 
-    from alphaq.diagnostics.spectrum import eigenvalues
+    from alphaq.diagnostics.spectrum import eigenvalues, farms_eigenvalues
 
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     pending: list[tuple[Any, Any]] = []
@@ -229,6 +234,9 @@ def _spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[
         if not torch.isfinite(matrix).all():
             bad = int((~torch.isfinite(matrix)).sum())
             yield ref, None, "nonfinite", f"{bad} NaN/Inf weights; fix or re-download the checkpoint"
+            continue
+        if config.farms:
+            yield ref, farms_eigenvalues(matrix, seed=config.seed), "success", ""
             continue
         if pending and (pending[0][1].shape != matrix.shape or
                         (len(pending) + 1) * matrix.numel() * 4 > BATCH_BYTES):

@@ -85,6 +85,8 @@ def inspect(
     device: Annotated[str, typer.Option(help="Device for the SVDs: cpu or cuda.")] = "cpu",
     float64: Annotated[bool, typer.Option("--float64", help="Eigenvalues in float64 (exact; slower).")] = False,
     tail_test: Annotated[bool, typer.Option(help="Power law vs lognormal test of each tail (powerlaw; ~1 s a matrix).")] = False,
+    farms: Annotated[bool, typer.Option("--farms", help="Fit pooled ESDs of random 128x128 blocks (AlphaQ's FARMS).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the FARMS block draw.")] = 0,
     pattern_file: Annotated[Optional[Path], typer.Option(help="JSON tensor patterns for unknown architectures.")] = None,
     html: Annotated[bool, typer.Option(help="Write inspect.html.")] = True,
 ) -> None:
@@ -94,7 +96,8 @@ def inspect(
 
     with _user_errors():
         config = InspectConfig(fit=fit, dtype="float64" if float64 else "float32", device=device,  # type: ignore[arg-type]
-                               layers=_parse_ints(layers, "--layers"), experts_only=experts_only, tail_test=tail_test)
+                               layers=_parse_ints(layers, "--layers"), experts_only=experts_only, tail_test=tail_test,
+                               farms=farms, seed=seed)
         with _progress("inspect") as advance:
             result = run_inspect(model, config, pattern_file=pattern_file, progress=advance)
         save_inspect(result, out)
