@@ -236,5 +236,15 @@ def _print_inspect_summary(result: Any, out: Path) -> None:
         console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
+def _register_external_commands() -> None:
+    """Commands that live in their own modules (each imports its heavy dependencies lazily)."""
+    from alphaq.cli_export import export
+
+    app.command()(export)
+
+
+_register_external_commands()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
