@@ -6,6 +6,7 @@ The public API is imported lazily so ``import alphaq`` (and ``alphaq --help``) s
 - :func:`alphaq.demo_model_path` — the bundled, trained demo MoE.
 - :func:`alphaq.load_model` — a ready transformers model and tokenizer from a checkpoint folder.
 - :func:`alphaq.open_checkpoint` — lazy, classified view of a checkpoint's matrices.
+- :func:`alphaq.load_quantized` — a transformers model whose routed experts run from packed weights.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _LAZY = {
     "demo_model_path": ("alphaq.modeling", "demo_model_path"),
     "load_model": ("alphaq.modeling", "load_model"),
     "open_checkpoint": ("alphaq.load", "open_checkpoint"),
+    "load_quantized": ("alphaq.quantize.loading", "load_quantized"),
 }
 
 __all__ = ["__version__", *_LAZY]

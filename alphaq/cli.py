@@ -153,6 +153,40 @@ def plan(
 
 
 @app.command()
+def quantize(
+    plan: Annotated[Path, typer.Option("--plan", help="plan.json written by alphaq plan for this model.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the quantized checkpoint "
+                                                          "(an unfinished run there is resumed).")],
+    model: ModelArg = None,
+    method: Annotated[Optional[str], typer.Option(help="rtn | rtn_clip | hqq (default: the plan's quantizer, else rtn).")] = None,
+    device: Annotated[str, typer.Option(help="Where to quantize: cpu or cuda.")] = "cpu",
+    html: Annotated[bool, typer.Option(help="Write quantize.html.")] = True,
+) -> None:
+    """Execute a plan: a quantized safetensors checkpoint (streamed shard by shard, resumable) and quantize.json."""
+    import time
+
+    from alphaq.quantize.run import run_quantize
+
+    with _user_errors():
+        with _progress("quantize") as advance:
+            start, done = time.perf_counter(), [0]
+
+            def count(nbytes: int) -> None:
+                done[0] += nbytes
+
+            def tick(n: int, item: str, total: int) -> None:
+                rate = done[0] / max(time.perf_counter() - start, 1e-9) / 1e6
+                advance(n, f"{item} | {rate:,.1f} MB/s", total)
+
+            result = run_quantize(model, plan, out, method=method, device=device, progress=tick, on_bytes=count)
+        if html:
+            from alphaq.report.quantize_page import render_quantize
+
+            render_quantize(out)
+    _print_quantize_summary(result)
+
+
+@app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="Run folder written by alphaq inspect / plan.")] = DEFAULT_OUT,
 ) -> None:
@@ -205,6 +239,36 @@ def _print_plan_summary(result: Any) -> None:
                       f"vs {result.comparison['expert_plan']['objective']:.5f}")
     table.add_row("written to", str(result.run_dir / "plan.json"))
     console.print(table)
+
+
+def _print_quantize_summary(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    manifest = result.manifest
+    totals, timing, options = manifest["totals"], manifest["timing"], manifest["options"]
+    console = Console()
+    table = Table(title=f"alphaq quantize: {Path(manifest['checkpoint']['path']).name} ({options['method']}, "
+                        f"{options['backend']} on {options['device']})")
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("tensors quantized / copied", f"{totals['quantized_tensors']} / {totals['copied_tensors']}"
+                  + (f" (+{totals['dense_tensors']} split experts at 16 bits)" if totals["dense_tensors"] else ""))
+    table.add_row("quantized bytes vs plan", f"{totals['quantized_bytes']:,} vs {totals['predicted_bytes']:,} "
+                  + ("(equal)" if totals["bytes_match_plan"] else "(DIFFERENT)"))
+    table.add_row("checkpoint source -> quantized", f"{_mb(totals['source_bytes'])} -> {_mb(totals['output_bytes'])}")
+    if totals["mean_rel_error"] is not None:
+        predicted = totals["mean_predicted_error"]
+        table.add_row("reconstruction error (param-weighted)", f"{totals['mean_rel_error']:.5f}"
+                      + (f" (plan predicted {predicted:.5f})" if predicted is not None else ""))
+    resumed = sum(1 for s in manifest["shards"] if s["resumed"])
+    table.add_row("shards", f"{len(manifest['shards'])}" + (f" ({resumed} resumed)" if resumed else ""))
+    rate = timing["throughput_mb_s"]
+    table.add_row("time", f"{timing['wall_seconds']:.1f} s" + (f", {rate:,.1f} MB/s of source weights" if rate else ""))
+    table.add_row("written to", str(result.out_dir))
+    console.print(table)
+    for warning in manifest["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 def _mb(nbytes: Any) -> str:

@@ -11,6 +11,7 @@ from alphaq.errors import AlphaQError
 STAGE_PAGES: tuple[tuple[str, str], ...] = (
     ("inspect.json", "alphaq.report.inspect_page:render_inspect"),
     ("plan.json", "alphaq.report.plan_page:render_plan"),
+    ("quantize.json", "alphaq.report.quantize_page:render_quantize"),
 )
 
 
