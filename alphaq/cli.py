@@ -6,14 +6,15 @@ run folder (``--out``, default ``./alphaq-run``) that later stages and ``alphaq 
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
+from alphaq.cli_common import DEFAULT_OUT, ModelArg, OutOpt
+from alphaq.cli_common import fail as _fail
+from alphaq.cli_common import progress_bar as _progress
+from alphaq.cli_common import user_errors as _user_errors
 from alphaq.errors import AlphaQError
 
 app = typer.Typer(
@@ -23,41 +24,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ModelArg = Annotated[Optional[Path], typer.Argument(help="Checkpoint folder (default: the bundled demo MoE).",
-                                                    show_default=False)]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder to write into.")]
-DEFAULT_OUT = Path("alphaq-run")
-
-
-def _fail(error: AlphaQError) -> None:
-    typer.echo(f"error: {error}", err=True)
-    raise typer.Exit(code=2)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn AlphaQError into a one-line message and exit status 2."""
-    try:
-        yield
-    except AlphaQError as error:
-        _fail(error)
-
-
-@contextmanager
-def _progress(description: str) -> Iterator[Callable[[int, str, int], None]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[item]}", style="dim"))
-    with Progress(*columns, transient=not sys.stderr.isatty(), disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task(description, total=None, item="")
-
-        def advance(n: int, item: str, total: int) -> None:
-            bar.update(task, advance=n, total=total, item=item[-60:])
-
-        yield advance
-
 
 def _parse_ints(text: Optional[str], option: str) -> Optional[tuple[int, ...]]:
     if text is None:
@@ -302,9 +268,12 @@ def _print_inspect_summary(result: Any, out: Path) -> None:
 
 def _register_external_commands() -> None:
     """Commands that live in their own modules (each imports its heavy dependencies lazily)."""
+    from alphaq.cli_eval import compare, eval_command
     from alphaq.cli_export import export
 
     app.command()(export)
+    app.command("eval")(eval_command)
+    app.command()(compare)
 
 
 _register_external_commands()

@@ -41,7 +41,7 @@ def test_float64_inspect_equals_weightwatcher_fit_on_the_same_matrix(tmp_path):
     import weightwatcher as ww  # noqa: F401  (the reference implementation)
     from weightwatcher.WW_powerlaw import pl_fit
 
-    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
     w = torch.distributions.StudentT(3.0).sample((256, 128)) * 0.05
     path = _checkpoint(tmp_path, {"model.layers.0.block_sparse_moe.experts.0.w1.weight": w})
     row = inspect(path, InspectConfig(dtype="float64")).details.iloc[0]

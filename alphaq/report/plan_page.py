@@ -18,8 +18,8 @@ import numpy as np
 
 from alphaq.errors import AlphaQError
 from alphaq.report.page import (
-    Section, chip, empty_note, figure_html, fmt_bytes, fmt_count, fmt_seconds, one_line,
-    provenance_from_manifest, render_page, stat_cards, table_html, write_page,
+    Section, chip, fmt_bytes, fmt_count, fmt_seconds, one_line,
+    provenance_from_manifest, render_page, stat_cards, write_page,
 )
 from alphaq.report.plan_sections import (
     as_float, as_mapping, deployability_section, failed_fits_section, fmt_number, heatmap_section, histogram_section,

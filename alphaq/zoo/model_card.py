@@ -315,7 +315,7 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         "## Expert alphas (HT-SR)",
         "",
-        f"Power-law exponent alpha of the eigenvalue spectrum (squared singular values, float64) of each",
+        "Power-law exponent alpha of the eigenvalue spectrum (squared singular values, float64) of each",
         f"expert matrix, fitted with {alpha['fitter']} (xmin chosen by minimal KS distance).",
         "",
         f"* all {3 * arch['layers'] * arch['experts']} expert matrices: {_spread_line(alpha['spread_all_matrices'], '.2f')}",

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
-from alphaq.cli import app
-from alphaq.errors import AlphaQError, ConfigError, PlanError
 from alphaq.load import open_checkpoint
 from alphaq.load.checkpoint import Checkpoint, MatrixRef
 from alphaq.plan.plan_file import Plan, PlanTensor, save_plan
 from alphaq.plan.units import matrix_nbytes
 from alphaq.quantize import QuantSpec, dequantize_groupwise, quantize_groupwise, quantize_hqq
-from alphaq.quantize import compute
 from alphaq.quantize import run as qrun
 from alphaq.quantize import shards
 from alphaq.quantize.writer import base_name, read_quantized_tensors

@@ -1,0 +1,327 @@
+"""``alphaq compare`` / ``alphaq eval`` with their I/O: plans per (budget, allocator) -> perplexity table.
+
+One checkpoint is loaded once; every plan is applied by simulated quantization (:mod:`alphaq.evaluation.simulate`)
+and undone before the next. Written into ``out_dir``: ``compare.csv`` (one row per plan plus the original model),
+``compare.json`` (rows, provenance, the data-free prediction check; ``measured_rel_error`` is the
+parameter-weighted mean relative error of the quantized matrices, on the scale of ``predicted_error``), ``expert_verification.csv`` (per matrix:
+measured vs predicted error and the expert's routing share on the eval text) and ``plans/*.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from alphaq.errors import AlphaQError, ConfigError
+
+ProgressFn = Callable[[int, str, int], None]
+#: Allocator entries of ``compare``; ``frequency`` expands to its in- and out-of-domain calibrations.
+FREQUENCY_ENTRIES = {"frequency-in": "in", "frequency-out": "out"}
+ORIGINAL = "original"
+COMPARE_COLUMNS = ["entry", "allocator", "calibration", "budget", "status", "average_payload_bits", "effective_bits",
+                   "expert_bytes", "predicted_error", "alpha_objective", "measured_rel_error", "ppl", "nll",
+                   "ppl_increase", "tokens", "windows", "plan_fingerprint", "message"]
+CALIBRATION_WINDOWS = 64
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def expand_allocators(allocators: Sequence[str]) -> list[str]:
+    """Entries of the comparison: ``frequency`` becomes ``frequency-in`` and ``frequency-out``.
+
+    Raises:
+        ConfigError: an unknown allocator name.
+    """
+    from alphaq.plan.allocators import ALLOCATORS
+
+    out: list[str] = []
+    for name in (a.strip() for a in allocators if a.strip()):
+        names = list(FREQUENCY_ENTRIES) if name == "frequency" else [name]
+        for entry in names:
+            if entry not in ALLOCATORS and entry not in FREQUENCY_ENTRIES:
+                raise ConfigError(f"unknown allocator {entry!r}; use one of {', '.join([*ALLOCATORS, *FREQUENCY_ENTRIES])}")
+            if entry not in out:
+                out.append(entry)
+    if not out:
+        raise ConfigError("no allocator given; pass --allocators alphaq,uniform,...")
+    return out
+
+
+def versions() -> dict[str, str]:
+    """Versions of alphaq, torch, transformers and Python."""
+    import platform
+
+    import torch
+    import transformers
+
+    from alphaq._version import __version__
+
+    return {"alphaq": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+def _text_record(path: Path | None) -> dict[str, Any] | None:
+    return None if path is None else {"path": str(path), "sha256": sha256_file(path)}
+
+
+def _tokens(tokenizer: Any, path: Path) -> Any:
+    import torch
+
+    from alphaq.datasets import read_text
+    from alphaq.modeling import tokenize_text
+
+    return torch.tensor(tokenize_text(tokenizer, read_text(path)), dtype=torch.long)
+
+
+def _snapshot(model: Any) -> dict[str, Any]:
+    """Copies of the parameters a plan may change (routed experts and every 2-D weight)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.dim() >= 2}
+
+
+def _restore(model: Any, snapshot: dict[str, Any]) -> None:
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in snapshot.items():
+            params[name].data.copy_(value)
+
+
+def _shares(model: Any, ids: Any, context: int, max_windows: int | None) -> dict[tuple[int, int], float]:
+    from alphaq.routing import routing_stats
+
+    return routing_stats(model, ids, context=context, max_windows=max_windows).shares()
+
+
+def prediction_check(table: pd.DataFrame) -> dict[str, Any]:
+    """Spearman rank correlation between data-free predictions and the measured ppl increase over the plans.
+
+    Returns:
+        ``{"predicted_error": {...}, "alpha_objective": {...}}``, each with ``rho``, ``p_value``, ``plans`` and
+        ``status`` (``ok``, or ``too_few_plans`` with NaN figures when fewer than 3 plans were evaluated).
+    """
+    from scipy.stats import spearmanr
+
+    rows = table[(table["entry"] != ORIGINAL) & table["ppl"].notna()]
+    out: dict[str, Any] = {}
+    for column in ("predicted_error", "alpha_objective"):
+        sub = rows[rows[column].notna()]
+        if len(sub) < 3 or sub[column].nunique() < 2 or sub["ppl_increase"].nunique() < 2:
+            out[column] = {"rho": math.nan, "p_value": math.nan, "plans": int(len(sub)), "status": "too_few_plans"}
+            continue
+        rho, p = spearmanr(sub[column], sub["ppl_increase"])
+        out[column] = {"rho": float(rho), "p_value": float(p), "plans": int(len(sub)), "status": "ok"}
+    return out
+
+
+def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Sequence[str], out_dir: str | Path, *,
+                text_file: str | Path | None = None, calib_out: str | Path | None = None,
+                calib_in: str | Path | None = None, max_windows: int | None = None, context: int | None = None,
+                config: Any = None, progress: ProgressFn | None = None) -> pd.DataFrame:
+    """Plan the checkpoint for every (budget, allocator), evaluate each plan's perplexity, write the results.
+
+    Args:
+        model: checkpoint folder (None: the bundled demo model).
+        budgets: budgets (``"2.5"``, ``"3"``, ``"12GB"``).
+        allocators: allocator names; ``frequency`` = ``frequency-in`` + ``frequency-out``.
+        out_dir: run folder (created).
+        text_file: evaluation text (None: WikiText-2 test from the data folder).
+        calib_out: out-of-domain calibration text of ``frequency-out`` (None: Tiny Shakespeare).
+        calib_in: in-domain calibration text of ``frequency-in`` (None: WikiText-2 valid).
+        max_windows: evaluate the first this many windows (None: all).
+        context: window length (None: the model's context, at most 2048).
+        config: base :class:`alphaq.plan.PlanConfig` (its budget and allocator are replaced); None: defaults.
+        progress: ``progress(1, item, total)`` per plan evaluated.
+
+    Returns:
+        The results table (:data:`COMPARE_COLUMNS`), first row the original model.
+
+    Raises:
+        AlphaQError: missing data, a checkpoint that cannot be loaded; ConfigError: bad budgets or allocators.
+    """
+    import datetime as _dt
+
+    from alphaq import datasets
+    from alphaq.atomic import write_json, write_with
+    from alphaq.evaluation.perplexity import model_context, perplexity
+    from alphaq.evaluation.simulate import apply_plan
+    from alphaq.load import open_checkpoint
+    from alphaq.modeling import demo_model_path, load_model
+    from alphaq.plan.budget import Budget
+    from alphaq.plan.plan_file import save_plan
+    from alphaq.plan.planner import PlanConfig, make_plan, measure_errors
+    from alphaq.planning import plan_details
+
+    entries = expand_allocators(allocators)
+    budget_list = [str(b).strip() for b in budgets if str(b).strip()]
+    if not budget_list:
+        raise ConfigError("no budget given; pass --budgets 2.5,3,3.5")
+    for b in budget_list:
+        Budget.parse(b)
+    base = config if config is not None else PlanConfig(budget=budget_list[0])
+    eval_path = Path(text_file) if text_file is not None else datasets.wikitext2_test()
+    needs = {FREQUENCY_ENTRIES[e] for e in entries if e in FREQUENCY_ENTRIES}
+    calib_paths = {"out": Path(calib_out) if calib_out is not None else (datasets.shakespeare() if "out" in needs else None),
+                   "in": Path(calib_in) if calib_in is not None else (datasets.wikitext2_valid() if "in" in needs else None)}
+    for path in [eval_path, *calib_paths.values()]:
+        if path is not None and not path.is_file():
+            raise AlphaQError(f"{path}: text file not found; pass an existing file or set $ALPHAQ_DATA_DIR")
+
+    out = Path(out_dir)
+    (out / "plans").mkdir(parents=True, exist_ok=True)
+    ckpt = open_checkpoint(model if model is not None else demo_model_path())
+    details, inspect_manifest = plan_details(ckpt, out)
+    refs = {m.name: m for m in ckpt.matrices}
+    errors = measure_errors(details, lambda name: ckpt.read_matrix(refs[name]), base)
+
+    lm, tokenizer = load_model(ckpt.path)
+    window = context or model_context(lm)
+    ids = _tokens(tokenizer, eval_path)
+    shares = {side: _shares(lm, _tokens(tokenizer, path), window, CALIBRATION_WINDOWS)
+              for side, path in calib_paths.items() if side in needs and path is not None}
+    eval_shares = _shares(lm, ids, window, max_windows)
+    original = perplexity(lm, ids, window, max_windows=max_windows)
+    snapshot = _snapshot(lm)
+    provenance = {"checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
+                  "diagnostics": {"fit": inspect_manifest["options"]["fit"], "inspect_created": inspect_manifest["created"],
+                                  "inspect_dir": str(out)}}
+
+    rows: list[dict[str, Any]] = [{"entry": ORIGINAL, "allocator": ORIGINAL, "calibration": None, "budget": None,
+                                   "status": original.status, "average_payload_bits": 16.0, "ppl": original.ppl,
+                                   "nll": original.nll, "ppl_increase": 0.0, "tokens": original.tokens,
+                                   "windows": original.windows}]
+    verification: list[dict[str, Any]] = []
+    total = len(budget_list) * len(entries)
+    for budget in budget_list:
+        for entry in entries:
+            side = FREQUENCY_ENTRIES.get(entry)
+            name = "frequency" if side else entry
+            row: dict[str, Any] = {"entry": entry, "allocator": name, "budget": budget,
+                                   "calibration": str(calib_paths[side]) if side else None}
+            cfg = dataclasses.replace(base, budget=budget, allocator=name)
+            try:
+                plan = make_plan(details, None, cfg, errors=errors, routing_shares=shares.get(side) if side else None,
+                                 provenance={**provenance, "calibration_text": row["calibration"]})
+            except AlphaQError as error:
+                rows.append({**row, "status": "infeasible", "message": str(error)})
+                if progress:
+                    progress(1, f"{entry} @ {budget}: infeasible", total)
+                continue
+            save_plan(plan, out / "plans" / f"{entry}-{budget}.json")
+            try:
+                sim = apply_plan(lm, plan)
+                result = perplexity(lm, ids, window, max_windows=max_windows)
+            finally:
+                _restore(lm, snapshot)
+            params = {t.name: t.params for t in plan.tensors}
+            weight = sum(params[c.name] for c in sim.checks)
+            measured = sum(params[c.name] * c.rel_error for c in sim.checks) / weight if weight else math.nan
+            rows.append({**row, "status": plan.provenance["solver"]["status"],
+                         "average_payload_bits": plan.summary["average_payload_bits"],
+                         "effective_bits": plan.summary["effective_bits"], "expert_bytes": plan.summary["expert_bytes"],
+                         "predicted_error": plan.summary["predicted_error"],
+                         "alpha_objective": plan.summary["alpha_objective"],
+                         "measured_rel_error": measured,
+                         "ppl": result.ppl, "nll": result.nll, "ppl_increase": result.ppl - original.ppl,
+                         "tokens": result.tokens, "windows": result.windows, "plan_fingerprint": plan.plan_fingerprint,
+                         "message": "; ".join(plan.provenance.get("notes") or [])})
+            for c in sim.checks:
+                share = eval_shares.get((c.layer, c.expert), math.nan) if c.expert is not None else math.nan
+                verification.append({"entry": entry, "budget": budget, "name": c.name, "layer": c.layer,
+                                     "expert": c.expert, "bits": c.bits, "predicted_error": c.predicted_error,
+                                     "rel_error": c.rel_error, "eval_routing_share": share})
+            if progress:
+                progress(1, f"{entry} @ {budget}: ppl {result.ppl:.3f}", total)
+
+    table = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+    check = prediction_check(table)
+    write_with(out / "compare.csv", lambda p: table.to_csv(p, index=False))
+    write_with(out / "expert_verification.csv", lambda p: pd.DataFrame(verification).to_csv(p, index=False))
+    write_json(out / "compare.json", {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(), **provenance,
+        "protocol": {"context": window, "stride": window, "max_windows": max_windows, "windows": original.windows,
+                     "tokens": original.tokens, "dropped_tokens": original.dropped_tokens,
+                     "remainder": "dropped", "simulated": True},
+        "eval_text": _text_record(eval_path),
+        "calibration": {side: _text_record(path) for side, path in calib_paths.items() if side in needs},
+        "options": {"budgets": budget_list, "allocators": entries, "widths": list(base.widths),
+                    "group_size": base.group_size, "granularity": base.granularity, "gamma": base.gamma,
+                    "quant_method": base.quant_method, "seed": base.seed},
+        "original_ppl": original.ppl, "prediction_check": check,
+        "rows": table.astype(object).where(table.notna(), None).to_dict("records")})
+    return table
+
+
+def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, quantized: str | Path | None = None,
+             plan_file: str | Path | None = None, text_file: str | Path | None = None,
+             max_windows: int | None = None, context: int | None = None) -> dict[str, Any]:
+    """Perplexity of the original model, a quantized checkpoint (``quantized``) or a plan (simulated).
+
+    Args:
+        model: checkpoint folder (None: the bundled demo); ignored with ``quantized``.
+        out_dir: write ``eval.json`` there when given.
+        quantized: a quantized checkpoint folder (``alphaq quantize --out``).
+        plan_file: a ``plan.json`` to apply by simulated quantization.
+        text_file: evaluation text (None: WikiText-2 test).
+        max_windows: first this many windows only.
+        context: window length (None: the model's context, at most 2048).
+
+    Returns:
+        The record written to ``eval.json`` (ppl, nll, tokens, windows, provenance).
+    """
+    import dataclasses as dc
+
+    from alphaq import datasets
+    from alphaq.atomic import write_json
+    from alphaq.evaluation.perplexity import model_context, perplexity
+    from alphaq.modeling import demo_model_path, load_model
+
+    if quantized is not None and plan_file is not None:
+        raise ConfigError("pass either --quantized or --plan, not both")
+    eval_path = Path(text_file) if text_file is not None else datasets.wikitext2_test()
+    if not eval_path.is_file():
+        raise AlphaQError(f"{eval_path}: text file not found; pass an existing --text-file")
+    record: dict[str, Any] = {"versions": versions(), "eval_text": _text_record(eval_path)}
+    if quantized is not None:
+        from alphaq.quantize.loading import load_quantized
+
+        lm, tokenizer = load_quantized(quantized)
+        record["source"] = {"kind": "quantized", "path": str(quantized)}
+    else:
+        path = Path(model) if model is not None else demo_model_path()
+        lm, tokenizer = load_model(path)
+        record["source"] = {"kind": "original", "path": str(path)}
+        if plan_file is not None:
+            from alphaq.evaluation.simulate import apply_plan
+            from alphaq.plan.plan_file import load_plan
+
+            plan = load_plan(plan_file)
+            sim = apply_plan(lm, plan)
+            record["source"] = {"kind": "simulated", "path": str(path), "plan": str(plan_file),
+                                "plan_fingerprint": plan.plan_fingerprint, "method": sim.method,
+                                "average_payload_bits": plan.summary.get("average_payload_bits")}
+    window = context or model_context(lm)
+    result = perplexity(lm, _tokens(tokenizer, eval_path), window, max_windows=max_windows)
+    record.update(dc.asdict(result))
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        write_json(Path(out_dir) / "eval.json", record)
+    return record
+
+
+__all__ = ["COMPARE_COLUMNS", "FREQUENCY_ENTRIES", "expand_allocators", "prediction_check", "run_compare", "run_eval",
+           "sha256_file"]

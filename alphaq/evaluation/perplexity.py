@@ -1,0 +1,130 @@
+"""Perplexity with the standard GPTQ-family protocol (REFERENCE.md §8).
+
+The text is tokenized whole, cut into non-overlapping windows of the model's context (2048 for real models,
+the bundled demo's own context), the remainder shorter than a window is dropped, and
+``ppl = exp(mean token NLL)`` over every predicted token (``logits[:, :-1]`` vs ``ids[:, 1:]``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from alphaq.errors import ConfigError
+
+#: Window length of the standard protocol for real models.
+STANDARD_CONTEXT = 2048
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    """Perplexity of a model on one token sequence.
+
+    Attributes:
+        nll: mean token NLL (nats); NaN when no window fits.
+        ppl: ``exp(nll)``.
+        tokens: predicted (scored) tokens.
+        windows: windows evaluated.
+        context: window length.
+        stride: step between window starts (``context`` = the standard non-overlapping protocol).
+        dropped_tokens: tokens at the end of the text that fit no window (or past ``max_windows``).
+        status: ``ok`` or ``no_window`` (text shorter than one window).
+    """
+
+    nll: float
+    ppl: float
+    tokens: int
+    windows: int
+    context: int
+    stride: int
+    dropped_tokens: int
+    status: str = "ok"
+
+
+def model_context(model: Any, *, cap: int = STANDARD_CONTEXT) -> int:
+    """The protocol's window length for ``model``: its ``max_position_embeddings``, at most ``cap``.
+
+    Args:
+        model: a transformers model (``model.config``).
+        cap: upper bound (2048 in the standard protocol).
+
+    Returns:
+        The window length.
+    """
+    config = getattr(model.config, "text_config", None) or model.config
+    return min(int(getattr(config, "max_position_embeddings", cap) or cap), cap)
+
+
+def window_starts(n_tokens: int, context: int, stride: int) -> list[int]:
+    """Start offsets of the full windows of ``context`` tokens, ``stride`` apart (remainder dropped)."""
+    if n_tokens < context:
+        return []
+    return list(range(0, n_tokens - context + 1, stride))
+
+
+def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_windows: int | None = None,
+               stride: int | None = None, batch_size: int = 8) -> PerplexityResult:
+    """Mean next-token NLL and perplexity over full windows of ``context`` tokens.
+
+    Args:
+        model: a causal LM returning ``logits``.
+        ids: the whole tokenized text, ``[N]``.
+        context: window length.
+        max_windows: evaluate only the first this many windows; ``None`` for all.
+        stride: step between window starts; ``None`` = ``context`` (standard, non-overlapping). With a
+            smaller stride every window after the first scores only its last ``stride`` tokens
+            (sliding-window evaluation), so every token is still scored once.
+        batch_size: windows per forward pass.
+
+    Returns:
+        A :class:`PerplexityResult`.
+
+    Raises:
+        ConfigError: a context, stride or max_windows that is not positive, or a stride above the context.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    step = context if stride is None else int(stride)
+    if context < 2:
+        raise ConfigError(f"context {context} must be >= 2 tokens; pass the model's context length")
+    if not 1 <= step <= context:
+        raise ConfigError(f"stride {step} must be in 1..context ({context}); leave it unset for the standard protocol")
+    if max_windows is not None and max_windows < 1:
+        raise ConfigError(f"max_windows {max_windows} must be >= 1 (or unset for all windows)")
+    all_ids = torch.as_tensor(ids, dtype=torch.long).flatten()  # [N]
+    starts = window_starts(all_ids.numel(), context, step)
+    if max_windows is not None:
+        starts = starts[:max_windows]
+    covered = (starts[-1] + context) if starts else 0
+    if not starts:
+        return PerplexityResult(nll=math.nan, ppl=math.nan, tokens=0, windows=0, context=context, stride=step,
+                                dropped_tokens=int(all_ids.numel()), status="no_window")
+    device = next(model.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for first in range(0, len(starts), batch_size):
+                group = starts[first:first + batch_size]
+                batch = torch.stack([all_ids[s:s + context] for s in group]).to(device)  # [B, T]
+                logits = model(input_ids=batch).logits[:, :-1].float()  # [B, T-1, V]
+                targets = batch[:, 1:].clone()  # [B, T-1]
+                for row, s in enumerate(group):
+                    if s > 0 and step < context:  # sliding: score only the new tokens
+                        targets[row, : context - 1 - step] = -100
+                nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                      ignore_index=-100, reduction="sum")
+                total_nll += float(nll)
+                total_tokens += int((targets != -100).sum())
+    finally:
+        model.train(was_training)
+    mean = total_nll / total_tokens
+    return PerplexityResult(nll=mean, ppl=math.exp(mean), tokens=total_tokens, windows=len(starts), context=context,
+                            stride=step, dropped_tokens=int(all_ids.numel()) - covered)
+
+
+__all__ = ["STANDARD_CONTEXT", "PerplexityResult", "model_context", "perplexity", "window_starts"]

@@ -1,0 +1,171 @@
+"""compare.html: perplexity against average bits per allocator, read from a compare run folder.
+
+The page reads what ``alphaq compare`` saved (compare.json, compare.csv, optionally expert_verification.csv) and
+recomputes no metric.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from alphaq.errors import AlphaQError
+from alphaq.report.page import Section, empty_note, figure_html, render_page, stat_cards, table_html, write_page
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+COMPARE_JSON = "compare.json"
+COMPARE_CSV = "compare.csv"
+VERIFICATION_CSV = "expert_verification.csv"
+_TABLE_COLUMNS = ["entry", "budget", "status", "average_payload_bits", "effective_bits", "predicted_error",
+                  "alpha_objective", "measured_rel_error", "ppl", "ppl_increase", "plan_fingerprint"]
+
+
+def ppl_figure(table: pd.DataFrame) -> Figure | None:
+    """Perplexity against average payload bits, one line per allocator entry, the original model dashed.
+
+    Args:
+        table: the compare table (``entry``, ``average_payload_bits``, ``ppl``).
+
+    Returns:
+        The figure, or None when no plan was evaluated.
+    """
+    from matplotlib.figure import Figure
+
+    plans = table[(table["entry"] != "original") & table["ppl"].notna()]
+    if plans.empty:
+        return None
+    fig = Figure(figsize=(7.0, 4.2))
+    ax = fig.add_subplot()
+    for entry, rows in plans.groupby("entry", sort=False):
+        rows = rows.sort_values("average_payload_bits")
+        ax.plot(rows["average_payload_bits"], rows["ppl"], marker="o", label=str(entry))
+    original = table[table["entry"] == "original"]["ppl"]
+    if len(original) and math.isfinite(float(original.iloc[0])):
+        ax.axhline(float(original.iloc[0]), color="black", linestyle="--", linewidth=1, label="original (bf16)")
+    ax.set_xlabel("average payload bits (routed experts)")
+    ax.set_ylabel("perplexity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def load_compare_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame | None]:
+    """Read compare.json, compare.csv and (when present) expert_verification.csv.
+
+    Raises:
+        AlphaQError: the folder holds no compare run.
+    """
+    folder = Path(run_dir)
+    if not (folder / COMPARE_JSON).is_file() or not (folder / COMPARE_CSV).is_file():
+        raise AlphaQError(f"{folder}: no compare.json/compare.csv; run `alphaq compare --out {folder}` first")
+    try:
+        meta = json.loads((folder / COMPARE_JSON).read_text(encoding="utf-8"))
+        table = pd.read_csv(folder / COMPARE_CSV)
+    except (OSError, ValueError) as exc:
+        raise AlphaQError(f"{folder}: cannot read the compare results ({exc}); re-run `alphaq compare`") from exc
+    verification = None
+    if (folder / VERIFICATION_CSV).is_file():
+        try:
+            verification = pd.read_csv(folder / VERIFICATION_CSV)
+        except (OSError, ValueError, pd.errors.EmptyDataError):
+            verification = None
+    return meta, table, verification
+
+
+def _check_html(meta: dict[str, Any]) -> str:
+    check = meta.get("prediction_check") or {}
+    cards = []
+    for key, label in (("predicted_error", "predicted error"), ("alpha_objective", "alpha objective")):
+        item = check.get(key) or {}
+        rho = item.get("rho")
+        value = f"{rho:.3f}" if isinstance(rho, (int, float)) and math.isfinite(rho) else "\u2014"
+        p = item.get("p_value")
+        hint = f"p = {p:.3g}, {item.get('plans', 0)} plans" if isinstance(p, (int, float)) else str(item.get("status", ""))
+        cards.append((f"Spearman: {label} vs ppl increase", value, hint))
+    return stat_cards(cards)
+
+
+def _verification_html(verification: pd.DataFrame | None) -> str:
+    if verification is None or verification.empty:
+        return empty_note("no per-expert verification was recorded")
+    frame = verification.assign(abs_gap=(verification["rel_error"] - verification["predicted_error"]).abs())
+    grouped = (frame.groupby(["entry", "budget"], sort=False)
+               .agg(matrices=("name", "size"), predicted_error=("predicted_error", "mean"),
+                    measured_rel_error=("rel_error", "mean"), max_abs_gap=("abs_gap", "max"))
+               .reset_index())
+    return table_html(grouped, float_format="{:.4f}",
+                      caption="Mean plan-predicted vs measured relative error of the quantized matrices; "
+                              "per-matrix rows and each expert's routing share on the eval text are in "
+                              "expert_verification.csv.")
+
+
+def compare_page_html(meta: dict[str, Any], table: pd.DataFrame, verification: pd.DataFrame | None, *,
+                      run_dir: str | Path | None = None) -> str:
+    """The compare page's HTML.
+
+    Args:
+        meta: compare.json content.
+        table: compare.csv content.
+        verification: expert_verification.csv content or None.
+        run_dir: folder whose sibling pages the nav bar links.
+
+    Returns:
+        The HTML text.
+    """
+    fig = ppl_figure(table)
+    protocol = meta.get("protocol") or {}
+    original = meta.get("original_ppl")
+    summary = stat_cards([
+        ("Original perplexity", f"{original:.3f}" if isinstance(original, (int, float)) else "\u2014", "bf16 weights"),
+        ("Windows", protocol.get("windows", "\u2014"), f"{protocol.get('context', '?')} tokens each, remainder dropped"),
+        ("Scored tokens", protocol.get("tokens", "\u2014"), "next-token predictions"),
+    ])
+    shown = [c for c in _TABLE_COLUMNS if c in table.columns]
+    sections = [
+        Section("Summary", summary, "Standard protocol: non-overlapping windows of the model's context."),
+        Section("Perplexity vs bits", figure_html(fig, alt="perplexity vs average bits") if fig is not None
+                else empty_note("no plan was evaluated"),
+                "Simulated quantization (weights quantize-dequantized in place)."),
+        Section("Results", table_html(table[shown], float_format="{:.4f}"), "One row per plan; see compare.csv."),
+        Section("Data-free prediction check", _check_html(meta),
+                "Rank correlation of the plans' data-free predictions with the measured perplexity increase."),
+        Section("Per-expert verification", _verification_html(verification)),
+    ]
+    checkpoint = meta.get("checkpoint") or {}
+    eval_text = meta.get("eval_text") or {}
+    provenance = {"model": Path(str(checkpoint.get("path", "?"))).name, "model_type": checkpoint.get("model_type"),
+                  "path": checkpoint.get("path"), "fingerprint": checkpoint.get("fingerprint"),
+                  "alphaq_version": (meta.get("versions") or {}).get("alphaq"), "created": meta.get("created"),
+                  "Eval text": eval_text.get("path"), "Eval text sha256": eval_text.get("sha256")}
+    warnings = [] if protocol.get("max_windows") is None else [
+        f"only the first {protocol.get('max_windows')} windows of the eval text were evaluated"]
+    return render_page(f"alphaq compare \u2014 {provenance['model']}", provenance, sections, warnings=warnings,
+                       run_dir=run_dir, current="compare.html",
+                       subtitle="Perplexity of mixed-precision plans per allocator and budget")
+
+
+def render_compare(run_dir: str | Path) -> Path:
+    """Write ``run_dir/compare.html`` from the saved compare results.
+
+    Args:
+        run_dir: a compare run folder.
+
+    Returns:
+        The written page's path.
+
+    Raises:
+        AlphaQError: the folder holds no compare run.
+    """
+    folder = Path(run_dir)
+    meta, table, verification = load_compare_run(folder)
+    return write_page(folder / "compare.html", compare_page_html(meta, table, verification, run_dir=folder))
+
+
+__all__ = ["compare_page_html", "load_compare_run", "ppl_figure", "render_compare"]

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from alphaq.cli_eval import compare, eval_command
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command("eval")(eval_command)
+    app.command()(compare)
+    return app
+
+
+def test_eval_command_original_and_missing_text(tmp_path: Path) -> None:
+    text = tmp_path / "t.txt"
+    text.write_text("a small text about rivers and hills and stone walls " * 80, encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(_app(), ["eval", "--out", str(tmp_path / "run"), "--text-file", str(text),
+                                    "--max-windows", "1"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert record["source"]["kind"] == "original" and record["windows"] == 1 and record["tokens"] == 255
+    missing = runner.invoke(_app(), ["eval", "--out", str(tmp_path / "x"), "--text-file", str(tmp_path / "none.txt")])
+    assert missing.exit_code == 2 and "text file not found" in missing.output
+
+
+def test_compare_command_writes_table_and_page(tmp_path: Path) -> None:
+    text = tmp_path / "t.txt"
+    text.write_text("a small text about rivers and hills and stone walls " * 80, encoding="utf-8")
+    out = tmp_path / "cmp"
+    result = CliRunner().invoke(_app(), ["compare", "--out", str(out), "--text-file", str(text), "--budgets", "3",
+                                         "--allocators", "uniform,random", "--max-windows", "1"])
+    assert result.exit_code == 0, result.output
+    assert (out / "compare.csv").is_file() and (out / "compare.html").is_file()
+    assert "uniform" in result.output and "random" in result.output

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from alphaq.errors import ConfigError
+from alphaq.evaluation.compare import COMPARE_COLUMNS, expand_allocators, prediction_check, run_compare, sha256_file
+
+
+def _text(path: Path) -> Path:
+    words = ("the cat sat on the mat while a river ran past old stone walls and quiet hills " * 120).strip()
+    path.write_text(words + "\n", encoding="utf-8")
+    return path
+
+
+def test_expand_allocators() -> None:
+    assert expand_allocators(["alphaq", "frequency", "uniform"]) == ["alphaq", "frequency-in", "frequency-out", "uniform"]
+    with pytest.raises(ConfigError):
+        expand_allocators(["nope"])
+
+
+def test_prediction_check_spearman() -> None:
+    table = pd.DataFrame({"entry": ["original", "a", "b", "c", "d"], "ppl": [1.0, 2.0, 3.0, 4.0, 5.0],
+                          "ppl_increase": [0.0, 1.0, 2.0, 3.0, 4.0], "predicted_error": [None, 0.1, 0.2, 0.3, 0.4],
+                          "alpha_objective": [None, 0.4, 0.3, 0.2, 0.1]})
+    check = prediction_check(table)
+    assert check["predicted_error"]["rho"] == pytest.approx(1.0)
+    assert check["alpha_objective"]["rho"] == pytest.approx(-1.0)
+    short = prediction_check(table.iloc[:3])
+    assert short["predicted_error"]["status"] == "too_few_plans" and math.isnan(short["predicted_error"]["rho"])
+
+
+def test_compare_two_budgets_two_allocators(tmp_path: Path) -> None:
+    from alphaq.report.compare_page import render_compare
+
+    text = _text(tmp_path / "eval.txt")
+    out = tmp_path / "run"
+    table = run_compare(None, ["2.5", "3.5"], ["alphaq", "uniform"], out, text_file=text, max_windows=2)
+    assert list(table.columns) == COMPARE_COLUMNS
+    assert list(table["entry"]) == ["original", "alphaq", "uniform", "alphaq", "uniform"]
+    plans = table.iloc[1:]
+    assert plans["ppl"].notna().all() and (plans["windows"] == 2).all()
+    assert plans["average_payload_bits"].tolist() == pytest.approx([2.5, 2.5, 3.5, 3.5], abs=0.26)
+    assert table.loc[0, "ppl"] == pytest.approx(math.exp(table.loc[0, "nll"]))
+    saved = pd.read_csv(out / "compare.csv")
+    assert len(saved) == 5 and saved["ppl"].iloc[1] == pytest.approx(table["ppl"].iloc[1])
+    meta = json.loads((out / "compare.json").read_text())
+    assert meta["eval_text"]["sha256"] == sha256_file(text)
+    assert {"alphaq", "torch", "transformers"} <= set(meta["versions"])
+    assert meta["protocol"]["windows"] == 2 and meta["protocol"]["remainder"] == "dropped"
+    assert all(row["plan_fingerprint"] for row in meta["rows"][1:])
+    assert len(list((out / "plans").glob("*.json"))) == 4
+    verification = pd.read_csv(out / "expert_verification.csv")
+    assert set(verification["entry"]) == {"alphaq", "uniform"}
+    assert verification["eval_routing_share"].between(0, 1).all()
+    page = render_compare(out)
+    assert "Perplexity vs bits" in page.read_text()
