@@ -152,15 +152,59 @@ def quantize(
     _print_quantize_summary(result)
 
 
+@app.command("run")
+def run_all(
+    model: ModelArg = None,
+    out: OutOpt = DEFAULT_OUT,
+    budget: Annotated[str, typer.Option(help="Average payload bits per expert weight (3.5) or total expert bytes (12GB).")] = "3.5",
+    widths: Annotated[str, typer.Option(help="Candidate widths, any subset of 1..8.")] = "2,3,4,8",
+    group_size: Annotated[int, typer.Option(help="Columns per scale/zero group (128, 64, 32).")] = 128,
+    granularity: Annotated[str, typer.Option(help="expert | matrix | layer.")] = "expert",
+    allocator: Annotated[str, typer.Option(help="alphaq | uniform | random | alpha_ratio | weight_norm.")] = "alphaq",
+    gamma: Annotated[float, typer.Option(help="Exponent of the alpha importance (median_alpha / alpha)^gamma.")] = 1.0,
+    method: Annotated[str, typer.Option(help="Quantizer (plan error model and checkpoint): rtn | rtn_clip | hqq.")] = "rtn",
+    device: Annotated[str, typer.Option(help="Where to quantize: cpu or cuda.")] = "cpu",
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate perplexity (needs the text).")] = True,
+    text_file: Annotated[Optional[Path], typer.Option(help="Evaluation text (default: WikiText-2 test from $ALPHAQ_DATA_DIR).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Fetch the evaluation text through the datasets package: wikitext2.")] = None,
+    max_windows: Annotated[Optional[int], typer.Option(help="Evaluate only the first N windows (default: all).")] = None,
+    model_card: Annotated[bool, typer.Option("--model-card", help="Write model_card.md (Hugging Face model-card section) next to the quantized checkpoint.")] = False,
+) -> None:
+    """inspect -> plan -> quantize -> eval in one run folder, with every page linked from index.html."""
+    from alphaq.evaluation.eval_run import EvalOptions
+    from alphaq.pipeline import RunConfig, run_pipeline
+    from alphaq.plan.planner import PlanConfig
+
+    with _user_errors():
+        plan_config = PlanConfig(budget=budget, widths=widths, group_size=group_size, granularity=granularity,  # type: ignore[arg-type]
+                                 allocator=allocator, gamma=gamma, quant_method=method)  # type: ignore[arg-type]
+        text = text_file
+        if dataset is not None:
+            from alphaq.datasets import resolve_eval_text
+
+            text = resolve_eval_text(text_file, dataset)
+        config = RunConfig(plan=plan_config, method=method, device=device, evaluate=evaluate,
+                           eval_options=EvalOptions(max_windows=max_windows), text_file=text, model_card=model_card)
+        with _progress("run") as advance:
+            result = run_pipeline(model, config, out, progress=advance)
+    record = result.eval_record
+    if record is not None:
+        from alphaq.cli_eval import print_eval_summary
+
+        print_eval_summary(record, out, True)
+    typer.echo(f"wrote {result.run_dir / 'index.html'}")
+
+
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder written by alphaq inspect / plan.")] = DEFAULT_OUT,
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by alphaq run or any stage.")] = DEFAULT_OUT,
+    model_card: Annotated[bool, typer.Option("--model-card", help="Also write model_card.md (Hugging Face model-card section).")] = False,
 ) -> None:
-    """Rebuild every HTML page of a run folder from its saved artifacts (nothing is recomputed)."""
+    """Rebuild every HTML page of a run folder (and index.html) from its saved artifacts; nothing is recomputed."""
     from alphaq.report.run import render_run
 
     with _user_errors():
-        pages = render_run(run_dir)
+        pages = render_run(run_dir, model_card=model_card)
     for page in pages:
         typer.echo(str(page))
 
@@ -270,8 +314,10 @@ def _register_external_commands() -> None:
     """Commands that live in their own modules (each imports its heavy dependencies lazily)."""
     from alphaq.cli_eval import compare, eval_command
     from alphaq.cli_export import export
+    from alphaq.cli_lmeval import lmeval
 
     app.command()(export)
+    app.command()(lmeval)
     app.command("eval")(eval_command)
     app.command()(compare)
 

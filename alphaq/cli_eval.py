@@ -6,7 +6,7 @@ The lead registers them on the app: ``app.command("eval")(eval_command)`` and ``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,29 +14,76 @@ from alphaq.cli_common import DEFAULT_OUT, ModelArg, OutOpt
 from alphaq.cli_common import progress_bar as _progress
 from alphaq.cli_common import user_errors as _user_errors
 
-TextOpt = Annotated[Optional[Path], typer.Option(
+TextOpt = Annotated[Path | None, typer.Option(
     help="Evaluation text (default: WikiText-2 test from $ALPHAQ_DATA_DIR or ../shared/data).")]
-WindowsOpt = Annotated[Optional[int], typer.Option(help="Evaluate only the first N windows (default: all).")]
-ContextOpt = Annotated[Optional[int], typer.Option(help="Window length (default: the model's context, at most 2048).")]
+WindowsOpt = Annotated[int | None, typer.Option(help="Evaluate only the first N windows (default: all).")]
+DatasetOpt = Annotated[str | None, typer.Option(
+    help="Fetch the evaluation text through the datasets package (needs network): wikitext2.")]
+ContextOpt = Annotated[int | None, typer.Option(help="Window length (default: the model's context, at most 2048).")]
 
 
 def eval_command(
     model: ModelArg = None,
     out: OutOpt = DEFAULT_OUT,
-    quantized: Annotated[Optional[Path], typer.Option(help="Evaluate this quantized checkpoint (alphaq quantize --out).")] = None,
-    plan: Annotated[Optional[Path], typer.Option(help="Apply this plan.json by simulated quantization first.")] = None,
+    quantized: Annotated[Path | None, typer.Option(help="Evaluate this quantized checkpoint (alphaq quantize --out).")] = None,
+    plan: Annotated[Path | None, typer.Option(help="Apply this plan.json by simulated quantization first.")] = None,
     text_file: TextOpt = None,
+    dataset: DatasetOpt = None,
     max_windows: WindowsOpt = None,
     context: ContextOpt = None,
+    stride: Annotated[int | None, typer.Option(help="Sliding-window step (default: the context, non-overlapping).")] = None,
+    baseline: Annotated[bool, typer.Option(help="Also evaluate the original model on the same windows.")] = True,
+    html: Annotated[bool, typer.Option(help="Write eval.html.")] = True,
 ) -> None:
-    """Perplexity (standard protocol) of the original model, a quantized checkpoint or a plan: eval.json."""
-    from alphaq.evaluation.compare import run_eval
+    """Perplexity of the original model, a quantized checkpoint or a plan, checked against the plan: eval.json."""
+    from alphaq.evaluation.eval_run import EvalOptions, run_eval
 
     with _user_errors():
-        record = run_eval(model, out, quantized=quantized, plan_file=plan, text_file=text_file,
-                          max_windows=max_windows, context=context)
-    typer.echo(f"{record['source']['kind']}: ppl {record['ppl']:.4f} (nll {record['nll']:.4f}) over "
-               f"{record['windows']} windows of {record['context']} tokens; wrote {out / 'eval.json'}")
+        options = EvalOptions(max_windows=max_windows, context=context, stride=stride, baseline=baseline)
+        text = _eval_text(text_file, dataset)
+        with _progress("eval") as advance:
+            record = run_eval(model, out, quantized=quantized, plan_file=plan, text_file=text, options=options,
+                              progress=advance)
+        if html:
+            from alphaq.report.eval_page import render_eval
+
+            render_eval(out)
+    print_eval_summary(record, out, html)
+
+
+def _eval_text(text_file: Path | None, dataset: str | None) -> Path | None:
+    """--text-file or --dataset (fetched and cached through the datasets package) or None for the default."""
+    if dataset is None:
+        return text_file
+    from alphaq.datasets import resolve_eval_text
+
+    return resolve_eval_text(text_file, dataset)
+
+
+def print_eval_summary(record: dict, out: Path, html: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"alphaq eval: {record['source']['kind']} ({Path(record['source']['path']).name})")
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("perplexity", f"{record['ppl']:.4f} (nll {record['nll']:.4f})")
+    base = record.get("baseline")
+    if base:
+        table.add_row("original perplexity", f"{base['ppl']:.4f}  (increase {record['ppl_increase']:+.4f})")
+    table.add_row("windows x tokens", f"{record['windows']} x {record['context']} ({record['tokens']:,} scored)")
+    check = record["verification"]
+    if check["tensors"]:
+        table.add_row("reconstruction error (param-weighted)",
+                      f"{check['mean_rel_error']:.5f} (plan predicted {check['mean_predicted_error']:.5f})")
+        shares = check.get("routing_share_by_bits") or {}
+        if shares:
+            table.add_row("routed selections by width", ", ".join(f"{k}b: {v:.0%}" for k, v in shares.items()))
+    memory = record["memory"]
+    if memory.get("expert_bytes") is not None:
+        table.add_row("expert bytes vs plan", f"{memory['expert_bytes']:,} vs {memory['plan_expert_bytes']:,}")
+    table.add_row("written to", str(out / "eval.json") + (" and eval.html" if html else ""))
+    Console().print(table)
 
 
 def compare(
@@ -47,8 +94,8 @@ def compare(
         help="Allocators; frequency = frequency-in (WikiText-2 valid) + frequency-out (Shakespeare).")]
         = "alphaq,uniform,frequency,random",
     text_file: TextOpt = None,
-    calib_in: Annotated[Optional[Path], typer.Option(help="In-domain calibration text (default: WikiText-2 valid).")] = None,
-    calib_out: Annotated[Optional[Path], typer.Option(help="Out-of-domain calibration text (default: Tiny Shakespeare).")] = None,
+    calib_in: Annotated[Path | None, typer.Option(help="In-domain calibration text (default: WikiText-2 valid).")] = None,
+    calib_out: Annotated[Path | None, typer.Option(help="Out-of-domain calibration text (default: Tiny Shakespeare).")] = None,
     max_windows: WindowsOpt = None,
     context: ContextOpt = None,
     widths: Annotated[str, typer.Option(help="Candidate widths, any subset of 1..8.")] = "2,3,4,8",
@@ -78,4 +125,4 @@ def compare(
     typer.echo(f"wrote {out / 'compare.csv'}" + (f" and {out / 'compare.html'}" if html else ""))
 
 
-__all__ = ["compare", "eval_command"]
+__all__ = ["compare", "eval_command", "print_eval_summary"]

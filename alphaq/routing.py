@@ -58,37 +58,66 @@ def routing_stats(model: Any, token_ids: Any, *, context: int, top_k: int | None
     """
     import torch
 
-    config = getattr(model.config, "text_config", None) or model.config
-    k = int(top_k or getattr(config, "num_experts_per_tok", 0) or getattr(config, "moe_top_k", 0) or 2)
-    routers = {int(m.group(1)): module for name, module in model.named_modules()
-               if (m := _ROUTER_MODULE.search(name)) and getattr(module, "weight", None) is not None}
-    if not routers:
-        raise AlphaQError("no router module found in the model; routing statistics need an MoE model "
-                          "with mlp.gate / block_sparse_moe.gate / mlp.router layers")
-    layers = tuple(sorted(routers))
-    num_experts = routers[layers[0]].weight.shape[0]
-    counts = np.zeros((len(layers), num_experts), dtype=np.int64)
-
-    def hook(row: int):
-        def count(module: Any, args: tuple[Any, ...]) -> None:
-            hidden = args[0].reshape(-1, args[0].shape[-1])  # [T, H]
-            logits = hidden.to(module.weight.dtype) @ module.weight.T  # [T, E]
-            chosen = logits.topk(k, dim=-1).indices.reshape(-1)
-            counts[row] += torch.bincount(chosen, minlength=num_experts).cpu().numpy()
-        return count
-
-    handles = [routers[layer].register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
     windows = token_ids.numel() // context
     if max_windows is not None:
         windows = min(windows, max_windows)
     if windows == 0:
         raise AlphaQError(f"text has {token_ids.numel()} tokens, fewer than one window of {context}; pass a longer text")
     device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for w in range(windows):
-                model(token_ids[w * context:(w + 1) * context].unsqueeze(0).to(device))
-    finally:
-        for handle in handles:
+    with RoutingCounter(model, top_k=top_k) as counter, torch.no_grad():
+        for w in range(windows):
+            model(token_ids[w * context:(w + 1) * context].unsqueeze(0).to(device))
+    return counter.stats()
+
+
+class RoutingCounter:
+    """Context manager counting the experts each router selects during whatever forward passes run inside it.
+
+    Lets an evaluation record routing shares in the same forward passes that measure perplexity.
+
+    Args:
+        model: a transformers MoE causal LM.
+        top_k: experts per token (default: the config's ``num_experts_per_tok``).
+
+    Raises:
+        AlphaQError: the model has no router module.
+    """
+
+    def __init__(self, model: Any, *, top_k: int | None = None) -> None:
+        config = getattr(model.config, "text_config", None) or model.config
+        self.top_k = int(top_k or getattr(config, "num_experts_per_tok", 0) or getattr(config, "moe_top_k", 0) or 2)
+        self._routers = {int(m.group(1)): module for name, module in model.named_modules()
+                         if (m := _ROUTER_MODULE.search(name)) and getattr(module, "weight", None) is not None}
+        if not self._routers:
+            raise AlphaQError("no router module found in the model; routing statistics need an MoE model "
+                              "with mlp.gate / block_sparse_moe.gate / mlp.router layers")
+        self.layers = tuple(sorted(self._routers))
+        num_experts = int(self._routers[self.layers[0]].weight.shape[0])
+        self.counts = np.zeros((len(self.layers), num_experts), dtype=np.int64)  # [layers, E]
+        self._tokens = np.zeros(len(self.layers), dtype=np.int64)
+        self._handles: list[Any] = []
+
+    def _hook(self, row: int) -> Any:
+        import torch
+
+        def count(module: Any, args: tuple[Any, ...]) -> None:
+            hidden = args[0].reshape(-1, args[0].shape[-1])  # [T, H]
+            logits = hidden.to(module.weight.dtype) @ module.weight.T  # [T, E]
+            chosen = logits.topk(self.top_k, dim=-1).indices.reshape(-1)  # [T * k]
+            self.counts[row] += torch.bincount(chosen, minlength=self.counts.shape[1]).cpu().numpy()
+            self._tokens[row] += hidden.shape[0]
+        return count
+
+    def __enter__(self) -> RoutingCounter:  # noqa: PYI034 (Self needs Python 3.11)
+        self._handles = [self._routers[layer].register_forward_pre_hook(self._hook(i))
+                         for i, layer in enumerate(self.layers)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
             handle.remove()
-    return RoutingStats(counts=counts, layers=layers, tokens=windows * context, top_k=k)
+        self._handles = []
+
+    def stats(self) -> RoutingStats:
+        """The counts so far (tokens: those seen by the first router)."""
+        return RoutingStats(counts=self.counts.copy(), layers=self.layers, tokens=int(self._tokens[0]), top_k=self.top_k)

@@ -186,7 +186,9 @@ def dequant_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, z
 
     Args:
         x: activations [..., cols], float16, bfloat16 or float32.
-        packed, scale, zero: the quantized W [R, cols] (see :func:`unpack_dequantize`).
+        packed: the quantized W [R, cols]: uint8 codes [R, ceil(cols / 8) * bits] (see :func:`unpack_dequantize`).
+        scale: float16 [R, G].
+        zero: float16 [R, G].
         bits: width, 1..8.
         group_size: columns per group.
         cols: C, values per row of W (the last dim of x).

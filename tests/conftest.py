@@ -30,3 +30,21 @@ def shared_data_dir() -> Path:
     if not (path / "wikitext-2" / "test.txt").is_file():
         pytest.skip(f"text data not found at {path}; set ALPHAQ_DATA_DIR to the shared data folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``alphaq run`` on the bundled model (budget 3.5, a short text, 2 windows, model card), once per session."""
+    from typer.testing import CliRunner
+
+    from alphaq.cli import app
+
+    root = tmp_path_factory.mktemp("demo-run")
+    text = root / "text.txt"
+    text.write_text("The river ran past the old mill, and the miller's sons watched the water rise. " * 60,
+                    encoding="utf-8")
+    out = root / "run"
+    result = CliRunner().invoke(app, ["run", "--out", str(out), "--text-file", str(text), "--max-windows", "2",
+                                      "--model-card"])
+    assert result.exit_code == 0, result.output
+    return out

@@ -1,21 +1,29 @@
-"""Evaluation: standard-protocol perplexity, simulated (fake) quantization of a plan, allocator comparison."""
+"""Evaluation: standard-protocol perplexity, simulated (fake) quantization of a plan, plan verification, allocator
+comparison.
+
+Import the functions from their modules (:mod:`alphaq.evaluation.perplexity`, :mod:`~alphaq.evaluation.simulate`,
+:mod:`~alphaq.evaluation.eval_run`, :mod:`~alphaq.evaluation.compare`); the names below are lazy shortcuts (the
+function ``perplexity`` is not one: the submodule of that name would shadow it).
+"""
 
 from __future__ import annotations
 
-__all__ = ["perplexity", "PerplexityResult", "apply_plan", "SimulationResult", "run_compare"]
+_LAZY = {
+    "PerplexityResult": "alphaq.evaluation.perplexity",
+    "model_context": "alphaq.evaluation.perplexity",
+    "apply_plan": "alphaq.evaluation.simulate",
+    "SimulationResult": "alphaq.evaluation.simulate",
+    "run_eval": "alphaq.evaluation.eval_run",
+    "EvalOptions": "alphaq.evaluation.eval_run",
+    "run_compare": "alphaq.evaluation.compare",
+}
+
+__all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):  # lazy: keep `alphaq --help` fast
-    if name in ("perplexity", "PerplexityResult", "model_context"):
-        from alphaq.evaluation import perplexity as _p
+def __getattr__(name: str) -> object:  # lazy: keep `alphaq --help` fast
+    if name in _LAZY:
+        import importlib
 
-        return getattr(_p, name)
-    if name in ("apply_plan", "SimulationResult"):
-        from alphaq.evaluation import simulate as _s
-
-        return getattr(_s, name)
-    if name == "run_compare":
-        from alphaq.evaluation.compare import run_compare
-
-        return run_compare
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(name)

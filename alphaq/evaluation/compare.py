@@ -1,4 +1,4 @@
-"""``alphaq compare`` / ``alphaq eval`` with their I/O: plans per (budget, allocator) -> perplexity table.
+"""``alphaq compare`` with its I/O: plans per (budget, allocator) -> perplexity table.
 
 One checkpoint is loaded once; every plan is applied by simulated quantization (:mod:`alphaq.evaluation.simulate`)
 and undone before the next. Written into ``out_dir``: ``compare.csv`` (one row per plan plus the original model),
@@ -120,10 +120,10 @@ def prediction_check(table: pd.DataFrame) -> dict[str, Any]:
     for column in ("predicted_error", "alpha_objective"):
         sub = rows[rows[column].notna()]
         if len(sub) < 3 or sub[column].nunique() < 2 or sub["ppl_increase"].nunique() < 2:
-            out[column] = {"rho": math.nan, "p_value": math.nan, "plans": int(len(sub)), "status": "too_few_plans"}
+            out[column] = {"rho": math.nan, "p_value": math.nan, "plans": len(sub), "status": "too_few_plans"}
             continue
         rho, p = spearmanr(sub[column], sub["ppl_increase"])
-        out[column] = {"rho": float(rho), "p_value": float(p), "plans": int(len(sub)), "status": "ok"}
+        out[column] = {"rho": float(rho), "p_value": float(p), "plans": len(sub), "status": "ok"}
     return out
 
 
@@ -266,62 +266,5 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
     return table
 
 
-def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, quantized: str | Path | None = None,
-             plan_file: str | Path | None = None, text_file: str | Path | None = None,
-             max_windows: int | None = None, context: int | None = None) -> dict[str, Any]:
-    """Perplexity of the original model, a quantized checkpoint (``quantized``) or a plan (simulated).
-
-    Args:
-        model: checkpoint folder (None: the bundled demo); ignored with ``quantized``.
-        out_dir: write ``eval.json`` there when given.
-        quantized: a quantized checkpoint folder (``alphaq quantize --out``).
-        plan_file: a ``plan.json`` to apply by simulated quantization.
-        text_file: evaluation text (None: WikiText-2 test).
-        max_windows: first this many windows only.
-        context: window length (None: the model's context, at most 2048).
-
-    Returns:
-        The record written to ``eval.json`` (ppl, nll, tokens, windows, provenance).
-    """
-    import dataclasses as dc
-
-    from alphaq import datasets
-    from alphaq.atomic import write_json
-    from alphaq.evaluation.perplexity import model_context, perplexity
-    from alphaq.modeling import demo_model_path, load_model
-
-    if quantized is not None and plan_file is not None:
-        raise ConfigError("pass either --quantized or --plan, not both")
-    eval_path = Path(text_file) if text_file is not None else datasets.wikitext2_test()
-    if not eval_path.is_file():
-        raise AlphaQError(f"{eval_path}: text file not found; pass an existing --text-file")
-    record: dict[str, Any] = {"versions": versions(), "eval_text": _text_record(eval_path)}
-    if quantized is not None:
-        from alphaq.quantize.loading import load_quantized
-
-        lm, tokenizer = load_quantized(quantized)
-        record["source"] = {"kind": "quantized", "path": str(quantized)}
-    else:
-        path = Path(model) if model is not None else demo_model_path()
-        lm, tokenizer = load_model(path)
-        record["source"] = {"kind": "original", "path": str(path)}
-        if plan_file is not None:
-            from alphaq.evaluation.simulate import apply_plan
-            from alphaq.plan.plan_file import load_plan
-
-            plan = load_plan(plan_file)
-            sim = apply_plan(lm, plan)
-            record["source"] = {"kind": "simulated", "path": str(path), "plan": str(plan_file),
-                                "plan_fingerprint": plan.plan_fingerprint, "method": sim.method,
-                                "average_payload_bits": plan.summary.get("average_payload_bits")}
-    window = context or model_context(lm)
-    result = perplexity(lm, _tokens(tokenizer, eval_path), window, max_windows=max_windows)
-    record.update(dc.asdict(result))
-    if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        write_json(Path(out_dir) / "eval.json", record)
-    return record
-
-
-__all__ = ["COMPARE_COLUMNS", "FREQUENCY_ENTRIES", "expand_allocators", "prediction_check", "run_compare", "run_eval",
-           "sha256_file"]
+__all__ = ["COMPARE_COLUMNS", "FREQUENCY_ENTRIES", "expand_allocators", "prediction_check", "run_compare", "sha256_file",
+           "versions"]

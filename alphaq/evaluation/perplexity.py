@@ -8,7 +8,7 @@ the bundled demo's own context), the remainder shorter than a window is dropped,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +65,8 @@ def window_starts(n_tokens: int, context: int, stride: int) -> list[int]:
 
 
 def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_windows: int | None = None,
-               stride: int | None = None, batch_size: int = 8) -> PerplexityResult:
+               stride: int | None = None, batch_size: int = 8,
+               progress: Callable[[int, int], None] | None = None) -> PerplexityResult:
     """Mean next-token NLL and perplexity over full windows of ``context`` tokens.
 
     Args:
@@ -77,6 +78,7 @@ def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_window
             smaller stride every window after the first scores only its last ``stride`` tokens
             (sliding-window evaluation), so every token is still scored once.
         batch_size: windows per forward pass.
+        progress: ``progress(windows_done, total_windows)`` after each forward pass.
 
     Returns:
         A :class:`PerplexityResult`.
@@ -120,6 +122,8 @@ def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_window
                                       ignore_index=-100, reduction="sum")
                 total_nll += float(nll)
                 total_tokens += int((targets != -100).sum())
+                if progress is not None:
+                    progress(len(group), len(starts))
     finally:
         model.train(was_training)
     mean = total_nll / total_tokens

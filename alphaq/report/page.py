@@ -46,8 +46,8 @@ _PROVENANCE_LABELS = {
     "created": "Created",
 }
 _MONO_KEYS = {"path", "fingerprint"}
-_SVG_PROLOG = re.compile(r"^.*?(?=<svg\b)", re.S)
-_SVG_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.S)
+_SVG_PROLOG = re.compile(r"^.*?(?=<svg\b)", re.DOTALL)
+_SVG_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.DOTALL)
 _SVG_XMLNS = re.compile(r'\s+xmlns(:\w+)?="[^"]*"')
 
 
@@ -332,9 +332,36 @@ def _nav_items(run_dir: str | Path | None, current: str | None) -> list[tuple[st
     for name, label in SIBLING_PAGES:
         if name == current:
             items.append((label, name, "current"))
-        elif folder is not None and (folder / name).is_file():
-            items.append((label, name, "link"))
+        elif folder is not None and (href := sibling_href(folder, name)) is not None:
+            items.append((label, href, "link"))
     return items
+
+
+#: The artifact from which ``alphaq report`` renders each stage page: links go to a page whose artifact
+#: exists, so pages can be rendered in any order and still link each other.
+PAGE_ARTIFACTS = {"inspect.html": "inspect.json", "plan.html": "plan.json", "quantize.html": "quantize.json",
+                  "eval.html": "eval.json", "compare.html": "compare.json"}
+#: Sub-folders of a run folder that hold a stage's own folder (``alphaq run`` and the gallery).
+RUN_SUBFOLDERS = ("quantized", "compare")
+#: Files that mark a run folder (the parent of a stage sub-folder).
+RUN_MARKERS = ("inspect.json", "plan.json", "index.html")
+
+
+def sibling_href(folder: Path, name: str) -> str | None:
+    """Relative link from a page in ``folder`` to the run's page ``name``, or None when the run has none.
+
+    A page whose artifact exists counts as present (it is rendered from it). A run folder holds inspect/plan/eval pages and the sub-folders ``quantized/`` and ``compare/``; a page in a
+    sub-folder links back to the run folder's pages.
+    """
+    candidates = [name, *(f"{sub}/{name}" for sub in RUN_SUBFOLDERS)]
+    if folder.name in RUN_SUBFOLDERS and any((folder.parent / m).is_file() for m in RUN_MARKERS):
+        candidates += [f"../{name}", *(f"../{sub}/{name}" for sub in RUN_SUBFOLDERS if sub != folder.name)]
+    for href in candidates:
+        target = folder / href
+        artifact = PAGE_ARTIFACTS.get(name)
+        if target.is_file() or (artifact is not None and (target.parent / artifact).is_file()):
+            return href
+    return None
 
 
 def _cell(value: Any, fmt: Callable[[float], str], numeric: bool, classify: Callable[[Any], str] | None) -> str:

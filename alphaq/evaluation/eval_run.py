@@ -1,0 +1,265 @@
+"""``alphaq eval``: measure a quantized checkpoint, a simulated plan or the original model, and verify the plan.
+
+One run measures perplexity with the standard protocol (:mod:`alphaq.evaluation.perplexity`) and, for a quantized
+checkpoint or a plan, the original model on the same windows (the baseline), so the cost of the plan is a
+perplexity increase. It counts the routing of every window in the same forward passes, and sets each tensor's
+and expert's measured error and bytes next to the plan's prediction (:mod:`alphaq.evaluation.verification`).
+
+Written into ``out_dir``: ``eval.json`` (schema, provenance, results, memory, verification summary),
+``eval_tensors.csv`` and ``eval_experts.csv``; ``eval.html`` is rendered from them by
+:mod:`alphaq.report.eval_page`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from alphaq.errors import AlphaQError, ConfigError
+
+EVAL_FILE = "eval.json"
+TENSORS_FILE = "eval_tensors.csv"
+EXPERTS_FILE = "eval_experts.csv"
+EVAL_SCHEMA_VERSION = 1
+ProgressFn = Callable[[int, str, int], None]
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How ``alphaq eval`` measures.
+
+    Attributes:
+        max_windows: evaluate only the first this many windows (None: the whole text).
+        context: window length (None: the model's context, at most 2048).
+        stride: window step (None: ``context``, the standard non-overlapping protocol).
+        baseline: also evaluate the original model on the same windows (quantized / simulated sources).
+        batch_size: windows per forward pass.
+    """
+
+    max_windows: int | None = None
+    context: int | None = None
+    stride: int | None = None
+    baseline: bool = True
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        for name, low in (("max_windows", 1), ("context", 2), ("stride", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _model_bytes(model: Any) -> int:
+    """Bytes of every parameter and buffer of a loaded model (what it holds in memory)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return int(sum(t.numel() * t.element_size() for t in tensors))
+
+
+def _disk_bytes(folder: Path) -> int:
+    return int(sum(p.stat().st_size for p in folder.glob("*.safetensors")))
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise AlphaQError(f"{path}: cannot read {what} ({error}); re-run the stage that wrote it") from error
+
+
+def _alphas(plan_path: Path | None) -> dict[tuple[int, int], float]:
+    """Mean alpha per routed expert from the ``experts.csv`` the inspect stage left beside the plan, if any."""
+    import pandas as pd
+
+    if plan_path is None or not (plan_path.parent / "experts.csv").is_file():
+        return {}
+    table = pd.read_csv(plan_path.parent / "experts.csv")
+    if not {"layer", "expert", "alpha_mean"} <= set(table.columns):
+        return {}
+    table = table[table["expert"].notna() & table["layer"].notna()]
+    return {(int(r.layer), int(r.expert)): float(r.alpha_mean) for r in table.itertuples()}
+
+
+def _measure(model: Any, ids: Any, window: int, options: EvalOptions, label: str,
+             progress: ProgressFn | None, total: int) -> tuple[Any, dict[tuple[int, int], float]]:
+    """Perplexity and routing shares of ``model`` in the same forward passes."""
+    from alphaq.evaluation.perplexity import perplexity
+    from alphaq.routing import RoutingCounter
+
+    def tick(done: int, _windows: int) -> None:
+        if progress is not None:
+            progress(done, label, total)
+
+    try:
+        counter = RoutingCounter(model)
+    except AlphaQError:  # a dense model: perplexity only
+        counter = None
+    if counter is None:
+        return perplexity(model, ids, window, max_windows=options.max_windows, stride=options.stride,
+                          batch_size=options.batch_size, progress=tick), {}
+    with counter:
+        result = perplexity(model, ids, window, max_windows=options.max_windows, stride=options.stride,
+                            batch_size=options.batch_size, progress=tick)
+    return result, counter.stats().shares()
+
+
+def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, quantized: str | Path | None = None,
+             plan_file: str | Path | None = None, text_file: str | Path | None = None,
+             options: EvalOptions | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Perplexity of the original model, a quantized checkpoint or a simulated plan, with plan verification.
+
+    Args:
+        model: the original checkpoint folder (None: the bundled demo; for ``quantized``, None means the
+            checkpoint recorded in its ``quantize.json``).
+        out_dir: write ``eval.json``, ``eval_tensors.csv`` and ``eval_experts.csv`` there when given.
+        quantized: a quantized checkpoint folder (``alphaq quantize --out``).
+        plan_file: a ``plan.json`` to apply to ``model`` by simulated quantization.
+        text_file: evaluation text (None: WikiText-2 test from the data folder).
+        options: :class:`EvalOptions` (None: defaults).
+        progress: ``progress(windows, label, total_windows)`` after each forward pass.
+
+    Returns:
+        The record written to ``eval.json``.
+
+    Raises:
+        ConfigError: both ``quantized`` and ``plan_file``; AlphaQError: missing text or artifacts, a model
+            that cannot be loaded.
+    """
+    import pandas as pd
+    import torch
+
+    from alphaq import datasets
+    from alphaq.atomic import write_json, write_with
+    from alphaq.evaluation.compare import sha256_file, versions
+    from alphaq.evaluation.perplexity import model_context, window_starts
+    from alphaq.evaluation.verification import (
+        TENSOR_COLUMNS,
+        expert_table,
+        tensors_from_checks,
+        tensors_from_quantize_manifest,
+        verification_summary,
+    )
+    from alphaq.modeling import demo_model_path, load_model, tokenize_text
+
+    opts = options or EvalOptions()
+    if quantized is not None and plan_file is not None:
+        raise ConfigError("pass either --quantized or --plan, not both")
+    eval_path = Path(text_file) if text_file is not None else datasets.wikitext2_test()
+    if not eval_path.is_file():
+        raise AlphaQError(f"{eval_path}: text file not found; pass an existing --text-file")
+
+    plan_path: Path | None = Path(plan_file) if plan_file is not None else None
+    manifest: dict[str, Any] | None = None
+    if quantized is not None:
+        qdir = Path(quantized)
+        if not (qdir / "quantize.json").is_file():
+            raise AlphaQError(f"{qdir}: no quantize.json, not a finished alphaq quantize output; "
+                              "pass the --out folder of alphaq quantize")
+        manifest = _read_json(qdir / "quantize.json", "quantize.json")
+        recorded = Path(manifest["checkpoint"]["path"])
+        original_path = Path(model) if model is not None else recorded
+        plan_record = manifest.get("plan") or {}
+        if plan_record.get("path") and Path(plan_record["path"]).is_file():
+            plan_path = Path(plan_record["path"])
+    else:
+        original_path = Path(model) if model is not None else demo_model_path()
+
+    # the evaluated model first: for a quantized source it needs no original weights at all
+    if quantized is not None:
+        from alphaq.quantize.loading import load_quantized
+
+        lm, tokenizer = load_quantized(quantized)
+        source: dict[str, Any] = {"kind": "quantized", "path": str(quantized), "original": str(original_path),
+                                  "plan_fingerprint": (manifest or {}).get("plan", {}).get("fingerprint"),
+                                  "method": (manifest or {}).get("options", {}).get("method")}
+    else:
+        lm, tokenizer = load_model(original_path)
+        source = {"kind": "original", "path": str(original_path)}
+    window = opts.context or model_context(lm)
+    ids = torch.tensor(tokenize_text(tokenizer, datasets.read_text(eval_path)), dtype=torch.long)
+    windows = len(window_starts(int(ids.numel()), window, opts.stride or window))
+    windows = min(windows, opts.max_windows) if opts.max_windows else windows
+    with_baseline = opts.baseline and (quantized is not None or plan_file is not None)
+    total = windows * (2 if with_baseline else 1)
+
+    baseline = None
+    shares_original: dict[tuple[int, int], float] = {}
+    tensors = pd.DataFrame(columns=TENSOR_COLUMNS)
+    memory: dict[str, Any] = {"model_bytes": _model_bytes(lm)}
+    if plan_file is not None:
+        from alphaq.evaluation.simulate import apply_plan
+        from alphaq.plan.plan_file import load_plan
+
+        plan = load_plan(plan_file)
+        if with_baseline:
+            baseline, shares_original = _measure(lm, ids, window, opts, "original", progress, total)
+        sim = apply_plan(lm, plan)
+        tensors = tensors_from_checks(sim.checks, plan)
+        source = {"kind": "simulated", "path": str(original_path), "plan": str(plan_file),
+                  "plan_fingerprint": plan.plan_fingerprint, "method": sim.method}
+        memory.update({"plan_expert_bytes": plan.summary.get("expert_bytes"),
+                       "plan_total_bytes": plan.summary.get("total_bytes"),
+                       "note": "simulated: weights are quantized and dequantized in place, memory is the plan's"})
+    result, shares = _measure(lm, ids, window, opts, source["kind"], progress, total)
+    if quantized is not None:
+        tensors = tensors_from_quantize_manifest(manifest or {})
+        totals = (manifest or {}).get("totals", {})
+        memory.update({"checkpoint_bytes": _disk_bytes(Path(quantized)),
+                       "expert_bytes": totals.get("expert_quantized_bytes"),
+                       "plan_expert_bytes": totals.get("expert_predicted_bytes"),
+                       "plan_total_bytes": (manifest or {}).get("plan", {}).get("total_bytes"),
+                       "bytes_match_plan": totals.get("bytes_match_plan")})
+        del lm
+        if with_baseline:
+            if (original_path / "config.json").is_file():
+                base_lm, _ = load_model(original_path)
+                baseline, shares_original = _measure(base_lm, ids, window, opts, "original", progress, total)
+                memory["original_model_bytes"] = _model_bytes(base_lm)
+                memory["original_checkpoint_bytes"] = _disk_bytes(original_path)
+                del base_lm
+            else:
+                source["baseline_note"] = f"original checkpoint {original_path} not found; no baseline"
+    elif plan_file is not None:
+        memory["original_checkpoint_bytes"] = _disk_bytes(original_path)
+
+    experts = expert_table(tensors, shares, shares_original, _alphas(plan_path))
+    record: dict[str, Any] = {
+        "schema_version": EVAL_SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(), "source": source,
+        "plan": {"path": str(plan_path) if plan_path else None},
+        "eval_text": {"path": str(eval_path), "sha256": sha256_file(eval_path)},
+        "protocol": {"context": window, "stride": opts.stride or window, "max_windows": opts.max_windows,
+                     "remainder": "dropped", "batch_size": opts.batch_size},
+        **asdict(result),
+        "baseline": asdict(baseline) if baseline is not None else None,
+        "ppl_increase": (result.ppl - baseline.ppl) if baseline is not None else None,
+        "memory": memory,
+        "verification": verification_summary(tensors, experts),
+    }
+    record = _finite(record)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_with(out / TENSORS_FILE, lambda p: tensors.to_csv(p, index=False))
+        write_with(out / EXPERTS_FILE, lambda p: experts.to_csv(p, index=False))
+        write_json(out / EVAL_FILE, record)  # last: its presence marks a finished evaluation
+    return record
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/Inf -> None so that eval.json is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+__all__ = ["EVAL_FILE", "EVAL_SCHEMA_VERSION", "EXPERTS_FILE", "TENSORS_FILE", "EvalOptions", "run_eval"]

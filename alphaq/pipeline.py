@@ -1,0 +1,131 @@
+"""``alphaq run``: inspect -> plan -> quantize -> eval in one go, every page linked from an ``index.html``.
+
+The run folder is laid out as every stage writes it alone, so ``alphaq report DIR`` rebuilds all pages:
+
+* ``DIR/`` inspect (details, experts, spectra, inspect.json), plan (plan.json, plan_comparison.json,
+  sweep.csv), eval (eval.json, eval_tensors.csv, eval_experts.csv) and their pages, plus ``index.html``;
+* ``DIR/quantized/``: the quantized checkpoint, its quantize.json and quantize.html (and ``model_card.md``
+  with ``--model-card``).
+
+Re-running into the same folder redoes inspect and plan (deterministic, so the plan is identical) and resumes
+the quantized checkpoint of that plan, whose finished shards are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alphaq.errors import ConfigError
+
+ProgressFn = Callable[[int, str, int], None]
+QUANTIZED_DIR = "quantized"
+#: Budgets of the predicted-error sweep that plan.html shows for a run.
+DEFAULT_SWEEP = ("2", "2.5", "3", "3.5", "4")
+SWEEP_ALLOCATORS = ("alphaq", "uniform", "random")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What ``alphaq run`` does besides the plan's own options.
+
+    Attributes:
+        plan: the :class:`alphaq.plan.planner.PlanConfig` (budget, widths, allocator, ...).
+        inspect: the :class:`alphaq.audit.InspectConfig` (None: defaults).
+        method: quantizer (None: the plan's error-model quantizer).
+        device: where to quantize (``cpu`` or ``cuda``).
+        evaluate: run the eval stage (needs the evaluation text).
+        eval_options: :class:`alphaq.evaluation.eval_run.EvalOptions` (None: defaults).
+        text_file: evaluation text (None: WikiText-2 test from the data folder).
+        sweep_budgets: budgets of plan.html's predicted-error sweep (empty: no sweep).
+        model_card: write ``model_card.md`` next to the quantized checkpoint.
+    """
+
+    plan: Any
+    inspect: Any = None
+    method: str | None = None
+    device: str = "cpu"
+    evaluate: bool = True
+    eval_options: Any = None
+    text_file: Path | None = None
+    sweep_budgets: tuple[str, ...] = field(default=DEFAULT_SWEEP)
+    model_card: bool = False
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What ``alphaq run`` wrote.
+
+    Attributes:
+        run_dir: the run folder.
+        quantized_dir: the quantized checkpoint folder.
+        pages: every page and file rendered (index.html last).
+        eval_record: the eval.json content (None when not evaluated).
+    """
+
+    run_dir: Path
+    quantized_dir: Path
+    pages: tuple[Path, ...]
+    eval_record: dict[str, Any] | None
+
+
+def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Path, *,
+                 progress: ProgressFn | None = None) -> PipelineResult:
+    """Inspect, plan, quantize and evaluate a checkpoint into one run folder and render every page.
+
+    Args:
+        model: checkpoint folder (None: the bundled demo model).
+        config: a :class:`RunConfig`.
+        out_dir: the run folder (created).
+        progress: ``progress(n, "stage: item", total)``; each stage restarts the total.
+
+    Returns:
+        A :class:`PipelineResult`.
+
+    Raises:
+        AlphaQError: any stage's error (missing data, bad checkpoint, infeasible budget, ...).
+    """
+    from alphaq.audit import InspectConfig, inspect, save_inspect
+    from alphaq.planning import run_plan
+    from alphaq.quantize.run import run_quantize
+    from alphaq.report.run import render_run
+
+    out = Path(out_dir)
+    text = config.text_file
+    if config.evaluate:  # fail before hours of work when the evaluation text is missing
+        from alphaq import datasets
+        from alphaq.errors import AlphaQError
+
+        text = Path(text) if text is not None else datasets.wikitext2_test()
+        if not text.is_file():
+            raise AlphaQError(f"{text}: text file not found; pass an existing --text-file or --no-eval")
+
+    def stage(name: str) -> ProgressFn | None:
+        if progress is None:
+            return None
+        return lambda n, item, total: progress(n, f"{name}: {item}", total)
+
+    result = inspect(model, config.inspect or InspectConfig(), progress=stage("inspect"))
+    save_inspect(result, out)
+    run_plan(model, config.plan, out, sweep_budgets=config.sweep_budgets, sweep_allocators=SWEEP_ALLOCATORS,
+             progress=stage("plan"))
+    quantized = out / QUANTIZED_DIR
+    run_quantize(model, out / "plan.json", quantized, method=config.method, device=config.device,
+                 progress=stage("quantize"))
+    record = None
+    if config.evaluate:
+        from alphaq.evaluation.eval_run import run_eval
+
+        record = run_eval(model, out, quantized=quantized, text_file=text, options=config.eval_options,
+                          progress=stage("eval"))
+    pages = render_run(out, model_card=config.model_card)
+    return PipelineResult(run_dir=out, quantized_dir=quantized, pages=tuple(pages), eval_record=record)
+
+
+__all__ = ["DEFAULT_SWEEP", "PipelineResult", "RunConfig", "run_pipeline"]
