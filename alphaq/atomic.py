@@ -5,6 +5,8 @@ A crash or an exception while writing leaves no partial file under the final nam
 
 from __future__ import annotations
 
+import math
+
 import contextlib
 import json
 import os
@@ -48,8 +50,8 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Atomically write ``obj`` as indented, key-sorted JSON (NaN written as null)."""
-    text = json.dumps(_nan_to_none(obj), indent=2, sort_keys=True, allow_nan=False)
+    """Atomically write ``obj`` as indented, key-sorted JSON (NaN/Inf written as null, see :func:`json_safe`)."""
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False)
     return write_text(path, text + "\n")
 
 
@@ -60,13 +62,21 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
     return Path(path)
 
 
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and obj != obj:  # NaN
-        return None
-    if isinstance(obj, float) and obj in (float("inf"), float("-inf")):
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/Inf floats as None and numpy scalars as Python numbers (strict JSON can hold it).
+
+    Args:
+        obj: nested dicts, lists and tuples of JSON-like values.
+
+    Returns:
+        The cleaned copy (dict keys as strings, tuples as lists).
+    """
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and not isinstance(obj, (str, bytes)):  # numpy scalar
+        return json_safe(obj.item())
     return obj

@@ -11,7 +11,16 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from alphaq.cli_common import DEFAULT_OUT, ModelArg, OutOpt
+from alphaq.cli_common import (
+    DEFAULT_OUT,
+    BudgetOpt,
+    GammaOpt,
+    GranularityOpt,
+    GroupSizeOpt,
+    ModelArg,
+    OutOpt,
+    WidthsOpt,
+)
 from alphaq.cli_common import fail as _fail
 from alphaq.cli_common import progress_bar as _progress
 from alphaq.cli_common import user_errors as _user_errors
@@ -78,12 +87,12 @@ def inspect(
 def plan(
     model: ModelArg = None,
     out: OutOpt = DEFAULT_OUT,
-    budget: Annotated[str, typer.Option(help="Average payload bits per expert weight (3.5) or total expert bytes (12GB).")] = "3.5",
-    widths: Annotated[str, typer.Option(help="Candidate widths, any subset of 1..8.")] = "2,3,4,8",
-    group_size: Annotated[int, typer.Option(help="Columns per scale/zero group (128, 64, 32).")] = 128,
-    granularity: Annotated[str, typer.Option(help="expert | matrix | layer (layer = one width per layer and projection).")] = "expert",
+    budget: BudgetOpt = "3.5",
+    widths: WidthsOpt = "2,3,4,8",
+    group_size: GroupSizeOpt = 128,
+    granularity: GranularityOpt = "expert",
     allocator: Annotated[str, typer.Option(help="alphaq | uniform | random | alpha_ratio | weight_norm | frequency.")] = "alphaq",
-    gamma: Annotated[float, typer.Option(help="Exponent of the alpha importance (median_alpha / alpha)^gamma.")] = 1.0,
+    gamma: GammaOpt = 1.0,
     error_model: Annotated[str, typer.Option(help="measured (quantize the weights) or analytic (Var(W) 2^-2b).")] = "measured",
     quant_method: Annotated[str, typer.Option(help="Quantizer of the measured error model: rtn | rtn_clip | hqq.")] = "rtn",
     min_bits: Annotated[Optional[str], typer.Option(help="Lower bounds: global and per layer, e.g. '2,0:4'.")] = None,
@@ -156,12 +165,12 @@ def quantize(
 def run_all(
     model: ModelArg = None,
     out: OutOpt = DEFAULT_OUT,
-    budget: Annotated[str, typer.Option(help="Average payload bits per expert weight (3.5) or total expert bytes (12GB).")] = "3.5",
-    widths: Annotated[str, typer.Option(help="Candidate widths, any subset of 1..8.")] = "2,3,4,8",
-    group_size: Annotated[int, typer.Option(help="Columns per scale/zero group (128, 64, 32).")] = 128,
-    granularity: Annotated[str, typer.Option(help="expert | matrix | layer.")] = "expert",
+    budget: BudgetOpt = "3.5",
+    widths: WidthsOpt = "2,3,4,8",
+    group_size: GroupSizeOpt = 128,
+    granularity: GranularityOpt = "expert",
     allocator: Annotated[str, typer.Option(help="alphaq | uniform | random | alpha_ratio | weight_norm.")] = "alphaq",
-    gamma: Annotated[float, typer.Option(help="Exponent of the alpha importance (median_alpha / alpha)^gamma.")] = 1.0,
+    gamma: GammaOpt = 1.0,
     method: Annotated[str, typer.Option(help="Quantizer (plan error model and checkpoint): rtn | rtn_clip | hqq.")] = "rtn",
     device: Annotated[str, typer.Option(help="Where to quantize: cpu or cuda.")] = "cpu",
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate perplexity (needs the text).")] = True,

@@ -16,6 +16,12 @@ ModelArg = Annotated[Optional[Path], typer.Argument(help="Checkpoint folder (def
                                                     show_default=False)]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder to write into.")]
 DEFAULT_OUT = Path("alphaq-run")
+# plan options shared by `alphaq plan` and `alphaq run`
+BudgetOpt = Annotated[str, typer.Option(help="Average payload bits per expert weight (3.5) or total expert bytes (12GB).")]
+WidthsOpt = Annotated[str, typer.Option(help="Candidate widths, any subset of 1..8.")]
+GroupSizeOpt = Annotated[int, typer.Option(help="Columns per scale/zero group (128, 64, 32).")]
+GranularityOpt = Annotated[str, typer.Option(help="expert | matrix | layer (layer = one width per layer and projection).")]
+GammaOpt = Annotated[float, typer.Option(help="Exponent of the alpha importance (median_alpha / alpha)^gamma.")]
 
 
 def fail(error: AlphaQError) -> None:

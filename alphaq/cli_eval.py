@@ -102,6 +102,7 @@ def compare(
     group_size: Annotated[int, typer.Option(help="Columns per scale/zero group.")] = 128,
     granularity: Annotated[str, typer.Option(help="expert | matrix | layer.")] = "expert",
     seed: Annotated[int, typer.Option(help="Seed of the random allocator.")] = 0,
+    inspect_dir: Annotated[Path | None, typer.Option(help="Reuse this inspect run of the same model.")] = None,
     html: Annotated[bool, typer.Option(help="Write compare.html.")] = True,
 ) -> None:
     """Plan every (budget, allocator), measure each plan's perplexity: compare.csv/json and compare.html."""
@@ -115,7 +116,7 @@ def compare(
         with _progress("compare") as advance:
             table = run_compare(model, budget_list, allocators.split(","), out, text_file=text_file,
                                 calib_out=calib_out, calib_in=calib_in, max_windows=max_windows, context=context,
-                                config=config, progress=advance)
+                                config=config, inspect_dir=inspect_dir, progress=advance)
         if html:
             from alphaq.report.compare_page import render_compare
 

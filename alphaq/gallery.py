@@ -46,15 +46,18 @@ def build_gallery(out: str | Path, *, progress: Callable[[int, str, int], None] 
     quantized = folder / QUANTIZED_DIR
     if quantized.exists():  # the gallery's own output: always re-quantized from scratch
         shutil.rmtree(quantized)
-    if compare:
-        from alphaq.evaluation.compare import run_compare
-
-        def tick(n: int, item: str, total: int) -> None:
-            if progress is not None:
-                progress(n, f"compare: {item}", total)
-
-        run_compare(None, COMPARE_BUDGETS, COMPARE_ALLOCATORS, folder / "compare", max_windows=COMPARE_WINDOWS,
-                    progress=tick)
     config = RunConfig(plan=PlanConfig(budget=GALLERY_BUDGET), sweep_budgets=GALLERY_SWEEP,
                        eval_options=EvalOptions(max_windows=eval_windows), model_card=True)
-    return list(run_pipeline(None, config, folder, progress=progress).pages)
+    pages = list(run_pipeline(None, config, folder, progress=progress).pages)
+    if not compare:
+        return pages
+    from alphaq.evaluation.compare import run_compare
+    from alphaq.report.run import render_run
+
+    def tick(n: int, item: str, total: int) -> None:
+        if progress is not None:
+            progress(n, f"compare: {item}", total)
+
+    run_compare(None, COMPARE_BUDGETS, COMPARE_ALLOCATORS, folder / "compare", max_windows=COMPARE_WINDOWS,
+                inspect_dir=folder, progress=tick)
+    return render_run(folder, model_card=True)  # again: the index and the model card now include the comparison

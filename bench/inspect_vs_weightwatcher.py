@@ -13,7 +13,9 @@ so their ESDs have power-law tails of different exponents), 4 of 512x1408 and 2 
 Prints times, the speed-up and the largest relative alpha difference, and writes
 ``bench/results/inspect_vs_weightwatcher.json`` atomically.
 
-Run: ``python bench/inspect_vs_weightwatcher.py [--quick] [--threads 2 1] [--repeats R]`` (about 1-3 minutes on a
+``--real`` uses real expert shapes instead (2 x 2048x7168 as in DeepSeek-V3, 14336x4096 as in Mixtral).
+
+Run: ``python bench/inspect_vs_weightwatcher.py [--quick | --real] [--threads 2 1] [--repeats R] [--output F]`` (about 1-3 minutes on a
 shared 2-core CPU; ``--quick`` a few seconds).
 """
 
@@ -41,6 +43,9 @@ from alphaq.diagnostics.spectrum import eigenvalues
 RESULT = Path(__file__).resolve().parent / "results" / "inspect_vs_weightwatcher.json"
 FULL_GROUPS = (("expert", 8, 1024, 2816), ("small", 4, 512, 1408), ("router", 2, 16, 1024))
 QUICK_GROUPS = (("expert", 8, 256, 704), ("small", 4, 128, 352), ("router", 2, 16, 256))
+#: Real expert shapes (``--real``): DeepSeek-V3 / Qwen3-235B routed expert (2048 x 7168 gate/up, [I, H]) and
+#: Mixtral-8x7B expert (14336 x 4096 w1/w3); weightwatcher's bidiagonalisation of these no longer fits in cache.
+REAL_GROUPS = (("deepseek_v3_expert", 2, 2048, 7168), ("mixtral_expert", 1, 14336, 4096))
 
 
 def make_matrices(groups: tuple[tuple[str, int, int, int], ...], seed: int) -> dict[str, torch.Tensor]:
@@ -157,6 +162,8 @@ def run_config(matrices: dict[str, torch.Tensor], repeats: int) -> dict[str, Any
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shapes (seconds instead of minutes)")
+    parser.add_argument("--real", action="store_true",
+                        help="real expert shapes: 2 x 2048x7168 (DeepSeek-V3) and 14336x4096 (Mixtral); minutes")
     parser.add_argument("--threads", type=int, nargs="*", default=[],
                         help="thread counts for torch and BLAS, one configuration each (default: as set)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each method, the fastest reported")
@@ -165,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import weightwatcher  # import cost kept out of the timings
 
-    groups = QUICK_GROUPS if args.quick else FULL_GROUPS
+    groups = QUICK_GROUPS if args.quick else REAL_GROUPS if args.real else FULL_GROUPS
     matrices = make_matrices(groups, args.seed)
     warm = make_matrices((("warm", 2, 64, 128),), args.seed)  # first-call costs kept out of the timings
     run_weightwatcher(warm)
@@ -182,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "inspect_vs_weightwatcher",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick,
+        "real": args.real,
         "repeats": max(1, args.repeats),
         "matrices": [{"group": g, "count": c, "rows": r, "cols": k} for g, c, r, k in groups],
         "cpu_count": os.cpu_count(),

@@ -130,7 +130,8 @@ def prediction_check(table: pd.DataFrame) -> dict[str, Any]:
 def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Sequence[str], out_dir: str | Path, *,
                 text_file: str | Path | None = None, calib_out: str | Path | None = None,
                 calib_in: str | Path | None = None, max_windows: int | None = None, context: int | None = None,
-                config: Any = None, progress: ProgressFn | None = None) -> pd.DataFrame:
+                config: Any = None, inspect_dir: str | Path | None = None,
+                progress: ProgressFn | None = None) -> pd.DataFrame:
     """Plan the checkpoint for every (budget, allocator), evaluate each plan's perplexity, write the results.
 
     Args:
@@ -144,6 +145,8 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
         max_windows: evaluate the first this many windows (None: all).
         context: window length (None: the model's context, at most 2048).
         config: base :class:`alphaq.plan.PlanConfig` (its budget and allocator are replaced); None: defaults.
+        inspect_dir: reuse this inspect run of the same checkpoint (None: the one in ``out_dir``, else a fresh
+            experts-only inspect saved there).
         progress: ``progress(1, item, total)`` per plan evaluated.
 
     Returns:
@@ -183,7 +186,7 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
     out = Path(out_dir)
     (out / "plans").mkdir(parents=True, exist_ok=True)
     ckpt = open_checkpoint(model if model is not None else demo_model_path())
-    details, inspect_manifest = plan_details(ckpt, out)
+    details, inspect_manifest = plan_details(ckpt, out, inspect_dir=Path(inspect_dir) if inspect_dir else None)
     refs = {m.name: m for m in ckpt.matrices}
     errors = measure_errors(details, lambda name: ckpt.read_matrix(refs[name]), base)
 
@@ -197,7 +200,7 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
     snapshot = _snapshot(lm)
     provenance = {"checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
                   "diagnostics": {"fit": inspect_manifest["options"]["fit"], "inspect_created": inspect_manifest["created"],
-                                  "inspect_dir": str(out)}}
+                                  "inspect_dir": str(inspect_dir or out)}}
 
     rows: list[dict[str, Any]] = [{"entry": ORIGINAL, "allocator": ORIGINAL, "calibration": None, "budget": None,
                                    "status": original.status, "average_payload_bits": 16.0, "ppl": original.ppl,

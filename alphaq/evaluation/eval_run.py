@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -133,7 +132,7 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
     import torch
 
     from alphaq import datasets
-    from alphaq.atomic import write_json, write_with
+    from alphaq.atomic import json_safe, write_json, write_with
     from alphaq.evaluation.compare import sha256_file, versions
     from alphaq.evaluation.perplexity import model_context, window_starts
     from alphaq.evaluation.verification import (
@@ -241,7 +240,7 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
         "memory": memory,
         "verification": verification_summary(tensors, experts),
     }
-    record = _finite(record)
+    record = json_safe(record)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -249,17 +248,6 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
         write_with(out / EXPERTS_FILE, lambda p: experts.to_csv(p, index=False))
         write_json(out / EVAL_FILE, record)  # last: its presence marks a finished evaluation
     return record
-
-
-def _finite(obj: Any) -> Any:
-    """NaN/Inf -> None so that eval.json is strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Mapping):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 __all__ = ["EVAL_FILE", "EVAL_SCHEMA_VERSION", "EXPERTS_FILE", "TENSORS_FILE", "EvalOptions", "run_eval"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alphaq.atomic import write_json
+from alphaq.atomic import json_safe
 from alphaq.errors import PlanError
 from alphaq.plan.units import KEEP_BF16, matrix_nbytes
 
@@ -62,21 +63,9 @@ class PlanTensor:
     unit: str | None = None
 
 
-def _finite_or_none(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and not isinstance(obj, (str, bytes)):  # numpy scalar
-        return _finite_or_none(obj.item())
-    return obj
-
-
 def _canonical(obj: Any) -> Any:
     """JSON-normal form: tuples become lists, numpy scalars Python ones, NaN/inf None (TypeError if not JSON-able)."""
-    return json.loads(json.dumps(_finite_or_none(obj), allow_nan=False))
+    return json.loads(json.dumps(json_safe(obj), allow_nan=False))
 
 
 def tensors_fingerprint(tensors: tuple[PlanTensor, ...] | list[PlanTensor]) -> str:

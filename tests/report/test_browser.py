@@ -142,6 +142,18 @@ def test_freshly_rendered_pages(browser: Browser, fresh_run: Path) -> None:
     assert by_name["plan.html"].sort_clicks > 0  # the sortable tables' script ran without an error
 
 
+def test_pages_of_a_real_run(browser: Browser, demo_run: Path) -> None:
+    """``alphaq run`` on the bundled model: index, inspect, plan, quantized/quantize and eval pages."""
+    pages = sorted(demo_run.glob("**/*.html"))
+    names = {str(p.relative_to(demo_run)) for p in pages}
+    assert names >= {"index.html", "inspect.html", "plan.html", "eval.html", "quantized/quantize.html"}, names
+    reports = [browser.check(page) for page in pages]
+    failed = [describe(r) for r in reports if not r.ok]
+    assert not failed, "\n".join(failed)
+    for report in reports:  # every page links the four others (nav bar), across the quantized/ sub-folder
+        assert report.links >= 4, report.path
+
+
 # -- the checker itself ---------------------------------------------------------------------------------
 
 
