@@ -94,6 +94,7 @@ def compare(
         help="Allocators; frequency = frequency-in (WikiText-2 valid) + frequency-out (Shakespeare).")]
         = "alphaq,uniform,frequency,random",
     text_file: TextOpt = None,
+    dataset: DatasetOpt = None,
     calib_in: Annotated[Path | None, typer.Option(help="In-domain calibration text (default: WikiText-2 valid).")] = None,
     calib_out: Annotated[Path | None, typer.Option(help="Out-of-domain calibration text (default: Tiny Shakespeare).")] = None,
     max_windows: WindowsOpt = None,
@@ -114,7 +115,7 @@ def compare(
         config = PlanConfig(budget=budget_list[0] if budget_list else "3", widths=widths, group_size=group_size,
                             granularity=granularity, seed=seed)  # type: ignore[arg-type]
         with _progress("compare") as advance:
-            table = run_compare(model, budget_list, allocators.split(","), out, text_file=text_file,
+            table = run_compare(model, budget_list, allocators.split(","), out, text_file=_eval_text(text_file, dataset),
                                 calib_out=calib_out, calib_in=calib_in, max_windows=max_windows, context=context,
                                 config=config, inspect_dir=inspect_dir, progress=advance)
         if html:

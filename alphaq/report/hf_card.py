@@ -89,7 +89,9 @@ def _evaluation(run: RunSummary) -> list[str]:
                   *_table(["model", "perplexity", "increase"], rows), ""]
     table = compare_rows(run.compare)
     if not table.empty:
-        lines += ["Allocators compared at matched budgets (simulated quantization):", "",
+        protocol = (run.compare or {}).get("protocol") or {}
+        lines += [f"Allocators compared at matched budgets (`alphaq compare`, simulated quantization, "
+                  f"{protocol.get('windows', '?')} windows of {protocol.get('context', '?')} tokens):", "",
                   *_table(list(table.columns), [[_num(v) if isinstance(v, float) else (v if v is not None else _DASH)
                                                  for v in row] for row in table.itertuples(index=False)]), ""]
     return lines

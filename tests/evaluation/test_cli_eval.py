@@ -38,3 +38,23 @@ def test_compare_command_writes_table_and_page(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (out / "compare.csv").is_file() and (out / "compare.html").is_file()
     assert "uniform" in result.output and "random" in result.output
+
+
+def test_dataset_option_fetches_through_datasets_and_caches(tmp_path, monkeypatch) -> None:
+    """--dataset wikitext2 goes through the datasets package (faked here: tests never reach a hub)."""
+    import sys
+    import types
+
+    text = "a small text about rivers and hills and stone walls " * 80
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = lambda *args, **kwargs: {"text": [text, "", text]}  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    monkeypatch.setenv("ALPHAQ_CACHE_DIR", str(tmp_path / "cache"))
+    result = CliRunner().invoke(_app(), ["eval", "--out", str(tmp_path / "run"), "--dataset", "wikitext2",
+                                         "--max-windows", "1"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert record["eval_text"]["path"].startswith(str(tmp_path / "cache"))
+    both = CliRunner().invoke(_app(), ["eval", "--out", str(tmp_path / "x"), "--dataset", "wikitext2",
+                                       "--text-file", record["eval_text"]["path"]])
+    assert both.exit_code == 2 and "not both" in both.output
