@@ -196,6 +196,8 @@ def run_all(
                            eval_options=EvalOptions(max_windows=max_windows), text_file=text, model_card=model_card)
         with _progress("run") as advance:
             result = run_pipeline(model, config, out, progress=advance)
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
     record = result.eval_record
     if record is not None:
         from alphaq.cli_eval import print_eval_summary

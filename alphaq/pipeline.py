@@ -7,6 +7,9 @@ The run folder is laid out as every stage writes it alone, so ``alphaq report DI
 * ``DIR/quantized/``: the quantized checkpoint, its quantize.json and quantize.html (and ``model_card.md``
   with ``--model-card``).
 
+The eval stage loads the quantized checkpoint (:func:`alphaq.load_quantized`); for an architecture that loader
+does not support yet it evaluates the plan by simulated quantization instead, and says so.
+
 Re-running into the same folder redoes inspect and plan (deterministic, so the plan is identical) and resumes
 the quantized checkpoint of that plan, whose finished shards are kept.
 """
@@ -67,12 +70,14 @@ class PipelineResult:
         quantized_dir: the quantized checkpoint folder.
         pages: every page and file rendered (index.html last).
         eval_record: the eval.json content (None when not evaluated).
+        notes: what the run did differently from the plain pipeline, for the user.
     """
 
     run_dir: Path
     quantized_dir: Path
     pages: tuple[Path, ...]
     eval_record: dict[str, Any] | None
+    notes: tuple[str, ...] = ()
 
 
 def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Path, *,
@@ -119,13 +124,23 @@ def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Pat
     run_quantize(model, out / "plan.json", quantized, method=config.method, device=config.device,
                  progress=stage("quantize"))
     record = None
+    notes: list[str] = []
     if config.evaluate:
         from alphaq.evaluation.eval_run import run_eval
+        from alphaq.quantize.loading import EXPERT_LAYOUTS
 
-        record = run_eval(model, out, quantized=quantized, text_file=text, options=config.eval_options,
-                          progress=stage("eval"))
+        model_type = str(result.manifest["checkpoint"].get("model_type"))
+        if model_type in EXPERT_LAYOUTS:
+            record = run_eval(model, out, quantized=quantized, text_file=text, options=config.eval_options,
+                              progress=stage("eval"))
+        else:  # the packed loader does not know this architecture: measure the plan by simulation instead
+            notes.append(f"load_quantized does not support model_type {model_type!r} yet, so the plan was evaluated "
+                         "by simulated quantization (the same weights, quantized and dequantized in place)")
+            record = run_eval(model, out, plan_file=out / "plan.json", text_file=text, options=config.eval_options,
+                              progress=stage("eval"))
     pages = render_run(out, model_card=config.model_card)
-    return PipelineResult(run_dir=out, quantized_dir=quantized, pages=tuple(pages), eval_record=record)
+    return PipelineResult(run_dir=out, quantized_dir=quantized, pages=tuple(pages), eval_record=record,
+                          notes=tuple(notes))
 
 
 __all__ = ["DEFAULT_SWEEP", "PipelineResult", "RunConfig", "run_pipeline"]

@@ -102,3 +102,20 @@ def test_run_config_and_missing_text(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", "--out", str(tmp_path / "r"), "--text-file", str(tmp_path / "no.txt")])
     assert result.exit_code == 2 and "text file not found" in result.output
     assert not (tmp_path / "r").exists()  # nothing started
+
+
+def test_unsupported_packed_loader_falls_back_to_simulation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An architecture that load_quantized does not know is still evaluated: by simulating its plan."""
+    from alphaq.evaluation.eval_run import EvalOptions
+    from alphaq.pipeline import run_pipeline
+    from alphaq.quantize import loading
+
+    monkeypatch.setattr(loading, "EXPERT_LAYOUTS", {})
+    text = tmp_path / "t.txt"
+    text.write_text("stone walls and rivers and hills " * 200, encoding="utf-8")
+    config = RunConfig(plan=PlanConfig(budget="3"), sweep_budgets=(), text_file=text,
+                       eval_options=EvalOptions(max_windows=1, baseline=False))
+    result = run_pipeline(None, config, tmp_path / "run")
+    assert result.eval_record is not None and result.eval_record["source"]["kind"] == "simulated"
+    assert "simulated quantization" in result.notes[0]
+    assert (tmp_path / "run" / "quantized" / "quantize.json").is_file()  # the checkpoint is written all the same
