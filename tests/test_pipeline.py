@@ -31,6 +31,9 @@ def test_run_eval_record_matches_plan_and_checkpoint(demo_run: Path) -> None:
     plan = json.loads((demo_run / "plan.json").read_text(encoding="utf-8"))
     assert record["schema_version"] == 1 and record["source"]["kind"] == "quantized"
     assert record["source"]["plan_fingerprint"] == plan["plan_fingerprint"]
+    inspect = json.loads((demo_run / "inspect.json").read_text(encoding="utf-8"))
+    assert record["checkpoint"]["fingerprint"] == inspect["checkpoint"]["fingerprint"]
+    assert record["checkpoint"]["model_type"] == "mixtral"
     assert record["windows"] == 2 and record["tokens"] == 2 * 255 and record["context"] == 256
     assert record["baseline"]["windows"] == 2
     assert record["ppl_increase"] == pytest.approx(record["ppl"] - record["baseline"]["ppl"])
@@ -88,6 +91,7 @@ def test_simulated_plan_agrees_with_the_quantized_checkpoint(demo_run: Path, tmp
     simulated = run_eval(None, tmp_path, plan_file=demo_run / "plan.json", text_file=record["eval_text"]["path"],
                          options=EvalOptions(max_windows=2))
     assert simulated["source"]["kind"] == "simulated"
+    assert simulated["checkpoint"]["fingerprint"] == record["checkpoint"]["fingerprint"]
     assert simulated["baseline"]["ppl"] == pytest.approx(record["baseline"]["ppl"], rel=1e-9)
     assert simulated["ppl"] == pytest.approx(record["ppl"], rel=1e-4)
     assert simulated["verification"]["mean_rel_error"] == pytest.approx(

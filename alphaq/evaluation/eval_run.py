@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,16 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise AlphaQError(f"{path}: cannot read {what} ({error}); re-run the stage that wrote it") from error
+
+
+def _checkpoint_record(original: Path, manifest: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Path, fingerprint and model type of the original checkpoint (from quantize.json when there is one)."""
+    if manifest is not None and manifest.get("checkpoint"):
+        return dict(manifest["checkpoint"])
+    from alphaq.load import open_checkpoint
+
+    ckpt = open_checkpoint(original)
+    return {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type}
 
 
 def _alphas(plan_path: Path | None) -> dict[tuple[int, int], float]:
@@ -230,6 +240,7 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
         "schema_version": EVAL_SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(), "source": source,
+        "checkpoint": _checkpoint_record(original_path, manifest),
         "plan": {"path": str(plan_path) if plan_path else None},
         "eval_text": {"path": str(eval_path), "sha256": sha256_file(eval_path)},
         "protocol": {"context": window, "stride": opts.stride or window, "max_windows": opts.max_windows,

@@ -197,8 +197,10 @@ def eval_page_html(record: dict[str, Any], tensors: pd.DataFrame, experts: pd.Da
         shown = _integer_columns(tensors, ("layer", "expert", "bits", "group_size", "params", "bytes", "predicted_bytes"))
         sections.append(Section("Tensors", table_html(shown, float_format="{:.4f}"), "eval_tensors.csv"))
     eval_text = record.get("eval_text") or {}
-    path = str(source.get("original") or source.get("path") or "")
-    provenance = {"model": Path(path).name if path else "", "path": path,
+    checkpoint = record.get("checkpoint") or {}
+    path = str(checkpoint.get("path") or source.get("original") or source.get("path") or "")
+    provenance = {"model": Path(path).name if path else "", "model_type": checkpoint.get("model_type"), "path": path,
+                  "fingerprint": checkpoint.get("fingerprint"),
                   "alphaq_version": (record.get("versions") or {}).get("alphaq"), "created": record.get("created"),
                   "Source": f"{source.get('kind', '?')}: {source.get('path', '')}",
                   "Plan fingerprint": source.get("plan_fingerprint"), "Eval text": eval_text.get("path"),

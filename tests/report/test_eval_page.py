@@ -20,6 +20,7 @@ def test_eval_page_shows_the_recorded_numbers(demo_run: Path) -> None:
     for title in ("Plan verification", "Routing on the eval text", "Tensors"):
         assert title in page
     assert "only the first 2 windows" in page  # partial evaluation is flagged
+    assert record["checkpoint"]["fingerprint"] in page  # provenance header
     assert page.count("<svg") >= 2  # error scatter and routing bars
 
 
