@@ -10,8 +10,9 @@ The run folder is laid out as every stage writes it alone, so ``alphaq report DI
 The eval stage loads the quantized checkpoint (:func:`alphaq.load_quantized`); for an architecture that loader
 does not support yet it evaluates the plan by simulated quantization instead, and says so.
 
-Re-running into the same folder redoes inspect and plan (deterministic, so the plan is identical) and resumes
-the quantized checkpoint of that plan, whose finished shards are kept.
+Re-running into the same folder redoes inspect and plan (deterministic, so the plan is identical), keeps a
+finished quantized checkpoint of that same plan (and resumes an unfinished one), and refuses to overwrite the
+checkpoint of another plan or quantizer.
 """
 
 from __future__ import annotations
@@ -116,15 +117,19 @@ def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Pat
             return None
         return lambda n, item, total: progress(n, f"{name}: {item}", total)
 
+    _check_reuse(out, config)
     result = inspect(model, config.inspect or InspectConfig(), progress=stage("inspect"))
     save_inspect(result, out)
     run_plan(model, config.plan, out, sweep_budgets=config.sweep_budgets, sweep_allocators=SWEEP_ALLOCATORS,
              progress=stage("plan"))
     quantized = out / QUANTIZED_DIR
-    run_quantize(model, out / "plan.json", quantized, method=config.method, device=config.device,
-                 progress=stage("quantize"))
-    record = None
     notes: list[str] = []
+    if _finished_for_plan(quantized, out / "plan.json", config.method):
+        notes.append(f"{quantized} already holds the finished checkpoint of this plan; it was kept as it is")
+    else:
+        run_quantize(model, out / "plan.json", quantized, method=config.method, device=config.device,
+                     progress=stage("quantize"))
+    record = None
     if config.evaluate:
         from alphaq.evaluation.eval_run import run_eval
         from alphaq.quantize.loading import EXPERT_LAYOUTS
@@ -141,6 +146,57 @@ def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Pat
     pages = render_run(out, model_card=config.model_card)
     return PipelineResult(run_dir=out, quantized_dir=quantized, pages=tuple(pages), eval_record=record,
                           notes=tuple(notes))
+
+
+def _check_reuse(out: Path, config: RunConfig) -> None:
+    """Refuse, before any work, a re-run whose plan options differ from those of a finished checkpoint in ``out``.
+
+    Raises:
+        AlphaQError: ``out/quantized`` holds a finished checkpoint planned with other options or budget.
+    """
+    import json
+
+    from alphaq.errors import AlphaQError
+    from alphaq.plan.planner import options_record
+
+    if not (out / QUANTIZED_DIR / "quantize.json").is_file() or not (out / "plan.json").is_file():
+        return
+    try:
+        previous = json.loads((out / "plan.json").read_text(encoding="utf-8"))["provenance"]
+        same = previous["options"] == json.loads(json.dumps(options_record(config.plan))) and \
+            previous["budget"]["given"] == config.plan.budget.text
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False
+    if not same:
+        raise AlphaQError(f"{out} holds the quantized checkpoint of a run with another budget or plan options; "
+                          "choose another --out, or remove the folder to redo it")
+
+
+def _finished_for_plan(quantized: Path, plan_path: Path, method: str | None) -> bool:
+    """Whether ``quantized`` holds a finished checkpoint of this very plan (a re-run then keeps it).
+
+    Raises:
+        AlphaQError: it holds the finished checkpoint of another plan or quantizer (never overwritten).
+    """
+    import json
+
+    from alphaq.errors import AlphaQError
+    from alphaq.plan.plan_file import load_plan
+
+    manifest_path = quantized / "quantize.json"
+    if not manifest_path.is_file():
+        return False
+    try:
+        done = json.loads(manifest_path.read_text(encoding="utf-8"))
+        fingerprint, done_method = done["plan"]["fingerprint"], done["options"]["method"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise AlphaQError(f"{manifest_path}: unreadable ({error}); remove {quantized} or choose another --out") from error
+    plan = load_plan(plan_path)
+    wanted = method or (plan.provenance.get("options") or {}).get("quant_method") or "rtn"
+    if fingerprint != plan.plan_fingerprint or done_method != wanted:
+        raise AlphaQError(f"{quantized} holds the checkpoint of another plan or quantizer (plan {fingerprint[:12]}, "
+                          f"{done_method}); remove it or choose another --out")
+    return True
 
 
 __all__ = ["DEFAULT_SWEEP", "PipelineResult", "RunConfig", "run_pipeline"]

@@ -123,3 +123,20 @@ def test_unsupported_packed_loader_falls_back_to_simulation(tmp_path: Path, monk
     assert result.eval_record is not None and result.eval_record["source"]["kind"] == "simulated"
     assert "simulated quantization" in result.notes[0]
     assert (tmp_path / "run" / "quantized" / "quantize.json").is_file()  # the checkpoint is written all the same
+
+
+def test_rerun_keeps_the_checkpoint_of_the_same_plan_and_refuses_another(tmp_path: Path) -> None:
+    from alphaq.errors import AlphaQError
+    from alphaq.pipeline import run_pipeline
+
+    config = RunConfig(plan=PlanConfig(budget="3"), sweep_budgets=(), evaluate=False)
+    run_pipeline(None, config, tmp_path / "run")
+    shard = tmp_path / "run" / "quantized" / "model.safetensors"
+    before = shard.stat().st_mtime_ns
+    again = run_pipeline(None, config, tmp_path / "run")
+    assert shard.stat().st_mtime_ns == before and "kept as it is" in again.notes[0]
+    plan_before = (tmp_path / "run" / "plan.json").read_bytes()
+    with pytest.raises(AlphaQError, match="another budget or plan options"):
+        run_pipeline(None, RunConfig(plan=PlanConfig(budget="4"), sweep_budgets=(), evaluate=False), tmp_path / "run")
+    assert shard.stat().st_mtime_ns == before  # refused before any work: nothing rewritten
+    assert (tmp_path / "run" / "plan.json").read_bytes() == plan_before

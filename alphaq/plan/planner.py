@@ -133,6 +133,15 @@ def _allocate(table: CostTable, config: PlanConfig, name: str, budget: Budget,
     return allocator.allocate(table, budget, config.bounds)
 
 
+def options_record(config: PlanConfig) -> dict[str, Any]:
+    """The options a plan records in ``provenance.options`` (all but the budget), as plain JSON values."""
+    return {"granularity": config.granularity, "error_model": config.error_model, "gamma": config.gamma,
+            "allocator": config.allocator, "widths": list(config.widths), "group_size": config.group_size,
+            "bounds": config.bounds.describe(), "keep": str(config.keep), "solver": config.solver,
+            "time_limit": config.time_limit, "seed": config.seed, "quant_method": config.quant_method,
+            "max_rows": config.max_rows}
+
+
 def make_plan(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, *,
               provenance: Mapping[str, Any], routing_shares: Mapping[tuple[int, int], float] | None = None,
               progress: ProgressFn | None = None, errors: MatrixErrors | None = None) -> Plan:
@@ -161,11 +170,7 @@ def make_plan(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: Pla
     computed = {
         "alphaq_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "options": {"granularity": config.granularity, "error_model": config.error_model, "gamma": config.gamma,
-                    "allocator": config.allocator, "widths": list(config.widths), "group_size": config.group_size,
-                    "bounds": config.bounds.describe(), "keep": str(config.keep), "solver": config.solver,
-                    "time_limit": config.time_limit, "seed": config.seed, "quant_method": config.quant_method,
-                    "max_rows": config.max_rows},
+        "options": options_record(config),
         "budget": {"given": config.budget.text, "kind": config.budget.kind, "value": config.budget.value,
                    "resolved": {"counts": constraint.unit, "capacity": constraint.capacity,
                                 "description": config.budget.describe()}},
