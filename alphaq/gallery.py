@@ -41,18 +41,18 @@ def build_gallery(out: str | Path, *, progress: Callable[[int, str, int], None] 
     from alphaq.evaluation.eval_run import EvalOptions
     from alphaq.pipeline import QUANTIZED_DIR, RunConfig, run_pipeline
     from alphaq.plan.planner import PlanConfig
+    from alphaq.report.run import render_run
 
     folder = Path(out)
     quantized = folder / QUANTIZED_DIR
     if quantized.exists():  # the gallery's own output: always re-quantized from scratch
         shutil.rmtree(quantized)
     config = RunConfig(plan=PlanConfig(budget=GALLERY_BUDGET), sweep_budgets=GALLERY_SWEEP,
-                       eval_options=EvalOptions(max_windows=eval_windows), model_card=True)
-    pages = list(run_pipeline(None, config, folder, progress=progress).pages)
+                       eval_options=EvalOptions(max_windows=eval_windows), model_card=True, render_pages=False)
+    run_pipeline(None, config, folder, progress=progress)
     if not compare:
-        return pages
+        return render_run(folder, model_card=True)
     from alphaq.evaluation.compare import run_compare
-    from alphaq.report.run import render_run
 
     def tick(n: int, item: str, total: int) -> None:
         if progress is not None:
@@ -60,4 +60,4 @@ def build_gallery(out: str | Path, *, progress: Callable[[int, str, int], None] 
 
     run_compare(None, COMPARE_BUDGETS, COMPARE_ALLOCATORS, folder / "compare", max_windows=COMPARE_WINDOWS,
                 inspect_dir=folder, progress=tick)
-    return render_run(folder, model_card=True)  # again: the index and the model card now include the comparison
+    return render_run(folder, model_card=True)  # once, with the comparison in the index and the model card

@@ -45,6 +45,7 @@ class RunConfig:
         text_file: evaluation text (None: WikiText-2 test from the data folder).
         sweep_budgets: budgets of plan.html's predicted-error sweep (empty: no sweep).
         model_card: write ``model_card.md`` next to the quantized checkpoint.
+        render_pages: render every page and index.html at the end (off when a caller adds stages first).
     """
 
     plan: Any
@@ -56,6 +57,7 @@ class RunConfig:
     text_file: Path | None = None
     sweep_budgets: tuple[str, ...] = field(default=DEFAULT_SWEEP)
     model_card: bool = False
+    render_pages: bool = True
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -69,7 +71,7 @@ class PipelineResult:
     Attributes:
         run_dir: the run folder.
         quantized_dir: the quantized checkpoint folder.
-        pages: every page and file rendered (index.html last).
+        pages: every page and file rendered (index.html last; empty without ``render_pages``).
         eval_record: the eval.json content (None when not evaluated).
         notes: what the run did differently from the plain pipeline, for the user.
     """
@@ -143,7 +145,7 @@ def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Pat
                          "by simulated quantization (the same weights, quantized and dequantized in place)")
             record = run_eval(model, out, plan_file=out / "plan.json", text_file=text, options=config.eval_options,
                               progress=stage("eval"))
-    pages = render_run(out, model_card=config.model_card)
+    pages = render_run(out, model_card=config.model_card) if config.render_pages else []
     return PipelineResult(run_dir=out, quantized_dir=quantized, pages=tuple(pages), eval_record=record,
                           notes=tuple(notes))
 
