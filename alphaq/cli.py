@@ -172,11 +172,12 @@ def run_all(
     allocator: Annotated[str, typer.Option(help="alphaq | uniform | random | alpha_ratio | weight_norm.")] = "alphaq",
     gamma: GammaOpt = 1.0,
     method: Annotated[str, typer.Option(help="Quantizer (plan error model and checkpoint): rtn | rtn_clip | hqq.")] = "rtn",
-    device: Annotated[str, typer.Option(help="Where to quantize: cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="Where to quantize and evaluate: cpu or cuda.")] = "cpu",
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate perplexity (needs the text).")] = True,
     text_file: Annotated[Optional[Path], typer.Option(help="Evaluation text (default: WikiText-2 test from $ALPHAQ_DATA_DIR).")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Fetch the evaluation text through the datasets package: wikitext2.")] = None,
     max_windows: Annotated[Optional[int], typer.Option(help="Evaluate only the first N windows (default: all).")] = None,
+    dtype: Annotated[str, typer.Option(help="Eval: dense weights and activations, float32 | bfloat16 | float16.")] = "float32",
     model_card: Annotated[bool, typer.Option("--model-card", help="Write model_card.md (Hugging Face model-card section) next to the quantized checkpoint.")] = False,
 ) -> None:
     """inspect -> plan -> quantize -> eval in one run folder, with every page linked from index.html."""
@@ -193,7 +194,8 @@ def run_all(
 
             text = resolve_eval_text(text_file, dataset)
         config = RunConfig(plan=plan_config, method=method, device=device, evaluate=evaluate,
-                           eval_options=EvalOptions(max_windows=max_windows), text_file=text, model_card=model_card)
+                           eval_options=EvalOptions(max_windows=max_windows, device=device, dtype=dtype), text_file=text,
+                           model_card=model_card)
         with _progress("run") as advance:
             result = run_pipeline(model, config, out, progress=advance)
     for note in result.notes:

@@ -33,13 +33,17 @@ def eval_command(
     context: ContextOpt = None,
     stride: Annotated[int | None, typer.Option(help="Sliding-window step (default: the context, non-overlapping).")] = None,
     baseline: Annotated[bool, typer.Option(help="Also evaluate the original model on the same windows.")] = True,
+    device: Annotated[str, typer.Option(help="Where the models run: cpu or cuda[:N].")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="Dense weights and activations: float32 | bfloat16 | float16.")] = "float32",
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
     html: Annotated[bool, typer.Option(help="Write eval.html.")] = True,
 ) -> None:
     """Perplexity of the original model, a quantized checkpoint or a plan, checked against the plan: eval.json."""
     from alphaq.evaluation.eval_run import EvalOptions, run_eval
 
     with _user_errors():
-        options = EvalOptions(max_windows=max_windows, context=context, stride=stride, baseline=baseline)
+        options = EvalOptions(max_windows=max_windows, context=context, stride=stride, baseline=baseline,
+                              device=device, dtype=dtype, batch_size=batch_size)
         text = _eval_text(text_file, dataset)
         with _progress("eval") as advance:
             record = run_eval(model, out, quantized=quantized, plan_file=plan, text_file=text, options=options,
@@ -104,6 +108,8 @@ def compare(
     granularity: Annotated[str, typer.Option(help="expert | matrix | layer.")] = "expert",
     seed: Annotated[int, typer.Option(help="Seed of the random allocator.")] = 0,
     inspect_dir: Annotated[Path | None, typer.Option(help="Reuse this inspect run of the same model.")] = None,
+    device: Annotated[str, typer.Option(help="Where the model runs: cpu or cuda[:N].")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="Dense weights and activations: float32 | bfloat16 | float16.")] = "float32",
     html: Annotated[bool, typer.Option(help="Write compare.html.")] = True,
 ) -> None:
     """Plan every (budget, allocator), measure each plan's perplexity: compare.csv/json and compare.html."""
@@ -117,7 +123,8 @@ def compare(
         with _progress("compare") as advance:
             table = run_compare(model, budget_list, allocators.split(","), out, text_file=_eval_text(text_file, dataset),
                                 calib_out=calib_out, calib_in=calib_in, max_windows=max_windows, context=context,
-                                config=config, inspect_dir=inspect_dir, progress=advance)
+                                config=config, inspect_dir=inspect_dir, device=device, dtype=dtype,
+                                progress=advance)
         if html:
             from alphaq.report.compare_page import render_compare
 

@@ -130,8 +130,8 @@ def prediction_check(table: pd.DataFrame) -> dict[str, Any]:
 def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Sequence[str], out_dir: str | Path, *,
                 text_file: str | Path | None = None, calib_out: str | Path | None = None,
                 calib_in: str | Path | None = None, max_windows: int | None = None, context: int | None = None,
-                config: Any = None, inspect_dir: str | Path | None = None,
-                progress: ProgressFn | None = None) -> pd.DataFrame:
+                config: Any = None, inspect_dir: str | Path | None = None, device: str = "cpu",
+                dtype: str = "float32", progress: ProgressFn | None = None) -> pd.DataFrame:
     """Plan the checkpoint for every (budget, allocator), evaluate each plan's perplexity, write the results.
 
     Args:
@@ -147,6 +147,8 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
         config: base :class:`alphaq.plan.PlanConfig` (its budget and allocator are replaced); None: defaults.
         inspect_dir: reuse this inspect run of the same checkpoint (None: the one in ``out_dir``, else a fresh
             experts-only inspect saved there).
+        device: where the model runs (``cpu``, ``cuda[:N]``).
+        dtype: dense weights and activations (``float32``, ``bfloat16``, ``float16``).
         progress: ``progress(1, item, total)`` per plan evaluated.
 
     Returns:
@@ -157,8 +159,11 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
     """
     import datetime as _dt
 
+    import torch
+
     from alphaq import datasets
     from alphaq.atomic import write_json, write_with
+    from alphaq.evaluation.eval_run import EvalOptions
     from alphaq.evaluation.perplexity import model_context, perplexity
     from alphaq.evaluation.simulate import apply_plan
     from alphaq.load import open_checkpoint
@@ -190,7 +195,10 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
     refs = {m.name: m for m in ckpt.matrices}
     errors = measure_errors(details, lambda name: ckpt.read_matrix(refs[name]), base)
 
-    lm, tokenizer = load_model(ckpt.path)
+    options = EvalOptions(device=device, dtype=dtype)  # validates both
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device} requested but CUDA is not available; pass --device cpu")
+    lm, tokenizer = load_model(ckpt.path, device=options.device, dtype=getattr(torch, options.dtype))
     window = context or model_context(lm)
     ids = _tokens(tokenizer, eval_path)
     shares = {side: _shares(lm, _tokens(tokenizer, path), window, CALIBRATION_WINDOWS)
@@ -263,7 +271,7 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
         "calibration": {side: _text_record(path) for side, path in calib_paths.items() if side in needs},
         "options": {"budgets": budget_list, "allocators": entries, "widths": list(base.widths),
                     "group_size": base.group_size, "granularity": base.granularity, "gamma": base.gamma,
-                    "quant_method": base.quant_method, "seed": base.seed},
+                    "quant_method": base.quant_method, "seed": base.seed, "device": device, "dtype": dtype},
         "original_ppl": original.ppl, "prediction_check": check,
         "rows": table.astype(object).where(table.notna(), None).to_dict("records")})
     return table

@@ -26,6 +26,7 @@ TENSORS_FILE = "eval_tensors.csv"
 EXPERTS_FILE = "eval_experts.csv"
 EVAL_SCHEMA_VERSION = 1
 ProgressFn = Callable[[int, str, int], None]
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class EvalOptions:
         stride: window step (None: ``context``, the standard non-overlapping protocol).
         baseline: also evaluate the original model on the same windows (quantized / simulated sources).
         batch_size: windows per forward pass.
+        device: where the models run (``cpu``, ``cuda``, ``cuda:1``).
+        dtype: dtype of the unquantized weights and activations: ``float32``, ``bfloat16`` or ``float16``.
     """
 
     max_windows: int | None = None
@@ -45,8 +48,14 @@ class EvalOptions:
     stride: int | None = None
     baseline: bool = True
     batch_size: int = 8
+    device: str = "cpu"
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"device must be cpu or cuda[:N], got {self.device!r}")
         for name, low in (("max_windows", 1), ("context", 2), ("stride", 1), ("batch_size", 1)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
@@ -155,6 +164,9 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
     from alphaq.modeling import demo_model_path, load_model, tokenize_text
 
     opts = options or EvalOptions()
+    dtype = getattr(torch, opts.dtype)
+    if opts.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {opts.device} requested but CUDA is not available; pass --device cpu")
     if quantized is not None and plan_file is not None:
         raise ConfigError("pass either --quantized or --plan, not both")
     eval_path = Path(text_file) if text_file is not None else datasets.wikitext2_test()
@@ -181,12 +193,12 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
     if quantized is not None:
         from alphaq.quantize.loading import load_quantized
 
-        lm, tokenizer = load_quantized(quantized)
+        lm, tokenizer = load_quantized(quantized, device=opts.device, dtype=dtype)
         source: dict[str, Any] = {"kind": "quantized", "path": str(quantized), "original": str(original_path),
                                   "plan_fingerprint": (manifest or {}).get("plan", {}).get("fingerprint"),
                                   "method": (manifest or {}).get("options", {}).get("method")}
     else:
-        lm, tokenizer = load_model(original_path)
+        lm, tokenizer = load_model(original_path, device=opts.device, dtype=dtype)
         source = {"kind": "original", "path": str(original_path)}
     window = opts.context or model_context(lm)
     ids = torch.tensor(tokenize_text(tokenizer, datasets.read_text(eval_path)), dtype=torch.long)
@@ -225,7 +237,7 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
         del lm
         if with_baseline:
             if (original_path / "config.json").is_file():
-                base_lm, _ = load_model(original_path)
+                base_lm, _ = load_model(original_path, device=opts.device, dtype=dtype)
                 baseline, shares_original = _measure(base_lm, ids, window, opts, "original", progress, total)
                 memory["original_model_bytes"] = _model_bytes(base_lm)
                 memory["original_checkpoint_bytes"] = _disk_bytes(original_path)
@@ -244,7 +256,8 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
         "plan": {"path": str(plan_path) if plan_path else None},
         "eval_text": {"path": str(eval_path), "sha256": sha256_file(eval_path)},
         "protocol": {"context": window, "stride": opts.stride or window, "max_windows": opts.max_windows,
-                     "remainder": "dropped", "batch_size": opts.batch_size},
+                     "remainder": "dropped", "batch_size": opts.batch_size, "device": opts.device,
+                     "dtype": opts.dtype},
         **asdict(result),
         "baseline": asdict(baseline) if baseline is not None else None,
         "ppl_increase": (result.ppl - baseline.ppl) if baseline is not None else None,

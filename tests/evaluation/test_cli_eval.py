@@ -58,3 +58,25 @@ def test_dataset_option_fetches_through_datasets_and_caches(tmp_path, monkeypatc
     both = CliRunner().invoke(_app(), ["eval", "--out", str(tmp_path / "x"), "--dataset", "wikitext2",
                                        "--text-file", record["eval_text"]["path"]])
     assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_eval_in_bfloat16_and_device_checks(tmp_path) -> None:
+    import pytest
+    import torch
+
+    from alphaq.errors import ConfigError
+    from alphaq.evaluation.eval_run import EvalOptions, run_eval
+
+    text = tmp_path / "t.txt"
+    text.write_text("a small text about rivers and hills and stone walls " * 80, encoding="utf-8")
+    full = run_eval(None, None, text_file=text, options=EvalOptions(max_windows=1))
+    half = run_eval(None, tmp_path / "bf16", text_file=text, options=EvalOptions(max_windows=1, dtype="bfloat16"))
+    assert half["protocol"]["dtype"] == "bfloat16" and half["tokens"] == full["tokens"] == 255
+    assert abs(half["nll"] - full["nll"]) < 0.05 * full["nll"]  # bf16 rounding, same model
+    with pytest.raises(ConfigError, match="dtype"):
+        EvalOptions(dtype="int8")
+    with pytest.raises(ConfigError, match="device"):
+        EvalOptions(device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            run_eval(None, None, text_file=text, options=EvalOptions(device="cuda"))
