@@ -180,19 +180,17 @@ def _finished_for_plan(quantized: Path, plan_path: Path, method: str | None) -> 
     Raises:
         AlphaQError: it holds the finished checkpoint of another plan or quantizer (never overwritten).
     """
-    import json
-
     from alphaq.errors import AlphaQError
     from alphaq.plan.plan_file import load_plan
+    from alphaq.quantize.manifest import read_manifest
 
-    manifest_path = quantized / "quantize.json"
-    if not manifest_path.is_file():
+    if not (quantized / "quantize.json").is_file():
         return False
+    done = read_manifest(quantized)
     try:
-        done = json.loads(manifest_path.read_text(encoding="utf-8"))
         fingerprint, done_method = done["plan"]["fingerprint"], done["options"]["method"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise AlphaQError(f"{manifest_path}: unreadable ({error}); remove {quantized} or choose another --out") from error
+    except (KeyError, TypeError) as error:
+        raise AlphaQError(f"{quantized}/quantize.json lacks {error}; remove {quantized} or choose another --out") from error
     plan = load_plan(plan_path)
     wanted = method or (plan.provenance.get("options") or {}).get("quant_method") or "rtn"
     if fingerprint != plan.plan_fingerprint or done_method != wanted:

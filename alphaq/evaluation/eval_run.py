@@ -13,7 +13,6 @@ Written into ``out_dir``: ``eval.json`` (schema, provenance, results, memory, ve
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,13 +69,6 @@ def _model_bytes(model: Any) -> int:
 
 def _disk_bytes(folder: Path) -> int:
     return int(sum(p.stat().st_size for p in folder.glob("*.safetensors")))
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise AlphaQError(f"{path}: cannot read {what} ({error}); re-run the stage that wrote it") from error
 
 
 def _checkpoint_record(original: Path, manifest: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -176,11 +168,9 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
     plan_path: Path | None = Path(plan_file) if plan_file is not None else None
     manifest: dict[str, Any] | None = None
     if quantized is not None:
-        qdir = Path(quantized)
-        if not (qdir / "quantize.json").is_file():
-            raise AlphaQError(f"{qdir}: no quantize.json, not a finished alphaq quantize output; "
-                              "pass the --out folder of alphaq quantize")
-        manifest = _read_json(qdir / "quantize.json", "quantize.json")
+        from alphaq.quantize.manifest import read_manifest
+
+        manifest = read_manifest(quantized)
         recorded = Path(manifest["checkpoint"]["path"])
         original_path = Path(model) if model is not None else recorded
         plan_record = manifest.get("plan") or {}

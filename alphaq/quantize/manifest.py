@@ -10,11 +10,13 @@ split expert matrix kept at 16 bits), ``copied`` (one record per tensor copied u
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alphaq._version import __version__
+from alphaq.errors import AlphaQError
 from alphaq.quantize.shards import FORMAT
 
 if TYPE_CHECKING:
@@ -23,6 +25,35 @@ if TYPE_CHECKING:
     from alphaq.quantize.writer import OutputShard
 
 SCHEMA_VERSION = 1
+MANIFEST_FILE = "quantize.json"
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """Read and check a quantized checkpoint folder's ``quantize.json``.
+
+    Args:
+        folder: the ``--out`` folder of ``alphaq quantize``.
+
+    Returns:
+        The manifest.
+
+    Raises:
+        AlphaQError: no quantize.json (not a finished run), unreadable JSON, or another schema version.
+    """
+    folder = Path(folder)
+    rerun = f"run `alphaq quantize ... --out {folder}` to create it"
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise AlphaQError(f"{folder}: no {MANIFEST_FILE}, not a finished quantize run; {rerun}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise AlphaQError(f"{path}: unreadable ({' '.join(str(err).split())}); {rerun}") from err
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+        raise AlphaQError(f"{path}: schema_version {version!r}, this alphaq reads {SCHEMA_VERSION}; "
+                          "re-run `alphaq quantize`")
+    return manifest
 
 
 def build_manifest(ckpt: Checkpoint, plan: Plan, plan_path: str | Path, shards: Sequence[OutputShard],

@@ -25,13 +25,14 @@ from alphaq.quantize import shards as st
 from alphaq.quantize import writer as fmt
 from alphaq.quantize.compute import METHODS, quantize_matrix
 from alphaq.quantize.layout import QuantSpec, quantized_nbytes
+from alphaq.quantize.manifest import MANIFEST_FILE
 
 if TYPE_CHECKING:
     from alphaq.load.checkpoint import Checkpoint
     from alphaq.plan.plan_file import Plan
 
 ProgressFn = Callable[[int, str, int], None]
-MANIFEST_FILE = "quantize.json"  # written last: its presence marks a finished run
+# MANIFEST_FILE (quantize.json) is written last: its presence marks a finished run
 PROGRESS_FILE = ".alphaq-quantize-progress.json"
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 #: Widths each method can write (the torch reference handles 1..8 for all three).

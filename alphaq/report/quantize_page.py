@@ -6,7 +6,6 @@ timings are shown as the quantize stage recorded them.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from alphaq.errors import AlphaQError
 from alphaq.report.page import (
     Section, chip, empty_note, figure_html, fmt_bytes, fmt_count, fmt_seconds, provenance_from_manifest,
     render_page, stat_cards, table_html, write_page,
@@ -25,7 +23,6 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-MANIFEST_FILE = "quantize.json"
 #: Rows of the per-tensor table (largest reconstruction error first).
 TOP_TENSORS = 200
 #: Seed of the horizontal jitter of the error-vs-bits figure (pages are reproducible).
@@ -52,19 +49,10 @@ def render_quantize(out_dir: str | Path) -> Path:
 
 
 def load_quantize_manifest(folder: Path) -> dict[str, Any]:
-    """Read and check ``quantize.json`` (one-line :class:`AlphaQError` when it cannot be used)."""
-    rerun = f"run `alphaq quantize ... --out {folder}` to create it"
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise AlphaQError(f"{folder}: no {MANIFEST_FILE}, not a finished quantize run; {rerun}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AlphaQError(f"{path}: unreadable ({' '.join(str(err).split())}); {rerun}") from err
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != 1:
-        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-        raise AlphaQError(f"{path}: schema_version {version!r}, this alphaq reads 1; re-run `alphaq quantize`")
-    return manifest
+    """Read and check ``quantize.json`` (:func:`alphaq.quantize.manifest.read_manifest`)."""
+    from alphaq.quantize.manifest import read_manifest
+
+    return read_manifest(folder)
 
 
 def quantize_page_html(manifest: Mapping[str, Any], *, run_dir: str | Path | None = None) -> str:
