@@ -16,14 +16,14 @@ from typing import Any
 from alphaq._version import __version__
 
 _LAZY = {
-    "inspect": ("alphaq.audit", "inspect"),
-    "InspectConfig": ("alphaq.audit", "InspectConfig"),
-    "InspectResult": ("alphaq.audit", "InspectResult"),
-    "save_inspect": ("alphaq.audit", "save_inspect"),
+    "inspect": ("alphaq.audit.run", "inspect"),
+    "InspectConfig": ("alphaq.audit.run", "InspectConfig"),
+    "InspectResult": ("alphaq.audit.run", "InspectResult"),
+    "save_inspect": ("alphaq.audit.run", "save_inspect"),
     "demo_model_path": ("alphaq.modeling", "demo_model_path"),
     "load_model": ("alphaq.modeling", "load_model"),
     "open_checkpoint": ("alphaq.load", "open_checkpoint"),
-    "load_quantized": ("alphaq.quantize.loading", "load_quantized"),
+    "load_quantized": ("alphaq.quantization.loading", "load_quantized"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -4,7 +4,7 @@ Writes /tmp/gamma/<gamma>/ runs and /tmp/gamma/sweep.csv; the committed copy is 
 """
 import pandas as pd
 from alphaq.evaluation.compare import run_compare
-from alphaq.plan.planner import PlanConfig
+from alphaq.planning.planner import PlanConfig
 frames = []
 for gamma in (0.0, 1.0, 4.0, 16.0):
     df = run_compare(None, ["2.5", "3.5"], ["alphaq"], f"/tmp/gamma/{gamma}", max_windows=256,

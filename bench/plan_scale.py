@@ -24,11 +24,11 @@ import pandas as pd
 import scipy
 
 from alphaq.atomic import write_json
-from alphaq.plan.allocators import AlphaQAllocator
-from alphaq.plan.budget import Bounds, Budget, allowed_mask, budget_constraint
-from alphaq.plan.costs import MatrixErrors, build_cost_table
-from alphaq.plan.solver import solve_exact, solve_lagrangian
-from alphaq.plan.units import build_units
+from alphaq.planning.allocators import AlphaQAllocator
+from alphaq.planning.budget import Bounds, Budget, allowed_mask, budget_constraint
+from alphaq.planning.costs import MatrixErrors, build_cost_table
+from alphaq.planning.solver import solve_exact, solve_lagrangian
+from alphaq.planning.units import build_units
 
 LAYERS = range(3, 61)  # V3: layers 0-2 dense, 3-60 MoE (58 layers)
 EXPERTS = 256

@@ -1,6 +1,6 @@
 """How fast does ``alphaq quantize`` quantize bf16 weights on the CPU (torch reference path)?
 
-Per matrix, the quantize stage does what :func:`alphaq.quantize.compute.quantize_matrix` does on the CPU:
+Per matrix, the quantize stage does what :func:`alphaq.quantization.compute.quantize_matrix` does on the CPU:
 ``quantize_rows`` (``rtn``: min-max round-to-nearest on blocks of rows; ``hqq``: half-quadratic zero-point
 optimisation, 20 iterations at most, on the whole matrix), ``pack`` the codes, and ``reconstruction_error`` of
 the dequantized matrix (float64, blocks of rows); the bf16 -> float32 conversion (done by ``read_matrix``) is
@@ -31,9 +31,9 @@ from typing import Any
 import torch
 
 from alphaq.atomic import write_json
-from alphaq.quantize.layout import QuantSpec
-from alphaq.quantize.packing import pack
-from alphaq.quantize.compute import quantize_rows, reconstruction_error
+from alphaq.quantization.layout import QuantSpec
+from alphaq.quantization.packing import pack
+from alphaq.quantization.compute import quantize_rows, reconstruction_error
 
 RESULT = Path(__file__).resolve().parent / "results" / "quantize_throughput.json"
 SHAPES = {"mixtral_w2": (4096, 14336), "qwen_moe_expert": (1408, 2048)}
@@ -73,9 +73,9 @@ def end_to_end(shape: tuple[int, int]) -> dict[str, Any]:
     from safetensors.torch import save_file
 
     from alphaq.load import open_checkpoint
-    from alphaq.plan.plan_file import Plan, PlanTensor, save_plan
-    from alphaq.plan.units import matrix_nbytes
-    from alphaq.quantize.run import run_quantize
+    from alphaq.planning.plan_file import Plan, PlanTensor, save_plan
+    from alphaq.planning.units import matrix_nbytes
+    from alphaq.quantization.run import run_quantize
 
     with tempfile.TemporaryDirectory(prefix="alphaq-bench-") as tmp:
         source = Path(tmp) / "model"

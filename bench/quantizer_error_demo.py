@@ -15,9 +15,9 @@ import torch
 from alphaq.atomic import write_json
 from alphaq.load import open_checkpoint
 from alphaq.modeling import demo_model_path
-from alphaq.quantize import QuantSpec, quantize_dequantize, relative_error
-from alphaq.quantize.hqq import quantize_hqq
-from alphaq.quantize.primitives import dequantize_groupwise
+from alphaq.quantization import QuantSpec, quantize_dequantize, relative_error
+from alphaq.quantization.hqq import quantize_hqq
+from alphaq.quantization.primitives import dequantize_groupwise
 
 METHODS = ("rtn", "rtn_clip", "hqq", "hqq+scale")
 

@@ -160,7 +160,7 @@ def quantize_pack_kernel(w_ptr, packed_ptr, scale_ptr, zero_ptr, R, C, G, row_by
     w_min = tl.reduce(tl.reduce(tl.where(mask, w, float("inf")), 2, _MIN), 1, _MIN)  # [BR]
     w_max = tl.reduce(tl.reduce(tl.where(mask, w, float("-inf")), 2, _MAX), 1, _MAX)  # [BR]
 
-    # alphaq.quantize.primitives.group_params with shrink 1: every step rounded as torch rounds it.
+    # alphaq.quantization.primitives.group_params with shrink 1: every step rounded as torch rounds it.
     lo = tl.minimum(w_min, 0.0)
     hi = tl.maximum(w_max, 0.0)
     span = hi - lo

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from alphaq.kernels import configs
 from alphaq.kernels.configs import DotConfig, GemvConfig
 from alphaq.kernels.tiling import RowGeometry, UnitLayout, next_power_of_2, row_geometry, split_k, unit_layout
-from alphaq.quantize.layout import packed_row_bytes
+from alphaq.quantization.layout import packed_row_bytes
 
 if TYPE_CHECKING:
     import torch

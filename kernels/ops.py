@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from alphaq.errors import ConfigError
-from alphaq.quantize.layout import check_bits, check_group_size, num_groups, packed_row_bytes
+from alphaq.quantization.layout import check_bits, check_group_size, num_groups, packed_row_bytes
 
 if TYPE_CHECKING:
     import torch

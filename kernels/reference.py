@@ -1,6 +1,6 @@
 """Plain-torch references of the kernels, with the same signatures (any device, no triton).
 
-They are built from :mod:`alphaq.quantize` (``quantize_groupwise``, ``pack``, ``unpack``,
+They are built from :mod:`alphaq.quantization` (``quantize_groupwise``, ``pack``, ``unpack``,
 ``dequantize_groupwise``), which defines the format; the Triton kernels are tested against them and
 the dispatchers in :mod:`alphaq.kernels.ops` fall back to them where Triton cannot run.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from alphaq.quantize.layout import QuantSpec
-from alphaq.quantize.packing import pack, unpack
-from alphaq.quantize.primitives import QuantizedTensor, dequantize_groupwise, quantize_groupwise
+from alphaq.quantization.layout import QuantSpec
+from alphaq.quantization.packing import pack, unpack
+from alphaq.quantization.primitives import QuantizedTensor, dequantize_groupwise, quantize_groupwise
 
 
 def quantize_pack(w: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alphaq.quantize.layout import PACK_VALUES, check_bits, check_group_size, num_groups, packed_row_bytes
+from alphaq.quantization.layout import PACK_VALUES, check_bits, check_group_size, num_groups, packed_row_bytes
 
 
 def next_power_of_2(n: int) -> int:

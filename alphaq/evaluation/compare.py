@@ -45,7 +45,7 @@ def expand_allocators(allocators: Sequence[str]) -> list[str]:
     Raises:
         ConfigError: an unknown allocator name.
     """
-    from alphaq.plan.allocators import ALLOCATORS
+    from alphaq.planning.allocators import ALLOCATORS
 
     out: list[str] = []
     for name in (a.strip() for a in allocators if a.strip()):
@@ -80,7 +80,7 @@ def _text_record(path: Path | None) -> dict[str, Any] | None:
 def _tokens(tokenizer: Any, path: Path) -> Any:
     import torch
 
-    from alphaq.datasets import read_text
+    from alphaq.evaluation.datasets import read_text
     from alphaq.modeling import tokenize_text
 
     return torch.tensor(tokenize_text(tokenizer, read_text(path)), dtype=torch.long)
@@ -101,7 +101,7 @@ def _restore(model: Any, snapshot: dict[str, Any]) -> None:
 
 
 def _shares(model: Any, ids: Any, context: int, max_windows: int | None) -> dict[tuple[int, int], float]:
-    from alphaq.routing import routing_stats
+    from alphaq.evaluation.routing import routing_stats
 
     return routing_stats(model, ids, context=context, max_windows=max_windows).shares()
 
@@ -144,7 +144,7 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
         calib_in: in-domain calibration text of ``frequency-in`` (None: WikiText-2 valid).
         max_windows: evaluate the first this many windows (None: all).
         context: window length (None: the model's context, at most 2048).
-        config: base :class:`alphaq.plan.PlanConfig` (its budget and allocator are replaced); None: defaults.
+        config: base :class:`alphaq.planning.PlanConfig` (its budget and allocator are replaced); None: defaults.
         inspect_dir: reuse this inspect run of the same checkpoint (None: the one in ``out_dir``, else a fresh
             experts-only inspect saved there).
         device: where the model runs (``cpu``, ``cuda[:N]``).
@@ -161,17 +161,17 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
 
     import torch
 
-    from alphaq import datasets
+    from alphaq.evaluation import datasets
     from alphaq.atomic import write_json, write_with
     from alphaq.evaluation.eval_run import EvalOptions
     from alphaq.evaluation.perplexity import model_context, perplexity
     from alphaq.evaluation.simulate import apply_plan
     from alphaq.load import open_checkpoint
     from alphaq.modeling import demo_model_path, load_model
-    from alphaq.plan.budget import Budget
-    from alphaq.plan.plan_file import save_plan
-    from alphaq.plan.planner import PlanConfig, make_plan, measure_errors
-    from alphaq.planning import plan_details
+    from alphaq.planning.budget import Budget
+    from alphaq.planning.plan_file import save_plan
+    from alphaq.planning.planner import PlanConfig, make_plan, measure_errors
+    from alphaq.planning.run import plan_details
 
     entries = expand_allocators(allocators)
     budget_list = [str(b).strip() for b in budgets if str(b).strip()]

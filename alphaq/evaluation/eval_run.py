@@ -98,7 +98,7 @@ def _measure(model: Any, ids: Any, window: int, options: EvalOptions, label: str
              progress: ProgressFn | None, total: int) -> tuple[Any, dict[tuple[int, int], float]]:
     """Perplexity and routing shares of ``model`` in the same forward passes."""
     from alphaq.evaluation.perplexity import perplexity
-    from alphaq.routing import RoutingCounter
+    from alphaq.evaluation.routing import RoutingCounter
 
     def tick(done: int, _windows: int) -> None:
         if progress is not None:
@@ -142,7 +142,7 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
     import pandas as pd
     import torch
 
-    from alphaq import datasets
+    from alphaq.evaluation import datasets
     from alphaq.atomic import json_safe, write_json, write_with
     from alphaq.evaluation.compare import sha256_file, versions
     from alphaq.evaluation.perplexity import model_context, window_starts
@@ -168,7 +168,7 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
     plan_path: Path | None = Path(plan_file) if plan_file is not None else None
     manifest: dict[str, Any] | None = None
     if quantized is not None:
-        from alphaq.quantize.manifest import read_manifest
+        from alphaq.quantization.manifest import read_manifest
 
         manifest = read_manifest(quantized)
         recorded = Path(manifest["checkpoint"]["path"])
@@ -181,7 +181,7 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
 
     # the evaluated model first: for a quantized source it needs no original weights at all
     if quantized is not None:
-        from alphaq.quantize.loading import load_quantized
+        from alphaq.quantization.loading import load_quantized
 
         lm, tokenizer = load_quantized(quantized, device=opts.device, dtype=dtype)
         source: dict[str, Any] = {"kind": "quantized", "path": str(quantized), "original": str(original_path),
@@ -203,7 +203,7 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
     memory: dict[str, Any] = {"model_bytes": _model_bytes(lm)}
     if plan_file is not None:
         from alphaq.evaluation.simulate import apply_plan
-        from alphaq.plan.plan_file import load_plan
+        from alphaq.planning.plan_file import load_plan
 
         plan = load_plan(plan_file)
         if with_baseline:

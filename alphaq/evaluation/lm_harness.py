@@ -1,7 +1,7 @@
 """Zero-/few-shot task accuracy through lm-evaluation-harness (optional extra ``alphaq[lmeval]``).
 
 The original checkpoint (:func:`alphaq.modeling.load_model`) or a quantized one
-(:func:`alphaq.quantize.loading.load_quantized`) is loaded by alphaq, wrapped in lm-eval's Hugging Face model
+(:func:`alphaq.quantization.loading.load_quantized`) is loaded by alphaq, wrapped in lm-eval's Hugging Face model
 class ``HFLM`` and run with ``lm_eval.simple_evaluate``. The task data sets are fetched by lm-eval itself
 (network on first use, then its cache). Written into ``out_dir``: ``lmeval.json`` (one row per task and
 metric with its stderr, plus provenance).
@@ -170,7 +170,7 @@ def run_lm_eval(model: str | os.PathLike[str] | None, *, quantized: str | os.Pat
                           device=device)
     lm_eval, hflm = _import_lm_eval()
     if quantized is not None:
-        from alphaq.quantize.loading import load_quantized
+        from alphaq.quantization.loading import load_quantized
 
         lm, tokenizer = load_quantized(quantized, device=config.device)
         source = {"kind": "quantized", "model": None, "quantized": str(quantized)}

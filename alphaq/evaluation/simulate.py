@@ -93,7 +93,7 @@ def apply_plan(model: Any, plan: Any, *, method: str | None = None) -> Simulatio
 
     Args:
         model: a transformers causal LM loaded from the plan's checkpoint (e.g. :func:`alphaq.modeling.load_model`).
-        plan: an :class:`alphaq.plan.plan_file.Plan`.
+        plan: an :class:`alphaq.planning.plan_file.Plan`.
         method: quantizer; None: the plan's ``provenance.options.quant_method``, else ``rtn``.
 
     Returns:
@@ -104,8 +104,8 @@ def apply_plan(model: Any, plan: Any, *, method: str | None = None) -> Simulatio
     """
     import torch
 
-    from alphaq.quantize.layout import QuantSpec
-    from alphaq.quantize.primitives import quantize_dequantize, relative_error
+    from alphaq.quantization.layout import QuantSpec
+    from alphaq.quantization.primitives import quantize_dequantize, relative_error
 
     quant = method or (plan.provenance.get("options") or {}).get("quant_method") or "rtn"
     view = _views(model)

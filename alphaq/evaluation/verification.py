@@ -47,7 +47,7 @@ def tensors_from_checks(checks: Iterable[Any], plan: Any) -> pd.DataFrame:
 
     Args:
         checks: the simulation's checks.
-        plan: the applied :class:`alphaq.plan.plan_file.Plan` (bytes, shapes and roles).
+        plan: the applied :class:`alphaq.planning.plan_file.Plan` (bytes, shapes and roles).
 
     Returns:
         A frame with :data:`TENSOR_COLUMNS` (``bytes`` is NaN: nothing was written).

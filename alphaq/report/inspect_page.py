@@ -296,7 +296,7 @@ def _layer_section(run: InspectRun) -> Section:
     title = "Per-layer summary"
     routed = _routed(run.experts)
     if not routed.empty:
-        from alphaq.expert_quality import layer_summary
+        from alphaq.audit.expert_quality import layer_summary
 
         table = layer_summary(routed)
         flagged = routed[~routed["quality"].isin(["ok"])].groupby("layer").size()

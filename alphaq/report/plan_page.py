@@ -29,7 +29,7 @@ from alphaq.report.plan_sections import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from alphaq.plan.plan_file import Plan
+    from alphaq.planning.plan_file import Plan
 
 PLAN_FILE = "plan.json"
 SWEEP_FILE = "sweep.csv"
@@ -48,11 +48,11 @@ class PlanRun:
     """The artifacts of a plan run folder.
 
     Attributes:
-        plan: plan.json, validated by :func:`alphaq.plan.plan_file.load_plan`.
+        plan: plan.json, validated by :func:`alphaq.planning.plan_file.load_plan`.
         tensors: one row per plan tensor (the :class:`PlanTensor` fields; layer/expert/group_size nullable
             Int64) plus ``routed`` (in the budget), ``bf16_bytes`` and ``alpha`` (the matrix's fitted alpha from
             details.csv; NaN without it).
-        sweep: sweep.csv (:data:`alphaq.plan.planner.SWEEP_COLUMNS`), None when absent or unreadable.
+        sweep: sweep.csv (:data:`alphaq.planning.planner.SWEEP_COLUMNS`), None when absent or unreadable.
         comparison: plan_comparison.json, None when absent or unreadable.
         experts: experts.csv (routed and shared experts), None without the inspect artifacts.
         inspect_manifest: inspect.json, None without it.
@@ -92,8 +92,8 @@ def load_plan_run(run_dir: str | Path) -> PlanRun:
     """
     import pandas as pd
 
-    from alphaq.plan.plan_file import load_plan
-    from alphaq.quantize.layout import dense_nbytes
+    from alphaq.planning.plan_file import load_plan
+    from alphaq.quantization.layout import dense_nbytes
 
     folder = Path(run_dir)
     rerun = f"run `alphaq plan ... --out {folder}` to create it"
@@ -285,7 +285,7 @@ def _model_name(run: PlanRun) -> str:
 def _read_sweep(path: Path, warnings: list[str]) -> pd.DataFrame | None:
     import pandas as pd
 
-    from alphaq.plan.planner import SWEEP_COLUMNS
+    from alphaq.planning.planner import SWEEP_COLUMNS
 
     if not path.is_file():
         return None

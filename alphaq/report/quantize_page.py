@@ -49,8 +49,8 @@ def render_quantize(out_dir: str | Path) -> Path:
 
 
 def load_quantize_manifest(folder: Path) -> dict[str, Any]:
-    """Read and check ``quantize.json`` (:func:`alphaq.quantize.manifest.read_manifest`)."""
-    from alphaq.quantize.manifest import read_manifest
+    """Read and check ``quantize.json`` (:func:`alphaq.quantization.manifest.read_manifest`)."""
+    from alphaq.quantization.manifest import read_manifest
 
     return read_manifest(folder)
 

@@ -119,12 +119,12 @@ class Corpora:
 
 
 def load_corpora() -> Corpora:
-    """Read the training and held-out texts from :func:`alphaq.datasets.data_dir`.
+    """Read the training and held-out texts from :func:`alphaq.evaluation.datasets.data_dir`.
 
     Returns:
         The corpora; Shakespeare is split at the first newline after 90 % of its characters.
     """
-    from alphaq import datasets
+    from alphaq.evaluation import datasets
 
     shakespeare = datasets.read_text(datasets.shakespeare())
     split = shakespeare.find("\n", int(len(shakespeare) * SHAKESPEARE_TRAIN_FRACTION)) + 1

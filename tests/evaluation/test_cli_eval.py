@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from alphaq.cli_eval import compare, eval_command
+from alphaq.cli.evaluate import compare, eval_command
 
 
 def _app() -> typer.Typer:

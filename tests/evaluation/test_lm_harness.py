@@ -123,7 +123,7 @@ def test_run_lm_eval_on_the_demo_model_writes_the_table(tmp_path: Path, monkeypa
 
 def test_run_lm_eval_loads_a_quantized_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from alphaq.modeling import load_model
-    from alphaq.quantize import loading
+    from alphaq.quantization import loading
 
     calls: list[tuple[Any, Any]] = []
 
@@ -188,7 +188,7 @@ def test_parse_tasks_and_metric_rows() -> None:
 
 
 def _app() -> typer.Typer:
-    from alphaq.cli_lmeval import lmeval
+    from alphaq.cli.lmeval import lmeval
 
     app = typer.Typer()
     app.command()(lmeval)
@@ -215,7 +215,7 @@ def test_lmeval_command_prints_the_table_and_writes_json(tmp_path: Path, monkeyp
 
 
 def test_lmeval_command_default_tasks_and_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from alphaq.cli_lmeval import DEFAULT_TASKS
+    from alphaq.cli.lmeval import DEFAULT_TASKS
 
     assert tuple(DEFAULT_TASKS.split(",")) == lm_harness.DEFAULT_TASKS
     _no_lm_eval(monkeypatch)

@@ -9,8 +9,8 @@ from alphaq.errors import PlanError
 from alphaq.evaluation.simulate import apply_plan, checks_frame
 from alphaq.load import open_checkpoint
 from alphaq.modeling import demo_model_path, load_model
-from alphaq.plan.planner import PlanConfig
-from alphaq.planning import run_plan
+from alphaq.planning.planner import PlanConfig
+from alphaq.planning.run import run_plan
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,8 @@ def test_fused_expert_views_match_checkpoint_tensors() -> None:
 
 
 def test_simulated_plan_equals_quantized_checkpoint(mixed_plan, tmp_path: Path) -> None:
-    from alphaq.quantize.loading import load_quantized
-    from alphaq.quantize.run import run_quantize
+    from alphaq.quantization.loading import load_quantized
+    from alphaq.quantization.run import run_quantize
 
     plan = mixed_plan.plan
     widths = {(t.layer, t.expert): set() for t in plan.tensors if t.role == "expert"}

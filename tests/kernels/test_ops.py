@@ -8,7 +8,7 @@ import torch
 
 from alphaq.errors import ConfigError
 from alphaq.kernels import launch, ops, reference
-from alphaq.quantize import QuantSpec, quantize_dequantize
+from alphaq.quantization import QuantSpec, quantize_dequantize
 
 
 @pytest.fixture()

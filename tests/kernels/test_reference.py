@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from alphaq.kernels import reference
-from alphaq.quantize import QuantSpec, pack, quantize_dequantize, quantize_groupwise
+from alphaq.quantization import QuantSpec, pack, quantize_dequantize, quantize_groupwise
 
 
 @pytest.mark.parametrize(("bits", "group_size", "cols"), [(3, 32, 96), (4, 128, 100), (2, 64, 64)])

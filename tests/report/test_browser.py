@@ -105,10 +105,10 @@ def fresh_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     chromium_or_skip()  # before building the tiny checkpoints, which a skip would waste
     tiny_checkpoints: dict[str, Path] = request.getfixturevalue("tiny_checkpoints")
     from alphaq.load import open_checkpoint
-    from alphaq.quantize import run as qrun
+    from alphaq.quantization import run as qrun
     from alphaq.report.compare_page import render_compare
     from alphaq.report.run import render_run
-    from tests.quantize.quantize_helpers import make_plan
+    from tests.quantization.quantize_helpers import make_plan
     from tests.report.test_inspect_page import write_inspect_run
     from tests.report.test_plan_page import write_plan_run
 

@@ -31,7 +31,7 @@ def test_spectrum_ccdf_uncompressed() -> None:
 
 
 def test_spectrum_ccdf_reweights_a_compressed_spectrum() -> None:
-    from alphaq.audit import compress_spectrum
+    from alphaq.audit.run import compress_spectrum
 
     rng = np.random.default_rng(0)
     full = np.sort(rng.pareto(2.0, 5000) + 1.0)

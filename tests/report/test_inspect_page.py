@@ -110,8 +110,8 @@ def plotted_names(details: pd.DataFrame, experts: pd.DataFrame) -> list[str]:
 def write_inspect_run(folder: Path, *, layers: int = 3, experts: int = 8, dense: bool = False, hidden: int = 256,
                       spectra: bool = True, seed: int = 0) -> Path:
     """Write inspect.json, details.csv, experts.csv and spectra.npz with synthetic data."""
-    from alphaq.audit import compress_spectrum
-    from alphaq.expert_quality import aggregate_experts
+    from alphaq.audit.run import compress_spectrum
+    from alphaq.audit.expert_quality import aggregate_experts
 
     folder.mkdir(parents=True, exist_ok=True)
     details = make_details(layers, experts, dense=dense, hidden=hidden, seed=seed)
@@ -383,7 +383,7 @@ def test_real_inspect_run_renders(tmp_path: Path) -> None:
     """End to end with the inspect stage on a tiny random Mixtral (skips until the diagnostics land)."""
     pytest.importorskip("alphaq.diagnostics.esd_metrics")
     pytest.importorskip("alphaq.diagnostics.spectrum")
-    from alphaq.audit import InspectConfig, inspect, save_inspect
+    from alphaq.audit.run import InspectConfig, inspect, save_inspect
     from tests.fixtures.tiny_models import SPECS, make_tiny_checkpoint
 
     spec = next(s for s in SPECS if s.model_type == "mixtral")
@@ -396,8 +396,8 @@ def test_real_inspect_run_renders(tmp_path: Path) -> None:
 
 def test_reads_what_save_inspect_writes(tmp_path: Path) -> None:
     """The inspect stage's own writer (save_inspect) produces a folder this reader renders."""
-    from alphaq.audit import InspectResult, save_inspect
-    from alphaq.expert_quality import aggregate_experts
+    from alphaq.audit.run import InspectResult, save_inspect
+    from alphaq.audit.expert_quality import aggregate_experts
 
     source = write_inspect_run(tmp_path / "synthetic", layers=2, experts=4)
     details = make_details(2, 4)

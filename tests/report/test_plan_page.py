@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from alphaq.errors import AlphaQError
-from alphaq.plan.plan_file import Plan, PlanTensor, load_plan, save_plan
-from alphaq.plan.planner import SWEEP_COLUMNS, PlanConfig, make_plan, sweep
-from alphaq.plan.units import matrix_nbytes
+from alphaq.planning.plan_file import Plan, PlanTensor, load_plan, save_plan
+from alphaq.planning.planner import SWEEP_COLUMNS, PlanConfig, make_plan, sweep
+from alphaq.planning.units import matrix_nbytes
 from alphaq.report.page import fmt_bytes
 from alphaq.report.plan_page import PlanRun, load_plan_run, plan_page_html, render_plan
 from tests.report.test_inspect_page import FAILED_EXPERT, parse, section_html, tables_in, write_inspect_run
@@ -293,7 +293,7 @@ def test_comparison_as_the_plan_command_writes_it(tmp_path: Path, layer_plan: st
 
 def test_real_plan_run_renders(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
     """End to end: the plan stage's own writer on a tiny Qwen2-MoE (skips without the plan stage)."""
-    planning = pytest.importorskip("alphaq.planning")
+    planning = pytest.importorskip("alphaq.planning.run")
     out = tmp_path / "run"
     config = PlanConfig(budget="3", keep="attention=16,shared=8")
     planning.run_plan(tiny_checkpoints["qwen2_moe"], config, out, sweep_budgets=["2.5", "3", "4"])

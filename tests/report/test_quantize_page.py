@@ -11,11 +11,11 @@ import pytest
 
 from alphaq.errors import AlphaQError
 from alphaq.load import open_checkpoint
-from alphaq.quantize import run as qrun
+from alphaq.quantization import run as qrun
 from alphaq.report.page import fmt_bytes
 from alphaq.report.quantize_page import TOP_TENSORS, quantize_page_html, render_quantize
 from alphaq.report.run import render_run
-from tests.quantize.test_run import make_plan
+from tests.quantization.test_run import make_plan
 from tests.report.test_inspect_page import parse, section_html, tables_in
 
 SECTION_IDS = ("summary", "totals-vs-plan", "error-vs-bits", "per-tensor-results", "shards")

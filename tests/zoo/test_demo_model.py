@@ -74,7 +74,7 @@ def test_greedy_generation_is_deterministic(demo):
 
 
 def test_wikitext2_perplexity_matches_the_card(demo, card):
-    from alphaq import datasets
+    from alphaq.evaluation import datasets
 
     try:
         path = datasets.wikitext2_test()

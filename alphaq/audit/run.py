@@ -1,0 +1,299 @@
+"""The inspect stage: stream a checkpoint's matrices, fit HT-SR metrics, aggregate per expert, save.
+
+``inspect(path)`` returns an :class:`InspectResult` (DataFrames); ``save_inspect`` writes the run
+folder that reports and later stages read (details.csv/.parquet, experts.csv, spectra.npz, inspect.json).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from alphaq._version import __version__
+from alphaq.errors import AlphaQError, ConfigError
+from alphaq.audit.expert_quality import aggregate_experts
+
+INSPECT_SCHEMA_VERSION = 1
+#: Matrices whose smaller side is below this are not fitted (status "skipped").
+MIN_SIDE = 8
+#: Bytes of float32 weights stacked into one batched eigenvalue call.
+BATCH_BYTES = 256 * 1024 * 1024
+#: A saved spectrum keeps every eigenvalue up to this count, else the top 256 and quantiles of the rest.
+SPECTRUM_POINTS = 1024
+
+#: progress(advance, item, total): called once per matrix.
+ProgressFn = Callable[[int, str, int], None]
+_IDENTITY_COLUMNS = frozenset({"name", "tensor", "layer", "expert", "proj", "role", "rows", "cols", "params", "dtype", "fit"})
+
+DETAIL_COLUMNS = [
+    "name", "tensor", "layer", "expert", "proj", "role", "rows", "cols", "params", "dtype", "num_evals", "alpha",
+    "alpha_weighted", "D", "sigma", "xmin", "xmax", "num_pl_spikes", "lambda_max", "norm", "log_norm",
+    "spectral_norm", "log_spectral_norm", "log_alpha_norm", "stable_rank", "matrix_rank", "entropy", "detX_num",
+    "detX_val", "R_lognormal", "p_lognormal", "fit", "status", "warning", "message",
+]
+
+
+@dataclass(frozen=True)
+class InspectConfig:
+    """Options of the inspect stage.
+
+    Attributes:
+        fit: power-law estimator, ``ww`` (weightwatcher's criterion) or ``hill`` (AlphaQ paper).
+        dtype: precision of the eigenvalue computation.
+        device: torch device for the SVDs (``cpu``, ``cuda``).
+        layers: only these decoder layers (None = all).
+        experts_only: analyse routed and shared experts only.
+        tail_test: compare the power-law tail with lognormal (powerlaw 2.0, alpha range fixed); about a second
+            per matrix, so off by default.
+        farms: fit the pooled ESD of random 128x128 blocks (FARMS, as in the AlphaQ code) instead of the
+            whole matrix's; the block draw is seeded by ``seed``.
+        seed: seed of the FARMS block draw.
+    """
+
+    fit: Literal["ww", "hill"] = "ww"
+    dtype: Literal["float32", "float64"] = "float32"
+    device: str = "cpu"
+    layers: tuple[int, ...] | None = None
+    experts_only: bool = False
+    tail_test: bool = False
+    farms: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fit not in ("ww", "hill"):
+            raise ConfigError(f"unknown fit {self.fit!r}; use --fit ww or --fit hill")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"unknown dtype {self.dtype!r}; use float32 or float64")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"unknown device {self.device!r}; use cpu or cuda")
+        if self.layers is not None and any(layer < 0 for layer in self.layers):
+            raise ConfigError("layer indices must be >= 0; pass e.g. --layers 0,1,2")
+
+
+@dataclass
+class InspectResult:
+    """What inspect found.
+
+    Attributes:
+        details: one row per matrix (:data:`DETAIL_COLUMNS`).
+        experts: one row per expert (see :mod:`alphaq.audit.expert_quality`).
+        manifest: provenance and options (saved as inspect.json).
+        spectra: eigenvalues (compressed) of the matrices the report plots, by matrix name.
+    """
+
+    details: pd.DataFrame
+    experts: pd.DataFrame
+    manifest: dict[str, Any]
+    spectra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def inspect(path: str | Path | None = None, config: InspectConfig | None = None, *,
+            pattern_file: str | Path | None = None, progress: ProgressFn | None = None) -> InspectResult:
+    """Fit HT-SR metrics to every matrix of a checkpoint, without data.
+
+    Args:
+        path: checkpoint folder; the bundled demo model when None.
+        config: options (defaults: ww fit, float32, cpu, every matrix).
+        pattern_file: JSON tensor patterns for an architecture the table does not know.
+        progress: called as ``progress(1, matrix name, total)`` after each matrix.
+
+    Returns:
+        The :class:`InspectResult`.
+
+    Raises:
+        AlphaQError: unreadable checkpoint, no matrix selected.
+    """
+    from alphaq.load import open_checkpoint
+
+    config = config or InspectConfig()
+    if path is None:
+        from alphaq.modeling import demo_model_path
+
+        path = demo_model_path()
+    start = time.perf_counter()
+    ckpt = open_checkpoint(path, pattern_file=pattern_file)
+    refs = select_matrices(ckpt.matrices, config)
+    if not refs:
+        raise AlphaQError(f"{ckpt.path}: no matrix selected (layers={config.layers}, experts_only={config.experts_only}); "
+                          "check --layers, or pass --pattern-file if this architecture's experts are not recognised")
+    if config.experts_only and not any(r.role.value == "expert" for r in refs):
+        raise AlphaQError(f"{ckpt.path}: no routed expert found for model_type {ckpt.model_type!r}; "
+                          "pass --pattern-file with the expert tensor patterns")
+    order = {ref.name: i for i, ref in enumerate(refs)}
+    rows: list[dict[str, Any]] = []
+    spectra: dict[str, np.ndarray] = {}
+    # Same-shape matrices are consecutive so their SVDs batch; rows go back to checkpoint order below.
+    for ref, evals, status, message in _spectra(ckpt, sorted(refs, key=lambda r: (r.shape, order[r.name])), config):
+        row = _metrics_row(ref, evals, status, message, config)
+        rows.append(row)
+        if evals is not None:
+            spectra[ref.name] = compress_spectrum(evals)
+        if progress is not None:
+            progress(1, ref.name, len(refs))
+    rows.sort(key=lambda row: order[row["name"]])
+    details = pd.DataFrame(rows, columns=DETAIL_COLUMNS)
+    details["layer"] = details["layer"].astype("Int64")
+    details["expert"] = details["expert"].astype("Int64")
+    experts = aggregate_experts(details)
+    warnings = _warnings(details, experts, ckpt)
+    manifest = {
+        "schema_version": INSPECT_SCHEMA_VERSION, "stage": "inspect", "alphaq_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type,
+                       "num_layers": ckpt.num_layers, "num_experts": ckpt.num_experts,
+                       "architecture": ckpt.spec.model_types[0]},
+        "options": {**asdict(config), "layers": list(config.layers) if config.layers else None},
+        "timing": {"seconds": round(time.perf_counter() - start, 3), "matrices": len(details)},
+        "warnings": warnings, "spectra_file": "spectra.npz",
+        "skipped_tensors": len(ckpt.skipped),
+    }
+    return InspectResult(details, experts, manifest, _plotted_spectra(details, experts, spectra))
+
+
+def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
+    """Write the run folder: details.csv (+ .parquet when pyarrow is installed), experts.csv, spectra.npz,
+    inspect.json. Each file is written atomically; returns the folder."""
+    from alphaq.atomic import write_json, write_with
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_with(out / "details.csv", lambda p: result.details.to_csv(p, index=False))
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        write_with(out / "details.json", lambda p: result.details.to_json(p, orient="records", indent=1))
+    else:
+        write_with(out / "details.parquet", lambda p: result.details.to_parquet(p, index=False))
+    write_with(out / "experts.csv", lambda p: result.experts.to_csv(p, index=False))
+    arrays: dict[str, np.ndarray] = {}
+    for name, evals in result.spectra.items():
+        arrays[name] = evals
+        match = result.details[result.details["name"] == name].iloc[0]
+        arrays[f"{name}::xmin"] = np.asarray(match["xmin"], dtype=np.float64)
+        arrays[f"{name}::alpha"] = np.asarray(match["alpha"], dtype=np.float64)
+    write_with(out / "spectra.npz", lambda p: _save_npz(p, arrays))
+    write_json(out / "inspect.json", result.manifest)
+    return out
+
+
+def compress_spectrum(evals: np.ndarray, max_points: int = SPECTRUM_POINTS) -> np.ndarray:
+    """Keep a spectrum small for plotting: all of it, or the top 256 and quantiles of the rest (ascending)."""
+    evals = np.sort(np.asarray(evals, dtype=np.float64))
+    if evals.size <= max_points:
+        return evals
+    head, tail = evals[:-256], evals[-256:]
+    picks = np.quantile(head, np.linspace(0.0, 1.0, max_points - 256))
+    return np.concatenate([picks, tail])
+
+
+def select_matrices(matrices: Sequence[Any], config: InspectConfig) -> list[Any]:
+    """The matrices the config selects (layers, experts only)."""
+    chosen = []
+    for ref in matrices:
+        if config.experts_only and ref.role.value not in ("expert", "shared_expert"):
+            continue
+        if config.layers is not None and ref.layer not in config.layers:
+            continue
+        chosen.append(ref)
+    return chosen
+
+
+# -- internals ---------------------------------------------------------------------------------------
+
+
+def _spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[tuple[Any, np.ndarray | None, str, str]]:
+    """Yield (ref, ascending eigenvalues or None, status, message), batching same-shape matrices."""
+    import torch
+
+    from alphaq.diagnostics.spectrum import eigenvalues, farms_eigenvalues
+
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    pending: list[tuple[Any, Any]] = []
+
+    def flush() -> Iterator[tuple[Any, np.ndarray | None, str, str]]:
+        if not pending:
+            return
+        stacked = torch.stack([m for _, m in pending])  # [B, out, in]
+        batch_evals = eigenvalues(stacked, dtype=dtype, device=config.device)  # [B, K]
+        for (ref, _), evals in zip(pending, batch_evals):
+            yield ref, evals, "success", ""
+        pending.clear()
+
+    for ref in refs:
+        if min(ref.shape) < MIN_SIDE:
+            yield ref, None, "skipped", f"matrix {ref.shape[0]}x{ref.shape[1]} is too small to fit (min side {MIN_SIDE})"
+            continue
+        matrix = ckpt.read_matrix(ref, dtype=torch.float32)
+        if not torch.isfinite(matrix).all():
+            bad = int((~torch.isfinite(matrix)).sum())
+            yield ref, None, "nonfinite", f"{bad} NaN/Inf weights; fix or re-download the checkpoint"
+            continue
+        if config.farms:
+            yield ref, farms_eigenvalues(matrix, seed=config.seed), "success", ""
+            continue
+        if pending and (pending[0][1].shape != matrix.shape or
+                        (len(pending) + 1) * matrix.numel() * 4 > BATCH_BYTES):
+            yield from flush()
+        pending.append((ref, matrix))
+    yield from flush()
+
+
+def _metrics_row(ref: Any, evals: np.ndarray | None, status: str, message: str, config: InspectConfig) -> dict[str, Any]:
+    from alphaq.diagnostics.esd_metrics import esd_metrics
+
+    row: dict[str, Any] = {
+        "name": ref.name, "tensor": ref.tensor, "layer": ref.layer, "expert": ref.expert, "proj": ref.proj,
+        "role": ref.role.value, "rows": ref.shape[0], "cols": ref.shape[1], "params": ref.params, "dtype": ref.dtype,
+        "fit": config.fit, "status": status, "warning": "", "message": message,
+    }
+    if evals is None:
+        return row
+    metrics = esd_metrics(evals, method=config.fit, max_dim=max(ref.shape)).to_dict()
+    row.update({k: v for k, v in metrics.items() if k in DETAIL_COLUMNS and k not in _IDENTITY_COLUMNS})
+    if config.tail_test and row["status"] == "success":
+        from alphaq.diagnostics.tail_compare import compare_power_law
+
+        comparison = compare_power_law(evals, row["xmin"])
+        row["R_lognormal"], row["p_lognormal"] = comparison.R_lognormal, comparison.p_lognormal
+    return row
+
+
+def _plotted_spectra(details: pd.DataFrame, experts: pd.DataFrame, spectra: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The spectra the report plots: every matrix of the best, median and worst routed experts, and the
+    three matrices with the highest alpha."""
+    names: list[str] = []
+    routed = experts[(experts["role"] == "expert") & experts["alpha_mean"].notna()].sort_values("alpha_mean")
+    if not routed.empty:
+        picks = [routed.iloc[0], routed.iloc[len(routed) // 2], routed.iloc[-1]]
+        for pick in picks:
+            mask = (details["layer"] == pick["layer"]) & (details["expert"] == pick["expert"]) & (details["role"] == "expert")
+            names.extend(details.loc[mask, "name"])
+    fitted = details[details["status"] == "success"].sort_values("alpha", ascending=False)
+    names.extend(fitted["name"].head(3))
+    return {n: spectra[n] for n in dict.fromkeys(names) if n in spectra}
+
+
+def _warnings(details: pd.DataFrame, experts: pd.DataFrame, ckpt: Any) -> list[str]:
+    out = []
+    for status in ("nonfinite", "failed", "skipped"):
+        count = int((details["status"] == status).sum())
+        if count:
+            out.append(f"{count} matrices with status '{status}' (see the details table)")
+    if not (details["role"] == "expert").any():
+        out.append(f"no routed expert found for model_type {ckpt.model_type!r}: metrics cover the other matrices only")
+    flagged = experts[experts["quality"] != "ok"] if not experts.empty else experts
+    for label, count in (flagged["quality"].value_counts().items() if not flagged.empty else []):
+        out.append(f"{count} expert{'s' if count != 1 else ''} flagged '{label}'")
+    return out
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with path.open("wb") as fh:
+        np.savez_compressed(fh, **arrays)

@@ -1,0 +1,66 @@
+"""``alphaq export PLAN --format llama.cpp``: a plan as llama-quantize tensor-type overrides.
+
+A thin wrapper (registered by :mod:`alphaq.cli` with ``app.command()(export)``): load the plan, call
+:func:`alphaq.export.llamacpp.export_llamacpp`, write the overrides file atomically, print the command line
+and the cost report.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from alphaq.errors import AlphaQError, ConfigError
+
+#: Export formats (``--format``).
+FORMATS: tuple[str, ...] = ("llama.cpp",)
+#: Overrides file written beside the plan when ``--out`` is not given.
+DEFAULT_OVERRIDES_NAME = "llama-quantize-tensor-types.txt"
+
+
+def export(
+    plan: Annotated[Path, typer.Argument(help="plan.json written by alphaq plan.", show_default=False)],
+    format: Annotated[str, typer.Option("--format", "-f", help="Target: llama.cpp (llama-quantize overrides).")] = "llama.cpp",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help=f"Overrides file (default: {DEFAULT_OVERRIDES_NAME} beside the plan).", show_default=False)] = None,
+    base_type: Annotated[str, typer.Option(help="llama-quantize base type for tensors without an override (a quantized type).")] = "Q8_0",
+    keep_type: Annotated[str, typer.Option(help="Type of the matrices the plan keeps at 16 bits: bf16 | f16 | q8_0 | base.")] = "bf16",
+    fused_gate_up: Annotated[bool, typer.Option("--fused-gate-up", help="The GGUF was converted with --fuse-gate-up-exps.")] = False,
+    gguf: Annotated[Optional[Path], typer.Option(help="The bf16 GGUF to quantize (fills in the printed command).", show_default=False)] = None,
+) -> None:
+    """Write a plan as per-tensor type overrides for llama.cpp's llama-quantize, with the command and a cost report."""
+    from alphaq.atomic import write_text
+    from alphaq.export.llamacpp import ExportOptions, export_llamacpp, format_report
+    from alphaq.planning.plan_file import load_plan
+
+    target = out if out is not None else plan.parent / DEFAULT_OVERRIDES_NAME
+    try:
+        if format.lower() not in FORMATS:
+            raise ConfigError(f"unknown export format {format!r}; use --format {' or '.join(FORMATS)}")
+        options = ExportOptions(base_type=base_type, keep_type=keep_type, fused_gate_up=fused_gate_up)
+        result = export_llamacpp(load_plan(plan), options)
+        write_text(target, result.tensor_type_file_text())
+    except AlphaQError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from None
+    except OSError as error:
+        typer.echo(f"error: cannot write {target}: {error.strerror or error}; check the folder or pass --out", err=True)
+        raise typer.Exit(code=2) from None
+
+    gguf_in = str(gguf) if gguf is not None else "MODEL-BF16.gguf"
+    gguf_out = str(gguf.with_name(f"{gguf.stem}-alphaq.gguf")) if gguf is not None else "MODEL-alphaq.gguf"
+    n_lines = len(result.tensor_type_lines())
+    typer.echo(f"wrote {n_lines} tensor-type override(s) to {target}")
+    typer.echo("")
+    typer.echo(result.command(str(target), gguf_in, gguf_out))
+    typer.echo("")
+    quoted = shlex.quote(str(target))
+    typer.echo(f"(llama.cpp builds without --tensor-type-file: replace `--tensor-type-file {quoted}` by "
+               f"`$(sed 's/^/--tensor-type /' {quoted})`)")
+    typer.echo("")
+    for line in format_report(result):
+        typer.echo(line)
+    for note in result.notes:
+        typer.echo(f"note: {note}")

@@ -1,0 +1,405 @@
+"""A plan as per-tensor type overrides for llama.cpp's ``llama-quantize`` (``alphaq export --format llama.cpp``).
+
+GGUF stores all routed experts of one layer and projection in one tensor (``blk.N.ffn_down_exps``) with one
+ggml type, so each such tensor takes the widest width planned among its experts (a layer-granularity plan
+maps exactly) and that width becomes the nearest k-quant at or above it (:data:`WIDTH_TO_GGML`). Every other
+matrix of the plan gets its GGUF name and a type of its own; widths of 16 (kept in bf16) become
+``keep_type``. Pure: a :class:`~alphaq.planning.plan_file.Plan` in, an :class:`LlamaCppExport` out (the lines of a
+``--tensor-type-file``, the extra ``llama-quantize`` flags and a byte report); writing is the CLI's job.
+See ``docs/export.md`` for the mapping and its sources.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from alphaq.errors import ConfigError
+from alphaq.planning.plan_file import Plan, PlanTensor
+from alphaq.planning.units import KEEP_BF16, matrix_nbytes
+
+#: Planned width -> ggml type: the nearest k-quant at or above it (no 1-bit or 7-bit k-quant exists).
+WIDTH_TO_GGML: dict[int, str] = {1: "Q2_K", 2: "Q2_K", 3: "Q3_K", 4: "Q4_K", 5: "Q5_K", 6: "Q6_K", 7: "Q8_0", 8: "Q8_0"}
+
+
+@dataclass(frozen=True)
+class GgmlType:
+    """Storage of one ggml type: ``block_bytes`` bytes hold ``block_size`` consecutive values of a row."""
+
+    name: str
+    block_size: int
+    block_bytes: int
+
+    @property
+    def bits_per_weight(self) -> float:
+        """``8 * block_bytes / block_size`` (Q4_K: 8 * 144 / 256 = 4.5)."""
+        return 8 * self.block_bytes / self.block_size
+
+
+#: Block layouts of ggml-common.h (k-quants: super-blocks of 256 values).
+GGML_TYPES: dict[str, GgmlType] = {t.name: t for t in (
+    GgmlType("Q2_K", 256, 84), GgmlType("Q3_K", 256, 110), GgmlType("Q4_K", 256, 144),
+    GgmlType("Q5_K", 256, 176), GgmlType("Q6_K", 256, 210), GgmlType("Q8_0", 32, 34),
+    GgmlType("Q4_0", 32, 18), GgmlType("Q4_1", 32, 20), GgmlType("Q5_0", 32, 22), GgmlType("Q5_1", 32, 24),
+    GgmlType("F16", 1, 2), GgmlType("BF16", 1, 2), GgmlType("F32", 1, 4),
+)}
+#: What llama-quantize uses when a row length is not a multiple of the block (``tensor_type_fallback``).
+SHAPE_FALLBACK: dict[str, str] = {"Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+#: ``llama-quantize`` base types accepted here -> the ggml type it gives tensors without an override.
+BASE_TYPES: dict[str, str] = {
+    "Q8_0": "Q8_0", "Q6_K": "Q6_K", "Q5_K_M": "Q5_K", "Q5_K_S": "Q5_K", "Q4_K_M": "Q4_K", "Q4_K_S": "Q4_K",
+    "Q3_K_L": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_S": "Q3_K", "Q2_K": "Q2_K",
+    "Q5_1": "Q5_1", "Q5_0": "Q5_0", "Q4_1": "Q4_1", "Q4_0": "Q4_0",
+}
+#: Types for the widths the plan keeps in bf16 (16); ``base`` writes no override (the base type's mixture).
+KEEP_TYPES: tuple[str, ...] = ("bf16", "f16", "q8_0", "base")
+
+#: (role, proj) -> GGUF base names (more than one when a converter version may use another name).
+_ATTENTION = {"q": ("attn_q",), "k": ("attn_k",), "v": ("attn_v",), "o": ("attn_output",), "dense": ("attn_output",),
+              "qkv_proj": ("attn_qkv",), "query_key_value": ("attn_qkv",), "q_a_proj": ("attn_q_a",),
+              "q_b_proj": ("attn_q_b",), "kv_a_proj_with_mqa": ("attn_kv_a_mqa",),
+              "kv_b_proj": ("attn_kv_b", "attn_k_b", "attn_v_b")}
+_FFN_SUFFIX = {"expert": "_exps", "shared_expert": "_shexp", "dense_mlp": ""}
+_TOKEN_EMBD, _OUTPUT, _ROUTER = "token_embd", "output", "ffn_gate_inp"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to map a plan to llama-quantize arguments.
+
+    Args:
+        base_type: llama-quantize's positional type (a key of :data:`BASE_TYPES`); it must be a quantized type
+            because llama-quantize applies ``--tensor-type`` only then.
+        keep_type: type of the matrices the plan keeps at 16 bits (:data:`KEEP_TYPES`).
+        fused_gate_up: the GGUF was converted with ``--fuse-gate-up-exps`` (one ``ffn_gate_up_exps`` tensor).
+    """
+
+    base_type: str = "Q8_0"
+    keep_type: str = "bf16"
+    fused_gate_up: bool = False
+
+    def __post_init__(self) -> None:
+        base = str(self.base_type).upper()
+        if base not in BASE_TYPES:
+            raise ConfigError(f"base type {self.base_type!r} is not supported; use a quantized llama-quantize type: "
+                              f"{', '.join(BASE_TYPES)}")
+        keep = str(self.keep_type).lower()
+        if keep not in KEEP_TYPES:
+            raise ConfigError(f"keep type {self.keep_type!r} is unknown; use one of {', '.join(KEEP_TYPES)}")
+        object.__setattr__(self, "base_type", base)
+        object.__setattr__(self, "keep_type", keep)
+
+
+@dataclass(frozen=True)
+class GgufTensor:
+    """One GGUF tensor and the type it gets.
+
+    Attributes:
+        name: GGUF name without ``.weight`` (``blk.3.ffn_down_exps``).
+        role: the plan role of its matrices.
+        layer: decoder layer (GGUF ``blk`` index) or None.
+        ggml_type: type asked for (``Q4_K``), or the type it keeps when ``via`` is ``base``/``unquantized``.
+        stored_type: type llama-quantize will actually store (differs after a shape fallback).
+        via: ``tensor-type`` (a line of the overrides file), ``token-embedding-type`` / ``output-tensor-type``
+            (a flag), ``base`` (no override: the base type's mixture decides) or ``unquantized`` (llama.cpp
+            never quantizes it: the router, F32 from convert_hf_to_gguf.py).
+        patterns: regexes written for it (``^blk\\.3\\.ffn_down_exps\\.weight$``).
+        bits: width it is stored at in our format (widest planned width; 16 = kept).
+        planned_bits: distinct widths the plan gives its matrices.
+        matrices: plan matrices it holds.
+        params: their parameters.
+        cols: row length (GGUF ``ne[0]``, input features).
+        plan_bytes: their bytes as planned (our format).
+        rounded_bytes: their bytes in our format at ``bits``.
+        gguf_bytes: estimated GGUF bytes at ``stored_type``.
+    """
+
+    name: str
+    role: str
+    layer: int | None
+    ggml_type: str
+    stored_type: str
+    via: str
+    patterns: tuple[str, ...]
+    bits: int
+    planned_bits: tuple[int, ...]
+    matrices: int
+    params: int
+    cols: int
+    plan_bytes: int
+    rounded_bytes: int
+    gguf_bytes: int
+
+
+@dataclass(frozen=True)
+class ExportCost:
+    """Bytes of the routed experts (the budgeted part) and of everything else, three ways.
+
+    Attributes:
+        expert_params: routed-expert parameters mapped to GGUF tensors.
+        expert_plan_bytes: their bytes as planned, our format.
+        expert_rounded_bytes: their bytes with every GGUF tensor at its widest planned width, our format.
+        expert_gguf_bytes: estimated GGUF bytes with the chosen ggml types.
+        kept_params / kept_plan_bytes / kept_gguf_bytes: the same for the other mapped matrices.
+    """
+
+    expert_params: int
+    expert_plan_bytes: int
+    expert_rounded_bytes: int
+    expert_gguf_bytes: int
+    kept_params: int
+    kept_plan_bytes: int
+    kept_gguf_bytes: int
+
+    @property
+    def rounding_bytes(self) -> int:
+        """What rounding up to one width per GGUF tensor costs in our format (0 for a layer plan)."""
+        return self.expert_rounded_bytes - self.expert_plan_bytes
+
+
+@dataclass(frozen=True)
+class LlamaCppExport:
+    """A plan as llama-quantize arguments.
+
+    Attributes:
+        tensors: every GGUF tensor the plan names, by layer then name.
+        options: the :class:`ExportOptions` used.
+        cost: the byte report.
+        notes: what was skipped, never quantized or falls back, one line each.
+        granularity: the plan's granularity (``expert``, ``matrix``, ``layer``) when recorded.
+    """
+
+    tensors: tuple[GgufTensor, ...]
+    options: ExportOptions
+    cost: ExportCost
+    notes: tuple[str, ...] = field(default=())
+    granularity: str | None = None
+
+    def tensor_type_lines(self) -> list[str]:
+        """``PATTERN=type`` lines, one per override: the ``--tensor-type-file`` format (each one a ``--tensor-type``
+        argument)."""
+        return [f"{p}={t.ggml_type.lower()}" for t in self.tensors if t.via == "tensor-type" for p in t.patterns]
+
+    def tensor_type_file_text(self) -> str:
+        """The overrides file: the lines joined with newlines (llama-quantize reads whitespace-separated tokens)."""
+        lines = self.tensor_type_lines()
+        return "\n".join(lines) + "\n" if lines else ""
+
+    def flags(self) -> list[str]:
+        """``--token-embedding-type`` / ``--output-tensor-type`` arguments (exact-name options of llama-quantize)."""
+        args: list[str] = []
+        for via in ("token-embedding-type", "output-tensor-type"):
+            args += [a for t in self.tensors if t.via == via for a in (f"--{via}", t.ggml_type.lower())]
+        return args
+
+    def command(self, overrides_file: str, gguf_in: str = "MODEL-BF16.gguf",
+                gguf_out: str = "MODEL-alphaq.gguf") -> str:
+        """A ready-to-run llama-quantize command line (shell-quoted)."""
+        args = ["llama-quantize", "--tensor-type-file", overrides_file, *self.flags(), gguf_in, gguf_out,
+                self.options.base_type]
+        return " ".join(shlex.quote(a) for a in args)
+
+
+def export_llamacpp(plan: Plan, options: ExportOptions | None = None) -> LlamaCppExport:
+    """Map a plan to llama-quantize overrides and estimate what the GGUF will weigh.
+
+    Args:
+        plan: a validated plan (:func:`alphaq.planning.plan_file.load_plan`).
+        options: base type, type of kept matrices, fused gate/up (defaults: Q8_0, bf16, unfused).
+
+    Returns:
+        The :class:`LlamaCppExport`: GGUF tensors with their types, the overrides, the cost report and notes.
+    """
+    options = options or ExportOptions()
+    groups: dict[str, list[PlanTensor]] = defaultdict(list)
+    rows_of: dict[tuple[str, str], int] = {}
+    patterns: dict[str, tuple[str, ...]] = {}
+    skipped: list[PlanTensor] = []
+    for t in plan.tensors:
+        mapped = gguf_names(t, fused_gate_up=options.fused_gate_up)
+        if mapped is None:
+            skipped.append(t)
+            continue
+        for names, rows in mapped:
+            groups[names[0]].append(t)
+            rows_of[(names[0], t.name)] = rows
+            patterns[names[0]] = tuple(_pattern(n) for n in names)
+    tensors = [_gguf_tensor(name, members, rows_of, patterns[name], options) for name, members in groups.items()]
+    tensors.sort(key=lambda g: (-1 if g.layer is None else g.layer, g.name))
+    plan_options = plan.provenance.get("options")
+    granularity = plan_options.get("granularity") if isinstance(plan_options, dict) else None
+    return LlamaCppExport(tensors=tuple(tensors), options=options, cost=_cost(tensors),
+                          notes=tuple(_notes(tensors, skipped, options)), granularity=granularity)
+
+
+def gguf_names(t: PlanTensor, *, fused_gate_up: bool = False) -> list[tuple[tuple[str, ...], int]] | None:
+    """GGUF names of one plan matrix: ``[(names, rows), ...]`` (a fused shared gate_up splits in two halves).
+
+    Args:
+        t: the plan matrix (its ``role``, ``proj`` and ``layer``).
+        fused_gate_up: routed gate and up share ``ffn_gate_up_exps``.
+
+    Returns:
+        One entry per GGUF tensor the matrix lands in: its names (the first is the one costed, the others are
+        aliases some converter versions use) and the rows it contributes; None when there is no mapping.
+    """
+    proj, layer = t.proj, t.layer
+    if t.role == "embedding":
+        return [((_TOKEN_EMBD,), t.rows)]
+    if t.role == "lm_head":
+        return [((_OUTPUT,), t.rows)]
+    if layer is None:
+        return None
+    blk = f"blk.{layer}."
+    if t.role == "attention" and proj in _ATTENTION:
+        return [(tuple(blk + n for n in _ATTENTION[proj]), t.rows)]
+    if t.role == "router":
+        name = {"router": _ROUTER, "shared_gate": "ffn_gate_inp_shexp"}.get(str(proj))
+        return None if name is None else [((blk + name,), t.rows)]
+    suffix = _FFN_SUFFIX.get(t.role)
+    if suffix is None:
+        return None
+    if t.role == "expert" and fused_gate_up and proj in ("gate", "up"):
+        return [((blk + "ffn_gate_up_exps",), t.rows)]
+    if proj in ("gate", "up", "down"):
+        return [((f"{blk}ffn_{proj}{suffix}",), t.rows)]
+    if proj == "gate_up" and t.role == "shared_expert":  # granite shared_mlp.input_linear, split by the converter
+        return [((f"{blk}ffn_gate{suffix}",), t.rows // 2), ((f"{blk}ffn_up{suffix}",), t.rows - t.rows // 2)]
+    return None
+
+
+def ggml_nbytes(type_name: str, rows: int, cols: int) -> tuple[int, str]:
+    """Bytes of a ``[rows, cols]`` matrix stored as ``type_name``, after llama-quantize's shape fallback.
+
+    Args:
+        type_name: a key of :data:`GGML_TYPES`.
+        rows: rows (output features).
+        cols: row length, GGUF ``ne[0]`` (input features); must be a multiple of the block size.
+
+    Returns:
+        ``(bytes, stored type)``: when ``cols`` is not a multiple of the block the type falls back as in
+        llama.cpp (:data:`SHAPE_FALLBACK`, then F16 when even that block does not divide; Q8_0 has no fallback
+        there and is costed as F16).
+    """
+    stored = type_name
+    if cols % GGML_TYPES[stored].block_size:
+        stored = SHAPE_FALLBACK.get(stored, "F16")
+        if cols % GGML_TYPES[stored].block_size:
+            stored = "F16"
+    kind = GGML_TYPES[stored]
+    return rows * (cols // kind.block_size) * kind.block_bytes, stored
+
+
+def width_to_ggml(bits: int, keep_type: str = "bf16") -> str:
+    """The ggml type of a planned width: :data:`WIDTH_TO_GGML`, or ``keep_type`` upper-cased for 16."""
+    if bits == KEEP_BF16:
+        return keep_type.upper()
+    if bits not in WIDTH_TO_GGML:
+        raise ConfigError(f"width {bits} has no ggml type; widths are 1..8 or 16")
+    return WIDTH_TO_GGML[bits]
+
+
+def _pattern(name: str) -> str:
+    """Anchored regex of one GGUF weight: llama-quantize matches with std::regex_search, so anchor it."""
+    return "^" + re.escape(name + ".weight") + "$"
+
+
+def _gguf_tensor(name: str, members: list[PlanTensor], rows_of: dict[tuple[str, str], int],
+                 patterns: tuple[str, ...], options: ExportOptions) -> GgufTensor:
+    first = members[0]
+    bits = max(t.bits for t in members)
+    if name.endswith(_ROUTER) and first.role == "router":
+        via, ggml = "unquantized", "F32"
+    elif bits == KEEP_BF16 and options.keep_type == "base":
+        via, ggml = "base", _base_choice(name, options.base_type)
+    else:
+        via = {_TOKEN_EMBD: "token-embedding-type", _OUTPUT: "output-tensor-type"}.get(name, "tensor-type")
+        ggml = width_to_ggml(bits, options.keep_type)
+    plan_bytes = rounded = gguf = params = 0
+    stored = ggml
+    for t in members:
+        rows = rows_of[(name, t.name)]
+        share = rows / t.rows
+        plan_bytes += round(t.bytes * share)
+        rounded += matrix_nbytes(rows, t.cols, bits, t.group_size or 128)
+        nbytes, stored = ggml_nbytes(ggml, rows, t.cols)
+        gguf += nbytes
+        params += rows * t.cols
+    return GgufTensor(name=name, role=first.role, layer=first.layer, ggml_type=ggml, stored_type=stored, via=via,
+                      patterns=patterns, bits=bits, planned_bits=tuple(sorted({t.bits for t in members})),
+                      matrices=len(members), params=params, cols=first.cols, plan_bytes=plan_bytes,
+                      rounded_bytes=rounded, gguf_bytes=gguf)
+
+
+def _base_choice(name: str, base_type: str) -> str:
+    """Type llama-quantize's mixture gives an un-overridden tensor (output.weight: Q6_K unless the base is Q8_0)."""
+    main = BASE_TYPES[base_type]
+    return ("Q8_0" if main == "Q8_0" else "Q6_K") if name == _OUTPUT else main
+
+
+def _cost(tensors: list[GgufTensor]) -> ExportCost:
+    experts = [t for t in tensors if t.role == "expert"]
+    kept = [t for t in tensors if t.role != "expert"]
+    return ExportCost(expert_params=sum(t.params for t in experts),
+                      expert_plan_bytes=sum(t.plan_bytes for t in experts),
+                      expert_rounded_bytes=sum(t.rounded_bytes for t in experts),
+                      expert_gguf_bytes=sum(t.gguf_bytes for t in experts),
+                      kept_params=sum(t.params for t in kept), kept_plan_bytes=sum(t.plan_bytes for t in kept),
+                      kept_gguf_bytes=sum(t.gguf_bytes for t in kept))
+
+
+def _notes(tensors: list[GgufTensor], skipped: list[PlanTensor], options: ExportOptions) -> list[str]:
+    notes: list[str] = []
+    if skipped:
+        first = skipped[0]
+        notes.append(f"skipped {len(skipped)} matrix(es) with no known GGUF name (first: {first.name}, role "
+                     f"{first.role}, proj {first.proj}); llama-quantize gives them its {options.base_type} mixture")
+    rounded = [t for t in tensors if t.role == "expert" and len(t.planned_bits) > 1]
+    if rounded:
+        notes.append(f"{len(rounded)} expert tensor(s) mix widths across experts and were rounded up to the widest "
+                     f"(first: {rounded[0].name} {'/'.join(map(str, rounded[0].planned_bits))} -> {rounded[0].bits})")
+    routers = [t for t in tensors if t.via == "unquantized"]
+    if routers:
+        notes.append(f"{len(routers)} router tensor(s) (ffn_gate_inp) are never quantized by llama.cpp; they stay "
+                     "F32 as convert_hf_to_gguf.py writes them")
+    fallbacks = [t for t in tensors if t.stored_type != t.ggml_type]
+    if fallbacks:
+        f = fallbacks[0]
+        notes.append(f"{len(fallbacks)} tensor(s) have a row length that is not a multiple of their type's block; "
+                     f"llama-quantize falls back (first: {f.name}, {f.cols} columns, {f.ggml_type} -> {f.stored_type})")
+    stuck = [t for t in fallbacks if t.ggml_type == "Q8_0"]
+    if stuck:
+        notes.append(f"{stuck[0].name} has {stuck[0].cols} columns, not a multiple of 32: llama-quantize has no "
+                     "fallback for Q8_0 and stops; plan it at 16 bits and pass --keep-type bf16")
+    return notes
+
+
+def format_report(export: LlamaCppExport) -> list[str]:
+    """The cost report as text lines: expert bytes as planned, rounded up per GGUF tensor, and as GGUF."""
+    c = export.cost
+    n_expert = sum(1 for t in export.tensors if t.role == "expert")
+
+    def row(label: str, nbytes: int, params: int) -> str:
+        bpw = 8 * nbytes / params if params else float("nan")
+        return f"  {label:<34}{nbytes:>16,} bytes  {bpw:6.3f} bits/weight"
+
+    pct = 100 * c.rounding_bytes / c.expert_plan_bytes if c.expert_plan_bytes else 0.0
+    lines = [f"routed experts: {c.expert_params:,} params in {n_expert} GGUF tensors"
+             + (f" (plan granularity: {export.granularity})" if export.granularity else ""),
+             row("as planned (alphaq format)", c.expert_plan_bytes, c.expert_params),
+             row("rounded up per layer (alphaq)", c.expert_rounded_bytes, c.expert_params),
+             f"  {'rounding costs':<34}{c.rounding_bytes:>+16,} bytes  ({pct:+.1f}%)",
+             row("GGUF estimate (ggml types)", c.expert_gguf_bytes, c.expert_params)]
+    if c.kept_params:
+        lines += [f"other tensors: {c.kept_params:,} params",
+                  row("as planned (alphaq format)", c.kept_plan_bytes, c.kept_params),
+                  row("GGUF estimate (ggml types)", c.kept_gguf_bytes, c.kept_params)]
+    counts: dict[str, int] = defaultdict(int)
+    for t in export.tensors:
+        if t.role == "expert":
+            counts[t.ggml_type] += 1
+    if counts:
+        lines.append("expert types: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+    return lines

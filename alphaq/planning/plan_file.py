@@ -1,0 +1,222 @@
+"""The plan file (``plan.json``): every matrix's width, bytes and predicted error, with provenance.
+
+``save_plan`` writes it atomically; ``load_plan`` validates it (JSON, schema version, fields, widths,
+group sizes, byte sizes, fingerprint, and optionally that every tensor exists in the checkpoint) and
+raises :class:`alphaq.errors.PlanError` with a one-line fix for each problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from alphaq.atomic import write_json
+from alphaq.atomic import json_safe
+from alphaq.errors import PlanError
+from alphaq.planning.units import KEEP_BF16, matrix_nbytes
+
+PLAN_SCHEMA_VERSION = 1
+_TOP_FIELDS = ("schema_version", "provenance", "summary", "tensors", "plan_fingerprint")
+_REMAKE = "re-create it with `alphaq plan`"
+
+
+@dataclass(frozen=True)
+class PlanTensor:
+    """One matrix of the plan.
+
+    Attributes:
+        name: unique matrix id (inspect ``details.name``).
+        tensor: source tensor name in the checkpoint.
+        layer: decoder layer or None.
+        expert: expert index or None.
+        proj: projection or None.
+        role: ``expert``, ``attention``, ``router``, ... (the inspect role).
+        rows: output features.
+        cols: input features.
+        params: ``rows * cols``.
+        bits: width 1..8, or 16 to keep it in bf16.
+        group_size: quantization group size (None when ``bits == 16``).
+        bytes: stored bytes (:func:`alphaq.quantization.layout.quantized_nbytes` total, or bf16 size).
+        error: predicted error at ``bits`` (the plan's error model); 0.0 for bf16, None when not modelled.
+        unit: key of the planning unit (routed experts), else None.
+    """
+
+    name: str
+    tensor: str
+    layer: int | None
+    expert: int | None
+    proj: str | None
+    role: str
+    rows: int
+    cols: int
+    params: int
+    bits: int
+    group_size: int | None
+    bytes: int
+    error: float | None
+    unit: str | None = None
+
+
+def _canonical(obj: Any) -> Any:
+    """JSON-normal form: tuples become lists, numpy scalars Python ones, NaN/inf None (TypeError if not JSON-able)."""
+    return json.loads(json.dumps(json_safe(obj), allow_nan=False))
+
+
+def tensors_fingerprint(tensors: tuple[PlanTensor, ...] | list[PlanTensor]) -> str:
+    """sha256 of the canonical JSON of the tensor list (sorted keys, no spaces)."""
+    payload = json.dumps(_canonical([asdict(t) for t in tensors]), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A bit-width plan.
+
+    Attributes:
+        provenance: how it was made (versions, checkpoint, diagnostics, options, solver figures).
+        summary: sizes and averages (see :func:`alphaq.planning.planner.make_plan`).
+        tensors: every matrix, routed experts and kept ones.
+        schema_version: :data:`PLAN_SCHEMA_VERSION`.
+        plan_fingerprint: sha256 of the canonical tensor list (computed when empty).
+    """
+
+    provenance: Mapping[str, Any]
+    summary: Mapping[str, Any]
+    tensors: tuple[PlanTensor, ...]
+    schema_version: int = PLAN_SCHEMA_VERSION
+    plan_fingerprint: str = field(default="")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tensors", tuple(self.tensors))
+        object.__setattr__(self, "provenance", _canonical(dict(self.provenance)))
+        object.__setattr__(self, "summary", _canonical(dict(self.summary)))
+        if not self.plan_fingerprint:
+            object.__setattr__(self, "plan_fingerprint", tensors_fingerprint(self.tensors))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the file's content)."""
+        return {"schema_version": self.schema_version, "plan_fingerprint": self.plan_fingerprint,
+                "provenance": self.provenance, "summary": self.summary,
+                "tensors": _canonical([asdict(t) for t in self.tensors])}
+
+    def bits_by_name(self) -> dict[str, int]:
+        """Matrix name -> width (16 = bf16)."""
+        return {t.name: t.bits for t in self.tensors}
+
+
+def save_plan(plan: Plan, path: str | os.PathLike[str]) -> Path:
+    """Write ``plan`` as JSON atomically (no partial file on failure) and return the path."""
+    return write_json(path, plan.to_dict())
+
+
+def load_plan(path: str | os.PathLike[str], *, checkpoint_tensors: set[str] | None = None) -> Plan:
+    """Read and validate a plan file.
+
+    Args:
+        path: the plan JSON.
+        checkpoint_tensors: tensor names of the checkpoint the plan will be applied to; when given,
+            every plan tensor must be one of them.
+
+    Returns:
+        The :class:`Plan`.
+
+    Raises:
+        PlanError: unreadable file, invalid JSON, wrong schema version, missing or invalid fields,
+            widths outside 1..8 (or 16), bad group size, byte sizes that do not match the format,
+            a fingerprint that does not match the tensors, or tensors missing from the checkpoint.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise PlanError(f"cannot read plan {path}: {error.strerror or error}; check the path or run `alphaq plan`") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise PlanError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
+                        f"{_REMAKE}") from None
+    return plan_from_dict(data, source=str(path), checkpoint_tensors=checkpoint_tensors)
+
+
+def plan_from_dict(data: Any, *, source: str = "plan", checkpoint_tensors: set[str] | None = None) -> Plan:
+    """Validate a parsed plan (see :func:`load_plan`) and build the :class:`Plan`."""
+    if not isinstance(data, dict):
+        raise PlanError(f"{source} holds a JSON {type(data).__name__}, not a plan object; {_REMAKE}")
+    version = data.get("schema_version")
+    if version != PLAN_SCHEMA_VERSION:
+        raise PlanError(f"{source} has schema_version {version!r}, this alphaq reads {PLAN_SCHEMA_VERSION}; "
+                        f"{_REMAKE} with this alphaq version")
+    missing = [k for k in _TOP_FIELDS if k not in data]
+    if missing:
+        raise PlanError(f"{source} lacks field(s) {', '.join(missing)}; {_REMAKE}")
+    for key in ("provenance", "summary"):
+        if not isinstance(data[key], dict):
+            raise PlanError(f"{source}: {key} must be an object; {_REMAKE}")
+    if not isinstance(data["tensors"], list) or not data["tensors"]:
+        raise PlanError(f"{source}: tensors must be a non-empty list; {_REMAKE}")
+    tensors = tuple(_tensor(entry, i, source) for i, entry in enumerate(data["tensors"]))
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        dupe = next(n for n in names if names.count(n) > 1)
+        raise PlanError(f"{source} lists tensor {dupe!r} twice; remove the duplicate or {_REMAKE}")
+    if checkpoint_tensors is not None:
+        absent = [t.tensor for t in tensors if t.tensor not in checkpoint_tensors]
+        if absent:
+            raise PlanError(f"{source} names {len(absent)} tensor(s) not in the checkpoint (first: {absent[0]}); "
+                            "the plan was made for another checkpoint: run `alphaq plan` on this one")
+    stored = data["plan_fingerprint"]
+    actual = tensors_fingerprint(tensors)
+    if stored is not None and stored != actual:
+        raise PlanError(f"{source}: plan_fingerprint does not match its tensors (edited by hand?); {_REMAKE}, "
+                        "or set plan_fingerprint to null to accept the edit")
+    return Plan(provenance=data["provenance"], summary=data["summary"], tensors=tensors,
+                schema_version=PLAN_SCHEMA_VERSION, plan_fingerprint=actual)
+
+
+_TENSOR_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "tensor": (str,), "layer": (int, type(None)), "expert": (int, type(None)),
+    "proj": (str, type(None)), "role": (str,), "rows": (int,), "cols": (int,), "params": (int,), "bits": (int,),
+    "group_size": (int, type(None)), "bytes": (int,), "error": (float, int, type(None)), "unit": (str, type(None)),
+}
+
+
+def _tensor(entry: Any, index: int, source: str) -> PlanTensor:
+    if not isinstance(entry, dict):
+        raise PlanError(f"{source}: tensors[{index}] is not an object; {_REMAKE}")
+    label = entry.get("name", f"tensors[{index}]")
+    required = [f.name for f in fields(PlanTensor) if f.name != "unit"]
+    missing = [k for k in required if k not in entry]
+    if missing:
+        raise PlanError(f"{source}: tensor {label} lacks field(s) {', '.join(missing)}; {_REMAKE}")
+    for key, types in _TENSOR_TYPES.items():
+        value = entry.get(key)
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise PlanError(f"{source}: tensor {label} has {key}={value!r} of the wrong type; {_REMAKE}")
+    bits, group = entry["bits"], entry["group_size"]
+    if not (1 <= bits <= 8 or bits == KEEP_BF16):
+        raise PlanError(f"{source}: tensor {label} has bits={bits}; widths must be 1..8 (or 16 to keep bf16): "
+                        "fix that entry or re-run `alphaq plan`")
+    if bits != KEEP_BF16 and (group is None or group <= 0 or group % 8):
+        raise PlanError(f"{source}: tensor {label} has group_size={group!r}; use a positive multiple of 8 "
+                        "(32, 64, 128) or re-run `alphaq plan`")
+    if entry["rows"] <= 0 or entry["cols"] <= 0 or entry["params"] != entry["rows"] * entry["cols"]:
+        raise PlanError(f"{source}: tensor {label} has shape {entry['rows']}x{entry['cols']} and params "
+                        f"{entry['params']}, which disagree; {_REMAKE}")
+    expected = matrix_nbytes(entry["rows"], entry["cols"], bits, group if group is not None else 8)
+    if entry["bytes"] != expected:
+        raise PlanError(f"{source}: tensor {label} has bytes={entry['bytes']} but {bits}-bit storage takes "
+                        f"{expected}; {_REMAKE}")
+    error = entry["error"]
+    if error is not None and not (math.isfinite(error) and error >= 0):
+        raise PlanError(f"{source}: tensor {label} has error={error!r}; it must be >= 0 or null; {_REMAKE}")
+    values = {k: entry.get(k) for k in _TENSOR_TYPES}
+    values["error"] = None if error is None else float(error)
+    if bits == KEEP_BF16:
+        values["group_size"] = None
+    return PlanTensor(**values)

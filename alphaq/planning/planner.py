@@ -1,0 +1,303 @@
+"""``make_plan`` and ``sweep``: inspect details + weights -> a bit-width plan, pure and silent.
+
+The expensive step (predicting every matrix's error at every width) runs once per call; ``sweep``
+reuses its cost table for every budget and allocator.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alphaq._version import __version__
+from alphaq.errors import ConfigError, PlanError
+from alphaq.planning.allocators import ALLOCATORS, Allocation, SolverName, create_allocator
+from alphaq.planning.budget import DEFAULT_GROUP_SIZE, DEFAULT_WIDTHS, Bounds, Budget, budget_constraint, parse_widths
+from alphaq.planning.costs import DEFAULT_MAX_ROWS, ERROR_MODELS, CostTable, ErrorModel, MatrixErrors, ProgressFn, \
+    ReadMatrix, build_cost_table, matrix_errors
+from alphaq.planning.plan_file import Plan, PlanTensor
+from alphaq.planning.units import GRANULARITIES, KEEP_BF16, Granularity, KeepPolicy, build_units, kept_bytes_by_role, \
+    kept_rows, matrix_nbytes
+from alphaq.quantization.layout import check_group_size, dense_nbytes
+
+_QUANT_METHODS = ("rtn", "rtn_clip", "hqq")
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """Options of ``alphaq plan``.
+
+    Attributes:
+        budget: ``Budget`` or text: average payload bits (``"3.5"``) or a size (``"12GB"``).
+        widths: candidate widths (subset of 1..8), text ``"2,3,4,8"`` accepted.
+        group_size: columns per scale/zero group (positive multiple of 8).
+        granularity: ``expert``, ``matrix`` or ``layer`` (see :mod:`alphaq.planning.units`).
+        error_model: ``measured`` or ``analytic`` (see :mod:`alphaq.planning.costs`).
+        gamma: alpha importance exponent; 1.0 (the paper's default) is kept on evidence from the bundled model (docs/results.md: gamma 0 loses 6.8x more perplexity at 2.5 bits, gamma 1-16 are within noise).
+        allocator: a key of :data:`alphaq.planning.allocators.ALLOCATORS`.
+        min_bits: ``"2"``, ``"0:4"``, ``"2,0-1:4"``: global and per-layer lower bounds.
+        max_bits: same form, upper bounds.
+        keep: widths of the matrices outside the budget, ``KeepPolicy`` or text ``"attention=16,shared=8"``.
+        solver: ``exact``, ``lagrangian`` or ``auto`` (exact unless the problem has millions of options).
+        time_limit: seconds the exact solver may search.
+        seed: seed of the ``random`` allocator.
+        quant_method: quantizer the ``measured`` model uses (``rtn``, ``rtn_clip``, ``hqq``).
+        max_rows: rows measured per matrix (evenly spaced) by the ``measured`` model.
+    """
+
+    budget: Budget | str | float
+    widths: tuple[int, ...] | str = DEFAULT_WIDTHS
+    group_size: int = DEFAULT_GROUP_SIZE
+    granularity: Granularity = "expert"
+    error_model: ErrorModel = "measured"
+    gamma: float = 1.0
+    allocator: str = "alphaq"
+    min_bits: str | int | None = None
+    max_bits: str | int | None = None
+    keep: KeepPolicy | str | None = field(default_factory=KeepPolicy)
+    solver: SolverName = "auto"
+    time_limit: float = 60.0
+    seed: int = 0
+    quant_method: str = "rtn"
+    max_rows: int = DEFAULT_MAX_ROWS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "budget", Budget.parse(self.budget))
+        object.__setattr__(self, "widths", parse_widths(self.widths))
+        if not isinstance(self.keep, KeepPolicy):
+            object.__setattr__(self, "keep", KeepPolicy.parse(self.keep))
+        check_group_size(self.group_size)
+        self.bounds  # noqa: B018 - validates min/max bits
+        checks = ((self.granularity, GRANULARITIES, "--granularity"), (self.error_model, ERROR_MODELS, "--error-model"),
+                  (self.allocator, tuple(ALLOCATORS), "--allocator"), (self.solver, ("exact", "lagrangian", "auto"), "--solver"),
+                  (self.quant_method, _QUANT_METHODS, "--quant-method"))
+        for value, allowed, option in checks:
+            if value not in allowed:
+                raise ConfigError(f"{option} {value!r} is unknown; use one of {', '.join(allowed)}")
+        if not (math.isfinite(self.gamma) and self.gamma >= 0):
+            raise ConfigError(f"--gamma {self.gamma} must be a finite number >= 0 (1 = the paper's default)")
+        if not self.time_limit > 0:
+            raise ConfigError(f"--time-limit {self.time_limit} must be positive seconds")
+        if self.max_rows < 1:
+            raise ConfigError(f"max_rows={self.max_rows} must be >= 1")
+
+    @property
+    def bounds(self) -> Bounds:
+        """The parsed ``min_bits`` / ``max_bits``."""
+        return Bounds.parse(self.min_bits, self.max_bits)
+
+
+def cost_table(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, *,
+               progress: ProgressFn | None = None, errors: MatrixErrors | None = None) -> CostTable:
+    """Units, per-width errors, bytes and alpha importance for ``config`` (the expensive step).
+
+    Args:
+        details: inspect details, one row per matrix.
+        read_matrix: ``name -> float32 tensor [rows, cols]`` (None only for ``analytic`` with a var column).
+        config: plan options.
+        progress: ``progress(1, matrix name, total)`` per matrix measured.
+        errors: per-matrix errors already measured for the same widths and group size (skips the
+            expensive step; see :func:`measure_errors`).
+
+    Returns:
+        The :class:`alphaq.planning.costs.CostTable`.
+    """
+    units = build_units(details, config.granularity)
+    if errors is None:
+        errors = measure_errors(details, read_matrix, config, progress=progress)
+    elif errors.widths != tuple(config.widths) or errors.model != config.error_model:
+        raise ConfigError("the given errors were measured for other widths or another error model; re-measure them")
+    return build_cost_table(units, errors, config.group_size, config.gamma)
+
+
+def measure_errors(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, *,
+                   progress: ProgressFn | None = None) -> MatrixErrors:
+    """The expensive step of a plan: every routed-expert matrix's error at every candidate width.
+
+    Reuse the result across granularities, allocators and budgets (``errors=`` of the other functions).
+    """
+    return matrix_errors(details, read_matrix, config.widths, config.group_size, config.error_model,
+                         method=config.quant_method, max_rows=config.max_rows, progress=progress)
+
+
+def _allocate(table: CostTable, config: PlanConfig, name: str, budget: Budget,
+              routing_shares: Mapping[tuple[int, int], float] | None) -> Allocation:
+    allocator = create_allocator(name, solver=config.solver, time_limit=config.time_limit, seed=config.seed,
+                                 routing_shares=routing_shares)
+    return allocator.allocate(table, budget, config.bounds)
+
+
+def options_record(config: PlanConfig) -> dict[str, Any]:
+    """The options a plan records in ``provenance.options`` (all but the budget), as plain JSON values."""
+    return {"granularity": config.granularity, "error_model": config.error_model, "gamma": config.gamma,
+            "allocator": config.allocator, "widths": list(config.widths), "group_size": config.group_size,
+            "bounds": config.bounds.describe(), "keep": str(config.keep), "solver": config.solver,
+            "time_limit": config.time_limit, "seed": config.seed, "quant_method": config.quant_method,
+            "max_rows": config.max_rows}
+
+
+def make_plan(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, *,
+              provenance: Mapping[str, Any], routing_shares: Mapping[tuple[int, int], float] | None = None,
+              progress: ProgressFn | None = None, errors: MatrixErrors | None = None) -> Plan:
+    """Allocate widths to the routed experts within the budget and describe every matrix.
+
+    Args:
+        details: inspect details, one row per 2-D matrix.
+        read_matrix: ``name -> float32 tensor [rows, cols]`` from the checkpoint loader.
+        config: plan options.
+        provenance: caller facts (checkpoint path and fingerprint, model_type, diagnostics: fit method and
+            inspect fingerprint); merged over the computed provenance.
+        routing_shares: (layer, expert) -> routing share, only for the ``frequency`` allocator.
+        progress: ``progress(1, matrix name, total)`` per matrix measured.
+        errors: reuse errors from :func:`measure_errors`.
+
+    Returns:
+        The :class:`alphaq.planning.plan_file.Plan`.
+
+    Raises:
+        PlanError: infeasible budget, no routed expert, weights missing or of the wrong shape.
+    """
+    table = cost_table(details, read_matrix, config, progress=progress, errors=errors)
+    allocation = _allocate(table, config, config.allocator, config.budget, routing_shares)
+    tensors = plan_tensors(details, table, allocation, config)
+    constraint = budget_constraint(config.budget, table)
+    computed = {
+        "alphaq_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "options": options_record(config),
+        "budget": {"given": config.budget.text, "kind": config.budget.kind, "value": config.budget.value,
+                   "resolved": {"counts": constraint.unit, "capacity": constraint.capacity,
+                                "description": config.budget.describe()}},
+        "solver": {"method": allocation.solver, "status": allocation.status, "objective": allocation.objective,
+                   "bound": allocation.bound, "gap": allocation.gap, "seconds": round(allocation.seconds, 4)},
+        "failed_fits": list(table.failed),
+        "notes": list(allocation.notes),
+    }
+    return Plan(provenance={**computed, **dict(provenance)}, summary=plan_summary(tensors, allocation),
+                tensors=tuple(tensors))
+
+
+def _opt(value: Any, kind: type) -> Any:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return kind(value)
+
+
+def plan_tensors(details: pd.DataFrame, table: CostTable, allocation: Allocation,
+                 config: PlanConfig) -> list[PlanTensor]:
+    """One :class:`PlanTensor` per details row, in the details order."""
+    width_of: dict[str, tuple[int, str, int]] = {}
+    for unit, column in zip(table.units, allocation.choice):
+        for name in unit.matrices:
+            width_of[name] = (int(table.widths[column]), unit.key, int(column))
+    error_row = table.matrices.index() if table.matrices is not None else {}
+    kept = kept_rows(details, config.keep, config.group_size).set_index("name")
+    out = []
+    for record in details.to_dict("records"):
+        name = str(record["name"])
+        rows, cols = int(record["rows"]), int(record["cols"])
+        if name in width_of:
+            bits, unit, column = width_of[name]
+            error = float(table.matrices.error[error_row[name], column]) if name in error_row else None
+        else:
+            bits, unit = int(kept.at[name, "bits"]), None
+            error = 0.0 if bits == KEEP_BF16 else None
+        out.append(PlanTensor(
+            name=name, tensor=str(record["tensor"]), layer=_opt(record["layer"], int), expert=_opt(record["expert"], int),
+            proj=_opt(record["proj"], str), role=str(record["role"]), rows=rows, cols=cols, params=rows * cols, bits=bits,
+            group_size=None if bits == KEEP_BF16 else config.group_size,
+            bytes=matrix_nbytes(rows, cols, bits, config.group_size), error=error, unit=unit))
+    return out
+
+
+def plan_summary(tensors: Sequence[PlanTensor], allocation: Allocation) -> dict[str, Any]:
+    """Sizes and averages: payload and effective bits, bytes (bf16 vs plan) by part, compression ratio."""
+    experts = [t for t in tensors if t.unit is not None]
+    kept = [t for t in tensors if t.unit is None]
+    params = sum(t.params for t in experts)
+    expert_bytes = sum(t.bytes for t in experts)
+    expert_bf16 = sum(dense_nbytes(t.rows, t.cols) for t in experts)
+    kept_frame = pd.DataFrame({"role": [t.role for t in kept], "bytes": [t.bytes for t in kept]})
+    kept_bytes = int(kept_frame["bytes"].sum()) if kept else 0
+    kept_bf16 = sum(dense_nbytes(t.rows, t.cols) for t in kept)
+    total = expert_bytes + kept_bytes
+    by_width: dict[str, int] = {}
+    by_layer: dict[str, list[int]] = {}
+    for t in experts:
+        by_width[str(t.bits)] = by_width.get(str(t.bits), 0) + t.params
+        acc = by_layer.setdefault(str(t.layer), [0, 0])
+        acc[0] += t.params * t.bits
+        acc[1] += t.params
+    return {
+        "expert_params": params,
+        "average_payload_bits": sum(t.params * t.bits for t in experts) / params,
+        "effective_bits": expert_bytes * 8 / params,
+        "expert_bytes_bf16": expert_bf16, "expert_bytes": expert_bytes,
+        "kept_bytes_by_role": kept_bytes_by_role(kept_frame) if kept else {},
+        "kept_bytes": kept_bytes, "kept_bytes_bf16": kept_bf16,
+        "total_bytes": total, "total_bytes_bf16": expert_bf16 + kept_bf16,
+        "compression_ratio": (expert_bf16 + kept_bf16) / total,
+        "expert_compression_ratio": expert_bf16 / expert_bytes,
+        "param_share_by_width": {k: v / params for k, v in sorted(by_width.items(), key=lambda kv: int(kv[0]))},
+        "average_bits_by_layer": {k: v[0] / v[1] for k, v in by_layer.items()},
+        "predicted_error": allocation.error, "alpha_objective": allocation.alpha_objective,
+        "units": int(len(allocation.choice)),
+    }
+
+
+SWEEP_COLUMNS = ["allocator", "budget", "budget_kind", "status", "average_payload_bits", "effective_bits",
+                 "expert_bytes", "predicted_error", "alpha_objective", "objective", "bound", "gap", "seconds", "message"]
+
+
+def sweep(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, budgets: Iterable[Budget | str | float],
+          allocators: Iterable[str], *, routing_shares: Mapping[tuple[int, int], float] | None = None,
+          progress: ProgressFn | None = None, errors: MatrixErrors | None = None) -> pd.DataFrame:
+    """Predicted error against budget for several allocators, from one cost table.
+
+    Args:
+        details: inspect details.
+        read_matrix: weights reader (see :func:`make_plan`).
+        config: plan options (its ``budget`` and ``allocator`` are ignored).
+        budgets: budgets to evaluate.
+        allocators: registry names.
+        routing_shares: for ``frequency``.
+        progress: per matrix measured.
+
+    Returns:
+        One row per (budget, allocator) with :data:`SWEEP_COLUMNS`; an infeasible budget gets
+        ``status="infeasible"``, NaN figures and the reason in ``message``.
+    """
+    names = list(allocators)
+    for name in names:
+        if name not in ALLOCATORS:
+            raise ConfigError(f"unknown allocator {name!r}; use one of {', '.join(ALLOCATORS)}")
+    table = cost_table(details, read_matrix, config, progress=progress, errors=errors)
+    params = table.params.astype(np.float64)
+    rows: list[dict[str, Any]] = []
+    for raw in budgets:
+        budget = Budget.parse(raw)
+        for name in names:
+            row: dict[str, Any] = {"allocator": name, "budget": budget.text or str(budget.value),
+                                   "budget_kind": budget.kind}
+            try:
+                alloc = _allocate(table, config, name, budget, routing_shares)
+            except PlanError as error:
+                rows.append({**row, "status": "infeasible", "message": str(error)})
+                continue
+            nbytes = int(table.bytes[np.arange(len(alloc.choice)), alloc.choice].sum())
+            rows.append({**row, "status": alloc.status,
+                         "average_payload_bits": float(params @ alloc.bits / params.sum()),
+                         "effective_bits": nbytes * 8 / float(params.sum()), "expert_bytes": nbytes,
+                         "predicted_error": alloc.error, "alpha_objective": alloc.alpha_objective,
+                         "objective": alloc.objective, "bound": alloc.bound, "gap": alloc.gap,
+                         "seconds": alloc.seconds, "message": "; ".join(alloc.notes)})
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+__all__ = ["PlanConfig", "cost_table", "make_plan", "measure_errors", "plan_summary", "plan_tensors", "sweep"]

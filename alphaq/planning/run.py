@@ -1,0 +1,204 @@
+"""The plan stage with its I/O: checkpoint + inspect details -> plan.json, plan_comparison.json, sweep.csv.
+
+The allocation itself is pure (:mod:`alphaq.planning`); this module opens the checkpoint, reuses or runs the
+inspect stage, measures routing on a calibration text when the ``frequency`` baseline asks for it, and
+writes the run folder that ``plan.html`` is rendered from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from alphaq.errors import AlphaQError
+
+ProgressFn = Callable[[int, str, int], None]
+#: Engines that serve one width per (layer, projection) for all experts of a layer.
+LAYER_ENGINES = ("llama.cpp (GGUF)", "vLLM fused-MoE", "TensorRT-LLM")
+PER_EXPERT_ENGINES = ("alphaq runtime (alphaq.load_quantized)",)
+
+
+@dataclass
+class PlanRun:
+    """What the plan stage produced (also written to the run folder)."""
+
+    plan: Any
+    comparison: dict[str, Any]
+    sweep: pd.DataFrame | None
+    run_dir: Path
+
+
+def plan_details(ckpt: Any, run_dir: Path, *, inspect_dir: Path | None = None, fit: str = "ww",
+                 progress: ProgressFn | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per-matrix details for the planner: a saved inspect run of the same checkpoint, or a fresh
+    experts-only inspect (saved into ``run_dir``), completed with the identity of every other matrix.
+
+    Returns:
+        (details, inspect manifest).
+    """
+    from alphaq.audit.run import InspectConfig, inspect, save_inspect
+    from alphaq.report.inspect_page import load_inspect_run
+
+    source = inspect_dir or run_dir
+    details = manifest = None
+    if (source / "inspect.json").is_file():
+        run = load_inspect_run(source)
+        if run.manifest["checkpoint"]["fingerprint"] != ckpt.fingerprint:
+            if inspect_dir is not None:
+                raise AlphaQError(f"{source}: this inspect run is of another checkpoint (fingerprint "
+                                  f"{run.manifest['checkpoint']['fingerprint']} != {ckpt.fingerprint}); "
+                                  "run `alphaq inspect` on this model or drop --inspect-dir")
+        else:
+            details, manifest = run.details, run.manifest
+    if details is None:
+        result = inspect(ckpt.path, InspectConfig(fit=fit, experts_only=True), progress=progress)  # type: ignore[arg-type]
+        save_inspect(result, run_dir)
+        details, manifest = result.details, result.manifest
+    known = set(details["name"])
+    extra = [{"name": m.name, "tensor": m.tensor, "layer": m.layer, "expert": m.expert, "proj": m.proj,
+              "role": m.role.value, "rows": m.shape[0], "cols": m.shape[1], "params": m.params, "dtype": m.dtype,
+              "status": "not_fitted"} for m in ckpt.matrices if m.name not in known]
+    if extra:
+        details = pd.concat([details, pd.DataFrame(extra)], ignore_index=True)
+    details["layer"] = details["layer"].astype("Int64")
+    details["expert"] = details["expert"].astype("Int64")
+    return details, manifest
+
+
+def calibration_shares(model_path: Path, text_file: Path, *, max_windows: int = 64) -> dict[tuple[int, int], float]:
+    """Routing share of each expert on a calibration text (input of the calibrated ``frequency`` baseline)."""
+    import torch
+
+    from alphaq.modeling import load_model, tokenize_text
+    from alphaq.evaluation.routing import routing_stats
+
+    if not text_file.is_file():
+        raise AlphaQError(f"{text_file}: calibration text not found; pass an existing --calibration-text file")
+    model, tokenizer = load_model(model_path)
+    ids = torch.tensor(tokenize_text(tokenizer, text_file.read_text(encoding="utf-8")), dtype=torch.long)
+    context = min(int(getattr(model.config, "max_position_embeddings", 2048) or 2048), 2048)
+    return routing_stats(model, ids, context=context, max_windows=max_windows).shares()
+
+
+def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, inspect_dir: str | Path | None = None,
+             sweep_budgets: Sequence[str] = (), sweep_allocators: Sequence[str] = ("alphaq", "uniform", "random"),
+             calibration_text: str | Path | None = None, pattern_file: str | Path | None = None,
+             progress: ProgressFn | None = None) -> PlanRun:
+    """Plan a checkpoint and write plan.json (+ plan_comparison.json, sweep.csv) into ``run_dir``.
+
+    Args:
+        model: checkpoint folder (None: the bundled demo model).
+        config: :class:`alphaq.planning.PlanConfig`.
+        run_dir: run folder (created); an inspect run of the same checkpoint there is reused.
+        inspect_dir: take the details from this inspect run instead.
+        sweep_budgets: budgets of the predicted-error sweep (empty: no sweep).
+        sweep_allocators: allocators of the sweep.
+        calibration_text: text for the ``frequency`` allocator's routing counts (the only data-driven one).
+        pattern_file: JSON tensor patterns for unknown architectures.
+        progress: ``progress(1, item, total)``.
+
+    Returns:
+        The :class:`PlanRun`.
+    """
+    from alphaq.atomic import write_json, write_with
+    from alphaq.load import open_checkpoint
+    from alphaq.modeling import demo_model_path
+    from alphaq.planning.plan_file import save_plan
+    from alphaq.planning.planner import make_plan, measure_errors, sweep
+
+    out = Path(run_dir)
+    ckpt = open_checkpoint(model if model is not None else demo_model_path(), pattern_file=pattern_file)
+    needs_shares = config.allocator == "frequency" or (sweep_budgets and "frequency" in sweep_allocators)
+    if needs_shares and calibration_text is None:
+        raise AlphaQError("the frequency allocator is calibrated on text; pass --calibration-text FILE "
+                          "(it is the only allocator that needs data)")
+    shares = calibration_shares(ckpt.path, Path(calibration_text)) if needs_shares else None
+    out.mkdir(parents=True, exist_ok=True)
+    details, inspect_manifest = plan_details(ckpt, out, inspect_dir=Path(inspect_dir) if inspect_dir else None,
+                                             progress=progress)
+    refs = {m.name: m for m in ckpt.matrices}
+    errors = measure_errors(details, lambda name: ckpt.read_matrix(refs[name]), config, progress=progress)
+    provenance = {"checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
+                  "diagnostics": {"fit": inspect_manifest["options"]["fit"],
+                                  "inspect_created": inspect_manifest["created"],
+                                  "inspect_dir": str(Path(inspect_dir) if inspect_dir else out)},
+                  "calibration_text": str(calibration_text) if needs_shares else None}
+    plan = make_plan(details, None, config, provenance=provenance, routing_shares=shares, errors=errors)
+    comparison = layer_comparison(plan, details, config, errors, provenance, shares)
+    table = None
+    if sweep_budgets:
+        table = sweep(details, None, config, sweep_budgets, sweep_allocators, routing_shares=shares, errors=errors)
+        write_with(out / "sweep.csv", lambda p: table.to_csv(p, index=False))
+    write_json(out / "plan_comparison.json", comparison)
+    save_plan(plan, out / "plan.json")
+    return PlanRun(plan=plan, comparison=comparison, sweep=table, run_dir=out)
+
+
+def layer_comparison(plan: Any, details: pd.DataFrame, config: Any, errors: Any, provenance: dict[str, Any],
+                     shares: Any) -> dict[str, Any]:
+    """The deployability view: the best layer-granularity plan at the same budget, and what rounding the
+    plan up to one width per (layer, projection) would cost."""
+    from alphaq.planning.planner import make_plan
+
+    def brief(p: Any) -> dict[str, Any]:
+        return {"objective": expert_alpha_objective(p, details, config.gamma),
+                "solver_objective": p.provenance["solver"]["objective"], "status": p.provenance["solver"]["status"],
+                "average_payload_bits": p.summary.get("average_payload_bits"),
+                "expert_bytes": p.summary.get("expert_bytes"), "total_bytes": p.summary.get("total_bytes"),
+                "predicted_error": p.summary.get("predicted_error")}
+
+    result: dict[str, Any] = {"granularity": config.granularity, "expert_plan": brief(plan),
+                              "engines": {"per_expert": list(PER_EXPERT_ENGINES), "layer": list(LAYER_ENGINES)},
+                              "deployable_on": list(LAYER_ENGINES if config.granularity == "layer" else PER_EXPERT_ENGINES)}
+    if config.granularity != "layer":
+        layer_config = dataclasses.replace(config, granularity="layer")
+        try:
+            layer_plan = make_plan(details, None, layer_config, provenance=provenance, routing_shares=shares, errors=errors)
+            result["layer_plan"] = brief(layer_plan)
+        except AlphaQError as error:
+            result["layer_plan"] = {"status": "infeasible", "message": str(error)}
+    result["rounded_up_per_layer_bytes"] = rounded_up_bytes(plan)
+    return result
+
+
+def expert_alpha_objective(plan: Any, details: pd.DataFrame, gamma: float) -> float:
+    """A plan's alpha-weighted predicted error with importance taken per expert, whatever the plan's
+    granularity: sum_m s_e(m) params_m err_m / sum params, s_e = (median expert alpha / alpha_e)^gamma.
+
+    Plans of different granularities are compared on this one scale (their own solver objectives weight
+    units differently).
+    """
+    import numpy as np
+
+    experts = details[details["role"] == "expert"]
+    fitted = experts[experts["status"] == "success"]
+    expert_alpha = fitted.groupby(["layer", "expert"])["alpha"].mean()
+    median = float(expert_alpha.median()) if len(expert_alpha) else float("nan")
+    total = weighted = 0.0
+    for t in plan.tensors:
+        if t.role != "expert" or t.error is None:
+            continue
+        alpha = expert_alpha.get((t.layer, t.expert), float("nan"))
+        importance = (median / alpha) ** gamma if np.isfinite(alpha) and alpha > 0 and np.isfinite(median) else 1.0
+        weighted += importance * t.params * t.error
+        total += t.params
+    return weighted / total if total else float("nan")
+
+
+def rounded_up_bytes(plan: Any) -> int:
+    """Expert bytes if every expert of a (layer, projection) took the widest width planned in that group
+    (what a GGUF/vLLM deployment of a per-expert plan costs)."""
+    from alphaq.quantization.layout import QuantSpec, quantized_nbytes
+
+    experts = [t for t in plan.tensors if t.role == "expert"]
+    widest: dict[tuple[Any, str], int] = {}
+    for t in experts:
+        key = (t.layer, t.proj)
+        widest[key] = max(widest.get(key, 0), t.bits)
+    return int(sum(quantized_nbytes(t.rows, t.cols, QuantSpec(widest[(t.layer, t.proj)], t.group_size)).total
+                   for t in experts))

@@ -1,0 +1,380 @@
+"""``alphaq quantize``: execute a plan on a checkpoint, shard by shard, into a quantized checkpoint folder.
+
+The source checkpoint is streamed in source-shard order; each unit of :func:`alphaq.quantization.writer.build_layout`
+reads one matrix (or one stored tensor), quantizes it at its planned width with the torch reference (or the
+Triton quantize-pack kernel for ``rtn`` on CUDA) and writes it at its offset in the shard being built, so peak
+memory is about one matrix. Every shard is written to a temporary file and renamed; a progress file records each
+finished shard's sha256 so an interrupted run resumes where it stopped and ends byte-identical to an
+uninterrupted one. ``model.safetensors.index.json``, ``config.json`` (with ``quantization_config``), the tokenizer
+files and ``quantize.json`` are written last. The format is described in ``docs/quantize.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from alphaq.atomic import write_json
+from alphaq.errors import AlphaQError, ConfigError, PlanError
+from alphaq.quantization import shards as st
+from alphaq.quantization import writer as fmt
+from alphaq.quantization.compute import METHODS, quantize_matrix
+from alphaq.quantization.layout import QuantSpec, quantized_nbytes
+from alphaq.quantization.manifest import MANIFEST_FILE
+
+if TYPE_CHECKING:
+    from alphaq.load.checkpoint import Checkpoint
+    from alphaq.planning.plan_file import Plan
+
+ProgressFn = Callable[[int, str, int], None]
+# MANIFEST_FILE (quantize.json) is written last: its presence marks a finished run
+PROGRESS_FILE = ".alphaq-quantize-progress.json"
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+#: Widths each method can write (the torch reference handles 1..8 for all three).
+METHOD_BITS: dict[str, tuple[int, ...]] = {method: tuple(range(1, 9)) for method in METHODS}
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """What ``alphaq quantize`` wrote.
+
+    Attributes:
+        out_dir: the quantized checkpoint folder.
+        manifest: the content of its ``quantize.json`` (provenance, per-tensor records, totals, timing).
+    """
+
+    out_dir: Path
+    manifest: Mapping[str, Any]
+
+    @property
+    def totals(self) -> Mapping[str, Any]:
+        return self.manifest["totals"]
+
+    @property
+    def timing(self) -> Mapping[str, Any]:
+        return self.manifest["timing"]
+
+
+@dataclass
+class _Job:
+    ckpt: Checkpoint
+    refs: Mapping[str, Any]  # matrix name -> MatrixRef
+    plan: Mapping[str, Any]  # matrix name -> PlanTensor
+    method: str
+    device: str
+    kernels: bool
+    progress: ProgressFn | None
+    on_bytes: Callable[[int], None] | None
+    total: int
+    done: int = 0
+
+    def tick(self, unit: fmt.WorkUnit) -> None:
+        self.done += 1
+        if self.on_bytes is not None:
+            self.on_bytes(unit.source_bytes)
+        if self.progress is not None:
+            self.progress(1, unit.key, self.total)
+
+
+def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str | Path, *, method: str | None = None,
+                 device: str = "cpu", progress: ProgressFn | None = None, on_bytes: Callable[[int], None] | None = None,
+                 max_shard_bytes: int = fmt.DEFAULT_MAX_SHARD_BYTES) -> QuantizeResult:
+    """Quantize a checkpoint as a plan says and write the quantized checkpoint into ``out_dir``.
+
+    Args:
+        model: checkpoint folder (None: the bundled demo model).
+        plan_path: ``plan.json`` made for this checkpoint by ``alphaq plan``.
+        out_dir: new (or empty) folder, or the folder of an unfinished run of the same plan, checkpoint and
+            options (it is resumed).
+        method: ``rtn``, ``rtn_clip`` or ``hqq``; None: the quantizer of the plan's measured error model
+            (``provenance.options.quant_method``), else ``rtn``.
+        device: ``cpu`` or ``cuda`` (where the quantizer runs; ``rtn`` uses the Triton kernel there).
+        progress: ``progress(1, unit name, total units)`` after each tensor.
+        on_bytes: called with the source bytes of each tensor done (for a MB/s display).
+        max_shard_bytes: largest output shard (tensor data); a source shard is split above it.
+
+    Returns:
+        The :class:`QuantizeResult`.
+
+    Raises:
+        ConfigError: unknown method or device, CUDA unavailable, a width the method cannot write.
+        PlanError: plan made for another checkpoint, planned matrices missing from the checkpoint (or with
+            other shapes), routed-expert matrices missing from the plan.
+        AlphaQError: ``out_dir`` not empty, not enough disk space, a write failure, a matrix that cannot be
+            quantized (NaN/Inf or beyond float16).
+    """
+    from alphaq.load import open_checkpoint
+    from alphaq.modeling import demo_model_path
+    from alphaq.planning.plan_file import load_plan
+    from alphaq.quantization.manifest import build_manifest
+
+    start = time.perf_counter()
+    plan = load_plan(plan_path)
+    if method is None:
+        planned = (plan.provenance.get("options") or {}).get("quant_method")
+        method = planned if planned in METHODS else "rtn"
+    kernels = _check_options(method, device, max_shard_bytes)
+    ckpt = open_checkpoint(model if model is not None else demo_model_path())
+    widths, warnings = plan_widths(plan, ckpt, method, source=str(plan_path))
+    scale_tensors = {s.name for s in ckpt.skipped if s.reason == "quantization scales"}
+    layout = fmt.build_layout(ckpt.tensors, ckpt.matrices, widths, scale_tensors, max_shard_bytes=max_shard_bytes)
+    out = Path(out_dir)
+    key = {"plan_fingerprint": plan.plan_fingerprint, "checkpoint_fingerprint": ckpt.fingerprint, "method": method,
+           "device": device, "format": fmt.FORMAT, "layout": fmt.layout_fingerprint(layout)}
+    finished, resuming = _resume_state(out, key)
+    _check_free_space(out, sum(s.nbytes for s in layout if s.name not in finished))
+    _start(out, key, resuming=resuming)
+    job = _Job(ckpt, {m.name: m for m in ckpt.matrices}, {t.name: t for t in plan.tensors}, method, device,
+               kernels, progress, on_bytes, total=sum(len(s.units) for s in layout))
+    resumed: set[str] = set()
+    try:
+        for shard in layout:
+            record = _reusable(out, shard, finished.get(shard.name))
+            if record is not None:
+                resumed.add(shard.name)
+                for unit in shard.units:
+                    job.tick(unit)
+                continue
+            finished[shard.name] = _write_output_shard(job, shard, out)
+            write_json(out / PROGRESS_FILE, {"key": key, "shards": finished})
+        _check_bytes(finished, layout)
+        config = fmt.quantized_config(ckpt.config, layout, job.refs, method=method,
+                                      plan_fingerprint=plan.plan_fingerprint, checkpoint_fingerprint=ckpt.fingerprint)
+        files = fmt.write_checkpoint_files(ckpt.path, out, config, layout)
+        options = {"method": method, "device": device, "backend": "triton" if kernels else "torch",
+                   "max_shard_bytes": max_shard_bytes}
+        manifest = build_manifest(ckpt, plan, plan_path, layout, finished, options=options, resumed=resumed,
+                                  files=files, warnings=warnings, seconds=time.perf_counter() - start)
+        write_json(out / MANIFEST_FILE, manifest)
+        (out / PROGRESS_FILE).unlink(missing_ok=True)
+    except OSError as exc:
+        raise _disk_error(exc, out) from exc
+    return QuantizeResult(out_dir=out, manifest=manifest)
+
+
+# -- validation --------------------------------------------------------------------------------------
+
+
+def _check_options(method: str, device: str, max_shard_bytes: int) -> bool:
+    """Validate the options; return whether the Triton quantize-pack kernel is used (rtn on CUDA)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown quantization method {method!r}; use one of {', '.join(METHODS)}")
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; use cpu or cuda")
+    if isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, int) or max_shard_bytes <= 0:
+        raise ConfigError(f"max_shard_bytes={max_shard_bytes!r} must be a positive integer")
+    if device == "cpu":
+        return False
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available to torch; use --device cpu")
+    if method != "rtn":
+        return False
+    try:
+        from alphaq.kernels import triton_available
+    except ImportError:
+        return False
+    return bool(triton_available())
+
+
+def plan_widths(plan: Plan, ckpt: Checkpoint, method: str, *,
+                source: str = "plan") -> tuple[dict[str, tuple[int, int | None]], list[str]]:
+    """Check that ``plan`` fits ``ckpt`` and ``method``; return matrix name -> (bits, group_size) and warnings.
+
+    Raises:
+        PlanError: another checkpoint's plan, planned matrices missing or of other shapes, experts not planned.
+        ConfigError: a width ``method`` cannot write.
+    """
+    from alphaq.load import Role
+
+    refs = {m.name: m for m in ckpt.matrices}
+    recorded = (plan.provenance.get("checkpoint") or {}).get("fingerprint")
+    warnings: list[str] = []
+    if recorded and recorded != ckpt.fingerprint:
+        raise PlanError(f"{source} was made for another checkpoint (fingerprint {recorded}, {ckpt.path} has "
+                        f"{ckpt.fingerprint}); run `alphaq plan` on this checkpoint")
+    if not recorded:
+        warnings.append("the plan records no checkpoint fingerprint: it was matched by tensor names and shapes only")
+    missing = [t.name for t in plan.tensors if t.name not in refs]
+    if missing:
+        raise PlanError(f"{source} names {len(missing)} matrix(es) not in the checkpoint (first: {missing[0]}); the "
+                        "plan was made for another checkpoint: run `alphaq plan` on this one")
+    for t in plan.tensors:
+        if (t.rows, t.cols) != refs[t.name].shape:
+            raise PlanError(f"{source}: {t.name} is {t.rows}x{t.cols} in the plan but {refs[t.name].shape[0]}x"
+                            f"{refs[t.name].shape[1]} in the checkpoint; run `alphaq plan` on this checkpoint")
+    planned = {t.name for t in plan.tensors}
+    unplanned = [m for m in ckpt.matrices if m.name not in planned]
+    experts = [m.name for m in unplanned if m.role is Role.EXPERT]
+    if experts:
+        raise PlanError(f"{len(experts)} routed-expert matrix(es) of the checkpoint are not in {source} (first: "
+                        f"{experts[0]}); re-create the plan with `alphaq plan` on this checkpoint")
+    if unplanned:
+        warnings.append(f"{len(unplanned)} non-expert matrix(es) not in the plan are copied unchanged "
+                        f"(first: {unplanned[0].name})")
+    for t in plan.tensors:
+        if t.bits != fmt.KEEP_BITS and t.bits not in METHOD_BITS[method]:
+            widths = ", ".join(str(b) for b in METHOD_BITS[method])
+            raise ConfigError(f"--method {method} cannot write {t.bits}-bit weights ({t.name}); it supports widths "
+                              f"{widths}: choose another --method or re-plan with --widths among them")
+    return {t.name: (t.bits, t.group_size) for t in plan.tensors}, warnings
+
+
+def _resume_state(out: Path, key: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """(finished shards, resuming) for ``out``: ({}, False) for a new or empty folder, or one where a run stopped
+    before finishing any shard; the recorded shards and True for an unfinished run of the same key.
+
+    Raises:
+        AlphaQError: ``out`` is a file, or a non-empty folder that is not an unfinished run of the same key.
+    """
+    if out.exists() and not out.is_dir():
+        raise AlphaQError(f"{out}: is a file; pass a folder for --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return {}, False
+    state = _read_progress(out / PROGRESS_FILE)
+    if state is None or (out / MANIFEST_FILE).exists():
+        raise AlphaQError(f"{out}: out directory not empty; choose another --out or remove it")
+    finished = dict(state.get("shards") or {})
+    if state.get("key") == dict(key):
+        return finished, True
+    leftovers = [p for p in out.iterdir() if p.name != PROGRESS_FILE and not _is_temporary(p)]
+    if not finished and not leftovers:  # a run that stopped before its first shard: nothing to keep
+        return {}, False
+    raise AlphaQError(f"{out}: out directory holds an unfinished run of another plan, checkpoint or options "
+                      "(method, device); re-run with the same ones to resume, or choose another --out or remove it")
+
+
+def _is_temporary(path: Path) -> bool:
+    """A temporary file of :func:`alphaq.atomic.atomic_path` (``.{name}.XXXX.tmp``)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def _start(out: Path, key: Mapping[str, Any], *, resuming: bool) -> None:
+    """Create ``out`` (with a fresh progress file unless resuming), removing temporary files a killed run left."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in [p for p in out.iterdir() if _is_temporary(p)]:
+            stale.unlink()
+        if not resuming:
+            write_json(out / PROGRESS_FILE, {"key": dict(key), "shards": {}})
+    except OSError as exc:
+        raise _disk_error(exc, out) from exc
+
+
+def _read_progress(path: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _reusable(out: Path, shard: fmt.OutputShard, record: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The recorded shard if its file exists with the recorded sha256, else None."""
+    path = out / shard.name
+    if record is None or not path.is_file() or path.stat().st_size != record.get("bytes"):
+        return None
+    return dict(record) if st.sha256_file(path) == record.get("sha256") else None
+
+
+def _check_bytes(finished: Mapping[str, Any], layout: Any) -> None:
+    """The quantized matrices on disk take exactly the plan's predicted bytes (payload + scales + zeros)."""
+    records = [r for shard in layout for r in finished[shard.name]["units"] if r["kind"] == "quantized"]
+    written = sum(r["bytes"] for r in records)
+    predicted = sum(r["predicted_bytes"] for r in records)
+    if written != predicted:
+        raise RuntimeError(f"quantized tensors take {written} bytes but the plan predicts {predicted} "
+                           "(bug in alphaq, please report it)")
+
+
+def _check_free_space(out: Path, needed: int) -> None:
+    folder = next(p for p in (out, *out.resolve().parents) if p.is_dir())
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise AlphaQError(f"{out}: {_gb(free)} free but the quantized checkpoint needs {_gb(needed)} more; free "
+                          "space or choose another --out")
+
+
+def _disk_error(exc: OSError, out: Path) -> AlphaQError:
+    path = exc.filename or out
+    try:
+        free = _gb(shutil.disk_usage(next(p for p in (out, *out.resolve().parents) if p.is_dir())).free)
+    except OSError:
+        free = "unknown space"
+    return AlphaQError(f"cannot write {path}: {exc.strerror or exc} ({free} free); free space or choose another --out")
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.2f} GB"
+
+
+# -- the work ----------------------------------------------------------------------------------------
+
+
+def _write_output_shard(job: _Job, shard: fmt.OutputShard, out: Path) -> dict[str, Any]:
+    units: list[dict[str, Any]] = []
+
+    def fill(writer: st.ShardWriter) -> None:
+        for unit in shard.units:
+            units.append(_run_unit(job, unit, writer, shard.name))
+            job.tick(unit)
+
+    digest, size = st.write_shard(out / shard.name, shard.tensors, fill)
+    return {"sha256": digest, "bytes": size, "units": units}
+
+
+def _run_unit(job: _Job, unit: fmt.WorkUnit, writer: st.ShardWriter, shard: str) -> dict[str, Any]:
+    import torch
+
+    from alphaq.quantization.primitives import relative_error
+
+    start = time.perf_counter()
+    if unit.kind == "copy":
+        output = unit.outputs[0]
+        writer.write(output.name, st.tensor_bytes(job.ckpt.read_tensor(unit.source)))
+        return {"kind": "copy", "name": output.name, "dtype": output.dtype, "shape": list(output.shape),
+                "bytes": output.nbytes, "seconds": round(time.perf_counter() - start, 6), "shard": shard}
+    ref, planned = job.refs[unit.source], job.plan.get(unit.source)
+    w = job.ckpt.read_matrix(ref, dtype=torch.float32)  # [out, in]
+    record: dict[str, Any] = {
+        "kind": "quantized" if unit.kind == "quantize" else "dense", "name": ref.name, "base": unit.key,
+        "tensor": ref.tensor, "layer": ref.layer, "expert": ref.expert, "proj": ref.proj, "role": ref.role.value,
+        "rows": ref.shape[0], "cols": ref.shape[1], "bits": unit.bits, "group_size": unit.group_size,
+        "predicted_error": planned.error if planned is not None else None,
+        "predicted_bytes": planned.bytes if planned is not None else None, "source_bytes": unit.source_bytes,
+        "shard": shard}
+    if unit.kind == "dense":
+        output = unit.outputs[0]
+        dense = w.to(_torch_dtype(output.dtype))
+        writer.write(output.name, st.tensor_bytes(dense))
+        record.update(rel_error=relative_error(w, dense), bytes=output.nbytes, dtype=output.dtype)
+    else:
+        spec = QuantSpec(int(unit.bits or 0), int(unit.group_size or 0))
+        try:
+            packed, error = quantize_matrix(w, spec, job.method, device=job.device, kernels=job.kernels)
+        except ValueError as exc:
+            raise AlphaQError(f"{ref.name}: cannot quantize ({exc}); plan it at 16 bits or fix the checkpoint") from exc
+        qweight, scales, zeros = (t.name for t in unit.outputs)
+        for name, tensor in ((qweight, packed.packed), (scales, packed.scale), (zeros, packed.zero)):
+            writer.write(name, st.tensor_bytes(tensor))
+        sizes = quantized_nbytes(ref.shape[0], ref.shape[1], spec)
+        written = packed.packed.numel() + 2 * packed.scale.numel() + 2 * packed.zero.numel()
+        if written != sizes.total or (planned is not None and planned.bytes != written):
+            raise RuntimeError(f"{ref.name}: wrote {written} bytes, the format says {sizes.total} and the plan "
+                               f"{planned.bytes if planned else '?'} (bug in alphaq, please report it)")
+        record.update(rel_error=error, payload_bytes=sizes.payload, scale_bytes=sizes.scales, zero_bytes=sizes.zeros,
+                      bytes=sizes.total)
+    record["seconds"] = round(time.perf_counter() - start, 6)
+    return record
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}[name]

@@ -1,0 +1,66 @@
+"""The inspect stage on real formats: statuses for bad weights, FARMS determinism, float64 parity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from alphaq.audit.run import InspectConfig, inspect
+from alphaq.errors import AlphaQError
+
+
+def _checkpoint(tmp_path, tensors):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mixtral", "hidden_size": 64, "num_hidden_layers": 1}))
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    return tmp_path
+
+
+def test_nonfinite_and_tiny_matrices_get_a_status_and_the_run_continues(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    bad = torch.randn(96, 64, generator=g)
+    bad[3, 5] = float("nan")
+    p = "model.layers.0.block_sparse_moe"
+    path = _checkpoint(tmp_path, {f"{p}.experts.0.w1.weight": bad, f"{p}.experts.1.w1.weight": torch.randn(96, 64, generator=g),
+                                  f"{p}.gate.weight": torch.randn(4, 64, generator=g)})
+    result = inspect(path)
+    by_name = result.details.set_index("name")
+    assert by_name.loc[f"{p}.experts.0.w1.weight", "status"] == "nonfinite"
+    assert "1 NaN/Inf" in by_name.loc[f"{p}.experts.0.w1.weight", "message"]
+    assert np.isnan(by_name.loc[f"{p}.experts.0.w1.weight", "alpha"])
+    assert by_name.loc[f"{p}.gate.weight", "status"] == "skipped"  # 4 x 64 router: too small to fit
+    assert by_name.loc[f"{p}.experts.1.w1.weight", "status"] == "success"
+    assert by_name.loc[f"{p}.experts.0.w1.weight", "warning"] == ""  # never "over-trained"
+    assert any("nonfinite" in w for w in result.manifest["warnings"])
+
+
+def test_float64_inspect_equals_weightwatcher_fit_on_the_same_matrix(tmp_path):
+    import weightwatcher as ww  # noqa: F401  (the reference implementation)
+    from weightwatcher.WW_powerlaw import pl_fit
+
+    torch.manual_seed(1)
+    w = torch.distributions.StudentT(3.0).sample((256, 128)) * 0.05
+    path = _checkpoint(tmp_path, {"model.layers.0.block_sparse_moe.experts.0.w1.weight": w})
+    row = inspect(path, InspectConfig(dtype="float64")).details.iloc[0]
+    evals = np.linalg.svd(w.double().numpy(), compute_uv=False) ** 2
+    reference = pl_fit(data=evals[evals > 1e-5], xmax=None, pl_package="ww")
+    assert row["alpha"] == pytest.approx(reference.alpha, rel=1e-9)
+    assert row["xmin"] == pytest.approx(reference.xmin, rel=1e-9)
+
+
+def test_farms_is_deterministic_for_a_seed(tmp_path):
+    g = torch.Generator().manual_seed(2)
+    path = _checkpoint(tmp_path, {"model.layers.0.block_sparse_moe.experts.0.w1.weight": torch.randn(512, 384, generator=g)})
+    a = inspect(path, InspectConfig(farms=True, fit="hill", seed=3)).details.iloc[0]
+    b = inspect(path, InspectConfig(farms=True, fit="hill", seed=3)).details.iloc[0]
+    assert a["alpha"] == b["alpha"] and a["num_evals"] == 12 * 128  # 4 x 3 blocks of 128
+
+
+def test_experts_only_on_a_dense_model_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 32}))
+    save_file({"model.layers.0.mlp.up_proj.weight": torch.randn(64, 32)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(AlphaQError, match="no matrix selected|no routed expert"):
+        inspect(tmp_path, InspectConfig(experts_only=True))
