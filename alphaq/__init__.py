@@ -20,8 +20,8 @@ _LAZY = {
     "InspectConfig": ("alphaq.audit.run", "InspectConfig"),
     "InspectResult": ("alphaq.audit.run", "InspectResult"),
     "save_inspect": ("alphaq.audit.run", "save_inspect"),
-    "demo_model_path": ("alphaq.modeling", "demo_model_path"),
-    "load_model": ("alphaq.modeling", "load_model"),
+    "demo_model_path": ("alphaq.zoo.demo", "demo_model_path"),
+    "load_model": ("alphaq.load.model", "load_model"),
     "open_checkpoint": ("alphaq.load", "open_checkpoint"),
     "load_quantized": ("alphaq.quantization.loading", "load_quantized"),
 }

@@ -14,7 +14,7 @@ import torch
 
 from alphaq.atomic import write_json
 from alphaq.load import open_checkpoint
-from alphaq.modeling import demo_model_path
+from alphaq.zoo.demo import demo_model_path
 from alphaq.quantization import QuantSpec, quantize_dequantize, relative_error
 from alphaq.quantization.hqq import quantize_hqq
 from alphaq.quantization.primitives import dequantize_groupwise

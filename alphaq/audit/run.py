@@ -19,8 +19,8 @@ import pandas as pd
 from alphaq._version import __version__
 from alphaq.errors import AlphaQError, ConfigError
 from alphaq.audit.expert_quality import aggregate_experts
+from alphaq.runfolder import DETAILS_CSV, DETAILS_PARQUET, EXPERTS_CSV, INSPECT_JSON, INSPECT_SCHEMA_VERSION, SPECTRA_NPZ
 
-INSPECT_SCHEMA_VERSION = 1
 #: Matrices whose smaller side is below this are not fitted (status "skipped").
 MIN_SIDE = 8
 #: Bytes of float32 weights stacked into one batched eigenvalue call.
@@ -114,7 +114,7 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
 
     config = config or InspectConfig()
     if path is None:
-        from alphaq.modeling import demo_model_path
+        from alphaq.zoo.demo import demo_model_path
 
         path = demo_model_path()
     start = time.perf_counter()
@@ -151,7 +151,7 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
                        "architecture": ckpt.spec.model_types[0]},
         "options": {**asdict(config), "layers": list(config.layers) if config.layers else None},
         "timing": {"seconds": round(time.perf_counter() - start, 3), "matrices": len(details)},
-        "warnings": warnings, "spectra_file": "spectra.npz",
+        "warnings": warnings, "spectra_file": SPECTRA_NPZ,
         "skipped_tensors": len(ckpt.skipped),
     }
     return InspectResult(details, experts, manifest, _plotted_spectra(details, experts, spectra))
@@ -164,22 +164,22 @@ def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_with(out / "details.csv", lambda p: result.details.to_csv(p, index=False))
+    write_with(out / DETAILS_CSV, lambda p: result.details.to_csv(p, index=False))
     try:
         import pyarrow  # noqa: F401
     except ImportError:
         write_with(out / "details.json", lambda p: result.details.to_json(p, orient="records", indent=1))
     else:
-        write_with(out / "details.parquet", lambda p: result.details.to_parquet(p, index=False))
-    write_with(out / "experts.csv", lambda p: result.experts.to_csv(p, index=False))
+        write_with(out / DETAILS_PARQUET, lambda p: result.details.to_parquet(p, index=False))
+    write_with(out / EXPERTS_CSV, lambda p: result.experts.to_csv(p, index=False))
     arrays: dict[str, np.ndarray] = {}
     for name, evals in result.spectra.items():
         arrays[name] = evals
         match = result.details[result.details["name"] == name].iloc[0]
         arrays[f"{name}::xmin"] = np.asarray(match["xmin"], dtype=np.float64)
         arrays[f"{name}::alpha"] = np.asarray(match["alpha"], dtype=np.float64)
-    write_with(out / "spectra.npz", lambda p: _save_npz(p, arrays))
-    write_json(out / "inspect.json", result.manifest)
+    write_with(out / SPECTRA_NPZ, lambda p: _save_npz(p, arrays))
+    write_json(out / INSPECT_JSON, result.manifest)
     return out
 
 

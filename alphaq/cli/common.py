@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -16,12 +16,52 @@ ModelArg = Annotated[Optional[Path], typer.Argument(help="Checkpoint folder (def
                                                     show_default=False)]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder to write into.")]
 DEFAULT_OUT = Path("alphaq-run")
-# plan options shared by `alphaq plan` and `alphaq run`
+# plan options, declared once for `alphaq plan`, `alphaq run` (and `alphaq compare` where they apply)
 BudgetOpt = Annotated[str, typer.Option(help="Average payload bits per expert weight (3.5) or total expert bytes (12GB).")]
 WidthsOpt = Annotated[str, typer.Option(help="Candidate widths, any subset of 1..8.")]
 GroupSizeOpt = Annotated[int, typer.Option(help="Columns per scale/zero group (128, 64, 32).")]
 GranularityOpt = Annotated[str, typer.Option(help="expert | matrix | layer (layer = one width per layer and projection).")]
 GammaOpt = Annotated[float, typer.Option(help="Exponent of the alpha importance (median_alpha / alpha)^gamma.")]
+AllocatorOpt = Annotated[str, typer.Option(
+    help="alphaq | uniform | random | alpha_ratio | weight_norm | frequency (frequency needs --calibration-text).")]
+MethodOpt = Annotated[str, typer.Option(
+    "--method", "--quant-method", help="Quantizer of the plan's error model and of the checkpoint: rtn | rtn_clip | hqq.")]
+ErrorModelOpt = Annotated[str, typer.Option(help="measured (quantize the weights) or analytic (Var(W) 2^-2b).")]
+MinBitsOpt = Annotated[Optional[str], typer.Option(help="Lower bounds: global and per layer, e.g. '2,0:4'.")]
+MaxBitsOpt = Annotated[Optional[str], typer.Option(help="Upper bounds, same form.")]
+KeepOpt = Annotated[str, typer.Option(help="Widths of matrices outside the budget, e.g. attention=16,shared=8.")]
+SolverOpt = Annotated[str, typer.Option(help="exact | lagrangian | auto.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the random allocator.")]
+CalibrationTextOpt = Annotated[Optional[Path], typer.Option(
+    help="Text for the frequency allocator (the only one that needs data).")]
+PatternFileOpt = Annotated[Optional[Path], typer.Option(help="JSON tensor patterns for unknown architectures.")]
+DeviceOpt = Annotated[str, typer.Option(help="Where to compute: cpu or cuda.")]
+#: Defaults of the plan options (one place for `plan` and `run`).
+PLAN_DEFAULTS = {"budget": "3.5", "widths": "2,3,4,8", "group_size": 128, "granularity": "expert", "allocator": "alphaq",
+                 "gamma": 1.0, "method": "rtn", "error_model": "measured", "keep": "", "solver": "auto", "seed": 0}
+
+
+def plan_config(*, budget: str, widths: str, group_size: int, granularity: str, allocator: str, gamma: float,
+                method: str, error_model: str = "measured", min_bits: Optional[str] = None,
+                max_bits: Optional[str] = None, keep: str = "", solver: str = "auto", seed: int = 0) -> Any:
+    """The :class:`alphaq.planning.planner.PlanConfig` of the shared plan options (validated there).
+
+    Returns:
+        The config.
+
+    Raises:
+        ConfigError: an invalid option (its message names the option).
+    """
+    from alphaq.planning.planner import PlanConfig
+
+    return PlanConfig(budget=budget, widths=widths, group_size=group_size, granularity=granularity,  # type: ignore[arg-type]
+                      allocator=allocator, gamma=gamma, error_model=error_model, quant_method=method,  # type: ignore[arg-type]
+                      min_bits=min_bits, max_bits=max_bits, keep=keep or None, solver=solver, seed=seed)  # type: ignore[arg-type]
+
+
+def split_list(text: Optional[str]) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]`` (an empty or missing list gives ``[]``)."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
 def fail(error: AlphaQError) -> None:

@@ -13,6 +13,7 @@ import typer
 from alphaq.cli.common import DEFAULT_OUT, ModelArg, OutOpt
 from alphaq.cli.common import progress_bar as _progress
 from alphaq.cli.common import user_errors as _user_errors
+from alphaq.runfolder import EVAL_JSON
 
 TextOpt = Annotated[Path | None, typer.Option(
     help="Evaluation text (default: WikiText-2 test from $ALPHAQ_DATA_DIR or ../shared/data).")]
@@ -39,7 +40,8 @@ def eval_command(
     html: Annotated[bool, typer.Option(help="Write eval.html.")] = True,
 ) -> None:
     """Perplexity of the original model, a quantized checkpoint or a plan, checked against the plan: eval.json."""
-    from alphaq.evaluation.eval_run import EvalOptions, run_eval
+    from alphaq.evaluation.eval_run import run_eval
+    from alphaq.evaluation.options import EvalOptions
 
     with _user_errors():
         options = EvalOptions(max_windows=max_windows, context=context, stride=stride, baseline=baseline,
@@ -86,7 +88,7 @@ def print_eval_summary(record: dict, out: Path, html: bool) -> None:
     memory = record["memory"]
     if memory.get("expert_bytes") is not None:
         table.add_row("expert bytes vs plan", f"{memory['expert_bytes']:,} vs {memory['plan_expert_bytes']:,}")
-    table.add_row("written to", str(out / "eval.json") + (" and eval.html" if html else ""))
+    table.add_row("written to", str(out / EVAL_JSON) + (" and eval.html" if html else ""))
     Console().print(table)
 
 

@@ -32,14 +32,15 @@ def lmeval(
     device: Annotated[str, typer.Option(help="Where the model runs: cpu, cuda, cuda:1, ...")] = "cpu",
 ) -> None:
     """Task accuracy through lm-evaluation-harness (needs the lmeval extra of alphaq): lmeval.json."""
-    from alphaq.evaluation.lm_harness import LMEVAL_FILE, format_rows, run_lm_eval
+    from alphaq.evaluation.lm_harness import format_rows, run_lm_eval
+    from alphaq.runfolder import LMEVAL_JSON
 
     with _user_errors():
         record = run_lm_eval(model, quantized=quantized, tasks=tasks.split(","), num_fewshot=num_fewshot,
                              limit=limit, batch_size=batch_size, device=device, out_dir=out)
     typer.echo(format_rows(record["rows"]))
     typer.echo(f"{record['source']['kind']} model, {record['options']['num_fewshot']}-shot"
-               + (f", limit {limit}" if limit is not None else "") + f"; wrote {out / LMEVAL_FILE}")
+               + (f", limit {limit}" if limit is not None else "") + f"; wrote {out / LMEVAL_JSON}")
 
 
 __all__ = ["DEFAULT_TASKS", "lmeval"]

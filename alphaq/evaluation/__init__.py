@@ -14,7 +14,7 @@ _LAZY = {
     "apply_plan": "alphaq.evaluation.simulate",
     "SimulationResult": "alphaq.evaluation.simulate",
     "run_eval": "alphaq.evaluation.eval_run",
-    "EvalOptions": "alphaq.evaluation.eval_run",
+    "EvalOptions": "alphaq.evaluation.options",
     "run_compare": "alphaq.evaluation.compare",
 }
 

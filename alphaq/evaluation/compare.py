@@ -10,7 +10,6 @@ measured vs predicted error and the expert's routing share on the eval text) and
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 import pandas as pd
 
 from alphaq.errors import AlphaQError, ConfigError
+from alphaq.provenance import text_record, versions
+from alphaq.runfolder import COMPARE_CSV, COMPARE_JSON, COMPARE_PLANS_DIR, EXPERT_VERIFICATION_CSV
 
 ProgressFn = Callable[[int, str, int], None]
 #: Allocator entries of ``compare``; ``frequency`` expands to its in- and out-of-domain calibrations.
@@ -28,15 +29,6 @@ COMPARE_COLUMNS = ["entry", "allocator", "calibration", "budget", "status", "ave
                    "expert_bytes", "predicted_error", "alpha_objective", "measured_rel_error", "ppl", "nll",
                    "ppl_increase", "tokens", "windows", "plan_fingerprint", "message"]
 CALIBRATION_WINDOWS = 64
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def expand_allocators(allocators: Sequence[str]) -> list[str]:
@@ -60,28 +52,11 @@ def expand_allocators(allocators: Sequence[str]) -> list[str]:
     return out
 
 
-def versions() -> dict[str, str]:
-    """Versions of alphaq, torch, transformers and Python."""
-    import platform
-
-    import torch
-    import transformers
-
-    from alphaq._version import __version__
-
-    return {"alphaq": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
-
-
-def _text_record(path: Path | None) -> dict[str, Any] | None:
-    return None if path is None else {"path": str(path), "sha256": sha256_file(path)}
-
-
 def _tokens(tokenizer: Any, path: Path) -> Any:
     import torch
 
     from alphaq.evaluation.datasets import read_text
-    from alphaq.modeling import tokenize_text
+    from alphaq.load.model import tokenize_text
 
     return torch.tensor(tokenize_text(tokenizer, read_text(path)), dtype=torch.long)
 
@@ -163,11 +138,12 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
 
     from alphaq.evaluation import datasets
     from alphaq.atomic import write_json, write_with
-    from alphaq.evaluation.eval_run import EvalOptions
+    from alphaq.evaluation.options import EvalOptions
     from alphaq.evaluation.perplexity import model_context, perplexity
     from alphaq.evaluation.simulate import apply_plan
     from alphaq.load import open_checkpoint
-    from alphaq.modeling import demo_model_path, load_model
+    from alphaq.load.model import load_model
+    from alphaq.zoo.demo import demo_model_path
     from alphaq.planning.budget import Budget
     from alphaq.planning.plan_file import save_plan
     from alphaq.planning.planner import PlanConfig, make_plan, measure_errors
@@ -189,7 +165,7 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
             raise AlphaQError(f"{path}: text file not found; pass an existing file or set $ALPHAQ_DATA_DIR")
 
     out = Path(out_dir)
-    (out / "plans").mkdir(parents=True, exist_ok=True)
+    (out / COMPARE_PLANS_DIR).mkdir(parents=True, exist_ok=True)
     ckpt = open_checkpoint(model if model is not None else demo_model_path())
     details, inspect_manifest = plan_details(ckpt, out, inspect_dir=Path(inspect_dir) if inspect_dir else None)
     refs = {m.name: m for m in ckpt.matrices}
@@ -231,7 +207,7 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
                 if progress:
                     progress(1, f"{entry} @ {budget}: infeasible", total)
                 continue
-            save_plan(plan, out / "plans" / f"{entry}-{budget}.json")
+            save_plan(plan, out / COMPARE_PLANS_DIR / f"{entry}-{budget}.json")
             try:
                 sim = apply_plan(lm, plan)
                 result = perplexity(lm, ids, window, max_windows=max_windows)
@@ -259,16 +235,16 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
 
     table = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
     check = prediction_check(table)
-    write_with(out / "compare.csv", lambda p: table.to_csv(p, index=False))
-    write_with(out / "expert_verification.csv", lambda p: pd.DataFrame(verification).to_csv(p, index=False))
-    write_json(out / "compare.json", {
+    write_with(out / COMPARE_CSV, lambda p: table.to_csv(p, index=False))
+    write_with(out / EXPERT_VERIFICATION_CSV, lambda p: pd.DataFrame(verification).to_csv(p, index=False))
+    write_json(out / COMPARE_JSON, {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(), **provenance,
         "protocol": {"context": window, "stride": window, "max_windows": max_windows, "windows": original.windows,
                      "tokens": original.tokens, "dropped_tokens": original.dropped_tokens,
                      "remainder": "dropped", "simulated": True},
-        "eval_text": _text_record(eval_path),
-        "calibration": {side: _text_record(path) for side, path in calib_paths.items() if side in needs},
+        "eval_text": text_record(eval_path),
+        "calibration": {side: text_record(path) for side, path in calib_paths.items() if side in needs},
         "options": {"budgets": budget_list, "allocators": entries, "widths": list(base.widths),
                     "group_size": base.group_size, "granularity": base.granularity, "gamma": base.gamma,
                     "quant_method": base.quant_method, "seed": base.seed, "device": device, "dtype": dtype},
@@ -277,5 +253,4 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
     return table
 
 
-__all__ = ["COMPARE_COLUMNS", "FREQUENCY_ENTRIES", "expand_allocators", "prediction_check", "run_compare", "sha256_file",
-           "versions"]
+__all__ = ["COMPARE_COLUMNS", "FREQUENCY_ENTRIES", "expand_allocators", "prediction_check", "run_compare"]

@@ -14,51 +14,16 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from alphaq.errors import AlphaQError, ConfigError
+from alphaq.evaluation.options import EvalOptions
+from alphaq.provenance import text_record, versions
+from alphaq.runfolder import EVAL_EXPERTS_CSV, EVAL_JSON, EVAL_SCHEMA_VERSION, EVAL_TENSORS_CSV
 
-EVAL_FILE = "eval.json"
-TENSORS_FILE = "eval_tensors.csv"
-EXPERTS_FILE = "eval_experts.csv"
-EVAL_SCHEMA_VERSION = 1
 ProgressFn = Callable[[int, str, int], None]
-DTYPES = ("float32", "bfloat16", "float16")
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    """How ``alphaq eval`` measures.
-
-    Attributes:
-        max_windows: evaluate only the first this many windows (None: the whole text).
-        context: window length (None: the model's context, at most 2048).
-        stride: window step (None: ``context``, the standard non-overlapping protocol).
-        baseline: also evaluate the original model on the same windows (quantized / simulated sources).
-        batch_size: windows per forward pass.
-        device: where the models run (``cpu``, ``cuda``, ``cuda:1``).
-        dtype: dtype of the unquantized weights and activations: ``float32``, ``bfloat16`` or ``float16``.
-    """
-
-    max_windows: int | None = None
-    context: int | None = None
-    stride: int | None = None
-    baseline: bool = True
-    batch_size: int = 8
-    device: str = "cpu"
-    dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ConfigError(f"device must be cpu or cuda[:N], got {self.device!r}")
-        for name, low in (("max_windows", 1), ("context", 2), ("stride", 1), ("batch_size", 1)):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def _model_bytes(model: Any) -> int:
@@ -81,40 +46,18 @@ def _checkpoint_record(original: Path, manifest: Mapping[str, Any] | None) -> di
     return {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type}
 
 
-def _alphas(plan_path: Path | None) -> dict[tuple[int, int], float]:
-    """Mean alpha per routed expert from the ``experts.csv`` the inspect stage left beside the plan, if any."""
-    import pandas as pd
-
-    if plan_path is None or not (plan_path.parent / "experts.csv").is_file():
-        return {}
-    table = pd.read_csv(plan_path.parent / "experts.csv")
-    if not {"layer", "expert", "alpha_mean"} <= set(table.columns):
-        return {}
-    table = table[table["expert"].notna() & table["layer"].notna()]
-    return {(int(r.layer), int(r.expert)): float(r.alpha_mean) for r in table.itertuples()}
-
-
 def _measure(model: Any, ids: Any, window: int, options: EvalOptions, label: str,
              progress: ProgressFn | None, total: int) -> tuple[Any, dict[tuple[int, int], float]]:
     """Perplexity and routing shares of ``model`` in the same forward passes."""
-    from alphaq.evaluation.perplexity import perplexity
-    from alphaq.evaluation.routing import RoutingCounter
+    from alphaq.evaluation.perplexity import perplexity_and_routing
 
     def tick(done: int, _windows: int) -> None:
         if progress is not None:
             progress(done, label, total)
 
-    try:
-        counter = RoutingCounter(model)
-    except AlphaQError:  # a dense model: perplexity only
-        counter = None
-    if counter is None:
-        return perplexity(model, ids, window, max_windows=options.max_windows, stride=options.stride,
-                          batch_size=options.batch_size, progress=tick), {}
-    with counter:
-        result = perplexity(model, ids, window, max_windows=options.max_windows, stride=options.stride,
-                            batch_size=options.batch_size, progress=tick)
-    return result, counter.stats().shares()
+    result, routing = perplexity_and_routing(model, ids, window, max_windows=options.max_windows,
+                                             stride=options.stride, batch_size=options.batch_size, progress=tick)
+    return result, ({} if routing is None else routing.shares())
 
 
 def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, quantized: str | Path | None = None,
@@ -144,7 +87,7 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
 
     from alphaq.evaluation import datasets
     from alphaq.atomic import json_safe, write_json, write_with
-    from alphaq.evaluation.compare import sha256_file, versions
+    from alphaq.audit.artifacts import expert_alphas
     from alphaq.evaluation.perplexity import model_context, window_starts
     from alphaq.evaluation.verification import (
         TENSOR_COLUMNS,
@@ -153,7 +96,8 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
         tensors_from_quantize_manifest,
         verification_summary,
     )
-    from alphaq.modeling import demo_model_path, load_model, tokenize_text
+    from alphaq.load.model import load_model, tokenize_text
+    from alphaq.zoo.demo import demo_model_path
 
     opts = options or EvalOptions()
     dtype = getattr(torch, opts.dtype)
@@ -237,14 +181,15 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
     elif plan_file is not None:
         memory["original_checkpoint_bytes"] = _disk_bytes(original_path)
 
-    experts = expert_table(tensors, shares, shares_original, _alphas(plan_path))
+    experts = expert_table(tensors, shares, shares_original,
+                          expert_alphas(plan_path.parent) if plan_path is not None else {})
     record: dict[str, Any] = {
         "schema_version": EVAL_SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(), "source": source,
         "checkpoint": _checkpoint_record(original_path, manifest),
         "plan": {"path": str(plan_path) if plan_path else None},
-        "eval_text": {"path": str(eval_path), "sha256": sha256_file(eval_path)},
+        "eval_text": text_record(eval_path),
         "protocol": {"context": window, "stride": opts.stride or window, "max_windows": opts.max_windows,
                      "remainder": "dropped", "batch_size": opts.batch_size, "device": opts.device,
                      "dtype": opts.dtype},
@@ -258,10 +203,10 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_with(out / TENSORS_FILE, lambda p: tensors.to_csv(p, index=False))
-        write_with(out / EXPERTS_FILE, lambda p: experts.to_csv(p, index=False))
-        write_json(out / EVAL_FILE, record)  # last: its presence marks a finished evaluation
+        write_with(out / EVAL_TENSORS_CSV, lambda p: tensors.to_csv(p, index=False))
+        write_with(out / EVAL_EXPERTS_CSV, lambda p: experts.to_csv(p, index=False))
+        write_json(out / EVAL_JSON, record)  # last: its presence marks a finished evaluation
     return record
 
 
-__all__ = ["EVAL_FILE", "EVAL_SCHEMA_VERSION", "EXPERTS_FILE", "TENSORS_FILE", "EvalOptions", "run_eval"]
+__all__ = ["EvalOptions", "run_eval"]

@@ -1,6 +1,6 @@
 """Zero-/few-shot task accuracy through lm-evaluation-harness (optional extra ``alphaq[lmeval]``).
 
-The original checkpoint (:func:`alphaq.modeling.load_model`) or a quantized one
+The original checkpoint (:func:`alphaq.load.model.load_model`) or a quantized one
 (:func:`alphaq.quantization.loading.load_quantized`) is loaded by alphaq, wrapped in lm-eval's Hugging Face model
 class ``HFLM`` and run with ``lm_eval.simple_evaluate``. The task data sets are fetched by lm-eval itself
 (network on first use, then its cache). Written into ``out_dir``: ``lmeval.json`` (one row per task and
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from alphaq.errors import AlphaQError, ConfigError
+from alphaq.runfolder import LMEVAL_JSON
 
-LMEVAL_FILE = "lmeval.json"
 #: The zero-shot suite of the GPTQ/AWQ/AlphaQ papers; ``alphaq lmeval --tasks`` defaults to it.
 DEFAULT_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande")
 #: Metrics listed first, in this order, when a task reports them; any other numeric metric follows.
@@ -175,7 +175,8 @@ def run_lm_eval(model: str | os.PathLike[str] | None, *, quantized: str | os.Pat
         lm, tokenizer = load_quantized(quantized, device=config.device)
         source = {"kind": "quantized", "model": None, "quantized": str(quantized)}
     else:
-        from alphaq.modeling import demo_model_path, load_model
+        from alphaq.load.model import load_model
+        from alphaq.zoo.demo import demo_model_path
 
         path = Path(model) if model is not None else demo_model_path()
         lm, tokenizer = load_model(path, device=config.device)
@@ -205,7 +206,7 @@ def run_lm_eval(model: str | os.PathLike[str] | None, *, quantized: str | os.Pat
         "task_versions": {str(k): v for k, v in (output.get("versions") or {}).items()},
     }
     if out_dir is not None:
-        write_json(Path(out_dir) / LMEVAL_FILE, record)
+        write_json(Path(out_dir) / LMEVAL_JSON, record)
     return record
 
 
@@ -229,4 +230,4 @@ def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
                      for a, b, c, d in lines)
 
 
-__all__ = ["DEFAULT_TASKS", "LMEVAL_FILE", "LMEvalConfig", "format_rows", "metric_rows", "parse_tasks", "run_lm_eval"]
+__all__ = ["DEFAULT_TASKS", "LMEvalConfig", "format_rows", "metric_rows", "parse_tasks", "run_lm_eval"]

@@ -131,4 +131,39 @@ def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_window
                             stride=step, dropped_tokens=int(all_ids.numel()) - covered)
 
 
-__all__ = ["STANDARD_CONTEXT", "PerplexityResult", "model_context", "perplexity", "window_starts"]
+def perplexity_and_routing(model: Any, ids: Sequence[int] | Any, context: int, *, max_windows: int | None = None,
+                           stride: int | None = None, batch_size: int = 8,
+                           progress: Callable[[int, int], None] | None = None) -> tuple[PerplexityResult, Any]:
+    """:func:`perplexity` and, for an MoE, the routing of the same forward passes (one pass over the text).
+
+    The one measurement behind ``alphaq eval``, ``alphaq compare``, the model cards and the demo's ``card.json``.
+
+    Args:
+        model: a causal LM returning ``logits``.
+        ids: the whole tokenized text, ``[N]``.
+        context: window length.
+        max_windows: evaluate only the first this many windows; ``None`` for all.
+        stride: as in :func:`perplexity`.
+        batch_size: windows per forward pass.
+        progress: ``progress(windows_done, total_windows)`` after each forward pass.
+
+    Returns:
+        ``(result, routing)``: the :class:`PerplexityResult` and the
+        :class:`~alphaq.evaluation.routing.RoutingStats` of the evaluated windows (``None`` for a dense model).
+    """
+    from alphaq.errors import AlphaQError
+    from alphaq.evaluation.routing import RoutingCounter
+
+    try:
+        counter = RoutingCounter(model)
+    except AlphaQError:  # a dense model: perplexity only
+        return perplexity(model, ids, context, max_windows=max_windows, stride=stride, batch_size=batch_size,
+                          progress=progress), None
+    with counter:
+        result = perplexity(model, ids, context, max_windows=max_windows, stride=stride, batch_size=batch_size,
+                            progress=progress)
+    return result, counter.stats()
+
+
+__all__ = ["STANDARD_CONTEXT", "PerplexityResult", "model_context", "perplexity", "perplexity_and_routing",
+           "window_starts"]

@@ -92,7 +92,7 @@ def apply_plan(model: Any, plan: Any, *, method: str | None = None) -> Simulatio
     """Quantize-dequantize every planned matrix below 16 bits in place.
 
     Args:
-        model: a transformers causal LM loaded from the plan's checkpoint (e.g. :func:`alphaq.modeling.load_model`).
+        model: a transformers causal LM loaded from the plan's checkpoint (e.g. :func:`alphaq.load.model.load_model`).
         plan: an :class:`alphaq.planning.plan_file.Plan`.
         method: quantizer; None: the plan's ``provenance.options.quant_method``, else ``rtn``.
 
@@ -105,7 +105,8 @@ def apply_plan(model: Any, plan: Any, *, method: str | None = None) -> Simulatio
     import torch
 
     from alphaq.quantization.layout import QuantSpec
-    from alphaq.quantization.primitives import quantize_dequantize, relative_error
+    from alphaq.quantization.methods import quantize_dequantize
+    from alphaq.quantization.primitives import relative_error
 
     quant = method or (plan.provenance.get("options") or {}).get("quant_method") or "rtn"
     view = _views(model)

@@ -12,6 +12,8 @@ folder, and renders every page plus ``index.html`` and the model-card section:
 
 from __future__ import annotations
 
+from alphaq.runfolder import COMPARE_DIR
+
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +40,7 @@ def build_gallery(out: str | Path, *, progress: Callable[[int, str, int], None] 
     Returns:
         The pages (and model card) written.
     """
-    from alphaq.evaluation.eval_run import EvalOptions
+    from alphaq.evaluation.options import EvalOptions
     from alphaq.pipeline.run import QUANTIZED_DIR, RunConfig, run_pipeline
     from alphaq.planning.planner import PlanConfig
     from alphaq.report.run import render_run
@@ -58,6 +60,6 @@ def build_gallery(out: str | Path, *, progress: Callable[[int, str, int], None] 
         if progress is not None:
             progress(n, f"compare: {item}", total)
 
-    run_compare(None, COMPARE_BUDGETS, COMPARE_ALLOCATORS, folder / "compare", max_windows=COMPARE_WINDOWS,
+    run_compare(None, COMPARE_BUDGETS, COMPARE_ALLOCATORS, folder / COMPARE_DIR, max_windows=COMPARE_WINDOWS,
                 inspect_dir=folder, progress=tick)
     return render_run(folder, model_card=True)  # once, with the comparison in the index and the model card

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from alphaq.errors import ConfigError
+from alphaq.runfolder import PLAN_JSON, QUANTIZED_DIR, QUANTIZE_JSON
 
 ProgressFn = Callable[[int, str, int], None]
-QUANTIZED_DIR = "quantized"
 #: Budgets of the predicted-error sweep that plan.html shows for a run.
 DEFAULT_SWEEP = ("2", "2.5", "3", "3.5", "4")
 SWEEP_ALLOCATORS = ("alphaq", "uniform", "random")
@@ -43,6 +43,7 @@ class RunConfig:
         evaluate: run the eval stage (needs the evaluation text).
         eval_options: :class:`alphaq.evaluation.eval_run.EvalOptions` (None: defaults).
         text_file: evaluation text (None: WikiText-2 test from the data folder).
+        calibration_text: text of the calibrated ``frequency`` allocator (the only one that needs data).
         sweep_budgets: budgets of plan.html's predicted-error sweep (empty: no sweep).
         model_card: write ``model_card.md`` next to the quantized checkpoint.
         render_pages: render every page and index.html at the end (off when a caller adds stages first).
@@ -55,6 +56,7 @@ class RunConfig:
     evaluate: bool = True
     eval_options: Any = None
     text_file: Path | None = None
+    calibration_text: Path | None = None
     sweep_budgets: tuple[str, ...] = field(default=DEFAULT_SWEEP)
     model_card: bool = False
     render_pages: bool = True
@@ -123,13 +125,13 @@ def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Pat
     result = inspect(model, config.inspect or InspectConfig(), progress=stage("inspect"))
     save_inspect(result, out)
     run_plan(model, config.plan, out, sweep_budgets=config.sweep_budgets, sweep_allocators=SWEEP_ALLOCATORS,
-             progress=stage("plan"))
+             calibration_text=config.calibration_text, progress=stage("plan"))
     quantized = out / QUANTIZED_DIR
     notes: list[str] = []
-    if _finished_for_plan(quantized, out / "plan.json", config.method):
+    if _finished_for_plan(quantized, out / PLAN_JSON, config.method):
         notes.append(f"{quantized} already holds the finished checkpoint of this plan; it was kept as it is")
     else:
-        run_quantize(model, out / "plan.json", quantized, method=config.method, device=config.device,
+        run_quantize(model, out / PLAN_JSON, quantized, method=config.method, device=config.device,
                      progress=stage("quantize"))
     record = None
     if config.evaluate:
@@ -143,7 +145,7 @@ def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Pat
         else:  # the packed loader does not know this architecture: measure the plan by simulation instead
             notes.append(f"load_quantized does not support model_type {model_type!r} yet, so the plan was evaluated "
                          "by simulated quantization (the same weights, quantized and dequantized in place)")
-            record = run_eval(model, out, plan_file=out / "plan.json", text_file=text, options=config.eval_options,
+            record = run_eval(model, out, plan_file=out / PLAN_JSON, text_file=text, options=config.eval_options,
                               progress=stage("eval"))
     pages = render_run(out, model_card=config.model_card) if config.render_pages else []
     return PipelineResult(run_dir=out, quantized_dir=quantized, pages=tuple(pages), eval_record=record,
@@ -161,10 +163,10 @@ def _check_reuse(out: Path, config: RunConfig) -> None:
     from alphaq.errors import AlphaQError
     from alphaq.planning.planner import options_record
 
-    if not (out / QUANTIZED_DIR / "quantize.json").is_file() or not (out / "plan.json").is_file():
+    if not (out / QUANTIZED_DIR / QUANTIZE_JSON).is_file() or not (out / PLAN_JSON).is_file():
         return
     try:
-        previous = json.loads((out / "plan.json").read_text(encoding="utf-8"))["provenance"]
+        previous = json.loads((out / PLAN_JSON).read_text(encoding="utf-8"))["provenance"]
         same = previous["options"] == json.loads(json.dumps(options_record(config.plan))) and \
             previous["budget"]["given"] == config.plan.budget.text
     except (OSError, ValueError, KeyError, TypeError):
@@ -184,7 +186,7 @@ def _finished_for_plan(quantized: Path, plan_path: Path, method: str | None) -> 
     from alphaq.planning.plan_file import load_plan
     from alphaq.quantization.manifest import read_manifest
 
-    if not (quantized / "quantize.json").is_file():
+    if not (quantized / QUANTIZE_JSON).is_file():
         return False
     done = read_manifest(quantized)
     try:

@@ -3,7 +3,7 @@
 Error models, per matrix m at width b:
 
 - ``measured`` (default): relative Frobenius error ``||W - Q_b(W)||_F / ||W||_F`` of actually quantizing
-  and dequantizing the matrix with the project's quantizer (:func:`alphaq.quantization.primitives.quantize_dequantize`,
+  and dequantizing the matrix with the project's quantizer (:func:`alphaq.quantization.methods.quantize_dequantize`,
   group-wise, RTN by default). Matrices with more than ``max_rows`` rows are measured on evenly spaced
   rows; groups run along the columns, so rows are independent and the sample is unbiased.
 - ``analytic``: the paper's ``Var(W) * 2^(-2b)``, Var over all weights (a ``var`` column of the
@@ -139,7 +139,8 @@ def _read(read_matrix: ReadMatrix, name: str, shape: tuple[int, int]) -> torch.T
 
 def _measured(w: torch.Tensor, widths: Sequence[int], group_size: int, method: str, max_rows: int) -> np.ndarray:
     from alphaq.quantization.layout import QuantSpec
-    from alphaq.quantization.primitives import quantize_dequantize, relative_error
+    from alphaq.quantization.methods import quantize_dequantize
+    from alphaq.quantization.primitives import relative_error
 
     picked = sample_rows(w.shape[0], max_rows)
     sample = w if picked is None else w[picked]  # [R', C]

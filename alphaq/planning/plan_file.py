@@ -20,8 +20,8 @@ from alphaq.atomic import write_json
 from alphaq.atomic import json_safe
 from alphaq.errors import PlanError
 from alphaq.planning.units import KEEP_BF16, matrix_nbytes
+from alphaq.runfolder import PLAN_SCHEMA_VERSION
 
-PLAN_SCHEMA_VERSION = 1
 _TOP_FIELDS = ("schema_version", "provenance", "summary", "tensors", "plan_fingerprint")
 _REMAKE = "re-create it with `alphaq plan`"
 

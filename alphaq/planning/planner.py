@@ -22,11 +22,11 @@ from alphaq.planning.budget import DEFAULT_GROUP_SIZE, DEFAULT_WIDTHS, Bounds, B
 from alphaq.planning.costs import DEFAULT_MAX_ROWS, ERROR_MODELS, CostTable, ErrorModel, MatrixErrors, ProgressFn, \
     ReadMatrix, build_cost_table, matrix_errors
 from alphaq.planning.plan_file import Plan, PlanTensor
+from alphaq.quantization.methods import METHODS
 from alphaq.planning.units import GRANULARITIES, KEEP_BF16, Granularity, KeepPolicy, build_units, kept_bytes_by_role, \
     kept_rows, matrix_nbytes
 from alphaq.quantization.layout import check_group_size, dense_nbytes
 
-_QUANT_METHODS = ("rtn", "rtn_clip", "hqq")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class PlanConfig:
         self.bounds  # noqa: B018 - validates min/max bits
         checks = ((self.granularity, GRANULARITIES, "--granularity"), (self.error_model, ERROR_MODELS, "--error-model"),
                   (self.allocator, tuple(ALLOCATORS), "--allocator"), (self.solver, ("exact", "lagrangian", "auto"), "--solver"),
-                  (self.quant_method, _QUANT_METHODS, "--quant-method"))
+                  (self.quant_method, METHODS, "--method"))
         for value, allowed, option in checks:
             if value not in allowed:
                 raise ConfigError(f"{option} {value!r} is unknown; use one of {', '.join(allowed)}")

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from alphaq.errors import AlphaQError
+from alphaq.runfolder import INSPECT_JSON, PLAN_COMPARISON_JSON, PLAN_JSON, SWEEP_CSV
 
 ProgressFn = Callable[[int, str, int], None]
 #: Engines that serve one width per (layer, projection) for all experts of a layer.
@@ -42,11 +43,11 @@ def plan_details(ckpt: Any, run_dir: Path, *, inspect_dir: Path | None = None, f
         (details, inspect manifest).
     """
     from alphaq.audit.run import InspectConfig, inspect, save_inspect
-    from alphaq.report.inspect_page import load_inspect_run
+    from alphaq.audit.artifacts import load_inspect_run
 
     source = inspect_dir or run_dir
     details = manifest = None
-    if (source / "inspect.json").is_file():
+    if (source / INSPECT_JSON).is_file():
         run = load_inspect_run(source)
         if run.manifest["checkpoint"]["fingerprint"] != ckpt.fingerprint:
             if inspect_dir is not None:
@@ -74,7 +75,7 @@ def calibration_shares(model_path: Path, text_file: Path, *, max_windows: int = 
     """Routing share of each expert on a calibration text (input of the calibrated ``frequency`` baseline)."""
     import torch
 
-    from alphaq.modeling import load_model, tokenize_text
+    from alphaq.load.model import load_model, tokenize_text
     from alphaq.evaluation.routing import routing_stats
 
     if not text_file.is_file():
@@ -107,7 +108,7 @@ def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, insp
     """
     from alphaq.atomic import write_json, write_with
     from alphaq.load import open_checkpoint
-    from alphaq.modeling import demo_model_path
+    from alphaq.zoo.demo import demo_model_path
     from alphaq.planning.plan_file import save_plan
     from alphaq.planning.planner import make_plan, measure_errors, sweep
 
@@ -133,9 +134,9 @@ def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, insp
     table = None
     if sweep_budgets:
         table = sweep(details, None, config, sweep_budgets, sweep_allocators, routing_shares=shares, errors=errors)
-        write_with(out / "sweep.csv", lambda p: table.to_csv(p, index=False))
-    write_json(out / "plan_comparison.json", comparison)
-    save_plan(plan, out / "plan.json")
+        write_with(out / SWEEP_CSV, lambda p: table.to_csv(p, index=False))
+    write_json(out / PLAN_COMPARISON_JSON, comparison)
+    save_plan(plan, out / PLAN_JSON)
     return PlanRun(plan=plan, comparison=comparison, sweep=table, run_dir=out)
 
 

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from alphaq.quantization.primitives import QuantizedTensor
 
 #: Methods of ``alphaq quantize``.
-METHODS: tuple[str, ...] = ("rtn", "rtn_clip", "hqq")
 #: Weights per block of rows quantized at once by rtn/rtn_clip (fits in cache; the result does not depend on it).
 ROW_BLOCK_VALUES = 1 << 18
 

@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Any
 from alphaq._version import __version__
 from alphaq.errors import AlphaQError
 from alphaq.quantization.shards import FORMAT
+from alphaq.runfolder import QUANTIZE_JSON, QUANTIZE_SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from alphaq.load.checkpoint import Checkpoint
     from alphaq.planning.plan_file import Plan
     from alphaq.quantization.writer import OutputShard
 
-SCHEMA_VERSION = 1
-MANIFEST_FILE = "quantize.json"
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -42,16 +41,16 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     """
     folder = Path(folder)
     rerun = f"run `alphaq quantize ... --out {folder}` to create it"
-    path = folder / MANIFEST_FILE
+    path = folder / QUANTIZE_JSON
     if not path.is_file():
-        raise AlphaQError(f"{folder}: no {MANIFEST_FILE}, not a finished quantize run; {rerun}")
+        raise AlphaQError(f"{folder}: no {QUANTIZE_JSON}, not a finished quantize run; {rerun}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise AlphaQError(f"{path}: unreadable ({' '.join(str(err).split())}); {rerun}") from err
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != QUANTIZE_SCHEMA_VERSION:
         version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-        raise AlphaQError(f"{path}: schema_version {version!r}, this alphaq reads {SCHEMA_VERSION}; "
+        raise AlphaQError(f"{path}: schema_version {version!r}, this alphaq reads {QUANTIZE_SCHEMA_VERSION}; "
                           "re-run `alphaq quantize`")
     return manifest
 
@@ -82,7 +81,7 @@ def build_manifest(ckpt: Checkpoint, plan: Plan, plan_path: str | Path, shards: 
     prov, summary = plan.provenance, plan.summary
     plan_options = prov.get("options") or {}
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": QUANTIZE_SCHEMA_VERSION,
         "alphaq_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "format": FORMAT,

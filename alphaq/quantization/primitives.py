@@ -15,24 +15,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-from alphaq.errors import ConfigError
 from alphaq.quantization.layout import QuantBytes, QuantSpec, num_groups, quantized_nbytes
 
 #: Shrink factors of the [min, max] range tried by ``clip_search`` (1.0 first, so never worse than RTN).
 CLIP_SHRINK_GRID: tuple[float, ...] = tuple(round(1.0 - 0.025 * i, 3) for i in range(21))
 #: Methods accepted by :func:`quantize_dequantize`.
-METHODS: tuple[str, ...] = ("rtn", "rtn_clip", "hqq")
 
 #: Largest finite float16; weights beyond it are rejected.
 FP16_MAX = 65504.0
 #: Smallest positive float16 (subnormal, 2**-24); the smallest stored scale.
 FP16_TINY = 2.0**-24
 
-Method = Literal["rtn", "rtn_clip", "hqq"]
 #: (codes [R, G, n] float32, scale [R, G] float16, zero [R, G] float16) for one block of groups.
 GroupParams = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -291,32 +287,6 @@ def dequantize_groupwise(qt: QuantizedTensor, dtype: torch.dtype = torch.float32
     zero = qt.zero.to(torch.float32).unsqueeze(-1)  # [R, G, 1]
     w_hat = dequantize_block(q.reshape(rows, groups, gs), scale, zero).reshape(rows, groups * gs)
     return w_hat[:, :cols].to(dtype).contiguous()
-
-
-def quantize_dequantize(w: torch.Tensor, spec: QuantSpec, *, method: Method = "rtn",
-                        dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Fake quantization: quantize ``w`` with ``method`` and dequantize it again.
-
-    Args:
-        w: weight [R, C].
-        spec: width and group size.
-        method: ``"rtn"`` (min-max), ``"rtn_clip"`` (min-max with clip search) or ``"hqq"``.
-        dtype: output dtype; ``None`` keeps ``w.dtype``. Pass ``torch.float32`` for the exact values.
-
-    Returns:
-        Tensor [R, C] of the dequantized weight.
-    """
-    if method == "rtn":
-        qt = quantize_groupwise(w, spec)
-    elif method == "rtn_clip":
-        qt = quantize_groupwise(w, spec, clip_search=True)
-    elif method == "hqq":
-        from alphaq.quantization.hqq import quantize_hqq
-
-        qt = quantize_hqq(w, spec)
-    else:
-        raise ConfigError(f"unknown quantization method {method!r}; use one of {', '.join(METHODS)}")
-    return dequantize_groupwise(qt, dtype=w.dtype if dtype is None else dtype)
 
 
 def relative_error(w: torch.Tensor, w_hat: torch.Tensor) -> float:

@@ -23,16 +23,17 @@ from alphaq.atomic import write_json
 from alphaq.errors import AlphaQError, ConfigError, PlanError
 from alphaq.quantization import shards as st
 from alphaq.quantization import writer as fmt
-from alphaq.quantization.compute import METHODS, quantize_matrix
+from alphaq.quantization.compute import quantize_matrix
+from alphaq.quantization.methods import METHODS
 from alphaq.quantization.layout import QuantSpec, quantized_nbytes
-from alphaq.quantization.manifest import MANIFEST_FILE
+from alphaq.runfolder import QUANTIZE_JSON
 
 if TYPE_CHECKING:
     from alphaq.load.checkpoint import Checkpoint
     from alphaq.planning.plan_file import Plan
 
 ProgressFn = Callable[[int, str, int], None]
-# MANIFEST_FILE (quantize.json) is written last: its presence marks a finished run
+# QUANTIZE_JSON (quantize.json) is written last: its presence marks a finished run
 PROGRESS_FILE = ".alphaq-quantize-progress.json"
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 #: Widths each method can write (the torch reference handles 1..8 for all three).
@@ -109,7 +110,7 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
             quantized (NaN/Inf or beyond float16).
     """
     from alphaq.load import open_checkpoint
-    from alphaq.modeling import demo_model_path
+    from alphaq.zoo.demo import demo_model_path
     from alphaq.planning.plan_file import load_plan
     from alphaq.quantization.manifest import build_manifest
 
@@ -150,7 +151,7 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
                    "max_shard_bytes": max_shard_bytes}
         manifest = build_manifest(ckpt, plan, plan_path, layout, finished, options=options, resumed=resumed,
                                   files=files, warnings=warnings, seconds=time.perf_counter() - start)
-        write_json(out / MANIFEST_FILE, manifest)
+        write_json(out / QUANTIZE_JSON, manifest)
         (out / PROGRESS_FILE).unlink(missing_ok=True)
     except OSError as exc:
         raise _disk_error(exc, out) from exc
@@ -238,7 +239,7 @@ def _resume_state(out: Path, key: Mapping[str, Any]) -> tuple[dict[str, Any], bo
     if not out.is_dir() or not any(out.iterdir()):
         return {}, False
     state = _read_progress(out / PROGRESS_FILE)
-    if state is None or (out / MANIFEST_FILE).exists():
+    if state is None or (out / QUANTIZE_JSON).exists():
         raise AlphaQError(f"{out}: out directory not empty; choose another --out or remove it")
     finished = dict(state.get("shards") or {})
     if state.get("key") == dict(key):

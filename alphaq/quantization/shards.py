@@ -8,7 +8,6 @@ file is byte-identical to ``safetensors.torch.save_file(tensors, metadata={"form
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alphaq.atomic import atomic_path
+from alphaq.provenance import sha256_file
 from alphaq.errors import AlphaQError
 from alphaq.quantization.layout import QuantSpec, packed_row_bytes
 
@@ -127,15 +127,6 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
 
     flat = tensor.detach().cpu().contiguous().reshape(-1)
     return memoryview(flat.view(torch.uint8).numpy()).cast("B")
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 24) -> str:
-    """sha256 hex digest of a file, read in 16 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_dtype(dtype: str) -> int:

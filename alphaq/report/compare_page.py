@@ -15,13 +15,11 @@ import pandas as pd
 
 from alphaq.errors import AlphaQError
 from alphaq.report.page import Section, empty_note, figure_html, render_page, stat_cards, table_html, write_page
+from alphaq.runfolder import COMPARE_CSV, COMPARE_HTML, COMPARE_JSON, EXPERT_VERIFICATION_CSV
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-COMPARE_JSON = "compare.json"
-COMPARE_CSV = "compare.csv"
-VERIFICATION_CSV = "expert_verification.csv"
 _TABLE_COLUMNS = ["entry", "budget", "status", "average_payload_bits", "effective_bits", "predicted_error",
                   "alpha_objective", "measured_rel_error", "ppl", "ppl_increase", "plan_fingerprint"]
 
@@ -71,9 +69,9 @@ def load_compare_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame,
     except (OSError, ValueError) as exc:
         raise AlphaQError(f"{folder}: cannot read the compare results ({exc}); re-run `alphaq compare`") from exc
     verification = None
-    if (folder / VERIFICATION_CSV).is_file():
+    if (folder / EXPERT_VERIFICATION_CSV).is_file():
         try:
-            verification = pd.read_csv(folder / VERIFICATION_CSV)
+            verification = pd.read_csv(folder / EXPERT_VERIFICATION_CSV)
         except (OSError, ValueError, pd.errors.EmptyDataError):
             verification = None
     return meta, table, verification
@@ -147,7 +145,7 @@ def compare_page_html(meta: dict[str, Any], table: pd.DataFrame, verification: p
     warnings = [] if protocol.get("max_windows") is None else [
         f"only the first {protocol.get('max_windows')} windows of the eval text were evaluated"]
     return render_page(f"alphaq compare \u2014 {provenance['model']}", provenance, sections, warnings=warnings,
-                       run_dir=run_dir, current="compare.html",
+                       run_dir=run_dir, current=COMPARE_HTML,
                        subtitle="Perplexity of mixed-precision plans per allocator and budget")
 
 
@@ -165,7 +163,7 @@ def render_compare(run_dir: str | Path) -> Path:
     """
     folder = Path(run_dir)
     meta, table, verification = load_compare_run(folder)
-    return write_page(folder / "compare.html", compare_page_html(meta, table, verification, run_dir=folder))
+    return write_page(folder / COMPARE_HTML, compare_page_html(meta, table, verification, run_dir=folder))
 
 
 __all__ = ["compare_page_html", "load_compare_run", "ppl_figure", "render_compare"]

@@ -24,13 +24,11 @@ from alphaq.report.page import (
     table_html,
     write_page,
 )
+from alphaq.runfolder import EVAL_EXPERTS_CSV, EVAL_HTML, EVAL_JSON, EVAL_TENSORS_CSV
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-EVAL_JSON = "eval.json"
-TENSORS_CSV = "eval_tensors.csv"
-EXPERTS_CSV = "eval_experts.csv"
 _DASH = "\u2014"
 
 
@@ -48,7 +46,7 @@ def load_eval_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame, pd
     except (OSError, ValueError) as exc:
         raise AlphaQError(f"{folder}: cannot read {EVAL_JSON} ({exc}); re-run `alphaq eval`") from exc
     tables = []
-    for name in (TENSORS_CSV, EXPERTS_CSV):
+    for name in (EVAL_TENSORS_CSV, EVAL_EXPERTS_CSV):
         try:
             tables.append(pd.read_csv(folder / name))
         except (OSError, ValueError, pd.errors.EmptyDataError):
@@ -195,7 +193,7 @@ def eval_page_html(record: dict[str, Any], tensors: pd.DataFrame, experts: pd.Da
     ]
     if not tensors.empty:
         shown = _integer_columns(tensors, ("layer", "expert", "bits", "group_size", "params", "bytes", "predicted_bytes"))
-        sections.append(Section("Tensors", table_html(shown, float_format="{:.4f}"), "eval_tensors.csv"))
+        sections.append(Section("Tensors", table_html(shown, float_format="{:.4f}"), EVAL_TENSORS_CSV))
     eval_text = record.get("eval_text") or {}
     checkpoint = record.get("checkpoint") or {}
     path = str(checkpoint.get("path") or source.get("original") or source.get("path") or "")
@@ -211,7 +209,7 @@ def eval_page_html(record: dict[str, Any], tensors: pd.DataFrame, experts: pd.Da
     if source.get("baseline_note"):
         warnings.append(source["baseline_note"])
     return render_page(f"alphaq eval \u2014 {provenance['model'] or source.get('kind', '')}", provenance, sections,
-                       warnings=warnings, run_dir=run_dir, current="eval.html",
+                       warnings=warnings, run_dir=run_dir, current=EVAL_HTML,
                        subtitle="Perplexity, memory and plan verification")
 
 
@@ -229,7 +227,7 @@ def render_eval(run_dir: str | Path) -> Path:
     """
     folder = Path(run_dir)
     record, tensors, experts = load_eval_run(folder)
-    return write_page(folder / "eval.html", eval_page_html(record, tensors, experts, run_dir=folder))
+    return write_page(folder / EVAL_HTML, eval_page_html(record, tensors, experts, run_dir=folder))
 
 
 __all__ = ["error_figure", "eval_page_html", "load_eval_run", "render_eval", "routing_figure"]

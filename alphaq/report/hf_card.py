@@ -14,8 +14,8 @@ from typing import Any
 from alphaq.errors import AlphaQError
 from alphaq.report.page import fmt_bytes
 from alphaq.report.run_summary import RunSummary, alpha_summary, compare_rows, read_run
+from alphaq.runfolder import MODEL_CARD_MD
 
-CARD_FILE = "model_card.md"
 _DASH = "\u2014"
 
 
@@ -99,7 +99,7 @@ def _evaluation(run: RunSummary) -> list[str]:
 
 def _is_bundled(path: Any) -> bool:
     """Whether ``path`` is the bundled demo model (its reproduce command then needs no MODEL argument)."""
-    from alphaq.modeling import demo_model_dir
+    from alphaq.zoo.demo import demo_model_dir
 
     return bool(path) and Path(str(path)).resolve() == demo_model_dir().resolve()
 
@@ -149,8 +149,8 @@ def write_model_card(run_dir: str | Path) -> Path:
     run = read_run(run_dir)
     if run.plan is None and run.quantize is None:
         raise AlphaQError(f"{run_dir}: no plan.json or quantize.json; run `alphaq run --out {run_dir}` first")
-    target = (run.quantize_dir or run.folder) / CARD_FILE
+    target = (run.quantize_dir or run.folder) / MODEL_CARD_MD
     return write_text(target, model_card_markdown(run))
 
 
-__all__ = ["CARD_FILE", "model_card_markdown", "write_model_card"]
+__all__ = ["MODEL_CARD_MD", "model_card_markdown", "write_model_card"]

@@ -10,6 +10,7 @@ from typing import Any
 from alphaq.errors import AlphaQError
 from alphaq.report.page import PAGE_ARTIFACTS, Section, empty_note, fmt_bytes, render_page, stat_cards, table_html, write_page
 from alphaq.report.run_summary import RunSummary, alpha_summary, compare_rows, read_run
+from alphaq.runfolder import COMPARE_DIR, COMPARE_HTML, EVAL_HTML, INDEX_HTML, INSPECT_HTML, MODEL_CARD_MD, PLAN_HTML, QUANTIZE_HTML
 
 _DASH = "\u2014"
 
@@ -29,29 +30,29 @@ def _stage_rows(run: RunSummary) -> list[tuple[str, str | None, str]]:
     rows: list[tuple[str, str | None, str]] = []
     if run.inspect is not None:
         a = alpha_summary(run.experts)
-        rows.append(("inspect", _rel(run, run.folder, "inspect.html"),
+        rows.append(("inspect", _rel(run, run.folder, INSPECT_HTML),
                      f"{a.get('experts', 0)} experts, alpha {_num(a.get('alpha_min'), '{:.2f}')} / "
                      f"{_num(a.get('alpha_median'), '{:.2f}')} / {_num(a.get('alpha_max'), '{:.2f}')} (min/median/max)"
                      if a else "spectral metrics per matrix"))
     if run.plan is not None:
         s, budget = run.plan.get("summary", {}), run.plan.get("provenance", {}).get("budget", {})
-        rows.append(("plan", _rel(run, run.folder, "plan.html"),
+        rows.append(("plan", _rel(run, run.folder, PLAN_HTML),
                      f"budget {budget.get('given', '?')}: {_num(s.get('average_payload_bits'))} payload bits, experts "
                      f"{fmt_bytes(s.get('expert_bytes_bf16'))} \u2192 {fmt_bytes(s.get('expert_bytes'))}"))
     if run.quantize is not None:
         t = run.quantize.get("totals", {})
-        rows.append(("quantize", _rel(run, run.quantize_dir, "quantize.html"),
+        rows.append(("quantize", _rel(run, run.quantize_dir, QUANTIZE_HTML),
                      f"{t.get('quantized_tensors', 0)} tensors, {fmt_bytes(t.get('source_bytes'))} \u2192 "
                      f"{fmt_bytes(t.get('output_bytes'))}; bytes "
                      + ("equal the plan" if t.get("bytes_match_plan") else "differ from the plan")))
     if run.eval is not None:
         e = run.eval
         base = e.get("baseline") or {}
-        rows.append(("eval", _rel(run, run.folder, "eval.html"),
+        rows.append(("eval", _rel(run, run.folder, EVAL_HTML),
                      f"perplexity {_num(e.get('ppl'))}" + (f" vs original {_num(base.get('ppl'))} "
                                                            f"({_num(e.get('ppl_increase'), '{:+.3f}')})" if base else "")))
     if run.compare is not None:
-        rows.append(("compare", _rel(run, run.compare_dir, "compare.html"),
+        rows.append((COMPARE_DIR, _rel(run, run.compare_dir, COMPARE_HTML),
                      f"{len(run.compare.get('rows') or []) - 1} plans vs original perplexity "
                      f"{_num(run.compare.get('original_ppl'))}"))
     return rows
@@ -64,7 +65,7 @@ def _pipeline_html(run: RunSummary) -> str:
         link = f'<a href="{html.escape(href)}">{html.escape(href)}</a>' if href else _DASH
         out.append(f"<tr><td>{html.escape(stage)}</td><td>{link}</td><td>{html.escape(headline)}</td></tr>")
     out.append("</tbody></table></div>")
-    for name in ("model_card.md",):
+    for name in (MODEL_CARD_MD,):
         href = _rel(run, run.quantize_dir, name) or _rel(run, run.folder, name)
         if href:
             out.append(f'<p>Model-card section: <a href="{html.escape(href)}">{html.escape(href)}</a></p>')
@@ -114,7 +115,7 @@ def index_page_html(run: RunSummary) -> str:
                   "created": (run.eval or run.quantize or run.inspect or {}).get("created")}
     warnings = [f"unreadable artifact: {name}" for name in run.unreadable]
     return render_page(f"alphaq run \u2014 {provenance['model'] or run.folder.name}", provenance, sections,
-                       warnings=warnings, run_dir=run.folder, current="index.html",
+                       warnings=warnings, run_dir=run.folder, current=INDEX_HTML,
                        subtitle="inspect \u2192 plan \u2192 quantize \u2192 eval")
 
 
@@ -133,7 +134,7 @@ def render_index(run_dir: str | Path) -> Path:
     run = read_run(run_dir)
     if not run.stages:
         raise AlphaQError(f"{run_dir}: no stage artifacts; run `alphaq run --out {run_dir}` first")
-    return write_page(run.folder / "index.html", index_page_html(run))
+    return write_page(run.folder / INDEX_HTML, index_page_html(run))
 
 
 __all__ = ["index_page_html", "render_index"]

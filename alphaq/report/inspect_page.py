@@ -6,36 +6,23 @@ it recomputes no metric.
 
 from __future__ import annotations
 
-import json
-import math
-import zipfile
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from alphaq.errors import AlphaQError
+from alphaq.audit.artifacts import InspectRun, load_inspect_run
+from alphaq.runfolder import INSPECT_HTML
 from alphaq.report.page import (
-    Section, bullet_list, chip, empty_note, figure_html, fmt_count, fmt_seconds, one_line, provenance_from_manifest,
+    Section, bullet_list, chip, empty_note, figure_html, fmt_count, fmt_seconds, provenance_from_manifest,
     render_page, stat_cards, table_html, write_page,
 )
 
 if TYPE_CHECKING:
     import pandas as pd
 
-#: inspect.json schema this reader understands.
-INSPECT_SCHEMA_VERSION = 1
 #: Rows shown at each end of the expert ranking.
 TOP_N = 10
-_DETAIL_REQUIRED = ("name", "layer", "expert", "proj", "role", "alpha", "status")
-_EXPERT_REQUIRED = ("layer", "expert", "role", "alpha_mean", "quality")
-_INT_COLUMNS = ("layer", "expert", "rows", "cols", "params", "num_evals", "n_matrices", "rank_in_layer", "rank_global")
-_TEXT_COLUMNS = ("name", "tensor", "proj", "role", "dtype", "fit", "status", "warning", "message", "weakest_proj",
-                 "quality")
-_FLOAT_COLUMNS = ("alpha", "alpha_weighted", "xmin", "xmax", "stable_rank", "log_norm", "alpha_mean", "alpha_min",
-                  "alpha_max", "weakest_alpha", "alpha_weighted_mean", "log_norm_mean", "stable_rank_mean", "robust_z")
 _QUALITY_CLASS = {"ok": "q-ok", "outlier-low": "q-warn", "outlier-high": "q-warn", "over-trained": "q-warn",
                   "under-trained": "q-bad", "failed": "q-bad"}
 _STATUS_CLASS = {"success": "q-ok", "partial": "q-warn", "skipped": "na", "failed": "q-bad", "nonfinite": "q-bad"}
@@ -46,73 +33,6 @@ _HEADERS = {"rank_global": "rank", "alpha_mean": "\u03b1 mean", "alpha_min": "\u
             "flagged_matrices": "flagged matrices"}
 _RANK_COLUMNS = ["rank_global", "layer", "expert", "alpha_mean", "alpha_min", "alpha_max", "weakest_proj",
                  "weakest_alpha", "robust_z", "rank_in_layer", "stable_rank_mean", "quality", "status"]
-
-
-@dataclass(frozen=True)
-class Spectrum:
-    """A saved spectrum: eigenvalues (ascending, possibly compressed) and the fit's xmin and alpha."""
-
-    evals: np.ndarray  # [K]
-    xmin: float
-    alpha: float
-
-
-@dataclass(frozen=True, eq=False)
-class InspectRun:
-    """The artifacts of an inspect run folder.
-
-    Attributes:
-        manifest: inspect.json.
-        details: details.csv, one row per matrix (layer/expert as nullable Int64, text columns without NaN).
-        experts: experts.csv, one row per routed or shared expert.
-        spectra: spectra.npz by matrix name (empty when the file is missing or unreadable).
-        load_warnings: problems that did not stop loading (e.g. missing spectra), one line each.
-    """
-
-    manifest: dict[str, Any]
-    details: pd.DataFrame
-    experts: pd.DataFrame
-    spectra: Mapping[str, Spectrum]
-    load_warnings: tuple[str, ...] = ()
-
-
-def load_inspect_run(run_dir: str | Path) -> InspectRun:
-    """Read and validate an inspect run folder.
-
-    Args:
-        run_dir: the folder ``alphaq inspect --out`` wrote.
-
-    Returns:
-        The :class:`InspectRun`.
-
-    Raises:
-        AlphaQError: missing folder or file, unreadable JSON/CSV, wrong stage or schema_version, missing columns.
-    """
-    folder = Path(run_dir)
-    rerun = f"run `alphaq inspect MODEL --out {folder}` to create it"
-    if not folder.is_dir():
-        raise AlphaQError(f"{folder}: inspect run folder not found; {rerun}")
-    manifest_path = folder / "inspect.json"
-    if not manifest_path.is_file():
-        raise AlphaQError(f"{folder}: no inspect.json, not an inspect run folder; {rerun}")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AlphaQError(f"{manifest_path}: unreadable ({one_line(err)}); re-run alphaq inspect to rewrite it") from err
-    if not isinstance(manifest, dict) or manifest.get("stage") != "inspect":
-        raise AlphaQError(f"{manifest_path}: not an inspect manifest (stage != 'inspect'); re-run alphaq inspect")
-    version = manifest.get("schema_version")
-    if type(version) is not int or version != INSPECT_SCHEMA_VERSION:
-        fix = ("upgrade alphaq" if isinstance(version, int) and version > INSPECT_SCHEMA_VERSION
-               else "re-run alphaq inspect with this alphaq version")
-        raise AlphaQError(f"{manifest_path}: schema_version {version!r} is not {INSPECT_SCHEMA_VERSION}, "
-                          f"which this alphaq reads; {fix}")
-    if not isinstance(manifest.get("checkpoint"), dict):
-        raise AlphaQError(f"{manifest_path}: no 'checkpoint' block; re-run alphaq inspect")
-    details = _read_table(folder / "details.csv", _DETAIL_REQUIRED)
-    experts = _read_table(folder / "experts.csv", _EXPERT_REQUIRED)
-    spectra, problems = _read_spectra(folder, manifest.get("spectra_file") or "spectra.npz")
-    return InspectRun(manifest, details, experts, spectra, tuple(problems))
 
 
 def render_inspect(run_dir: str | Path) -> Path:
@@ -129,7 +49,7 @@ def render_inspect(run_dir: str | Path) -> Path:
     """
     folder = Path(run_dir)
     run = load_inspect_run(folder)
-    return write_page(folder / "inspect.html", inspect_page_html(run, run_dir=folder))
+    return write_page(folder / INSPECT_HTML, inspect_page_html(run, run_dir=folder))
 
 
 def inspect_page_html(run: InspectRun, *, run_dir: str | Path | None = None, top_n: int = TOP_N) -> str:
@@ -160,7 +80,7 @@ def inspect_page_html(run: InspectRun, *, run_dir: str | Path | None = None, top
     subtitle = (f"Data-free heavy-tailed self-regularization audit \u00b7 fit {options.get('fit', '?')}, "
                 f"{options.get('dtype', '?')}, {options.get('device', '?')}")
     return render_page(f"alphaq inspect \u2014 {name}", provenance_from_manifest(manifest), sections,
-                       warnings=warnings, run_dir=run_dir, current="inspect.html", subtitle=subtitle)
+                       warnings=warnings, run_dir=run_dir, current=INSPECT_HTML, subtitle=subtitle)
 
 
 # -- sections ----------------------------------------------------------------------------------------
@@ -360,55 +280,3 @@ def _status_class(value: Any) -> str:
     return _STATUS_CLASS.get(str(value), "")
 
 
-def _read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    """Read a run-folder CSV: required columns checked, known columns typed, missing optional ones added."""
-    import pandas as pd
-
-    if not path.is_file():
-        raise AlphaQError(f"{path}: not found; re-run alphaq inspect to write the run folder")
-    try:
-        frame = pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN", "<NA>", "None", "null"])
-    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as err:
-        raise AlphaQError(f"{path}: unreadable CSV ({one_line(err)}); re-run alphaq inspect") from err
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise AlphaQError(f"{path}: missing columns {', '.join(missing)}; re-run alphaq inspect with this alphaq version")
-    for column in frame.columns:
-        if column in _TEXT_COLUMNS:
-            frame[column] = frame[column].astype(object).where(frame[column].notna(), "").astype(str)
-        elif column in _INT_COLUMNS:
-            numbers = pd.to_numeric(frame[column], errors="coerce")
-            whole = numbers.where(numbers.isna() | (numbers == numbers.round()))
-            frame[column] = whole.astype("Int64") if whole.notna().sum() == numbers.notna().sum() else numbers
-        elif column in _FLOAT_COLUMNS:
-            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    for column in (*_TEXT_COLUMNS, *_INT_COLUMNS, *_FLOAT_COLUMNS):
-        if column not in frame.columns:
-            frame[column] = "" if column in _TEXT_COLUMNS else np.nan
-    return frame
-
-
-def _read_spectra(folder: Path, file_name: str) -> tuple[dict[str, Spectrum], list[str]]:
-    path = folder / Path(str(file_name)).name
-    if not path.is_file():
-        return {}, [f"{path.name} not found in the run folder: ESD plots are omitted"]
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: np.asarray(archive[key]) for key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        return {}, [f"{path.name} is unreadable ({one_line(err)}): ESD plots are omitted"]
-    spectra: dict[str, Spectrum] = {}
-    for key, evals in arrays.items():
-        if "::" in key:
-            continue
-        if evals.ndim != 1 or not np.issubdtype(evals.dtype, np.number):
-            continue
-        spectra[key] = Spectrum(evals.astype(np.float64), _scalar(arrays.get(f"{key}::xmin")),
-                                _scalar(arrays.get(f"{key}::alpha")))
-    return spectra, []
-
-
-def _scalar(value: np.ndarray | None) -> float:
-    if value is None or value.size != 1 or not np.issubdtype(value.dtype, np.number):
-        return math.nan
-    return float(value.reshape(()))

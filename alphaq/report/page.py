@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alphaq._version import __version__
+from alphaq.runfolder import COMPARE_DIR, COMPARE_HTML, COMPARE_JSON, EVAL_HTML, EVAL_JSON, INDEX_HTML, INSPECT_HTML, INSPECT_JSON, PLAN_HTML, PLAN_JSON, QUANTIZED_DIR, QUANTIZE_HTML, QUANTIZE_JSON
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,12 +28,12 @@ if TYPE_CHECKING:
 
 #: Pages a run folder may hold, in nav order: (file name, nav label).
 SIBLING_PAGES: tuple[tuple[str, str], ...] = (
-    ("index.html", "Overview"),
-    ("inspect.html", "Inspect"),
-    ("plan.html", "Plan"),
-    ("quantize.html", "Quantize"),
-    ("eval.html", "Eval"),
-    ("compare.html", "Compare"),
+    (INDEX_HTML, "Overview"),
+    (INSPECT_HTML, "Inspect"),
+    (PLAN_HTML, "Plan"),
+    (QUANTIZE_HTML, "Quantize"),
+    (EVAL_HTML, "Eval"),
+    (COMPARE_HTML, "Compare"),
 )
 #: Salt of the ids matplotlib writes into SVGs; fixed so that output is reproducible.
 SVG_HASHSALT = "alphaq"
@@ -339,12 +340,12 @@ def _nav_items(run_dir: str | Path | None, current: str | None) -> list[tuple[st
 
 #: The artifact from which ``alphaq report`` renders each stage page: links go to a page whose artifact
 #: exists, so pages can be rendered in any order and still link each other.
-PAGE_ARTIFACTS = {"inspect.html": "inspect.json", "plan.html": "plan.json", "quantize.html": "quantize.json",
-                  "eval.html": "eval.json", "compare.html": "compare.json"}
+PAGE_ARTIFACTS = {INSPECT_HTML: INSPECT_JSON, PLAN_HTML: PLAN_JSON, QUANTIZE_HTML: QUANTIZE_JSON,
+                  EVAL_HTML: EVAL_JSON, COMPARE_HTML: COMPARE_JSON}
 #: Sub-folders of a run folder that hold a stage's own folder (``alphaq run`` and the gallery).
-RUN_SUBFOLDERS = ("quantized", "compare")
+RUN_SUBFOLDERS = (QUANTIZED_DIR, COMPARE_DIR)
 #: Files that mark a run folder (the parent of a stage sub-folder).
-RUN_MARKERS = ("inspect.json", "plan.json", "index.html")
+RUN_MARKERS = (INSPECT_JSON, PLAN_JSON, INDEX_HTML)
 
 
 def sibling_href(folder: Path, name: str) -> str | None:

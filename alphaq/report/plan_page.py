@@ -25,17 +25,15 @@ from alphaq.report.plan_sections import (
     as_float, as_mapping, deployability_section, failed_fits_section, fmt_number, heatmap_section, histogram_section,
     memory_section, scatter_section, sweep_section, tensor_section,
 )
+from alphaq.runfolder import DETAILS_CSV, EXPERTS_CSV, INSPECT_JSON, PLAN_COMPARISON_JSON, PLAN_HTML, PLAN_JSON, SWEEP_CSV
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from alphaq.planning.plan_file import Plan
 
-PLAN_FILE = "plan.json"
-SWEEP_FILE = "sweep.csv"
-COMPARISON_FILE = "plan_comparison.json"
 #: Inspect-stage files read for alpha when present in the same folder.
-INSPECT_FILES = ("inspect.json", "details.csv", "experts.csv")
+INSPECT_FILES = (INSPECT_JSON, DETAILS_CSV, EXPERTS_CSV)
 #: Rows of the per-tensor table (largest predicted error first).
 TOP_TENSORS = 100
 _SWEEP_TEXT = ("allocator", "budget", "budget_kind", "status", "message")
@@ -99,9 +97,9 @@ def load_plan_run(run_dir: str | Path) -> PlanRun:
     rerun = f"run `alphaq plan ... --out {folder}` to create it"
     if not folder.is_dir():
         raise AlphaQError(f"{folder}: plan run folder not found; {rerun}")
-    if not (folder / PLAN_FILE).is_file():
-        raise AlphaQError(f"{folder}: no {PLAN_FILE}, not a plan run folder; {rerun}")
-    plan = load_plan(folder / PLAN_FILE)
+    if not (folder / PLAN_JSON).is_file():
+        raise AlphaQError(f"{folder}: no {PLAN_JSON}, not a plan run folder; {rerun}")
+    plan = load_plan(folder / PLAN_JSON)
     tensors = pd.DataFrame([asdict(t) for t in plan.tensors])
     for column in ("layer", "expert", "group_size"):
         tensors[column] = tensors[column].astype("Int64")
@@ -109,8 +107,8 @@ def load_plan_run(run_dir: str | Path) -> PlanRun:
     tensors["routed"] = tensors["unit"].notna()
     tensors["bf16_bytes"] = [dense_nbytes(int(r), int(c)) for r, c in zip(tensors["rows"], tensors["cols"])]
     warnings: list[str] = []
-    sweep = _read_sweep(folder / SWEEP_FILE, warnings)
-    comparison = _read_comparison(folder / COMPARISON_FILE, warnings)
+    sweep = _read_sweep(folder / SWEEP_CSV, warnings)
+    comparison = _read_comparison(folder / PLAN_COMPARISON_JSON, warnings)
     elsewhere = as_mapping(plan.provenance.get("diagnostics")).get("inspect_dir")
     inspect_dir = Path(elsewhere) if isinstance(elsewhere, str) and Path(elsewhere).is_dir() else folder
     experts, details, manifest = _read_inspect(inspect_dir, warnings)
@@ -145,7 +143,7 @@ def render_plan(run_dir: str | Path) -> Path:
     """
     folder = Path(run_dir)
     run = load_plan_run(folder)
-    return write_page(folder / "plan.html", plan_page_html(run, run_dir=folder))
+    return write_page(folder / PLAN_HTML, plan_page_html(run, run_dir=folder))
 
 
 def plan_page_html(run: PlanRun, *, run_dir: str | Path | None = None, top_n: int = TOP_TENSORS) -> str:
@@ -176,7 +174,7 @@ def plan_page_html(run: PlanRun, *, run_dir: str | Path | None = None, top_n: in
     subtitle = (f"Alpha-guided mixed-precision plan \u00b7 {options.get('allocator', '?')} allocator, "
                 f"{options.get('granularity', '?')} granularity, budget {described}")
     return render_page(f"alphaq plan \u2014 {_model_name(run)}", _provenance(run), sections,
-                       warnings=_page_warnings(run), run_dir=run_dir, current="plan.html", subtitle=subtitle)
+                       warnings=_page_warnings(run), run_dir=run_dir, current=PLAN_HTML, subtitle=subtitle)
 
 
 # -- sections ----------------------------------------------------------------------------------------
@@ -328,7 +326,7 @@ def _read_comparison(path: Path, warnings: list[str]) -> Mapping[str, Any] | Non
 
 
 def _read_inspect(folder: Path, warnings: list[str]) -> tuple[Any, Any, Any]:
-    from alphaq.report.inspect_page import load_inspect_run
+    from alphaq.audit.artifacts import load_inspect_run
 
     if not any((folder / name).is_file() for name in INSPECT_FILES):
         return None, None, None

@@ -18,6 +18,7 @@ from alphaq.report.page import (
     render_page, stat_cards, table_html, write_page,
 )
 from alphaq.report.plan_sections import as_float, as_mapping, fmt_number
+from alphaq.runfolder import QUANTIZE_HTML
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,7 +46,7 @@ def render_quantize(out_dir: str | Path) -> Path:
     """
     folder = Path(out_dir)
     manifest = load_quantize_manifest(folder)
-    return write_page(folder / "quantize.html", quantize_page_html(manifest, run_dir=folder))
+    return write_page(folder / QUANTIZE_HTML, quantize_page_html(manifest, run_dir=folder))
 
 
 def load_quantize_manifest(folder: Path) -> dict[str, Any]:
@@ -80,7 +81,7 @@ def quantize_page_html(manifest: Mapping[str, Any], *, run_dir: str | Path | Non
     subtitle = (f"Plan executed with {options.get('method', '?')} on {options.get('device', '?')} "
                 f"({options.get('backend', '?')} backend) \u00b7 format {manifest.get('format', '?')}")
     return render_page(f"alphaq quantize \u2014 {model}", provenance, sections, warnings=_warnings(manifest),
-                       run_dir=run_dir, current="quantize.html", subtitle=subtitle)
+                       run_dir=run_dir, current=QUANTIZE_HTML, subtitle=subtitle)
 
 
 def tensor_frame(manifest: Mapping[str, Any]) -> pd.DataFrame:

@@ -7,14 +7,15 @@ from pathlib import Path
 
 from alphaq.errors import AlphaQError
 from alphaq.report.page import RUN_SUBFOLDERS
+from alphaq.runfolder import COMPARE_JSON, EVAL_JSON, INSPECT_JSON, PLAN_JSON, QUANTIZE_JSON
 
 #: (artifact that marks a stage, "module:function" that renders its page), in pipeline order.
 STAGE_PAGES: tuple[tuple[str, str], ...] = (
-    ("inspect.json", "alphaq.report.inspect_page:render_inspect"),
-    ("plan.json", "alphaq.report.plan_page:render_plan"),
-    ("quantize.json", "alphaq.report.quantize_page:render_quantize"),
-    ("eval.json", "alphaq.report.eval_page:render_eval"),
-    ("compare.json", "alphaq.report.compare_page:render_compare"),
+    (INSPECT_JSON, "alphaq.report.inspect_page:render_inspect"),
+    (PLAN_JSON, "alphaq.report.plan_page:render_plan"),
+    (QUANTIZE_JSON, "alphaq.report.quantize_page:render_quantize"),
+    (EVAL_JSON, "alphaq.report.eval_page:render_eval"),
+    (COMPARE_JSON, "alphaq.report.compare_page:render_compare"),
 )
 
 

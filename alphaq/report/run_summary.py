@@ -7,7 +7,6 @@ recomputed: every number is one the stage wrote.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,9 @@ from typing import Any
 import pandas as pd
 
 from alphaq.report.page import RUN_SUBFOLDERS
+from alphaq.audit.artifacts import read_experts
+from alphaq.errors import AlphaQError
+from alphaq.runfolder import read_json, COMPARE_JSON, EVAL_JSON, EXPERTS_CSV, INSPECT_JSON, PLAN_JSON, QUANTIZE_JSON
 
 QUANTIZED_DIR, COMPARE_DIR = RUN_SUBFOLDERS
 
@@ -67,8 +69,8 @@ def _json(path: Path, unreadable: list[str]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path)
+    except AlphaQError:
         unreadable.append(path.name)
         return None
 
@@ -92,20 +94,20 @@ def read_run(run_dir: str | Path) -> RunSummary:
     folder = Path(run_dir)
     bad: list[str] = []
     experts = None
-    if (folder / "experts.csv").is_file():
+    if (folder / EXPERTS_CSV).is_file():
         try:
-            table = pd.read_csv(folder / "experts.csv")
-            experts = table[table["role"] == "expert"] if "role" in table.columns else table
-        except (OSError, ValueError, pd.errors.EmptyDataError):
-            bad.append("experts.csv")
-    quantize_dir = _first(folder, QUANTIZED_DIR, "quantize.json")
-    compare_dir = _first(folder, COMPARE_DIR, "compare.json")
+            table = read_experts(folder)
+            experts = table[table["role"] == "expert"]
+        except AlphaQError:
+            bad.append(EXPERTS_CSV)
+    quantize_dir = _first(folder, QUANTIZED_DIR, QUANTIZE_JSON)
+    compare_dir = _first(folder, COMPARE_DIR, COMPARE_JSON)
     return RunSummary(
-        folder=folder, inspect=_json(folder / "inspect.json", bad), experts=experts,
-        plan=_json(folder / "plan.json", bad),
-        quantize=_json(quantize_dir / "quantize.json", bad) if quantize_dir else None, quantize_dir=quantize_dir,
-        eval=_json(folder / "eval.json", bad),
-        compare=_json(compare_dir / "compare.json", bad) if compare_dir else None, compare_dir=compare_dir,
+        folder=folder, inspect=_json(folder / INSPECT_JSON, bad), experts=experts,
+        plan=_json(folder / PLAN_JSON, bad),
+        quantize=_json(quantize_dir / QUANTIZE_JSON, bad) if quantize_dir else None, quantize_dir=quantize_dir,
+        eval=_json(folder / EVAL_JSON, bad),
+        compare=_json(compare_dir / COMPARE_JSON, bad) if compare_dir else None, compare_dir=compare_dir,
         unreadable=bad)
 
 

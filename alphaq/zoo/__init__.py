@@ -4,5 +4,5 @@
 * :mod:`alphaq.zoo.tokenizer` trains its byte-level BPE tokenizer;
 * :mod:`alphaq.zoo.model_card` measures a checkpoint and writes its ``README.md`` and ``card.json``.
 
-Load the bundled model with :func:`alphaq.modeling.load_model` (no arguments).
+Load the bundled model with :func:`alphaq.load.model.load_model` (no arguments).
 """

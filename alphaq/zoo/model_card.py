@@ -116,7 +116,8 @@ def measure(model_dir: Path, *, texts: dict[str, str], batch_size: int = 8) -> d
     Returns:
         The ``card.json`` measurement sections.
     """
-    from alphaq.modeling import evaluate_ids, load_model, tokenize_text
+    from alphaq.evaluation.perplexity import perplexity, perplexity_and_routing
+    from alphaq.load.model import load_model, tokenize_text
 
     model, tokenizer = load_model(model_dir)
     cfg = model.config
@@ -144,18 +145,20 @@ def measure(model_dir: Path, *, texts: dict[str, str], batch_size: int = 8) -> d
     }
     for name, text in texts.items():
         ids = tokenize_text(tokenizer, text)
-        full = evaluate_ids(model, ids, context, batch_size=batch_size, count_routing=name == "wikitext2_test")
-        prefix = evaluate_ids(model, ids, context, batch_size=batch_size, max_windows=PREFIX_WINDOWS)
+        full, routing = perplexity_and_routing(model, ids, context, batch_size=batch_size)
+        prefix = perplexity(model, ids, context, batch_size=batch_size, max_windows=PREFIX_WINDOWS)
         result["perplexity"][name] = {
             "ppl": full.ppl,
             "nll": full.nll,
             "tokens": full.tokens,
             "windows": full.windows,
+            "dropped_tokens": full.dropped_tokens,
+            "protocol": "standard: non-overlapping windows of the context, remainder dropped",
             f"ppl_first_{PREFIX_WINDOWS}_windows": prefix.ppl,
             "prefix_windows": PREFIX_WINDOWS,
         }
-        if full.routing_counts:
-            shares = [[c / max(sum(row), 1) for c in row] for row in full.routing_counts]
+        if name == "wikitext2_test" and routing is not None:
+            shares = [[float(c) / max(int(sum(row)), 1) for c in row] for row in routing.counts.tolist()]
             result["routing"] = {
                 "text": name,
                 "shares": shares,
@@ -344,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     """Re-measure a checkpoint and rewrite its card (keeps the ``training`` section of card.json)."""
     import json
 
-    from alphaq.modeling import demo_model_dir
+    from alphaq.zoo.demo import demo_model_dir
 
     parser = argparse.ArgumentParser(prog="python -m alphaq.zoo.model_card", description=main.__doc__)
     parser.add_argument("model_dir", nargs="?", default=str(demo_model_dir()))

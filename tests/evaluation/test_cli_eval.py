@@ -65,7 +65,8 @@ def test_eval_in_bfloat16_and_device_checks(tmp_path) -> None:
     import torch
 
     from alphaq.errors import ConfigError
-    from alphaq.evaluation.eval_run import EvalOptions, run_eval
+    from alphaq.evaluation.eval_run import run_eval
+    from alphaq.evaluation.options import EvalOptions
 
     text = tmp_path / "t.txt"
     text.write_text("a small text about rivers and hills and stone walls " * 80, encoding="utf-8")

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from alphaq.errors import ConfigError
-from alphaq.evaluation.compare import COMPARE_COLUMNS, expand_allocators, prediction_check, run_compare, sha256_file
+from alphaq.evaluation.compare import COMPARE_COLUMNS, expand_allocators, prediction_check, run_compare
+from alphaq.provenance import sha256_file
 
 
 def _text(path: Path) -> Path:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from alphaq.errors import AlphaQError, ConfigError
 from alphaq.evaluation import lm_harness
-from alphaq.modeling import demo_model_path
+from alphaq.zoo.demo import demo_model_path
 
 MISSING = "lm-evaluation-harness is not installed; pip install 'alphaq[lmeval]'"
 
@@ -122,7 +122,7 @@ def test_run_lm_eval_on_the_demo_model_writes_the_table(tmp_path: Path, monkeypa
 
 
 def test_run_lm_eval_loads_a_quantized_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from alphaq.modeling import load_model
+    from alphaq.load.model import load_model
     from alphaq.quantization import loading
 
     calls: list[tuple[Any, Any]] = []
@@ -141,10 +141,10 @@ def test_run_lm_eval_loads_a_quantized_checkpoint(tmp_path: Path, monkeypatch: p
 
 
 def test_missing_lm_eval_is_a_one_line_error_before_loading(monkeypatch: pytest.MonkeyPatch) -> None:
-    import alphaq.modeling
+    import alphaq.load.model
 
     _no_lm_eval(monkeypatch)
-    monkeypatch.setattr(alphaq.modeling, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(alphaq.load.model, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     with pytest.raises(AlphaQError) as info:
         lm_harness.run_lm_eval(None, tasks=["arc_easy"])
     assert str(info.value) == MISSING

@@ -8,7 +8,8 @@ import torch
 from alphaq.errors import PlanError
 from alphaq.evaluation.simulate import apply_plan, checks_frame
 from alphaq.load import open_checkpoint
-from alphaq.modeling import demo_model_path, load_model
+from alphaq.load.model import load_model
+from alphaq.zoo.demo import demo_model_path
 from alphaq.planning.planner import PlanConfig
 from alphaq.planning.run import run_plan
 

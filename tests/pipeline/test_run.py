@@ -85,7 +85,8 @@ def test_report_rebuilds_the_same_pages(demo_run: Path) -> None:
 
 
 def test_simulated_plan_agrees_with_the_quantized_checkpoint(demo_run: Path, tmp_path: Path) -> None:
-    from alphaq.evaluation.eval_run import EvalOptions, run_eval
+    from alphaq.evaluation.eval_run import run_eval
+    from alphaq.evaluation.options import EvalOptions
 
     record = json.loads((demo_run / "eval.json").read_text(encoding="utf-8"))
     simulated = run_eval(None, tmp_path, plan_file=demo_run / "plan.json", text_file=record["eval_text"]["path"],
@@ -110,7 +111,7 @@ def test_run_config_and_missing_text(tmp_path: Path) -> None:
 
 def test_unsupported_packed_loader_falls_back_to_simulation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An architecture that load_quantized does not know is still evaluated: by simulating its plan."""
-    from alphaq.evaluation.eval_run import EvalOptions
+    from alphaq.evaluation.options import EvalOptions
     from alphaq.pipeline.run import run_pipeline
     from alphaq.quantization import loading
 

@@ -10,7 +10,8 @@ from alphaq.errors import ConfigError, PlanError
 from alphaq.planning.costs import MatrixErrors, alpha_importance, build_cost_table, matrix_errors, sample_rows
 from alphaq.planning.units import build_units, expert_rows
 from alphaq.quantization.layout import QuantSpec
-from alphaq.quantization.primitives import quantize_dequantize, relative_error
+from alphaq.quantization.methods import quantize_dequantize
+from alphaq.quantization.primitives import relative_error
 from tests.planning.test_units import make_details, make_reader
 
 

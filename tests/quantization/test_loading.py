@@ -14,7 +14,8 @@ import torch
 from alphaq.errors import AlphaQError, CheckpointError
 from alphaq.load import open_checkpoint
 from alphaq.load.checkpoint import MatrixRef
-from alphaq.modeling import demo_model_path, load_model
+from alphaq.load.model import load_model
+from alphaq.zoo.demo import demo_model_path
 from alphaq.planning.plan_file import Plan, PlanTensor, save_plan
 from alphaq.planning.units import matrix_nbytes
 from alphaq.quantization.loading import EXPERT_LAYOUTS, load_quantized

@@ -14,10 +14,10 @@ from alphaq.quantization.primitives import (
     CLIP_SHRINK_GRID,
     QuantizedTensor,
     dequantize_groupwise,
-    quantize_dequantize,
     quantize_groupwise,
     relative_error,
 )
+from alphaq.quantization.methods import quantize_dequantize
 
 
 def gaussian(rows: int, cols: int, seed: int = 0) -> torch.Tensor:

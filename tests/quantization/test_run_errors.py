@@ -193,7 +193,7 @@ def test_cli_bad_input_exit_code_and_one_line(tiny_checkpoints, tmp_path: Path) 
 
 
 def test_demo_model_end_to_end_on_the_cli(tmp_path: Path) -> None:
-    from alphaq.modeling import demo_model_path
+    from alphaq.zoo.demo import demo_model_path
 
     demo = demo_model_path()
     plan = make_plan(open_checkpoint(demo), tmp_path / "plan.json", group_size=128)

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from alphaq.errors import AlphaQError
-from alphaq.report.inspect_page import InspectRun, Spectrum, load_inspect_run, render_inspect
+from alphaq.audit.artifacts import InspectRun, Spectrum, load_inspect_run
+from alphaq.report.inspect_page import render_inspect
 
 PROJS = ("gate_proj", "up_proj", "down_proj")
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")

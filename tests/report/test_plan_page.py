@@ -32,7 +32,7 @@ CHECKPOINT = {"path": "/models/synthetic-moe-3x8", "fingerprint": "0123456789abc
 def write_plan_run(folder: Path, *, layers: int = 3, experts: int = 8, granularity: str = "expert",
                    sweep_csv: bool = True, comparison: bool = True, inspect: bool = True) -> Path:
     """Inspect artifacts (synthetic), then a real plan via the planner API (analytic error model, no weights)."""
-    from alphaq.report.inspect_page import load_inspect_run
+    from alphaq.audit.artifacts import load_inspect_run
 
     write_inspect_run(folder, layers=layers, experts=experts, hidden=64, spectra=False)
     details = load_inspect_run(folder).details

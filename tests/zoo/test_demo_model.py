@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from alphaq.errors import AlphaQError, CheckpointError, ConfigError
-from alphaq.modeling import demo_model_path, evaluate_ids, load_model, tokenize_text
+from alphaq.load.model import load_model, tokenize_text
+from alphaq.zoo.demo import demo_model_path
+from alphaq.evaluation.perplexity import perplexity
 from alphaq.zoo import model_card
 from alphaq.zoo.train_demo import DemoTrainConfig, cli_args, lr_at, parse_args
 
@@ -84,9 +86,11 @@ def test_wikitext2_perplexity_matches_the_card(demo, card):
     recorded = card["perplexity"]["wikitext2_test"]
     windows = recorded["prefix_windows"]
     ids = tokenize_text(tokenizer, datasets.read_text(path))
-    # same tokenization as the card: every window predicts all but its first token
-    assert len(ids) - recorded["tokens"] - recorded["windows"] in (0, 1)
-    result = evaluate_ids(model, ids, model.config.max_position_embeddings, max_windows=windows)
+    # the standard protocol: full windows only, each predicts all but its first token, the remainder is dropped
+    context = model.config.max_position_embeddings
+    assert recorded["tokens"] == recorded["windows"] * (context - 1)
+    assert len(ids) == recorded["windows"] * context + recorded["dropped_tokens"]
+    result = perplexity(model, ids, context, max_windows=windows)
     assert result.windows == windows
     expected = recorded[f"ppl_first_{windows}_windows"]
     assert result.ppl == pytest.approx(expected, rel=0.02)

@@ -1,0 +1,225 @@
+"""The pipeline's commands: ``inspect``, ``plan``, ``quantize`` and ``run`` (all of them at once).
+
+Each parses its options, calls one library function and prints a summary; ``plan`` and ``run`` share every plan
+option through the aliases of :mod:`alphaq.cli.common`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from alphaq.cli.common import (
+    DEFAULT_OUT,
+    PLAN_DEFAULTS,
+    AllocatorOpt,
+    BudgetOpt,
+    CalibrationTextOpt,
+    ErrorModelOpt,
+    GammaOpt,
+    GranularityOpt,
+    GroupSizeOpt,
+    KeepOpt,
+    MaxBitsOpt,
+    MethodOpt,
+    MinBitsOpt,
+    ModelArg,
+    OutOpt,
+    PatternFileOpt,
+    SeedOpt,
+    SolverOpt,
+    WidthsOpt,
+    fail,
+    plan_config,
+    progress_bar,
+    split_list,
+    user_errors,
+)
+from alphaq.errors import AlphaQError
+
+D = PLAN_DEFAULTS
+
+
+def parse_ints(text: Optional[str], option: str) -> Optional[tuple[int, ...]]:
+    """``"0,1,4-7"`` -> ``(0, 1, 4, 5, 6, 7)``; ``None`` stays ``None`` (exits with one line on bad input)."""
+    if text is None:
+        return None
+    try:
+        values: list[int] = []
+        for part in text.split(","):
+            if "-" in part:
+                lo, hi = part.split("-")
+                values.extend(range(int(lo), int(hi) + 1))
+            elif part.strip():
+                values.append(int(part))
+    except ValueError:
+        fail(AlphaQError(f"{option} {text!r} is not a list of integers; pass e.g. {option} 0,1,4-7"))
+    return tuple(values)
+
+
+def inspect(
+    model: ModelArg = None,
+    out: OutOpt = DEFAULT_OUT,
+    fit: Annotated[str, typer.Option(help="Power-law estimator: ww (weightwatcher's) or hill (AlphaQ paper).")] = "ww",
+    layers: Annotated[Optional[str], typer.Option(help="Only these layers, e.g. 0,1,4-7.")] = None,
+    experts_only: Annotated[bool, typer.Option("--experts-only", help="Analyse expert matrices only.")] = False,
+    device: Annotated[str, typer.Option(help="Device for the SVDs: cpu or cuda.")] = "cpu",
+    float64: Annotated[bool, typer.Option("--float64", help="Eigenvalues in float64 (exact; slower).")] = False,
+    tail_test: Annotated[bool, typer.Option(help="Power law vs lognormal test of each tail (powerlaw; ~1 s a matrix).")] = False,
+    farms: Annotated[bool, typer.Option("--farms", help="Fit pooled ESDs of random 128x128 blocks (AlphaQ's FARMS).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the FARMS block draw.")] = 0,
+    pattern_file: PatternFileOpt = None,
+    html: Annotated[bool, typer.Option(help="Write inspect.html.")] = True,
+) -> None:
+    """Per-matrix and per-expert HT-SR metrics, a data-free quality ranking, and an HTML report."""
+    from alphaq.audit.run import InspectConfig, save_inspect
+    from alphaq.audit.run import inspect as run_inspect
+    from alphaq.cli.summaries import print_inspect_summary
+
+    with user_errors():
+        config = InspectConfig(fit=fit, dtype="float64" if float64 else "float32", device=device,  # type: ignore[arg-type]
+                               layers=parse_ints(layers, "--layers"), experts_only=experts_only, tail_test=tail_test,
+                               farms=farms, seed=seed)
+        with progress_bar("inspect") as advance:
+            result = run_inspect(model, config, pattern_file=pattern_file, progress=advance)
+        save_inspect(result, out)
+        if html:
+            from alphaq.report.inspect_page import render_inspect
+
+            render_inspect(out)
+    print_inspect_summary(result, out)
+
+
+def plan(
+    model: ModelArg = None,
+    out: OutOpt = DEFAULT_OUT,
+    budget: BudgetOpt = D["budget"],
+    widths: WidthsOpt = D["widths"],
+    group_size: GroupSizeOpt = D["group_size"],
+    granularity: GranularityOpt = D["granularity"],
+    allocator: AllocatorOpt = D["allocator"],
+    gamma: GammaOpt = D["gamma"],
+    error_model: ErrorModelOpt = D["error_model"],
+    quant_method: MethodOpt = D["method"],
+    min_bits: MinBitsOpt = None,
+    max_bits: MaxBitsOpt = None,
+    keep: KeepOpt = D["keep"],
+    solver: SolverOpt = D["solver"],
+    seed: SeedOpt = D["seed"],
+    sweep: Annotated[Optional[str], typer.Option(help="Budgets of a predicted-error sweep, e.g. 2,2.5,3,3.5,4.")] = None,
+    sweep_allocators: Annotated[str, typer.Option(help="Allocators compared in the sweep.")] = "alphaq,uniform,random,alpha_ratio,weight_norm",
+    calibration_text: CalibrationTextOpt = None,
+    inspect_dir: Annotated[Optional[Path], typer.Option(help="Reuse this inspect run (default: the run folder's, if of the same model).")] = None,
+    pattern_file: PatternFileOpt = None,
+    html: Annotated[bool, typer.Option(help="Write plan.html.")] = True,
+) -> None:
+    """Optimal per-expert bit-widths for a memory budget: plan.json, preview of memory and predicted error."""
+    from alphaq.cli.summaries import print_plan_summary
+    from alphaq.planning.run import run_plan
+
+    with user_errors():
+        config = plan_config(budget=budget, widths=widths, group_size=group_size, granularity=granularity,
+                             allocator=allocator, gamma=gamma, method=quant_method, error_model=error_model,
+                             min_bits=min_bits, max_bits=max_bits, keep=keep, solver=solver, seed=seed)
+        with progress_bar("plan") as advance:
+            result = run_plan(model, config, out, inspect_dir=inspect_dir, sweep_budgets=split_list(sweep),
+                              sweep_allocators=split_list(sweep_allocators), calibration_text=calibration_text,
+                              pattern_file=pattern_file, progress=advance)
+        if html:
+            from alphaq.report.plan_page import render_plan
+
+            render_plan(out)
+    print_plan_summary(result)
+
+
+def quantize(
+    plan: Annotated[Path, typer.Option("--plan", help="plan.json written by alphaq plan for this model.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the quantized checkpoint "
+                                                          "(an unfinished run there is resumed).")],
+    model: ModelArg = None,
+    method: Annotated[Optional[str], typer.Option(help="rtn | rtn_clip | hqq (default: the plan's quantizer, else rtn).")] = None,
+    device: Annotated[str, typer.Option(help="Where to quantize: cpu or cuda.")] = "cpu",
+    html: Annotated[bool, typer.Option(help="Write quantize.html.")] = True,
+) -> None:
+    """Execute a plan: a quantized safetensors checkpoint (streamed shard by shard, resumable) and quantize.json."""
+    import time
+
+    from alphaq.cli.summaries import print_quantize_summary
+    from alphaq.quantization.run import run_quantize
+
+    with user_errors():
+        with progress_bar("quantize") as advance:
+            start, done = time.perf_counter(), [0]
+
+            def count(nbytes: int) -> None:
+                done[0] += nbytes
+
+            def tick(n: int, item: str, total: int) -> None:
+                rate = done[0] / max(time.perf_counter() - start, 1e-9) / 1e6
+                advance(n, f"{item} | {rate:,.1f} MB/s", total)
+
+            result = run_quantize(model, plan, out, method=method, device=device, progress=tick, on_bytes=count)
+        if html:
+            from alphaq.report.quantize_page import render_quantize
+
+            render_quantize(out)
+    print_quantize_summary(result)
+
+
+def run(
+    model: ModelArg = None,
+    out: OutOpt = DEFAULT_OUT,
+    budget: BudgetOpt = D["budget"],
+    widths: WidthsOpt = D["widths"],
+    group_size: GroupSizeOpt = D["group_size"],
+    granularity: GranularityOpt = D["granularity"],
+    allocator: AllocatorOpt = D["allocator"],
+    gamma: GammaOpt = D["gamma"],
+    error_model: ErrorModelOpt = D["error_model"],
+    method: MethodOpt = D["method"],
+    min_bits: MinBitsOpt = None,
+    max_bits: MaxBitsOpt = None,
+    keep: KeepOpt = D["keep"],
+    solver: SolverOpt = D["solver"],
+    seed: SeedOpt = D["seed"],
+    calibration_text: CalibrationTextOpt = None,
+    device: Annotated[str, typer.Option(help="Where to quantize and evaluate: cpu or cuda.")] = "cpu",
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate perplexity (needs the text).")] = True,
+    text_file: Annotated[Optional[Path], typer.Option(help="Evaluation text (default: WikiText-2 test from $ALPHAQ_DATA_DIR).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Fetch the evaluation text through the datasets package: wikitext2.")] = None,
+    max_windows: Annotated[Optional[int], typer.Option(help="Evaluate only the first N windows (default: all).")] = None,
+    dtype: Annotated[str, typer.Option(help="Eval: dense weights and activations, float32 | bfloat16 | float16.")] = "float32",
+    model_card: Annotated[bool, typer.Option("--model-card", help="Write model_card.md (Hugging Face model-card section) next to the quantized checkpoint.")] = False,
+) -> None:
+    """inspect -> plan -> quantize -> eval in one run folder, with every page linked from index.html."""
+    from alphaq.evaluation.options import EvalOptions
+    from alphaq.pipeline.run import RunConfig, run_pipeline
+    from alphaq.runfolder import INDEX_HTML
+
+    with user_errors():
+        config_plan = plan_config(budget=budget, widths=widths, group_size=group_size, granularity=granularity,
+                                  allocator=allocator, gamma=gamma, method=method, error_model=error_model,
+                                  min_bits=min_bits, max_bits=max_bits, keep=keep, solver=solver, seed=seed)
+        text = text_file
+        if dataset is not None:
+            from alphaq.evaluation.datasets import resolve_eval_text
+
+            text = resolve_eval_text(text_file, dataset)
+        config = RunConfig(plan=config_plan, method=method, device=device, evaluate=evaluate,
+                           eval_options=EvalOptions(max_windows=max_windows, device=device, dtype=dtype), text_file=text,
+                           calibration_text=calibration_text, model_card=model_card)
+        with progress_bar("run") as advance:
+            result = run_pipeline(model, config, out, progress=advance)
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    record = result.eval_record
+    if record is not None:
+        from alphaq.cli.evaluate import print_eval_summary
+
+        print_eval_summary(record, out, True)
+    typer.echo(f"wrote {result.run_dir / INDEX_HTML}")
+
+
+__all__ = ["inspect", "parse_ints", "plan", "quantize", "run"]

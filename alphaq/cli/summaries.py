@@ -1,0 +1,99 @@
+"""Console summaries the stage commands print after writing (rich tables read from the stage's result)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alphaq.runfolder import PLAN_JSON
+
+
+def print_plan_summary(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    summary, prov = result.plan.summary, result.plan.provenance
+    console = Console()
+    table = Table(title=f"alphaq plan: budget {prov['budget']['given']} ({prov['options']['allocator']}, "
+                        f"{prov['options']['granularity']})")
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("average payload bits", f"{summary['average_payload_bits']:.3f}")
+    table.add_row("effective bits (incl. scales/zeros)", f"{summary['effective_bits']:.3f}")
+    table.add_row("bits histogram (share of expert weights)",
+                  ", ".join(f"{k}b: {v:.0%}" for k, v in summary["param_share_by_width"].items()))
+    table.add_row("expert memory bf16 -> plan", f"{_mb(summary['expert_bytes_bf16'])} -> {_mb(summary['expert_bytes'])}")
+    table.add_row("total memory bf16 -> plan", f"{_mb(summary['total_bytes_bf16'])} -> {_mb(summary['total_bytes'])}")
+    table.add_row("compression (experts / total)",
+                  f"{summary['expert_compression_ratio']:.2f}x / {summary['compression_ratio']:.2f}x")
+    table.add_row("predicted error", f"{summary['predicted_error']:.5f}")
+    solver = prov["solver"]
+    table.add_row("solver", f"{solver['method']} {solver['status']}, gap {solver['gap']:.2g}, {solver['seconds']:.2f} s")
+    layer = result.comparison.get("layer_plan")
+    if layer and layer.get("status") != "infeasible":
+        table.add_row("best layer-granularity plan (GGUF/vLLM)", f"objective {layer['objective']:.5f} "
+                      f"vs {result.comparison['expert_plan']['objective']:.5f}")
+    table.add_row("written to", str(result.run_dir / PLAN_JSON))
+    console.print(table)
+
+
+def print_quantize_summary(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    manifest = result.manifest
+    totals, timing, options = manifest["totals"], manifest["timing"], manifest["options"]
+    console = Console()
+    table = Table(title=f"alphaq quantize: {Path(manifest['checkpoint']['path']).name} ({options['method']}, "
+                        f"{options['backend']} on {options['device']})")
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("tensors quantized / copied", f"{totals['quantized_tensors']} / {totals['copied_tensors']}"
+                  + (f" (+{totals['dense_tensors']} split experts at 16 bits)" if totals["dense_tensors"] else ""))
+    table.add_row("quantized bytes vs plan", f"{totals['quantized_bytes']:,} vs {totals['predicted_bytes']:,} "
+                  + ("(equal)" if totals["bytes_match_plan"] else "(DIFFERENT)"))
+    table.add_row("checkpoint source -> quantized", f"{_mb(totals['source_bytes'])} -> {_mb(totals['output_bytes'])}")
+    if totals["mean_rel_error"] is not None:
+        predicted = totals["mean_predicted_error"]
+        table.add_row("reconstruction error (param-weighted)", f"{totals['mean_rel_error']:.5f}"
+                      + (f" (plan predicted {predicted:.5f})" if predicted is not None else ""))
+    resumed = sum(1 for s in manifest["shards"] if s["resumed"])
+    table.add_row("shards", f"{len(manifest['shards'])}" + (f" ({resumed} resumed)" if resumed else ""))
+    rate = timing["throughput_mb_s"]
+    table.add_row("time", f"{timing['wall_seconds']:.1f} s" + (f", {rate:,.1f} MB/s of source weights" if rate else ""))
+    table.add_row("written to", str(result.out_dir))
+    console.print(table)
+    for warning in manifest["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def _mb(nbytes: Any) -> str:
+    return f"{nbytes / 1e6:,.2f} MB"
+
+
+def print_inspect_summary(result: Any, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    details, experts, manifest = result.details, result.experts, result.manifest
+    ckpt = manifest["checkpoint"]
+    table = Table(title=f"alphaq inspect: {Path(ckpt['path']).name} ({ckpt['model_type']})", show_header=True)
+    for col in ("what", "value"):
+        table.add_column(col)
+    fitted = details[details["status"] == "success"]
+    table.add_row("matrices", f"{len(details)} ({len(fitted)} fitted)")
+    routed = experts[experts["role"] == "expert"] if not experts.empty else experts
+    if not routed.empty:
+        alphas = routed["alpha_mean"].dropna()
+        table.add_row("experts", str(len(routed)))
+        table.add_row("expert alpha min / median / max", f"{alphas.min():.2f} / {alphas.median():.2f} / {alphas.max():.2f}")
+        table.add_row("quality flags", ", ".join(f"{k}: {v}" for k, v in routed["quality"].value_counts().items()))
+    table.add_row("time", f"{manifest['timing']['seconds']:.1f} s")
+    table.add_row("written to", str(out))
+    console.print(table)
+    for warning in manifest["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+__all__ = ["print_inspect_summary", "print_plan_summary", "print_quantize_summary"]

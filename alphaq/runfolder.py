@@ -1,0 +1,162 @@
+"""The run-folder contract: every file and sub-folder the stages write, their schema versions, one JSON reader.
+
+A run folder (``alphaq run --out DIR``, or any stage's ``--out``) is laid out as::
+
+    DIR/
+      inspect.json  details.csv  details.parquet  experts.csv  spectra.npz  inspect.html     (inspect)
+      plan.json  plan_comparison.json  sweep.csv  plan.html                                  (plan)
+      eval.json  eval_tensors.csv  eval_experts.csv  eval.html                               (eval)
+      lmeval.json                                                                            (lmeval)
+      index.html                                                                             (run / report)
+      quantized/   model.safetensors ... quantize.json  quantize.html  model_card.md         (quantize)
+      compare/     compare.csv  compare.json  expert_verification.csv  plans/  compare.html  (compare)
+
+Every stage, every report page, the pipeline and the evaluation take their names from here, and read JSON
+artifacts through :func:`read_json` (one-line errors that name the file and the command that rewrites it).
+Each artifact's own reader (its schema and columns) lives in the stage that writes it:
+:func:`alphaq.audit.artifacts.load_inspect_run`, :func:`alphaq.planning.plan_file.load_plan`,
+:func:`alphaq.quantization.manifest.read_manifest`, :func:`alphaq.evaluation.artifacts.read_eval`,
+:func:`alphaq.evaluation.artifacts.read_compare`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from alphaq.errors import AlphaQError
+
+# inspect
+INSPECT_JSON = "inspect.json"
+DETAILS_CSV = "details.csv"
+DETAILS_PARQUET = "details.parquet"
+EXPERTS_CSV = "experts.csv"
+SPECTRA_NPZ = "spectra.npz"
+INSPECT_HTML = "inspect.html"
+# plan
+PLAN_JSON = "plan.json"
+PLAN_COMPARISON_JSON = "plan_comparison.json"
+SWEEP_CSV = "sweep.csv"
+PLAN_HTML = "plan.html"
+# quantize (a folder of its own: the quantized checkpoint)
+QUANTIZED_DIR = "quantized"
+QUANTIZE_JSON = "quantize.json"
+QUANTIZE_HTML = "quantize.html"
+MODEL_CARD_MD = "model_card.md"
+# eval
+EVAL_JSON = "eval.json"
+EVAL_TENSORS_CSV = "eval_tensors.csv"
+EVAL_EXPERTS_CSV = "eval_experts.csv"
+EVAL_HTML = "eval.html"
+LMEVAL_JSON = "lmeval.json"
+# compare (a folder of its own)
+COMPARE_DIR = "compare"
+COMPARE_CSV = "compare.csv"
+COMPARE_JSON = "compare.json"
+COMPARE_HTML = "compare.html"
+EXPERT_VERIFICATION_CSV = "expert_verification.csv"
+COMPARE_PLANS_DIR = "plans"
+# the run's overview
+INDEX_HTML = "index.html"
+
+#: Schema version of each versioned JSON artifact (bump when its meaning changes; readers refuse others).
+INSPECT_SCHEMA_VERSION = 1
+PLAN_SCHEMA_VERSION = 1
+QUANTIZE_SCHEMA_VERSION = 1
+EVAL_SCHEMA_VERSION = 1
+
+#: The command that (re)writes each JSON artifact, for error messages.
+WRITER_COMMAND = {
+    INSPECT_JSON: "alphaq inspect", PLAN_JSON: "alphaq plan", PLAN_COMPARISON_JSON: "alphaq plan",
+    QUANTIZE_JSON: "alphaq quantize", EVAL_JSON: "alphaq eval", COMPARE_JSON: "alphaq compare",
+    LMEVAL_JSON: "alphaq lmeval",
+}
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (its type name when it has none)."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def read_json(path: str | Path, *, fix: str | None = None) -> dict[str, Any]:
+    """Read a JSON artifact of a run folder that must hold an object.
+
+    Args:
+        path: the file.
+        fix: what the user should do when it is missing or broken (default: re-run the command that writes
+            files of this name, from :data:`WRITER_COMMAND`).
+
+    Returns:
+        The parsed object.
+
+    Raises:
+        AlphaQError: a missing or unreadable file, invalid JSON, or JSON that is not an object; one line
+            naming the file and the fix.
+    """
+    path = Path(path)
+    remedy = fix or f"re-run `{WRITER_COMMAND.get(path.name, 'the stage that writes it')}` to write it"
+    if not path.is_file():
+        raise AlphaQError(f"{path}: not found; {remedy}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise AlphaQError(f"{path}: unreadable (not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}); "
+                          f"{remedy}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise AlphaQError(f"{path}: unreadable ({one_line(err)}); {remedy}") from None
+    if not isinstance(data, dict):
+        raise AlphaQError(f"{path}: holds a JSON {type(data).__name__}, not an object; {remedy}")
+    return data
+
+
+def check_schema(record: dict[str, Any], path: str | Path, expected: int) -> None:
+    """Refuse an artifact written under another schema version.
+
+    Args:
+        record: the parsed artifact.
+        path: where it was read from (for the message).
+        expected: the version this alphaq reads.
+
+    Raises:
+        AlphaQError: ``schema_version`` missing or different; the fix says whether to upgrade or re-run.
+    """
+    version = record.get("schema_version")
+    if type(version) is int and version == expected:
+        return
+    command = WRITER_COMMAND.get(Path(path).name, "the stage that writes it")
+    fix = ("upgrade alphaq" if type(version) is int and version > expected
+           else f"re-run {command} with this alphaq version")
+    raise AlphaQError(f"{path}: schema_version {version!r} is not {expected}, which this alphaq reads; {fix}")
+
+
+def display_path(path: str | Path, *, base: str | Path | None = None) -> str:
+    """A path as reports print it: relative to ``base`` (default: the working directory) when it lies below it,
+    the bundled model's name for the bundled model, else the folder's name (never another machine's absolute path).
+
+    Args:
+        path: a checkpoint or file path as recorded in an artifact.
+        base: the directory paths are shown relative to.
+
+    Returns:
+        The text to show.
+    """
+    raw = Path(str(path))
+    from alphaq.zoo.demo import demo_model_dir
+
+    try:
+        if raw.resolve() == demo_model_dir().resolve():
+            return "bundled demo-moe (alphaq.demo_model_path())"
+    except OSError:
+        pass
+    if not raw.is_absolute():
+        return raw.as_posix()
+    root = Path(base) if base is not None else Path.cwd()
+    try:
+        return raw.resolve().relative_to(root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return raw.name or raw.as_posix()
+
+
+__all__ = [name for name in dir() if name.isupper()] + ["check_schema", "display_path", "one_line", "read_json"]
