@@ -66,6 +66,9 @@ PLAN_SCHEMA_VERSION = 1
 QUANTIZE_SCHEMA_VERSION = 1
 EVAL_SCHEMA_VERSION = 1
 
+#: How reports name the bundled demo model (its path differs from machine to machine).
+BUNDLED_MODEL_LABEL = "bundled demo-moe (alphaq.demo_model_path())"
+
 #: The command that (re)writes each JSON artifact, for error messages.
 WRITER_COMMAND = {
     INSPECT_JSON: "alphaq inspect", PLAN_JSON: "alphaq plan", PLAN_COMPARISON_JSON: "alphaq plan",
@@ -133,7 +136,8 @@ def check_schema(record: dict[str, Any], path: str | Path, expected: int) -> Non
 
 def display_path(path: str | Path, *, base: str | Path | None = None) -> str:
     """A path as reports print it: relative to ``base`` (default: the working directory) when it lies below it,
-    the bundled model's name for the bundled model, else the folder's name (never another machine's absolute path).
+    the bundled model's name for the bundled model, else its last two components (never another machine's
+    absolute path).
 
     Args:
         path: a checkpoint or file path as recorded in an artifact.
@@ -143,20 +147,22 @@ def display_path(path: str | Path, *, base: str | Path | None = None) -> str:
         The text to show.
     """
     raw = Path(str(path))
-    from alphaq.zoo.demo import demo_model_dir
-
-    try:
-        if raw.resolve() == demo_model_dir().resolve():
-            return "bundled demo-moe (alphaq.demo_model_path())"
-    except OSError:
-        pass
+    if raw.parts[-3:] == ("alphaq", "data", "demo-moe"):  # the bundled model, wherever alphaq is installed
+        return BUNDLED_MODEL_LABEL
     if not raw.is_absolute():
         return raw.as_posix()
     root = Path(base) if base is not None else Path.cwd()
     try:
         return raw.resolve().relative_to(root.resolve()).as_posix()
     except (ValueError, OSError):
-        return raw.name or raw.as_posix()
+        return Path(*raw.parts[-2:]).as_posix() if len(raw.parts) > 2 else raw.as_posix()
 
 
-__all__ = [name for name in dir() if name.isupper()] + ["check_schema", "display_path", "one_line", "read_json"]
+def display_paths(text: str, *, base: str | Path | None = None) -> str:
+    """``text`` with every absolute path in it shown as :func:`display_path` shows it."""
+    import re
+
+    return re.sub(r"(?<![\w.:/])(/[^\s,;()'\"]+)", lambda m: display_path(m.group(1), base=base), text)
+
+
+__all__ = [name for name in dir() if name.isupper()] + ["check_schema", "display_path", "display_paths", "one_line", "read_json"]

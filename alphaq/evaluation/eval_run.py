@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +46,122 @@ def _checkpoint_record(original: Path, manifest: Mapping[str, Any] | None) -> di
     return {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type}
 
 
-def _measure(model: Any, ids: Any, window: int, options: EvalOptions, label: str,
-             progress: ProgressFn | None, total: int) -> tuple[Any, dict[tuple[int, int], float]]:
-    """Perplexity and routing shares of ``model`` in the same forward passes."""
-    from alphaq.evaluation.perplexity import perplexity_and_routing
+@dataclass
+class _Measured:
+    """What one evaluation mode measured (the pieces of eval.json and its two tables)."""
 
-    def tick(done: int, _windows: int) -> None:
-        if progress is not None:
-            progress(done, label, total)
+    source: dict[str, Any]
+    result: Any
+    shares: dict[tuple[int, int], float]
+    tensors: Any
+    memory: dict[str, Any]
+    baseline: Any = None
+    shares_original: dict[tuple[int, int], float] = field(default_factory=dict)
 
-    result, routing = perplexity_and_routing(model, ids, window, max_windows=options.max_windows,
-                                             stride=options.stride, batch_size=options.batch_size, progress=tick)
-    return result, ({} if routing is None else routing.shares())
+
+@dataclass(frozen=True)
+class _Setup:
+    """Everything a mode needs: the text's ids, the window, the options and the progress total."""
+
+    ids: Any
+    window: int
+    options: EvalOptions
+    progress: ProgressFn | None
+    total: int
+
+
+def _prepare(lm: Any, tokenizer: Any, eval_path: Path, opts: EvalOptions, passes: int,
+             progress: ProgressFn | None) -> _Setup:
+    import torch
+
+    from alphaq.evaluation.datasets import read_text
+    from alphaq.evaluation.perplexity import model_context, window_starts
+    from alphaq.load.model import tokenize_text
+
+    window = opts.context or model_context(lm)
+    ids = torch.tensor(tokenize_text(tokenizer, read_text(eval_path)), dtype=torch.long)
+    windows = len(window_starts(int(ids.numel()), window, opts.stride or window))
+    windows = min(windows, opts.max_windows) if opts.max_windows else windows
+    return _Setup(ids=ids, window=window, options=opts, progress=progress, total=windows * passes)
+
+
+def _evaluate_original(original: Path, eval_path: Path, opts: EvalOptions, progress: ProgressFn | None,
+                       ) -> tuple[_Measured, _Setup]:
+    """The original model alone (no baseline)."""
+    import pandas as pd
+    import torch
+
+    from alphaq.evaluation.verification import TENSOR_COLUMNS
+    from alphaq.load.model import load_model
+
+    lm, tokenizer = load_model(original, device=opts.device, dtype=getattr(torch, opts.dtype))
+    setup = _prepare(lm, tokenizer, eval_path, opts, 1, progress)
+    result, shares = _measure(lm, setup, "original")
+    return _Measured(source={"kind": "original", "path": str(original)}, result=result, shares=shares,
+                     tensors=pd.DataFrame(columns=TENSOR_COLUMNS), memory={"model_bytes": _model_bytes(lm)}), setup
+
+
+def _evaluate_simulated(original: Path, plan_file: Path, eval_path: Path, opts: EvalOptions,
+                        progress: ProgressFn | None) -> tuple[_Measured, _Setup]:
+    """The plan applied to the original weights in place (quantize + dequantize), after the baseline."""
+    import torch
+
+    from alphaq.evaluation.simulate import apply_plan
+    from alphaq.evaluation.verification import tensors_from_checks
+    from alphaq.load.model import load_model
+    from alphaq.planning.plan_file import load_plan
+
+    plan = load_plan(plan_file)
+    lm, tokenizer = load_model(original, device=opts.device, dtype=getattr(torch, opts.dtype))
+    setup = _prepare(lm, tokenizer, eval_path, opts, 2 if opts.baseline else 1, progress)
+    memory: dict[str, Any] = {"model_bytes": _model_bytes(lm)}
+    baseline, shares_original = _measure(lm, setup, "original") if opts.baseline else (None, {})
+    sim = apply_plan(lm, plan)
+    result, shares = _measure(lm, setup, "simulated")
+    memory.update({"plan_expert_bytes": plan.summary.get("expert_bytes"),
+                   "plan_total_bytes": plan.summary.get("total_bytes"),
+                   "note": "simulated: weights are quantized and dequantized in place, memory is the plan's",
+                   "original_checkpoint_bytes": _disk_bytes(original)})
+    source = {"kind": "simulated", "path": str(original), "plan": str(plan_file),
+              "plan_fingerprint": plan.plan_fingerprint, "method": sim.method}
+    return _Measured(source=source, result=result, shares=shares, tensors=tensors_from_checks(sim.checks, plan),
+                     memory=memory, baseline=baseline, shares_original=shares_original), setup
+
+
+def _evaluate_quantized(quantized: Path, original: Path, manifest: dict[str, Any], eval_path: Path,
+                        opts: EvalOptions, progress: ProgressFn | None) -> tuple[_Measured, _Setup]:
+    """The packed checkpoint through :func:`alphaq.load_quantized`, then the original model as the baseline."""
+    import torch
+
+    from alphaq.evaluation.verification import tensors_from_quantize_manifest
+    from alphaq.load.model import load_model
+    from alphaq.quantization.loading import load_quantized
+
+    dtype = getattr(torch, opts.dtype)
+    lm, tokenizer = load_quantized(quantized, device=opts.device, dtype=dtype)
+    setup = _prepare(lm, tokenizer, eval_path, opts, 2 if opts.baseline else 1, progress)
+    source: dict[str, Any] = {"kind": "quantized", "path": str(quantized), "original": str(original),
+                              "plan_fingerprint": manifest.get("plan", {}).get("fingerprint"),
+                              "method": manifest.get("options", {}).get("method")}
+    totals = manifest.get("totals", {})
+    memory: dict[str, Any] = {"model_bytes": _model_bytes(lm), "checkpoint_bytes": _disk_bytes(quantized),
+                              "expert_bytes": totals.get("expert_quantized_bytes"),
+                              "plan_expert_bytes": totals.get("expert_predicted_bytes"),
+                              "plan_total_bytes": manifest.get("plan", {}).get("total_bytes"),
+                              "bytes_match_plan": totals.get("bytes_match_plan")}
+    result, shares = _measure(lm, setup, "quantized")
+    del lm
+    measured = _Measured(source=source, result=result, shares=shares, memory=memory,
+                         tensors=tensors_from_quantize_manifest(manifest))
+    if opts.baseline:
+        if (original / "config.json").is_file():
+            base_lm, _ = load_model(original, device=opts.device, dtype=dtype)
+            measured.baseline, measured.shares_original = _measure(base_lm, setup, "original")
+            memory["original_model_bytes"] = _model_bytes(base_lm)
+            memory["original_checkpoint_bytes"] = _disk_bytes(original)
+        else:
+            source["baseline_note"] = f"original checkpoint {original} not found; no baseline"
+    return measured, setup
 
 
 def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, quantized: str | Path | None = None,
@@ -82,25 +186,14 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
         ConfigError: both ``quantized`` and ``plan_file``; AlphaQError: missing text or artifacts, a model
             that cannot be loaded.
     """
-    import pandas as pd
     import torch
 
-    from alphaq.evaluation import datasets
-    from alphaq.atomic import json_safe, write_json, write_with
     from alphaq.audit.artifacts import expert_alphas
-    from alphaq.evaluation.perplexity import model_context, window_starts
-    from alphaq.evaluation.verification import (
-        TENSOR_COLUMNS,
-        expert_table,
-        tensors_from_checks,
-        tensors_from_quantize_manifest,
-        verification_summary,
-    )
-    from alphaq.load.model import load_model, tokenize_text
+    from alphaq.evaluation import datasets
+    from alphaq.evaluation.verification import expert_table
     from alphaq.zoo.demo import demo_model_path
 
     opts = options or EvalOptions()
-    dtype = getattr(torch, opts.dtype)
     if opts.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {opts.device} requested but CUDA is not available; pass --device cpu")
     if quantized is not None and plan_file is not None:
@@ -115,98 +208,73 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
         from alphaq.quantization.manifest import read_manifest
 
         manifest = read_manifest(quantized)
-        recorded = Path(manifest["checkpoint"]["path"])
-        original_path = Path(model) if model is not None else recorded
-        plan_record = manifest.get("plan") or {}
-        if plan_record.get("path") and Path(plan_record["path"]).is_file():
-            plan_path = Path(plan_record["path"])
+        original = Path(model) if model is not None else Path(manifest["checkpoint"]["path"])
+        recorded_plan = (manifest.get("plan") or {}).get("path")
+        if recorded_plan and Path(recorded_plan).is_file():
+            plan_path = Path(recorded_plan)
+        measured, setup = _evaluate_quantized(Path(quantized), original, manifest, eval_path, opts, progress)
     else:
-        original_path = Path(model) if model is not None else demo_model_path()
+        original = Path(model) if model is not None else demo_model_path()
+        if plan_path is not None:
+            measured, setup = _evaluate_simulated(original, plan_path, eval_path, opts, progress)
+        else:
+            measured, setup = _evaluate_original(original, eval_path, opts, progress)
 
-    # the evaluated model first: for a quantized source it needs no original weights at all
-    if quantized is not None:
-        from alphaq.quantization.loading import load_quantized
+    experts = expert_table(measured.tensors, measured.shares, measured.shares_original,
+                           expert_alphas(plan_path.parent) if plan_path is not None else {})
+    record = _record(measured, setup, experts, original, manifest, plan_path, eval_path)
+    if out_dir is not None:
+        _write(Path(out_dir), record, measured.tensors, experts)
+    return record
 
-        lm, tokenizer = load_quantized(quantized, device=opts.device, dtype=dtype)
-        source: dict[str, Any] = {"kind": "quantized", "path": str(quantized), "original": str(original_path),
-                                  "plan_fingerprint": (manifest or {}).get("plan", {}).get("fingerprint"),
-                                  "method": (manifest or {}).get("options", {}).get("method")}
-    else:
-        lm, tokenizer = load_model(original_path, device=opts.device, dtype=dtype)
-        source = {"kind": "original", "path": str(original_path)}
-    window = opts.context or model_context(lm)
-    ids = torch.tensor(tokenize_text(tokenizer, datasets.read_text(eval_path)), dtype=torch.long)
-    windows = len(window_starts(int(ids.numel()), window, opts.stride or window))
-    windows = min(windows, opts.max_windows) if opts.max_windows else windows
-    with_baseline = opts.baseline and (quantized is not None or plan_file is not None)
-    total = windows * (2 if with_baseline else 1)
 
-    baseline = None
-    shares_original: dict[tuple[int, int], float] = {}
-    tensors = pd.DataFrame(columns=TENSOR_COLUMNS)
-    memory: dict[str, Any] = {"model_bytes": _model_bytes(lm)}
-    if plan_file is not None:
-        from alphaq.evaluation.simulate import apply_plan
-        from alphaq.planning.plan_file import load_plan
+def _measure(model: Any, setup: _Setup, label: str) -> tuple[Any, dict[tuple[int, int], float]]:
+    """Perplexity and routing shares of ``model`` in the same forward passes."""
+    from alphaq.evaluation.perplexity import perplexity_and_routing
 
-        plan = load_plan(plan_file)
-        if with_baseline:
-            baseline, shares_original = _measure(lm, ids, window, opts, "original", progress, total)
-        sim = apply_plan(lm, plan)
-        tensors = tensors_from_checks(sim.checks, plan)
-        source = {"kind": "simulated", "path": str(original_path), "plan": str(plan_file),
-                  "plan_fingerprint": plan.plan_fingerprint, "method": sim.method}
-        memory.update({"plan_expert_bytes": plan.summary.get("expert_bytes"),
-                       "plan_total_bytes": plan.summary.get("total_bytes"),
-                       "note": "simulated: weights are quantized and dequantized in place, memory is the plan's"})
-    result, shares = _measure(lm, ids, window, opts, source["kind"], progress, total)
-    if quantized is not None:
-        tensors = tensors_from_quantize_manifest(manifest or {})
-        totals = (manifest or {}).get("totals", {})
-        memory.update({"checkpoint_bytes": _disk_bytes(Path(quantized)),
-                       "expert_bytes": totals.get("expert_quantized_bytes"),
-                       "plan_expert_bytes": totals.get("expert_predicted_bytes"),
-                       "plan_total_bytes": (manifest or {}).get("plan", {}).get("total_bytes"),
-                       "bytes_match_plan": totals.get("bytes_match_plan")})
-        del lm
-        if with_baseline:
-            if (original_path / "config.json").is_file():
-                base_lm, _ = load_model(original_path, device=opts.device, dtype=dtype)
-                baseline, shares_original = _measure(base_lm, ids, window, opts, "original", progress, total)
-                memory["original_model_bytes"] = _model_bytes(base_lm)
-                memory["original_checkpoint_bytes"] = _disk_bytes(original_path)
-                del base_lm
-            else:
-                source["baseline_note"] = f"original checkpoint {original_path} not found; no baseline"
-    elif plan_file is not None:
-        memory["original_checkpoint_bytes"] = _disk_bytes(original_path)
+    def tick(done: int, _windows: int) -> None:
+        if setup.progress is not None:
+            setup.progress(done, label, setup.total)
 
-    experts = expert_table(tensors, shares, shares_original,
-                          expert_alphas(plan_path.parent) if plan_path is not None else {})
-    record: dict[str, Any] = {
+    opts = setup.options
+    result, routing = perplexity_and_routing(model, setup.ids, setup.window, max_windows=opts.max_windows,
+                                             stride=opts.stride, batch_size=opts.batch_size, progress=tick)
+    return result, ({} if routing is None else routing.shares())
+
+
+def _record(measured: _Measured, setup: _Setup, experts: Any, original: Path, manifest: dict[str, Any] | None,
+            plan_path: Path | None, eval_path: Path) -> dict[str, Any]:
+    """The eval.json content."""
+    from alphaq.atomic import json_safe
+    from alphaq.evaluation.verification import verification_summary
+
+    opts, baseline, result = setup.options, measured.baseline, measured.result
+    return json_safe({
         "schema_version": EVAL_SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(), "source": source,
-        "checkpoint": _checkpoint_record(original_path, manifest),
+        "versions": versions(), "source": measured.source,
+        "checkpoint": _checkpoint_record(original, manifest),
         "plan": {"path": str(plan_path) if plan_path else None},
         "eval_text": text_record(eval_path),
-        "protocol": {"context": window, "stride": opts.stride or window, "max_windows": opts.max_windows,
+        "protocol": {"context": setup.window, "stride": opts.stride or setup.window, "max_windows": opts.max_windows,
                      "remainder": "dropped", "batch_size": opts.batch_size, "device": opts.device,
                      "dtype": opts.dtype},
         **asdict(result),
         "baseline": asdict(baseline) if baseline is not None else None,
         "ppl_increase": (result.ppl - baseline.ppl) if baseline is not None else None,
-        "memory": memory,
-        "verification": verification_summary(tensors, experts),
-    }
-    record = json_safe(record)
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_with(out / EVAL_TENSORS_CSV, lambda p: tensors.to_csv(p, index=False))
-        write_with(out / EVAL_EXPERTS_CSV, lambda p: experts.to_csv(p, index=False))
-        write_json(out / EVAL_JSON, record)  # last: its presence marks a finished evaluation
-    return record
+        "memory": measured.memory,
+        "verification": verification_summary(measured.tensors, experts),
+    })
+
+
+def _write(out: Path, record: dict[str, Any], tensors: Any, experts: Any) -> None:
+    """eval_tensors.csv, eval_experts.csv, then eval.json (last: its presence marks a finished evaluation)."""
+    from alphaq.atomic import write_json, write_with
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_with(out / EVAL_TENSORS_CSV, lambda p: tensors.to_csv(p, index=False))
+    write_with(out / EVAL_EXPERTS_CSV, lambda p: experts.to_csv(p, index=False))
+    write_json(out / EVAL_JSON, record)
 
 
 __all__ = ["EvalOptions", "run_eval"]

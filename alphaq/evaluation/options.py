@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from alphaq.errors import ConfigError
 
@@ -43,4 +44,27 @@ class EvalOptions:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
-__all__ = ["DTYPES", "EvalOptions"]
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``alphaq eval`` evaluates and how.
+
+    Attributes:
+        quantized: a quantized checkpoint folder (``alphaq quantize --out``); evaluated through ``load_quantized``.
+        plan: a ``plan.json`` applied to the original weights by simulated quantization instead.
+        text_file: evaluation text (``None``: WikiText-2 test from the data folder).
+        options: :class:`EvalOptions`.
+
+    With neither ``quantized`` nor ``plan`` the original model is evaluated.
+    """
+
+    quantized: str | Path | None = None
+    plan: str | Path | None = None
+    text_file: str | Path | None = None
+    options: EvalOptions = field(default_factory=EvalOptions)
+
+    def __post_init__(self) -> None:
+        if self.quantized is not None and self.plan is not None:
+            raise ConfigError("pass either --quantized or --plan, not both")
+
+
+__all__ = ["DTYPES", "EvalConfig", "EvalOptions"]

@@ -25,7 +25,7 @@ PER_EXPERT_ENGINES = ("alphaq runtime (alphaq.load_quantized)",)
 
 
 @dataclass
-class PlanRun:
+class PlanStageResult:
     """What the plan stage produced (also written to the run folder)."""
 
     plan: Any
@@ -89,7 +89,7 @@ def calibration_shares(model_path: Path, text_file: Path, *, max_windows: int = 
 def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, inspect_dir: str | Path | None = None,
              sweep_budgets: Sequence[str] = (), sweep_allocators: Sequence[str] = ("alphaq", "uniform", "random"),
              calibration_text: str | Path | None = None, pattern_file: str | Path | None = None,
-             progress: ProgressFn | None = None) -> PlanRun:
+             progress: ProgressFn | None = None) -> PlanStageResult:
     """Plan a checkpoint and write plan.json (+ plan_comparison.json, sweep.csv) into ``run_dir``.
 
     Args:
@@ -104,7 +104,7 @@ def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, insp
         progress: ``progress(1, item, total)``.
 
     Returns:
-        The :class:`PlanRun`.
+        The :class:`PlanStageResult`.
     """
     from alphaq.atomic import write_json, write_with
     from alphaq.load import open_checkpoint
@@ -137,7 +137,7 @@ def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, insp
         write_with(out / SWEEP_CSV, lambda p: table.to_csv(p, index=False))
     write_json(out / PLAN_COMPARISON_JSON, comparison)
     save_plan(plan, out / PLAN_JSON)
-    return PlanRun(plan=plan, comparison=comparison, sweep=table, run_dir=out)
+    return PlanStageResult(plan=plan, comparison=comparison, sweep=table, run_dir=out)
 
 
 def layer_comparison(plan: Any, details: pd.DataFrame, config: Any, errors: Any, provenance: dict[str, Any],

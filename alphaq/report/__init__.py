@@ -25,7 +25,7 @@ _LAZY = {
     "Spectrum": ("alphaq.report.inspect_page", "Spectrum"),
     "load_inspect_run": ("alphaq.audit.artifacts", "load_inspect_run"),
     "render_inspect": ("alphaq.report.inspect_page", "render_inspect"),
-    "PlanRun": ("alphaq.report.plan_page", "PlanRun"),
+    "PlanArtifacts": ("alphaq.report.plan_page", "PlanArtifacts"),
     "load_plan_run": ("alphaq.report.plan_page", "load_plan_run"),
     "render_plan": ("alphaq.report.plan_page", "render_plan"),
     "render_run": ("alphaq.report.run", "render_run"),

@@ -14,7 +14,7 @@ from typing import Any
 from alphaq.errors import AlphaQError
 from alphaq.report.page import fmt_bytes
 from alphaq.report.run_summary import RunSummary, alpha_summary, compare_rows, read_run
-from alphaq.runfolder import MODEL_CARD_MD
+from alphaq.runfolder import MODEL_CARD_MD, display_path
 
 _DASH = "\u2014"
 
@@ -117,11 +117,11 @@ def model_card_markdown(run: RunSummary) -> str:
     model = Path(str(ckpt.get("path", "MODEL"))).name
     budget = ((run.plan or {}).get("provenance", {}).get("budget") or {}).get("given", "3.5")
     version = (run.quantize or run.inspect or {}).get("alphaq_version", "")
-    target = "" if _is_bundled(ckpt.get("path")) else f"{ckpt.get('path', 'MODEL')} "
+    target = "" if _is_bundled(ckpt.get("path")) else f"{display_path(ckpt.get('path', 'MODEL'))} "
     lines = ["## Quantization with alphaq", "",
              f"This checkpoint is `{model}` (fingerprint `{ckpt.get('fingerprint', '?')}`, "
              f"{ckpt.get('model_type', '?')}) with its routed experts quantized to mixed precision by "
-             f"[alphaq](https://pypi.org/project/alphaq/) {version}, calibration-free: bit-widths come from the "
+             f"alphaq {version}, calibration-free: bit-widths come from the "
              "heavy-tailed self-regularization (HT-SR) metrics of the weights alone.", "",
              *_audit(run), *_allocation(run), *_evaluation(run),
              "### How to reproduce", "", "```bash",
@@ -153,4 +153,4 @@ def write_model_card(run_dir: str | Path) -> Path:
     return write_text(target, model_card_markdown(run))
 
 
-__all__ = ["MODEL_CARD_MD", "model_card_markdown", "write_model_card"]
+__all__ = ["model_card_markdown", "write_model_card"]

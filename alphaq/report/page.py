@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alphaq._version import __version__
-from alphaq.runfolder import COMPARE_DIR, COMPARE_HTML, COMPARE_JSON, EVAL_HTML, EVAL_JSON, INDEX_HTML, INSPECT_HTML, INSPECT_JSON, PLAN_HTML, PLAN_JSON, QUANTIZED_DIR, QUANTIZE_HTML, QUANTIZE_JSON
+from alphaq.runfolder import display_paths, COMPARE_DIR, COMPARE_HTML, COMPARE_JSON, EVAL_HTML, EVAL_JSON, INDEX_HTML, INSPECT_HTML, INSPECT_JSON, PLAN_HTML, PLAN_JSON, QUANTIZED_DIR, QUANTIZE_HTML, QUANTIZE_JSON
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -316,14 +316,14 @@ def _provenance_items(provenance: Mapping[str, Any]) -> list[tuple[str, str, boo
     for key, label in _PROVENANCE_LABELS.items():
         value = provenance.get(key)
         if value not in (None, ""):
-            items.append((label, str(value), key in _MONO_KEYS))
+            items.append((label, display_paths(str(value)), key in _MONO_KEYS))
     for stage, fingerprint in (provenance.get("stage_fingerprints") or {}).items():
         if fingerprint:
             items.append((f"{stage} fingerprint", str(fingerprint), True))
     for key, value in provenance.items():
         if key in _PROVENANCE_LABELS or key == "stage_fingerprints" or value in (None, ""):
             continue
-        items.append((str(key).replace("_", " ").capitalize(), str(value), False))
+        items.append((str(key).replace("_", " ").capitalize(), display_paths(str(value)), False))
     return items
 
 

@@ -42,7 +42,7 @@ _GRANULARITY_HINT = {"expert": "one width per expert (gate, up, down together)",
 
 
 @dataclass(frozen=True, eq=False)
-class PlanRun:
+class PlanArtifacts:
     """The artifacts of a plan run folder.
 
     Attributes:
@@ -76,14 +76,14 @@ class PlanRun:
         return self.tensors[self.tensors["routed"]]
 
 
-def load_plan_run(run_dir: str | Path) -> PlanRun:
+def load_plan_run(run_dir: str | Path) -> PlanArtifacts:
     """Read and validate a plan run folder.
 
     Args:
         run_dir: the folder ``alphaq plan --out`` wrote.
 
     Returns:
-        The :class:`PlanRun`; unreadable optional files become ``load_warnings``.
+        The :class:`PlanArtifacts`; unreadable optional files become ``load_warnings``.
 
     Raises:
         AlphaQError: missing folder or plan.json, or an invalid plan (one-line :class:`PlanError`).
@@ -126,7 +126,7 @@ def load_plan_run(run_dir: str | Path) -> PlanRun:
         else:
             fitted = details[details["status"] == "success"].drop_duplicates("name")
             tensors["alpha"] = tensors["name"].map(fitted.set_index("name")["alpha"]).astype(float)
-    return PlanRun(plan, tensors, sweep, comparison, experts, manifest, tuple(warnings))
+    return PlanArtifacts(plan, tensors, sweep, comparison, experts, manifest, tuple(warnings))
 
 
 def render_plan(run_dir: str | Path) -> Path:
@@ -146,7 +146,7 @@ def render_plan(run_dir: str | Path) -> Path:
     return write_page(folder / PLAN_HTML, plan_page_html(run, run_dir=folder))
 
 
-def plan_page_html(run: PlanRun, *, run_dir: str | Path | None = None, top_n: int = TOP_TENSORS) -> str:
+def plan_page_html(run: PlanArtifacts, *, run_dir: str | Path | None = None, top_n: int = TOP_TENSORS) -> str:
     """The plan page's HTML.
 
     Args:
@@ -180,7 +180,7 @@ def plan_page_html(run: PlanRun, *, run_dir: str | Path | None = None, top_n: in
 # -- sections ----------------------------------------------------------------------------------------
 
 
-def _summary_html(run: PlanRun) -> str:
+def _summary_html(run: PlanArtifacts) -> str:
     prov, summary, options = run.plan.provenance, run.plan.summary, run.options
     budget, solver = as_mapping(prov.get("budget")), as_mapping(prov.get("solver"))
     resolved = as_mapping(budget.get("resolved"))
@@ -234,7 +234,7 @@ def _summary_html(run: PlanRun) -> str:
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-def _page_warnings(run: PlanRun) -> list[str]:
+def _page_warnings(run: PlanArtifacts) -> list[str]:
     prov, summary = run.plan.provenance, run.plan.summary
     lines = list(run.load_warnings)
     solver = as_mapping(prov.get("solver"))
@@ -253,7 +253,7 @@ def _page_warnings(run: PlanRun) -> list[str]:
     return lines
 
 
-def _provenance(run: PlanRun) -> dict[str, Any]:
+def _provenance(run: PlanArtifacts) -> dict[str, Any]:
     prov = run.plan.provenance
     ckpt = prov.get("checkpoint")
     ckpt = dict(ckpt) if isinstance(ckpt, Mapping) else ({"path": ckpt} if isinstance(ckpt, str) else {})
@@ -275,7 +275,7 @@ def _provenance(run: PlanRun) -> dict[str, Any]:
     return out
 
 
-def _model_name(run: PlanRun) -> str:
+def _model_name(run: PlanArtifacts) -> str:
     path = _provenance(run).get("path")
     return Path(str(path)).name if path else "plan"
 

@@ -1,7 +1,7 @@
 """The sections of plan.html after the summary: bit-width map, alpha vs bits, histogram, memory, deployability,
 budget sweep, failed fits and the per-tensor plan.
 
-Each ``*_section`` function takes a loaded :class:`alphaq.report.plan_page.PlanRun` and returns a
+Each ``*_section`` function takes a loaded :class:`alphaq.report.plan_page.PlanArtifacts` and returns a
 :class:`Section`; it only reads and arranges what the plan (and inspect) stage saved.
 """
 
@@ -18,7 +18,7 @@ from alphaq.report.page import Section, bullet_list, chip, empty_note, figure_ht
 if TYPE_CHECKING:
     import pandas as pd
 
-    from alphaq.report.plan_page import PlanRun
+    from alphaq.report.plan_page import PlanArtifacts
 
 _TENSOR_COLUMNS = ["name", "layer", "expert", "proj", "role", "rows", "cols", "bits", "group_size", "bytes", "error",
                    "alpha", "unit"]
@@ -28,7 +28,7 @@ _SCROLL_ROWS = 25
 _OPEN_LAYER_ROWS = 16
 
 
-def heatmap_section(run: PlanRun) -> Section:
+def heatmap_section(run: PlanArtifacts) -> Section:
     """Layer x expert (layer x projection for layer plans) map of the widths, and a per-layer table."""
     from alphaq.report.plan_figures import bits_grid, bits_heatmap
 
@@ -58,7 +58,7 @@ def heatmap_section(run: PlanRun) -> Section:
     return Section(title, html, note)
 
 
-def scatter_section(run: PlanRun) -> Section:
+def scatter_section(run: PlanArtifacts) -> Section:
     """Expert mean alpha (experts.csv) against planned width; a note when the inspect artifacts are absent."""
     from alphaq.report.plan_figures import alpha_bits_scatter
 
@@ -82,7 +82,7 @@ def scatter_section(run: PlanRun) -> Section:
     return Section(title, figure_html(fig, caption=caption, alt="expert alpha against planned bits"), note)
 
 
-def histogram_section(run: PlanRun) -> Section:
+def histogram_section(run: PlanArtifacts) -> Section:
     """Parameters per width, stacked by role."""
     from alphaq.report.plan_figures import bits_histogram
 
@@ -94,7 +94,7 @@ def histogram_section(run: PlanRun) -> Section:
     return Section(title, figure_html(fig, alt="parameters per bit width"), note)
 
 
-def memory_section(run: PlanRun) -> Section:
+def memory_section(run: PlanArtifacts) -> Section:
     """bf16 against plan bytes: routed experts, each kept role with its widths, and the totals."""
     import pandas as pd
 
@@ -117,7 +117,7 @@ def memory_section(run: PlanRun) -> Section:
     return Section(title, html, note)
 
 
-def deployability_section(run: PlanRun) -> Section:
+def deployability_section(run: PlanArtifacts) -> Section:
     """Which engines run the plan unchanged, and what the per-expert plan gains over a layer plan."""
     title = "Deployability"
     note = ("Layer-granularity engines need one width per (layer, projection); a per-expert plan runs on the "
@@ -194,7 +194,7 @@ def _comparison_table(layer_plan: Mapping[str, Any], expert_plan: Mapping[str, A
                                "expert_bytes": "expert bytes", "predicted_error": "predicted error"})
 
 
-def sweep_section(run: PlanRun) -> Section:
+def sweep_section(run: PlanArtifacts) -> Section:
     """Predicted error against average bits per allocator (sweep.csv): figure, pivot and raw rows."""
     import pandas as pd
 
@@ -236,7 +236,7 @@ def sweep_section(run: PlanRun) -> Section:
     return Section(title, "".join(parts), note)
 
 
-def failed_fits_section(run: PlanRun) -> Section:
+def failed_fits_section(run: PlanArtifacts) -> Section:
     """Units planned without a fitted alpha (importance 1), and the allocator's notes."""
     import pandas as pd
 
@@ -264,7 +264,7 @@ def failed_fits_section(run: PlanRun) -> Section:
     return Section(title, "".join(parts), note)
 
 
-def tensor_section(run: PlanRun, top_n: int) -> Section:
+def tensor_section(run: PlanArtifacts, top_n: int) -> Section:
     """The plan's matrices, largest predicted error first (top ``top_n``)."""
     title = "Per-tensor plan"
     tensors = run.tensors
@@ -285,7 +285,7 @@ def tensor_section(run: PlanRun, top_n: int) -> Section:
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-def _expert_points(run: PlanRun) -> pd.DataFrame | None:
+def _expert_points(run: PlanArtifacts) -> pd.DataFrame | None:
     """Per routed expert: layer, expert, planned mean bits and experts.csv mean alpha (None without experts.csv)."""
     import pandas as pd
 
@@ -306,7 +306,7 @@ def _expert_points(run: PlanRun) -> pd.DataFrame | None:
     return points
 
 
-def _layer_table(run: PlanRun) -> pd.DataFrame:
+def _layer_table(run: PlanArtifacts) -> pd.DataFrame:
     import pandas as pd
 
     routed = run.routed[run.routed["layer"].notna()]

@@ -15,7 +15,7 @@ from alphaq.planning.plan_file import Plan, PlanTensor, load_plan, save_plan
 from alphaq.planning.planner import SWEEP_COLUMNS, PlanConfig, make_plan, sweep
 from alphaq.planning.units import matrix_nbytes
 from alphaq.report.page import fmt_bytes
-from alphaq.report.plan_page import PlanRun, load_plan_run, plan_page_html, render_plan
+from alphaq.report.plan_page import PlanArtifacts, load_plan_run, plan_page_html, render_plan
 from tests.report.test_inspect_page import FAILED_EXPERT, parse, section_html, tables_in, write_inspect_run
 
 SECTION_IDS = ("summary", "bit-width-map", "alpha-vs-bits", "bit-width-histogram", "memory", "deployability",
@@ -137,7 +137,7 @@ def test_fixture_plan_is_valid(plan_run: Path) -> None:
 
 def test_load_plan_run(plan_run: Path) -> None:
     run = load_plan_run(plan_run)
-    assert isinstance(run, PlanRun) and run.load_warnings == ()
+    assert isinstance(run, PlanArtifacts) and run.load_warnings == ()
     assert len(run.tensors) == 89 and int(run.tensors["routed"].sum()) == 72
     assert str(run.tensors["layer"].dtype) == "Int64"
     assert run.tensors["group_size"].isna().sum() == 5  # bf16: embedding, lm_head, 3 routers
