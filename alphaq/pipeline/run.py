@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alphaq.atomic import json_safe
 from alphaq.errors import ConfigError
 from alphaq.runfolder import PLAN_JSON, QUANTIZED_DIR, QUANTIZE_JSON
 
@@ -158,18 +159,17 @@ def _check_reuse(out: Path, config: RunConfig) -> None:
     Raises:
         AlphaQError: ``out/quantized`` holds a finished checkpoint planned with other options or budget.
     """
-    import json
-
     from alphaq.errors import AlphaQError
+    from alphaq.planning.plan_file import load_plan
     from alphaq.planning.planner import options_record
 
     if not (out / QUANTIZED_DIR / QUANTIZE_JSON).is_file() or not (out / PLAN_JSON).is_file():
         return
     try:
-        previous = json.loads((out / PLAN_JSON).read_text(encoding="utf-8"))["provenance"]
-        same = previous["options"] == json.loads(json.dumps(options_record(config.plan))) and \
-            previous["budget"]["given"] == config.plan.budget.text
-    except (OSError, ValueError, KeyError, TypeError):
+        previous = load_plan(out / PLAN_JSON).provenance
+        wanted = json_safe(options_record(config.plan))
+        same = previous["options"] == wanted and previous["budget"]["given"] == config.plan.budget.text
+    except (AlphaQError, KeyError, TypeError):
         same = False
     if not same:
         raise AlphaQError(f"{out} holds the quantized checkpoint of a run with another budget or plan options; "

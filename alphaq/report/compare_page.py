@@ -6,16 +6,15 @@ recomputes no metric.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from alphaq.errors import AlphaQError
 from alphaq.report.page import Section, empty_note, figure_html, render_page, stat_cards, table_html, write_page
-from alphaq.runfolder import COMPARE_CSV, COMPARE_HTML, COMPARE_JSON, EXPERT_VERIFICATION_CSV
+from alphaq.evaluation.artifacts import load_compare_run
+from alphaq.runfolder import COMPARE_HTML
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -52,29 +51,6 @@ def ppl_figure(table: pd.DataFrame) -> Figure | None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def load_compare_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame | None]:
-    """Read compare.json, compare.csv and (when present) expert_verification.csv.
-
-    Raises:
-        AlphaQError: the folder holds no compare run.
-    """
-    folder = Path(run_dir)
-    if not (folder / COMPARE_JSON).is_file() or not (folder / COMPARE_CSV).is_file():
-        raise AlphaQError(f"{folder}: no compare.json/compare.csv; run `alphaq compare --out {folder}` first")
-    try:
-        meta = json.loads((folder / COMPARE_JSON).read_text(encoding="utf-8"))
-        table = pd.read_csv(folder / COMPARE_CSV)
-    except (OSError, ValueError) as exc:
-        raise AlphaQError(f"{folder}: cannot read the compare results ({exc}); re-run `alphaq compare`") from exc
-    verification = None
-    if (folder / EXPERT_VERIFICATION_CSV).is_file():
-        try:
-            verification = pd.read_csv(folder / EXPERT_VERIFICATION_CSV)
-        except (OSError, ValueError, pd.errors.EmptyDataError):
-            verification = None
-    return meta, table, verification
 
 
 def _check_html(meta: dict[str, Any]) -> str:

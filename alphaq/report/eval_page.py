@@ -6,14 +6,12 @@ recorded them.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from alphaq.errors import AlphaQError
 from alphaq.report.page import (
     Section,
     empty_note,
@@ -24,34 +22,13 @@ from alphaq.report.page import (
     table_html,
     write_page,
 )
-from alphaq.runfolder import EVAL_EXPERTS_CSV, EVAL_HTML, EVAL_JSON, EVAL_TENSORS_CSV
+from alphaq.evaluation.artifacts import load_eval_run
+from alphaq.runfolder import EVAL_HTML, EVAL_TENSORS_CSV
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _DASH = "\u2014"
-
-
-def load_eval_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """Read eval.json and its two tables (empty frames when a table is absent or empty).
-
-    Raises:
-        AlphaQError: the folder holds no readable eval.json.
-    """
-    folder = Path(run_dir)
-    if not (folder / EVAL_JSON).is_file():
-        raise AlphaQError(f"{folder}: no {EVAL_JSON}; run `alphaq eval --out {folder}` first")
-    try:
-        record = json.loads((folder / EVAL_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise AlphaQError(f"{folder}: cannot read {EVAL_JSON} ({exc}); re-run `alphaq eval`") from exc
-    tables = []
-    for name in (EVAL_TENSORS_CSV, EVAL_EXPERTS_CSV):
-        try:
-            tables.append(pd.read_csv(folder / name))
-        except (OSError, ValueError, pd.errors.EmptyDataError):
-            tables.append(pd.DataFrame())
-    return record, tables[0], tables[1]
 
 
 def _num(value: Any, fmt: str = "{:.4f}") -> str:

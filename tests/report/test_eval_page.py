@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from alphaq.errors import AlphaQError
-from alphaq.report.eval_page import load_eval_run, render_eval
+from alphaq.evaluation.artifacts import load_eval_run
+from alphaq.report.eval_page import render_eval
 from alphaq.report.hf_card import model_card_markdown, write_model_card
 from alphaq.report.index_page import render_index
 from alphaq.report.run_summary import read_run
