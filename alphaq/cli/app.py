@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from alphaq.cli import evaluate, export, lmeval, reports, stages
+from alphaq.cli import evaluate, export, llamacpp, lmeval, reports, stages
 
 app = typer.Typer(
     name="alphaq",
@@ -27,6 +27,7 @@ app.command("run")(stages.run)
 app.command()(reports.report)
 app.command()(reports.gallery)
 app.command()(export.export)
+app.add_typer(llamacpp.app, name="llamacpp")
 app.command()(lmeval.lmeval)
 app.command("eval")(evaluate.eval_command)
 app.command()(evaluate.compare)

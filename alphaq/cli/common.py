@@ -18,7 +18,10 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder to write i
 DEFAULT_OUT = Path("alphaq-run")
 # plan options, declared once for `alphaq plan`, `alphaq run` (and `alphaq compare` where they apply)
 BudgetOpt = Annotated[str, typer.Option(help="Average payload bits per expert weight (3.5) or total expert bytes (12GB).")]
-WidthsOpt = Annotated[str, typer.Option(help="Candidate widths, any subset of 1..8.")]
+WidthsOpt = Annotated[Optional[str], typer.Option(
+    help="Candidate widths, any subset of 1..8 (default 2,3,4,8; with --target gguf 2,3,4,5,6,8).", show_default=False)]
+TargetOpt = Annotated[str, typer.Option(
+    help="alphaq (alphaq's packed checkpoint) | gguf (llama.cpp: Q2_K..Q6_K/Q8_0 bytes, errors measured with llama-quantize, one type per layer).")]
 GroupSizeOpt = Annotated[int, typer.Option(help="Columns per scale/zero group (128, 64, 32).")]
 GranularityOpt = Annotated[str, typer.Option(help="expert | matrix | layer (layer = one width per layer and projection).")]
 GammaOpt = Annotated[float, typer.Option(help="Exponent of the alpha importance (median_alpha / alpha)^gamma.")]
@@ -37,13 +40,14 @@ CalibrationTextOpt = Annotated[Optional[Path], typer.Option(
 PatternFileOpt = Annotated[Optional[Path], typer.Option(help="JSON tensor patterns for unknown architectures.")]
 DeviceOpt = Annotated[str, typer.Option(help="Where to compute: cpu or cuda.")]
 #: Defaults of the plan options (one place for `plan` and `run`).
-PLAN_DEFAULTS = {"budget": "3.5", "widths": "2,3,4,8", "group_size": 128, "granularity": "expert", "allocator": "alphaq",
+PLAN_DEFAULTS = {"budget": "3.5", "widths": None, "group_size": 128, "granularity": "expert", "allocator": "alphaq",
                  "gamma": 1.0, "method": "rtn", "error_model": "measured", "keep": "", "solver": "auto", "seed": 0}
 
 
-def plan_config(*, budget: str, widths: str, group_size: int, granularity: str, allocator: str, gamma: float,
+def plan_config(*, budget: str, widths: Optional[str], group_size: int, granularity: str, allocator: str, gamma: float,
                 method: str, error_model: str = "measured", min_bits: Optional[str] = None,
-                max_bits: Optional[str] = None, keep: str = "", solver: str = "auto", seed: int = 0) -> Any:
+                max_bits: Optional[str] = None, keep: str = "", solver: str = "auto", seed: int = 0,
+                target: str = "alphaq") -> Any:
     """The :class:`alphaq.planning.planner.PlanConfig` of the shared plan options (validated there).
 
     Returns:
@@ -56,7 +60,8 @@ def plan_config(*, budget: str, widths: str, group_size: int, granularity: str, 
 
     return PlanConfig(budget=budget, widths=widths, group_size=group_size, granularity=granularity,  # type: ignore[arg-type]
                       allocator=allocator, gamma=gamma, error_model=error_model, quant_method=method,  # type: ignore[arg-type]
-                      min_bits=min_bits, max_bits=max_bits, keep=keep or None, solver=solver, seed=seed)  # type: ignore[arg-type]
+                      min_bits=min_bits, max_bits=max_bits, keep=keep or None, solver=solver, seed=seed,  # type: ignore[arg-type]
+                      target=target)
 
 
 def split_list(text: Optional[str]) -> list[str]:

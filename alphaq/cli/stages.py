@@ -30,6 +30,7 @@ from alphaq.cli.common import (
     PatternFileOpt,
     SeedOpt,
     SolverOpt,
+    TargetOpt,
     WidthsOpt,
     fail,
     plan_config,
@@ -108,6 +109,7 @@ def plan(
     keep: KeepOpt = D["keep"],
     solver: SolverOpt = D["solver"],
     seed: SeedOpt = D["seed"],
+    target: TargetOpt = "alphaq",
     sweep: Annotated[Optional[str], typer.Option(help="Budgets of a predicted-error sweep, e.g. 2,2.5,3,3.5,4.")] = None,
     sweep_allocators: Annotated[str, typer.Option(help="Allocators compared in the sweep.")] = "alphaq,uniform,random,alpha_ratio,weight_norm",
     calibration_text: CalibrationTextOpt = None,
@@ -122,7 +124,7 @@ def plan(
     with user_errors():
         config = plan_config(budget=budget, widths=widths, group_size=group_size, granularity=granularity,
                              allocator=allocator, gamma=gamma, method=quant_method, error_model=error_model,
-                             min_bits=min_bits, max_bits=max_bits, keep=keep, solver=solver, seed=seed)
+                             min_bits=min_bits, max_bits=max_bits, keep=keep, solver=solver, seed=seed, target=target)
         with progress_bar("plan") as advance:
             result = run_plan(model, config, out, inspect_dir=inspect_dir, sweep_budgets=split_list(sweep),
                               sweep_allocators=split_list(sweep_allocators), calibration_text=calibration_text,

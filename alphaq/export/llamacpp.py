@@ -17,36 +17,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from alphaq.errors import ConfigError
+from alphaq.export.ggml_types import GGML_TYPES, SHAPE_FALLBACK, WIDTH_TO_GGML, GgmlType, ggml_nbytes  # noqa: F401 - re-exported
 from alphaq.planning.plan_file import Plan, PlanTensor
 from alphaq.planning.units import KEEP_BF16, matrix_nbytes
 
-#: Planned width -> ggml type: the nearest k-quant at or above it (no 1-bit or 7-bit k-quant exists).
-WIDTH_TO_GGML: dict[int, str] = {1: "Q2_K", 2: "Q2_K", 3: "Q3_K", 4: "Q4_K", 5: "Q5_K", 6: "Q6_K", 7: "Q8_0", 8: "Q8_0"}
-
-
-@dataclass(frozen=True)
-class GgmlType:
-    """Storage of one ggml type: ``block_bytes`` bytes hold ``block_size`` consecutive values of a row."""
-
-    name: str
-    block_size: int
-    block_bytes: int
-
-    @property
-    def bits_per_weight(self) -> float:
-        """``8 * block_bytes / block_size`` (Q4_K: 8 * 144 / 256 = 4.5)."""
-        return 8 * self.block_bytes / self.block_size
-
-
-#: Block layouts of ggml-common.h (k-quants: super-blocks of 256 values).
-GGML_TYPES: dict[str, GgmlType] = {t.name: t for t in (
-    GgmlType("Q2_K", 256, 84), GgmlType("Q3_K", 256, 110), GgmlType("Q4_K", 256, 144),
-    GgmlType("Q5_K", 256, 176), GgmlType("Q6_K", 256, 210), GgmlType("Q8_0", 32, 34),
-    GgmlType("Q4_0", 32, 18), GgmlType("Q4_1", 32, 20), GgmlType("Q5_0", 32, 22), GgmlType("Q5_1", 32, 24),
-    GgmlType("F16", 1, 2), GgmlType("BF16", 1, 2), GgmlType("F32", 1, 4),
-)}
-#: What llama-quantize uses when a row length is not a multiple of the block (``tensor_type_fallback``).
-SHAPE_FALLBACK: dict[str, str] = {"Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 #: ``llama-quantize`` base types accepted here -> the ggml type it gives tensors without an override.
 BASE_TYPES: dict[str, str] = {
     "Q8_0": "Q8_0", "Q6_K": "Q6_K", "Q5_K_M": "Q5_K", "Q5_K_S": "Q5_K", "Q4_K_M": "Q4_K", "Q4_K_S": "Q4_K",
@@ -270,28 +244,6 @@ def gguf_names(t: PlanTensor, *, fused_gate_up: bool = False) -> list[tuple[tupl
     return None
 
 
-def ggml_nbytes(type_name: str, rows: int, cols: int) -> tuple[int, str]:
-    """Bytes of a ``[rows, cols]`` matrix stored as ``type_name``, after llama-quantize's shape fallback.
-
-    Args:
-        type_name: a key of :data:`GGML_TYPES`.
-        rows: rows (output features).
-        cols: row length, GGUF ``ne[0]`` (input features); must be a multiple of the block size.
-
-    Returns:
-        ``(bytes, stored type)``: when ``cols`` is not a multiple of the block the type falls back as in
-        llama.cpp (:data:`SHAPE_FALLBACK`, then F16 when even that block does not divide; Q8_0 has no fallback
-        there and is costed as F16).
-    """
-    stored = type_name
-    if cols % GGML_TYPES[stored].block_size:
-        stored = SHAPE_FALLBACK.get(stored, "F16")
-        if cols % GGML_TYPES[stored].block_size:
-            stored = "F16"
-    kind = GGML_TYPES[stored]
-    return rows * (cols // kind.block_size) * kind.block_bytes, stored
-
-
 def width_to_ggml(bits: int, keep_type: str = "bf16") -> str:
     """The ggml type of a planned width: :data:`WIDTH_TO_GGML`, or ``keep_type`` upper-cased for 16."""
     if bits == KEEP_BF16:
@@ -323,7 +275,8 @@ def _gguf_tensor(name: str, members: list[PlanTensor], rows_of: dict[tuple[str, 
         rows = rows_of[(name, t.name)]
         share = rows / t.rows
         plan_bytes += round(t.bytes * share)
-        rounded += matrix_nbytes(rows, t.cols, bits, t.group_size or 128)
+        # a matrix already at the tensor's width costs what the plan says (alphaq or ggml bytes, per its target)
+        rounded += round(t.bytes * share) if t.bits == bits else matrix_nbytes(rows, t.cols, bits, t.group_size or 128)
         nbytes, stored = ggml_nbytes(ggml, rows, t.cols)
         gguf += nbytes
         params += rows * t.cols

@@ -165,6 +165,8 @@ class CostTable:
         rms: [U] root-mean-square weight of each unit (NaN when unknown).
         failed: keys of units without a fitted alpha (importance 1).
         matrices: the per-matrix errors the table was built from.
+        real_bits: a bits budget counts ``8 * bytes``, the stored bits with scales (the ``gguf`` target:
+            Q2_K is 2.625 bits per weight); False counts the payload width itself (the paper's convention).
     """
 
     units: tuple[Unit, ...]
@@ -178,6 +180,7 @@ class CostTable:
     rms: np.ndarray
     failed: tuple[str, ...]
     matrices: MatrixErrors | None = None
+    real_bits: bool = False
 
     @property
     def params(self) -> np.ndarray:
@@ -191,7 +194,10 @@ class CostTable:
 
     @property
     def payload_bits(self) -> np.ndarray:
-        """[U, W] int64 payload bits ``params * width`` (what an average-bits budget counts)."""
+        """[U, W] int64 payload bits ``params * width``, or the stored bits ``8 * bytes`` with ``real_bits``:
+        what an average-bits budget counts."""
+        if self.real_bits:
+            return 8 * self.bytes
         return self.params[:, None] * np.asarray(self.widths, dtype=np.int64)[None, :]
 
     def cost(self, importance: np.ndarray | None = None) -> np.ndarray:
@@ -213,7 +219,9 @@ def alpha_importance(units: Sequence[Unit], gamma: float) -> tuple[np.ndarray, t
     return importance, tuple(u.key for u, good in zip(units, ok) if not good)
 
 
-def build_cost_table(units: Sequence[Unit], errors: MatrixErrors, group_size: int, gamma: float = 1.0) -> CostTable:
+def build_cost_table(units: Sequence[Unit], errors: MatrixErrors, group_size: int, gamma: float = 1.0, *,
+                     matrix_bytes: Callable[[int, int, int], int] | None = None,
+                     real_bits: bool = False) -> CostTable:
     """Aggregate per-matrix errors into units and attach bytes and alpha importance.
 
     Args:
@@ -221,6 +229,9 @@ def build_cost_table(units: Sequence[Unit], errors: MatrixErrors, group_size: in
         errors: from :func:`matrix_errors`.
         group_size: quantization group size.
         gamma: importance exponent (>= 0; 0 ignores alpha).
+        matrix_bytes: ``(rows, cols, width) -> bytes`` of one matrix in the target format (default: alphaq's
+            packed layout at ``group_size``; the ``gguf`` target passes the ggml types' bytes).
+        real_bits: a bits budget counts the stored bits ``8 * bytes`` instead of ``params * width``.
 
     Returns:
         The :class:`CostTable`.
@@ -244,8 +255,9 @@ def build_cost_table(units: Sequence[Unit], errors: MatrixErrors, group_size: in
         params = np.array([r * c for r, c in unit.shapes], dtype=np.float64)  # [m]
         error[i] = params @ errors.error[rows] / params.sum()
         rms[i] = math.sqrt(float(errors.sq_norm[rows].sum()) / params.sum())
-        nbytes[i] = [unit.nbytes(b, group_size) for b in errors.widths]
+        nbytes[i] = [unit.nbytes(b, group_size) if matrix_bytes is None
+                     else sum(matrix_bytes(r, c, b) for r, c in unit.shapes) for b in errors.widths]
     importance, failed = alpha_importance(units, gamma)
     return CostTable(units=tuple(units), widths=errors.widths, error=error, bytes=nbytes, importance=importance,
                      group_size=group_size, gamma=float(gamma), error_model=errors.model, rms=rms, failed=failed,
-                     matrices=errors)
+                     matrices=errors, real_bits=real_bits)

@@ -160,7 +160,9 @@ def plan_from_dict(data: Any, *, source: str = "plan", checkpoint_tensors: set[s
             raise PlanError(f"{source}: {key} must be an object; {_REMAKE}")
     if not isinstance(data["tensors"], list) or not data["tensors"]:
         raise PlanError(f"{source}: tensors must be a non-empty list; {_REMAKE}")
-    tensors = tuple(_tensor(entry, i, source) for i, entry in enumerate(data["tensors"]))
+    options = data["provenance"].get("options")
+    target = options.get("target", "alphaq") if isinstance(options, dict) else "alphaq"
+    tensors = tuple(_tensor(entry, i, source, target) for i, entry in enumerate(data["tensors"]))
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         dupe = next(n for n in names if names.count(n) > 1)
@@ -186,7 +188,7 @@ _TENSOR_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _tensor(entry: Any, index: int, source: str) -> PlanTensor:
+def _tensor(entry: Any, index: int, source: str, target: str = "alphaq") -> PlanTensor:
     if not isinstance(entry, dict):
         raise PlanError(f"{source}: tensors[{index}] is not an object; {_REMAKE}")
     label = entry.get("name", f"tensors[{index}]")
@@ -208,7 +210,12 @@ def _tensor(entry: Any, index: int, source: str) -> PlanTensor:
     if entry["rows"] <= 0 or entry["cols"] <= 0 or entry["params"] != entry["rows"] * entry["cols"]:
         raise PlanError(f"{source}: tensor {label} has shape {entry['rows']}x{entry['cols']} and params "
                         f"{entry['params']}, which disagree; {_REMAKE}")
-    expected = matrix_nbytes(entry["rows"], entry["cols"], bits, group if group is not None else 8)
+    if target == "gguf" and entry["role"] == "expert":  # `alphaq plan --target gguf`: ggml types' bytes
+        from alphaq.export.ggml_types import gguf_matrix_nbytes
+
+        expected = gguf_matrix_nbytes(entry["rows"], entry["cols"], bits)
+    else:
+        expected = matrix_nbytes(entry["rows"], entry["cols"], bits, group if group is not None else 8)
     if entry["bytes"] != expected:
         raise PlanError(f"{source}: tensor {label} has bytes={entry['bytes']} but {bits}-bit storage takes "
                         f"{expected}; {_REMAKE}")

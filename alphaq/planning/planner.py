@@ -21,12 +21,15 @@ from alphaq.planning.allocators import ALLOCATORS, Allocation, SolverName, creat
 from alphaq.planning.budget import DEFAULT_GROUP_SIZE, DEFAULT_WIDTHS, Bounds, Budget, budget_constraint, parse_widths
 from alphaq.planning.costs import DEFAULT_MAX_ROWS, ERROR_MODELS, CostTable, ErrorModel, MatrixErrors, ProgressFn, \
     ReadMatrix, build_cost_table, matrix_errors
+from alphaq.export.ggml_types import GGUF_WIDTHS, check_gguf_widths, gguf_matrix_nbytes
 from alphaq.planning.plan_file import Plan, PlanTensor
 from alphaq.quantization.methods import METHODS
 from alphaq.planning.units import GRANULARITIES, KEEP_BF16, Granularity, KeepPolicy, build_units, kept_bytes_by_role, \
     kept_rows, matrix_nbytes
 from alphaq.quantization.layout import check_group_size, dense_nbytes
 
+#: Formats a plan can be costed for (``--target``).
+TARGETS: tuple[str, ...] = ("alphaq", "gguf")
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,10 @@ class PlanConfig:
     """Options of ``alphaq plan``.
 
     Attributes:
-        budget: ``Budget`` or text: average payload bits (``"3.5"``) or a size (``"12GB"``).
-        widths: candidate widths (subset of 1..8), text ``"2,3,4,8"`` accepted.
+        budget: ``Budget`` or text: average payload bits (``"3.5"``) or a size (``"12GB"``); with the ``gguf``
+            target, the GGUF's real bits per expert weight or bytes.
+        widths: candidate widths (subset of 1..8), text ``"2,3,4,8"`` accepted; None: 2,3,4,8, or
+            2,3,4,5,6,8 for the ``gguf`` target.
         group_size: columns per scale/zero group (positive multiple of 8).
         granularity: ``expert``, ``matrix`` or ``layer`` (see :mod:`alphaq.planning.units`).
         error_model: ``measured`` or ``analytic`` (see :mod:`alphaq.planning.costs`).
@@ -49,10 +54,13 @@ class PlanConfig:
         seed: seed of the ``random`` allocator.
         quant_method: quantizer the ``measured`` model uses (``rtn``, ``rtn_clip``, ``hqq``).
         max_rows: rows measured per matrix (evenly spaced) by the ``measured`` model.
+        target: ``alphaq`` (the packed checkpoint: bytes of alphaq's layout) or ``gguf`` (llama.cpp: widths
+            2,3,4,5,6,8 are Q2_K..Q6_K and Q8_0, bytes and bits from the ggml types, measured errors from
+            llama-quantize; forces ``granularity="layer"``, one type per GGUF expert tensor).
     """
 
     budget: Budget | str | float
-    widths: tuple[int, ...] | str = DEFAULT_WIDTHS
+    widths: tuple[int, ...] | str | None = None
     group_size: int = DEFAULT_GROUP_SIZE
     granularity: Granularity = "expert"
     error_model: ErrorModel = "measured"
@@ -66,10 +74,18 @@ class PlanConfig:
     seed: int = 0
     quant_method: str = "rtn"
     max_rows: int = DEFAULT_MAX_ROWS
+    target: str = "alphaq"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "budget", Budget.parse(self.budget))
-        object.__setattr__(self, "widths", parse_widths(self.widths))
+        if self.target not in TARGETS:
+            raise ConfigError(f"--target {self.target!r} is unknown; use one of {', '.join(TARGETS)}")
+        gguf = self.target == "gguf"
+        default = GGUF_WIDTHS if gguf else DEFAULT_WIDTHS
+        object.__setattr__(self, "widths", parse_widths(default if self.widths is None else self.widths))
+        if gguf:
+            check_gguf_widths(self.widths)  # type: ignore[arg-type]
+            object.__setattr__(self, "granularity", "layer")
         if not isinstance(self.keep, KeepPolicy):
             object.__setattr__(self, "keep", KeepPolicy.parse(self.keep))
         check_group_size(self.group_size)
@@ -113,6 +129,9 @@ def cost_table(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: Pl
         errors = measure_errors(details, read_matrix, config, progress=progress)
     elif errors.widths != tuple(config.widths) or errors.model != config.error_model:
         raise ConfigError("the given errors were measured for other widths or another error model; re-measure them")
+    if config.target == "gguf":
+        return build_cost_table(units, errors, config.group_size, config.gamma, matrix_bytes=gguf_matrix_nbytes,
+                                real_bits=True)
     return build_cost_table(units, errors, config.group_size, config.gamma)
 
 
@@ -121,7 +140,14 @@ def measure_errors(details: pd.DataFrame, read_matrix: ReadMatrix | None, config
     """The expensive step of a plan: every routed-expert matrix's error at every candidate width.
 
     Reuse the result across granularities, allocators and budgets (``errors=`` of the other functions).
+
+    Raises:
+        PlanError: the ``gguf`` target with the ``measured`` model: its errors come from llama.cpp
+            (:func:`alphaq.export.gguf_errors.measure_gguf_errors`, run by ``alphaq plan --target gguf``).
     """
+    if config.target == "gguf" and config.error_model == "measured":
+        raise PlanError("the gguf target measures errors with llama.cpp; run `alphaq plan --target gguf` or pass "
+                        "errors= from alphaq.export.gguf_errors.measure_gguf_errors")
     return matrix_errors(details, read_matrix, config.widths, config.group_size, config.error_model,
                          method=config.quant_method, max_rows=config.max_rows, progress=progress)
 
@@ -139,7 +165,7 @@ def options_record(config: PlanConfig) -> dict[str, Any]:
             "allocator": config.allocator, "widths": list(config.widths), "group_size": config.group_size,
             "bounds": config.bounds.describe(), "keep": str(config.keep), "solver": config.solver,
             "time_limit": config.time_limit, "seed": config.seed, "quant_method": config.quant_method,
-            "max_rows": config.max_rows}
+            "max_rows": config.max_rows, "target": config.target}
 
 
 def make_plan(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, *,
@@ -212,8 +238,15 @@ def plan_tensors(details: pd.DataFrame, table: CostTable, allocation: Allocation
             name=name, tensor=str(record["tensor"]), layer=_opt(record["layer"], int), expert=_opt(record["expert"], int),
             proj=_opt(record["proj"], str), role=str(record["role"]), rows=rows, cols=cols, params=rows * cols, bits=bits,
             group_size=None if bits == KEEP_BF16 else config.group_size,
-            bytes=matrix_nbytes(rows, cols, bits, config.group_size), error=error, unit=unit))
+            bytes=_target_nbytes(config, rows, cols, bits, name in width_of), error=error, unit=unit))
     return out
+
+
+def _target_nbytes(config: PlanConfig, rows: int, cols: int, bits: int, expert: bool) -> int:
+    """Bytes of one matrix in the plan's target format (the ``gguf`` target costs its experts in ggml types)."""
+    if config.target == "gguf" and expert:
+        return gguf_matrix_nbytes(rows, cols, bits)
+    return matrix_nbytes(rows, cols, bits, config.group_size)
 
 
 def plan_summary(tensors: Sequence[PlanTensor], allocation: Allocation) -> dict[str, Any]:

@@ -123,7 +123,13 @@ def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, insp
     details, inspect_manifest = plan_details(ckpt, out, inspect_dir=Path(inspect_dir) if inspect_dir else None,
                                              progress=progress)
     refs = {m.name: m for m in ckpt.matrices}
-    errors = measure_errors(details, lambda name: ckpt.read_matrix(refs[name]), config, progress=progress)
+    if getattr(config, "target", "alphaq") == "gguf" and config.error_model == "measured":
+        from alphaq.export.gguf_errors import measure_gguf_errors  # errors measured with llama.cpp itself
+
+        errors = measure_gguf_errors(details, lambda name: ckpt.read_matrix(refs[name]), config.widths,
+                                     model_dir=ckpt.path, fingerprint=ckpt.fingerprint, run_dir=out, progress=progress)
+    else:
+        errors = measure_errors(details, lambda name: ckpt.read_matrix(refs[name]), config, progress=progress)
     provenance = {"checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
                   "diagnostics": {"fit": inspect_manifest["options"]["fit"],
                                   "inspect_created": inspect_manifest["created"],

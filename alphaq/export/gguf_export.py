@@ -1,0 +1,178 @@
+"""``alphaq export PLAN --format gguf``: a GGUF with the planned types, made and checked by llama.cpp's own tools.
+
+Checkpoint + plan -> ``convert_hf_to_gguf.py`` (16-bit GGUF) -> ``llama-quantize --tensor-type-file`` (the
+overrides of :func:`alphaq.export.llamacpp.export_llamacpp`, one type per layer and projection) -> read back
+with ``gguf.GGUFReader`` and compared tensor by tensor with the plan (:func:`alphaq.export.gguf_check.verify_gguf`).
+Everything is written in a temporary folder beside the output; the GGUF is renamed into place only when the
+check passes, so a failure leaves no ``.gguf`` behind. The comparison is saved as ``gguf_export.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from alphaq.errors import AlphaQError, ConfigError
+from alphaq.export.gguf_check import GgufVerification, format_verification, verify_gguf
+from alphaq.export.llamacpp import ExportOptions, LlamaCppExport, export_llamacpp, format_report
+from alphaq.export.llamacpp_tools import LlamaCppTools, find_tools
+
+GGUF_EXPORT_JSON = "gguf_export.json"
+GGUF_EXPORT_SCHEMA_VERSION = 1
+#: ``--keep`` types for the matrices outside the budget (attention, embeddings, shared experts).
+GGUF_KEEP_TYPES: tuple[str, ...] = ("f16", "bf16", "q8_0")
+LogFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class GgufExportOptions:
+    """Options of the GGUF export.
+
+    Args:
+        keep_type: type of every planned matrix kept at 16 bits (``f16``, ``bf16``, ``q8_0``).
+        allow_fallback: accept expert tensors whose row length forces llama.cpp's shape fallback (stored as
+            Q4_0/Q5_0/Q5_1/Q8_0 instead of the planned k-quant); they are verified as the fallback type and
+            reported. Off: such a plan is refused.
+        outtype: ``convert_hf_to_gguf.py --outtype`` of the intermediate GGUF (``auto``: bf16 for bf16 weights).
+        threads: llama-quantize threads.
+    """
+
+    keep_type: str = "f16"
+    allow_fallback: bool = False
+    outtype: str = "auto"
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        keep = str(self.keep_type).lower()
+        if keep not in GGUF_KEEP_TYPES:
+            raise ConfigError(f"--keep {self.keep_type!r} is not a GGUF keep type; use {', '.join(GGUF_KEEP_TYPES)}")
+        object.__setattr__(self, "keep_type", keep)
+        if self.outtype not in ("auto", "f16", "bf16", "f32"):
+            raise ConfigError(f"outtype {self.outtype!r} is unknown; use auto, f16, bf16 or f32")
+
+
+@dataclass(frozen=True)
+class GgufExportResult:
+    """What :func:`export_gguf` wrote and found."""
+
+    out: Path
+    record_path: Path
+    export: LlamaCppExport
+    verification: GgufVerification
+    record: dict[str, Any]
+
+
+def check_plan_for(plan: Any, fingerprint: str, model_dir: Path) -> None:
+    """Raise unless ``plan`` was made on the checkpoint with ``fingerprint``."""
+    planned = (plan.provenance.get("checkpoint") or {}).get("fingerprint")
+    if planned != fingerprint:
+        raise AlphaQError(f"the plan was made for another checkpoint (fingerprint {planned} != {fingerprint} of "
+                          f"{model_dir}); plan this model first: alphaq plan {model_dir} --target gguf")
+
+
+def export_gguf(plan_path: str | Path, out: str | Path, *, model: str | Path | None = None,
+                options: GgufExportOptions | None = None, tools: LlamaCppTools | None = None,
+                record_dir: str | Path | None = None, source_gguf: str | Path | None = None,
+                log: LogFn | None = None) -> GgufExportResult:
+    """Write ``out`` (a GGUF with the plan's types), verify it, save ``gguf_export.json``.
+
+    Args:
+        plan_path: ``plan.json``.
+        out: the GGUF to write (replaced atomically).
+        model: checkpoint folder (default: the one the plan records).
+        options: :class:`GgufExportOptions`.
+        tools: llama.cpp tools (default :func:`find_tools`).
+        record_dir: folder of ``gguf_export.json`` (default: the plan's folder).
+        source_gguf: a 16-bit GGUF already converted from the same checkpoint (skips the converter).
+        log: called with one line per step.
+
+    Returns:
+        The :class:`GgufExportResult`.
+
+    Raises:
+        AlphaQError: plan of another checkpoint, expert tensors that would fall back, tools missing, converter
+            or llama-quantize failure, or a GGUF whose types differ from the plan (one line each).
+    """
+    from alphaq.atomic import write_json
+    from alphaq.export.gguf_io import convert_checkpoint, import_gguf, quantize_gguf, read_types
+    from alphaq.load import open_checkpoint
+    from alphaq.planning.plan_file import load_plan
+
+    say = log or (lambda line: None)
+    options = options or GgufExportOptions()
+    plan_path, out = Path(plan_path), Path(out)
+    plan = load_plan(plan_path)
+    model_dir = Path(model) if model is not None else Path((plan.provenance.get("checkpoint") or {}).get("path", ""))
+    ckpt = open_checkpoint(model_dir)
+    check_plan_for(plan, ckpt.fingerprint, model_dir)
+    export = export_llamacpp(plan, ExportOptions(base_type="Q8_0", keep_type=options.keep_type))
+    fallbacks = [t for t in export.tensors if t.role == "expert" and t.stored_type != t.ggml_type]
+    if fallbacks and not options.allow_fallback:
+        f = fallbacks[0]
+        raise AlphaQError(f"{len(fallbacks)} expert tensor(s) have rows of {f.cols} values, not a multiple of the "
+                          f"k-quant block (256): llama-quantize would store {f.name} as {f.stored_type}, not the "
+                          f"planned {f.ggml_type}; pass --allow-fallback to accept and report that")
+    tools = tools or find_tools()
+    import_gguf()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record_path = Path(record_dir or plan_path.parent) / GGUF_EXPORT_JSON
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        work = Path(tmp)
+        start = time.perf_counter()
+        if source_gguf is None:
+            say(f"converting {model_dir} with llama.cpp's convert_hf_to_gguf.py")
+            source = convert_checkpoint(tools, model_dir, work / "source.gguf", outtype=options.outtype)
+        else:
+            source = Path(source_gguf)
+        seconds["convert"] = time.perf_counter() - start
+        overrides = work / "tensor-types.txt"
+        overrides.write_text(export.tensor_type_file_text(), encoding="utf-8")
+        start = time.perf_counter()
+        say(f"quantizing with llama-quantize ({len(export.tensor_type_lines())} overrides)")
+        staged = work / out.name
+        quantize_gguf(tools, source, staged, tensor_type_file=overrides, flags=export.flags(), threads=options.threads)
+        seconds["quantize"] = time.perf_counter() - start
+        verification = verify_gguf(export, read_types(staged), staged.stat().st_size,
+                                   int(plan.summary.get("expert_bytes", 0)))
+        if not verification.ok:
+            problems = verification.problems()
+            raise AlphaQError(f"the GGUF llama-quantize wrote does not hold the planned types ({len(problems)} "
+                              f"mismatch(es); first: {problems[0]}); no file was written")
+        record = _record(plan, plan_path, ckpt, model_dir, out, options, export, verification, tools, seconds)
+        shutil.move(str(staged), out)
+    write_json(record_path, record)
+    return GgufExportResult(out=out, record_path=record_path, export=export, verification=verification, record=record)
+
+
+def _record(plan: Any, plan_path: Path, ckpt: Any, model_dir: Path, out: Path, options: GgufExportOptions,
+            export: LlamaCppExport, verification: GgufVerification, tools: LlamaCppTools,
+            seconds: dict[str, float]) -> dict[str, Any]:
+    from alphaq._version import __version__
+
+    plan_options = plan.provenance.get("options") or {}
+    return {
+        "schema_version": GGUF_EXPORT_SCHEMA_VERSION, "alphaq_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "gguf": str(out), "plan": {"path": str(plan_path), "fingerprint": plan.plan_fingerprint,
+                                   "target": plan_options.get("target", "alphaq"),
+                                   "granularity": plan_options.get("granularity"),
+                                   "budget": (plan.provenance.get("budget") or {}).get("given")},
+        "checkpoint": {"path": str(model_dir), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
+        "options": {"keep_type": options.keep_type, "allow_fallback": options.allow_fallback,
+                    "outtype": options.outtype, "base_type": "Q8_0"},
+        "llama_cpp": tools.describe(),
+        "command": export.command("tensor-types.txt", "source.gguf", out.name),
+        "cost": {"expert_params": export.cost.expert_params, "expert_plan_bytes": export.cost.expert_plan_bytes,
+                 "rounding_bytes": export.cost.rounding_bytes, "expert_gguf_bytes": export.cost.expert_gguf_bytes,
+                 "report": format_report(export), "notes": list(export.notes)},
+        "expert_bits_per_weight": 8 * verification.expert_bytes / export.cost.expert_params
+        if export.cost.expert_params else None,
+        "verification": verification.to_dict(), "summary": format_verification(verification),
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
