@@ -22,8 +22,6 @@ from alphaq.quantization.layout import QuantBytes, QuantSpec, num_groups, quanti
 
 #: Shrink factors of the [min, max] range tried by ``clip_search`` (1.0 first, so never worse than RTN).
 CLIP_SHRINK_GRID: tuple[float, ...] = tuple(round(1.0 - 0.025 * i, 3) for i in range(21))
-#: Methods accepted by :func:`quantize_dequantize`.
-
 #: Largest finite float16; weights beyond it are rejected.
 FP16_MAX = 65504.0
 #: Smallest positive float16 (subnormal, 2**-24); the smallest stored scale.

@@ -194,7 +194,7 @@ def held_out_texts() -> dict[str, str]:
     return {"wikitext2_test": corpora.wikitext2_test, "shakespeare_heldout": corpora.shakespeare_heldout}
 
 
-def write_model_card(model_dir: Path, training: dict[str, Any]) -> Path:
+def write_demo_card(model_dir: Path, training: dict[str, Any]) -> Path:
     """Measure the checkpoint and write ``card.json`` and ``README.md`` into it.
 
     Args:
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"wrote {write_model_card(model_dir, card['training'])}")
+    print(f"wrote {write_demo_card(model_dir, card['training'])}")
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ def train_demo(cfg: DemoTrainConfig) -> Path:
     import torch
 
     from alphaq.atomic import write_json, write_text
-    from alphaq.modeling import evaluate_ids
+    from alphaq.evaluation.perplexity import perplexity
     from alphaq.zoo import model_card
     from alphaq.zoo.tokenizer import EOS_TOKEN, PAD_TOKEN, to_transformers, train_bpe_tokenizer
 
@@ -248,7 +248,7 @@ def train_demo(cfg: DemoTrainConfig) -> Path:
                                     "elapsed_s": round(elapsed, 1)})
             out_of_time = elapsed > cfg.max_minutes * 60
             if step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time:
-                evals = {name: evaluate_ids(model, ids, cfg.context, max_windows=cfg.eval_windows)
+                evals = {name: perplexity(model, ids, cfg.context, max_windows=cfg.eval_windows)
                          for name, ids in held_out.items()}
                 held = sum(e.nll for e in evals.values()) / len(evals)
                 _log(log, records, {"event": "eval", "step": step, "held_out_loss": round(held, 4),
@@ -290,7 +290,7 @@ def train_demo(cfg: DemoTrainConfig) -> Path:
                      "tokenizers": __import__("tokenizers").__version__},
     }
     write_json(out_dir / model_card.CARD_JSON, {"training": training})  # survives a failing card step
-    model_card.write_model_card(out_dir, training)
+    model_card.write_demo_card(out_dir, training)
     return out_dir
 
 

@@ -6,7 +6,8 @@ import torch
 from alphaq.errors import ConfigError
 from alphaq.quantization.hqq import quantize_hqq, shrink_lp
 from alphaq.quantization.layout import QuantSpec
-from alphaq.quantization.primitives import dequantize_groupwise, quantize_dequantize, quantize_groupwise, relative_error
+from alphaq.quantization.methods import quantize_dequantize
+from alphaq.quantization.primitives import dequantize_groupwise, quantize_groupwise, relative_error
 
 
 def student_t(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
