@@ -67,8 +67,12 @@ def inspect(model: PathLike | None = None, config: InspectConfig | None = None, 
     from alphaq.audit.run import inspect as inspect_checkpoint
     from alphaq.audit.run import save_inspect
 
-    result = inspect_checkpoint(model, config, pattern_file=pattern_file, progress=progress)
-    if out is not None:
+    from alphaq.locking import output_lock
+
+    if out is None:
+        return inspect_checkpoint(model, config, pattern_file=pattern_file, progress=progress)
+    with output_lock(out, "inspect"):
+        result = inspect_checkpoint(model, config, pattern_file=pattern_file, progress=progress)
         save_inspect(result, out)
     return result
 

@@ -17,9 +17,17 @@ import numpy as np
 import pandas as pd
 
 from alphaq._version import __version__
-from alphaq.errors import AlphaQError, ConfigError
 from alphaq.audit.expert_quality import aggregate_experts
-from alphaq.runfolder import DETAILS_CSV, DETAILS_PARQUET, EXPERTS_CSV, INSPECT_JSON, INSPECT_SCHEMA_VERSION, SPECTRA_NPZ
+from alphaq.errors import AlphaQError, ConfigError
+from alphaq.locking import locks_output
+from alphaq.runfolder import (
+    DETAILS_CSV,
+    DETAILS_PARQUET,
+    EXPERTS_CSV,
+    INSPECT_JSON,
+    INSPECT_SCHEMA_VERSION,
+    SPECTRA_NPZ,
+)
 
 #: Matrices whose smaller side is below this are not fitted (status "skipped").
 MIN_SIDE = 8
@@ -157,29 +165,33 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
     return InspectResult(details, experts, manifest, _plotted_spectra(details, experts, spectra))
 
 
+@locks_output("out_dir", "inspect")
 def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
     """Write the run folder: details.csv (+ .parquet when pyarrow is installed), experts.csv, spectra.npz,
-    inspect.json. Each file is written atomically; returns the folder."""
-    from alphaq.atomic import write_json, write_with
+    inspect.json. The files are written together (:func:`alphaq.atomic.staged_files`): a failure (a full disk)
+    leaves none of them, and inspect.json is renamed into place last; returns the folder."""
+    from alphaq.atomic import staged_files
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_with(out / DETAILS_CSV, lambda p: result.details.to_csv(p, index=False))
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        write_with(out / "details.json", lambda p: result.details.to_json(p, orient="records", indent=1))
-    else:
-        write_with(out / DETAILS_PARQUET, lambda p: result.details.to_parquet(p, index=False))
-    write_with(out / EXPERTS_CSV, lambda p: result.experts.to_csv(p, index=False))
+    if out.exists() and not out.is_dir():
+        raise AlphaQError(f"--out {out} is an existing file; pass a folder path (or remove the file)")
     arrays: dict[str, np.ndarray] = {}
     for name, evals in result.spectra.items():
         arrays[name] = evals
         match = result.details[result.details["name"] == name].iloc[0]
         arrays[f"{name}::xmin"] = np.asarray(match["xmin"], dtype=np.float64)
         arrays[f"{name}::alpha"] = np.asarray(match["alpha"], dtype=np.float64)
-    write_with(out / SPECTRA_NPZ, lambda p: _save_npz(p, arrays))
-    write_json(out / INSPECT_JSON, result.manifest)
+    with staged_files(out) as files:
+        files.write_with(DETAILS_CSV, lambda p: result.details.to_csv(p, index=False))
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            files.write_with("details.json", lambda p: result.details.to_json(p, orient="records", indent=1))
+        else:
+            files.write_with(DETAILS_PARQUET, lambda p: result.details.to_parquet(p, index=False))
+        files.write_with(EXPERTS_CSV, lambda p: result.experts.to_csv(p, index=False))
+        files.write_with(SPECTRA_NPZ, lambda p: _save_npz(p, arrays))
+        files.write_json(INSPECT_JSON, result.manifest)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,11 +77,19 @@ def fail(error: AlphaQError) -> None:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn AlphaQError into a one-line message and exit status 2."""
+    """Turn AlphaQError, and an OSError from a write (read-only or full disk, a file where a folder should be),
+    into a one-line message and exit status 2. ``ALPHAQ_DEBUG=1`` re-raises OSErrors with their traceback."""
+    from alphaq.locking import describe_os_error
+
     try:
         yield
     except AlphaQError as error:
         fail(error)
+    except OSError as error:
+        if os.environ.get("ALPHAQ_DEBUG"):
+            raise
+        typer.echo(f"error: {describe_os_error(error)}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 @contextmanager

@@ -80,8 +80,11 @@ def print_eval_summary(record: dict, out: Path, html: bool) -> None:
     table.add_row("windows x tokens", f"{record['windows']} x {record['context']} ({record['tokens']:,} scored)")
     check = record["verification"]
     if check["tensors"]:
+        from alphaq.planning.costs import prediction_units
+
+        label, number, _ = prediction_units((record.get("source") or {}).get("error_model"))
         table.add_row("reconstruction error (param-weighted)",
-                      f"{check['mean_rel_error']:.5f} (plan predicted {check['mean_predicted_error']:.5f})")
+                      f"{check['mean_rel_error']:.5f} (plan {label} {number.format(check['mean_predicted_error'])})")
         shares = check.get("routing_share_by_bits") or {}
         if shares:
             table.add_row("routed selections by width", ", ".join(f"{k}b: {v:.0%}" for k, v in shares.items()))

@@ -79,7 +79,9 @@ def inspect(
     from alphaq.audit.run import inspect as run_inspect
     from alphaq.cli.summaries import print_inspect_summary
 
-    with user_errors():
+    from alphaq.locking import output_lock
+
+    with user_errors(), output_lock(out, "inspect"):
         config = InspectConfig(fit=fit, dtype="float64" if float64 else "float32", device=device,  # type: ignore[arg-type]
                                layers=parse_ints(layers, "--layers"), experts_only=experts_only, tail_test=tail_test,
                                farms=farms, seed=seed)
@@ -162,7 +164,12 @@ def quantize(
                 rate = done[0] / max(time.perf_counter() - start, 1e-9) / 1e6
                 advance(n, f"{item} | {rate:,.1f} MB/s", total)
 
-            result = run_quantize(model, plan, out, method=method, device=device, progress=tick, on_bytes=count)
+            try:
+                result = run_quantize(model, plan, out, method=method, device=device, progress=tick, on_bytes=count)
+            except KeyboardInterrupt:
+                typer.echo(f"interrupted: the shards finished in {out} are kept; rerun the same command to resume",
+                           err=True)
+                raise typer.Exit(code=130) from None
         if html:
             from alphaq.report.quantize_page import render_quantize
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from alphaq.planning.costs import prediction_units
 from alphaq.runfolder import PLAN_JSON
 
 
@@ -26,7 +27,8 @@ def print_plan_summary(result: Any) -> None:
     table.add_row("total memory bf16 -> plan", f"{_mb(summary['total_bytes_bf16'])} -> {_mb(summary['total_bytes'])}")
     table.add_row("compression (experts / total)",
                   f"{summary['expert_compression_ratio']:.2f}x / {summary['compression_ratio']:.2f}x")
-    table.add_row("predicted error", f"{summary['predicted_error']:.5f}")
+    label, number, units = prediction_units((prov.get("options") or {}).get("error_model"))
+    table.add_row(f"{label} ({units})", number.format(summary["predicted_error"]))
     solver = prov["solver"]
     table.add_row("solver", f"{solver['method']} {solver['status']}, gap {solver['gap']:.2g}, {solver['seconds']:.2f} s")
     layer = result.comparison.get("layer_plan")
@@ -35,6 +37,8 @@ def print_plan_summary(result: Any) -> None:
                       f"vs {result.comparison['expert_plan']['objective']:.5f}")
     table.add_row("written to", str(result.run_dir / PLAN_JSON))
     console.print(table)
+    for warning in prov.get("warnings") or []:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 def print_quantize_summary(result: Any) -> None:
@@ -55,8 +59,9 @@ def print_quantize_summary(result: Any) -> None:
     table.add_row("checkpoint source -> quantized", f"{_mb(totals['source_bytes'])} -> {_mb(totals['output_bytes'])}")
     if totals["mean_rel_error"] is not None:
         predicted = totals["mean_predicted_error"]
+        label, number, _ = prediction_units((manifest.get("plan") or {}).get("error_model"))
         table.add_row("reconstruction error (param-weighted)", f"{totals['mean_rel_error']:.5f}"
-                      + (f" (plan predicted {predicted:.5f})" if predicted is not None else ""))
+                      + (f" (plan {label} {number.format(predicted)})" if predicted is not None else ""))
     resumed = sum(1 for s in manifest["shards"] if s["resumed"])
     table.add_row("shards", f"{len(manifest['shards'])}" + (f" ({resumed} resumed)" if resumed else ""))
     rate = timing["throughput_mb_s"]

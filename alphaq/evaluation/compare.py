@@ -18,8 +18,14 @@ from typing import Any
 import pandas as pd
 
 from alphaq.errors import AlphaQError, ConfigError
+from alphaq.locking import locks_output
 from alphaq.provenance import text_record, versions
-from alphaq.runfolder import COMPARE_CSV, COMPARE_JSON, COMPARE_PLANS_DIR, EXPERT_VERIFICATION_CSV
+from alphaq.runfolder import (
+    COMPARE_CSV,
+    COMPARE_JSON,
+    COMPARE_PLANS_DIR,
+    EXPERT_VERIFICATION_CSV,
+)
 
 ProgressFn = Callable[[int, str, int], None]
 #: Allocator entries of ``compare``; ``frequency`` expands to its in- and out-of-domain calibrations.
@@ -102,6 +108,7 @@ def prediction_check(table: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+@locks_output("out_dir", "compare")
 def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Sequence[str], out_dir: str | Path, *,
                 text_file: str | Path | None = None, calib_out: str | Path | None = None,
                 calib_in: str | Path | None = None, max_windows: int | None = None, context: int | None = None,
@@ -136,18 +143,18 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
 
     import torch
 
-    from alphaq.evaluation import datasets
     from alphaq.atomic import write_json, write_with
+    from alphaq.evaluation import datasets
     from alphaq.evaluation.options import EvalOptions
     from alphaq.evaluation.perplexity import model_context, perplexity
     from alphaq.evaluation.simulate import apply_plan
     from alphaq.load import open_checkpoint
     from alphaq.load.model import load_model
-    from alphaq.zoo.demo import demo_model_path
     from alphaq.planning.budget import Budget
     from alphaq.planning.plan_file import save_plan
     from alphaq.planning.planner import PlanConfig, make_plan, measure_errors
     from alphaq.planning.run import plan_details
+    from alphaq.zoo.demo import demo_model_path
 
     entries = expand_allocators(allocators)
     budget_list = [str(b).strip() for b in budgets if str(b).strip()]

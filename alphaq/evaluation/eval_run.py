@@ -20,8 +20,14 @@ from typing import Any
 
 from alphaq.errors import AlphaQError, ConfigError
 from alphaq.evaluation.options import EvalOptions
+from alphaq.locking import locks_output
 from alphaq.provenance import text_record, versions
-from alphaq.runfolder import EVAL_EXPERTS_CSV, EVAL_JSON, EVAL_SCHEMA_VERSION, EVAL_TENSORS_CSV
+from alphaq.runfolder import (
+    EVAL_EXPERTS_CSV,
+    EVAL_JSON,
+    EVAL_SCHEMA_VERSION,
+    EVAL_TENSORS_CSV,
+)
 
 ProgressFn = Callable[[int, str, int], None]
 
@@ -123,7 +129,8 @@ def _evaluate_simulated(original: Path, plan_file: Path, eval_path: Path, opts: 
                    "note": "simulated: weights are quantized and dequantized in place, memory is the plan's",
                    "original_checkpoint_bytes": _disk_bytes(original)})
     source = {"kind": "simulated", "path": str(original), "plan": str(plan_file),
-              "plan_fingerprint": plan.plan_fingerprint, "method": sim.method}
+              "plan_fingerprint": plan.plan_fingerprint, "method": sim.method,
+              "error_model": (plan.provenance.get("options") or {}).get("error_model")}
     return _Measured(source=source, result=result, shares=shares, tensors=tensors_from_checks(sim.checks, plan),
                      memory=memory, baseline=baseline, shares_original=shares_original), setup
 
@@ -142,6 +149,7 @@ def _evaluate_quantized(quantized: Path, original: Path, manifest: dict[str, Any
     setup = _prepare(lm, tokenizer, eval_path, opts, 2 if opts.baseline else 1, progress)
     source: dict[str, Any] = {"kind": "quantized", "path": str(quantized), "original": str(original),
                               "plan_fingerprint": manifest.get("plan", {}).get("fingerprint"),
+                              "error_model": manifest.get("plan", {}).get("error_model"),
                               "method": manifest.get("options", {}).get("method")}
     totals = manifest.get("totals", {})
     memory: dict[str, Any] = {"model_bytes": _model_bytes(lm), "checkpoint_bytes": _disk_bytes(quantized),
@@ -164,6 +172,7 @@ def _evaluate_quantized(quantized: Path, original: Path, manifest: dict[str, Any
     return measured, setup
 
 
+@locks_output("out_dir", "eval")
 def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, quantized: str | Path | None = None,
              plan_file: str | Path | None = None, text_file: str | Path | None = None,
              options: EvalOptions | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from alphaq._version import __version__
 from alphaq.errors import AlphaQError, CheckpointError, ConfigError
 from alphaq.export import ct_format as ctf
+from alphaq.locking import locks_output
 
 if TYPE_CHECKING:
     from alphaq.load.checkpoint import Checkpoint
@@ -52,6 +53,7 @@ class CtExportResult:
     manifest: Mapping[str, Any]
 
 
+@locks_output("out_dir", "export")
 def export_compressed_tensors(plan_path: str | Path, out_dir: str | Path, *, model: str | Path | None = None,
                               method: str | None = None, granularity: str = "expert",
                               progress: ProgressFn | None = None) -> CtExportResult:

@@ -68,7 +68,9 @@ def measure_gguf_errors(details: pd.DataFrame, read_matrix: Callable[[str], torc
         return cached
     where = {(int(r.layer), int(r.expert), str(r.proj)): i
              for i, r in enumerate(rows[["layer", "expert", "proj"]].itertuples(index=False))}
-    reference = [read_matrix(name).detach().float().numpy() for name in names]  # [rows, cols] each
+    from alphaq.planning.costs import check_finite
+
+    reference = [check_finite(name, read_matrix(name).detach().float()).numpy() for name in names]  # [rows, cols] each
     sq_norm = np.array([float(np.square(w, dtype=np.float64).sum()) for w in reference])
     error = np.full((len(names), len(widths)), np.nan)
     with tempfile.TemporaryDirectory(prefix="alphaq-gguf-errors-") as tmp:

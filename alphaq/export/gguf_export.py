@@ -19,8 +19,14 @@ from typing import Any, Callable
 
 from alphaq.errors import AlphaQError, ConfigError
 from alphaq.export.gguf_check import GgufVerification, format_verification, verify_gguf
-from alphaq.export.llamacpp import ExportOptions, LlamaCppExport, export_llamacpp, format_report
+from alphaq.export.llamacpp import (
+    ExportOptions,
+    LlamaCppExport,
+    export_llamacpp,
+    format_report,
+)
 from alphaq.export.llamacpp_tools import LlamaCppTools, find_tools
+from alphaq.locking import locks_output
 
 GGUF_EXPORT_JSON = "gguf_export.json"
 GGUF_EXPORT_SCHEMA_VERSION = 1
@@ -75,6 +81,7 @@ def check_plan_for(plan: Any, fingerprint: str, model_dir: Path) -> None:
                           f"{model_dir}); plan this model first: alphaq plan {model_dir} --target gguf")
 
 
+@locks_output("out", "export")
 def export_gguf(plan_path: str | Path, out: str | Path, *, model: str | Path | None = None,
                 options: GgufExportOptions | None = None, tools: LlamaCppTools | None = None,
                 record_dir: str | Path | None = None, source_gguf: str | Path | None = None,
@@ -99,7 +106,12 @@ def export_gguf(plan_path: str | Path, out: str | Path, *, model: str | Path | N
             or llama-quantize failure, or a GGUF whose types differ from the plan (one line each).
     """
     from alphaq.atomic import write_json
-    from alphaq.export.gguf_io import convert_checkpoint, import_gguf, quantize_gguf, read_types
+    from alphaq.export.gguf_io import (
+        convert_checkpoint,
+        import_gguf,
+        quantize_gguf,
+        read_types,
+    )
     from alphaq.load import open_checkpoint
     from alphaq.planning.plan_file import load_plan
 

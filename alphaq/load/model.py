@@ -44,6 +44,13 @@ def load_model(
             f"{folder} is not a checkpoint folder (no config.json); pass a local Hugging Face "
             "checkpoint directory"
         )
+    if not any(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
+        found = f" (found {pickled[0]})" if pickled else ""
+        raise CheckpointError(
+            f"{folder} has no .safetensors weights{found}; alphaq reads safetensors only (it never unpickles): "
+            "convert the checkpoint with transformers' save_pretrained(..., safe_serialization=True)"
+        )
     kwargs: dict[str, Any] = {"local_files_only": True}
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)

@@ -12,11 +12,12 @@ folder, and renders every page plus ``index.html`` and the model-card section:
 
 from __future__ import annotations
 
-from alphaq.runfolder import COMPARE_DIR
-
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+from alphaq.locking import locks_output
+from alphaq.runfolder import COMPARE_DIR
 
 #: The budgets of the gallery's sweep and the plan it shows.
 GALLERY_BUDGET = "3.5"
@@ -27,6 +28,7 @@ COMPARE_ALLOCATORS = ("alphaq", "uniform", "random", "frequency")
 COMPARE_WINDOWS = 128
 
 
+@locks_output("out", "gallery")
 def build_gallery(out: str | Path, *, progress: Callable[[int, str, int], None] | None = None,
                   compare: bool = True, eval_windows: int | None = None) -> list[Path]:
     """Run every stage on the bundled demo MoE into ``out`` and render every page.

@@ -24,7 +24,8 @@ from typing import Any
 
 from alphaq.atomic import json_safe
 from alphaq.errors import ConfigError
-from alphaq.runfolder import PLAN_JSON, QUANTIZED_DIR, QUANTIZE_JSON
+from alphaq.locking import locks_output
+from alphaq.runfolder import PLAN_JSON, QUANTIZE_JSON, QUANTIZED_DIR
 
 ProgressFn = Callable[[int, str, int], None]
 #: Budgets of the predicted-error sweep that plan.html shows for a run.
@@ -86,6 +87,7 @@ class PipelineResult:
     notes: tuple[str, ...] = ()
 
 
+@locks_output("out_dir", "run")
 def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Path, *,
                  progress: ProgressFn | None = None) -> PipelineResult:
     """Inspect, plan, quantize and evaluate a checkpoint into one run folder and render every page.
@@ -110,8 +112,8 @@ def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Pat
     out = Path(out_dir)
     text = config.text_file
     if config.evaluate:  # fail before hours of work when the evaluation text is missing
-        from alphaq.evaluation import datasets
         from alphaq.errors import AlphaQError
+        from alphaq.evaluation import datasets
 
         text = Path(text) if text is not None else datasets.wikitext2_test()
         if not text.is_file():

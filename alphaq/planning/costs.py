@@ -126,6 +126,25 @@ def matrix_errors(details: pd.DataFrame, read_matrix: ReadMatrix | None, widths:
     return MatrixErrors(tuple(str(n) for n in rows["name"]), tuple(int(b) for b in widths), error, sq_norm, model)
 
 
+def prediction_units(error_model: str | None) -> tuple[str, str, str]:
+    """How to show a plan's predicted error: ``(label, format, unit note)`` for its error model.
+
+    ``measured`` predicts the relative Frobenius error ``||W - W_hat|| / ||W||`` (comparable with the error
+    eval and quantize measure); ``analytic`` predicts the paper's mean squared error ``Var(W) 2^(-2b)``,
+    an absolute quantity in squared weight units that cannot be compared with a relative error.
+
+    Args:
+        error_model: the plan's ``options.error_model`` (None: an older plan, taken as measured).
+
+    Returns:
+        ``("predicted error", "{:.5f}", "relative ||W-W^||/||W||")`` or
+        ``("predicted MSE", "{:.3e}", "Var(W) 2^-2b, squared weight units")``.
+    """
+    if error_model == "analytic":
+        return "predicted MSE", "{:.3e}", "Var(W) 2^-2b, squared weight units"
+    return "predicted error", "{:.5f}", "relative ||W-W^||/||W||"
+
+
 def _read(read_matrix: ReadMatrix, name: str, shape: tuple[int, int]) -> torch.Tensor:
     import torch
 
@@ -134,7 +153,29 @@ def _read(read_matrix: ReadMatrix, name: str, shape: tuple[int, int]) -> torch.T
         got = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
         raise PlanError(f"matrix {name} was read as {got}, details say {shape}; the details belong to another "
                         "checkpoint: re-run `alphaq inspect` on this one")
-    return w.detach().to(torch.float32)
+    return check_finite(name, w.detach().to(torch.float32))
+
+
+def check_finite(name: str, w: torch.Tensor) -> torch.Tensor:
+    """``w`` unchanged, or a one-line PlanError naming the matrix when it holds NaN or Inf.
+
+    Args:
+        name: the matrix's tensor name.
+        w: its weight.
+
+    Returns:
+        ``w``.
+
+    Raises:
+        PlanError: NaN or Inf values (``alphaq inspect`` flags such a matrix ``nonfinite``).
+    """
+    import torch
+
+    if not bool(torch.isfinite(w).all()):
+        bad = int((~torch.isfinite(w)).sum())
+        raise PlanError(f"matrix {name} holds {bad} NaN/Inf value(s) (inspect flags it nonfinite), so no width can be "
+                        "planned for it; repair or replace the checkpoint's weights, then re-run inspect and plan")
+    return w
 
 
 def _measured(w: torch.Tensor, widths: Sequence[int], group_size: int, method: str, max_rows: int) -> np.ndarray:

@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from dataclasses import replace as _replace
 from pathlib import Path
 from typing import Any
 
@@ -173,12 +174,63 @@ def plan_from_dict(data: Any, *, source: str = "plan", checkpoint_tensors: set[s
             raise PlanError(f"{source} names {len(absent)} tensor(s) not in the checkpoint (first: {absent[0]}); "
                             "the plan was made for another checkpoint: run `alphaq plan` on this one")
     stored = data["plan_fingerprint"]
+    provenance, summary = dict(data["provenance"]), dict(data["summary"])
+    if stored is None:
+        # An edit accepted by hand: the recorded predictions belong to the widths before the edit, so drop them,
+        # and recompute the sizes from the tensors.
+        tensors = tuple(_replace(t, error=None) if t.unit is not None else t for t in tensors)
+        summary.update(tensor_totals(tensors))
+        summary["predicted_error"] = None
+        provenance["edited_by_hand"] = True
     actual = tensors_fingerprint(tensors)
     if stored is not None and stored != actual:
         raise PlanError(f"{source}: plan_fingerprint does not match its tensors (edited by hand?); {_REMAKE}, "
                         "or set plan_fingerprint to null to accept the edit")
-    return Plan(provenance=data["provenance"], summary=data["summary"], tensors=tensors,
+    if stored is not None:
+        _check_summary(summary, tensors, source)
+        for key, value in tensor_totals(tensors).items():  # a figure left out is filled in from the tensors
+            summary.setdefault(key, value)
+    return Plan(provenance=provenance, summary=summary, tensors=tensors,
                 schema_version=PLAN_SCHEMA_VERSION, plan_fingerprint=actual)
+
+
+def tensor_totals(tensors: tuple[PlanTensor, ...] | list[PlanTensor]) -> dict[str, Any]:
+    """The summary figures that follow from the tensor list alone.
+
+    Args:
+        tensors: the plan's matrices.
+
+    Returns:
+        ``expert_params``, ``average_payload_bits``, ``effective_bits``, ``expert_bytes``, ``kept_bytes``,
+        ``total_bytes`` and ``predicted_error`` (parameter-weighted mean of the experts' errors; None when one
+        is missing).
+    """
+    experts = [t for t in tensors if t.unit is not None]
+    params = sum(t.params for t in experts)
+    expert_bytes = sum(t.bytes for t in experts)
+    kept_bytes = sum(t.bytes for t in tensors if t.unit is None)
+    errors = [t.error for t in experts]
+    return {
+        "expert_params": params,
+        "average_payload_bits": sum(t.params * t.bits for t in experts) / params if params else None,
+        "effective_bits": expert_bytes * 8 / params if params else None,
+        "expert_bytes": expert_bytes, "kept_bytes": kept_bytes, "total_bytes": expert_bytes + kept_bytes,
+        "predicted_error": (sum(t.params * float(e) for t, e in zip(experts, errors)) / params
+                            if params and all(e is not None for e in errors) else None),
+    }
+
+
+def _check_summary(summary: Mapping[str, Any], tensors: tuple[PlanTensor, ...], source: str) -> None:
+    """Every summary figure that the tensors determine must agree with them (integers exactly, others to 1e-6)."""
+    for key, expected in tensor_totals(tensors).items():
+        if key not in summary or expected is None:
+            continue
+        given = summary[key]
+        ok = (isinstance(given, (int, float)) and not isinstance(given, bool)
+              and (given == expected if isinstance(expected, int) else math.isclose(given, expected, rel_tol=1e-6)))
+        if not ok:
+            raise PlanError(f"{source}: summary.{key} is {given!r} but its tensors give {expected!r} (edited by "
+                            f"hand?); {_REMAKE}, or set plan_fingerprint to null to have the summary recomputed")
 
 
 _TENSOR_TYPES: dict[str, tuple[type, ...]] = {

@@ -205,8 +205,28 @@ def make_plan(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: Pla
         "failed_fits": list(table.failed),
         "notes": list(allocation.notes),
     }
-    return Plan(provenance={**computed, **dict(provenance)}, summary=plan_summary(tensors, allocation),
-                tensors=tuple(tensors))
+    summary = plan_summary(tensors, allocation)
+    computed["warnings"] = budget_warnings(config.budget, summary)
+    return Plan(provenance={**computed, **dict(provenance)}, summary=summary, tensors=tuple(tensors))
+
+
+def budget_warnings(budget: Budget, summary: dict[str, Any]) -> list[str]:
+    """A byte budget counts the routed experts only; say so when the whole model does not fit the number given.
+
+    Args:
+        budget: the plan's budget.
+        summary: the plan's :func:`plan_summary`.
+
+    Returns:
+        Zero or one warning line.
+    """
+    if budget.kind != "bytes" or summary["total_bytes"] <= budget.value:
+        return []
+    mb = 1e6
+    return [f"the budget {budget.text or budget.value} counts the routed experts only ({summary['expert_bytes'] / mb:.2f} "
+            f"MB planned); the whole model takes {summary['total_bytes'] / mb:.2f} MB with the "
+            f"{summary['kept_bytes'] / mb:.2f} MB of non-expert weights, more than the number given: for a whole-model "
+            f"limit pass that limit minus {summary['kept_bytes'] / mb:.2f} MB"]
 
 
 def _opt(value: Any, kind: type) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from alphaq.errors import AlphaQError
+from alphaq.locking import locks_output
 from alphaq.runfolder import INSPECT_JSON, PLAN_COMPARISON_JSON, PLAN_JSON, SWEEP_CSV
 
 ProgressFn = Callable[[int, str, int], None]
@@ -42,8 +43,8 @@ def plan_details(ckpt: Any, run_dir: Path, *, inspect_dir: Path | None = None, f
     Returns:
         (details, inspect manifest).
     """
-    from alphaq.audit.run import InspectConfig, inspect, save_inspect
     from alphaq.audit.artifacts import load_inspect_run
+    from alphaq.audit.run import InspectConfig, inspect, save_inspect
 
     source = inspect_dir or run_dir
     details = manifest = None
@@ -75,8 +76,8 @@ def calibration_shares(model_path: Path, text_file: Path, *, max_windows: int = 
     """Routing share of each expert on a calibration text (input of the calibrated ``frequency`` baseline)."""
     import torch
 
-    from alphaq.load.model import load_model, tokenize_text
     from alphaq.evaluation.routing import routing_stats
+    from alphaq.load.model import load_model, tokenize_text
 
     if not text_file.is_file():
         raise AlphaQError(f"{text_file}: calibration text not found; pass an existing --calibration-text file")
@@ -86,6 +87,7 @@ def calibration_shares(model_path: Path, text_file: Path, *, max_windows: int = 
     return routing_stats(model, ids, context=context, max_windows=max_windows).shares()
 
 
+@locks_output("run_dir", "plan")
 def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, inspect_dir: str | Path | None = None,
              sweep_budgets: Sequence[str] = (), sweep_allocators: Sequence[str] = ("alphaq", "uniform", "random"),
              calibration_text: str | Path | None = None, pattern_file: str | Path | None = None,
@@ -106,11 +108,10 @@ def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, insp
     Returns:
         The :class:`PlanStageResult`.
     """
-    from alphaq.atomic import write_json, write_with
+    from alphaq.atomic import staged_files
     from alphaq.load import open_checkpoint
-    from alphaq.zoo.demo import demo_model_path
-    from alphaq.planning.plan_file import save_plan
     from alphaq.planning.planner import make_plan, measure_errors, sweep
+    from alphaq.zoo.demo import demo_model_path
 
     out = Path(run_dir)
     ckpt = open_checkpoint(model if model is not None else demo_model_path(), pattern_file=pattern_file)
@@ -124,7 +125,9 @@ def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, insp
                                              progress=progress)
     refs = {m.name: m for m in ckpt.matrices}
     if getattr(config, "target", "alphaq") == "gguf" and config.error_model == "measured":
-        from alphaq.export.gguf_errors import measure_gguf_errors  # errors measured with llama.cpp itself
+        from alphaq.export.gguf_errors import (
+            measure_gguf_errors,  # errors measured with llama.cpp itself
+        )
 
         errors = measure_gguf_errors(details, lambda name: ckpt.read_matrix(refs[name]), config.widths,
                                      model_dir=ckpt.path, fingerprint=ckpt.fingerprint, run_dir=out, progress=progress)
@@ -140,9 +143,11 @@ def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, insp
     table = None
     if sweep_budgets:
         table = sweep(details, None, config, sweep_budgets, sweep_allocators, routing_shares=shares, errors=errors)
-        write_with(out / SWEEP_CSV, lambda p: table.to_csv(p, index=False))
-    write_json(out / PLAN_COMPARISON_JSON, comparison)
-    save_plan(plan, out / PLAN_JSON)
+    with staged_files(out) as files:  # all three or none (a full disk), plan.json renamed last
+        if table is not None:
+            files.write_with(SWEEP_CSV, lambda p: table.to_csv(p, index=False))
+        files.write_json(PLAN_COMPARISON_JSON, comparison)
+        files.write_json(PLAN_JSON, plan.to_dict())
     return PlanStageResult(plan=plan, comparison=comparison, sweep=table, run_dir=out)
 
 

@@ -89,6 +89,7 @@ def build_manifest(ckpt: Checkpoint, plan: Plan, plan_path: str | Path, shards: 
         "plan": {"path": str(Path(plan_path).resolve()), "fingerprint": plan.plan_fingerprint,
                  "created": prov.get("created"), "allocator": plan_options.get("allocator"),
                  "granularity": plan_options.get("granularity"), "quant_method": plan_options.get("quant_method"),
+                 "error_model": plan_options.get("error_model"),
                  "budget": (prov.get("budget") or {}).get("given"), "total_bytes": summary.get("total_bytes"),
                  "expert_bytes": summary.get("expert_bytes"),
                  "average_payload_bits": summary.get("average_payload_bits")},

@@ -11,6 +11,7 @@ files and ``quantize.json`` are written last. The format is described in ``docs/
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import time
@@ -21,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from alphaq.atomic import write_json
 from alphaq.errors import AlphaQError, ConfigError, PlanError
+from alphaq.locking import describe_os_error, locks_output
 from alphaq.quantization import shards as st
 from alphaq.quantization import writer as fmt
 from alphaq.quantization.compute import quantize_matrix
-from alphaq.quantization.methods import METHODS
 from alphaq.quantization.layout import QuantSpec, quantized_nbytes
+from alphaq.quantization.methods import METHODS
 from alphaq.runfolder import QUANTIZE_JSON
 
 if TYPE_CHECKING:
@@ -82,6 +84,7 @@ class _Job:
             self.progress(1, unit.key, self.total)
 
 
+@locks_output("out_dir", "quantize")
 def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str | Path, *, method: str | None = None,
                  device: str = "cpu", progress: ProgressFn | None = None, on_bytes: Callable[[int], None] | None = None,
                  max_shard_bytes: int = fmt.DEFAULT_MAX_SHARD_BYTES) -> QuantizeResult:
@@ -110,9 +113,9 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
             quantized (NaN/Inf or beyond float16).
     """
     from alphaq.load import open_checkpoint
-    from alphaq.zoo.demo import demo_model_path
     from alphaq.planning.plan_file import load_plan
     from alphaq.quantization.manifest import build_manifest
+    from alphaq.zoo.demo import demo_model_path
 
     start = time.perf_counter()
     plan = load_plan(plan_path)
@@ -136,6 +139,9 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
     try:
         for shard in layout:
             record = _reusable(out, shard, finished.get(shard.name))
+            if record is None and shard.name in finished:
+                warnings.append(f"{shard.name}: the finished shard on disk does not match its recorded size and "
+                                "sha256 (damaged since it was written); quantized it again")
             if record is not None:
                 resumed.add(shard.name)
                 for unit in shard.units:
@@ -303,12 +309,17 @@ def _check_free_space(out: Path, needed: int) -> None:
 
 
 def _disk_error(exc: OSError, out: Path) -> AlphaQError:
-    path = exc.filename or out
-    try:
-        free = _gb(shutil.disk_usage(next(p for p in (out, *out.resolve().parents) if p.is_dir())).free)
-    except OSError:
-        free = "unknown space"
-    return AlphaQError(f"cannot write {path}: {exc.strerror or exc} ({free} free); free space or choose another --out")
+    """One line naming the output path that failed (never the source file a copy read from) and the fix that
+    fits the cause; the free space is given only when the disk is full."""
+    message = describe_os_error(exc, out)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = _gb(shutil.disk_usage(next(p for p in (out, *out.resolve().parents) if p.is_dir())).free)
+        except OSError:
+            free = "unknown space"
+        head, _, advice = message.partition("; ")
+        message = f"{head} ({free} free); {advice}"
+    return AlphaQError(message)
 
 
 def _gb(nbytes: float) -> str:

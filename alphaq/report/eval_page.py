@@ -125,9 +125,12 @@ def _verification(record: dict[str, Any], tensors: pd.DataFrame) -> str:
     check = record.get("verification") or {}
     if not check.get("tensors"):
         return empty_note("the original model was evaluated: nothing was quantized")
+    from alphaq.planning.costs import prediction_units
+
+    label, number, units = prediction_units((record.get("source") or {}).get("error_model"))
     cards = stat_cards([
         ("Measured error", _num(check.get("mean_rel_error"), "{:.5f}"), "parameter-weighted ||W-W\u0302||/||W||"),
-        ("Predicted error", _num(check.get("mean_predicted_error"), "{:.5f}"), "the plan's error model"),
+        (label.capitalize(), _num(check.get("mean_predicted_error"), number), f"the plan's error model: {units}"),
         ("Spearman (per tensor)", _num(check.get("error_spearman"), "{:.3f}"), f"{check['tensors']} tensors"),
     ])
     fig = error_figure(tensors)

@@ -110,6 +110,9 @@ def _summary_html(manifest: Mapping[str, Any]) -> str:
     output, source = as_float(totals.get("output_bytes")), as_float(totals.get("source_bytes"))
     shards = list(manifest.get("shards") or [])
     resumed = sum(1 for s in shards if s.get("resumed"))
+    from alphaq.planning.costs import prediction_units
+
+    plan_error_model = plan.get("error_model")
     cards = [
         ("Method", str(options.get("method") or "?"),
          f"{options.get('backend', '?')} on {options.get('device', '?')}; plan error model used "
@@ -126,7 +129,7 @@ def _summary_html(manifest: Mapping[str, Any]) -> str:
          f"source {fmt_bytes(source)} \u00b7 {fmt_number(source / output if output > 0 else math.nan, '{:.2f}')}"
          "\u00d7 smaller"),
         ("Reconstruction error", fmt_number(totals.get("mean_rel_error"), "{:.4g}"),
-         f"parameter-weighted ||W \u2212 \u0174||/||W||; plan predicted "
+         f"parameter-weighted ||W \u2212 \u0174||/||W||; plan {prediction_units(plan_error_model)[0]} "
          f"{fmt_number(totals.get('mean_predicted_error'), '{:.4g}')}"),
         ("Time", fmt_seconds(timing.get("wall_seconds")),
          f"quantizing {fmt_seconds(timing.get('quantize_seconds'))}"

@@ -6,8 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alphaq.errors import AlphaQError
+from alphaq.locking import locks_output
 from alphaq.report.page import RUN_SUBFOLDERS
-from alphaq.runfolder import COMPARE_JSON, EVAL_JSON, INSPECT_JSON, PLAN_JSON, QUANTIZE_JSON
+from alphaq.runfolder import (
+    COMPARE_JSON,
+    EVAL_JSON,
+    INSPECT_JSON,
+    PLAN_JSON,
+    QUANTIZE_JSON,
+)
 
 #: (artifact that marks a stage, "module:function" that renders its page), in pipeline order.
 STAGE_PAGES: tuple[tuple[str, str], ...] = (
@@ -31,6 +38,7 @@ def _stage_pages(folder: Path) -> list[Path]:
     return pages
 
 
+@locks_output("run_dir", "report")
 def render_run(run_dir: str | Path, *, model_card: bool = False) -> list[Path]:
     """Render the page of each stage whose artifacts ``run_dir`` (or its ``quantized/``, ``compare/``) holds.
 

@@ -81,3 +81,15 @@ def test_eval_in_bfloat16_and_device_checks(tmp_path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             run_eval(None, None, text_file=text, options=EvalOptions(device="cuda"))
+
+
+def test_pickle_only_checkpoint_is_refused_in_one_line(tiny_checkpoints, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "bin-only"
+    shutil.copytree(tiny_checkpoints["mixtral"], folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.rename(folder / "pytorch_model.bin")
+    result = CliRunner().invoke(_app(), ["eval", str(folder), "--out", str(tmp_path / "run"), "--max-windows", "1"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "no .safetensors weights (found pytorch_model.bin); alphaq reads safetensors only" in result.output

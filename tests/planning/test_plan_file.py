@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from alphaq.errors import PlanError
-from alphaq.planning.plan_file import PLAN_SCHEMA_VERSION, Plan, PlanTensor, load_plan, save_plan, tensors_fingerprint
+from alphaq.planning.plan_file import (PLAN_SCHEMA_VERSION, Plan, PlanTensor, load_plan, save_plan, tensor_totals,
+                                       tensors_fingerprint)
 
 
 def tiny_plan() -> Plan:
@@ -19,7 +20,7 @@ def tiny_plan() -> Plan:
                    role="attention", rows=64, cols=64, params=4096, bits=16, group_size=None, bytes=8192, error=0.0),
     )
     return Plan(provenance={"alphaq_version": "0.1.0", "gamma": 1.0, "bound": math.nan, "widths": (2, 3)},
-                summary={"total_bytes": 8192 + 1024}, tensors=tensors)
+                summary=tensor_totals(tensors), tensors=tensors)
 
 
 def write(tmp_path: Path, data) -> Path:

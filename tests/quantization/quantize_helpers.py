@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from alphaq.load import open_checkpoint
 from alphaq.load.checkpoint import Checkpoint, MatrixRef
-from alphaq.planning.plan_file import Plan, PlanTensor, save_plan
+from alphaq.planning.plan_file import Plan, PlanTensor, save_plan, tensor_totals
 from alphaq.planning.units import matrix_nbytes
 from alphaq.quantization import QuantSpec, dequantize_groupwise, quantize_groupwise, quantize_hqq
 from alphaq.quantization import run as qrun
@@ -52,8 +52,7 @@ def make_plan(ckpt: Checkpoint, path: Path, bits_for: Callable[[MatrixRef], int]
     plan = Plan(provenance={"checkpoint": checkpoint, "created": "2025-01-01T00:00:00+00:00",
                             "options": {"allocator": "test", "quant_method": "rtn", "granularity": "expert"},
                             "budget": {"given": "3.5"}},
-                summary={"total_bytes": sum(t.bytes for t in tensors),
-                         "expert_bytes": sum(t.bytes for t in tensors if t.role == "expert")},
+                summary=tensor_totals(tensors),
                 tensors=tuple(tensors))
     save_plan(plan, path)
     return path

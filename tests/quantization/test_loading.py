@@ -16,7 +16,7 @@ from alphaq.load import open_checkpoint
 from alphaq.load.checkpoint import MatrixRef
 from alphaq.load.model import load_model
 from alphaq.zoo.demo import demo_model_path
-from alphaq.planning.plan_file import Plan, PlanTensor, save_plan
+from alphaq.planning.plan_file import Plan, PlanTensor, save_plan, tensor_totals
 from alphaq.planning.units import matrix_nbytes
 from alphaq.quantization.loading import EXPERT_LAYOUTS, load_quantized
 from alphaq.quantization.modules import QuantizedExperts, QuantLinear
@@ -48,8 +48,7 @@ def quantize(src: Path, out: Path, bits_for: BitsFor = cycling_bits, group_size:
                             "created": "2025-01-01T00:00:00+00:00",
                             "options": {"allocator": "test", "quant_method": "rtn", "granularity": "expert"},
                             "budget": {"given": "test"}},
-                summary={"total_bytes": sum(t.bytes for t in tensors),
-                         "expert_bytes": sum(t.bytes for t in tensors if t.role == "expert")},
+                summary=tensor_totals(tensors),
                 tensors=tuple(tensors))
     plan_path = out.parent / f"{out.name}-plan.json"
     save_plan(plan, plan_path)

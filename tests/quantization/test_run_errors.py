@@ -206,3 +206,62 @@ def test_demo_model_end_to_end_on_the_cli(tmp_path: Path) -> None:
     assert sorted(manifest["files"]) == ["generation_config.json", "tokenizer.json", "tokenizer_config.json"]
     assert totals["output_bytes"] < totals["source_bytes"] / 2
     assert (out / "quantize.html").is_file()
+
+
+def test_damaged_finished_shard_is_redone_with_a_warning(tiny_checkpoints, tmp_path: Path, monkeypatch) -> None:
+    model = reshard(tiny_checkpoints["olmoe"], tmp_path / "sharded", 3)
+    plan = make_plan(open_checkpoint(model), tmp_path / "plan.json")
+    real, calls = qrun._write_output_shard, []
+
+    def stop_on_third(job, shard, out):  # noqa: ANN001
+        calls.append(shard.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(job, shard, out)
+
+    monkeypatch.setattr(qrun, "_write_output_shard", stop_on_third)
+    out = tmp_path / "q"
+    with pytest.raises(KeyboardInterrupt):
+        qrun.run_quantize(model, plan, out)
+    damaged = out / "model-00001-of-00003.safetensors"
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(qrun, "_write_output_shard", real)
+    result = qrun.run_quantize(model, plan, out)
+    assert [s["resumed"] for s in result.manifest["shards"]] == [False, True, False]
+    assert any(w.startswith("model-00001-of-00003.safetensors: the finished shard on disk does not match")
+               for w in result.manifest["warnings"])
+
+
+def test_interrupt_on_the_cli_says_how_to_resume(tiny_checkpoints, tmp_path: Path, monkeypatch) -> None:
+    model = tiny_checkpoints["qwen3_moe"]
+    plan = make_plan(open_checkpoint(model), tmp_path / "plan.json")
+
+    def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(qrun, "_write_output_shard", interrupted)
+    result = runner.invoke(app, ["quantize", str(model), "--plan", str(plan), "--out", str(tmp_path / "q")])
+    assert result.exit_code == 130
+    assert "interrupted" in result.output and "rerun the same command to resume" in result.output
+
+
+def test_copy_that_fills_the_disk_names_the_output_not_the_source(tiny_checkpoints, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    import alphaq.quantization.writer as writer
+
+    model = tiny_checkpoints["qwen3_moe"]
+    plan = make_plan(open_checkpoint(model), tmp_path / "plan.json")
+
+    def full_copy(src, dst):  # noqa: ANN001 - what shutil's sendfile path raises on ENOSPC
+        error = OSError(errno.ENOSPC, "No space left on device")
+        error.filename, error.filename2 = str(src), str(dst)
+        raise error
+
+    monkeypatch.setattr(writer.shutil, "copyfile", full_copy)
+    with pytest.raises(AlphaQError) as caught:
+        qrun.run_quantize(model, plan, tmp_path / "out")
+    message = str(caught.value)
+    assert message.startswith(f"cannot write {tmp_path / 'out'}") and str(model) not in message
+    assert "GB free" in message and "free space on that disk" in message

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from alphaq.errors import AlphaQError
-from alphaq.planning.plan_file import Plan, PlanTensor, load_plan, save_plan
+from alphaq.planning.plan_file import Plan, PlanTensor, load_plan, save_plan, tensor_totals
 from alphaq.planning.planner import SWEEP_COLUMNS, PlanConfig, make_plan, sweep
 from alphaq.planning.units import matrix_nbytes
 from alphaq.report.page import fmt_bytes
@@ -88,7 +88,7 @@ def big_plan_run(folder: Path, layers: int, experts: int) -> Path:
         name = f"model.layers.{layer}.self_attn.q_proj"
         tensors.append(PlanTensor(name, name + ".weight", layer, None, "q_proj", "attention", 64, 64, 4096, 16, None,
                                   matrix_nbytes(64, 64, 16, 128), 0.0))
-    summary = {"average_payload_bits": 3.0, "predicted_error": 1.6e-5, "units": layers * experts}
+    summary = {**tensor_totals(tensors), "units": layers * experts}
     provenance = {"checkpoint": {"path": "/models/big"}, "options": {"granularity": "expert", "allocator": "alphaq",
                                                                     "widths": [2, 3, 4, 8]}}
     save_plan(Plan(provenance, summary, tuple(tensors)), folder / "plan.json")
