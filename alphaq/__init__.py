@@ -113,7 +113,8 @@ def quantize(model: PathLike | None, config: QuantizeConfig, out: PathLike, *, p
     """
     from alphaq.quantization.run import run_quantize
 
-    return run_quantize(model, config.plan, out, method=config.method, device=config.device, progress=progress)
+    return run_quantize(model, config.plan, out, method=config.method, device=config.device, progress=progress,
+                        zero_points=config.zero_points)
 
 
 def evaluate(model: PathLike | None = None, config: EvalConfig | None = None, out: PathLike | None = None, *,

@@ -145,6 +145,7 @@ def quantize(
     model: ModelArg = None,
     method: Annotated[Optional[str], typer.Option(help="rtn | rtn_clip | hqq (default: the plan's quantizer, else rtn).")] = None,
     device: Annotated[str, typer.Option(help="Where to quantize: cpu or cuda.")] = "cpu",
+    zero_points: Annotated[str, typer.Option("--zero-points", help="float (the quantizer's own) or integer (rounded: the values a compressed-tensors export of the plan holds).")] = "float",
     html: Annotated[bool, typer.Option(help="Write quantize.html.")] = True,
 ) -> None:
     """Execute a plan: a quantized safetensors checkpoint (streamed shard by shard, resumable) and quantize.json."""
@@ -165,7 +166,8 @@ def quantize(
                 advance(n, f"{item} | {rate:,.1f} MB/s", total)
 
             try:
-                result = run_quantize(model, plan, out, method=method, device=device, progress=tick, on_bytes=count)
+                result = run_quantize(model, plan, out, method=method, device=device, progress=tick, on_bytes=count,
+                                      zero_points=zero_points)
             except KeyboardInterrupt:
                 typer.echo(f"interrupted: the shards finished in {out} are kept; rerun the same command to resume",
                            err=True)

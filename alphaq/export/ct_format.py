@@ -106,26 +106,12 @@ def _dividing_group(cols: int) -> int:
 def integer_zero_point(w: torch.Tensor, qt: QuantizedTensor) -> QuantizedTensor:
     """Round each group's zero to an integer in ``[0, 2**b - 1]`` and re-choose the codes for it.
 
-    Args:
-        w: the original weight [R, C] (float32 for exact codes).
-        qt: alphaq's quantization of ``w`` (any zeros).
-
-    Returns:
-        A :class:`QuantizedTensor` with the same scales, integer zeros and codes
-        ``clamp(round(w / scale + zero), 0, 2**b - 1)``.
+    :func:`alphaq.quantization.primitives.round_zero_points`: the same function ``alphaq quantize
+    --zero-points integer`` applies, so that checkpoint and this export dequantize to the same values.
     """
-    import torch
+    from alphaq.quantization.primitives import round_zero_points
 
-    from alphaq.quantization.primitives import QuantizedTensor
-
-    rows, cols = qt.shape
-    gs, max_code = qt.spec.group_size, qt.spec.max_code
-    zero = torch.round(qt.zero.to(torch.float32)).clamp_(0, max_code)  # [R, G]
-    scale = qt.scale.to(torch.float32)  # [R, G]
-    block = w.to(torch.float32).reshape(rows, cols // gs, gs)  # [R, G, gs]
-    q = torch.round(block / scale.unsqueeze(-1) + zero.unsqueeze(-1)).clamp_(0, max_code)
-    return QuantizedTensor(q=q.reshape(rows, cols).to(torch.uint8), scale=qt.scale, zero=zero.to(torch.float16),
-                           spec=qt.spec, shape=qt.shape)
+    return round_zero_points(w, qt)
 
 
 def symmetric_quantize(w: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:

@@ -22,7 +22,7 @@ ROW_BLOCK_VALUES = 1 << 18
 
 
 def quantize_matrix(w: torch.Tensor, spec: QuantSpec, method: str, *, device: str = "cpu",
-                    kernels: bool = False) -> tuple[PackedTensor, float]:
+                    kernels: bool = False, integer_zeros: bool = False) -> tuple[PackedTensor, float]:
     """Quantize and pack one matrix; return it (on the CPU) and its relative Frobenius reconstruction error.
 
     Args:
@@ -31,6 +31,8 @@ def quantize_matrix(w: torch.Tensor, spec: QuantSpec, method: str, *, device: st
         method: ``rtn``, ``rtn_clip`` or ``hqq``.
         device: where to compute.
         kernels: use ``alphaq.kernels.quantize_pack`` (rtn only; bit-exact with the torch reference).
+        integer_zeros: round every zero point to an integer and re-choose the codes
+            (:func:`alphaq.quantization.primitives.round_zero_points`), the form compressed-tensors holds.
 
     Returns:
         (:class:`alphaq.quantization.writer.PackedTensor`, ``||W - W_hat||_F / ||W||_F`` on the full matrix).
@@ -49,6 +51,12 @@ def quantize_matrix(w: torch.Tensor, spec: QuantSpec, method: str, *, device: st
         qt = QuantizedTensor(q=unpack(packed, spec.bits, cols), scale=scale, zero=zero, spec=spec, shape=(rows, cols))
     else:
         qt = quantize_rows(w, spec, method)
+        packed = None
+    if integer_zeros:
+        from alphaq.quantization.primitives import round_zero_points
+
+        qt, packed = round_zero_points(w, qt), None
+    if packed is None:
         packed = pack(qt.q, spec.bits)
     error = reconstruction_error(w, qt)
     return PackedTensor(packed=packed.cpu(), scale=qt.scale.cpu(), zero=qt.zero.cpu(), spec=spec,

@@ -287,6 +287,30 @@ def dequantize_groupwise(qt: QuantizedTensor, dtype: torch.dtype = torch.float32
     return w_hat[:, :cols].to(dtype).contiguous()
 
 
+def round_zero_points(w: torch.Tensor, qt: QuantizedTensor) -> QuantizedTensor:
+    """Round each group's zero to an integer in ``[0, 2**b - 1]`` and re-choose the codes for it.
+
+    The form that integer-zero formats (compressed-tensors, GPTQ/AWQ checkpoints) can hold: the scales are kept,
+    the zeros become integers (still stored as float16, which holds them exactly), and the codes are
+    ``clamp(round(w / scale + zero), 0, 2**b - 1)``. Partial last groups are handled.
+
+    Args:
+        w: the original weight [R, C] (float32 for exact codes).
+        qt: a quantization of ``w`` (any zeros).
+
+    Returns:
+        The :class:`QuantizedTensor` with integer zeros.
+    """
+    rows, cols = qt.shape
+    gs, max_code = qt.spec.group_size, qt.spec.max_code
+    zero = torch.round(qt.zero.to(torch.float32)).clamp_(0, max_code)  # [R, G]
+    scale_cols = qt.scale.to(torch.float32).repeat_interleave(gs, dim=1)[:, :cols]  # [R, C]
+    zero_cols = zero.repeat_interleave(gs, dim=1)[:, :cols]  # [R, C]
+    q = torch.round(w.to(torch.float32) / scale_cols + zero_cols).clamp_(0, max_code)
+    return QuantizedTensor(q=q.to(torch.uint8), scale=qt.scale, zero=zero.to(torch.float16), spec=qt.spec,
+                           shape=qt.shape)
+
+
 def relative_error(w: torch.Tensor, w_hat: torch.Tensor) -> float:
     """Relative Frobenius error ``||W - W_hat||_F / ||W||_F`` computed in float64.
 

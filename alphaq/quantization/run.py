@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 ProgressFn = Callable[[int, str, int], None]
 # QUANTIZE_JSON (quantize.json) is written last: its presence marks a finished run
+#: How zero points are stored: the quantizer's own (float) or rounded to integers (what compressed-tensors holds).
+ZERO_POINTS: tuple[str, ...] = ("float", "integer")
 PROGRESS_FILE = ".alphaq-quantize-progress.json"
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 #: Widths each method can write (the torch reference handles 1..8 for all three).
@@ -74,6 +76,7 @@ class _Job:
     progress: ProgressFn | None
     on_bytes: Callable[[int], None] | None
     total: int
+    integer_zeros: bool = False
     done: int = 0
 
     def tick(self, unit: fmt.WorkUnit) -> None:
@@ -87,7 +90,7 @@ class _Job:
 @locks_output("out_dir", "quantize")
 def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str | Path, *, method: str | None = None,
                  device: str = "cpu", progress: ProgressFn | None = None, on_bytes: Callable[[int], None] | None = None,
-                 max_shard_bytes: int = fmt.DEFAULT_MAX_SHARD_BYTES) -> QuantizeResult:
+                 max_shard_bytes: int = fmt.DEFAULT_MAX_SHARD_BYTES, zero_points: str = "float") -> QuantizeResult:
     """Quantize a checkpoint as a plan says and write the quantized checkpoint into ``out_dir``.
 
     Args:
@@ -101,6 +104,8 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
         progress: ``progress(1, unit name, total units)`` after each tensor.
         on_bytes: called with the source bytes of each tensor done (for a MB/s display).
         max_shard_bytes: largest output shard (tensor data); a source shard is split above it.
+        zero_points: ``float`` (the quantizer's own zeros) or ``integer`` (rounded, codes re-chosen: the values a
+            compressed-tensors export of the same plan holds, see ``alphaq export --format compressed-tensors``).
 
     Returns:
         The :class:`QuantizeResult`.
@@ -123,6 +128,8 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
         planned = (plan.provenance.get("options") or {}).get("quant_method")
         method = planned if planned in METHODS else "rtn"
     kernels = _check_options(method, device, max_shard_bytes)
+    if zero_points not in ZERO_POINTS:
+        raise ConfigError(f"zero_points must be one of {', '.join(ZERO_POINTS)}, got {zero_points!r}")
     ckpt = open_checkpoint(model if model is not None else demo_model_path())
     widths, warnings = plan_widths(plan, ckpt, method, source=str(plan_path))
     scale_tensors = {s.name for s in ckpt.skipped if s.reason == "quantization scales"}
@@ -130,11 +137,14 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
     out = Path(out_dir)
     key = {"plan_fingerprint": plan.plan_fingerprint, "checkpoint_fingerprint": ckpt.fingerprint, "method": method,
            "device": device, "format": fmt.FORMAT, "layout": fmt.layout_fingerprint(layout)}
+    if zero_points != "float":  # older progress files (float zeros) keep matching
+        key["zero_points"] = zero_points
     finished, resuming = _resume_state(out, key)
     _check_free_space(out, sum(s.nbytes for s in layout if s.name not in finished))
     _start(out, key, resuming=resuming)
     job = _Job(ckpt, {m.name: m for m in ckpt.matrices}, {t.name: t for t in plan.tensors}, method, device,
-               kernels, progress, on_bytes, total=sum(len(s.units) for s in layout))
+               kernels, progress, on_bytes, total=sum(len(s.units) for s in layout),
+               integer_zeros=zero_points == "integer")
     resumed: set[str] = set()
     try:
         for shard in layout:
@@ -154,7 +164,7 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
                                       plan_fingerprint=plan.plan_fingerprint, checkpoint_fingerprint=ckpt.fingerprint)
         files = fmt.write_checkpoint_files(ckpt.path, out, config, layout)
         options = {"method": method, "device": device, "backend": "triton" if kernels else "torch",
-                   "max_shard_bytes": max_shard_bytes}
+                   "max_shard_bytes": max_shard_bytes, "zero_points": zero_points}
         manifest = build_manifest(ckpt, plan, plan_path, layout, finished, options=options, resumed=resumed,
                                   files=files, warnings=warnings, seconds=time.perf_counter() - start)
         write_json(out / QUANTIZE_JSON, manifest)
@@ -369,7 +379,8 @@ def _run_unit(job: _Job, unit: fmt.WorkUnit, writer: st.ShardWriter, shard: str)
     else:
         spec = QuantSpec(int(unit.bits or 0), int(unit.group_size or 0))
         try:
-            packed, error = quantize_matrix(w, spec, job.method, device=job.device, kernels=job.kernels)
+            packed, error = quantize_matrix(w, spec, job.method, device=job.device, kernels=job.kernels,
+                                            integer_zeros=job.integer_zeros)
         except ValueError as exc:
             raise AlphaQError(f"{ref.name}: cannot quantize ({exc}); plan it at 16 bits or fix the checkpoint") from exc
         qweight, scales, zeros = (t.name for t in unit.outputs)

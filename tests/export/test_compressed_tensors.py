@@ -220,6 +220,19 @@ def test_bundled_model_export_matches_alphaq(demo_run: Path, tmp_path: Path) -> 
     ppl_aq = perplexity(alphaq_model, ids, 256, max_windows=4).ppl
     assert abs(ppl_ct - ppl_aq) / ppl_aq < 0.02  # integer zero points move perplexity by well under 2 %
 
+    # alphaq's own checkpoint of the same plan with integer zero points holds exactly the exported values
+    from alphaq.quantization.shards import read_quantized_tensors
+
+    q_int = tmp_path / "q-int"
+    quantized = CliRunner().invoke(app, ["quantize", "--plan", str(demo_run / "plan.json"), "--out", str(q_int),
+                                         "--zero-points", "integer", "--no-html"])
+    assert quantized.exit_code == 0, quantized.output
+    assert json.loads((q_int / "quantize.json").read_text())["options"]["zero_points"] == "integer"
+    packed = read_quantized_tensors(q_int)
+    assert len(packed) == 96
+    for base, tensor in packed.items():
+        assert torch.equal(tensor.dequantize(torch.float32), dense[f"{base}.weight"].float()), base
+
 
 # -- bad input --------------------------------------------------------------------------------------
 

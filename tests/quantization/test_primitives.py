@@ -277,3 +277,18 @@ def test_relative_error_values() -> None:
     assert 5e-5 < err < 5e-4
     with pytest.raises(ValueError, match="shapes differ"):
         relative_error(torch.zeros(2, 3), torch.zeros(3, 2))
+
+
+def test_round_zero_points_gives_integer_zeros_and_nearest_codes_with_a_partial_group() -> None:
+    from alphaq.quantization.primitives import round_zero_points
+
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(6, 40, generator=g)  # groups of 16: 16 + 16 + a partial 8
+    native = quantize_groupwise(w, QuantSpec(3, 16))
+    qt = round_zero_points(w, native)
+    assert torch.equal(qt.scale, native.scale)
+    assert torch.equal(qt.zero.float(), torch.round(native.zero.float()).clamp(0, 7))
+    scale = qt.scale.float().repeat_interleave(16, dim=1)[:, :40]
+    zero = qt.zero.float().repeat_interleave(16, dim=1)[:, :40]
+    assert torch.equal(qt.q.float(), torch.round(w / scale + zero).clamp(0, 7))
+    assert relative_error(w, dequantize_groupwise(qt)) < 2 * relative_error(w, dequantize_groupwise(native))
