@@ -13,6 +13,7 @@ import typer
 from alphaq.cli.common import DEFAULT_OUT, ModelArg, OutOpt
 from alphaq.cli.common import progress_bar as _progress
 from alphaq.cli.common import user_errors as _user_errors
+from alphaq.planning.defaults import DEFAULT_GAMMA
 from alphaq.runfolder import EVAL_JSON
 
 TextOpt = Annotated[Path | None, typer.Option(
@@ -111,7 +112,9 @@ def compare(
     widths: Annotated[str, typer.Option(help="Candidate widths, any subset of 1..8.")] = "2,3,4,8",
     group_size: Annotated[int, typer.Option(help="Columns per scale/zero group.")] = 128,
     granularity: Annotated[str, typer.Option(help="expert | matrix | layer.")] = "expert",
-    seed: Annotated[int, typer.Option(help="Seed of the random allocator.")] = 0,
+    seeds: Annotated[str, typer.Option(help="Seeds of the random allocator, comma-separated (its spread is reported).")] = "0,1,2",
+    gamma: Annotated[float, typer.Option(help="Exponent of the alpha importance (median_alpha / alpha) ** gamma.")] = DEFAULT_GAMMA,
+    resamples: Annotated[int, typer.Option(help="Paired-bootstrap resamples of the confidence intervals.")] = 2000,
     inspect_dir: Annotated[Path | None, typer.Option(help="Reuse this inspect run of the same model.")] = None,
     device: Annotated[str, typer.Option(help="Where the model runs: cpu or cuda[:N].")] = "cpu",
     dtype: Annotated[str, typer.Option(help="Dense weights and activations: float32 | bfloat16 | float16.")] = "float32",
@@ -124,12 +127,13 @@ def compare(
     budget_list = [b.strip() for b in budgets.split(",") if b.strip()]
     with _user_errors():
         config = PlanConfig(budget=budget_list[0] if budget_list else "3", widths=widths, group_size=group_size,
-                            granularity=granularity, seed=seed)  # type: ignore[arg-type]
+                            granularity=granularity, gamma=gamma)  # type: ignore[arg-type]
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()] if seeds.strip() else []
         with _progress("compare") as advance:
             table = run_compare(model, budget_list, allocators.split(","), out, text_file=_eval_text(text_file, dataset),
                                 calib_out=calib_out, calib_in=calib_in, max_windows=max_windows, context=context,
                                 config=config, inspect_dir=inspect_dir, device=device, dtype=dtype,
-                                progress=advance)
+                                seeds=seed_list, resamples=resamples, progress=advance)
         if html:
             from alphaq.report.compare_page import render_compare
 

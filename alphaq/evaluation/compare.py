@@ -18,6 +18,8 @@ from typing import Any
 import pandas as pd
 
 from alphaq.errors import AlphaQError, ConfigError
+from alphaq.evaluation.bootstrap import DEFAULT_RESAMPLES
+from alphaq.evaluation.compare_stats import ORIGINAL, add_intervals, plan_predictors, prediction_check, row_key, seed_spread
 from alphaq.locking import locks_output
 from alphaq.provenance import text_record, versions
 from alphaq.runfolder import (
@@ -30,10 +32,10 @@ from alphaq.runfolder import (
 ProgressFn = Callable[[int, str, int], None]
 #: Allocator entries of ``compare``; ``frequency`` expands to its in- and out-of-domain calibrations.
 FREQUENCY_ENTRIES = {"frequency-in": "in", "frequency-out": "out"}
-ORIGINAL = "original"
-COMPARE_COLUMNS = ["entry", "allocator", "calibration", "budget", "status", "average_payload_bits", "effective_bits",
-                   "expert_bytes", "predicted_error", "alpha_objective", "measured_rel_error", "ppl", "nll",
-                   "ppl_increase", "tokens", "windows", "plan_fingerprint", "message"]
+COMPARE_COLUMNS = ["entry", "allocator", "seed", "calibration", "budget", "status", "average_payload_bits",
+                   "effective_bits", "expert_bytes", "predicted_error", "alpha_objective", "abs_sq_error",
+                   "alpha_sq_error", "depth_sq_error", "measured_rel_error", "ppl", "nll", "ppl_increase", "tokens",
+                   "windows", "plan_fingerprint", "message"]
 CALIBRATION_WINDOWS = 64
 
 
@@ -87,33 +89,13 @@ def _shares(model: Any, ids: Any, context: int, max_windows: int | None) -> dict
     return routing_stats(model, ids, context=context, max_windows=max_windows).shares()
 
 
-def prediction_check(table: pd.DataFrame) -> dict[str, Any]:
-    """Spearman rank correlation between data-free predictions and the measured ppl increase over the plans.
-
-    Returns:
-        ``{"predicted_error": {...}, "alpha_objective": {...}}``, each with ``rho``, ``p_value``, ``plans`` and
-        ``status`` (``ok``, or ``too_few_plans`` with NaN figures when fewer than 3 plans were evaluated).
-    """
-    from scipy.stats import spearmanr
-
-    rows = table[(table["entry"] != ORIGINAL) & table["ppl"].notna()]
-    out: dict[str, Any] = {}
-    for column in ("predicted_error", "alpha_objective"):
-        sub = rows[rows[column].notna()]
-        if len(sub) < 3 or sub[column].nunique() < 2 or sub["ppl_increase"].nunique() < 2:
-            out[column] = {"rho": math.nan, "p_value": math.nan, "plans": len(sub), "status": "too_few_plans"}
-            continue
-        rho, p = spearmanr(sub[column], sub["ppl_increase"])
-        out[column] = {"rho": float(rho), "p_value": float(p), "plans": len(sub), "status": "ok"}
-    return out
-
-
 @locks_output("out_dir", "compare")
 def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Sequence[str], out_dir: str | Path, *,
                 text_file: str | Path | None = None, calib_out: str | Path | None = None,
                 calib_in: str | Path | None = None, max_windows: int | None = None, context: int | None = None,
                 config: Any = None, inspect_dir: str | Path | None = None, device: str = "cpu",
-                dtype: str = "float32", progress: ProgressFn | None = None) -> pd.DataFrame:
+                dtype: str = "float32", seeds: Sequence[int] = (0,), resamples: int = DEFAULT_RESAMPLES,
+                level: float = 0.95, progress: ProgressFn | None = None) -> pd.DataFrame:
     """Plan the checkpoint for every (budget, allocator), evaluate each plan's perplexity, write the results.
 
     Args:
@@ -126,33 +108,31 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
         calib_in: in-domain calibration text of ``frequency-in`` (None: WikiText-2 valid).
         max_windows: evaluate the first this many windows (None: all).
         context: window length (None: the model's context, at most 2048).
-        config: base :class:`alphaq.planning.PlanConfig` (its budget and allocator are replaced); None: defaults.
+        config: base :class:`alphaq.planning.PlanConfig` (its budget, allocator and seed are replaced); None: defaults.
         inspect_dir: reuse this inspect run of the same checkpoint (None: the one in ``out_dir``, else a fresh
             experts-only inspect saved there).
         device: where the model runs (``cpu``, ``cuda[:N]``).
         dtype: dense weights and activations (``float32``, ``bfloat16``, ``float16``).
+        seeds: seeds of the ``random`` allocator (one plan per seed and budget; compare.json reports their spread).
+        resamples: paired-bootstrap resamples of the intervals (:mod:`alphaq.evaluation.bootstrap`).
+        level: coverage of the intervals.
         progress: ``progress(1, item, total)`` per plan evaluated.
 
     Returns:
-        The results table (:data:`COMPARE_COLUMNS`), first row the original model.
+        The results table (:data:`COMPARE_COLUMNS` and the interval columns), first row the original model.
 
     Raises:
-        AlphaQError: missing data, a checkpoint that cannot be loaded; ConfigError: bad budgets or allocators.
+        AlphaQError: missing data, a checkpoint that cannot be loaded; ConfigError: bad budgets, allocators or seeds.
     """
-    import datetime as _dt
-
     import torch
 
-    from alphaq.atomic import write_json, write_with
     from alphaq.evaluation import datasets
     from alphaq.evaluation.options import EvalOptions
     from alphaq.evaluation.perplexity import model_context, perplexity
-    from alphaq.evaluation.simulate import apply_plan
     from alphaq.load import open_checkpoint
     from alphaq.load.model import load_model
     from alphaq.planning.budget import Budget
-    from alphaq.planning.plan_file import save_plan
-    from alphaq.planning.planner import PlanConfig, make_plan, measure_errors
+    from alphaq.planning.planner import PlanConfig, measure_errors
     from alphaq.planning.run import plan_details
     from alphaq.zoo.demo import demo_model_path
 
@@ -162,6 +142,9 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
         raise ConfigError("no budget given; pass --budgets 2.5,3,3.5")
     for b in budget_list:
         Budget.parse(b)
+    seed_list = sorted({int(s) for s in seeds})
+    if not seed_list:
+        raise ConfigError("no seed given for the random allocator; pass --seeds 0,1,2")
     base = config if config is not None else PlanConfig(budget=budget_list[0])
     eval_path = Path(text_file) if text_file is not None else datasets.wikitext2_test()
     needs = {FREQUENCY_ENTRIES[e] for e in entries if e in FREQUENCY_ENTRIES}
@@ -188,76 +171,129 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
               for side, path in calib_paths.items() if side in needs and path is not None}
     eval_shares = _shares(lm, ids, window, max_windows)
     original = perplexity(lm, ids, window, max_windows=max_windows)
-    snapshot = _snapshot(lm)
     provenance = {"checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
                   "diagnostics": {"fit": inspect_manifest["options"]["fit"], "inspect_created": inspect_manifest["created"],
                                   "inspect_dir": str(inspect_dir or out)}}
-
+    job = _Job(lm=lm, ids=ids, window=window, max_windows=max_windows, snapshot=_snapshot(lm), details=details,
+               errors=errors, provenance=provenance, shares=shares, eval_shares=eval_shares, out=out,
+               original_ppl=original.ppl, num_layers=ckpt.num_layers,
+               sq_norm=dict(zip(errors.names, (float(v) for v in errors.sq_norm))),
+               alpha={str(n): float(a) for n, a in zip(details["name"], details["alpha"])})
     rows: list[dict[str, Any]] = [{"entry": ORIGINAL, "allocator": ORIGINAL, "calibration": None, "budget": None,
                                    "status": original.status, "average_payload_bits": 16.0, "ppl": original.ppl,
                                    "nll": original.nll, "ppl_increase": 0.0, "tokens": original.tokens,
                                    "windows": original.windows}]
-    verification: list[dict[str, Any]] = []
-    total = len(budget_list) * len(entries)
-    for budget in budget_list:
-        for entry in entries:
-            side = FREQUENCY_ENTRIES.get(entry)
-            name = "frequency" if side else entry
-            row: dict[str, Any] = {"entry": entry, "allocator": name, "budget": budget,
-                                   "calibration": str(calib_paths[side]) if side else None}
-            cfg = dataclasses.replace(base, budget=budget, allocator=name)
-            try:
-                plan = make_plan(details, None, cfg, errors=errors, routing_shares=shares.get(side) if side else None,
-                                 provenance={**provenance, "calibration_text": row["calibration"]})
-            except AlphaQError as error:
-                rows.append({**row, "status": "infeasible", "message": str(error)})
-                if progress:
-                    progress(1, f"{entry} @ {budget}: infeasible", total)
-                continue
-            save_plan(plan, out / COMPARE_PLANS_DIR / f"{entry}-{budget}.json")
-            try:
-                sim = apply_plan(lm, plan)
-                result = perplexity(lm, ids, window, max_windows=max_windows)
-            finally:
-                _restore(lm, snapshot)
-            params = {t.name: t.params for t in plan.tensors}
-            weight = sum(params[c.name] for c in sim.checks)
-            measured = sum(params[c.name] * c.rel_error for c in sim.checks) / weight if weight else math.nan
-            rows.append({**row, "status": plan.provenance["solver"]["status"],
-                         "average_payload_bits": plan.summary["average_payload_bits"],
-                         "effective_bits": plan.summary["effective_bits"], "expert_bytes": plan.summary["expert_bytes"],
-                         "predicted_error": plan.summary["predicted_error"],
-                         "alpha_objective": plan.summary["alpha_objective"],
-                         "measured_rel_error": measured,
-                         "ppl": result.ppl, "nll": result.nll, "ppl_increase": result.ppl - original.ppl,
-                         "tokens": result.tokens, "windows": result.windows, "plan_fingerprint": plan.plan_fingerprint,
-                         "message": "; ".join(plan.provenance.get("notes") or [])})
-            for c in sim.checks:
-                share = eval_shares.get((c.layer, c.expert), math.nan) if c.expert is not None else math.nan
-                verification.append({"entry": entry, "budget": budget, "name": c.name, "layer": c.layer,
-                                     "expert": c.expert, "bits": c.bits, "predicted_error": c.predicted_error,
-                                     "rel_error": c.rel_error, "eval_routing_share": share})
-            if progress:
-                progress(1, f"{entry} @ {budget}: ppl {result.ppl:.3f}", total)
+    job.windows[ORIGINAL] = (original.window_nll, original.window_tokens)
+    runs = [(budget, entry, seed) for budget in budget_list for entry in entries
+            for seed in (seed_list if entry == "random" else [None])]
+    for budget, entry, seed in runs:
+        side = FREQUENCY_ENTRIES.get(entry)
+        cfg = dataclasses.replace(base, budget=budget, allocator="frequency" if side else entry,
+                                  **({"seed": seed} if seed is not None else {}))
+        row = _evaluate_entry(job, cfg, entry, budget, seed, calibration=str(calib_paths[side]) if side else None,
+                              routing_shares=shares.get(side) if side else None)
+        rows.append(row)
+        if progress:
+            label = f"ppl {row['ppl']:.3f}" if row.get("ppl") is not None else row["status"]
+            progress(1, f"{entry}{'' if seed is None else f'#{seed}'} @ {budget}: {label}", len(runs))
 
-    table = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
-    check = prediction_check(table)
-    write_with(out / COMPARE_CSV, lambda p: table.to_csv(p, index=False))
-    write_with(out / EXPERT_VERIFICATION_CSV, lambda p: pd.DataFrame(verification).to_csv(p, index=False))
-    write_json(out / COMPARE_JSON, {
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(), **provenance,
-        "protocol": {"context": window, "stride": window, "max_windows": max_windows, "windows": original.windows,
-                     "tokens": original.tokens, "dropped_tokens": original.dropped_tokens,
-                     "remainder": "dropped", "simulated": True},
-        "eval_text": text_record(eval_path),
-        "calibration": {side: text_record(path) for side, path in calib_paths.items() if side in needs},
-        "options": {"budgets": budget_list, "allocators": entries, "widths": list(base.widths),
-                    "group_size": base.group_size, "granularity": base.granularity, "gamma": base.gamma,
-                    "quant_method": base.quant_method, "seed": base.seed, "device": device, "dtype": dtype},
-        "original_ppl": original.ppl, "prediction_check": check,
-        "rows": table.astype(object).where(table.notna(), None).to_dict("records")})
+    table = add_intervals(pd.DataFrame(rows, columns=COMPARE_COLUMNS), job.windows, resamples=resamples, level=level)
+    _write_compare(out, table, job, eval_path=eval_path, calib_texts={side: calib_paths[side] for side in needs},
+                   original=original, options={
+                       "budgets": budget_list, "allocators": entries, "widths": list(base.widths),
+                       "group_size": base.group_size, "granularity": base.granularity, "gamma": base.gamma,
+                       "quant_method": base.quant_method, "seeds": seed_list, "device": device, "dtype": dtype},
+                   intervals={"method": "paired bootstrap over windows", "resamples": resamples, "level": level,
+                              "seed": 0})
     return table
+
+
+@dataclasses.dataclass
+class _Job:
+    """What every plan of one compare run shares: the loaded model, its text, the cost tables, the outputs."""
+
+    lm: Any
+    ids: Any
+    window: int
+    max_windows: int | None
+    snapshot: dict[str, Any]
+    details: pd.DataFrame
+    errors: Any
+    provenance: dict[str, Any]
+    shares: dict[str, Any]
+    eval_shares: dict[tuple[int, int], float]
+    out: Path
+    original_ppl: float
+    num_layers: int
+    sq_norm: dict[str, float]
+    alpha: dict[str, float]
+    windows: dict[str, tuple[Sequence[float], Sequence[int]]] = dataclasses.field(default_factory=dict)
+    verification: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def _evaluate_entry(job: _Job, cfg: Any, entry: str, budget: str, seed: int | None, *, calibration: str | None,
+                    routing_shares: Any) -> dict[str, Any]:
+    """Plan one (budget, allocator[, seed]) with the plan stage's own make_plan, apply it, score it, undo it."""
+    from alphaq.evaluation.perplexity import perplexity
+    from alphaq.evaluation.simulate import apply_plan
+    from alphaq.planning.plan_file import save_plan
+    from alphaq.planning.planner import make_plan
+
+    row: dict[str, Any] = {"entry": entry, "allocator": cfg.allocator, "budget": budget, "seed": seed,
+                           "calibration": calibration}
+    try:
+        plan = make_plan(job.details, None, cfg, errors=job.errors, routing_shares=routing_shares,
+                         provenance={**job.provenance, "calibration_text": calibration})
+    except AlphaQError as error:
+        return {**row, "status": "infeasible", "message": str(error)}
+    suffix = "" if seed is None else f"-seed{seed}"
+    save_plan(plan, job.out / COMPARE_PLANS_DIR / f"{entry}-{budget}{suffix}.json")
+    try:
+        sim = apply_plan(job.lm, plan)
+        result = perplexity(job.lm, job.ids, job.window, max_windows=job.max_windows)
+    finally:
+        _restore(job.lm, job.snapshot)
+    job.windows[row_key(row)] = (result.window_nll, result.window_tokens)
+    params = {t.name: t.params for t in plan.tensors}
+    weight = sum(params[c.name] for c in sim.checks)
+    measured = sum(params[c.name] * c.rel_error for c in sim.checks) / weight if weight else math.nan
+    for c in sim.checks:
+        share = job.eval_shares.get((c.layer, c.expert), math.nan) if c.expert is not None else math.nan
+        job.verification.append({"entry": entry, "budget": budget, "seed": seed, "name": c.name, "layer": c.layer,
+                                 "expert": c.expert, "bits": c.bits, "predicted_error": c.predicted_error,
+                                 "rel_error": c.rel_error, "eval_routing_share": share})
+    return {**row, "status": plan.provenance["solver"]["status"],
+            "average_payload_bits": plan.summary["average_payload_bits"],
+            "effective_bits": plan.summary["effective_bits"], "expert_bytes": plan.summary["expert_bytes"],
+            "predicted_error": plan.summary["predicted_error"], "alpha_objective": plan.summary["alpha_objective"],
+            **plan_predictors(plan.tensors, job.sq_norm, job.alpha, job.num_layers),
+            "measured_rel_error": measured, "ppl": result.ppl, "nll": result.nll,
+            "ppl_increase": result.ppl - job.original_ppl, "tokens": result.tokens, "windows": result.windows,
+            "plan_fingerprint": plan.plan_fingerprint, "message": "; ".join(plan.provenance.get("notes") or [])}
+
+
+def _write_compare(out: Path, table: pd.DataFrame, job: _Job, *, eval_path: Path, calib_texts: dict[str, Any],
+                   original: Any, options: dict[str, Any], intervals: dict[str, Any]) -> None:
+    """compare.csv, expert_verification.csv and compare.json (last), written as one set."""
+    import datetime as _dt
+
+    from alphaq.atomic import staged_files
+
+    with staged_files(out) as files:
+        files.write_with(COMPARE_CSV, lambda p: table.to_csv(p, index=False))
+        files.write_with(EXPERT_VERIFICATION_CSV, lambda p: pd.DataFrame(job.verification).to_csv(p, index=False))
+        files.write_json(COMPARE_JSON, {
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": versions(), **job.provenance,
+            "protocol": {"context": job.window, "stride": job.window, "max_windows": job.max_windows,
+                         "windows": original.windows, "tokens": original.tokens,
+                         "dropped_tokens": original.dropped_tokens, "remainder": "dropped", "simulated": True},
+            "eval_text": text_record(eval_path),
+            "calibration": {side: text_record(path) for side, path in calib_texts.items()},
+            "options": options, "intervals": intervals,
+            "original_ppl": original.ppl, "prediction_check": prediction_check(table),
+            "random_seeds": seed_spread(table),
+            "rows": table.astype(object).where(table.notna(), None).to_dict("records")})
 
 
 __all__ = ["COMPARE_COLUMNS", "FREQUENCY_ENTRIES", "expand_allocators", "prediction_check", "run_compare"]

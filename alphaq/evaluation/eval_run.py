@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -268,8 +268,8 @@ def _record(measured: _Measured, setup: _Setup, experts: Any, original: Path, ma
         "protocol": {"context": setup.window, "stride": opts.stride or setup.window, "max_windows": opts.max_windows,
                      "remainder": "dropped", "batch_size": opts.batch_size, "device": opts.device,
                      "dtype": opts.dtype},
-        **asdict(result),
-        "baseline": asdict(baseline) if baseline is not None else None,
+        **result.record(),
+        "baseline": baseline.record() if baseline is not None else None,
         "ppl_increase": (result.ppl - baseline.ppl) if baseline is not None else None,
         "memory": measured.memory,
         "verification": verification_summary(measured.tensors, experts),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from alphaq.errors import ConfigError
@@ -31,6 +31,9 @@ class PerplexityResult:
         stride: step between window starts (``context`` = the standard non-overlapping protocol).
         dropped_tokens: tokens at the end of the text that fit no window (or past ``max_windows``).
         status: ``ok`` or ``no_window`` (text shorter than one window).
+        window_nll: NLL sum (nats) of each window, in order (for paired bootstrap intervals,
+            :mod:`alphaq.evaluation.bootstrap`); left out of :meth:`record`.
+        window_tokens: scored tokens of each window.
     """
 
     nll: float
@@ -41,6 +44,15 @@ class PerplexityResult:
     stride: int
     dropped_tokens: int
     status: str = "ok"
+    window_nll: tuple[float, ...] = field(default=(), repr=False)
+    window_tokens: tuple[int, ...] = field(default=(), repr=False)
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record of eval.json and compare.json (the per-window lists left out)."""
+        out = asdict(self)
+        out.pop("window_nll")
+        out.pop("window_tokens")
+        return out
 
 
 def model_context(model: Any, *, cap: int = STANDARD_CONTEXT) -> int:
@@ -106,6 +118,8 @@ def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_window
                                 dropped_tokens=int(all_ids.numel()), status="no_window")
     device = next(model.parameters()).device
     total_nll, total_tokens = 0.0, 0
+    window_nll: list[float] = []
+    window_tokens: list[int] = []
     was_training = model.training
     model.eval()
     try:
@@ -118,17 +132,22 @@ def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_window
                 for row, s in enumerate(group):
                     if s > 0 and step < context:  # sliding: score only the new tokens
                         targets[row, : context - 1 - step] = -100
-                nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                      ignore_index=-100, reduction="sum")
-                total_nll += float(nll)
-                total_tokens += int((targets != -100).sum())
+                token_nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                            ignore_index=-100, reduction="none").view(targets.shape)  # [B, T-1]
+                per_window = token_nll.double().sum(dim=1)  # [B]
+                counts = (targets != -100).sum(dim=1)  # [B]
+                window_nll.extend(float(v) for v in per_window)
+                window_tokens.extend(int(c) for c in counts)
+                total_nll += float(per_window.sum())
+                total_tokens += int(counts.sum())
                 if progress is not None:
                     progress(len(group), len(starts))
     finally:
         model.train(was_training)
     mean = total_nll / total_tokens
     return PerplexityResult(nll=mean, ppl=math.exp(mean), tokens=total_tokens, windows=len(starts), context=context,
-                            stride=step, dropped_tokens=int(all_ids.numel()) - covered)
+                            stride=step, dropped_tokens=int(all_ids.numel()) - covered,
+                            window_nll=tuple(window_nll), window_tokens=tuple(window_tokens))
 
 
 def perplexity_and_routing(model: Any, ids: Sequence[int] | Any, context: int, *, max_windows: int | None = None,

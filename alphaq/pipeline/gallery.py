@@ -26,6 +26,8 @@ COMPARE_BUDGETS = ("2.5", "3", "3.5")
 COMPARE_ALLOCATORS = ("alphaq", "uniform", "random", "frequency")
 #: Windows of WikiText-2 test per compare plan (15 plans; the eval stage scores the whole text).
 COMPARE_WINDOWS = 128
+#: Seeds of the random allocator in the gallery's comparison (mean and spread reported).
+COMPARE_SEEDS = (0, 1, 2)
 
 
 @locks_output("out", "gallery")
@@ -63,5 +65,5 @@ def build_gallery(out: str | Path, *, progress: Callable[[int, str, int], None] 
             progress(n, f"compare: {item}", total)
 
     run_compare(None, COMPARE_BUDGETS, COMPARE_ALLOCATORS, folder / COMPARE_DIR, max_windows=COMPARE_WINDOWS,
-                inspect_dir=folder, progress=tick)
+                inspect_dir=folder, seeds=COMPARE_SEEDS, progress=tick)
     return render_run(folder, model_card=True)  # once, with the comparison in the index and the model card

@@ -19,8 +19,12 @@ from alphaq.runfolder import COMPARE_HTML
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-_TABLE_COLUMNS = ["entry", "budget", "status", "average_payload_bits", "effective_bits", "predicted_error",
-                  "alpha_objective", "measured_rel_error", "ppl", "ppl_increase", "plan_fingerprint"]
+_TABLE_COLUMNS = ["entry", "seed", "budget", "status", "average_payload_bits", "effective_bits", "predicted_error",
+                  "alpha_objective", "measured_rel_error", "ppl", "ppl_increase", "ci_low", "ci_high", "significant",
+                  "vs_uniform", "vs_uniform_low", "vs_uniform_high", "significant_vs_uniform"]
+_PREDICTOR_LABELS = {"predicted_error": "predicted error", "alpha_objective": "alpha objective",
+                     "abs_sq_error": "absolute squared error", "alpha_sq_error": "alpha-weighted squared error",
+                     "depth_sq_error": "depth-weighted squared error"}
 
 
 def ppl_figure(table: pd.DataFrame) -> Figure | None:
@@ -56,14 +60,61 @@ def ppl_figure(table: pd.DataFrame) -> Figure | None:
 def _check_html(meta: dict[str, Any]) -> str:
     check = meta.get("prediction_check") or {}
     cards = []
-    for key, label in (("predicted_error", "predicted error"), ("alpha_objective", "alpha objective")):
-        item = check.get(key) or {}
+    for key, label in _PREDICTOR_LABELS.items():
+        item = check.get(key)
+        if item is None:
+            continue
         rho = item.get("rho")
         value = f"{rho:.3f}" if isinstance(rho, (int, float)) and math.isfinite(rho) else "\u2014"
         p = item.get("p_value")
         hint = f"p = {p:.3g}, {item.get('plans', 0)} plans" if isinstance(p, (int, float)) else str(item.get("status", ""))
         cards.append((f"Spearman: {label} vs ppl increase", value, hint))
     return stat_cards(cards)
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _significance_html(meta: dict[str, Any], table: pd.DataFrame) -> str:
+    """Which differences the paired bootstrap calls significant, and the random allocator's seed spread."""
+    intervals = meta.get("intervals") or {}
+    if "significant" not in table.columns:
+        return empty_note("this compare run predates confidence intervals; re-run alphaq compare")
+    plans = table[(table["entry"] != "original") & table["ppl"].notna()]
+    lines = []
+    for _, row in plans.iterrows():
+        seed = row.get("seed")
+        name = f"{row['entry']}" + (f" (seed {int(seed)})" if isinstance(seed, (int, float)) and not math.isnan(seed) else "")
+        if not _finite(row.get("ci_low")):
+            lines.append(f"<li>{name} @ {row['budget']}: +{row['ppl_increase']:.3f} ppl vs the original "
+                         "(no interval: fewer than 2 windows)</li>")
+            continue
+        verdict = "significant" if row.get("significant") is True or row.get("significant") == "True" else "not significant"
+        text = (f"{name} @ {row['budget']}: +{row['ppl_increase']:.3f} ppl vs the original "
+                f"[{float(row['ci_low']):.3f}, {float(row['ci_high']):.3f}], {verdict}")
+        vs = row.get("vs_uniform")
+        if _finite(vs):
+            better = "better" if vs < 0 else "worse"
+            sig = row.get("significant_vs_uniform") is True or row.get("significant_vs_uniform") == "True"
+            text += (f"; {vs:+.3f} vs uniform [{float(row['vs_uniform_low']):+.3f}, {float(row['vs_uniform_high']):+.3f}]"
+                     f", {'significantly ' + better if sig else 'not significantly different'}")
+        lines.append(f"<li>{text}</li>")
+    spread = meta.get("random_seeds") or {}
+    spread_rows = pd.DataFrame([{"budget": b, "seeds": len(v.get("seeds") or []), "mean ppl increase": v.get("mean"),
+                                 "std": v.get("std"), "min": v.get("min"), "max": v.get("max")}
+                                for b, v in spread.items()])
+    level = intervals.get("level", 0.95)
+    note = (f"<p>{level:.0%} paired-bootstrap intervals over the {table['windows'].iloc[0]} windows "
+            f"({intervals.get('resamples', '?')} resamples): a difference is significant when its interval excludes 0."
+            "</p>")
+    html = note + f"<ul>{''.join(lines)}</ul>"
+    if len(spread_rows):
+        html += table_html(spread_rows, float_format="{:.4f}", caption="random allocator over its seeds")
+    return html
 
 
 def _verification_html(verification: pd.DataFrame | None) -> str:
@@ -108,6 +159,8 @@ def compare_page_html(meta: dict[str, Any], table: pd.DataFrame, verification: p
                 else empty_note("no plan was evaluated"),
                 "Simulated quantization (weights quantize-dequantized in place)."),
         Section("Results", table_html(table[shown], float_format="{:.4f}"), "One row per plan; see compare.csv."),
+        Section("Significance", _significance_html(meta, table),
+                "Which differences are real: paired bootstrap over windows, against the original and against uniform."),
         Section("Data-free prediction check", _check_html(meta),
                 "Rank correlation of the plans' data-free predictions with the measured perplexity increase."),
         Section("Per-expert verification", _verification_html(verification)),

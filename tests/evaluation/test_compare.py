@@ -9,6 +9,7 @@ import pytest
 
 from alphaq.errors import ConfigError
 from alphaq.evaluation.compare import COMPARE_COLUMNS, expand_allocators, prediction_check, run_compare
+from alphaq.evaluation.compare_stats import INTERVAL_COLUMNS
 from alphaq.provenance import sha256_file
 
 
@@ -41,7 +42,7 @@ def test_compare_two_budgets_two_allocators(tmp_path: Path) -> None:
     text = _text(tmp_path / "eval.txt")
     out = tmp_path / "run"
     table = run_compare(None, ["2.5", "3.5"], ["alphaq", "uniform"], out, text_file=text, max_windows=2)
-    assert list(table.columns) == COMPARE_COLUMNS
+    assert list(table.columns) == COMPARE_COLUMNS + INTERVAL_COLUMNS
     assert list(table["entry"]) == ["original", "alphaq", "uniform", "alphaq", "uniform"]
     plans = table.iloc[1:]
     assert plans["ppl"].notna().all() and (plans["windows"] == 2).all()
@@ -60,3 +61,29 @@ def test_compare_two_budgets_two_allocators(tmp_path: Path) -> None:
     assert verification["eval_routing_share"].between(0, 1).all()
     page = render_compare(out)
     assert "Perplexity vs bits" in page.read_text()
+
+
+def test_random_seeds_and_intervals(tmp_path: Path) -> None:
+    text = _text(tmp_path / "eval.txt")
+    out = tmp_path / "run"
+    table = run_compare(None, ["2.5"], ["uniform", "random", "alphaq"], out, text_file=text, max_windows=4,
+                        seeds=[0, 1, 2], resamples=200)
+    assert list(table["entry"]) == ["original", "uniform", "random", "random", "random", "alphaq"]
+    assert table["seed"].tolist()[2:5] == [0, 1, 2]
+    plans = table.iloc[1:]
+    assert (plans["ci_low"].astype(float) <= plans["ppl_increase"].astype(float) + 1e-9).all()
+    assert (plans["ci_high"].astype(float) >= plans["ppl_increase"].astype(float) - 1e-9).all()
+    uniform = table[table["entry"] == "uniform"].iloc[0]
+    assert uniform["vs_uniform"] is None
+    alphaq_row = table[table["entry"] == "alphaq"].iloc[0]
+    assert alphaq_row["vs_uniform"] == pytest.approx(alphaq_row["ppl"] - uniform["ppl"])
+    meta = json.loads((out / "compare.json").read_text())
+    spread = meta["random_seeds"]["2.5"]
+    increases = table[table["entry"] == "random"]["ppl_increase"].astype(float)
+    assert spread["seeds"] == [0, 1, 2] and spread["mean"] == pytest.approx(increases.mean())
+    assert spread["std"] == pytest.approx(increases.std(ddof=1))
+    assert meta["intervals"]["resamples"] == 200 and set(meta["prediction_check"]) >= {"abs_sq_error", "depth_sq_error"}
+    assert len(list((out / "plans").glob("random-2.5-seed*.json"))) == 3
+    from alphaq.report.compare_page import render_compare
+
+    assert "Significance" in render_compare(out).read_text()
