@@ -36,6 +36,8 @@ SPECTRA_NPZ = "spectra.npz"
 INSPECT_HTML = "inspect.html"
 # plan
 PLAN_JSON = "plan.json"
+#: ``alphaq export --format gguf``'s record, beside the plan (alphaq.export.gguf_export).
+GGUF_EXPORT_JSON = "gguf_export.json"
 PLAN_COMPARISON_JSON = "plan_comparison.json"
 SWEEP_CSV = "sweep.csv"
 PLAN_HTML = "plan.html"

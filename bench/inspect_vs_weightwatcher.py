@@ -13,10 +13,23 @@ so their ESDs have power-law tails of different exponents), 4 of 512x1408 and 2 
 Prints times, the speed-up and the largest relative alpha difference, and writes
 ``bench/results/inspect_vs_weightwatcher.json`` atomically.
 
+Two measurements:
+
+* whole command (what a user waits for, start-up and imports included): the matrices are written to a
+  float32 Mixtral-layout safetensors checkpoint; ``alphaq inspect CKPT --out DIR --no-html`` runs as a
+  subprocess, against a subprocess that imports weightwatcher and torch, builds the torch model from the same
+  checkpoint and runs ``analyze()``; interleaved, ``--repeats`` times each, medians reported with the load
+  average around each run, and every alpha of details.csv compared with weightwatcher's;
+* kernel only (in process, imports excluded): the eigenvalue + fit code on the in-memory matrices, as before.
+
+Peak memory: the ``alphaq inspect`` subprocess's peak RSS (``os.wait4``) on the bench checkpoint, on one of
+``--memory-matrices`` 1024x2816 experts (far bigger than one tensor) and on a one-matrix checkpoint (start-up
+baseline), against the size of the largest tensor plus its Gram matrix.
+
 ``--real`` uses real expert shapes instead (2 x 2048x7168 as in DeepSeek-V3, 14336x4096 as in Mixtral).
 
-Run: ``python bench/inspect_vs_weightwatcher.py [--quick | --real] [--threads 2 1] [--repeats R] [--output F]`` (about 1-3 minutes on a
-shared 2-core CPU; ``--quick`` a few seconds).
+Run: ``python bench/inspect_vs_weightwatcher.py [--quick | --real] [--threads 2 1] [--repeats R] [--output F]``
+(about 2-4 minutes on a shared 2-core CPU; ``--quick`` under a minute).
 """
 
 from __future__ import annotations
@@ -28,7 +41,10 @@ import io
 import logging
 import os
 import platform
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -159,6 +175,147 @@ def run_config(matrices: dict[str, torch.Tensor], repeats: int) -> dict[str, Any
     return results
 
 
+_WW_WORKER = """
+import json, sys, time, contextlib, io, logging
+start = time.perf_counter()
+import torch, weightwatcher
+from safetensors.torch import load_file
+logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+tensors = load_file(sys.argv[1] + "/model.safetensors")
+model = torch.nn.ModuleDict()
+for i, (name, w) in enumerate(tensors.items()):
+    linear = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(w)
+    model[f"m{i}"] = linear
+names = dict(zip(model.keys(), tensors))
+with contextlib.redirect_stdout(io.StringIO()):
+    details = weightwatcher.WeightWatcher(model=model).analyze()
+alphas = {names[str(r["name"])]: float(r["alpha"]) for _, r in details.iterrows()}
+json.dump({"alpha": alphas, "seconds_in_process": time.perf_counter() - start}, open(sys.argv[2], "w"))
+"""
+
+
+def tensor_name(matrix: str) -> str:
+    """Mixtral-layout checkpoint name of a bench matrix (experts: layer 0, small: layer 1, routers: gates)."""
+    group = matrix.rstrip("0123456789")
+    index = int(matrix[len(group):])
+    if group == "router":
+        return f"model.layers.{index}.block_sparse_moe.gate.weight"
+    layer = 1 if group == "small" else 0
+    return f"model.layers.{layer}.block_sparse_moe.experts.{index}.w1.weight"
+
+
+def write_checkpoint(matrices: dict[str, torch.Tensor], folder: Path) -> Path:
+    """A float32 Mixtral-layout checkpoint (config.json + model.safetensors) holding the matrices."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({tensor_name(n): w.numpy() for n, w in matrices.items()}, str(folder / "model.safetensors"))
+    hidden = max(int(w.shape[1]) for w in matrices.values())
+    config = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": hidden,
+              "num_hidden_layers": 2, "num_local_experts": 8, "num_experts_per_tok": 2, "vocab_size": 4096}
+    (folder / "config.json").write_text(__import__("json").dumps(config))
+    return folder
+
+
+def _alphaq_command() -> list[str]:
+    script = Path(sys.executable).with_name("alphaq")
+    return [str(script)] if script.is_file() else [sys.executable, "-c", "from alphaq.cli import app; app()"]
+
+
+_LAUNCHER = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+seconds = time.perf_counter() - start
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"seconds": seconds, "rss_kib": rss, "rc": done.returncode, "stderr": done.stderr.decode()[-2000:]}))
+"""
+
+
+def timed_subprocess(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of one child process, started by a small launcher process (a child forked
+    from this big benchmark process would inherit its memory high-water mark); raises when it fails."""
+    import json
+
+    done = subprocess.run([sys.executable, "-c", _LAUNCHER, *command], env=env, capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["rc"] != 0:
+        raise RuntimeError(f"{' '.join(command[:3])} failed ({result['rc']}): {result['stderr']}")
+    return float(result["seconds"]), result["rss_kib"] / 1024.0  # Linux: KiB
+
+
+def whole_command(matrices: dict[str, torch.Tensor], repeats: int, threads: int | None, work: Path) -> dict[str, Any]:
+    """Both tools as fresh processes on the same checkpoint, interleaved; medians, loads and alpha agreement."""
+    import csv
+
+    ckpt = write_checkpoint(matrices, work / "ckpt")
+    env = dict(os.environ)
+    if threads is not None:
+        env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    runs: dict[str, list[dict[str, Any]]] = {"weightwatcher": [], "alphaq": []}
+    commands = {
+        "weightwatcher": [sys.executable, "-c", _WW_WORKER, str(ckpt), str(work / "ww.json")],
+        "alphaq": [*_alphaq_command(), "inspect", str(ckpt), "--out", str(work / "run"), "--no-html"],
+    }
+    for _ in range(max(1, repeats)):
+        for key, command in commands.items():
+            load_before = os.getloadavg()[0]
+            seconds, rss = timed_subprocess(command, env)
+            runs[key].append({"seconds": seconds, "peak_rss_mib": rss, "load_1min": [load_before, os.getloadavg()[0]]})
+    ww_alpha = __import__("json").loads((work / "ww.json").read_text())["alpha"]
+    with (work / "run" / "details.csv").open() as fh:
+        ours = {row["name"]: float(row["alpha"]) for row in csv.DictReader(fh)}
+    rel = {name: abs(ours[name] - a) / abs(a) for name, a in ww_alpha.items()}
+    out: dict[str, Any] = {"checkpoint_mib": (ckpt / "model.safetensors").stat().st_size / 2**20}
+    for key, items in runs.items():
+        out[key] = {"median_seconds": statistics.median(r["seconds"] for r in items), "runs": items}
+    out["speedup"] = out["weightwatcher"]["median_seconds"] / out["alphaq"]["median_seconds"]
+    out["max_rel_alpha_diff"] = max(rel.values())
+    out["matrices_compared"] = len(rel)
+    print(f"whole command (median of {len(runs['alphaq'])}): weightwatcher {out['weightwatcher']['median_seconds']:.2f} s, "
+          f"alphaq inspect {out['alphaq']['median_seconds']:.2f} s -> {out['speedup']:.1f}x; "
+          f"max rel alpha diff {out['max_rel_alpha_diff']:.2e} over {len(rel)} matrices")
+    return out
+
+
+def peak_memory(rows: int, cols: int, count: int, seed: int, work: Path) -> dict[str, Any]:
+    """Peak RSS of ``alphaq inspect`` on ``count`` matrices [rows, cols] against one (start-up baseline)."""
+    gram_mib = min(rows, cols) ** 2 * 4 / 2**20
+    tensor_mib = rows * cols * 4 / 2**20
+    out: dict[str, Any] = {"matrix": [rows, cols], "tensor_mib": tensor_mib, "gram_mib": gram_mib}
+    for label, n in (("one_matrix", 1), ("many_matrices", count)):
+        ckpt = write_checkpoint(make_matrices((("expert", n, rows, cols),), seed), work / f"mem-{n}")
+        seconds, rss = timed_subprocess([*_alphaq_command(), "inspect", str(ckpt), "--out", str(work / f"mem-run-{n}"),
+                                         "--no-html"], dict(os.environ))
+        out[label] = {"matrices": n, "checkpoint_mib": n * tensor_mib, "peak_rss_mib": rss, "seconds": seconds}
+        for file in ckpt.iterdir():
+            file.unlink()
+    out["rss_growth_mib"] = out["many_matrices"]["peak_rss_mib"] - out["one_matrix"]["peak_rss_mib"]
+    print(f"peak RSS: {out['one_matrix']['peak_rss_mib']:.0f} MiB on 1 matrix {rows}x{cols}, "
+          f"{out['many_matrices']['peak_rss_mib']:.0f} MiB on {count} ({out['many_matrices']['checkpoint_mib']:.0f} MiB "
+          f"checkpoint); tensor + Gram = {tensor_mib + gram_mib:.1f} MiB")
+    return out
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor()
+    mem = ""
+    try:
+        mem = next(line.split(":", 1)[1].strip() for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": model, "cpu_count": os.cpu_count(), "memory": mem, "platform": platform.platform(),
+            "note": "shared machine: other jobs run; see load_average"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shapes (seconds instead of minutes)")
@@ -166,7 +323,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="real expert shapes: 2 x 2048x7168 (DeepSeek-V3) and 14336x4096 (Mixtral); minutes")
     parser.add_argument("--threads", type=int, nargs="*", default=[],
                         help="thread counts for torch and BLAS, one configuration each (default: as set)")
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each method, the fastest reported")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each method (kernel: the fastest reported; whole command: the median)")
+    parser.add_argument("--memory-matrices", type=int, default=32,
+                        help="1024x2816 matrices of the peak-memory checkpoint (0: skip that measurement)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULT, help=f"JSON result (default {RESULT})")
     args = parser.parse_args(argv)
@@ -179,11 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     for dtype in (torch.float64, torch.float32):
         run_alphaq(warm, dtype)
     configs: dict[str, Any] = {}
-    for threads in args.threads or [None]:
-        set_threads(threads)
-        label = "default" if threads is None else f"threads={threads}"
-        print(f"== {label} (torch {torch.get_num_threads()} threads)")
-        configs[label] = run_config(matrices, args.repeats)
+    with tempfile.TemporaryDirectory(prefix="alphaq-bench-") as tmp:
+        for threads in args.threads or [None]:
+            set_threads(threads)
+            label = "default" if threads is None else f"threads={threads}"
+            print(f"== {label} (torch {torch.get_num_threads()} threads)")
+            configs[label] = run_config(matrices, args.repeats)
+            configs[label]["whole_command"] = whole_command(matrices, args.repeats, threads, Path(tmp) / label)
+            configs[label]["kernel_speedup_float32"] = configs[label]["alphaq_float32"]["speedup"]
+        memory = (peak_memory(1024, 2816, args.memory_matrices, args.seed, Path(tmp))
+                  if args.memory_matrices > 0 else None)
 
     payload = {
         "benchmark": "inspect_vs_weightwatcher",
@@ -193,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": max(1, args.repeats),
         "matrices": [{"group": g, "count": c, "rows": r, "cols": k} for g, c, r, k in groups],
         "cpu_count": os.cpu_count(),
+        "machine": _machine(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "peak_memory": memory,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
                      "weightwatcher": getattr(weightwatcher, "__version__", "0.7.7")},
         "results": configs,

@@ -11,13 +11,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from alphaq._version import __version__
-from alphaq.audit.expert_quality import aggregate_experts
 from alphaq.errors import AlphaQError, ConfigError
 from alphaq.locking import locks_output
 from alphaq.runfolder import (
@@ -28,6 +26,9 @@ from alphaq.runfolder import (
     INSPECT_SCHEMA_VERSION,
     SPECTRA_NPZ,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Matrices whose smaller side is below this are not fitted (status "skipped").
 MIN_SIDE = 8
@@ -103,7 +104,8 @@ class InspectResult:
 
 
 def inspect(path: str | Path | None = None, config: InspectConfig | None = None, *,
-            pattern_file: str | Path | None = None, progress: ProgressFn | None = None) -> InspectResult:
+            pattern_file: str | Path | None = None, progress: ProgressFn | None = None,
+            backend: Any = None) -> InspectResult:
     """Fit HT-SR metrics to every matrix of a checkpoint, without data.
 
     Args:
@@ -111,6 +113,8 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
         config: options (defaults: ww fit, float32, cpu, every matrix).
         pattern_file: JSON tensor patterns for an architecture the table does not know.
         progress: called as ``progress(1, matrix name, total)`` after each matrix.
+        backend: None (local) or an :class:`alphaq.distributed.RayBackend`: the matrices are analysed by Ray
+            tasks (identical results).
 
     Returns:
         The :class:`InspectResult`.
@@ -138,14 +142,21 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
     rows: list[dict[str, Any]] = []
     spectra: dict[str, np.ndarray] = {}
     # Same-shape matrices are consecutive so their SVDs batch; rows go back to checkpoint order below.
-    for ref, evals, status, message in _spectra(ckpt, sorted(refs, key=lambda r: (r.shape, order[r.name])), config):
-        row = _metrics_row(ref, evals, status, message, config)
+    by_shape = sorted(refs, key=lambda r: (r.shape, order[r.name]))
+    _preload_tables()  # pandas loads on another thread while the first matrices are read and computed
+    analysed = (analyse_matrices(ckpt, by_shape, config) if backend is None
+                else backend.analyse(ckpt, by_shape, config, pattern_file=pattern_file))
+    for ref, row, spectrum in analysed:
         rows.append(row)
-        if evals is not None:
-            spectra[ref.name] = compress_spectrum(evals)
+        if spectrum is not None:
+            spectra[ref.name] = spectrum
         if progress is not None:
             progress(1, ref.name, len(refs))
     rows.sort(key=lambda row: order[row["name"]])
+    import pandas as pd
+
+    from alphaq.audit.expert_quality import aggregate_experts
+
     details = pd.DataFrame(rows, columns=DETAIL_COLUMNS)
     details["layer"] = details["layer"].astype("Int64")
     details["expert"] = details["expert"].astype("Int64")
@@ -162,6 +173,8 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
         "warnings": warnings, "spectra_file": SPECTRA_NPZ,
         "skipped_tensors": len(ckpt.skipped),
     }
+    if backend is not None:
+        manifest["executor"] = backend.describe()
     return InspectResult(details, experts, manifest, _plotted_spectra(details, experts, spectra))
 
 
@@ -205,6 +218,21 @@ def compress_spectrum(evals: np.ndarray, max_points: int = SPECTRUM_POINTS) -> n
     return np.concatenate([picks, tail])
 
 
+def analyse_matrices(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[tuple[Any, dict[str, Any], np.ndarray | None]]:
+    """Eigenvalues and metrics of ``refs`` (same-shape matrices consecutive, so their eigenvalues batch).
+
+    Args:
+        ckpt: the open checkpoint.
+        refs: its matrices to analyse.
+        config: the options.
+
+    Returns:
+        An iterator of (ref, its details row, its compressed spectrum or None when not fitted).
+    """
+    for ref, evals, status, message in _spectra(ckpt, refs, config):
+        yield ref, _metrics_row(ref, evals, status, message, config), (None if evals is None else compress_spectrum(evals))
+
+
 def select_matrices(matrices: Sequence[Any], config: InspectConfig) -> list[Any]:
     """The matrices the config selects (layers, experts only)."""
     chosen = []
@@ -222,6 +250,9 @@ def select_matrices(matrices: Sequence[Any], config: InspectConfig) -> list[Any]
 
 def _spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[tuple[Any, np.ndarray | None, str, str]]:
     """Yield (ref, ascending eigenvalues or None, status, message), batching same-shape matrices."""
+    if config.device == "cpu" and not config.farms:
+        yield from _cpu_spectra(ckpt, refs, config)
+        return
     import torch
 
     from alphaq.diagnostics.spectrum import eigenvalues, farms_eigenvalues
@@ -255,6 +286,48 @@ def _spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[
             yield from flush()
         pending.append((ref, matrix))
     yield from flush()
+
+
+def _cpu_spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[tuple[Any, np.ndarray | None, str, str]]:
+    """:func:`_spectra` on CPU without torch: numpy reads (:meth:`Checkpoint.read_array`) streamed through
+    :func:`alphaq.diagnostics.spectrum.stream_eigenvalues` (the next matrix is read while others compute)."""
+    from alphaq.diagnostics.spectrum import count_nonfinite, stream_eigenvalues
+
+    problems: dict[str, tuple[str, str]] = {}
+
+    def matrices() -> Iterator[tuple[Any, np.ndarray | None]]:
+        for ref in refs:
+            if min(ref.shape) < MIN_SIDE:
+                problems[ref.name] = ("skipped", f"matrix {ref.shape[0]}x{ref.shape[1]} is too small to fit (min side {MIN_SIDE})")
+                yield ref, None
+                continue
+            matrix = ckpt.read_array(ref)  # [out, in] float32
+            bad = count_nonfinite(matrix)
+            if bad:
+                problems[ref.name] = ("nonfinite", f"{bad} NaN/Inf weights; fix or re-download the checkpoint")
+                matrix = None
+            yield ref, matrix
+
+    for ref, evals in stream_eigenvalues(matrices(), dtype=config.dtype):
+        status, message = problems.pop(ref.name, ("success", ""))
+        yield ref, evals, status, message
+
+
+def _preload_tables() -> None:
+    """Import pandas (through :mod:`alphaq.audit.expert_quality`) on a background thread: about half a second of
+    start-up that overlaps the eigenvalue computation instead of preceding it."""
+    import concurrent.futures  # noqa: F401
+    import importlib
+    import sys
+    import threading
+
+    import alphaq.diagnostics.esd_metrics
+    import alphaq.diagnostics.lapack
+    import alphaq.diagnostics.spectrum  # noqa: F401
+
+    if "alphaq.audit.expert_quality" not in sys.modules:
+        threading.Thread(target=importlib.import_module, args=("alphaq.audit.expert_quality",),
+                         name="alphaq-preload").start()
 
 
 def _metrics_row(ref: Any, evals: np.ndarray | None, status: str, message: str, config: InspectConfig) -> dict[str, Any]:

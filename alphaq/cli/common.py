@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from alphaq.errors import AlphaQError
+from alphaq.planning.defaults import DEFAULT_GAMMA
 
 ModelArg = Annotated[Optional[Path], typer.Argument(help="Checkpoint folder (default: the bundled demo MoE).",
                                                     show_default=False)]
@@ -24,7 +25,9 @@ WidthsOpt = Annotated[Optional[str], typer.Option(
 TargetOpt = Annotated[str, typer.Option(
     help="alphaq (alphaq's packed checkpoint) | gguf (llama.cpp: Q2_K..Q6_K/Q8_0 bytes, errors measured with llama-quantize, one type per layer).")]
 GroupSizeOpt = Annotated[int, typer.Option(help="Columns per scale/zero group (128, 64, 32).")]
-GranularityOpt = Annotated[str, typer.Option(help="expert | matrix | layer (layer = one width per layer and projection).")]
+GranularityOpt = Annotated[Optional[str], typer.Option(
+    help="expert | matrix | layer (layer = one width per layer and projection); default expert, layer for --target gguf.",
+    show_default=False)]
 GammaOpt = Annotated[float, typer.Option(help="Exponent of the alpha importance (median_alpha / alpha)^gamma.")]
 AllocatorOpt = Annotated[str, typer.Option(
     help="alphaq | uniform | random | alpha_ratio | weight_norm | frequency (frequency needs --calibration-text).")]
@@ -40,12 +43,16 @@ CalibrationTextOpt = Annotated[Optional[Path], typer.Option(
     help="Text for the frequency allocator (the only one that needs data).")]
 PatternFileOpt = Annotated[Optional[Path], typer.Option(help="JSON tensor patterns for unknown architectures.")]
 DeviceOpt = Annotated[str, typer.Option(help="Where to compute: cpu or cuda.")]
+BackendOpt = Annotated[str, typer.Option(
+    help="local (this process) or ray (one task per matrix on a Ray cluster that sees the checkpoint at the same path; pip install 'alphaq[ray]').")]
+RayAddressOpt = Annotated[Optional[str], typer.Option(
+    "--ray-address", help="--backend ray: the cluster's address, e.g. ray://head:10001 (default: $RAY_ADDRESS, else a Ray started here).")]
 #: Defaults of the plan options (one place for `plan` and `run`).
-PLAN_DEFAULTS = {"budget": "3.5", "widths": None, "group_size": 128, "granularity": "expert", "allocator": "alphaq",
-                 "gamma": 1.0, "method": "rtn", "error_model": "measured", "keep": "", "solver": "auto", "seed": 0}
+PLAN_DEFAULTS = {"budget": "3.5", "widths": None, "group_size": 128, "granularity": None, "allocator": "alphaq",
+                 "gamma": DEFAULT_GAMMA, "method": "rtn", "error_model": "measured", "keep": "", "solver": "auto", "seed": 0}
 
 
-def plan_config(*, budget: str, widths: Optional[str], group_size: int, granularity: str, allocator: str, gamma: float,
+def plan_config(*, budget: str, widths: Optional[str], group_size: int, granularity: Optional[str], allocator: str, gamma: float,
                 method: str, error_model: str = "measured", min_bits: Optional[str] = None,
                 max_bits: Optional[str] = None, keep: str = "", solver: str = "auto", seed: int = 0,
                 target: str = "alphaq") -> Any:

@@ -15,6 +15,7 @@ from alphaq.cli.common import (
     DEFAULT_OUT,
     PLAN_DEFAULTS,
     AllocatorOpt,
+    BackendOpt,
     BudgetOpt,
     CalibrationTextOpt,
     ErrorModelOpt,
@@ -28,6 +29,7 @@ from alphaq.cli.common import (
     ModelArg,
     OutOpt,
     PatternFileOpt,
+    RayAddressOpt,
     SeedOpt,
     SolverOpt,
     TargetOpt,
@@ -73,11 +75,14 @@ def inspect(
     seed: Annotated[int, typer.Option(help="Seed of the FARMS block draw.")] = 0,
     pattern_file: PatternFileOpt = None,
     html: Annotated[bool, typer.Option(help="Write inspect.html.")] = True,
+    backend: BackendOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Per-matrix and per-expert HT-SR metrics, a data-free quality ranking, and an HTML report."""
     from alphaq.audit.run import InspectConfig, save_inspect
     from alphaq.audit.run import inspect as run_inspect
     from alphaq.cli.summaries import print_inspect_summary
+    from alphaq.distributed import backend_session
 
     from alphaq.locking import output_lock
 
@@ -85,8 +90,8 @@ def inspect(
         config = InspectConfig(fit=fit, dtype="float64" if float64 else "float32", device=device,  # type: ignore[arg-type]
                                layers=parse_ints(layers, "--layers"), experts_only=experts_only, tail_test=tail_test,
                                farms=farms, seed=seed)
-        with progress_bar("inspect") as advance:
-            result = run_inspect(model, config, pattern_file=pattern_file, progress=advance)
+        with backend_session(backend, ray_address) as compute, progress_bar("inspect") as advance:
+            result = run_inspect(model, config, pattern_file=pattern_file, progress=advance, backend=compute)
         save_inspect(result, out)
         if html:
             from alphaq.report.inspect_page import render_inspect
@@ -143,19 +148,24 @@ def quantize(
     out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the quantized checkpoint "
                                                           "(an unfinished run there is resumed).")],
     model: ModelArg = None,
-    method: Annotated[Optional[str], typer.Option(help="rtn | rtn_clip | hqq (default: the plan's quantizer, else rtn).")] = None,
+    method: Annotated[Optional[str], typer.Option(help="rtn | rtn_clip | hqq | gptq (calibrated: needs --calibration-text; default: the plan's quantizer, else rtn).")] = None,
     device: Annotated[str, typer.Option(help="Where to quantize: cpu or cuda.")] = "cpu",
     zero_points: Annotated[str, typer.Option("--zero-points", help="float (the quantizer's own) or integer (rounded: the values a compressed-tensors export of the plan holds).")] = "float",
     html: Annotated[bool, typer.Option(help="Write quantize.html.")] = True,
+    backend: BackendOpt = "local",
+    ray_address: RayAddressOpt = None,
+    calibration_text: Annotated[Optional[Path], typer.Option("--calibration-text", help="--method gptq: text its Hessians are measured on.")] = None,
+    calibration_windows: Annotated[int, typer.Option("--calibration-windows", help="--method gptq: windows of the model's context taken from the text.")] = 128,
 ) -> None:
     """Execute a plan: a quantized safetensors checkpoint (streamed shard by shard, resumable) and quantize.json."""
     import time
 
     from alphaq.cli.summaries import print_quantize_summary
+    from alphaq.distributed import backend_session
     from alphaq.quantization.run import run_quantize
 
     with user_errors():
-        with progress_bar("quantize") as advance:
+        with backend_session(backend, ray_address) as compute, progress_bar("quantize") as advance:
             start, done = time.perf_counter(), [0]
 
             def count(nbytes: int) -> None:
@@ -167,7 +177,8 @@ def quantize(
 
             try:
                 result = run_quantize(model, plan, out, method=method, device=device, progress=tick, on_bytes=count,
-                                      zero_points=zero_points)
+                                      zero_points=zero_points, calibration_text=calibration_text,
+                                      calibration_windows=calibration_windows, backend=compute)
             except KeyboardInterrupt:
                 typer.echo(f"interrupted: the shards finished in {out} are kept; rerun the same command to resume",
                            err=True)

@@ -4,12 +4,18 @@
 weightwatcher 0.7.7 does. ``farms_eigenvalues`` pools the ESDs of square sub-blocks (FARMS), as the
 AlphaQ code does. Both return float64 numpy arrays sorted ascending.
 
-torch is imported inside the functions so that importing this module stays cheap.
+torch is imported inside the functions so that importing this module stays cheap; on CPU, numpy inputs
+(``Checkpoint.read_array``) never import it. :func:`stream_eigenvalues` is the streaming form the inspect stage
+uses: matrices computed ``workers`` at a time while the caller reads the next one, in order.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+import os
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
@@ -17,6 +23,7 @@ if TYPE_CHECKING:
     import torch
 
 EigenMethod = Literal["gram", "svd"]
+_Key = TypeVar("_Key")
 
 #: A chunk of a batch converted to the working dtype at once holds at most this many bytes.
 _CHUNK_BYTES = 512 * 1024 * 1024
@@ -49,12 +56,14 @@ def eigenvalues(
     when the near-zero singular values of a rank-deficient matrix matter.
 
     Args:
-        weights: one matrix [M, N] or same-shape matrices stacked [B, M, N] (any float dtype).
-        dtype: working precision, ``torch.float32`` (None, the default) or ``torch.float64``.
+        weights: one matrix [M, N] or same-shape matrices stacked [B, M, N] (any float dtype): a torch tensor
+            or a numpy array (on CPU a numpy array is computed without importing torch).
+        dtype: working precision, ``torch.float32`` (None, the default) or ``torch.float64`` (or the numpy
+            dtypes / names ``"float32"``, ``"float64"``).
         device: torch device for the computation (``"cpu"``, ``"cuda"``).
         method: ``"gram"`` or ``"svd"`` (see above).
         workers: on CPU, matrices of a batch computed in parallel, each with a single-threaded BLAS
-            (None: ``torch.get_num_threads()``; 1: one at a time with the BLAS's own threads).
+            (None: :func:`default_workers`; 1: one at a time with the BLAS's own threads).
 
     Returns:
         float64 array [K] or [B, K], K = min(M, N), each row sorted ascending.
@@ -63,9 +72,15 @@ def eigenvalues(
         ValueError: ``weights`` is not 2-D/3-D, is empty, or holds NaN/Inf; ``dtype`` or ``method``
             is not supported; the eigenvalues overflow (float32 weights above ~1e19).
     """
+    if isinstance(weights, np.ndarray) and str(device) == "cpu":
+        return _array_eigenvalues(weights, _numpy_dtype(dtype), method, workers)
     import torch
 
+    if isinstance(weights, np.ndarray):
+        weights = torch.from_numpy(weights)
     work_dtype = torch.float32 if dtype is None else dtype
+    if isinstance(work_dtype, str) or not isinstance(work_dtype, torch.dtype):
+        work_dtype = torch.float64 if _numpy_dtype(dtype) == np.float64 else torch.float32
     if work_dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {work_dtype}")
     if method not in ("gram", "svd"):
@@ -81,7 +96,7 @@ def eigenvalues(
     item_bytes = rows * cols * torch.finfo(work_dtype).bits // 8
     per_chunk = max(1, _CHUNK_BYTES // max(1, item_bytes))
     on_cpu = torch.device(device).type == "cpu"
-    threads = torch.get_num_threads() if workers is None else int(workers)
+    threads = default_workers() if workers is None else int(workers)
     if threads < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
 
@@ -120,10 +135,7 @@ def _numpy_eigenvalues(chunk: np.ndarray, method: EigenMethod, wide: bool, worke
     better than one multi-threaded tridiagonalisation (a memory-bound, poorly parallel step).
     """
     def one(matrix: np.ndarray) -> np.ndarray:  # [M, N] -> [K]
-        if method == "svd":
-            return np.square(np.linalg.svd(matrix, compute_uv=False).astype(np.float64))
-        gram = matrix @ matrix.T if wide else matrix.T @ matrix  # [K, K]; numpy's matmul uses syrk here
-        return np.linalg.eigvalsh(gram).astype(np.float64)
+        return _matrix_eigenvalues(matrix, method)
 
     if workers <= 1 or len(chunk) == 1:
         return np.stack([one(matrix) for matrix in chunk])
@@ -131,6 +143,128 @@ def _numpy_eigenvalues(chunk: np.ndarray, method: EigenMethod, wide: bool, worke
 
     with _single_threaded_blas(), ThreadPoolExecutor(max_workers=min(workers, len(chunk))) as pool:
         return np.stack(list(pool.map(one, chunk)))
+
+
+def _matrix_eigenvalues(matrix: np.ndarray, method: EigenMethod = "gram") -> np.ndarray:
+    """[M, N] in its working dtype -> [K] float64 (unsorted) through LAPACK: the Gram of the smaller side
+    (numpy's matmul runs syrk for ``A @ A.T``) and :func:`alphaq.diagnostics.lapack.eigvalsh`, or ``gesdd``."""
+    from alphaq.diagnostics.lapack import eigvalsh
+
+    if method == "svd":
+        return np.square(np.linalg.svd(matrix, compute_uv=False).astype(np.float64))
+    gram = matrix @ matrix.T if matrix.shape[0] <= matrix.shape[1] else matrix.T @ matrix  # [K, K]
+    return eigvalsh(gram)
+
+
+def default_workers() -> int:
+    """Matrices computed in parallel on CPU: torch's thread count when torch is loaded, else ``OMP_NUM_THREADS``,
+    else the CPUs this process may use."""
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_num_threads"):
+        return max(1, int(torch.get_num_threads()))
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _numpy_dtype(dtype: Any) -> type:
+    """torch / numpy dtype or name -> np.float32 or np.float64 (None: float32)."""
+    name = "float32" if dtype is None else str(dtype).removeprefix("torch.")
+    if name in ("float32", "<class 'numpy.float32'>"):
+        return np.float32
+    if name in ("float64", "<class 'numpy.float64'>"):
+        return np.float64
+    raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+
+
+def _array_eigenvalues(weights: np.ndarray, work: type, method: EigenMethod, workers: int | None) -> np.ndarray:
+    """:func:`eigenvalues` for numpy input on CPU (no torch)."""
+    if method not in ("gram", "svd"):
+        raise ValueError(f"method must be 'gram' or 'svd', got {method!r}")
+    if weights.ndim not in (2, 3):
+        raise ValueError(f"weights must be [M, N] or [B, M, N], got shape {tuple(weights.shape)}")
+    if weights.size == 0:
+        raise ValueError(f"weights is empty (shape {tuple(weights.shape)})")
+    stack = weights if weights.ndim == 3 else weights[None]  # [B, M, N]
+    items = ((i, matrix) for i, matrix in enumerate(stack))
+    out = [evals for _, evals in stream_eigenvalues(items, dtype=work, method=method, workers=workers)]
+    result = np.stack(out)  # [B, K]
+    return result if weights.ndim == 3 else result[0]
+
+
+def stream_eigenvalues(
+    items: Iterable[tuple[_Key, np.ndarray | None]],
+    *,
+    dtype: Any = None,
+    method: EigenMethod = "gram",
+    workers: int | None = None,
+) -> Iterator[tuple[_Key, np.ndarray | None]]:
+    """Eigenvalues of a stream of matrices on CPU, in order, ``workers`` at a time (numpy/LAPACK, no torch).
+
+    Each matrix runs on a thread of its own with a single-threaded BLAS (LAPACK releases the GIL), while this
+    generator pulls the next item from ``items``: a reader of ``items`` overlaps file reads with the
+    computation. At most ``workers + 1`` matrices are held besides the one being read, so peak memory is
+    about ``workers + 2`` matrices plus ``workers`` Gram matrices, whatever the stream's length.
+
+    Args:
+        items: (key, matrix [M, N] numpy array, or None to pass the key through) pairs.
+        dtype: working precision, float32 (None) or float64 (numpy/torch dtype or name).
+        method: ``"gram"`` or ``"svd"`` (see :func:`eigenvalues`).
+        workers: matrices in parallel (None: :func:`default_workers`; 1: in this thread, BLAS threads as set).
+
+    Returns:
+        An iterator of (key, float64 eigenvalues [K] ascending and clipped at 0, or None), in input order.
+
+    Raises:
+        ValueError: a matrix holds NaN/Inf, its eigenvalues overflow in float32, or LAPACK fails.
+    """
+    work = _numpy_dtype(dtype)
+    threads = default_workers() if workers is None else int(workers)
+    if threads < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+
+    def one(matrix: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", over="ignore"):
+            try:
+                evals = _matrix_eigenvalues(np.asarray(matrix, dtype=work), method)
+            except (np.linalg.LinAlgError, ValueError) as error:
+                evals, failure = None, error
+        if evals is None or not np.isfinite(evals).all():
+            if not np.isfinite(matrix).all():
+                raise ValueError("weights hold NaN or Inf values; check finiteness before computing eigenvalues")
+            if evals is None:
+                raise ValueError(f"eigenvalue computation failed ({failure}); if the weights are huge, "
+                                 "use dtype=torch.float64")
+            raise ValueError(f"eigenvalues overflow in {np.dtype(work).name}; use dtype=torch.float64")
+        evals.sort()
+        return np.maximum(evals, 0.0, out=evals)
+
+    if threads == 1:
+        for key, matrix in items:
+            yield key, None if matrix is None else one(matrix)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending: deque[tuple[_Key, Any]] = deque()
+    with _single_threaded_blas(), ThreadPoolExecutor(max_workers=threads) as pool:
+        for key, matrix in items:
+            pending.append((key, None if matrix is None else pool.submit(one, matrix)))
+            del matrix
+            while len(pending) > threads:
+                done_key, future = pending.popleft()
+                yield done_key, None if future is None else future.result()
+        while pending:
+            done_key, future = pending.popleft()
+            yield done_key, None if future is None else future.result()
+
+
+def count_nonfinite(matrix: np.ndarray) -> int:
+    """NaN/Inf values of a float array; one sum in the common, finite case."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        if np.isfinite(matrix.sum()):
+            return 0
+    return int(matrix.size - np.count_nonzero(np.isfinite(matrix)))
 
 
 def _single_threaded_blas() -> Any:

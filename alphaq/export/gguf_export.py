@@ -27,8 +27,8 @@ from alphaq.export.llamacpp import (
 )
 from alphaq.export.llamacpp_tools import LlamaCppTools, find_tools
 from alphaq.locking import locks_output
+from alphaq.runfolder import GGUF_EXPORT_JSON
 
-GGUF_EXPORT_JSON = "gguf_export.json"
 GGUF_EXPORT_SCHEMA_VERSION = 1
 #: ``--keep`` types for the matrices outside the budget (attention, embeddings, shared experts).
 GGUF_KEEP_TYPES: tuple[str, ...] = ("f16", "bf16", "q8_0")

@@ -15,8 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from alphaq.errors import CheckpointError
-from alphaq.load.architectures import ArchSpec, Role, load_pattern_file, match_tensor, spec_for
-from alphaq.load.safetensors_files import TensorInfo, list_shards, read_header, read_index
+from alphaq.load.architectures import (
+    ArchSpec,
+    Role,
+    load_pattern_file,
+    match_tensor,
+    spec_for,
+)
+from alphaq.load.safetensors_files import (
+    NUMPY_FLOATS,
+    TensorInfo,
+    list_shards,
+    read_float_array,
+    read_header,
+    read_index,
+)
 from alphaq.load.weights import dequantize_tensor, fused_expert_slice
 
 
@@ -152,6 +165,37 @@ class Checkpoint:
         if tuple(matrix.shape) != ref.shape:
             raise CheckpointError(f"{ref.name}: read shape {tuple(matrix.shape)} differs from header shape {ref.shape}")
         return matrix.to(dtype)
+
+    def read_array(self, ref: MatrixRef) -> Any:
+        """Read one matrix as a float32 numpy array [out, in], without importing torch when it can.
+
+        Plain float tensors (F32/F16/BF16/F64, fused or not) are read with :func:`read_float_array`; quantized
+        ones (FP8 blocks, MXFP4) go through :meth:`read_matrix` (torch). The values equal ``read_matrix``'s.
+
+        Args:
+            ref: a matrix of :attr:`matrices`.
+
+        Returns:
+            C-contiguous float32 ``numpy.ndarray`` of shape ``ref.shape``.
+        """
+        import numpy as np
+
+        info = self.tensors.get(ref.tensor)
+        if info is None or info.dtype not in NUMPY_FLOATS or info.offset < 0:
+            return self.read_matrix(ref, dtype=None).numpy()
+        if ref.fused:
+            raw = read_float_array(info, ref.expert)  # [out, in] or [in, out]
+            matrix = raw if ref.orientation == "out_in" else raw.T  # [out, in]
+            if ref.fused_part:
+                index = 0 if ref.fused_part == "gate" else 1
+                half = matrix.shape[0] // 2
+                matrix = matrix[index::2] if ref.split == "interleaved" else matrix[index * half:(index + 1) * half]
+            matrix = np.ascontiguousarray(matrix)
+        else:
+            matrix = read_float_array(info)
+        if tuple(matrix.shape) != ref.shape:
+            raise CheckpointError(f"{ref.name}: read shape {tuple(matrix.shape)} differs from header shape {ref.shape}")
+        return matrix
 
     def iter_matrices(self, refs: Iterable[MatrixRef], *, dtype: Any = None) -> Iterator[tuple[MatrixRef, Any]]:
         """Stream (ref, matrix) pairs in the given order, one matrix in memory at a time."""

@@ -35,6 +35,7 @@ class TensorInfo:
         shape: tensor shape.
         file: the shard that holds it.
         nbytes: size of its data in the file.
+        offset: byte offset of its data from the start of the file (-1 when unknown).
     """
 
     name: str
@@ -42,6 +43,7 @@ class TensorInfo:
     shape: tuple[int, ...]
     file: Path
     nbytes: int
+    offset: int = -1
 
     @property
     def numel(self) -> int:
@@ -102,8 +104,49 @@ def read_header(file: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
                 f"{file}: tensor {name!r} has {end - begin} bytes, its shape {list(shape)} {dtype} needs "
                 f"{math.ceil(math.prod(shape) * expected)}; the shard is corrupt"
             )
-        tensors[name] = TensorInfo(name=name, dtype=dtype, shape=shape, file=file, nbytes=end - begin)
+        tensors[name] = TensorInfo(name=name, dtype=dtype, shape=shape, file=file, nbytes=end - begin,
+                                   offset=8 + header_len + begin)
     return tensors, {str(k): str(v) for k, v in metadata.items()}
+
+
+#: Plain float safetensors dtypes that :func:`read_float_array` reads without torch (little-endian numpy dtypes).
+NUMPY_FLOATS: dict[str, str] = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8"}
+
+
+def read_float_array(info: TensorInfo, index: int | None = None) -> Any:
+    """Read a plain float tensor (F32, F16, BF16, F64) straight from its file as a float32 numpy array.
+
+    One ``numpy.fromfile`` of its bytes (no torch import, no memory map); BF16 is widened by a 16-bit shift.
+
+    Args:
+        info: the tensor, with a known ``offset`` and a dtype in :data:`NUMPY_FLOATS`.
+        index: read only ``tensor[index]`` (one expert of a fused [E, ...] tensor), or the whole tensor.
+
+    Returns:
+        float32 ``numpy.ndarray`` of shape ``info.shape`` (or ``info.shape[1:]`` with ``index``).
+
+    Raises:
+        CheckpointError: the dtype is not a plain float, or the file is shorter than its header says.
+    """
+    import numpy as np
+
+    if info.dtype not in NUMPY_FLOATS or info.offset < 0:
+        raise CheckpointError(f"{info.file}: tensor {info.name!r} ({info.dtype}) is not a plain float tensor; "
+                              "read it with Checkpoint.read_matrix")
+    shape = info.shape if index is None else info.shape[1:]
+    count = math.prod(shape)
+    item = np.dtype(NUMPY_FLOATS[info.dtype]).itemsize
+    offset = info.offset + (0 if index is None else index * count * item)
+    try:
+        raw = np.fromfile(info.file, dtype=NUMPY_FLOATS[info.dtype], count=count, offset=offset)
+    except OSError as exc:
+        raise CheckpointError(f"{info.file}: cannot read tensor {info.name!r} ({exc}); check the file") from exc
+    if raw.size != count:
+        raise CheckpointError(f"{info.file}: tensor {info.name!r} is truncated ({raw.size} of {count} values); "
+                              "re-download the shard")
+    if info.dtype == "BF16":
+        return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+    return (raw if info.dtype == "F32" else raw.astype(np.float32)).reshape(shape)
 
 
 def list_shards(directory: Path) -> list[Path]:

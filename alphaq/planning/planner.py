@@ -18,12 +18,13 @@ import pandas as pd
 from alphaq._version import __version__
 from alphaq.errors import ConfigError, PlanError
 from alphaq.planning.allocators import ALLOCATORS, Allocation, SolverName, create_allocator
+from alphaq.planning.defaults import DEFAULT_GAMMA
 from alphaq.planning.budget import DEFAULT_GROUP_SIZE, DEFAULT_WIDTHS, Bounds, Budget, budget_constraint, parse_widths
 from alphaq.planning.costs import DEFAULT_MAX_ROWS, ERROR_MODELS, CostTable, ErrorModel, MatrixErrors, ProgressFn, \
     ReadMatrix, build_cost_table, matrix_errors
 from alphaq.export.ggml_types import GGUF_WIDTHS, check_gguf_widths, gguf_matrix_nbytes
 from alphaq.planning.plan_file import Plan, PlanTensor
-from alphaq.quantization.methods import METHODS
+from alphaq.quantization.methods import CALIBRATED_METHODS, METHODS, check_method
 from alphaq.planning.units import GRANULARITIES, KEEP_BF16, Granularity, KeepPolicy, build_units, kept_bytes_by_role, \
     kept_rows, matrix_nbytes
 from alphaq.quantization.layout import check_group_size, dense_nbytes
@@ -42,7 +43,8 @@ class PlanConfig:
         widths: candidate widths (subset of 1..8), text ``"2,3,4,8"`` accepted; None: 2,3,4,8, or
             2,3,4,5,6,8 for the ``gguf`` target.
         group_size: columns per scale/zero group (positive multiple of 8).
-        granularity: ``expert``, ``matrix`` or ``layer`` (see :mod:`alphaq.planning.units`).
+        granularity: ``expert``, ``matrix`` or ``layer`` (see :mod:`alphaq.planning.units`); None: ``expert``, or
+            ``layer`` for the ``gguf`` target (the only one it takes).
         error_model: ``measured`` or ``analytic`` (see :mod:`alphaq.planning.costs`).
         gamma: alpha importance exponent; 1.0 (the paper's default) is kept on evidence from the bundled model (docs/results.md: gamma 0 loses 6.8x more perplexity at 2.5 bits, gamma 1-16 are within noise).
         allocator: a key of :data:`alphaq.planning.allocators.ALLOCATORS`.
@@ -62,9 +64,9 @@ class PlanConfig:
     budget: Budget | str | float
     widths: tuple[int, ...] | str | None = None
     group_size: int = DEFAULT_GROUP_SIZE
-    granularity: Granularity = "expert"
+    granularity: Granularity | None = None
     error_model: ErrorModel = "measured"
-    gamma: float = 1.0
+    gamma: float = DEFAULT_GAMMA
     allocator: str = "alphaq"
     min_bits: str | int | None = None
     max_bits: str | int | None = None
@@ -85,7 +87,12 @@ class PlanConfig:
         object.__setattr__(self, "widths", parse_widths(default if self.widths is None else self.widths))
         if gguf:
             check_gguf_widths(self.widths)  # type: ignore[arg-type]
-            object.__setattr__(self, "granularity", "layer")
+            if self.granularity not in (None, "layer"):
+                raise ConfigError(f"--target gguf plans one type per (layer, projection): GGUF stores a layer's experts "
+                                  f"as one tensor with one type, so --granularity {self.granularity} cannot be kept; "
+                                  "drop --granularity or pass --granularity layer")
+        if self.granularity is None:
+            object.__setattr__(self, "granularity", "layer" if gguf else "expert")
         if not isinstance(self.keep, KeepPolicy):
             object.__setattr__(self, "keep", KeepPolicy.parse(self.keep))
         check_group_size(self.group_size)
@@ -93,6 +100,8 @@ class PlanConfig:
         checks = ((self.granularity, GRANULARITIES, "--granularity"), (self.error_model, ERROR_MODELS, "--error-model"),
                   (self.allocator, tuple(ALLOCATORS), "--allocator"), (self.solver, ("exact", "lagrangian", "auto"), "--solver"),
                   (self.quant_method, METHODS, "--method"))
+        if self.quant_method in CALIBRATED_METHODS:  # gptq: a data-free error model cannot use it
+            check_method(self.quant_method, "--method")
         for value, allowed, option in checks:
             if value not in allowed:
                 raise ConfigError(f"{option} {value!r} is unknown; use one of {', '.join(allowed)}")

@@ -205,12 +205,15 @@ def expert_alpha_objective(plan: Any, details: pd.DataFrame, gamma: float) -> fl
 def rounded_up_bytes(plan: Any) -> int:
     """Expert bytes if every expert of a (layer, projection) took the widest width planned in that group
     (what a GGUF/vLLM deployment of a per-expert plan costs)."""
-    from alphaq.quantization.layout import QuantSpec, quantized_nbytes
+    from alphaq.planning.units import matrix_nbytes
 
     experts = [t for t in plan.tensors if t.role == "expert"]
     widest: dict[tuple[Any, str], int] = {}
     for t in experts:
         key = (t.layer, t.proj)
         widest[key] = max(widest.get(key, 0), t.bits)
-    return int(sum(quantized_nbytes(t.rows, t.cols, QuantSpec(widest[(t.layer, t.proj)], t.group_size)).total
-                   for t in experts))
+    if (plan.provenance.get("options") or {}).get("target") == "gguf":  # the plan's own format: ggml types
+        from alphaq.export.ggml_types import gguf_matrix_nbytes
+
+        return int(sum(gguf_matrix_nbytes(t.rows, t.cols, widest[(t.layer, t.proj)]) for t in experts))
+    return int(sum(matrix_nbytes(t.rows, t.cols, widest[(t.layer, t.proj)], t.group_size) for t in experts))

@@ -1,4 +1,4 @@
-"""Group-wise integer weight quantization: format arithmetic, bit packing, RTN and HQQ (pure torch).
+"""Group-wise integer weight quantization: format arithmetic, bit packing, RTN, HQQ and GPTQ (pure torch).
 
 The byte-size arithmetic (:mod:`alphaq.quantization.layout`) is pure Python and imported eagerly; the
 torch functions load on first use so importing this package (e.g. from the CLI) does not import torch.
@@ -27,6 +27,7 @@ _LAZY = {
     "METHODS": ("alphaq.quantization.methods", "METHODS"),
     "relative_error": ("alphaq.quantization.primitives", "relative_error"),
     "quantize_hqq": ("alphaq.quantization.hqq", "quantize_hqq"),
+    "quantize_gptq": ("alphaq.quantization.gptq", "quantize_gptq"),
     "pack": ("alphaq.quantization.packing", "pack"),
     "unpack": ("alphaq.quantization.packing", "unpack"),
 }

@@ -22,17 +22,21 @@ ROW_BLOCK_VALUES = 1 << 18
 
 
 def quantize_matrix(w: torch.Tensor, spec: QuantSpec, method: str, *, device: str = "cpu",
-                    kernels: bool = False, integer_zeros: bool = False) -> tuple[PackedTensor, float]:
+                    kernels: bool = False, integer_zeros: bool = False,
+                    hessian: torch.Tensor | None = None) -> tuple[PackedTensor, float]:
     """Quantize and pack one matrix; return it (on the CPU) and its relative Frobenius reconstruction error.
 
     Args:
         w: weight [R, C], any float dtype.
         spec: width and group size.
-        method: ``rtn``, ``rtn_clip`` or ``hqq``.
+        method: ``rtn``, ``rtn_clip``, ``hqq`` or ``gptq``.
         device: where to compute.
         kernels: use ``alphaq.kernels.quantize_pack`` (rtn only; bit-exact with the torch reference).
         integer_zeros: round every zero point to an integer and re-choose the codes
             (:func:`alphaq.quantization.primitives.round_zero_points`), the form compressed-tensors holds.
+            ``gptq`` rounds each zero when it chooses the group's parameters and picks its codes with it.
+        hessian: ``gptq`` only: ``2 X^T X`` [C, C] of the matrix's calibration inputs (None: no input reached
+            the matrix, and GPTQ is round-to-nearest, i.e. ``rtn``).
 
     Returns:
         (:class:`alphaq.quantization.writer.PackedTensor`, ``||W - W_hat||_F / ||W||_F`` on the full matrix).
@@ -49,6 +53,12 @@ def quantize_matrix(w: torch.Tensor, spec: QuantSpec, method: str, *, device: st
 
         packed, scale, zero = quantize_pack(w, spec.bits, spec.group_size)
         qt = QuantizedTensor(q=unpack(packed, spec.bits, cols), scale=scale, zero=zero, spec=spec, shape=(rows, cols))
+    elif method == "gptq":
+        from alphaq.quantization.gptq import quantize_gptq
+
+        h = torch.zeros(cols, cols, device=device) if hessian is None else hessian.to(device)  # [C, C]; 0: rtn
+        qt, packed = quantize_gptq(w, h, spec, integer_zeros=integer_zeros), None
+        integer_zeros = False  # already integer
     else:
         qt = quantize_rows(w, spec, method)
         packed = None

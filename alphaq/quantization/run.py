@@ -27,7 +27,7 @@ from alphaq.quantization import shards as st
 from alphaq.quantization import writer as fmt
 from alphaq.quantization.compute import quantize_matrix
 from alphaq.quantization.layout import QuantSpec, quantized_nbytes
-from alphaq.quantization.methods import METHODS
+from alphaq.quantization.methods import CALIBRATED_METHODS, METHODS, QUANTIZE_METHODS
 from alphaq.runfolder import QUANTIZE_JSON
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ ZERO_POINTS: tuple[str, ...] = ("float", "integer")
 PROGRESS_FILE = ".alphaq-quantize-progress.json"
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 #: Widths each method can write (the torch reference handles 1..8 for all three).
-METHOD_BITS: dict[str, tuple[int, ...]] = {method: tuple(range(1, 9)) for method in METHODS}
+METHOD_BITS: dict[str, tuple[int, ...]] = {method: tuple(range(1, 9)) for method in QUANTIZE_METHODS}
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class _Job:
     on_bytes: Callable[[int], None] | None
     total: int
     integer_zeros: bool = False
+    calibration: Any = None  # gptq: the alphaq.quantization.calibration.Calibration
     done: int = 0
 
     def tick(self, unit: fmt.WorkUnit) -> None:
@@ -90,7 +91,9 @@ class _Job:
 @locks_output("out_dir", "quantize")
 def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str | Path, *, method: str | None = None,
                  device: str = "cpu", progress: ProgressFn | None = None, on_bytes: Callable[[int], None] | None = None,
-                 max_shard_bytes: int = fmt.DEFAULT_MAX_SHARD_BYTES, zero_points: str = "float") -> QuantizeResult:
+                 max_shard_bytes: int = fmt.DEFAULT_MAX_SHARD_BYTES, zero_points: str = "float",
+                 calibration_text: str | Path | None = None, calibration_windows: int = 128,
+                 backend: Any = None) -> QuantizeResult:
     """Quantize a checkpoint as a plan says and write the quantized checkpoint into ``out_dir``.
 
     Args:
@@ -98,14 +101,18 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
         plan_path: ``plan.json`` made for this checkpoint by ``alphaq plan``.
         out_dir: new (or empty) folder, or the folder of an unfinished run of the same plan, checkpoint and
             options (it is resumed).
-        method: ``rtn``, ``rtn_clip`` or ``hqq``; None: the quantizer of the plan's measured error model
-            (``provenance.options.quant_method``), else ``rtn``.
+        method: ``rtn``, ``rtn_clip``, ``hqq`` or ``gptq`` (calibrated, needs ``calibration_text``); None: the
+            quantizer of the plan's measured error model (``provenance.options.quant_method``), else ``rtn``.
         device: ``cpu`` or ``cuda`` (where the quantizer runs; ``rtn`` uses the Triton kernel there).
         progress: ``progress(1, unit name, total units)`` after each tensor.
         on_bytes: called with the source bytes of each tensor done (for a MB/s display).
         max_shard_bytes: largest output shard (tensor data); a source shard is split above it.
         zero_points: ``float`` (the quantizer's own zeros) or ``integer`` (rounded, codes re-chosen: the values a
             compressed-tensors export of the same plan holds, see ``alphaq export --format compressed-tensors``).
+        calibration_text: ``gptq``: the text its Hessians are measured on (:mod:`alphaq.quantization.calibration`).
+        calibration_windows: ``gptq``: windows of the model's context taken from the text (128, GPTQ's standard).
+        backend: None (local) or an :class:`alphaq.distributed.RayBackend`: the units are quantized by Ray tasks,
+            the shards written here as locally (identical bytes, same resume).
 
     Returns:
         The :class:`QuantizeResult`.
@@ -128,10 +135,20 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
         planned = (plan.provenance.get("options") or {}).get("quant_method")
         method = planned if planned in METHODS else "rtn"
     kernels = _check_options(method, device, max_shard_bytes)
+    if (method in CALIBRATED_METHODS) != (calibration_text is not None):
+        raise ConfigError(f"{method} is calibrated on text; pass --calibration-text FILE" if calibration_text is None
+                          else f"--calibration-text is used by --method gptq only, not {method}; drop it")
     if zero_points not in ZERO_POINTS:
         raise ConfigError(f"zero_points must be one of {', '.join(ZERO_POINTS)}, got {zero_points!r}")
     ckpt = open_checkpoint(model if model is not None else demo_model_path())
     widths, warnings = plan_widths(plan, ckpt, method, source=str(plan_path))
+    calibration = None
+    if method in CALIBRATED_METHODS:  # measured before anything is written
+        from alphaq.quantization.calibration import calibrate
+
+        low = [m for m in ckpt.matrices if widths.get(m.name, (16, None))[0] != fmt.KEEP_BITS]
+        calibration = calibrate(ckpt.path, low, calibration_text, windows=calibration_windows, device=device)
+        warnings.extend(calibration.warnings)
     scale_tensors = {s.name for s in ckpt.skipped if s.reason == "quantization scales"}
     layout = fmt.build_layout(ckpt.tensors, ckpt.matrices, widths, scale_tensors, max_shard_bytes=max_shard_bytes)
     out = Path(out_dir)
@@ -139,13 +156,16 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
            "device": device, "format": fmt.FORMAT, "layout": fmt.layout_fingerprint(layout)}
     if zero_points != "float":  # older progress files (float zeros) keep matching
         key["zero_points"] = zero_points
+    if calibration is not None:
+        key["calibration"] = calibration.record
     finished, resuming = _resume_state(out, key)
     _check_free_space(out, sum(s.nbytes for s in layout if s.name not in finished))
     _start(out, key, resuming=resuming)
     job = _Job(ckpt, {m.name: m for m in ckpt.matrices}, {t.name: t for t in plan.tensors}, method, device,
                kernels, progress, on_bytes, total=sum(len(s.units) for s in layout),
-               integer_zeros=zero_points == "integer")
+               integer_zeros=zero_points == "integer", calibration=calibration)
     resumed: set[str] = set()
+    todo: list[fmt.OutputShard] = []
     try:
         for shard in layout:
             record = _reusable(out, shard, finished.get(shard.name))
@@ -157,7 +177,11 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
                 for unit in shard.units:
                     job.tick(unit)
                 continue
-            finished[shard.name] = _write_output_shard(job, shard, out)
+            todo.append(shard)
+        # --backend ray: the same shards written by the same writer, their units quantized by Ray tasks
+        write = _write_output_shard if backend is None else backend.shard_writer(job, todo)
+        for shard in todo:
+            finished[shard.name] = write(job, shard, out)
             write_json(out / PROGRESS_FILE, {"key": key, "shards": finished})
         _check_bytes(finished, layout)
         config = fmt.quantized_config(ckpt.config, layout, job.refs, method=method,
@@ -165,6 +189,12 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
         files = fmt.write_checkpoint_files(ckpt.path, out, config, layout)
         options = {"method": method, "device": device, "backend": "triton" if kernels else "torch",
                    "max_shard_bytes": max_shard_bytes, "zero_points": zero_points}
+        if backend is not None:
+            options["executor"] = backend.describe()
+        if calibration is not None:
+            from alphaq.quantization.gptq import GptqOptions
+
+            options["calibration"] = {**calibration.record, **GptqOptions().record()}
         manifest = build_manifest(ckpt, plan, plan_path, layout, finished, options=options, resumed=resumed,
                                   files=files, warnings=warnings, seconds=time.perf_counter() - start)
         write_json(out / QUANTIZE_JSON, manifest)
@@ -179,8 +209,8 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
 
 def _check_options(method: str, device: str, max_shard_bytes: int) -> bool:
     """Validate the options; return whether the Triton quantize-pack kernel is used (rtn on CUDA)."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown quantization method {method!r}; use one of {', '.join(METHODS)}")
+    if method not in QUANTIZE_METHODS:
+        raise ConfigError(f"unknown quantization method {method!r}; use one of {', '.join(QUANTIZE_METHODS)}")
     if device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}; use cpu or cuda")
     if isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, int) or max_shard_bytes <= 0:
@@ -379,8 +409,9 @@ def _run_unit(job: _Job, unit: fmt.WorkUnit, writer: st.ShardWriter, shard: str)
     else:
         spec = QuantSpec(int(unit.bits or 0), int(unit.group_size or 0))
         try:
+            hessian = job.calibration.hessian(ref) if job.calibration is not None else None
             packed, error = quantize_matrix(w, spec, job.method, device=job.device, kernels=job.kernels,
-                                            integer_zeros=job.integer_zeros)
+                                            integer_zeros=job.integer_zeros, hessian=hessian)
         except ValueError as exc:
             raise AlphaQError(f"{ref.name}: cannot quantize ({exc}); plan it at 16 bits or fix the checkpoint") from exc
         qweight, scales, zeros = (t.name for t in unit.outputs)

@@ -21,6 +21,7 @@ from alphaq.report.page import (
     Section, chip, fmt_bytes, fmt_count, fmt_seconds, one_line,
     provenance_from_manifest, render_page, stat_cards, write_page,
 )
+from alphaq.report.gguf_section import gguf_section
 from alphaq.report.plan_sections import (
     as_float, as_mapping, deployability_section, failed_fits_section, fmt_number, heatmap_section, histogram_section,
     memory_section, scatter_section, sweep_section, tensor_section,
@@ -54,6 +55,7 @@ class PlanArtifacts:
         comparison: plan_comparison.json, None when absent or unreadable.
         experts: experts.csv (routed and shared experts), None without the inspect artifacts.
         inspect_manifest: inspect.json, None without it.
+        gguf_export: gguf_export.json of ``alphaq export --format gguf`` beside the plan, None without it.
         load_warnings: problems that did not stop loading, one line each.
     """
 
@@ -64,6 +66,7 @@ class PlanArtifacts:
     experts: pd.DataFrame | None = None
     inspect_manifest: Mapping[str, Any] | None = None
     load_warnings: tuple[str, ...] = ()
+    gguf_export: Mapping[str, Any] | None = None
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -126,7 +129,10 @@ def load_plan_run(run_dir: str | Path) -> PlanArtifacts:
         else:
             fitted = details[details["status"] == "success"].drop_duplicates("name")
             tensors["alpha"] = tensors["name"].map(fitted.set_index("name")["alpha"]).astype(float)
-    return PlanArtifacts(plan, tensors, sweep, comparison, experts, manifest, tuple(warnings))
+    from alphaq.report.gguf_section import read_gguf_export
+
+    gguf = read_gguf_export(folder, warnings)
+    return PlanArtifacts(plan, tensors, sweep, comparison, experts, manifest, tuple(warnings), gguf)
 
 
 def render_plan(run_dir: str | Path) -> Path:
@@ -165,6 +171,7 @@ def plan_page_html(run: PlanArtifacts, *, run_dir: str | Path | None = None, top
         histogram_section(run),
         memory_section(run),
         deployability_section(run),
+        *([gguf] if (gguf := gguf_section(run.gguf_export, run.plan.plan_fingerprint)) is not None else []),
         sweep_section(run),
         failed_fits_section(run),
         tensor_section(run, top_n),

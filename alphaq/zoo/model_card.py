@@ -207,8 +207,56 @@ def write_demo_card(model_dir: Path, training: dict[str, Any]) -> Path:
     from alphaq.atomic import write_json, write_text
 
     card = {"name": model_dir.name, "training": training, **measure(model_dir, texts=held_out_texts())}
+    card["sensitivity"] = measure_sensitivity(model_dir)
     write_json(model_dir / CARD_JSON, card)
     return write_text(model_dir / CARD_MD, render_card(card))
+
+
+#: Uniform budgets of the card's sensitivity table (average payload bits, rtn, group 128).
+SENSITIVITY_BUDGETS = ("2", "2.5", "3")
+
+
+def measure_sensitivity(model_dir: Path) -> dict[str, Any]:
+    """How much uniform quantization hurts the model: ``alphaq compare`` with the uniform allocator at 2, 2.5 and
+    3 bits on the whole of WikiText-2 test, each increase with its paired-bootstrap 95 % interval.
+
+    Args:
+        model_dir: the checkpoint folder.
+
+    Returns:
+        ``{"text", "windows", "original_ppl", "rows": [{"budget", "ppl", "increase", "increase_pct", "ci"}]}``.
+    """
+    import tempfile
+
+    from alphaq.evaluation.compare import run_compare
+
+    with tempfile.TemporaryDirectory(prefix="alphaq-card-") as tmp:
+        table = run_compare(model_dir, SENSITIVITY_BUDGETS, ["uniform"], Path(tmp) / "compare")
+    original = table[table["entry"] == "original"].iloc[0]
+    rows = [{"budget": str(r["budget"]), "ppl": float(r["ppl"]), "increase": float(r["ppl_increase"]),
+             "increase_pct": 100 * float(r["ppl_increase"]) / float(original["ppl"]),
+             "ci": [float(r["ci_low"]), float(r["ci_high"])]}
+            for _, r in table[table["entry"] == "uniform"].iterrows()]
+    return {"text": "wikitext-2/test.txt", "windows": int(original["windows"]), "method": "rtn, group 128",
+            "original_ppl": float(original["ppl"]), "rows": rows}
+
+
+def _sensitivity_lines(card: dict[str, Any]) -> list[str]:
+    sens = card.get("sensitivity")
+    if not sens:
+        return []
+    return [
+        "## Sensitivity to quantization",
+        "",
+        f"Uniform round-to-nearest quantization of every routed expert ({sens['method']}, simulated in float32),",
+        f"perplexity on all {sens['windows']} windows of WikiText-2 test (original {sens['original_ppl']:.2f}),",
+        "with 95 % paired-bootstrap intervals over the windows (`alphaq compare --allocators uniform`):",
+        "",
+        _fmt_table(["uniform bits", "ppl", "increase", "95 % interval"],
+                   [[r["budget"], f"{r['ppl']:.2f}", f"+{r['increase']:.2f} ({r['increase_pct']:+.1f} %)",
+                     f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]"] for r in sens["rows"]]),
+        "",
+    ]
 
 
 def _fmt_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -309,6 +357,7 @@ def render_card(card: dict[str, Any]) -> str:
         "Perplexities are per BPE token of this 4096-token vocabulary; they are not comparable with",
         "word-level or other-tokenizer numbers.",
         "",
+        *_sensitivity_lines(card),
         "## Routing load",
         "",
         f"Share of the top-{arch['top_k']} assignments each expert receives on WikiText-2 test (each row sums",

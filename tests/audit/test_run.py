@@ -64,3 +64,16 @@ def test_experts_only_on_a_dense_model_is_a_clear_error(tmp_path):
     save_file({"model.layers.0.mlp.up_proj.weight": torch.randn(64, 32)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(AlphaQError, match="no matrix selected|no routed expert"):
         inspect(tmp_path, InspectConfig(experts_only=True))
+
+
+def test_cpu_inspect_imports_neither_torch_nor_pandas_up_front():
+    """The whole-command speed rests on this: on CPU the inspect path reads with numpy and computes with LAPACK;
+    pandas loads on a background thread during the computation."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom alphaq.audit.run import inspect\nassert 'pandas' not in sys.modules\n"
+            "result = inspect()\nassert 'torch' not in sys.modules, 'torch imported'\nprint(len(result.details))")
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip()) > 0

@@ -123,3 +123,25 @@ def test_torch_route_used_off_cpu_matches_numpy_route(method: str) -> None:
     tall = stack.mT.contiguous()  # [B, N, M]
     got_tall = np.sort(_torch_eigenvalues(tall, method, wide=False), axis=-1)
     np.testing.assert_allclose(got_tall, got, rtol=1e-10, atol=1e-10)
+
+
+def test_numpy_input_equals_torch_input_and_stream_keeps_order() -> None:
+    from alphaq.diagnostics.spectrum import count_nonfinite, stream_eigenvalues
+
+    mats = [_heavy(40, 90, seed=s).numpy() for s in range(4)] + [_heavy(90, 40, seed=9).numpy()]
+    for dtype in (torch.float32, torch.float64):
+        for m in mats:
+            np.testing.assert_array_equal(eigenvalues(m, dtype=dtype), eigenvalues(torch.from_numpy(m), dtype=dtype))
+    items = [("a", mats[0]), ("skip", None), ("b", mats[4]), ("c", mats[1]), ("d", mats[2])]
+    for workers in (1, 2, 3):
+        out = list(stream_eigenvalues(iter(items), dtype="float64", workers=workers))
+        assert [k for k, _ in out] == ["a", "skip", "b", "c", "d"] and out[1][1] is None
+        for (_, m), (_, got) in zip(items, out):
+            if m is not None:
+                np.testing.assert_allclose(got, eigenvalues(m, dtype=torch.float64), rtol=1e-12, atol=1e-9)
+    bad = mats[0].copy()
+    bad[1, 2], bad[3, 4] = np.nan, np.inf
+    assert count_nonfinite(mats[0]) == 0 and count_nonfinite(bad) == 2
+    assert count_nonfinite(np.full((4, 4), 3e38, dtype=np.float32)) == 0  # the sum overflows, the values do not
+    with pytest.raises(ValueError, match="NaN"):
+        list(stream_eigenvalues([("x", bad)], workers=2))

@@ -116,6 +116,10 @@ def test_export_writes_the_planned_types_and_verifies_them(planned: Path, export
     assert record["llama_cpp"]["llama_cpp_python"] == tools.info.get("llama_cpp_python")
     assert "ok" in output and "MISMATCH" not in output
     assert [p.name for p in gguf_files(planned)] == ["tiny-alphaq.gguf"]  # no temporary file left
+    from alphaq.report.plan_page import render_plan
+
+    page = render_plan(planned).read_text(encoding="utf-8")  # the record reaches the plan report
+    assert "GGUF export (llama.cpp)" in page and "Types as planned" in page and "MISMATCH" not in page
 
 
 def test_llama_perplexity_runs_and_is_parsed(exported: tuple[Path, str], tools: LlamaCppTools,

@@ -60,6 +60,19 @@ def test_gguf_target_defaults_widths_forces_layers_and_rejects_other_widths() ->
         PlanConfig(budget="3", target="gguf", widths="1,2,7")
     with pytest.raises(ConfigError, match="--target 'exl2' is unknown"):
         PlanConfig(budget="3", target="exl2")
+    assert PlanConfig(budget="3", target="gguf", granularity="layer").granularity == "layer"
+    with pytest.raises(ConfigError, match="--granularity expert cannot be kept; drop --granularity"):
+        PlanConfig(budget="3", target="gguf", granularity="expert")  # refused, not silently replaced
+
+
+def test_gguf_plan_rounded_up_bytes_are_ggml_bytes() -> None:
+    from alphaq.export.ggml_types import gguf_matrix_nbytes
+    from alphaq.planning.run import rounded_up_bytes
+
+    plan = gguf_plan("3")
+    experts = [t for t in plan.tensors if t.role == "expert"]
+    assert rounded_up_bytes(plan) == sum(t.bytes for t in experts)  # one type per layer: nothing to round up
+    assert rounded_up_bytes(plan) == sum(gguf_matrix_nbytes(t.rows, t.cols, t.bits) for t in experts)
 
 
 def test_gguf_bytes_are_llama_cpp_block_bytes_with_its_shape_fallback() -> None:

@@ -172,3 +172,25 @@ def test_roles_of_non_expert_matrices(tmp_path):
     assert roles["model.embed_tokens.weight"] is Role.EMBEDDING
     assert roles["lm_head.weight"] is Role.LM_HEAD
     assert roles["model.layers.1.block_sparse_moe.gate.weight"] is Role.ROUTER
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_read_array_equals_read_matrix_for_plain_and_fused_tensors(tmp_path, dtype):
+    import numpy as np
+
+    g = torch.Generator().manual_seed(1)
+    tensors = {k: v.to(dtype) for k, v in _mixtral_tensors(layers=1, experts=2).items()}
+    tensors["model.layers.0.mlp.experts.gate_up_proj"] = torch.randn(3, 2 * 24, 16, generator=g).to(dtype)  # [E, 2I, H]
+    tensors["model.layers.0.mlp.experts.down_proj"] = torch.randn(3, 24, 16, generator=g).to(dtype)  # [E, I, H]: in_out
+    plain = open_checkpoint(_write(tmp_path / "plain", {"model_type": "mixtral", "hidden_size": 16}, tensors))
+    fused = open_checkpoint(_write(tmp_path / "fused", {"model_type": "qwen3_moe", "hidden_size": 16}, {
+        k: v for k, v in tensors.items() if ".mlp." in k}))
+    refs = plain.matrices + fused.matrices
+    assert any(r.fused and r.orientation == "in_out" for r in fused.matrices)
+    assert {r.fused_part for r in fused.matrices} >= {"gate", "up"}
+    for ckpt in (plain, fused):
+        for ref in ckpt.matrices:
+            got = ckpt.read_array(ref)
+            assert isinstance(got, np.ndarray) and got.dtype == np.float32 and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, ckpt.read_matrix(ref).numpy())
+    assert len(refs) > 10

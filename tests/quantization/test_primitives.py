@@ -170,6 +170,8 @@ def test_quantize_dequantize_methods_and_dtype() -> None:
     hqq = quantize_dequantize(w, spec, method="hqq", dtype=torch.float32)
     assert relative_error(w, hqq) <= relative_error(w, exact)
     with pytest.raises(ConfigError, match="unknown quantization method"):
+        quantize_dequantize(w, spec, method="awq")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="gptq is calibrated on text"):  # data-free paths refuse it
         quantize_dequantize(w, spec, method="gptq")  # type: ignore[arg-type]
 
 
