@@ -33,14 +33,15 @@ def test_bundled_checkpoint_is_small_bf16_mixtral_with_per_expert_tensors():
     from safetensors import safe_open
 
     folder = demo_model_path()
-    assert sum(f.stat().st_size for f in folder.iterdir()) < 25 * 2**20
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 30 * 10**6  # the bundled model stays <= 30 MB
     for name in ("config.json", "generation_config.json", "tokenizer.json", "README.md", "training_log.jsonl"):
         assert (folder / name).is_file(), name
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
         w1 = f.get_tensor("model.layers.0.block_sparse_moe.experts.7.w1.weight")
         w2 = f.get_tensor("model.layers.3.block_sparse_moe.experts.0.w2.weight")
-    assert w1.dtype == torch.bfloat16 and w1.shape == (384, 256) and w2.shape == (256, 384)
+    # every dimension a multiple of 256: llama.cpp's k-quants need rows of whole 256-value blocks
+    assert w1.dtype == torch.bfloat16 and w1.shape == (512, 256) and w2.shape == (256, 512)
     expert_keys = [k for k in keys if ".block_sparse_moe.experts." in k]
     assert len(expert_keys) == EXPECTED_LAYERS * EXPECTED_EXPERTS * 3
 
@@ -54,7 +55,7 @@ def test_loads_offline_with_expected_shape(demo, card):
     assert cfg.num_experts_per_tok == 2 and cfg.max_position_embeddings == 256
     assert next(model.parameters()).dtype == torch.float32
     assert sum(p.numel() for p in model.parameters()) == card["parameters"]["total"]
-    assert 10_000_000 <= card["parameters"]["total"] <= 12_000_000
+    assert 13_000_000 <= card["parameters"]["total"] <= 16_000_000
     assert tokenizer.eos_token == "<|endoftext|>" and len(tokenizer) == cfg.vocab_size == 4096
 
 
