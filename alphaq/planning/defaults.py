@@ -4,6 +4,6 @@ from __future__ import annotations
 
 #: Exponent of the alpha importance ``(median_alpha / alpha) ** gamma``, chosen on evidence (docs/results.md,
 #: ``bench/gamma_sweep.py``).
-DEFAULT_GAMMA = 1.0
+DEFAULT_GAMMA = 16.0
 
 __all__ = ["DEFAULT_GAMMA"]

@@ -46,7 +46,10 @@ class PlanConfig:
         granularity: ``expert``, ``matrix`` or ``layer`` (see :mod:`alphaq.planning.units`); None: ``expert``, or
             ``layer`` for the ``gguf`` target (the only one it takes).
         error_model: ``measured`` or ``analytic`` (see :mod:`alphaq.planning.costs`).
-        gamma: alpha importance exponent; 1.0 (the paper's default) is kept on evidence from the bundled model (docs/results.md: gamma 0 loses 6.8x more perplexity at 2.5 bits, gamma 1-16 are within noise).
+        gamma: alpha importance exponent, default 16 on evidence (``bench/gamma_sweep.py``, docs/results.md): with
+            gamma 1 the exact optimum is the uniform plan at every budget equal to a candidate width, so alpha does
+            nothing there; gamma 16 differs from uniform at every budget and had the lowest total perplexity
+            increase over 2.5/3/3.5/4 bits on the bundled model (the paper's ablation: 10-20 on Qwen/DeepSeek).
         allocator: a key of :data:`alphaq.planning.allocators.ALLOCATORS`.
         min_bits: ``"2"``, ``"0:4"``, ``"2,0-1:4"``: global and per-layer lower bounds.
         max_bits: same form, upper bounds.
@@ -106,7 +109,7 @@ class PlanConfig:
             if value not in allowed:
                 raise ConfigError(f"{option} {value!r} is unknown; use one of {', '.join(allowed)}")
         if not (math.isfinite(self.gamma) and self.gamma >= 0):
-            raise ConfigError(f"--gamma {self.gamma} must be a finite number >= 0 (1 = the paper's default)")
+            raise ConfigError(f"--gamma {self.gamma} must be a finite number >= 0 (default 16, 0 = ignore alpha)")
         if not self.time_limit > 0:
             raise ConfigError(f"--time-limit {self.time_limit} must be positive seconds")
         if self.max_rows < 1:
@@ -212,11 +215,25 @@ def make_plan(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: Pla
         "solver": {"method": allocation.solver, "status": allocation.status, "objective": allocation.objective,
                    "bound": allocation.bound, "gap": allocation.gap, "seconds": round(allocation.seconds, 4)},
         "failed_fits": list(table.failed),
-        "notes": list(allocation.notes),
+        "notes": list(allocation.notes) + uniform_note(tensors, table),
     }
     summary = plan_summary(tensors, allocation)
     computed["warnings"] = budget_warnings(config.budget, summary)
     return Plan(provenance={**computed, **dict(provenance)}, summary=summary, tensors=tuple(tensors))
+
+
+def uniform_note(tensors: Sequence[PlanTensor], table: CostTable) -> list[str]:
+    """A note when the optimum gives every routed expert one width although their alphas differ (the plan report
+    shows it): the error model then proves uniform optimal at this budget and gamma."""
+
+    widths = {t.bits for t in tensors if t.unit is not None}
+    importance = np.asarray(table.importance, dtype=float)
+    if len(widths) != 1 or importance.size < 2 or float(importance.max() - importance.min()) <= 1e-12:
+        return []
+    ratio = float(importance.max() / importance.min()) if importance.min() > 0 else float("inf")
+    return [f"the exact optimum is the uniform {widths.pop()}-bit plan: at gamma {table.gamma:g} the experts' "
+            f"importances differ by at most {ratio:.2f}x, too little for moving bits between them to lower the "
+            "alpha-weighted error at this budget; a larger --gamma weights alpha more"]
 
 
 def budget_warnings(budget: Budget, summary: dict[str, Any]) -> list[str]:

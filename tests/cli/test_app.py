@@ -85,7 +85,7 @@ def test_plan_reuses_inspect_and_writes_plan(tiny_checkpoints, tmp_path):
     comparison = json.loads((out / "plan_comparison.json").read_text())
     # Both plans scored on one scale (per-expert alpha importance); a layer plan may split an expert's
     # projections across widths, so neither is a subset of the other.
-    assert 0 < comparison["layer_plan"]["objective"] < 1 and 0 < comparison["expert_plan"]["objective"] < 1
+    assert comparison["layer_plan"]["objective"] > 0 and comparison["expert_plan"]["objective"] > 0
     assert comparison["rounded_up_per_layer_bytes"] >= sum(t.bytes for t in experts)
 
 

@@ -204,3 +204,18 @@ def test_full_disk_is_one_line_and_leaves_nothing(tiny_checkpoints, tmp_path: Pa
     leftovers = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
     assert not [p for p in leftovers if p.name in ("plan.json", "inspect.json", "quantize.json", "config.json")
                 or p.suffix in (".safetensors", ".tmp")], leftovers
+
+
+def test_default_gamma_moves_bits_at_a_candidate_width_and_gamma_1_says_uniform_is_optimal(tmp_path: Path) -> None:
+    from alphaq.planning.defaults import DEFAULT_GAMMA
+
+    assert DEFAULT_GAMMA == 16.0
+    for gamma, mixed in ((None, True), ("1", False)):
+        out = tmp_path / f"g{gamma}"
+        args = ["plan", "--budget", "3", "--out", str(out)] + (["--gamma", gamma] if gamma else [])
+        assert runner.invoke(app, args).exit_code == 0
+        plan = load_plan(out / "plan.json")
+        widths = {t.bits for t in plan.tensors if t.unit is not None}
+        assert (len(widths) > 1) is mixed
+        notes = " ".join(plan.provenance["notes"])
+        assert ("the exact optimum is the uniform 3-bit plan" in notes) is not mixed

@@ -53,7 +53,7 @@ def test_make_plan_end_to_end(tmp_path: Path) -> None:
     assert summary["expert_bytes_bf16"] == params * 2
     prov = plan.provenance
     assert prov["checkpoint"]["fingerprint"] == "abc123" and prov["diagnostics"]["fit"] == "ww"
-    assert prov["options"]["gamma"] == 1.0 and prov["options"]["error_model"] == "measured"
+    assert prov["options"]["gamma"] == 16.0 and prov["options"]["error_model"] == "measured"
     assert prov["budget"]["given"] == "3.5" and prov["budget"]["resolved"]["capacity"] == 3.5 * params
     assert prov["solver"]["status"] == "optimal" and prov["solver"]["gap"] == 0.0
     assert all(t.error is not None and t.error > 0 for t in experts)
