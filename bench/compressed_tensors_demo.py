@@ -8,6 +8,7 @@ with ``--granularity layer``), on the first 64 WikiText-2 test windows (the mode
 * the export loaded by transformers: ``from_pretrained`` of compressed-tensors' own dequantization of the folder
   (every export), and ``from_pretrained`` of the folder itself (only exports transformers 5 decodes: one
   symmetric scheme for all experts);
+* ``alphaq quantize --zero-points integer`` of the same plan (its expert weights must equal the export's: 0);
 * the largest absolute difference between the transformers-loaded expert weights and (a) alphaq's dequantization
   of the exported codes (must be 0), (b) alphaq's packed checkpoint (the cost of integer zero points).
 
@@ -67,8 +68,10 @@ def run_case(name: str, plan_cfg: Any, granularity: str, root: Path) -> dict[str
     run_plan(None, plan_cfg, run / "run")
     plan = run / "run" / "plan.json"
     run_quantize(None, plan, run / "alphaq")
+    run_quantize(None, plan, run / "alphaq-int", zero_points="integer")
     opts = EvalOptions(max_windows=WINDOWS, baseline=False)
     eval_packed = run_eval(None, quantized=run / "alphaq", options=opts)
+    eval_int = run_eval(None, quantized=run / "alphaq-int", options=opts)
     eval_sim = run_eval(None, plan_file=plan, options=opts)
     export = export_compressed_tensors(plan, run / "ct", granularity=granularity)
     dequantize_compressed_tensors(run / "ct", run / "dense")
@@ -84,6 +87,7 @@ def run_case(name: str, plan_cfg: Any, granularity: str, root: Path) -> dict[str
         "export_engines": export.manifest["engines"], "export_totals": export.manifest["totals"],
         "protocol": eval_packed["protocol"],
         "ppl_alphaq_eval_quantized": eval_packed["ppl"], "ppl_alphaq_eval_simulated": eval_sim["ppl"],
+        "ppl_alphaq_eval_quantized_integer_zeros": eval_int["ppl"],
         "ppl_transformers_ct_dequantized": _ppl(dense, ids, context)}
     try:
         direct = AutoModelForCausalLM.from_pretrained(run / "ct", dtype=torch.float32)
@@ -97,10 +101,12 @@ def run_case(name: str, plan_cfg: Any, granularity: str, root: Path) -> dict[str
     # weights: transformers-loaded vs alphaq's own dequantization of the exported codes and of its packed checkpoint
     loaded = _expert_weights(dense)
     packed = read_quantized_tensors(run / "alphaq")
+    packed_int = read_quantized_tensors(run / "alphaq-int")
     mods = {(m["layer"], m["expert"], {"w1": "gate", "w3": "up", "w2": "down"}[m["module"].rsplit(".", 1)[1]]): m
             for m in export.manifest["modules"]}
     vs_packed = 0.0
     vs_export = 0.0
+    vs_int = 0.0
     from alphaq.export import ct_format as ctf
     from alphaq.load import open_checkpoint
     from alphaq.quantization.compute import quantize_rows
@@ -117,8 +123,11 @@ def run_case(name: str, plan_cfg: Any, granularity: str, root: Path) -> dict[str
               else ctf.integer_zero_point(w, quantize_rows(w, spec, "rtn")))
         vs_export = max(vs_export, float((loaded[key] - dequantize_groupwise(qt)).abs().max()))
         vs_packed = max(vs_packed, float((loaded[key] - packed[m["module"]].dequantize()).abs().max()))
+        if not m["symmetric"]:
+            vs_int = max(vs_int, float((loaded[key] - packed_int[m["module"]].dequantize()).abs().max()))
     record["max_abs_weight_vs_alphaq_dequant_of_export"] = vs_export
     record["max_abs_weight_vs_alphaq_packed_checkpoint"] = vs_packed
+    record["max_abs_weight_vs_alphaq_integer_zeros_checkpoint"] = vs_int if granularity == "expert" else None
     return record
 
 
@@ -141,7 +150,9 @@ def main() -> None:
               f"{r['ppl_alphaq_eval_simulated']:.4f} | transformers (CT dequantizer) "
               f"{r['ppl_transformers_ct_dequantized']:.4f} | from_pretrained {r['ppl_transformers_from_pretrained']} | "
               f"max|w - alphaq(export)| {r['max_abs_weight_vs_alphaq_dequant_of_export']:.3g} | "
-              f"max|w - alphaq packed| {r['max_abs_weight_vs_alphaq_packed_checkpoint']:.3g}")
+              f"max|w - alphaq packed| {r['max_abs_weight_vs_alphaq_packed_checkpoint']:.3g} | --zero-points integer "
+              f"{r['ppl_alphaq_eval_quantized_integer_zeros']:.4f}, max|w - it| "
+              f"{r['max_abs_weight_vs_alphaq_integer_zeros_checkpoint']}")
     out = Path(__file__).resolve().parent / "results" / "compressed_tensors_demo.json"
     write_json(out, {"versions": versions(), "windows": WINDOWS, "ppl_original": baseline, "cases": results})
     print(f"wrote {out}")
