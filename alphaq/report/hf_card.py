@@ -101,7 +101,11 @@ def _is_bundled(path: Any) -> bool:
     """Whether ``path`` is the bundled demo model (its reproduce command then needs no MODEL argument)."""
     from alphaq.zoo.demo import demo_model_dir
 
-    return bool(path) and Path(str(path)).resolve() == demo_model_dir().resolve()
+    if not path:
+        return False
+    recorded = Path(str(path))
+    # the bundled model wherever alphaq was installed when the artifacts were made (as display_path names it)
+    return recorded.parts[-3:] == ("alphaq", "data", "demo-moe") or recorded.resolve() == demo_model_dir().resolve()
 
 
 def model_card_markdown(run: RunSummary) -> str:
