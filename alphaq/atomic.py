@@ -27,18 +27,24 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
+    tmp = _temporary_beside(final)
     try:
         yield tmp
         os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _temporary_beside(final: Path) -> Path:
+    """A new empty temporary file ``.NAME.XXXX.tmp`` in ``final``'s folder, with the permissions open() would give."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)  # mkstemp creates 0600
+    return tmp
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -74,12 +80,7 @@ class StagedFiles:
 
     def path(self, name: str) -> Path:
         """A temporary path for the file ``name`` of the folder (renamed onto it at commit)."""
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.folder)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)
+        tmp = _temporary_beside(self.folder / name)
         self._pending.append((tmp, self.folder / name))
         return tmp
 

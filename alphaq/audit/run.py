@@ -271,12 +271,11 @@ def _spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[
 
     for ref in refs:
         if min(ref.shape) < MIN_SIDE:
-            yield ref, None, "skipped", f"matrix {ref.shape[0]}x{ref.shape[1]} is too small to fit (min side {MIN_SIDE})"
+            yield ref, None, "skipped", _too_small(ref)
             continue
         matrix = ckpt.read_matrix(ref, dtype=torch.float32)
         if not torch.isfinite(matrix).all():
-            bad = int((~torch.isfinite(matrix)).sum())
-            yield ref, None, "nonfinite", f"{bad} NaN/Inf weights; fix or re-download the checkpoint"
+            yield ref, None, "nonfinite", _nonfinite(int((~torch.isfinite(matrix)).sum()))
             continue
         if config.farms:
             yield ref, farms_eigenvalues(matrix, seed=config.seed), "success", ""
@@ -298,13 +297,13 @@ def _cpu_spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Itera
     def matrices() -> Iterator[tuple[Any, np.ndarray | None]]:
         for ref in refs:
             if min(ref.shape) < MIN_SIDE:
-                problems[ref.name] = ("skipped", f"matrix {ref.shape[0]}x{ref.shape[1]} is too small to fit (min side {MIN_SIDE})")
+                problems[ref.name] = ("skipped", _too_small(ref))
                 yield ref, None
                 continue
             matrix = ckpt.read_array(ref)  # [out, in] float32
             bad = count_nonfinite(matrix)
             if bad:
-                problems[ref.name] = ("nonfinite", f"{bad} NaN/Inf weights; fix or re-download the checkpoint")
+                problems[ref.name] = ("nonfinite", _nonfinite(bad))
                 matrix = None
             yield ref, matrix
 
@@ -313,14 +312,23 @@ def _cpu_spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Itera
         yield ref, evals, status, message
 
 
+def _too_small(ref: Any) -> str:
+    return f"matrix {ref.shape[0]}x{ref.shape[1]} is too small to fit (min side {MIN_SIDE})"
+
+
+def _nonfinite(count: int) -> str:
+    return f"{count} NaN/Inf weights; fix or re-download the checkpoint"
+
+
 def _preload_tables() -> None:
     """Import pandas (through :mod:`alphaq.audit.expert_quality`) on a background thread: about half a second of
     start-up that overlaps the eigenvalue computation instead of preceding it."""
-    import concurrent.futures  # noqa: F401
     import importlib
     import sys
     import threading
 
+    # what the computation itself needs is imported here first, so the background import never holds the import
+    # lock of a module the main thread is waiting for
     import alphaq.diagnostics.esd_metrics
     import alphaq.diagnostics.lapack
     import alphaq.diagnostics.spectrum  # noqa: F401

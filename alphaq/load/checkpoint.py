@@ -181,7 +181,7 @@ class Checkpoint:
         import numpy as np
 
         info = self.tensors.get(ref.tensor)
-        if info is None or info.dtype not in NUMPY_FLOATS or info.offset < 0:
+        if info is None or info.dtype not in NUMPY_FLOATS or info.offset is None:
             return self.read_matrix(ref, dtype=None).numpy()
         if ref.fused:
             raw = read_float_array(info, ref.expert)  # [out, in] or [in, out]

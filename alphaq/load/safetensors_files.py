@@ -35,7 +35,7 @@ class TensorInfo:
         shape: tensor shape.
         file: the shard that holds it.
         nbytes: size of its data in the file.
-        offset: byte offset of its data from the start of the file (-1 when unknown).
+        offset: byte offset of its data from the start of the file (None when unknown).
     """
 
     name: str
@@ -43,7 +43,7 @@ class TensorInfo:
     shape: tuple[int, ...]
     file: Path
     nbytes: int
-    offset: int = -1
+    offset: int | None = None
 
     @property
     def numel(self) -> int:
@@ -130,7 +130,7 @@ def read_float_array(info: TensorInfo, index: int | None = None) -> Any:
     """
     import numpy as np
 
-    if info.dtype not in NUMPY_FLOATS or info.offset < 0:
+    if info.dtype not in NUMPY_FLOATS or info.offset is None:
         raise CheckpointError(f"{info.file}: tensor {info.name!r} ({info.dtype}) is not a plain float tensor; "
                               "read it with Checkpoint.read_matrix")
     shape = info.shape if index is None else info.shape[1:]

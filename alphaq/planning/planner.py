@@ -23,7 +23,7 @@ from alphaq.planning.budget import DEFAULT_GROUP_SIZE, DEFAULT_WIDTHS, Bounds, B
 from alphaq.planning.costs import DEFAULT_MAX_ROWS, ERROR_MODELS, CostTable, ErrorModel, MatrixErrors, ProgressFn, \
     ReadMatrix, build_cost_table, matrix_errors
 from alphaq.export.ggml_types import GGUF_WIDTHS, check_gguf_widths, gguf_matrix_nbytes
-from alphaq.planning.plan_file import Plan, PlanTensor
+from alphaq.planning.plan_file import Plan, PlanTensor, tensor_totals
 from alphaq.quantization.methods import CALIBRATED_METHODS, METHODS, check_method
 from alphaq.planning.units import GRANULARITIES, KEEP_BF16, Granularity, KeepPolicy, build_units, kept_bytes_by_role, \
     kept_rows, matrix_nbytes
@@ -299,13 +299,12 @@ def plan_summary(tensors: Sequence[PlanTensor], allocation: Allocation) -> dict[
     """Sizes and averages: payload and effective bits, bytes (bf16 vs plan) by part, compression ratio."""
     experts = [t for t in tensors if t.unit is not None]
     kept = [t for t in tensors if t.unit is None]
-    params = sum(t.params for t in experts)
-    expert_bytes = sum(t.bytes for t in experts)
+    totals = tensor_totals(tensors)  # the figures load_plan checks against the tensors
+    params, expert_bytes, kept_bytes, total = (totals[k] for k in ("expert_params", "expert_bytes", "kept_bytes",
+                                                                   "total_bytes"))
     expert_bf16 = sum(dense_nbytes(t.rows, t.cols) for t in experts)
     kept_frame = pd.DataFrame({"role": [t.role for t in kept], "bytes": [t.bytes for t in kept]})
-    kept_bytes = int(kept_frame["bytes"].sum()) if kept else 0
     kept_bf16 = sum(dense_nbytes(t.rows, t.cols) for t in kept)
-    total = expert_bytes + kept_bytes
     by_width: dict[str, int] = {}
     by_layer: dict[str, list[int]] = {}
     for t in experts:
@@ -315,8 +314,8 @@ def plan_summary(tensors: Sequence[PlanTensor], allocation: Allocation) -> dict[
         acc[1] += t.params
     return {
         "expert_params": params,
-        "average_payload_bits": sum(t.params * t.bits for t in experts) / params,
-        "effective_bits": expert_bytes * 8 / params,
+        "average_payload_bits": totals["average_payload_bits"],
+        "effective_bits": totals["effective_bits"],
         "expert_bytes_bf16": expert_bf16, "expert_bytes": expert_bytes,
         "kept_bytes_by_role": kept_bytes_by_role(kept_frame) if kept else {},
         "kept_bytes": kept_bytes, "kept_bytes_bf16": kept_bf16,
