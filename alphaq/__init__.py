@@ -62,7 +62,7 @@ def inspect(model: PathLike | None = None, config: InspectConfig | None = None, 
         progress: ``progress(advance, item, total)``.
 
     Returns:
-        The :class:`InspectResult` (``details``, ``experts``, ``manifest``).
+        The :class:`InspectResult` (row tables with ``details`` / ``experts`` DataFrame views, ``manifest``).
     """
     from alphaq.audit.run import inspect as inspect_checkpoint
     from alphaq.audit.run import save_inspect

@@ -19,7 +19,9 @@ Two measurements:
   float32 Mixtral-layout safetensors checkpoint; ``alphaq inspect CKPT --out DIR --no-html`` runs as a
   subprocess, against a subprocess that imports weightwatcher and torch, builds the torch model from the same
   checkpoint and runs ``analyze()``; interleaved, ``--repeats`` times each, medians reported with the load
-  average around each run, and every alpha of details.csv compared with weightwatcher's;
+  average around each run, and every alpha of details.csv compared with weightwatcher's. Both packages run
+  from byte-compiled modules, as ``pip install`` leaves them (alphaq's are compiled first: an editable checkout
+  run with ``PYTHONDONTWRITEBYTECODE`` would otherwise recompile every module each run, about 0.08 s);
 * kernel only (in process, imports excluded): the eigenvalue + fit code on the in-memory matrices, as before.
 
 Peak memory: the ``alphaq inspect`` subprocess's peak RSS (``os.wait4``) on the bench checkpoint, on one of
@@ -57,6 +59,7 @@ from alphaq.diagnostics.esd_metrics import esd_metrics
 from alphaq.diagnostics.spectrum import eigenvalues
 
 RESULT = Path(__file__).resolve().parent / "results" / "inspect_vs_weightwatcher.json"
+REAL_RESULT = RESULT.with_name("inspect_vs_weightwatcher_real.json")
 FULL_GROUPS = (("expert", 8, 1024, 2816), ("small", 4, 512, 1408), ("router", 2, 16, 1024))
 QUICK_GROUPS = (("expert", 8, 256, 704), ("small", 4, 128, 352), ("router", 2, 16, 256))
 #: Real expert shapes (``--real``): DeepSeek-V3 / Qwen3-235B routed expert (2048 x 7168 gate/up, [I, H]) and
@@ -196,14 +199,17 @@ json.dump({"alpha": alphas, "seconds_in_process": time.perf_counter() - start}, 
 """
 
 
+_GROUP_LAYER = {"expert": 0, "small": 1, "deepseek_v3_expert": 0, "mixtral_expert": 1}
+
+
 def tensor_name(matrix: str) -> str:
-    """Mixtral-layout checkpoint name of a bench matrix (experts: layer 0, small: layer 1, routers: gates)."""
+    """Mixtral-layout checkpoint name of a bench matrix (routers: gates; every other group a layer of its own, so
+    no two matrices share a name)."""
     group = matrix.rstrip("0123456789")
     index = int(matrix[len(group):])
     if group == "router":
         return f"model.layers.{index}.block_sparse_moe.gate.weight"
-    layer = 1 if group == "small" else 0
-    return f"model.layers.{layer}.block_sparse_moe.experts.{index}.w1.weight"
+    return f"model.layers.{_GROUP_LAYER[group]}.block_sparse_moe.experts.{index}.w1.weight"
 
 
 def write_checkpoint(matrices: dict[str, torch.Tensor], folder: Path) -> Path:
@@ -246,11 +252,21 @@ def timed_subprocess(command: list[str], env: dict[str, str]) -> tuple[float, fl
     return float(result["seconds"]), result["rss_kib"] / 1024.0  # Linux: KiB
 
 
+def compile_alphaq() -> None:
+    """Byte-compile the alphaq package where it is imported from (what ``pip install`` does for an install)."""
+    import compileall
+
+    import alphaq
+
+    compileall.compile_dir(str(Path(alphaq.__file__).parent), quiet=1)
+
+
 def whole_command(matrices: dict[str, torch.Tensor], repeats: int, threads: int | None, work: Path) -> dict[str, Any]:
     """Both tools as fresh processes on the same checkpoint, interleaved; medians, loads and alpha agreement."""
     import csv
 
     ckpt = write_checkpoint(matrices, work / "ckpt")
+    compile_alphaq()
     env = dict(os.environ)
     if threads is not None:
         env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
@@ -328,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-matrices", type=int, default=32,
                         help="1024x2816 matrices of the peak-memory checkpoint (0: skip that measurement)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=RESULT, help=f"JSON result (default {RESULT})")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"JSON result (default {RESULT}; {REAL_RESULT.name} with --real)")
     args = parser.parse_args(argv)
     import weightwatcher  # import cost kept out of the timings
 
@@ -365,8 +382,9 @@ def main(argv: list[str] | None = None) -> int:
                      "weightwatcher": getattr(weightwatcher, "__version__", "0.7.7")},
         "results": configs,
     }
-    write_json(args.output, payload)
-    print(f"wrote {args.output}")
+    output = args.output or (REAL_RESULT if args.real else RESULT)
+    write_json(output, payload)
+    print(f"wrote {output}")
     return 0
 
 

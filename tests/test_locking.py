@@ -145,12 +145,12 @@ def test_out_that_is_a_file_is_one_line(tiny_checkpoints, tmp_path: Path) -> Non
 
 
 def test_full_disk_during_inspect_leaves_no_file(tiny_checkpoints, tmp_path: Path, monkeypatch) -> None:
-    import pandas as pd
+    from alphaq.audit import table_files
 
-    def full(self, path, *args, **kwargs):  # noqa: ANN001
+    def full(path, *args, **kwargs):  # noqa: ANN001
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    monkeypatch.setattr(table_files, "write_csv", full)  # the disk fills while the tables are written
     out = tmp_path / "run"
     result = runner.invoke(app, ["inspect", str(tiny_checkpoints["mixtral"]), "--out", str(out)])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "No space left on device" in result.output

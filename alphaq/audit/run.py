@@ -1,13 +1,17 @@
 """The inspect stage: stream a checkpoint's matrices, fit HT-SR metrics, aggregate per expert, save.
 
-``inspect(path)`` returns an :class:`InspectResult` (DataFrames); ``save_inspect`` writes the run
-folder that reports and later stages read (details.csv/.parquet, experts.csv, spectra.npz, inspect.json).
+``inspect(path)`` returns an :class:`InspectResult` (row tables, with DataFrame views); ``save_inspect`` writes
+the run folder that reports and later stages read (details.csv/.parquet, experts.csv, spectra.npz, inspect.json).
+Neither imports pandas or torch on CPU: a small audit is start-up bound, and pandas alone costs about 0.4 s.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +51,8 @@ DETAIL_COLUMNS = [
     "spectral_norm", "log_spectral_norm", "log_alpha_norm", "stable_rank", "matrix_rank", "entropy", "detX_num",
     "detX_val", "R_lognormal", "p_lognormal", "fit", "status", "warning", "message",
 ]
+#: Columns of the details table holding integers or nothing (pandas "Int64").
+DETAIL_INT_COLUMNS = ("layer", "expert")
 
 
 @dataclass(frozen=True)
@@ -91,16 +97,34 @@ class InspectResult:
     """What inspect found.
 
     Attributes:
-        details: one row per matrix (:data:`DETAIL_COLUMNS`).
-        experts: one row per expert (see :mod:`alphaq.audit.expert_quality`).
+        detail_rows: one dict per matrix (:data:`DETAIL_COLUMNS`; absent keys are missing values), in checkpoint
+            order.
+        expert_rows: one dict per expert (:func:`alphaq.audit.expert_quality.expert_rows`).
         manifest: provenance and options (saved as inspect.json).
         spectra: eigenvalues (compressed) of the matrices the report plots, by matrix name.
     """
 
-    details: pd.DataFrame
-    experts: pd.DataFrame
+    detail_rows: list[dict[str, Any]]
+    expert_rows: list[dict[str, Any]]
     manifest: dict[str, Any]
     spectra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @functools.cached_property
+    def details(self) -> pd.DataFrame:
+        """The per-matrix table as a DataFrame (layer and expert nullable Int64), built on first use."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.detail_rows, columns=DETAIL_COLUMNS)
+        for column in DETAIL_INT_COLUMNS:
+            frame[column] = frame[column].astype("Int64")
+        return frame
+
+    @functools.cached_property
+    def experts(self) -> pd.DataFrame:
+        """The per-expert table as a DataFrame (see :func:`alphaq.audit.expert_quality.expert_frame`)."""
+        from alphaq.audit.expert_quality import expert_frame
+
+        return expert_frame(self.expert_rows)
 
 
 def inspect(path: str | Path | None = None, config: InspectConfig | None = None, *,
@@ -143,25 +167,22 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
     spectra: dict[str, np.ndarray] = {}
     # Same-shape matrices are consecutive so their SVDs batch; rows go back to checkpoint order below.
     by_shape = sorted(refs, key=lambda r: (r.shape, order[r.name]))
-    _preload_tables()  # pandas loads on another thread while the first matrices are read and computed
+    _import_compute_modules()
     analysed = (analyse_matrices(ckpt, by_shape, config) if backend is None
                 else backend.analyse(ckpt, by_shape, config, pattern_file=pattern_file))
     for ref, row, spectrum in analysed:
+        if not rows:  # the first matrices are computing: pyarrow's import overlaps them, not their start
+            _preload_writers()
         rows.append(row)
         if spectrum is not None:
             spectra[ref.name] = spectrum
         if progress is not None:
             progress(1, ref.name, len(refs))
     rows.sort(key=lambda row: order[row["name"]])
-    import pandas as pd
+    from alphaq.audit.expert_quality import expert_rows
 
-    from alphaq.audit.expert_quality import aggregate_experts
-
-    details = pd.DataFrame(rows, columns=DETAIL_COLUMNS)
-    details["layer"] = details["layer"].astype("Int64")
-    details["expert"] = details["expert"].astype("Int64")
-    experts = aggregate_experts(details)
-    warnings = _warnings(details, experts, ckpt)
+    experts = expert_rows(rows)
+    warnings = _warnings(rows, experts, ckpt)
     manifest = {
         "schema_version": INSPECT_SCHEMA_VERSION, "stage": "inspect", "alphaq_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -169,13 +190,13 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
                        "num_layers": ckpt.num_layers, "num_experts": ckpt.num_experts,
                        "architecture": ckpt.spec.model_types[0]},
         "options": {**asdict(config), "layers": list(config.layers) if config.layers else None},
-        "timing": {"seconds": round(time.perf_counter() - start, 3), "matrices": len(details)},
+        "timing": {"seconds": round(time.perf_counter() - start, 3), "matrices": len(rows)},
         "warnings": warnings, "spectra_file": SPECTRA_NPZ,
         "skipped_tensors": len(ckpt.skipped),
     }
     if backend is not None:
         manifest["executor"] = backend.describe()
-    return InspectResult(details, experts, manifest, _plotted_spectra(details, experts, spectra))
+    return InspectResult(rows, experts, manifest, _plotted_spectra(rows, experts, spectra))
 
 
 @locks_output("out_dir", "inspect")
@@ -184,25 +205,28 @@ def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
     inspect.json. The files are written together (:func:`alphaq.atomic.staged_files`): a failure (a full disk)
     leaves none of them, and inspect.json is renamed into place last; returns the folder."""
     from alphaq.atomic import staged_files
+    from alphaq.audit.expert_quality import EXPERT_COLUMNS, EXPERT_INT_COLUMNS
+    from alphaq.audit.table_files import write_csv, write_parquet
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise AlphaQError(f"--out {out} is an existing file; pass a folder path (or remove the file)")
+    details, experts = result.detail_rows, result.expert_rows
+    by_name = {row["name"]: row for row in details}
     arrays: dict[str, np.ndarray] = {}
     for name, evals in result.spectra.items():
         arrays[name] = evals
-        match = result.details[result.details["name"] == name].iloc[0]
-        arrays[f"{name}::xmin"] = np.asarray(match["xmin"], dtype=np.float64)
-        arrays[f"{name}::alpha"] = np.asarray(match["alpha"], dtype=np.float64)
+        arrays[f"{name}::xmin"] = np.asarray(_float(by_name[name].get("xmin")), dtype=np.float64)
+        arrays[f"{name}::alpha"] = np.asarray(_float(by_name[name].get("alpha")), dtype=np.float64)
     with staged_files(out) as files:
-        files.write_with(DETAILS_CSV, lambda p: result.details.to_csv(p, index=False))
+        files.write_with(DETAILS_CSV, lambda p: write_csv(p, details, DETAIL_COLUMNS, DETAIL_INT_COLUMNS))
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             files.write_with("details.json", lambda p: result.details.to_json(p, orient="records", indent=1))
         else:
-            files.write_with(DETAILS_PARQUET, lambda p: result.details.to_parquet(p, index=False))
-        files.write_with(EXPERTS_CSV, lambda p: result.experts.to_csv(p, index=False))
+            files.write_with(DETAILS_PARQUET, lambda p: write_parquet(p, details, DETAIL_COLUMNS, DETAIL_INT_COLUMNS))
+        files.write_with(EXPERTS_CSV, lambda p: write_csv(p, experts, EXPERT_COLUMNS, EXPERT_INT_COLUMNS))
         files.write_with(SPECTRA_NPZ, lambda p: _save_npz(p, arrays))
         files.write_json(INSPECT_JSON, result.manifest)
     return out
@@ -320,22 +344,26 @@ def _nonfinite(count: int) -> str:
     return f"{count} NaN/Inf weights; fix or re-download the checkpoint"
 
 
-def _preload_tables() -> None:
-    """Import pandas (through :mod:`alphaq.audit.expert_quality`) on a background thread: about half a second of
-    start-up that overlaps the eigenvalue computation instead of preceding it."""
-    import importlib
-    import sys
-    import threading
-
-    # what the computation itself needs is imported here first, so the background import never holds the import
-    # lock of a module the main thread is waiting for
+def _import_compute_modules() -> None:
+    """Import what the computation needs before any background import starts, so that the background thread
+    never holds the import lock of a module the main thread is waiting for."""
+    import alphaq.audit.expert_quality
+    import alphaq.audit.table_files
     import alphaq.diagnostics.esd_metrics
     import alphaq.diagnostics.lapack
     import alphaq.diagnostics.spectrum  # noqa: F401
 
-    if "alphaq.audit.expert_quality" not in sys.modules:
-        threading.Thread(target=importlib.import_module, args=("alphaq.audit.expert_quality",),
-                         name="alphaq-preload").start()
+
+def _preload_writers() -> None:
+    """Import pyarrow's Parquet writer on a background thread (about 0.1 s that overlaps the eigenvalue
+    computation instead of following it); nothing when pyarrow is missing or already loaded."""
+    import importlib.util
+    import sys
+    import threading
+
+    if "pyarrow.parquet" not in sys.modules and importlib.util.find_spec("pyarrow") is not None:
+        threading.Thread(target=importlib.import_module, args=("pyarrow.parquet",), name="alphaq-preload",
+                         daemon=True).start()
 
 
 def _metrics_row(ref: Any, evals: np.ndarray | None, status: str, message: str, config: InspectConfig) -> dict[str, Any]:
@@ -358,33 +386,38 @@ def _metrics_row(ref: Any, evals: np.ndarray | None, status: str, message: str, 
     return row
 
 
-def _plotted_spectra(details: pd.DataFrame, experts: pd.DataFrame, spectra: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _plotted_spectra(details: list[dict[str, Any]], experts: list[dict[str, Any]],
+                     spectra: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The spectra the report plots: every matrix of the best, median and worst routed experts, and the
     three matrices with the highest alpha."""
     names: list[str] = []
-    routed = experts[(experts["role"] == "expert") & experts["alpha_mean"].notna()].sort_values("alpha_mean")
-    if not routed.empty:
-        picks = [routed.iloc[0], routed.iloc[len(routed) // 2], routed.iloc[-1]]
-        for pick in picks:
-            mask = (details["layer"] == pick["layer"]) & (details["expert"] == pick["expert"]) & (details["role"] == "expert")
-            names.extend(details.loc[mask, "name"])
-    fitted = details[details["status"] == "success"].sort_values("alpha", ascending=False)
-    names.extend(fitted["name"].head(3))
+    routed = sorted((row for row in experts if row["role"] == "expert" and not math.isnan(row["alpha_mean"])),
+                    key=lambda row: row["alpha_mean"])  # stable: ties keep the table's order
+    if routed:
+        for pick in (routed[0], routed[len(routed) // 2], routed[-1]):
+            names.extend(row["name"] for row in details if row.get("layer") == pick["layer"]
+                         and row.get("expert") == pick["expert"] and row["role"] == "expert")
+    fitted = sorted((row for row in details if row["status"] == "success"), key=lambda row: -_float(row.get("alpha")))
+    names.extend(row["name"] for row in fitted[:3])
     return {n: spectra[n] for n in dict.fromkeys(names) if n in spectra}
 
 
-def _warnings(details: pd.DataFrame, experts: pd.DataFrame, ckpt: Any) -> list[str]:
+def _warnings(details: list[dict[str, Any]], experts: list[dict[str, Any]], ckpt: Any) -> list[str]:
     out = []
     for status in ("nonfinite", "failed", "skipped"):
-        count = int((details["status"] == status).sum())
+        count = sum(1 for row in details if row["status"] == status)
         if count:
             out.append(f"{count} matrices with status '{status}' (see the details table)")
-    if not (details["role"] == "expert").any():
+    if not any(row["role"] == "expert" for row in details):
         out.append(f"no routed expert found for model_type {ckpt.model_type!r}: metrics cover the other matrices only")
-    flagged = experts[experts["quality"] != "ok"] if not experts.empty else experts
-    for label, count in (flagged["quality"].value_counts().items() if not flagged.empty else []):
+    flagged = Counter(row["quality"] for row in experts if row["quality"] != "ok")
+    for label, count in sorted(flagged.items(), key=lambda item: -item[1]):  # most frequent first, ties in order
         out.append(f"{count} expert{'s' if count != 1 else ''} flagged '{label}'")
     return out
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -101,11 +101,16 @@ def user_errors() -> Iterator[None]:
 
 @contextmanager
 def progress_bar(description: str) -> Iterator[Callable[[int, str, int], None]]:
+    """A rich progress bar on stderr when it is a terminal; elsewhere (a pipe, a log file) nothing is drawn and
+    rich's progress module is not even imported."""
+    if not sys.stderr.isatty():
+        yield lambda n, item, total: None
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[item]}", style="dim"))
-    with Progress(*columns, transient=not sys.stderr.isatty(), disable=not sys.stderr.isatty()) as bar:
+    with Progress(*columns) as bar:
         task = bar.add_task(description, total=None, item="")
 
         def advance(n: int, item: str, total: int) -> None:

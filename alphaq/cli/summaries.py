@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
-from alphaq.planning.costs import prediction_units
 from alphaq.runfolder import PLAN_JSON
 
 
@@ -27,6 +27,8 @@ def print_plan_summary(result: Any) -> None:
     table.add_row("total memory bf16 -> plan", f"{_mb(summary['total_bytes_bf16'])} -> {_mb(summary['total_bytes'])}")
     table.add_row("compression (experts / total)",
                   f"{summary['expert_compression_ratio']:.2f}x / {summary['compression_ratio']:.2f}x")
+    from alphaq.planning.costs import prediction_units
+
     label, number, units = prediction_units((prov.get("options") or {}).get("error_model"))
     table.add_row(f"{label} ({units})", number.format(summary["predicted_error"]))
     solver = prov["solver"]
@@ -59,6 +61,8 @@ def print_quantize_summary(result: Any) -> None:
     table.add_row("checkpoint source -> quantized", f"{_mb(totals['source_bytes'])} -> {_mb(totals['output_bytes'])}")
     if totals["mean_rel_error"] is not None:
         predicted = totals["mean_predicted_error"]
+        from alphaq.planning.costs import prediction_units
+
         label, number, _ = prediction_units((manifest.get("plan") or {}).get("error_model"))
         table.add_row("reconstruction error (param-weighted)", f"{totals['mean_rel_error']:.5f}"
                       + (f" (plan {label} {number.format(predicted)})" if predicted is not None else ""))
@@ -77,23 +81,30 @@ def _mb(nbytes: Any) -> str:
 
 
 def print_inspect_summary(result: Any, out: Path) -> None:
+    """The inspect summary table, from the result's rows (pandas is not needed to print it)."""
+    import statistics
+    from collections import Counter
+
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    details, experts, manifest = result.details, result.experts, result.manifest
+    details, experts, manifest = result.detail_rows, result.expert_rows, result.manifest
     ckpt = manifest["checkpoint"]
     table = Table(title=f"alphaq inspect: {Path(ckpt['path']).name} ({ckpt['model_type']})", show_header=True)
     for col in ("what", "value"):
         table.add_column(col)
-    fitted = details[details["status"] == "success"]
-    table.add_row("matrices", f"{len(details)} ({len(fitted)} fitted)")
-    routed = experts[experts["role"] == "expert"] if not experts.empty else experts
-    if not routed.empty:
-        alphas = routed["alpha_mean"].dropna()
+    fitted = sum(1 for row in details if row["status"] == "success")
+    table.add_row("matrices", f"{len(details)} ({fitted} fitted)")
+    routed = [row for row in experts if row["role"] == "expert"]
+    if routed:
+        alphas = [row["alpha_mean"] for row in routed if not math.isnan(row["alpha_mean"])]
         table.add_row("experts", str(len(routed)))
-        table.add_row("expert alpha min / median / max", f"{alphas.min():.2f} / {alphas.median():.2f} / {alphas.max():.2f}")
-        table.add_row("quality flags", ", ".join(f"{k}: {v}" for k, v in routed["quality"].value_counts().items()))
+        if alphas:
+            table.add_row("expert alpha min / median / max",
+                          f"{min(alphas):.2f} / {statistics.median(alphas):.2f} / {max(alphas):.2f}")
+        labels = Counter(row["quality"] for row in routed)
+        table.add_row("quality flags", ", ".join(f"{k}: {v}" for k, v in sorted(labels.items(), key=lambda kv: -kv[1])))
     table.add_row("time", f"{manifest['timing']['seconds']:.1f} s")
     table.add_row("written to", str(out))
     console.print(table)

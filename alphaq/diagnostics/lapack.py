@@ -1,4 +1,5 @@
-"""Symmetric eigenvalues through LAPACK's two-stage tridiagonalisation (``dsyevd_2stage``), when numpy bundles it.
+"""Symmetric eigenvalues straight from LAPACK (``dsyevd``, and ``dsyevd_2stage`` for large orders), when numpy
+bundles them.
 
 numpy's ``eigvalsh`` runs ``syevd``, whose one-stage reduction to tridiagonal form (``sytrd``) is half
 matrix-vector products: memory-bound, it dominates for large Gram matrices. ``syevd_2stage`` first reduces to a
@@ -8,11 +9,19 @@ the same arithmetic with far less memory traffic. numpy's wheels ship OpenBLAS w
 ctypes (LAPACKE, column-major; a symmetric matrix reads the same in either order). Measured on the shared
 2-core CPU, one thread, float32 Gram of a 2048x7168 heavy-tailed matrix: ``ssyevd`` 2.1 s, ``dsyevd_2stage`` on
 its float64 copy 1.5 s, ``ssyevd_2stage`` 1.1 s; at 1024 the one-stage driver is as fast (0.17 s vs 0.24 s for
-the float64 two-stage). The float64 two-stage driver is used (the float32 one loses accuracy: 1e-5 relative on
-the top eigenvalues against 3e-7), from :data:`TWO_STAGE_MIN` rows on.
+the float64 two-stage). The float64 two-stage driver is used from :data:`TWO_STAGE_MIN` rows on.
 
-Where the library or its symbol is missing (numpy built against another BLAS), :func:`eigvalsh` falls back to
-``numpy.linalg.eigvalsh``.
+Single precision was measured and rejected against the 1e-4 relative tolerance on alpha (weightwatcher's
+float64 SVD as the reference). numpy's ``eigvalsh`` of a float32 matrix already runs ``dsyevd`` on a float64 copy
+(numpy's linalg computes float32 input in double), which is why the Gram route agrees with float64 to ~3e-7.
+True single precision is faster but loses 1e-5 relative on the top eigenvalues: on 12 heavy-tailed 1024x2816
+matrices ``ssyevd`` (0.059 s vs 0.077 s, one thread) moved alpha by up to 2.9e-5; on 8 of 2048x7168
+``ssyevd_2stage`` (0.50 s vs 0.65 s) moved it by up to 4.7e-4, past the tolerance.
+
+Below :data:`TWO_STAGE_MIN` the one-stage ``dsyevd`` is called through LAPACKE too: the same routine as
+``numpy.linalg.eigvalsh`` runs, with one float64 copy of the input instead of numpy's two (a cast, then its own
+column-major copy) and no result cast (about 5 % of a 1024 Gram's time). Where the library or a symbol is missing
+(numpy built against another BLAS), :func:`eigvalsh` falls back to ``numpy.linalg.eigvalsh``.
 """
 
 from __future__ import annotations
@@ -27,22 +36,23 @@ import numpy as np
 #: Gram matrices from this order on use the two-stage driver (below it the one-stage one is as fast).
 TWO_STAGE_MIN = 1536
 _COL_MAJOR = 102
-#: (symbol, LAPACK integer type): ILP64 builds of numpy's bundled OpenBLAS first, then LP64 ones.
-_SYMBOLS = (("scipy_LAPACKE_dsyevd_2stage64_", ctypes.c_int64), ("LAPACKE_dsyevd_2stage64_", ctypes.c_int64),
-            ("scipy_LAPACKE_dsyevd_2stage", ctypes.c_int32), ("LAPACKE_dsyevd_2stage", ctypes.c_int32))
+#: symbol prefixes with their LAPACK integer type: ILP64 builds of numpy's bundled OpenBLAS first, then LP64.
+_PREFIXES = (("scipy_LAPACKE_{}64_", ctypes.c_int64), ("LAPACKE_{}64_", ctypes.c_int64),
+             ("scipy_LAPACKE_{}", ctypes.c_int32), ("LAPACKE_{}", ctypes.c_int32))
 
 
-@functools.lru_cache(maxsize=1)
-def _two_stage() -> Any:
-    """The ctypes function ``LAPACKE_dsyevd_2stage`` of numpy's bundled OpenBLAS, or None."""
+@functools.lru_cache(maxsize=None)
+def _driver(name: str) -> Any:
+    """The ctypes function ``LAPACKE_<name>`` (``dsyevd`` or ``dsyevd_2stage``) of numpy's bundled OpenBLAS, or
+    None."""
     libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
     for library in sorted(libs.glob("libscipy_openblas*.so*")) if libs.is_dir() else []:
         try:
             handle = ctypes.CDLL(str(library))
         except OSError:
             continue
-        for symbol, int_type in _SYMBOLS:
-            function = getattr(handle, symbol, None)
+        for prefix, int_type in _PREFIXES:
+            function = getattr(handle, prefix.format(name), None)
             if function is not None:
                 function.restype = int_type
                 function.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, int_type, ctypes.c_void_p,
@@ -52,18 +62,17 @@ def _two_stage() -> Any:
 
 
 def two_stage_available() -> bool:
-    """Whether the two-stage driver was found (else :func:`eigvalsh` is ``numpy.linalg.eigvalsh``)."""
-    return _two_stage() is not None
+    """Whether the two-stage driver was found (else :func:`eigvalsh` uses the one-stage one or numpy's)."""
+    return _driver("dsyevd_2stage") is not None
 
 
 def eigvalsh(gram: np.ndarray, *, two_stage: bool | None = None) -> np.ndarray:
     """Eigenvalues of a symmetric matrix, ascending, float64.
 
     Args:
-        gram: symmetric [K, K] float32 or float64 array (only its lower triangle, in column-major terms, is read
-            by the two-stage driver; numpy's reads the lower triangle too).
-        two_stage: force (True) or avoid (False) the two-stage driver; None: from :data:`TWO_STAGE_MIN` on, when
-            available. A float32 ``gram`` is copied to float64 for it.
+        gram: symmetric [K, K] float32 or float64 array (only its lower triangle, in column-major terms, is read;
+            numpy's ``eigvalsh`` reads the lower triangle too). It is copied to float64 and never modified.
+        two_stage: force (True) or avoid (False) the two-stage driver; None: from :data:`TWO_STAGE_MIN` on.
 
     Returns:
         float64 array [K], ascending.
@@ -71,16 +80,15 @@ def eigvalsh(gram: np.ndarray, *, two_stage: bool | None = None) -> np.ndarray:
     Raises:
         numpy.linalg.LinAlgError: LAPACK did not converge or got NaN/Inf.
     """
-    function = _two_stage()
-    use = (gram.shape[0] >= TWO_STAGE_MIN) if two_stage is None else two_stage
-    if not use or function is None:
+    use_two_stage = (gram.shape[0] >= TWO_STAGE_MIN) if two_stage is None else two_stage
+    name = "dsyevd_2stage" if use_two_stage else "dsyevd"
+    function = _driver(name)
+    if function is None:
         return np.linalg.eigvalsh(gram).astype(np.float64, copy=False)
-    work = np.array(gram, dtype=np.float64, order="C", copy=True)  # overwritten by LAPACK
-    if not np.isfinite(work).all():
-        raise np.linalg.LinAlgError("symmetric matrix holds NaN or Inf")
+    work = np.array(gram, dtype=np.float64, order="C", copy=True)  # [K, K], overwritten by LAPACK
     n = work.shape[0]
-    evals = np.empty(n, dtype=np.float64)
+    evals = np.empty(n, dtype=np.float64)  # [K]
     info = function(_COL_MAJOR, b"N", b"L", n, work.ctypes.data, n, evals.ctypes.data)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"dsyevd_2stage failed (info={info})")
+    if info != 0:  # LAPACKE checks for NaN itself (info -5); a positive info: no convergence
+        raise np.linalg.LinAlgError(f"{name} failed (info={info}; NaN in the matrix when negative)")
     return evals

@@ -2,7 +2,8 @@
 
 One checkpoint is loaded once; every plan is applied by simulated quantization (:mod:`alphaq.evaluation.simulate`)
 and undone before the next. Written into ``out_dir``: ``compare.csv`` (one row per plan plus the original model),
-``compare.json`` (rows, provenance, the data-free prediction check; ``measured_rel_error`` is the
+``compare.json`` (rows, provenance, the data-free prediction check and the random-token routing prior behind its
+``routed_sq_error`` predictor; ``measured_rel_error`` is the
 parameter-weighted mean relative error of the quantized matrices, on the scale of ``predicted_error``), ``expert_verification.csv`` (per matrix:
 measured vs predicted error and the expert's routing share on the eval text) and ``plans/*.json``.
 """
@@ -20,6 +21,7 @@ import pandas as pd
 from alphaq.errors import AlphaQError, ConfigError
 from alphaq.evaluation.bootstrap import DEFAULT_RESAMPLES
 from alphaq.evaluation.compare_stats import ORIGINAL, add_intervals, plan_predictors, prediction_check, row_key, seed_spread
+from alphaq.evaluation.routing import PRIOR_SEED, PRIOR_WINDOWS, random_token_routing
 from alphaq.locking import locks_output
 from alphaq.provenance import text_record, versions
 from alphaq.runfolder import (
@@ -34,8 +36,8 @@ ProgressFn = Callable[[int, str, int], None]
 FREQUENCY_ENTRIES = {"frequency-in": "in", "frequency-out": "out"}
 COMPARE_COLUMNS = ["entry", "allocator", "seed", "calibration", "budget", "status", "average_payload_bits",
                    "effective_bits", "expert_bytes", "predicted_error", "alpha_objective", "abs_sq_error",
-                   "alpha_sq_error", "depth_sq_error", "measured_rel_error", "ppl", "nll", "ppl_increase", "tokens",
-                   "windows", "plan_fingerprint", "message"]
+                   "alpha_sq_error", "depth_sq_error", "routed_sq_error", "measured_rel_error", "ppl", "nll",
+                   "ppl_increase", "tokens", "windows", "plan_fingerprint", "message"]
 CALIBRATION_WINDOWS = 64
 
 
@@ -170,12 +172,13 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
     shares = {side: _shares(lm, _tokens(tokenizer, path), window, CALIBRATION_WINDOWS)
               for side, path in calib_paths.items() if side in needs and path is not None}
     eval_shares = _shares(lm, ids, window, max_windows)
+    prior = random_token_routing(lm, context=window).shares()  # data-free: no text is read
     original = perplexity(lm, ids, window, max_windows=max_windows)
     provenance = {"checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
                   "diagnostics": {"fit": inspect_manifest["options"]["fit"], "inspect_created": inspect_manifest["created"],
                                   "inspect_dir": str(inspect_dir or out)}}
     job = _Job(lm=lm, ids=ids, window=window, max_windows=max_windows, snapshot=_snapshot(lm), details=details,
-               errors=errors, provenance=provenance, shares=shares, eval_shares=eval_shares, out=out,
+               errors=errors, provenance=provenance, shares=shares, eval_shares=eval_shares, routing_prior=prior, out=out,
                original_ppl=original.ppl, num_layers=ckpt.num_layers,
                sq_norm=dict(zip(errors.names, (float(v) for v in errors.sq_norm))),
                alpha={str(n): float(a) for n, a in zip(details["name"], details["alpha"])})
@@ -222,6 +225,7 @@ class _Job:
     provenance: dict[str, Any]
     shares: dict[str, Any]
     eval_shares: dict[tuple[int, int], float]
+    routing_prior: dict[tuple[int, int], float]
     out: Path
     original_ppl: float
     num_layers: int
@@ -266,10 +270,25 @@ def _evaluate_entry(job: _Job, cfg: Any, entry: str, budget: str, seed: int | No
             "average_payload_bits": plan.summary["average_payload_bits"],
             "effective_bits": plan.summary["effective_bits"], "expert_bytes": plan.summary["expert_bytes"],
             "predicted_error": plan.summary["predicted_error"], "alpha_objective": plan.summary["alpha_objective"],
-            **plan_predictors(plan.tensors, job.sq_norm, job.alpha, job.num_layers),
+            **plan_predictors(plan.tensors, job.sq_norm, job.alpha, job.num_layers, job.routing_prior),
             "measured_rel_error": measured, "ppl": result.ppl, "nll": result.nll,
             "ppl_increase": result.ppl - job.original_ppl, "tokens": result.tokens, "windows": result.windows,
             "plan_fingerprint": plan.plan_fingerprint, "message": "; ".join(plan.provenance.get("notes") or [])}
+
+
+def _prior_record(job: _Job) -> dict[str, Any]:
+    """How the data-free routing prior was drawn, its shares, and (a diagnostic, from the evaluation text) how well
+    it ranks the experts' shares on that text."""
+    from scipy.stats import spearmanr
+
+    keys = sorted(job.routing_prior)
+    rho = math.nan
+    if len(keys) > 2 and all(k in job.eval_shares for k in keys):
+        rho = float(spearmanr([job.routing_prior[k] for k in keys], [job.eval_shares[k] for k in keys])[0])
+    return {"method": "uniformly random token ids, top-k of the routers' logits", "windows": PRIOR_WINDOWS,
+            "seed": PRIOR_SEED, "context": job.window, "spearman_with_eval_shares": rho,
+            "shares": [{"layer": layer, "expert": expert, "share": job.routing_prior[(layer, expert)]}
+                       for layer, expert in keys]}
 
 
 def _write_compare(out: Path, table: pd.DataFrame, job: _Job, *, eval_path: Path, calib_texts: dict[str, Any],
@@ -292,6 +311,7 @@ def _write_compare(out: Path, table: pd.DataFrame, job: _Job, *, eval_path: Path
             "calibration": {side: text_record(path) for side, path in calib_texts.items()},
             "options": options, "intervals": intervals,
             "original_ppl": original.ppl, "prediction_check": prediction_check(table),
+            "routing_prior": _prior_record(job),
             "random_seeds": seed_spread(table),
             "rows": table.astype(object).where(table.notna(), None).to_dict("records")})
 

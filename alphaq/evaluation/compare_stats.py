@@ -18,7 +18,7 @@ from alphaq.evaluation.bootstrap import paired_bootstrap
 ORIGINAL = "original"
 #: Data-free predictors whose rank correlation with the measured perplexity increase compare reports.
 PREDICTORS: tuple[str, ...] = ("predicted_error", "alpha_objective", "abs_sq_error", "alpha_sq_error",
-                               "depth_sq_error")
+                               "depth_sq_error", "routed_sq_error")
 #: Column pairs added to the table by :func:`add_intervals`.
 INTERVAL_COLUMNS = ["ci_low", "ci_high", "significant", "vs_uniform", "vs_uniform_low", "vs_uniform_high",
                     "significant_vs_uniform"]
@@ -112,19 +112,23 @@ def prediction_check(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def plan_predictors(tensors: Sequence[Any], sq_norm: Mapping[str, float], alpha: Mapping[str, float],
-                    num_layers: int) -> dict[str, float]:
+                    num_layers: int, routing_prior: Mapping[tuple[int, int], float] | None = None) -> dict[str, float]:
     """Richer data-free predictors of a plan's damage, from its tensors' predicted relative errors.
 
     ``abs_sq_error``: ``sum ||W||^2 e^2``, the absolute squared Frobenius error (a relative error on a large-norm
     matrix does more harm). ``alpha_sq_error``: the same weighted by ``median_alpha / alpha`` (better-trained
     matrices matter more). ``depth_sq_error``: weighted by ``1 + (layers - 1 - layer) / layers`` (an error early in the
-    network passes through more layers).
+    network passes through more layers). ``routed_sq_error``: weighted by the expert's share in the data-free
+    routing prior (:func:`alphaq.evaluation.routing.random_token_routing`): an expert's error reaches the output
+    only through the tokens routed to it.
 
     Args:
         tensors: the plan's :class:`~alphaq.planning.plan_file.PlanTensor` rows.
         sq_norm: matrix name -> ``||W||_F^2``.
         alpha: matrix name -> fitted alpha (NaN when the fit failed).
         num_layers: decoder layers.
+        routing_prior: (layer, expert) -> routing share of the prior (``routed_sq_error`` is NaN without it, or
+            when an expert of the plan is missing from it).
 
     Returns:
         Predictor name -> value (NaN when a needed figure is missing).
@@ -133,14 +137,17 @@ def plan_predictors(tensors: Sequence[Any], sq_norm: Mapping[str, float], alpha:
     alphas = np.array([alpha.get(t.name, math.nan) for t in experts], dtype=np.float64)
     finite = alphas[np.isfinite(alphas) & (alphas > 0)]
     median = float(np.median(finite)) if finite.size else math.nan
-    abs_sq = alpha_sq = depth_sq = 0.0
+    abs_sq = alpha_sq = depth_sq = routed_sq = 0.0
     for t, a in zip(experts, alphas):
         base = sq_norm.get(t.name, math.nan) * float(t.error) ** 2
         abs_sq += base
         alpha_sq += base * (median / a if math.isfinite(a) and a > 0 else 1.0)
         layer = t.layer if t.layer is not None else 0
         depth_sq += base * (1 + (num_layers - 1 - layer) / max(num_layers, 1))
-    return {"abs_sq_error": abs_sq, "alpha_sq_error": alpha_sq, "depth_sq_error": depth_sq}
+        share = routing_prior.get((t.layer, t.expert), math.nan) if routing_prior is not None else math.nan
+        routed_sq += base * share
+    return {"abs_sq_error": abs_sq, "alpha_sq_error": alpha_sq, "depth_sq_error": depth_sq,
+            "routed_sq_error": routed_sq}
 
 
 __all__ = ["INTERVAL_COLUMNS", "PREDICTORS", "add_intervals", "plan_predictors", "prediction_check", "row_key",

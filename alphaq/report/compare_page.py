@@ -24,7 +24,8 @@ _TABLE_COLUMNS = ["entry", "seed", "budget", "status", "average_payload_bits", "
                   "vs_uniform", "vs_uniform_low", "vs_uniform_high", "significant_vs_uniform"]
 _PREDICTOR_LABELS = {"predicted_error": "predicted error", "alpha_objective": "alpha objective",
                      "abs_sq_error": "absolute squared error", "alpha_sq_error": "alpha-weighted squared error",
-                     "depth_sq_error": "depth-weighted squared error"}
+                     "depth_sq_error": "depth-weighted squared error",
+                     "routed_sq_error": "routing-prior-weighted squared error"}
 
 
 def ppl_figure(table: pd.DataFrame) -> Figure | None:
@@ -69,7 +70,15 @@ def _check_html(meta: dict[str, Any]) -> str:
         p = item.get("p_value")
         hint = f"p = {p:.3g}, {item.get('plans', 0)} plans" if isinstance(p, (int, float)) else str(item.get("status", ""))
         cards.append((f"Spearman: {label} vs ppl increase", value, hint))
-    return stat_cards(cards)
+    prior = meta.get("routing_prior") or {}
+    if not prior:
+        return stat_cards(cards)
+    rho = prior.get("spearman_with_eval_shares")
+    agreement = (f"; its expert shares rank-correlate {rho:.2f} with the shares on the evaluation text"
+                 if isinstance(rho, (int, float)) and math.isfinite(rho) else "")
+    note = (f"<p>The routing prior is data-free: {prior.get('windows')} sequences of {prior.get('context')} uniformly "
+            f"random token ids (seed {prior.get('seed')}) through the model, counting the routers' top-k{agreement}.</p>")
+    return stat_cards(cards) + note
 
 
 def _finite(value: Any) -> bool:

@@ -82,8 +82,31 @@ def test_random_seeds_and_intervals(tmp_path: Path) -> None:
     increases = table[table["entry"] == "random"]["ppl_increase"].astype(float)
     assert spread["seeds"] == [0, 1, 2] and spread["mean"] == pytest.approx(increases.mean())
     assert spread["std"] == pytest.approx(increases.std(ddof=1))
-    assert meta["intervals"]["resamples"] == 200 and set(meta["prediction_check"]) >= {"abs_sq_error", "depth_sq_error"}
+    assert meta["intervals"]["resamples"] == 200
+    assert set(meta["prediction_check"]) >= {"abs_sq_error", "depth_sq_error", "routed_sq_error"}
+    prior = meta["routing_prior"]
+    assert prior["windows"] == 32 and prior["seed"] == 0 and len(prior["shares"]) == 4 * 8
+    assert sum(s["share"] for s in prior["shares"] if s["layer"] == 0) == pytest.approx(1.0)
+    routed = table.iloc[1:]["routed_sq_error"].astype(float)
+    assert (routed > 0).all() and (routed < table.iloc[1:]["abs_sq_error"].astype(float)).all()
     assert len(list((out / "plans").glob("random-2.5-seed*.json"))) == 3
     from alphaq.report.compare_page import render_compare
 
     assert "Significance" in render_compare(out).read_text()
+
+
+def test_plan_predictors_known_values() -> None:
+    from types import SimpleNamespace
+
+    from alphaq.evaluation.compare_stats import plan_predictors
+
+    tensors = [SimpleNamespace(name="a", unit="0.0", error=0.5, layer=0, expert=0),
+               SimpleNamespace(name="b", unit="0.1", error=0.1, layer=1, expert=1),
+               SimpleNamespace(name="embed", unit=None, error=0.0, layer=None, expert=None)]
+    sq_norm, alpha = {"a": 4.0, "b": 100.0}, {"a": 2.0, "b": 4.0}
+    got = plan_predictors(tensors, sq_norm, alpha, num_layers=2, routing_prior={(0, 0): 0.75, (1, 1): 0.25})
+    assert got["abs_sq_error"] == pytest.approx(4 * 0.25 + 100 * 0.01)  # 2.0
+    assert got["alpha_sq_error"] == pytest.approx(1.0 * 3 / 2 + 1.0 * 3 / 4)  # median alpha 3
+    assert got["depth_sq_error"] == pytest.approx(1.0 * 1.5 + 1.0 * 1.0)
+    assert got["routed_sq_error"] == pytest.approx(1.0 * 0.75 + 1.0 * 0.25)
+    assert math.isnan(plan_predictors(tensors, sq_norm, alpha, num_layers=2)["routed_sq_error"])

@@ -397,17 +397,17 @@ def test_real_inspect_run_renders(tmp_path: Path) -> None:
 
 def test_reads_what_save_inspect_writes(tmp_path: Path) -> None:
     """The inspect stage's own writer (save_inspect) produces a folder this reader renders."""
+    from alphaq.audit.expert_quality import expert_rows
     from alphaq.audit.run import InspectResult, save_inspect
-    from alphaq.audit.expert_quality import aggregate_experts
 
     source = write_inspect_run(tmp_path / "synthetic", layers=2, experts=4)
     details = make_details(2, 4)
-    experts = aggregate_experts(details)
+    rows = details.to_dict("records")
     manifest = json.loads((source / "inspect.json").read_text())
     manifest["timing"]["seconds"] = float("nan")  # written as null
     with np.load(source / "spectra.npz") as archive:
         spectra = {k: archive[k] for k in archive.files if "::" not in k}
-    out = save_inspect(InspectResult(details, experts, manifest, spectra), tmp_path / "saved")
+    out = save_inspect(InspectResult(rows, expert_rows(rows), manifest, spectra), tmp_path / "saved")
     run = load_inspect_run(out)
     assert len(run.details) == len(details) and len(run.experts) == 8 and set(run.spectra) == set(spectra)
     name = next(iter(spectra))
