@@ -2,7 +2,9 @@
 
 * :mod:`alphaq.audit.run`: :class:`InspectConfig`, :func:`inspect` (checkpoint -> :class:`InspectResult`),
   :func:`save_inspect` (the run folder's inspect files);
+* :mod:`alphaq.audit.analysis`: the per-matrix work (selection, streamed eigenvalues, metrics rows);
 * :mod:`alphaq.audit.expert_quality`: per-expert aggregation and the data-free quality flag;
+* :mod:`alphaq.audit.table_files`: the tables written as CSV / Parquet without pandas;
 * :mod:`alphaq.audit.artifacts`: the one reader of a saved inspect run (:func:`load_inspect_run`).
 """
 

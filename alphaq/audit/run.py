@@ -1,5 +1,8 @@
 """The inspect stage: stream a checkpoint's matrices, fit HT-SR metrics, aggregate per expert, save.
 
+The per-matrix work (selection, eigenvalues, metrics rows) is :mod:`alphaq.audit.analysis`; this module runs it
+over a checkpoint, aggregates per expert (:mod:`alphaq.audit.expert_quality`) and writes the run folder.
+
 ``inspect(path)`` returns an :class:`InspectResult` (row tables, with DataFrame views); ``save_inspect`` writes
 the run folder that reports and later stages read (details.csv/.parquet, experts.csv, spectra.npz, inspect.json).
 Neither imports pandas or torch on CPU: a small audit is start-up bound, and pandas alone costs about 0.4 s.
@@ -12,7 +15,7 @@ import functools
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,6 +23,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from alphaq._version import __version__
+from alphaq.audit.analysis import (  # noqa: F401  (BATCH_BYTES, MIN_SIDE, compress_spectrum: re-exported)
+    BATCH_BYTES,
+    DETAIL_COLUMNS,
+    DETAIL_INT_COLUMNS,
+    MIN_SIDE,
+    analyse_matrices,
+    compress_spectrum,
+    import_compute_modules,
+    select_matrices,
+)
 from alphaq.errors import AlphaQError, ConfigError
 from alphaq.locking import locks_output
 from alphaq.runfolder import (
@@ -34,25 +47,10 @@ from alphaq.runfolder import (
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Matrices whose smaller side is below this are not fitted (status "skipped").
-MIN_SIDE = 8
-#: Bytes of float32 weights stacked into one batched eigenvalue call.
-BATCH_BYTES = 256 * 1024 * 1024
-#: A saved spectrum keeps every eigenvalue up to this count, else the top 256 and quantiles of the rest.
-SPECTRUM_POINTS = 1024
 
 #: progress(advance, item, total): called once per matrix.
 ProgressFn = Callable[[int, str, int], None]
-_IDENTITY_COLUMNS = frozenset({"name", "tensor", "layer", "expert", "proj", "role", "rows", "cols", "params", "dtype", "fit"})
 
-DETAIL_COLUMNS = [
-    "name", "tensor", "layer", "expert", "proj", "role", "rows", "cols", "params", "dtype", "num_evals", "alpha",
-    "alpha_weighted", "D", "sigma", "xmin", "xmax", "num_pl_spikes", "lambda_max", "norm", "log_norm",
-    "spectral_norm", "log_spectral_norm", "log_alpha_norm", "stable_rank", "matrix_rank", "entropy", "detX_num",
-    "detX_val", "R_lognormal", "p_lognormal", "fit", "status", "warning", "message",
-]
-#: Columns of the details table holding integers or nothing (pandas "Int64").
-DETAIL_INT_COLUMNS = ("layer", "expert")
 
 
 @dataclass(frozen=True)
@@ -167,7 +165,7 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
     spectra: dict[str, np.ndarray] = {}
     # Same-shape matrices are consecutive so their SVDs batch; rows go back to checkpoint order below.
     by_shape = sorted(refs, key=lambda r: (r.shape, order[r.name]))
-    _import_compute_modules()
+    import_compute_modules()
     analysed = (analyse_matrices(ckpt, by_shape, config) if backend is None
                 else backend.analyse(ckpt, by_shape, config, pattern_file=pattern_file))
     for ref, row, spectrum in analysed:
@@ -232,126 +230,7 @@ def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
     return out
 
 
-def compress_spectrum(evals: np.ndarray, max_points: int = SPECTRUM_POINTS) -> np.ndarray:
-    """Keep a spectrum small for plotting: all of it, or the top 256 and quantiles of the rest (ascending)."""
-    evals = np.sort(np.asarray(evals, dtype=np.float64))
-    if evals.size <= max_points:
-        return evals
-    head, tail = evals[:-256], evals[-256:]
-    picks = np.quantile(head, np.linspace(0.0, 1.0, max_points - 256))
-    return np.concatenate([picks, tail])
-
-
-def analyse_matrices(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[tuple[Any, dict[str, Any], np.ndarray | None]]:
-    """Eigenvalues and metrics of ``refs`` (same-shape matrices consecutive, so their eigenvalues batch).
-
-    Args:
-        ckpt: the open checkpoint.
-        refs: its matrices to analyse.
-        config: the options.
-
-    Returns:
-        An iterator of (ref, its details row, its compressed spectrum or None when not fitted).
-    """
-    for ref, evals, status, message in _spectra(ckpt, refs, config):
-        yield ref, _metrics_row(ref, evals, status, message, config), (None if evals is None else compress_spectrum(evals))
-
-
-def select_matrices(matrices: Sequence[Any], config: InspectConfig) -> list[Any]:
-    """The matrices the config selects (layers, experts only)."""
-    chosen = []
-    for ref in matrices:
-        if config.experts_only and ref.role.value not in ("expert", "shared_expert"):
-            continue
-        if config.layers is not None and ref.layer not in config.layers:
-            continue
-        chosen.append(ref)
-    return chosen
-
-
 # -- internals ---------------------------------------------------------------------------------------
-
-
-def _spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[tuple[Any, np.ndarray | None, str, str]]:
-    """Yield (ref, ascending eigenvalues or None, status, message), batching same-shape matrices."""
-    if config.device == "cpu" and not config.farms:
-        yield from _cpu_spectra(ckpt, refs, config)
-        return
-    import torch
-
-    from alphaq.diagnostics.spectrum import eigenvalues, farms_eigenvalues
-
-    dtype = torch.float64 if config.dtype == "float64" else torch.float32
-    pending: list[tuple[Any, Any]] = []
-
-    def flush() -> Iterator[tuple[Any, np.ndarray | None, str, str]]:
-        if not pending:
-            return
-        stacked = torch.stack([m for _, m in pending])  # [B, out, in]
-        batch_evals = eigenvalues(stacked, dtype=dtype, device=config.device)  # [B, K]
-        for (ref, _), evals in zip(pending, batch_evals):
-            yield ref, evals, "success", ""
-        pending.clear()
-
-    for ref in refs:
-        if min(ref.shape) < MIN_SIDE:
-            yield ref, None, "skipped", _too_small(ref)
-            continue
-        matrix = ckpt.read_matrix(ref, dtype=torch.float32)
-        if not torch.isfinite(matrix).all():
-            yield ref, None, "nonfinite", _nonfinite(int((~torch.isfinite(matrix)).sum()))
-            continue
-        if config.farms:
-            yield ref, farms_eigenvalues(matrix, seed=config.seed), "success", ""
-            continue
-        if pending and (pending[0][1].shape != matrix.shape or
-                        (len(pending) + 1) * matrix.numel() * 4 > BATCH_BYTES):
-            yield from flush()
-        pending.append((ref, matrix))
-    yield from flush()
-
-
-def _cpu_spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[tuple[Any, np.ndarray | None, str, str]]:
-    """:func:`_spectra` on CPU without torch: numpy reads (:meth:`Checkpoint.read_array`) streamed through
-    :func:`alphaq.diagnostics.spectrum.stream_eigenvalues` (the next matrix is read while others compute)."""
-    from alphaq.diagnostics.spectrum import count_nonfinite, stream_eigenvalues
-
-    problems: dict[str, tuple[str, str]] = {}
-
-    def matrices() -> Iterator[tuple[Any, np.ndarray | None]]:
-        for ref in refs:
-            if min(ref.shape) < MIN_SIDE:
-                problems[ref.name] = ("skipped", _too_small(ref))
-                yield ref, None
-                continue
-            matrix = ckpt.read_array(ref)  # [out, in] float32
-            bad = count_nonfinite(matrix)
-            if bad:
-                problems[ref.name] = ("nonfinite", _nonfinite(bad))
-                matrix = None
-            yield ref, matrix
-
-    for ref, evals in stream_eigenvalues(matrices(), dtype=config.dtype):
-        status, message = problems.pop(ref.name, ("success", ""))
-        yield ref, evals, status, message
-
-
-def _too_small(ref: Any) -> str:
-    return f"matrix {ref.shape[0]}x{ref.shape[1]} is too small to fit (min side {MIN_SIDE})"
-
-
-def _nonfinite(count: int) -> str:
-    return f"{count} NaN/Inf weights; fix or re-download the checkpoint"
-
-
-def _import_compute_modules() -> None:
-    """Import what the computation needs before any background import starts, so that the background thread
-    never holds the import lock of a module the main thread is waiting for."""
-    import alphaq.audit.expert_quality
-    import alphaq.audit.table_files
-    import alphaq.diagnostics.esd_metrics
-    import alphaq.diagnostics.lapack
-    import alphaq.diagnostics.spectrum  # noqa: F401
 
 
 def _preload_writers() -> None:
@@ -364,26 +243,6 @@ def _preload_writers() -> None:
     if "pyarrow.parquet" not in sys.modules and importlib.util.find_spec("pyarrow") is not None:
         threading.Thread(target=importlib.import_module, args=("pyarrow.parquet",), name="alphaq-preload",
                          daemon=True).start()
-
-
-def _metrics_row(ref: Any, evals: np.ndarray | None, status: str, message: str, config: InspectConfig) -> dict[str, Any]:
-    from alphaq.diagnostics.esd_metrics import esd_metrics
-
-    row: dict[str, Any] = {
-        "name": ref.name, "tensor": ref.tensor, "layer": ref.layer, "expert": ref.expert, "proj": ref.proj,
-        "role": ref.role.value, "rows": ref.shape[0], "cols": ref.shape[1], "params": ref.params, "dtype": ref.dtype,
-        "fit": config.fit, "status": status, "warning": "", "message": message,
-    }
-    if evals is None:
-        return row
-    metrics = esd_metrics(evals, method=config.fit, max_dim=max(ref.shape)).to_dict()
-    row.update({k: v for k, v in metrics.items() if k in DETAIL_COLUMNS and k not in _IDENTITY_COLUMNS})
-    if config.tail_test and row["status"] == "success":
-        from alphaq.diagnostics.tail_compare import compare_power_law
-
-        comparison = compare_power_law(evals, row["xmin"])
-        row["R_lognormal"], row["p_lognormal"] = comparison.R_lognormal, comparison.p_lognormal
-    return row
 
 
 def _plotted_spectra(details: list[dict[str, Any]], experts: list[dict[str, Any]],

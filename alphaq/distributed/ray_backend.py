@@ -4,8 +4,8 @@ The driver (the process running the command) opens the checkpoint, decides the w
 does and writes every output itself; the Ray tasks only compute:
 
 - inspect: one task per batch of same-shape matrices, cut at the local backend's batch boundaries
-  (:data:`alphaq.audit.run.BATCH_BYTES`) and at :attr:`RayBackend.task_matrices` matrices. Each task computes the
-  eigenvalues and metrics of its matrices with the local code (:func:`alphaq.audit.run.analyse_matrices`); the
+  (:data:`alphaq.audit.analysis.BATCH_BYTES`) and at :attr:`RayBackend.task_matrices` matrices. Each task computes the
+  eigenvalues and metrics of its matrices with the local code (:func:`alphaq.audit.analysis.analyse_matrices`); the
   eigenvalues of a batch are computed matrix by matrix, so the cut changes no value. Results are taken in
   submission order, so details.csv / experts.csv are identical to a local run's.
 - quantize: one task per quantized (or dense) matrix, running the local unit code
@@ -118,7 +118,7 @@ class RayBackend:
 
     def analyse(self, ckpt: Any, refs: Sequence[Any], config: Any, *,
                 pattern_file: str | Path | None = None) -> Iterator[tuple[Any, dict[str, Any], Any]]:
-        """The Ray counterpart of :func:`alphaq.audit.run.analyse_matrices`: the same (ref, row, spectrum)
+        """The Ray counterpart of :func:`alphaq.audit.analysis.analyse_matrices`: the same (ref, row, spectrum)
         triples, in the same order, computed by tasks of :func:`inspect_batches`.
 
         Args:
@@ -175,7 +175,7 @@ def backend_session(name: str, address: str | None = None) -> Any:
 def inspect_batches(refs: Sequence[Any], task_matrices: int = TASK_MATRICES) -> list[list[Any]]:
     """Cut ``refs`` (same-shape matrices consecutive) into the tasks of :meth:`RayBackend.analyse`: runs of one
     shape, cut where the local backend's eigenvalue batch would be full and at ``task_matrices`` matrices."""
-    from alphaq.audit.run import BATCH_BYTES
+    from alphaq.audit.analysis import BATCH_BYTES
 
     batches: list[list[Any]] = []
     for ref in refs:
@@ -194,7 +194,7 @@ def inspect_batches(refs: Sequence[Any], task_matrices: int = TASK_MATRICES) -> 
 def _inspect_task(path: str, pattern_file: str | None, fingerprint: str, names: list[str],
                   config: Any) -> list[tuple[str, dict[str, Any], Any]]:
     """Worker: open the checkpoint by path and analyse the named matrices; (name, row, spectrum) for each."""
-    from alphaq.audit.run import analyse_matrices
+    from alphaq.audit.analysis import analyse_matrices
 
     ckpt = _open_checkpoint(path, pattern_file, fingerprint)
     refs = {ref.name: ref for ref in ckpt.matrices}

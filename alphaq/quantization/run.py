@@ -11,9 +11,6 @@ files and ``quantize.json`` are written last. The format is described in ``docs/
 
 from __future__ import annotations
 
-import errno
-import json
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,12 +19,21 @@ from typing import TYPE_CHECKING, Any
 
 from alphaq.atomic import write_json
 from alphaq.errors import AlphaQError, ConfigError, PlanError
-from alphaq.locking import describe_os_error, locks_output
+from alphaq.locking import locks_output
 from alphaq.quantization import shards as st
 from alphaq.quantization import writer as fmt
 from alphaq.quantization.compute import quantize_matrix
 from alphaq.quantization.layout import QuantSpec, quantized_nbytes
 from alphaq.quantization.methods import CALIBRATED_METHODS, METHODS, QUANTIZE_METHODS
+from alphaq.quantization.output_folder import (
+    PROGRESS_FILE,
+    check_free_space,
+    check_written_bytes,
+    disk_error,
+    resume_state,
+    reusable_shard,
+    start_output,
+)
 from alphaq.runfolder import QUANTIZE_JSON
 
 if TYPE_CHECKING:
@@ -38,7 +44,6 @@ ProgressFn = Callable[[int, str, int], None]
 # QUANTIZE_JSON (quantize.json) is written last: its presence marks a finished run
 #: How zero points are stored: the quantizer's own (float) or rounded to integers (what compressed-tensors holds).
 ZERO_POINTS: tuple[str, ...] = ("float", "integer")
-PROGRESS_FILE = ".alphaq-quantize-progress.json"
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 #: Widths each method can write (the torch reference handles 1..8 for all three).
 METHOD_BITS: dict[str, tuple[int, ...]] = {method: tuple(range(1, 9)) for method in QUANTIZE_METHODS}
@@ -158,9 +163,9 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
         key["zero_points"] = zero_points
     if calibration is not None:
         key["calibration"] = calibration.record
-    finished, resuming = _resume_state(out, key)
-    _check_free_space(out, sum(s.nbytes for s in layout if s.name not in finished))
-    _start(out, key, resuming=resuming)
+    finished, resuming = resume_state(out, key)
+    check_free_space(out, sum(s.nbytes for s in layout if s.name not in finished))
+    start_output(out, key, resuming=resuming)
     job = _Job(ckpt, {m.name: m for m in ckpt.matrices}, {t.name: t for t in plan.tensors}, method, device,
                kernels, progress, on_bytes, total=sum(len(s.units) for s in layout),
                integer_zeros=zero_points == "integer", calibration=calibration)
@@ -168,7 +173,7 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
     todo: list[fmt.OutputShard] = []
     try:
         for shard in layout:
-            record = _reusable(out, shard, finished.get(shard.name))
+            record = reusable_shard(out, shard, finished.get(shard.name))
             if record is None and shard.name in finished:
                 warnings.append(f"{shard.name}: the finished shard on disk does not match its recorded size and "
                                 "sha256 (damaged since it was written); quantized it again")
@@ -183,7 +188,7 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
         for shard in todo:
             finished[shard.name] = write(job, shard, out)
             write_json(out / PROGRESS_FILE, {"key": key, "shards": finished})
-        _check_bytes(finished, layout)
+        check_written_bytes(finished, layout)
         config = fmt.quantized_config(ckpt.config, layout, job.refs, method=method,
                                       plan_fingerprint=plan.plan_fingerprint, checkpoint_fingerprint=ckpt.fingerprint)
         files = fmt.write_checkpoint_files(ckpt.path, out, config, layout)
@@ -200,7 +205,7 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
         write_json(out / QUANTIZE_JSON, manifest)
         (out / PROGRESS_FILE).unlink(missing_ok=True)
     except OSError as exc:
-        raise _disk_error(exc, out) from exc
+        raise disk_error(exc, out) from exc
     return QuantizeResult(out_dir=out, manifest=manifest)
 
 
@@ -271,99 +276,6 @@ def plan_widths(plan: Plan, ckpt: Checkpoint, method: str, *,
             raise ConfigError(f"--method {method} cannot write {t.bits}-bit weights ({t.name}); it supports widths "
                               f"{widths}: choose another --method or re-plan with --widths among them")
     return {t.name: (t.bits, t.group_size) for t in plan.tensors}, warnings
-
-
-def _resume_state(out: Path, key: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """(finished shards, resuming) for ``out``: ({}, False) for a new or empty folder, or one where a run stopped
-    before finishing any shard; the recorded shards and True for an unfinished run of the same key.
-
-    Raises:
-        AlphaQError: ``out`` is a file, or a non-empty folder that is not an unfinished run of the same key.
-    """
-    if out.exists() and not out.is_dir():
-        raise AlphaQError(f"{out}: is a file; pass a folder for --out")
-    if not out.is_dir() or not any(out.iterdir()):
-        return {}, False
-    state = _read_progress(out / PROGRESS_FILE)
-    if state is None or (out / QUANTIZE_JSON).exists():
-        raise AlphaQError(f"{out}: out directory not empty; choose another --out or remove it")
-    finished = dict(state.get("shards") or {})
-    if state.get("key") == dict(key):
-        return finished, True
-    leftovers = [p for p in out.iterdir() if p.name != PROGRESS_FILE and not _is_temporary(p)]
-    if not finished and not leftovers:  # a run that stopped before its first shard: nothing to keep
-        return {}, False
-    raise AlphaQError(f"{out}: out directory holds an unfinished run of another plan, checkpoint or options "
-                      "(method, device); re-run with the same ones to resume, or choose another --out or remove it")
-
-
-def _is_temporary(path: Path) -> bool:
-    """A temporary file of :func:`alphaq.atomic.atomic_path` (``.{name}.XXXX.tmp``)."""
-    return path.name.startswith(".") and path.name.endswith(".tmp")
-
-
-def _start(out: Path, key: Mapping[str, Any], *, resuming: bool) -> None:
-    """Create ``out`` (with a fresh progress file unless resuming), removing temporary files a killed run left."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in [p for p in out.iterdir() if _is_temporary(p)]:
-            stale.unlink()
-        if not resuming:
-            write_json(out / PROGRESS_FILE, {"key": dict(key), "shards": {}})
-    except OSError as exc:
-        raise _disk_error(exc, out) from exc
-
-
-def _read_progress(path: Path) -> dict[str, Any] | None:
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return state if isinstance(state, dict) else None
-
-
-def _reusable(out: Path, shard: fmt.OutputShard, record: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The recorded shard if its file exists with the recorded sha256, else None."""
-    path = out / shard.name
-    if record is None or not path.is_file() or path.stat().st_size != record.get("bytes"):
-        return None
-    return dict(record) if st.sha256_file(path) == record.get("sha256") else None
-
-
-def _check_bytes(finished: Mapping[str, Any], layout: Any) -> None:
-    """The quantized matrices on disk take exactly the plan's predicted bytes (payload + scales + zeros)."""
-    records = [r for shard in layout for r in finished[shard.name]["units"] if r["kind"] == "quantized"]
-    written = sum(r["bytes"] for r in records)
-    predicted = sum(r["predicted_bytes"] for r in records)
-    if written != predicted:
-        raise RuntimeError(f"quantized tensors take {written} bytes but the plan predicts {predicted} "
-                           "(bug in alphaq, please report it)")
-
-
-def _check_free_space(out: Path, needed: int) -> None:
-    folder = next(p for p in (out, *out.resolve().parents) if p.is_dir())
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        raise AlphaQError(f"{out}: {_gb(free)} free but the quantized checkpoint needs {_gb(needed)} more; free "
-                          "space or choose another --out")
-
-
-def _disk_error(exc: OSError, out: Path) -> AlphaQError:
-    """One line naming the output path that failed (never the source file a copy read from) and the fix that
-    fits the cause; the free space is given only when the disk is full."""
-    message = describe_os_error(exc, out)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        try:
-            free = _gb(shutil.disk_usage(next(p for p in (out, *out.resolve().parents) if p.is_dir())).free)
-        except OSError:
-            free = "unknown space"
-        head, _, advice = message.partition("; ")
-        message = f"{head} ({free} free); {advice}"
-    return AlphaQError(message)
-
-
-def _gb(nbytes: float) -> str:
-    return f"{nbytes / 1e9:.2f} GB"
 
 
 # -- the work ----------------------------------------------------------------------------------------

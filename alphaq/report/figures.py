@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 #: weightwatcher's bounds: alpha below is over-trained, above is under-trained.
 ALPHA_BOUNDS = (2.0, 6.0)
-#: ``alphaq.audit.run.compress_spectrum`` keeps this many top eigenvalues exactly, the rest as quantiles.
+#: ``alphaq.audit.analysis.compress_spectrum`` keeps this many top eigenvalues exactly, the rest as quantiles.
 COMPRESSED_TAIL = 256
 #: Points drawn per ESD curve (log-spaced in rank, dense in the tail) to keep pages small.
 ESD_POINTS = 160
@@ -270,7 +270,7 @@ def esd_panels(details: pd.DataFrame, experts: pd.DataFrame, spectra: Mapping[st
 def spectrum_ccdf(evals: np.ndarray, num_evals: float = math.nan) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (ascending, finite) and their empirical CCDF ``P(X >= x)``.
 
-    A compressed spectrum (fewer points than ``num_evals``; see ``alphaq.audit.run.compress_spectrum``) keeps the
+    A compressed spectrum (fewer points than ``num_evals``; see ``alphaq.audit.analysis.compress_spectrum``) keeps the
     top :data:`COMPRESSED_TAIL` eigenvalues exactly and equally spaced quantiles of the rest; each point is
     weighted accordingly so the CCDF is that of the full spectrum.
 

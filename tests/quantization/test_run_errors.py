@@ -15,6 +15,7 @@ from alphaq.cli import app
 from alphaq.errors import AlphaQError, ConfigError, PlanError
 from alphaq.load import open_checkpoint
 from alphaq.planning.plan_file import PlanTensor
+from alphaq.quantization import output_folder
 from alphaq.quantization import run as qrun
 
 from tests.quantization.quantize_helpers import WIDTHS, assert_equals_reference, expert_widths, make_plan, quantize, reference, reshard, stored_bytes, write_checkpoint  # noqa: F401
@@ -109,7 +110,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_checkpoints, tmp_path: Pa
             pytest.skip("a CUDA device is present")
         kwargs["device"] = "cuda"
     elif problem == "no_space":
-        monkeypatch.setattr(qrun.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+        monkeypatch.setattr(output_folder.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     plan = make_plan(ckpt, tmp_path / "plan.json", **plan_kwargs)
     out = tmp_path / "new" / "out"
     with pytest.raises(error, match=needle.replace("(", r"\(").replace(")", r"\)")) as caught:
