@@ -22,6 +22,7 @@ bench/results/prior_predictor.json.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -38,10 +39,10 @@ def main() -> None:
     from scipy.stats import spearmanr
 
     from alphaq.atomic import write_json
-    from alphaq.evaluation.compare_stats import plan_predictors
-    from alphaq.evaluation.perplexity import model_context
     from alphaq.evaluation import datasets
     from alphaq.evaluation.compare import _tokens
+    from alphaq.evaluation.compare_stats import plan_predictors
+    from alphaq.evaluation.perplexity import model_context
     from alphaq.evaluation.routing import random_token_routing, routing_stats
     from alphaq.load import open_checkpoint
     from alphaq.load.model import load_model
@@ -116,7 +117,7 @@ def main() -> None:
         "rows": rows,
         "min": {"gallery": min(r["gallery"] for r in rows), "gamma_study": min(r["gamma_study"] for r in rows)},
         "seconds": round(time.perf_counter() - started, 1),
-        "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform()},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "versions": versions()})
     print(f"wrote {RESULTS}")
 

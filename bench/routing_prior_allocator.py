@@ -22,6 +22,7 @@ needs a forward pass of the whole model, which a checkpoint too large for the ma
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from pathlib import Path
@@ -42,7 +43,11 @@ def main() -> None:
     from alphaq.evaluation.bootstrap import paired_bootstrap
     from alphaq.evaluation.compare import _restore, _snapshot, _tokens
     from alphaq.evaluation.perplexity import model_context, perplexity
-    from alphaq.evaluation.routing import PRIOR_SEED, PRIOR_WINDOWS, random_token_routing
+    from alphaq.evaluation.routing import (
+        PRIOR_SEED,
+        PRIOR_WINDOWS,
+        random_token_routing,
+    )
     from alphaq.evaluation.simulate import apply_plan
     from alphaq.load import open_checkpoint
     from alphaq.load.model import load_model
@@ -104,7 +109,7 @@ def main() -> None:
         "prior": {"method": "uniformly random token ids", "windows": PRIOR_WINDOWS, "seed": PRIOR_SEED,
                   "context": window},
         "prior_gammas": list(PRIOR_GAMMAS), "rows": rows, "seconds": round(time.perf_counter() - started, 1),
-        "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform()},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "versions": versions()})
     print(f"wrote {RESULTS}")
 

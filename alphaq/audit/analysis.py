@@ -71,16 +71,6 @@ def select_matrices(matrices: Sequence[Any], config: InspectConfig) -> list[Any]
     return chosen
 
 
-def import_compute_modules() -> None:
-    """Import what the computation needs before any background import starts, so that the background thread
-    never holds the import lock of a module the main thread is waiting for."""
-    import alphaq.audit.expert_quality
-    import alphaq.audit.table_files
-    import alphaq.diagnostics.esd_metrics
-    import alphaq.diagnostics.lapack
-    import alphaq.diagnostics.spectrum  # noqa: F401
-
-
 # -- internals ---------------------------------------------------------------------------------------
 
 
@@ -177,4 +167,4 @@ def _metrics_row(ref: Any, evals: np.ndarray | None, status: str, message: str, 
 
 
 __all__ = ["BATCH_BYTES", "DETAIL_COLUMNS", "DETAIL_INT_COLUMNS", "MIN_SIDE", "SPECTRUM_POINTS", "analyse_matrices",
-           "compress_spectrum", "import_compute_modules", "select_matrices"]
+           "compress_spectrum", "select_matrices"]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from alphaq.audit.table_files import is_missing
+from alphaq.audit.table_files import is_missing, number_or_nan
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -157,9 +157,9 @@ def _one_expert(key: tuple[Any, str, Any], group: Sequence[Mapping[str, Any]]) -
         "alpha_max": max(alphas) if alphas else math.nan,
         "weakest_proj": weakest["proj"] if weakest is not None else "",
         "weakest_alpha": float(weakest["alpha"]) if weakest is not None else math.nan,
-        "alpha_weighted_mean": _mean([_number(row.get("alpha_weighted")) for row in fitted]),
-        "log_norm_mean": _mean([_number(row.get("log_norm")) for row in group]),
-        "stable_rank_mean": _mean([_number(row.get("stable_rank")) for row in group]),
+        "alpha_weighted_mean": _mean([number_or_nan(row.get("alpha_weighted")) for row in fitted]),
+        "log_norm_mean": _mean([number_or_nan(row.get("log_norm")) for row in group]),
+        "stable_rank_mean": _mean([number_or_nan(row.get("stable_rank")) for row in group]),
         "status": "success" if len(fitted) == len(group) else ("failed" if not fitted else "partial"),
     }
 
@@ -183,10 +183,6 @@ def _ranks(values: Sequence[float]) -> list[int | None]:
 def _sort_key(key: tuple[Any, str, Any]) -> tuple[Any, ...]:
     layer, role, expert = key
     return (layer is None, layer or 0, role, expert is None, expert or 0)
-
-
-def _number(value: Any) -> float:
-    return math.nan if is_missing(value) else float(value)
 
 
 def _int_or_none(value: Any) -> int | None:

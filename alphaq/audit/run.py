@@ -30,9 +30,9 @@ from alphaq.audit.analysis import (  # noqa: F401  (BATCH_BYTES, MIN_SIDE, compr
     MIN_SIDE,
     analyse_matrices,
     compress_spectrum,
-    import_compute_modules,
     select_matrices,
 )
+from alphaq.audit.table_files import number_or_nan
 from alphaq.errors import AlphaQError, ConfigError
 from alphaq.locking import locks_output
 from alphaq.runfolder import (
@@ -165,11 +165,10 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
     spectra: dict[str, np.ndarray] = {}
     # Same-shape matrices are consecutive so their SVDs batch; rows go back to checkpoint order below.
     by_shape = sorted(refs, key=lambda r: (r.shape, order[r.name]))
-    import_compute_modules()
     analysed = (analyse_matrices(ckpt, by_shape, config) if backend is None
                 else backend.analyse(ckpt, by_shape, config, pattern_file=pattern_file))
     for ref, row, spectrum in analysed:
-        if not rows:  # the first matrices are computing: pyarrow's import overlaps them, not their start
+        if not rows:  # the first matrices are computing (and their modules loaded): pyarrow's import overlaps them
             _preload_writers()
         rows.append(row)
         if spectrum is not None:
@@ -204,7 +203,7 @@ def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
     leaves none of them, and inspect.json is renamed into place last; returns the folder."""
     from alphaq.atomic import staged_files
     from alphaq.audit.expert_quality import EXPERT_COLUMNS, EXPERT_INT_COLUMNS
-    from alphaq.audit.table_files import write_csv, write_parquet
+    from alphaq.audit.table_files import column_kinds, write_csv, write_parquet
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -214,16 +213,17 @@ def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
     arrays: dict[str, np.ndarray] = {}
     for name, evals in result.spectra.items():
         arrays[name] = evals
-        arrays[f"{name}::xmin"] = np.asarray(_float(by_name[name].get("xmin")), dtype=np.float64)
-        arrays[f"{name}::alpha"] = np.asarray(_float(by_name[name].get("alpha")), dtype=np.float64)
+        arrays[f"{name}::xmin"] = np.asarray(number_or_nan(by_name[name].get("xmin")), dtype=np.float64)
+        arrays[f"{name}::alpha"] = np.asarray(number_or_nan(by_name[name].get("alpha")), dtype=np.float64)
+    kinds = column_kinds(details, DETAIL_COLUMNS, DETAIL_INT_COLUMNS)  # one typing pass for the CSV and the Parquet
     with staged_files(out) as files:
-        files.write_with(DETAILS_CSV, lambda p: write_csv(p, details, DETAIL_COLUMNS, DETAIL_INT_COLUMNS))
+        files.write_with(DETAILS_CSV, lambda p: write_csv(p, details, DETAIL_COLUMNS, kinds=kinds))
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             files.write_with("details.json", lambda p: result.details.to_json(p, orient="records", indent=1))
         else:
-            files.write_with(DETAILS_PARQUET, lambda p: write_parquet(p, details, DETAIL_COLUMNS, DETAIL_INT_COLUMNS))
+            files.write_with(DETAILS_PARQUET, lambda p: write_parquet(p, details, DETAIL_COLUMNS, kinds=kinds))
         files.write_with(EXPERTS_CSV, lambda p: write_csv(p, experts, EXPERT_COLUMNS, EXPERT_INT_COLUMNS))
         files.write_with(SPECTRA_NPZ, lambda p: _save_npz(p, arrays))
         files.write_json(INSPECT_JSON, result.manifest)
@@ -256,7 +256,7 @@ def _plotted_spectra(details: list[dict[str, Any]], experts: list[dict[str, Any]
         for pick in (routed[0], routed[len(routed) // 2], routed[-1]):
             names.extend(row["name"] for row in details if row.get("layer") == pick["layer"]
                          and row.get("expert") == pick["expert"] and row["role"] == "expert")
-    fitted = sorted((row for row in details if row["status"] == "success"), key=lambda row: -_float(row.get("alpha")))
+    fitted = sorted((row for row in details if row["status"] == "success"), key=lambda row: -number_or_nan(row.get("alpha")))
     names.extend(row["name"] for row in fitted[:3])
     return {n: spectra[n] for n in dict.fromkeys(names) if n in spectra}
 
@@ -273,10 +273,6 @@ def _warnings(details: list[dict[str, Any]], experts: list[dict[str, Any]], ckpt
     for label, count in sorted(flagged.items(), key=lambda item: -item[1]):  # most frequent first, ties in order
         out.append(f"{count} expert{'s' if count != 1 else ''} flagged '{label}'")
     return out
-
-
-def _float(value: Any) -> float:
-    return math.nan if value is None else float(value)
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

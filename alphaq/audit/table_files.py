@@ -57,7 +57,7 @@ def column_kinds(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
 
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-              int_columns: Sequence[str] = ()) -> None:
+              int_columns: Sequence[str] = (), *, kinds: Mapping[str, ColumnKind] | None = None) -> None:
     """Write ``rows`` as ``DataFrame(rows, columns=columns).to_csv(path, index=False)`` would.
 
     Args:
@@ -65,8 +65,9 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
         rows: the table's rows (dicts; absent keys are missing values).
         columns: the columns, in order.
         int_columns: columns written as nullable integers.
+        kinds: :func:`column_kinds` of the rows, when the caller has them (one pass for a CSV and a Parquet file).
     """
-    kinds = column_kinds(rows, columns, int_columns)
+    kinds = kinds or column_kinds(rows, columns, int_columns)
     with Path(path).open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(columns)
@@ -75,7 +76,7 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
 
 
 def write_parquet(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-                  int_columns: Sequence[str] = ()) -> None:
+                  int_columns: Sequence[str] = (), *, kinds: Mapping[str, ColumnKind] | None = None) -> None:
     """Write ``rows`` as a Parquet file with pyarrow (int64 / float64 / bool / string columns, nulls for missing).
 
     Args:
@@ -83,6 +84,7 @@ def write_parquet(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: 
         rows: the table's rows.
         columns: the columns, in order.
         int_columns: columns written as nullable int64.
+        kinds: :func:`column_kinds` of the rows, when the caller has them.
 
     Raises:
         ImportError: pyarrow is not installed.
@@ -90,7 +92,7 @@ def write_parquet(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    kinds = column_kinds(rows, columns, int_columns)
+    kinds = kinds or column_kinds(rows, columns, int_columns)
     arrays = [_arrow_column([row.get(column) for row in rows], kinds[column]) for column in columns]
     table = pa.Table.from_arrays(arrays, names=list(columns)).replace_schema_metadata(_pandas_metadata(columns, kinds))
     pq.write_table(table, str(path))
@@ -104,6 +106,11 @@ def is_missing(value: Any) -> bool:
         return math.isnan(value)
     except TypeError:  # text, or pandas.NA (which refuses float())
         return type(value).__name__ == "NAType"
+
+
+def number_or_nan(value: Any) -> float:
+    """``float(value)``, or NaN for a missing value (:func:`is_missing`)."""
+    return math.nan if is_missing(value) else float(value)
 
 
 # -- internals ---------------------------------------------------------------------------------------
@@ -144,7 +151,7 @@ def _csv_cell(value: Any, kind: ColumnKind) -> str:
     return str(value)
 
 
-def _pandas_metadata(columns: Sequence[str], kinds: dict[str, ColumnKind]) -> dict[bytes, bytes]:
+def _pandas_metadata(columns: Sequence[str], kinds: Mapping[str, ColumnKind]) -> dict[bytes, bytes]:
     """The schema metadata ``DataFrame.to_parquet`` writes, so that ``pandas.read_parquet`` gives the nullable
     integer columns back as "Int64" (without it they read as float64)."""
     import json

@@ -47,12 +47,12 @@ def test_random_token_prior_ranks_the_bundled_models_experts_like_real_text(shar
     from scipy.stats import spearmanr
 
     from alphaq.evaluation.routing import random_token_routing
-    from alphaq.load.model import load_model
+    from alphaq.load.model import load_model, tokenize_text
     from alphaq.zoo.demo import demo_model_path
 
     model, tokenizer = load_model(demo_model_path(), device="cpu", dtype=torch.float32)
     text = (shared_data_dir / "wikitext-2" / "test.txt").read_text(encoding="utf-8")[:400_000]
-    ids = torch.tensor(tokenizer(text)["input_ids"])
+    ids = torch.tensor(tokenize_text(tokenizer, text))
     real = routing_stats(model, ids, context=256, max_windows=16).shares()
     prior = random_token_routing(model, context=256, windows=16).shares()
     keys = sorted(real)
