@@ -30,6 +30,7 @@ from alphaq.audit.analysis import (  # noqa: F401  (BATCH_BYTES, MIN_SIDE, compr
     MIN_SIDE,
     analyse_matrices,
     compress_spectrum,
+    schedule_matrices,
     select_matrices,
 )
 from alphaq.audit.table_files import number_or_nan
@@ -163,13 +164,11 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
     order = {ref.name: i for i, ref in enumerate(refs)}
     rows: list[dict[str, Any]] = []
     spectra: dict[str, np.ndarray] = {}
-    # Same-shape matrices are consecutive so their SVDs batch; rows go back to checkpoint order below.
-    by_shape = sorted(refs, key=lambda r: (r.shape, order[r.name]))
-    analysed = (analyse_matrices(ckpt, by_shape, config) if backend is None
-                else backend.analyse(ckpt, by_shape, config, pattern_file=pattern_file))
+    # Costliest first, same shapes consecutive (so their SVDs batch); rows go back to checkpoint order below.
+    scheduled = schedule_matrices(refs)
+    analysed = (analyse_matrices(ckpt, scheduled, config) if backend is None
+                else backend.analyse(ckpt, scheduled, config, pattern_file=pattern_file))
     for ref, row, spectrum in analysed:
-        if not rows:  # the first matrices are computing (and their modules loaded): pyarrow's import overlaps them
-            _preload_writers()
         rows.append(row)
         if spectrum is not None:
             spectra[ref.name] = spectrum
@@ -198,7 +197,7 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
 
 @locks_output("out_dir", "inspect")
 def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
-    """Write the run folder: details.csv (+ .parquet when pyarrow is installed), experts.csv, spectra.npz,
+    """Write the run folder: details.csv and .parquet, experts.csv, spectra.npz,
     inspect.json. The files are written together (:func:`alphaq.atomic.staged_files`): a failure (a full disk)
     leaves none of them, and inspect.json is renamed into place last; returns the folder."""
     from alphaq.atomic import staged_files
@@ -218,12 +217,7 @@ def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
     kinds = column_kinds(details, DETAIL_COLUMNS, DETAIL_INT_COLUMNS)  # one typing pass for the CSV and the Parquet
     with staged_files(out) as files:
         files.write_with(DETAILS_CSV, lambda p: write_csv(p, details, DETAIL_COLUMNS, kinds=kinds))
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            files.write_with("details.json", lambda p: result.details.to_json(p, orient="records", indent=1))
-        else:
-            files.write_with(DETAILS_PARQUET, lambda p: write_parquet(p, details, DETAIL_COLUMNS, kinds=kinds))
+        files.write_with(DETAILS_PARQUET, lambda p: write_parquet(p, details, DETAIL_COLUMNS, kinds=kinds))
         files.write_with(EXPERTS_CSV, lambda p: write_csv(p, experts, EXPERT_COLUMNS, EXPERT_INT_COLUMNS))
         files.write_with(SPECTRA_NPZ, lambda p: _save_npz(p, arrays))
         files.write_json(INSPECT_JSON, result.manifest)
@@ -231,18 +225,6 @@ def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
 
 
 # -- internals ---------------------------------------------------------------------------------------
-
-
-def _preload_writers() -> None:
-    """Import pyarrow's Parquet writer on a background thread (about 0.1 s that overlaps the eigenvalue
-    computation instead of following it); nothing when pyarrow is missing or already loaded."""
-    import importlib.util
-    import sys
-    import threading
-
-    if "pyarrow.parquet" not in sys.modules and importlib.util.find_spec("pyarrow") is not None:
-        threading.Thread(target=importlib.import_module, args=("pyarrow.parquet",), name="alphaq-preload",
-                         daemon=True).start()
 
 
 def _plotted_spectra(details: list[dict[str, Any]], experts: list[dict[str, Any]],

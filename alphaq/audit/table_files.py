@@ -9,8 +9,8 @@ what ``DataFrame.to_csv(index=False)`` writes (tested):
   ``repr`` (``2.0``, ``1e-05``), missing values empty;
 * booleans only, none missing: ``True``/``False``; anything else (text): as text, missing values empty.
 
-Parquet (pyarrow, when installed) gets the same column types: int64 (nullable), float64, bool, string; NaN is
-written as null, as ``DataFrame.to_parquet`` does.
+Parquet (:mod:`alphaq.audit.parquet_encoding`, no pyarrow needed) gets the same column types: int64 (nullable),
+float64, bool, string; NaN is written as null, as ``DataFrame.to_parquet`` does.
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
 
 def write_parquet(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
                   int_columns: Sequence[str] = (), *, kinds: Mapping[str, ColumnKind] | None = None) -> None:
-    """Write ``rows`` as a Parquet file with pyarrow (int64 / float64 / bool / string columns, nulls for missing).
+    """Write ``rows`` as a Parquet file (int64 / float64 / bool / string columns, nulls for missing values) with
+    :mod:`alphaq.audit.parquet_encoding`: no pyarrow needed. pandas' schema metadata is stored, so
+    ``pandas.read_parquet`` gives the frame ``DataFrame.to_parquet`` would have written (nullable ints as Int64).
 
     Args:
         path: the file to write (the caller makes the write atomic).
@@ -85,17 +87,13 @@ def write_parquet(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: 
         columns: the columns, in order.
         int_columns: columns written as nullable int64.
         kinds: :func:`column_kinds` of the rows, when the caller has them.
-
-    Raises:
-        ImportError: pyarrow is not installed.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from alphaq.audit.parquet_encoding import ParquetColumn, encode_table
 
     kinds = kinds or column_kinds(rows, columns, int_columns)
-    arrays = [_arrow_column([row.get(column) for row in rows], kinds[column]) for column in columns]
-    table = pa.Table.from_arrays(arrays, names=list(columns)).replace_schema_metadata(_pandas_metadata(columns, kinds))
-    pq.write_table(table, str(path))
+    table = [ParquetColumn(column, _PARQUET_KINDS[kinds[column]], [_parquet_cell(row.get(column), kinds[column])
+                                                                   for row in rows]) for column in columns]
+    Path(path).write_bytes(encode_table(table, _pandas_metadata(columns, kinds), created_by=_created_by()))
 
 
 def is_missing(value: Any) -> bool:
@@ -151,40 +149,41 @@ def _csv_cell(value: Any, kind: ColumnKind) -> str:
     return str(value)
 
 
-def _pandas_metadata(columns: Sequence[str], kinds: Mapping[str, ColumnKind]) -> dict[bytes, bytes]:
+#: Parquet column kind of each table column kind.
+_PARQUET_KINDS = {"nullable_int": "int64", "int": "int64", "float": "float64", "bool": "bool", "text": "string"}
+
+
+def _parquet_cell(value: Any, kind: ColumnKind) -> Any:
+    """A cell as its Parquet column stores it: None when missing (NaN included, as ``DataFrame.to_parquet``
+    writes it), else int / float / bool / str."""
+    if is_missing(value):
+        return None
+    if kind in ("nullable_int", "int"):
+        return int(value)
+    if kind == "float":
+        return float(value)
+    if kind == "bool":
+        return bool(value)
+    return value if isinstance(value, str) else str(value)
+
+
+def _created_by() -> str:
+    from alphaq._version import __version__
+
+    return f"alphaq version {__version__}"
+
+
+def _pandas_metadata(columns: Sequence[str], kinds: Mapping[str, ColumnKind]) -> dict[str, str]:
     """The schema metadata ``DataFrame.to_parquet`` writes, so that ``pandas.read_parquet`` gives the nullable
     integer columns back as "Int64" (without it they read as float64)."""
     import json
 
-    import pyarrow as pa
+    from alphaq._version import __version__
 
     pandas_types = {"nullable_int": ("int64", "Int64"), "int": ("int64", "int64"), "float": ("float64", "float64"),
                     "bool": ("bool", "bool"), "text": ("unicode", "object")}
-    meta = {"index_columns": [], "column_indexes": [], "creator": {"library": "pyarrow", "version": pa.__version__},
+    meta = {"index_columns": [], "column_indexes": [], "creator": {"library": "alphaq", "version": __version__},
             "pandas_version": None,  # not written by pandas (looking its version up costs start-up)
             "columns": [{"name": c, "field_name": c, "pandas_type": pandas_types[kinds[c]][0],
                          "numpy_type": pandas_types[kinds[c]][1], "metadata": None} for c in columns]}
-    return {b"pandas": json.dumps(meta).encode("utf-8")}
-
-
-def _arrow_column(values: list[Any], kind: ColumnKind) -> Any:
-    """One pyarrow array built from its buffers (validity bitmap, values or offsets + UTF-8 bytes):
-    ``pyarrow.array`` would import pandas to check its input's type, which is what this module avoids."""
-    import pyarrow as pa
-
-    valid = np.array([not is_missing(value) for value in values], dtype=bool)  # [n]
-    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
-    nulls = int(len(values) - valid.sum())
-    if kind in ("nullable_int", "int", "float"):
-        dtype = np.float64 if kind == "float" else np.int64
-        data = np.array([v if ok else 0 for v, ok in zip(values, valid)], dtype=dtype)  # [n]
-        arrow_type = pa.float64() if kind == "float" else pa.int64()
-        return pa.Array.from_buffers(arrow_type, len(values), [bitmap, pa.py_buffer(data.tobytes())], nulls)
-    if kind == "bool":
-        data = np.packbits(np.array([bool(v) if ok else False for v, ok in zip(values, valid)]), bitorder="little")
-        return pa.Array.from_buffers(pa.bool_(), len(values), [bitmap, pa.py_buffer(data.tobytes())], nulls)
-    encoded = [(v if isinstance(v, str) else str(v)).encode("utf-8") if ok else b"" for v, ok in zip(values, valid)]
-    offsets = np.zeros(len(values) + 1, dtype=np.int32)  # [n + 1]
-    np.cumsum([len(item) for item in encoded], out=offsets[1:])
-    buffers = [bitmap, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(encoded))]
-    return pa.Array.from_buffers(pa.string(), len(values), buffers, nulls)
+    return {"pandas": json.dumps(meta)}

@@ -36,6 +36,7 @@ from alphaq.cli.common import (
     WidthsOpt,
     fail,
     plan_config,
+    preload_on_first_call,
     progress_bar,
     split_list,
     user_errors,
@@ -91,7 +92,8 @@ def inspect(
                                layers=parse_ints(layers, "--layers"), experts_only=experts_only, tail_test=tail_test,
                                farms=farms, seed=seed)
         with backend_session(backend, ray_address) as compute, progress_bar("inspect") as advance:
-            result = run_inspect(model, config, pattern_file=pattern_file, progress=advance, backend=compute)
+            progress = preload_on_first_call(advance, "rich.console", "rich.table")  # for the summary
+            result = run_inspect(model, config, pattern_file=pattern_file, progress=progress, backend=compute)
         save_inspect(result, out)
         if html:
             from alphaq.report.inspect_page import render_inspect

@@ -27,6 +27,8 @@ _Key = TypeVar("_Key")
 
 #: A chunk of a batch converted to the working dtype at once holds at most this many bytes.
 _CHUNK_BYTES = 512 * 1024 * 1024
+#: :func:`stream_eigenvalues` holds at most this many results per worker ahead of a slower matrix.
+_LOOKAHEAD = 8
 
 
 def eigenvalues(
@@ -205,7 +207,9 @@ def stream_eigenvalues(
     Each matrix runs on a thread of its own with a single-threaded BLAS (LAPACK releases the GIL), while this
     generator pulls the next item from ``items``: a reader of ``items`` overlaps file reads with the
     computation. At most ``workers + 1`` matrices are held besides the one being read, so peak memory is
-    about ``workers + 2`` matrices plus ``workers`` Gram matrices, whatever the stream's length.
+    about ``workers + 2`` matrices plus ``workers`` Gram matrices, whatever the stream's length. Results come
+    back in input order, but a slow matrix does not hold the others up: the workers go on with the matrices
+    behind it, whose eigenvalues wait (up to 8 per worker) until it is done.
 
     Args:
         items: (key, matrix [M, N] numpy array, or None to pass the key through) pairs.
@@ -244,18 +248,31 @@ def stream_eigenvalues(
         for key, matrix in items:
             yield key, None if matrix is None else one(matrix)
         return
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
+    # In input order: (key, future or None). A matrix is held until its computation ends, so at most
+    # ``threads + 1`` are held (one queued for the next free worker) besides the one being read. Finished results
+    # (eigenvalues only) wait here for the slower matrices ahead of them, up to ``_LOOKAHEAD`` per worker: a large
+    # matrix at the head does not idle the other workers.
     pending: deque[tuple[_Key, Any]] = deque()
+
+    def finished_heads() -> Iterator[tuple[_Key, np.ndarray | None]]:
+        while pending and (pending[0][1] is None or pending[0][1].done()):
+            done_key, future = pending.popleft()
+            yield done_key, None if future is None else future.result()
+
     with _single_threaded_blas(), ThreadPoolExecutor(max_workers=threads) as pool:
         for key, matrix in items:
             pending.append((key, None if matrix is None else pool.submit(one, matrix)))
             del matrix
-            while len(pending) > threads:
-                done_key, future = pending.popleft()
-                yield done_key, None if future is None else future.result()
-        while pending:
-            done_key, future = pending.popleft()
+            yield from finished_heads()
+            while True:
+                running = [future for _, future in pending if future is not None and not future.done()]
+                if len(running) <= threads and len(pending) <= _LOOKAHEAD * threads:
+                    break
+                wait(running, return_when=FIRST_COMPLETED)
+                yield from finished_heads()
+        for done_key, future in pending:  # the end of the stream: in order
             yield done_key, None if future is None else future.result()
 
 

@@ -67,15 +67,17 @@ def test_experts_only_on_a_dense_model_is_a_clear_error(tmp_path):
 
 
 def test_cpu_inspect_command_imports_neither_torch_nor_pandas(tmp_path):
-    """The whole-command speed rests on this: on CPU `alphaq inspect` reads with numpy, computes with LAPACK and
-    writes its tables without pandas (about 0.4 s of import a small audit would otherwise wait for)."""
+    """The whole-command speed rests on this: on CPU `alphaq inspect` (the console entry point) reads with numpy,
+    computes with LAPACK and writes its tables without pandas or pyarrow (about 0.4 s and 0.15 s of import a
+    small audit would otherwise wait for)."""
     import subprocess
     import sys
 
-    code = ("import sys\nfrom alphaq.cli import app\n"
+    code = ("import sys\nfrom alphaq.cli.app import main\n"
             f"sys.argv = ['alphaq', 'inspect', '--out', {str(tmp_path / 'run')!r}, '--no-html']\n"
-            "try:\n    app()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\nassert 'pandas' not in sys.modules, 'pandas imported'\n")
+            "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
+            "for name in ('torch', 'pandas', 'pyarrow'):\n"
+            "    assert name not in sys.modules, name + ' imported'\n")
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "run" / "details.csv").is_file() and (tmp_path / "run" / "details.parquet").is_file()
@@ -105,3 +107,16 @@ def test_saved_tables_are_what_pandas_writes(tmp_path):
     assert result.experts["status"].tolist() == ["partial", "success"]
     pd.testing.assert_frame_equal(pd.read_parquet(out / "details.parquet"), result.details, check_dtype=False)
     assert str(pd.read_parquet(out / "details.parquet")["layer"].dtype) == "Int64"
+
+
+def test_schedule_runs_the_costliest_first_and_keeps_shapes_together():
+    """Longest-processing-time order: the largest Gram first, same shapes consecutive in checkpoint order, the
+    small matrices (routers) last; the tables stay in checkpoint order."""
+    from types import SimpleNamespace
+
+    from alphaq.audit.analysis import schedule_matrices
+
+    refs = [SimpleNamespace(name=n, shape=s) for n, s in [("router", (8, 64)), ("up0", (128, 64)), ("down0", (64, 128)),
+                                                          ("big", (256, 512)), ("up1", (128, 64)), ("down1", (64, 128))]]
+    order = [ref.name for ref in schedule_matrices(refs)]
+    assert order == ["big", "down0", "down1", "up0", "up1", "router"]  # [64,128] and [128,64]: equal cost, by shape

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from alphaq.cli import app
@@ -17,6 +18,49 @@ def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "inspect" in result.output
+
+
+@pytest.mark.parametrize("command", ["inspect", "plan", "quantize", "run", "report", "gallery", "export", "llamacpp",
+                                     "lmeval", "eval", "compare"])
+def test_one_command_application_is_the_same_command(command):
+    """The console entry point builds the invoked command only; its help (options, defaults, text) and its
+    errors are those of the full application."""
+    from alphaq.cli.app import COMMANDS, build_app
+
+    assert sorted(entry[0] for entry in COMMANDS) == sorted(typer.main.get_command(app).commands)
+    lone = build_app(only=command)
+    for args in ([command, "--help"], [command, "--no-such-option"]):
+        full, one = runner.invoke(app, args), runner.invoke(lone, args)
+        assert (one.exit_code, one.output) == (full.exit_code, full.output)
+    assert len(typer.main.get_command(lone).commands) == 1
+
+
+def test_unknown_command_name_is_refused():
+    from alphaq.cli.app import build_app
+
+    with pytest.raises(ValueError, match="no alphaq command 'nope'"):
+        build_app(only="nope")
+
+
+def test_console_entry_point_runs_a_command_and_the_group_help(tmp_path):
+    """``main`` as the installed ``alphaq`` script runs it: a command through its one-command application (same
+    files as through the full one), anything else (``--help``, an unknown name) through the full application."""
+    import subprocess
+    import sys
+
+    def alphaq(*args: str) -> subprocess.CompletedProcess:
+        code = "import sys\nfrom alphaq.cli.app import main\nsys.argv[0] = 'alphaq'\nmain()\n"
+        return subprocess.run([sys.executable, "-c", code, *args], check=False, capture_output=True, text=True, timeout=300)
+
+    done = alphaq("inspect", "--out", str(tmp_path / "run"), "--no-html")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert runner.invoke(app, ["inspect", "--out", str(tmp_path / "full"), "--no-html"]).exit_code == 0
+    for name in ("details.csv", "experts.csv", "details.parquet"):
+        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
+    listing = alphaq("--help")
+    assert listing.returncode == 0 and all(f" {name} " in listing.stdout for name in ("inspect", "compare", "llamacpp"))
+    unknown = alphaq("nope")
+    assert unknown.returncode == 2 and "No such command 'nope'" in unknown.stderr
 
 
 def test_inspect_tiny_qwen2_moe(tiny_checkpoints, tmp_path):

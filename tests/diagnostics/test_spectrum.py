@@ -145,3 +145,29 @@ def test_numpy_input_equals_torch_input_and_stream_keeps_order() -> None:
     assert count_nonfinite(np.full((4, 4), 3e38, dtype=np.float32)) == 0  # the sum overflows, the values do not
     with pytest.raises(ValueError, match="NaN"):
         list(stream_eigenvalues([("x", bad)], workers=2))
+
+
+def test_stream_goes_on_past_a_slow_matrix_and_keeps_order() -> None:
+    """A large matrix at the head of the stream does not idle the other workers: the matrices behind it are
+    read and computed meanwhile (more than ``workers + 1`` items pulled before its result comes back, which was
+    the old bound), and the results still come back in input order with at most ``workers + 1`` in flight."""
+    from alphaq.diagnostics.spectrum import stream_eigenvalues
+
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((700, 1400)).astype(np.float32)  # ~0.1 s of Gram + eigenvalues
+    small = [rng.standard_normal((6, 9)).astype(np.float32) for _ in range(10)]
+    pulled: list[int] = []
+
+    def items():
+        for index, matrix in enumerate([big, *small]):
+            pulled.append(index)
+            yield index, matrix
+
+    stream = stream_eigenvalues(items(), dtype="float64", workers=2)
+    first_key, first = next(stream)
+    assert first_key == 0 and first.shape == (700,)
+    assert len(pulled) > 3  # workers + 1 = 3 was the old bound
+    rest = list(stream)
+    assert [key for key, _ in rest] == list(range(1, 11))
+    for (_, got), matrix in zip(rest, small):
+        np.testing.assert_allclose(got, eigenvalues(matrix, dtype=torch.float64), rtol=1e-12, atol=1e-12)
