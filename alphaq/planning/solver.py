@@ -29,11 +29,10 @@ from typing import Literal
 import numpy as np
 
 from alphaq.errors import PlanError
+from alphaq.planning.core_solvers import DP_MAX_CELLS, solve_core_dp, solve_core_milp  # noqa: F401  (DP_MAX_CELLS: re-exported)
 
 #: Relative slack when deciding that a reduced cost proves a choice cannot be optimal.
 FIXING_TOLERANCE = 1e-9
-#: Largest (core units x deviation states) table the exact DP builds (int8 back-pointers, bytes).
-DP_MAX_CELLS = 100_000_000
 
 CoreMethod = Literal["auto", "dp", "milp"]
 
@@ -318,13 +317,13 @@ def solve_exact(cost: np.ndarray, weight: np.ndarray, capacity: float, allowed_m
     if core == "dp" and not integral:
         raise ValueError("core='dp' needs integer weights; use core='milp' or 'auto'")
     if core in ("auto", "dp") and integral:
-        result = _solve_core_dp(cost[free], weight[free], keep[free], reduced[free], core_capacity, gap_abs,
+        result = solve_core_dp(cost[free], weight[free], keep[free], reduced[free], core_capacity, gap_abs,
                                 start + time_limit)
         if result == "too_large" and core == "dp":
             raise ValueError("the DP state range exceeds DP_MAX_CELLS for this instance; use core='milp' or 'auto'")
     if result is None or result == "too_large":
         remaining = max(0.0, start + time_limit - time.perf_counter())
-        result = _solve_core_milp(cost[free], weight[free], keep[free], core_capacity, remaining, mip_rel_gap)
+        result = solve_core_milp(cost[free], weight[free], keep[free], core_capacity, remaining, mip_rel_gap)
     if not isinstance(result, tuple):  # time limit without a solution of its own
         return _finish(cost, orig_weight, incumbent, dual, "time_limit", start, "exact", lam, int(free.sum()))
     core_choice, core_bound, core_status = result
@@ -335,96 +334,3 @@ def solve_exact(cost: np.ndarray, weight: np.ndarray, capacity: float, allowed_m
     proven = max(dual, fixed_cost + core_bound)
     status = core_status if better else ("fallback" if total_weight > orig_capacity else "time_limit")
     return _finish(cost, orig_weight, final, proven, status, start, "exact", lam, int(free.sum()))
-
-
-def _deviation_reach(delta: np.ndarray, reduced: np.ndarray, keep: np.ndarray, gap_abs: float, sign: int) -> int:
-    """Largest total deviation of one sign any choice with summed reduced cost <= gap_abs can make."""
-    ok = keep & (sign * delta > 0)  # [F, W]
-    cheapest = np.sort(np.where(ok, reduced, np.inf).min(axis=1))  # [F] least reduced cost to move this way
-    movers = int(np.searchsorted(np.cumsum(cheapest), gap_abs, side="right"))
-    largest = np.sort(np.where(ok, sign * delta, 0).max(axis=1))[::-1]  # [F]
-    return int(largest[:movers].sum())
-
-
-def _solve_core_dp(cost: np.ndarray, weight: np.ndarray, keep: np.ndarray, reduced: np.ndarray,
-                   capacity: float, gap_abs: float, deadline: float) -> tuple[np.ndarray, float, str] | str:
-    """Exact DP over the total weight deviation from each unit's Lagrangian choice (integer weights).
-
-    Any solution at least as good as the incumbent has summed reduced cost <= ``gap_abs``, so its positive
-    and negative deviations, and every partial sum of them, lie in ``[-down, up]`` (:func:`_deviation_reach`).
-    Returns (choice [F], lower bound = its objective, "optimal"), or ``"too_large"`` when the table would
-    exceed :data:`DP_MAX_CELLS`, or ``"timeout"`` when the deadline passes.
-    """
-    num_units = cost.shape[0]
-    rows = np.arange(num_units)
-    ref = np.where(keep, reduced, np.inf).argmin(axis=1)  # [F] the Lagrangian choice (reduced cost 0)
-    delta = np.where(keep, weight - weight[rows, ref][:, None], 0.0).astype(np.int64)  # [F, W]
-    d_cost = cost - cost[rows, ref][:, None]  # [F, W]
-    up = _deviation_reach(delta, reduced, keep, gap_abs, 1)
-    down = _deviation_reach(delta, reduced, keep, gap_abs, -1)
-    size = up + down + 1
-    if size * num_units > DP_MAX_CELLS:
-        return "too_large"
-    vals = np.full(size, np.inf)
-    vals[down] = 0.0  # index = deviation + down
-    pick = np.zeros((num_units, size), dtype=np.int8)  # [F, S] option chosen to reach each state
-    for unit in range(num_units):
-        if unit % 1024 == 0 and time.perf_counter() > deadline:
-            return "timeout"
-        new = np.full(size, np.inf)
-        for option in np.flatnonzero(keep[unit]):
-            d = int(delta[unit, option])
-            if abs(d) >= size:
-                continue
-            shifted = np.full(size, np.inf)
-            if d >= 0:
-                shifted[d:] = vals[:size - d] + d_cost[unit, option]
-            else:
-                shifted[:size + d] = vals[-d:] + d_cost[unit, option]
-            better = shifted < new
-            new[better] = shifted[better]
-            pick[unit, better] = option
-        vals = new
-    limit = int(np.floor(capacity - float(weight[rows, ref].sum()) + 1e-9)) + down  # highest feasible index
-    if limit < 0:  # cannot happen: the incumbent is a feasible state in range
-        return "too_large"
-    state = int(np.argmin(vals[:min(limit, size - 1) + 1]))
-    if not np.isfinite(vals[state]):
-        return "too_large"
-    choice = np.empty(num_units, dtype=np.int64)
-    for unit in range(num_units - 1, -1, -1):
-        choice[unit] = pick[unit, state]
-        state -= int(delta[unit, choice[unit]])
-    objective = float(cost[rows, choice].sum())
-    return choice, objective, "optimal"
-
-
-def _solve_core_milp(cost: np.ndarray, weight: np.ndarray, keep: np.ndarray, capacity: float, time_limit: float,
-                mip_rel_gap: float) -> tuple[np.ndarray, float, str] | None:
-    """HiGHS on the reduced problem; returns (choice [U'], lower bound, status) or None if no solution."""
-    from scipy import sparse
-    from scipy.optimize import Bounds, LinearConstraint, milp
-
-    num_units, num_options = cost.shape
-    unit_idx, option_idx = np.nonzero(keep)  # variables, unit-major
-    shift = np.where(keep, cost, np.inf).min(axis=1)  # [U'] per-unit constant, removed for conditioning
-    c = cost[unit_idx, option_idx] - shift[unit_idx]
-    scale = float(c[c > 0].mean()) if (c > 0).any() else 1.0
-    w_scale = float(weight[unit_idx, option_idx].max()) or 1.0
-    n = unit_idx.size
-    one_each = sparse.csr_array((np.ones(n), (unit_idx, np.arange(n))), shape=(num_units, n))
-    w_row = sparse.csr_array((weight[unit_idx, option_idx] / w_scale)[None, :])
-    result = milp(c / scale, integrality=np.ones(n), bounds=Bounds(0, 1),
-                  constraints=[LinearConstraint(one_each, 1, 1),
-                               LinearConstraint(w_row, -np.inf, capacity / w_scale)],
-                  options={"time_limit": float(time_limit), "mip_rel_gap": float(mip_rel_gap)})
-    if result.x is None:
-        return None
-    x = np.zeros((num_units, num_options))
-    x[unit_idx, option_idx] = result.x
-    x[~keep] = -np.inf
-    choice = x.argmax(axis=1)
-    dual_bound = getattr(result, "mip_dual_bound", None)
-    lower = float(dual_bound) * scale if dual_bound is not None and np.isfinite(dual_bound) else -np.inf
-    status = "optimal" if result.status == 0 else "time_limit"
-    return choice, lower + float(shift.sum()), status
