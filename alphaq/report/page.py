@@ -270,11 +270,6 @@ def fmt_seconds(value: Any) -> str:
     return f"{int(minutes)} min {rest:.0f} s" if minutes < 60 else f"{minutes / 60:.1f} h"
 
 
-def one_line(err: BaseException) -> str:
-    """An exception's message on one line (for AlphaQError messages)."""
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def provenance_from_manifest(manifest: Mapping[str, Any], **stage_fingerprints: str) -> dict[str, Any]:
     """The ``provenance`` for :func:`render_page` from a stage manifest (``checkpoint`` block as inspect.json).
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from alphaq.errors import AlphaQError
 from alphaq.report.page import (
-    Section, chip, fmt_bytes, fmt_count, fmt_seconds, one_line,
+    Section, chip, fmt_bytes, fmt_count, fmt_seconds,
     provenance_from_manifest, render_page, stat_cards, write_page,
 )
 from alphaq.report.gguf_section import gguf_section
@@ -26,7 +26,9 @@ from alphaq.report.plan_sections import (
     as_float, as_mapping, deployability_section, failed_fits_section, fmt_number, heatmap_section, histogram_section,
     memory_section, scatter_section, sweep_section, tensor_section,
 )
-from alphaq.runfolder import DETAILS_CSV, EXPERTS_CSV, INSPECT_JSON, PLAN_COMPARISON_JSON, PLAN_HTML, PLAN_JSON, SWEEP_CSV
+from alphaq.runfolder import (
+    DETAILS_CSV, EXPERTS_CSV, INSPECT_JSON, PLAN_COMPARISON_JSON, PLAN_HTML, PLAN_JSON, SWEEP_CSV, one_line,
+)
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -150,7 +150,8 @@ def test_lazy_package_exports() -> None:
 
 
 def test_format_helpers() -> None:
-    from alphaq.report.page import fmt_count, fmt_seconds, one_line
+    from alphaq.report.page import fmt_count, fmt_seconds
+    from alphaq.runfolder import one_line
 
     assert fmt_count(12345) == "12,345" and fmt_count(None) == "\u2014" and fmt_count(float("nan")) == "\u2014"
     assert fmt_count(pd.NA) == "\u2014"
