@@ -86,13 +86,11 @@ def schedule_matrices(refs: Sequence[Any]) -> list[Any]:
     Returns:
         The same matrices, reordered.
     """
-    position = {id(ref): i for i, ref in enumerate(refs)}
-
     def cost(ref: Any) -> int:
         side, other = min(ref.shape), max(ref.shape)
         return side * side * (other + side)
 
-    return sorted(refs, key=lambda ref: (-cost(ref), tuple(ref.shape), position[id(ref)]))
+    return sorted(refs, key=lambda ref: (-cost(ref), tuple(ref.shape)))  # stable: checkpoint order within a shape
 
 
 # -- internals ---------------------------------------------------------------------------------------

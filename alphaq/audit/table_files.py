@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from alphaq._version import __version__
+
 ColumnKind = Literal["nullable_int", "int", "float", "bool", "text"]
 
 
@@ -93,7 +95,8 @@ def write_parquet(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: 
     kinds = kinds or column_kinds(rows, columns, int_columns)
     table = [ParquetColumn(column, _PARQUET_KINDS[kinds[column]], [_parquet_cell(row.get(column), kinds[column])
                                                                    for row in rows]) for column in columns]
-    Path(path).write_bytes(encode_table(table, _pandas_metadata(columns, kinds), created_by=_created_by()))
+    data = encode_table(table, _pandas_metadata(columns, kinds), created_by=f"alphaq version {__version__}")
+    Path(path).write_bytes(data)
 
 
 def is_missing(value: Any) -> bool:
@@ -167,18 +170,10 @@ def _parquet_cell(value: Any, kind: ColumnKind) -> Any:
     return value if isinstance(value, str) else str(value)
 
 
-def _created_by() -> str:
-    from alphaq._version import __version__
-
-    return f"alphaq version {__version__}"
-
-
 def _pandas_metadata(columns: Sequence[str], kinds: Mapping[str, ColumnKind]) -> dict[str, str]:
     """The schema metadata ``DataFrame.to_parquet`` writes, so that ``pandas.read_parquet`` gives the nullable
     integer columns back as "Int64" (without it they read as float64)."""
     import json
-
-    from alphaq._version import __version__
 
     pandas_types = {"nullable_int": ("int64", "Int64"), "int": ("int64", "int64"), "float": ("float64", "float64"),
                     "bool": ("bool", "bool"), "text": ("unicode", "object")}

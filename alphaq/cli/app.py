@@ -65,7 +65,7 @@ def build_app(only: str | None = None) -> typer.Typer:
 
 
 def _group() -> None:
-    """Data-free HT-SR audit and alpha-guided mixed-precision quantization of MoE LLMs."""
+    """The callback that keeps a one-command application a group (its help text is the application's)."""
 
 
 app = build_app()
