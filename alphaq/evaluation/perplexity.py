@@ -1,4 +1,9 @@
-"""Perplexity with the standard GPTQ-family protocol (REFERENCE.md §8).
+"""Perplexity with the standard GPTQ-family protocol.
+
+The protocol of the GPTQ reference implementation's WikiText-2 evaluation (https://github.com/IST-DASLab/gptq,
+``opt_eval``/``llama_eval``: ``nsamples = numel // seqlen`` windows of ``seqlen`` tokens) that quantization papers
+report, which is Hugging Face's fixed-length-model perplexity with the stride equal to the window
+(https://huggingface.co/docs/transformers/perplexity).
 
 The text is tokenized whole, cut into non-overlapping windows of the model's context (2048 for real models,
 the bundled demo's own context), the remainder shorter than a window is dropped, and
@@ -78,7 +83,8 @@ def window_starts(n_tokens: int, context: int, stride: int) -> list[int]:
 
 def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_windows: int | None = None,
                stride: int | None = None, batch_size: int = 8,
-               progress: Callable[[int, int], None] | None = None) -> PerplexityResult:
+               progress: Callable[[int, int], None] | None = None,
+               on_logits: Callable[[Sequence[int], Any], None] | None = None) -> PerplexityResult:
     """Mean next-token NLL and perplexity over full windows of ``context`` tokens.
 
     Args:
@@ -91,6 +97,9 @@ def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_window
             (sliding-window evaluation), so every token is still scored once.
         batch_size: windows per forward pass.
         progress: ``progress(windows_done, total_windows)`` after each forward pass.
+        on_logits: ``on_logits(window_index, logits)`` after each forward pass, with the index of each window of the
+            batch in the pass and its float32 logits at every predicted position, ``[B, T-1, V]`` (KL divergence:
+            :mod:`alphaq.evaluation.divergence`).
 
     Returns:
         A :class:`PerplexityResult`.
@@ -128,6 +137,8 @@ def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_window
                 group = starts[first:first + batch_size]
                 batch = torch.stack([all_ids[s:s + context] for s in group]).to(device)  # [B, T]
                 logits = model(input_ids=batch).logits[:, :-1].float()  # [B, T-1, V]
+                if on_logits is not None:
+                    on_logits(range(first, first + len(group)), logits)
                 targets = batch[:, 1:].clone()  # [B, T-1]
                 for row, s in enumerate(group):
                     if s > 0 and step < context:  # sliding: score only the new tokens
@@ -152,7 +163,9 @@ def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_window
 
 def perplexity_and_routing(model: Any, ids: Sequence[int] | Any, context: int, *, max_windows: int | None = None,
                            stride: int | None = None, batch_size: int = 8,
-                           progress: Callable[[int, int], None] | None = None) -> tuple[PerplexityResult, Any]:
+                           progress: Callable[[int, int], None] | None = None,
+                           on_logits: Callable[[Sequence[int], Any], None] | None = None,
+                           ) -> tuple[PerplexityResult, Any]:
     """:func:`perplexity` and, for an MoE, the routing of the same forward passes (one pass over the text).
 
     The one measurement behind ``alphaq eval``, ``alphaq compare``, the model cards and the demo's ``card.json``.
@@ -165,6 +178,7 @@ def perplexity_and_routing(model: Any, ids: Sequence[int] | Any, context: int, *
         stride: as in :func:`perplexity`.
         batch_size: windows per forward pass.
         progress: ``progress(windows_done, total_windows)`` after each forward pass.
+        on_logits: as in :func:`perplexity`.
 
     Returns:
         ``(result, routing)``: the :class:`PerplexityResult` and the
@@ -177,10 +191,10 @@ def perplexity_and_routing(model: Any, ids: Sequence[int] | Any, context: int, *
         counter = RoutingCounter(model)
     except AlphaQError:  # a dense model: perplexity only
         return perplexity(model, ids, context, max_windows=max_windows, stride=stride, batch_size=batch_size,
-                          progress=progress), None
+                          progress=progress, on_logits=on_logits), None
     with counter:
         result = perplexity(model, ids, context, max_windows=max_windows, stride=stride, batch_size=batch_size,
-                            progress=progress)
+                            progress=progress, on_logits=on_logits)
     return result, counter.stats()
 
 
