@@ -1,12 +1,16 @@
-"""One writer per output: an exclusive ``fcntl`` lock beside every folder or file an alphaq command writes.
+"""One writer per output: an exclusive OS lock (``filelock``) beside every folder or file an alphaq command writes.
 
 Every command that writes (``inspect``, ``plan``, ``quantize``, ``eval``, ``run``, ``compare``, ``export``,
 ``report``, ``gallery``, ``lmeval``) holds :func:`output_lock` on its ``--out`` for as long as it writes. A
 second writer fails at once with :class:`OutputLockedError` (one line: which command holds it, its pid, and
-what to do). The lock is an ``flock`` on a small file beside the output (``.NAME.alphaq-lock`` in the
-output's parent folder, so it also covers outputs that are built in a temporary folder and renamed onto
-the final name). The kernel releases an ``flock`` when its process dies, so a lock left by a killed run
-never blocks a rerun; the lock file itself is removed on release.
+what to do). The lock is a :class:`filelock.FileLock` (``flock`` on POSIX, ``msvcrt.locking`` on Windows) on a
+small file beside the output (``.NAME.alphaq-lock`` in the output's parent folder, so it also covers outputs that
+are built in a temporary folder and renamed onto the final name); the holder writes its pid and command into that
+file, which a losing contender leaves alone (filelock 3.30 on). The system releases the lock when its process
+dies, so a lock left by a killed run never blocks a rerun; the lock file itself is removed on release (while the
+lock is still held: filelock 3.25 on drops a lock it won on an already removed file, so two writers never hold
+two files of the same name). Windows locks the file's bytes against other handles, so there (not tested) the
+message can name "another alphaq command" instead.
 
 Locks are re-entrant within a process: ``alphaq run`` holds its folder's lock while it calls the stages,
 which take the same lock again.
@@ -16,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import functools
 import inspect
 import json
@@ -24,17 +27,20 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alphaq.errors import AlphaQError
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 LOCK_SUFFIX = ".alphaq-lock"
 
 #: Errors that only a write can raise (the message then says "cannot write").
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EEXIST, errno.EISDIR, errno.ENOTDIR})
 
-#: Locks this process holds: resolved lock path -> (fd, depth).
-_HELD: dict[str, tuple[int, int]] = {}
+#: Locks this process holds: resolved lock path -> (lock, depth).
+_HELD: dict[str, tuple[BaseFileLock, int]] = {}
 
 
 class OutputLockedError(AlphaQError):
@@ -62,29 +68,32 @@ def _holder(path: Path) -> str:
     return f"alphaq {info.get('command', '?')} (pid {info.get('pid', '?')})"
 
 
-def _acquire(path: Path, output: Path, command: str) -> int:
-    """Open and ``flock`` the lock file; retry when a releasing holder unlinked it in between."""
+def _acquire(path: Path, output: Path, command: str) -> BaseFileLock:
+    """Take the lock without waiting and write the holder's pid and command into its file; retry while a releasing
+    holder removes the file in between."""
+    from filelock import FileLock, Timeout
+
     for _ in range(20):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = FileLock(str(path), mode=0o644, thread_local=False)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            os.close(fd)
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            lock.acquire(blocking=False)
+        except Timeout:
+            if path.exists():
                 raise OutputLockedError(
                     f"{output} is being written by {_holder(path)}; wait for it to finish or pass another --out "
                     f"(a lock left by a killed run is released by the system, so rerunning then works)"
                 ) from None
-            raise
+            continue  # the holder removed its file as we opened it: try the new one
         try:
-            same_file = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same_file = False
-        if same_file:
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps({"pid": os.getpid(), "command": command, "since": time.time()}).encode())
-            return fd
-        os.close(fd)  # the previous holder removed the file after we opened it: lock the new one
+            with contextlib.suppress(PermissionError):  # Windows: a locked file cannot be written through a path
+                path.write_text(json.dumps({"pid": os.getpid(), "command": command, "since": time.time()}),
+                                encoding="utf-8")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            lock.release()
+            raise
+        return lock
     raise OutputLockedError(f"could not lock {output}: its lock file keeps changing; retry the command")
 
 
@@ -106,18 +115,18 @@ def output_lock(output: str | os.PathLike[str], command: str) -> Iterator[Path]:
     path = lock_path(output)
     key = str(path)
     if key in _HELD:
-        fd, depth = _HELD[key]
-        _HELD[key] = (fd, depth + 1)
+        lock, depth = _HELD[key]
+        _HELD[key] = (lock, depth + 1)
         try:
             yield path
         finally:
-            fd, depth = _HELD[key]
-            _HELD[key] = (fd, depth - 1)
+            lock, depth = _HELD[key]
+            _HELD[key] = (lock, depth - 1)
         return
     created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = _acquire(path, Path(output), command)
+        lock = _acquire(path, Path(output), command)
     except OSError as error:  # name the output, not the lock file beside it
         _remove_empty(created)
         named = OSError(error.errno, error.strerror, str(output))
@@ -125,14 +134,14 @@ def output_lock(output: str | os.PathLike[str], command: str) -> Iterator[Path]:
     except BaseException:
         _remove_empty(created)
         raise
-    _HELD[key] = (fd, 1)
+    _HELD[key] = (lock, 1)
     try:
         yield path
     finally:
         del _HELD[key]
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # removed while held (see the module's docstring); Windows: on release
             path.unlink()
-        os.close(fd)
+        lock.release()
         _remove_empty(created)  # folders made only to hold the lock of a command that wrote nothing
 
 

@@ -1,4 +1,4 @@
-"""Write row tables (lists of dicts) as CSV and Parquet without pandas, in pandas' own formats.
+"""Write row tables (lists of dicts) as CSV without pandas, in pandas' own format, and as Parquet with pyarrow.
 
 The inspect command writes its tables here so that it never waits for pandas' import (about 0.4 s, a third of
 a small audit). Each column is typed as ``pandas.DataFrame(rows)`` would type it, so the CSV is byte-for-byte
@@ -9,8 +9,9 @@ what ``DataFrame.to_csv(index=False)`` writes (tested):
   ``repr`` (``2.0``, ``1e-05``), missing values empty;
 * booleans only, none missing: ``True``/``False``; anything else (text): as text, missing values empty.
 
-Parquet (:mod:`alphaq.audit.parquet_encoding`, no pyarrow needed) gets the same column types: int64 (nullable),
-float64, bool, string; NaN is written as null, as ``DataFrame.to_parquet`` does.
+Parquet is written by pyarrow with the same column types: int64 (nullable), float64, bool, string; NaN is written
+as null, as ``DataFrame.to_parquet`` does, and pandas' schema metadata is stored so that ``pandas.read_parquet``
+gives the nullable integer columns back as "Int64".
 """
 
 from __future__ import annotations
@@ -79,9 +80,9 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
 
 def write_parquet(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
                   int_columns: Sequence[str] = (), *, kinds: Mapping[str, ColumnKind] | None = None) -> None:
-    """Write ``rows`` as a Parquet file (int64 / float64 / bool / string columns, nulls for missing values) with
-    :mod:`alphaq.audit.parquet_encoding`: no pyarrow needed. pandas' schema metadata is stored, so
-    ``pandas.read_parquet`` gives the frame ``DataFrame.to_parquet`` would have written (nullable ints as Int64).
+    """Write ``rows`` as a Parquet file with pyarrow (int64 / float64 / bool / string columns, nulls for missing
+    values). pandas' schema metadata is stored, so ``pandas.read_parquet`` gives the frame ``DataFrame.to_parquet``
+    would have written (nullable ints as Int64).
 
     Args:
         path: the file to write (the caller makes the write atomic).
@@ -90,13 +91,16 @@ def write_parquet(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: 
         int_columns: columns written as nullable int64.
         kinds: :func:`column_kinds` of the rows, when the caller has them.
     """
-    from alphaq.audit.parquet_encoding import ParquetColumn, encode_table
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     kinds = kinds or column_kinds(rows, columns, int_columns)
-    table = [ParquetColumn(column, _PARQUET_KINDS[kinds[column]], [_parquet_cell(row.get(column), kinds[column])
-                                                                   for row in rows]) for column in columns]
-    data = encode_table(table, _pandas_metadata(columns, kinds), created_by=f"alphaq version {__version__}")
-    Path(path).write_bytes(data)
+    types = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
+    schema = pa.schema([pa.field(column, types[_PARQUET_KINDS[kinds[column]]]) for column in columns],
+                       metadata=_pandas_metadata(columns, kinds))
+    arrays = [pa.array([_parquet_cell(row.get(column), kinds[column]) for row in rows],
+                       type=schema.field(column).type) for column in columns]  # [rows] each
+    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), str(path))
 
 
 def is_missing(value: Any) -> bool:

@@ -66,17 +66,16 @@ def test_experts_only_on_a_dense_model_is_a_clear_error(tmp_path):
         inspect(tmp_path, InspectConfig(experts_only=True))
 
 
-def test_cpu_inspect_command_imports_neither_torch_nor_pandas(tmp_path):
-    """The whole-command speed rests on this: on CPU `alphaq inspect` (the console entry point) reads with numpy,
-    computes with LAPACK and writes its tables without pandas or pyarrow (about 0.4 s and 0.15 s of import a
-    small audit would otherwise wait for)."""
+def test_cpu_inspect_command_does_not_import_torch(tmp_path):
+    """On CPU `alphaq inspect` (the console entry point) reads with numpy and computes with LAPACK, without torch.
+    (pyarrow writes details.parquet, and pyarrow imports pandas when it builds an array.)"""
     import subprocess
     import sys
 
     code = ("import sys\nfrom alphaq.cli.app import main\n"
             f"sys.argv = ['alphaq', 'inspect', '--out', {str(tmp_path / 'run')!r}, '--no-html']\n"
             "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
-            "for name in ('torch', 'pandas', 'pyarrow'):\n"
+            "for name in ('torch',):\n"
             "    assert name not in sys.modules, name + ' imported'\n")
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""The pandas-free table writer: byte-equal to pandas' CSV, same Parquet types."""
+"""The table writers: the pandas-free CSV is byte-equal to pandas', the pyarrow Parquet reads back as pandas'."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ ROWS = [
 ]
 
 
-def _pandas_frame(rows, int_columns=("layer",)):
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+def _pandas_frame(rows, int_columns=("layer",), columns=COLUMNS):
+    frame = pd.DataFrame(rows, columns=columns)
     for column in int_columns:
         frame[column] = frame[column].astype("Int64")
     return frame
@@ -57,6 +57,49 @@ def test_parquet_reads_back_with_the_same_values_and_nullable_ints(tmp_path):
     assert back["flag"].tolist() == [True, False, True, False]
     assert back["name"].tolist() == ["a,b", "line\nbreak", "c", "d"] and pd.isna(back["note"].iloc[2])
     assert back["absent"].isna().all() and back["mixed"].tolist()[:3] == [2.0, 2.5, 1e16]
+
+
+def _random_rows(count: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    gaps = rng.random((4, count)) < 0.3  # [4, count] missing cells
+    return [{"layer": None if gaps[0, i] else int(rng.integers(-2**62, 2**62)),
+             "alpha": math.nan if gaps[1, i] else float(rng.standard_normal() * 1e6),
+             "ok": bool(rng.random() < 0.5),
+             "name": None if gaps[3, i] else f"layer.{i}.é\u4e2d,\"q\"\n" * (i % 3),
+             "rows": i, "nothing": None} for i in range(count)]
+
+
+RANDOM_COLUMNS = ["layer", "alpha", "ok", "name", "rows", "nothing"]
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 8, 9, 1000])
+def test_parquet_holds_every_value_and_null_with_pandas_types(tmp_path, count):
+    import pyarrow.parquet as pq
+
+    rows = _random_rows(count)
+    write_parquet(tmp_path / "t.parquet", rows, RANDOM_COLUMNS, ("layer",))
+    table = pq.read_table(tmp_path / "t.parquet")
+    table.validate(full=True)
+    assert table.num_rows == count and table.schema.names == RANDOM_COLUMNS
+    types = ["int64", "double", "bool", "string", "int64", "string"] if count else ["int64"] + ["string"] * 5
+    assert [str(t) for t in table.schema.types] == types  # no rows: pandas would type the columns object
+    back = pd.read_parquet(tmp_path / "t.parquet")
+    assert list(back.columns) == RANDOM_COLUMNS and len(back) == count and str(back["layer"].dtype) == "Int64"
+    assert back["layer"].tolist() == [pd.NA if row["layer"] is None else row["layer"] for row in rows]  # exact int64
+    if count:
+        assert {c: str(back[c].dtype) for c in ("alpha", "ok", "rows")} == {"alpha": "float64", "ok": "bool",
+                                                                             "rows": "int64"}
+    np.testing.assert_array_equal(back["alpha"].to_numpy(dtype=float), [row["alpha"] for row in rows])  # NaN = NaN
+    assert back["ok"].tolist() == [row["ok"] for row in rows] and back["rows"].tolist() == list(range(count))
+    for column in ("name", "nothing"):  # text: missing cells read back as missing (None or NaN by pandas version)
+        assert [None if pd.isna(v) else v for v in back[column]] == [row[column] for row in rows], column
+
+
+def test_parquet_special_floats_survive(tmp_path):
+    values = [math.inf, -math.inf, -0.0, 5e-324, 1.7976931348623157e308]
+    write_parquet(tmp_path / "t.parquet", [{"f": v} for v in values], ["f"])
+    back = pd.read_parquet(tmp_path / "t.parquet")["f"].tolist()
+    assert back == values and math.copysign(1.0, back[2]) == -1.0
 
 
 def test_missing_values():

@@ -1,4 +1,5 @@
-"""The two-stage symmetric eigenvalue driver, and the fast (float32 Gram) route's alphas against float64."""
+"""scipy's one-stage and LAPACK's two-stage symmetric eigenvalue drivers, and the fast (float32 Gram) route's
+alphas against float64."""
 
 from __future__ import annotations
 
@@ -16,22 +17,28 @@ def _heavy(rows: int, cols: int, dof: float, seed: int) -> np.ndarray:
     return (rng.standard_t(dof, size=(rows, cols)) / np.sqrt(cols)).astype(np.float32)
 
 
-def test_two_stage_driver_is_found_and_matches_numpy_in_float64() -> None:
+def test_two_stage_driver_is_found_and_matches_scipy_in_float64() -> None:
     assert two_stage_available()  # numpy's wheels bundle OpenBLAS with LAPACK 3.9+
     w = _heavy(300, 700, 3.0, seed=0).astype(np.float64)
     gram = w @ w.T  # [300, 300]
-    ref = np.linalg.eigvalsh(gram)
+    ref = scipy.linalg.eigh(gram, eigvals_only=True, driver="evd")
     got = eigvalsh(gram, two_stage=True)
     assert got.dtype == np.float64 and np.all(np.diff(got) >= 0)
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * ref[-1])
-    np.testing.assert_array_equal(eigvalsh(gram, two_stage=False), ref)
+    np.testing.assert_array_equal(eigvalsh(gram, two_stage=False), ref)  # the one-stage path is scipy's evd
+    np.testing.assert_array_equal(eigvalsh(gram.astype(np.float32), two_stage=False),
+                                  scipy.linalg.eigh(gram.astype(np.float32).astype(np.float64), eigvals_only=True,
+                                                    driver="evd"))  # float32 is computed in float64
+    np.testing.assert_allclose(ref, np.linalg.eigvalsh(gram), rtol=0, atol=1e-12 * ref[-1])
 
 
-def test_two_stage_driver_reports_nan() -> None:
+@pytest.mark.parametrize("two_stage", [False, True])
+def test_nan_is_a_value_error_on_both_paths(two_stage: bool) -> None:
     gram = np.eye(4)
     gram[1, 1] = np.nan
-    with pytest.raises(np.linalg.LinAlgError):
-        eigvalsh(gram, two_stage=True)
+    with pytest.raises(ValueError):
+        eigvalsh(gram, two_stage=two_stage)
+    assert np.isnan(gram[1, 1]) and gram[0, 0] == 1.0  # the input is never modified
 
 
 @pytest.mark.parametrize("two_stage", [False, True])
