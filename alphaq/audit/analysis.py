@@ -3,7 +3,8 @@
 Pure computation over an open checkpoint: :func:`select_matrices` picks the matrices a config selects,
 :func:`analyse_matrices` yields each one's details row (:data:`DETAIL_COLUMNS`) and compressed spectrum. On CPU the
 matrices are read with numpy and streamed through LAPACK (:func:`alphaq.diagnostics.spectrum.stream_eigenvalues`),
-without torch; on another device, or for FARMS, through torch. The Ray backend runs the same function in its tasks.
+without torch; on another device, or for FARMS, through torch. With ``engine="weightwatcher"`` weightwatcher computes
+every row instead (:mod:`alphaq.audit.ww_engine`). The Ray backend runs the same function in its tasks.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ DETAIL_COLUMNS = [
     "name", "tensor", "layer", "expert", "proj", "role", "rows", "cols", "params", "dtype", "num_evals", "alpha",
     "alpha_weighted", "D", "sigma", "xmin", "xmax", "num_pl_spikes", "lambda_max", "norm", "log_norm",
     "spectral_norm", "log_spectral_norm", "log_alpha_norm", "stable_rank", "matrix_rank", "entropy", "detX_num",
-    "detX_val", "R_lognormal", "p_lognormal", "fit", "status", "warning", "message",
+    "detX_val", "R_lognormal", "p_lognormal", "R_exponential", "p_exponential", "R_truncated", "p_truncated", "fit",
+    "status", "warning", "message",
 ]
 #: Columns of the details table holding integers or nothing (pandas "Int64").
 DETAIL_INT_COLUMNS = ("layer", "expert")
@@ -55,8 +57,33 @@ def analyse_matrices(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> I
     Returns:
         An iterator of (ref, its details row, its compressed spectrum or None when not fitted).
     """
+    if config.engine == "weightwatcher":
+        from alphaq.audit.ww_engine import analyse_matrices_ww
+
+        yield from analyse_matrices_ww(ckpt, refs, config)
+        return
     for ref, evals, status, message in _spectra(ckpt, refs, config):
         yield ref, _metrics_row(ref, evals, status, message, config), (None if evals is None else compress_spectrum(evals))
+
+
+def base_row(ref: Any, config: InspectConfig) -> dict[str, Any]:
+    """The identity columns of a matrix's details row (status ``success`` until told otherwise, no metrics)."""
+    return {
+        "name": ref.name, "tensor": ref.tensor, "layer": ref.layer, "expert": ref.expert, "proj": ref.proj,
+        "role": ref.role.value, "rows": ref.shape[0], "cols": ref.shape[1], "params": ref.params, "dtype": ref.dtype,
+        "fit": config.fit, "status": "success", "warning": "", "message": "",
+    }
+
+
+def with_tail_test(row: dict[str, Any], evals: np.ndarray, config: InspectConfig) -> dict[str, Any]:
+    """``row`` with the ``--tail-test`` columns (:data:`alphaq.diagnostics.tail_compare.TAIL_COLUMNS`) of a
+    successful fit, when the config asks for them (powerlaw's likelihood ratios on the tail ``evals >= xmin``)."""
+    if config.tail_test and row["status"] == "success":
+        from alphaq.diagnostics.tail_compare import TAIL_COLUMNS, compare_power_law
+
+        comparison = compare_power_law(evals, row["xmin"])
+        row.update({column: getattr(comparison, column) for column in TAIL_COLUMNS})
+    return row
 
 
 def select_matrices(matrices: Sequence[Any], config: InspectConfig) -> list[Any]:
@@ -119,11 +146,11 @@ def _spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[
 
     for ref in refs:
         if min(ref.shape) < MIN_SIDE:
-            yield ref, None, "skipped", _too_small(ref)
+            yield ref, None, "skipped", too_small_message(ref)
             continue
         matrix = ckpt.read_matrix(ref, dtype=torch.float32)
         if not torch.isfinite(matrix).all():
-            yield ref, None, "nonfinite", _nonfinite(int((~torch.isfinite(matrix)).sum()))
+            yield ref, None, "nonfinite", nonfinite_message(int((~torch.isfinite(matrix)).sum()))
             continue
         if config.farms:
             yield ref, farms_eigenvalues(matrix, seed=config.seed), "success", ""
@@ -145,13 +172,13 @@ def _cpu_spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Itera
     def matrices() -> Iterator[tuple[Any, np.ndarray | None]]:
         for ref in refs:
             if min(ref.shape) < MIN_SIDE:
-                problems[ref.name] = ("skipped", _too_small(ref))
+                problems[ref.name] = ("skipped", too_small_message(ref))
                 yield ref, None
                 continue
             matrix = ckpt.read_array(ref)  # [out, in] float32
             bad = count_nonfinite(matrix)
             if bad:
-                problems[ref.name] = ("nonfinite", _nonfinite(bad))
+                problems[ref.name] = ("nonfinite", nonfinite_message(bad))
                 matrix = None
             yield ref, matrix
 
@@ -160,33 +187,27 @@ def _cpu_spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Itera
         yield ref, evals, status, message
 
 
-def _too_small(ref: Any) -> str:
+def too_small_message(ref: Any) -> str:
+    """The message of a matrix too small to fit (status ``skipped``)."""
     return f"matrix {ref.shape[0]}x{ref.shape[1]} is too small to fit (min side {MIN_SIDE})"
 
 
-def _nonfinite(count: int) -> str:
+def nonfinite_message(count: int) -> str:
+    """The message of a matrix with ``count`` NaN/Inf weights (status ``nonfinite``)."""
     return f"{count} NaN/Inf weights; fix or re-download the checkpoint"
 
 
 def _metrics_row(ref: Any, evals: np.ndarray | None, status: str, message: str, config: InspectConfig) -> dict[str, Any]:
     from alphaq.diagnostics.esd_metrics import esd_metrics
 
-    row: dict[str, Any] = {
-        "name": ref.name, "tensor": ref.tensor, "layer": ref.layer, "expert": ref.expert, "proj": ref.proj,
-        "role": ref.role.value, "rows": ref.shape[0], "cols": ref.shape[1], "params": ref.params, "dtype": ref.dtype,
-        "fit": config.fit, "status": status, "warning": "", "message": message,
-    }
+    row = {**base_row(ref, config), "status": status, "message": message}
     if evals is None:
         return row
     metrics = esd_metrics(evals, method=config.fit, max_dim=max(ref.shape)).to_dict()
     row.update({k: v for k, v in metrics.items() if k in DETAIL_COLUMNS and k not in _IDENTITY_COLUMNS})
-    if config.tail_test and row["status"] == "success":
-        from alphaq.diagnostics.tail_compare import compare_power_law
-
-        comparison = compare_power_law(evals, row["xmin"])
-        row["R_lognormal"], row["p_lognormal"] = comparison.R_lognormal, comparison.p_lognormal
-    return row
+    return with_tail_test(row, evals, config)
 
 
 __all__ = ["BATCH_BYTES", "DETAIL_COLUMNS", "DETAIL_INT_COLUMNS", "MIN_SIDE", "SPECTRUM_POINTS", "analyse_matrices",
-           "compress_spectrum", "schedule_matrices", "select_matrices"]
+           "base_row", "compress_spectrum", "nonfinite_message", "schedule_matrices", "select_matrices",
+           "too_small_message", "with_tail_test"]

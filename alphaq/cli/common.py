@@ -99,32 +99,6 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(code=2) from None
 
 
-def preload_on_first_call(callback: Callable[[int, str, int], None],
-                          *modules: str) -> Callable[[int, str, int], None]:
-    """``callback``, which on its first call also starts importing ``modules`` on a daemon thread.
-
-    A stage's first progress call comes when its workers are computing (in LAPACK, without the GIL), so the
-    summary's imports (rich: about 40 ms) overlap that work instead of following it. Modules already imported, or
-    not installed, are skipped.
-    """
-    started = False
-
-    def call(n: int, item: str, total: int) -> None:
-        nonlocal started
-        if not started:
-            started = True
-            missing = [name for name in modules if name not in sys.modules]
-            if missing:
-                import importlib
-                import threading
-
-                threading.Thread(target=lambda: [importlib.import_module(name) for name in missing],
-                                 name="alphaq-preload", daemon=True).start()
-        callback(n, item, total)
-
-    return call
-
-
 @contextmanager
 def progress_bar(description: str) -> Iterator[Callable[[int, str, int], None]]:
     """A rich progress bar on stderr when it is a terminal; elsewhere (a pipe, a log file) nothing is drawn and

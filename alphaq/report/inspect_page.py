@@ -105,7 +105,8 @@ def _summary_html(run: InspectRun) -> str:
          f"{len(routed)} routed" + (f" + {len(shared)} shared" if len(shared) else "") + " experts scored"),
         ("Matrices", fmt_count(timing.get("matrices", len(details))), f"{n_ok} fitted successfully"),
         ("Fit", str(options.get("fit", "?")), f"{options.get('dtype', '?')} on {options.get('device', '?')}"
-         + (", experts only" if options.get("experts_only") else "")),
+         + (", experts only" if options.get("experts_only") else "")
+         + (", computed by weightwatcher" if options.get("engine") == "weightwatcher" else "")),
         ("Time", fmt_seconds(timing.get("seconds")), ""),
     ]
     if alphas.size:

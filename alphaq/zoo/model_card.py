@@ -33,10 +33,8 @@ WW_EVALS_THRESH = 1e-5  # weightwatcher 0.7.7 drops eigenvalues at or below this
 
 
 def fit_alpha(eigenvalues: np.ndarray) -> tuple[float, str]:
-    """Power-law alpha of an eigenvalue spectrum, weightwatcher style (xmin by minimal KS distance).
-
-    Uses ``alphaq.diagnostics.powerlaw_fit.fit_ww`` when the project provides it, else
-    weightwatcher 0.7.7's ``WWFit``.
+    """Power-law alpha of an eigenvalue spectrum, weightwatcher style (xmin by minimal KS distance), with
+    :func:`alphaq.diagnostics.powerlaw_fit.fit_ww` (weightwatcher 0.7.7's ``WWFit``, same alpha).
 
     Args:
         eigenvalues: eigenvalues of ``W^T W`` (float64).
@@ -46,18 +44,11 @@ def fit_alpha(eigenvalues: np.ndarray) -> tuple[float, str]:
     """
     import numpy as np
 
+    from alphaq.diagnostics.powerlaw_fit import fit_ww
+
     evals = np.sort(np.asarray(eigenvalues, dtype=np.float64))
     evals = evals[evals > WW_EVALS_THRESH]
-    try:
-        from alphaq.diagnostics.powerlaw_fit import fit_ww  # type: ignore[import-not-found]
-    except ImportError:
-        fit_ww = None
-    if fit_ww is not None:
-        result = fit_ww(evals)
-        return float(getattr(result, "alpha", result)), "alphaq.diagnostics.powerlaw_fit.fit_ww"
-    from weightwatcher.WW_powerlaw import WWFit
-
-    return float(WWFit(evals).alpha), "weightwatcher 0.7.7 WWFit"
+    return float(fit_ww(evals).alpha), "alphaq.diagnostics.powerlaw_fit.fit_ww"
 
 
 def expert_alphas(model_dir: Path, num_layers: int, num_experts: int) -> tuple[dict[str, Any], str]:
@@ -231,9 +222,11 @@ def measure_sensitivity(model_dir: Path) -> dict[str, Any]:
     import tempfile
 
     from alphaq.evaluation.compare import run_compare
+    from alphaq.evaluation.options import CompareConfig
 
     with tempfile.TemporaryDirectory(prefix="alphaq-card-") as tmp:
-        table = run_compare(model_dir, SENSITIVITY_BUDGETS, ["uniform"], Path(tmp) / "compare")
+        config = CompareConfig(budgets=SENSITIVITY_BUDGETS, allocators=("uniform",), seeds=(0,))
+        table = run_compare(model_dir, config, Path(tmp) / "compare")
     original = table[table["entry"] == "original"].iloc[0]
     rows = [{"budget": str(r["budget"]), "ppl": float(r["ppl"]), "increase": float(r["ppl_increase"]),
              "increase_pct": 100 * float(r["ppl_increase"]) / float(original["ppl"]),

@@ -6,7 +6,6 @@ import json
 
 import pandas as pd
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from alphaq.cli import app
@@ -20,33 +19,17 @@ def test_help_lists_commands():
     assert "inspect" in result.output
 
 
-@pytest.mark.parametrize("command", ["inspect", "plan", "quantize", "run", "report", "gallery", "export", "llamacpp",
-                                     "lmeval", "eval", "compare"])
-def test_one_command_application_is_the_same_command(command):
-    """The console entry point builds the invoked command only; its help (options, defaults, text) and its
-    errors are those of the full application."""
-    from alphaq.cli.app import COMMANDS, build_app
-
-    assert sorted(entry[0] for entry in COMMANDS) == sorted(typer.main.get_command(app).commands)
-    lone = build_app(only=command)
-    for args in ([command, "--help"], [command, "--no-such-option"]):
-        full, one = runner.invoke(app, args), runner.invoke(lone, args)
-        assert (one.exit_code, one.output) == (full.exit_code, full.output)
-    assert len(typer.main.get_command(lone).commands) == 1
-
-
-def test_unknown_command_name_is_refused():
-    from alphaq.cli.app import build_app
-
-    with pytest.raises(ValueError, match="no alphaq command 'nope'"):
-        build_app(only="nope")
-
-
-def test_console_entry_point_runs_a_command_and_the_group_help(tmp_path):
-    """``main`` as the installed ``alphaq`` script runs it: a command through its one-command application (same
-    files as through the full one), anything else (``--help``, an unknown name) through the full application."""
+def test_console_entry_point_is_the_application(tmp_path):
+    """The installed ``alphaq`` script (``[project.scripts]``) resolves to ``main``, and ``main`` run as a process
+    runs the whole application: a command (same files as through :data:`app`), the group help, an unknown name."""
     import subprocess
     import sys
+    from importlib.metadata import entry_points
+
+    from alphaq.cli.app import main
+
+    (script,) = entry_points(group="console_scripts", name="alphaq")
+    assert script.load() is main
 
     def alphaq(*args: str) -> subprocess.CompletedProcess:
         code = "import sys\nfrom alphaq.cli.app import main\nsys.argv[0] = 'alphaq'\nmain()\n"
@@ -55,7 +38,7 @@ def test_console_entry_point_runs_a_command_and_the_group_help(tmp_path):
     done = alphaq("inspect", "--out", str(tmp_path / "run"), "--no-html")
     assert done.returncode == 0, done.stderr[-2000:]
     assert runner.invoke(app, ["inspect", "--out", str(tmp_path / "full"), "--no-html"]).exit_code == 0
-    for name in ("details.csv", "experts.csv", "details.parquet"):
+    for name in ("details.csv", "experts.csv"):
         assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
     listing = alphaq("--help")
     assert listing.returncode == 0 and all(f" {name} " in listing.stdout for name in ("inspect", "compare", "llamacpp"))
@@ -72,12 +55,14 @@ def test_inspect_tiny_qwen2_moe(tiny_checkpoints, tmp_path):
         assert (out / name).is_file(), name
     details = pd.read_csv(out / "details.csv")
     assert (details["role"] == "expert").sum() == 4 * 3
-    assert details.loc[details["status"] == "success", "R_lognormal"].notna().all()
+    fitted = details[details["status"] == "success"]
+    for column in ("R_lognormal", "p_lognormal", "R_exponential", "p_exponential", "R_truncated", "p_truncated"):
+        assert fitted[column].notna().all(), column
     experts = pd.read_csv(out / "experts.csv")
     assert (experts["role"] == "expert").sum() == 4 and (experts["role"] == "shared_expert").sum() == 1
     manifest = json.loads((out / "inspect.json").read_text())
     assert manifest["schema_version"] == 1 and manifest["checkpoint"]["model_type"] == "qwen2_moe"
-    assert manifest["options"]["dtype"] == "float64"
+    assert manifest["options"]["dtype"] == "float64" and manifest["options"]["engine"] == "alphaq"
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
 
 
@@ -96,6 +81,9 @@ def test_inspect_layers_and_experts_only(tiny_checkpoints, tmp_path):
     (["inspect", "{tiny}", "--layers", "x"], "--layers"),
     (["inspect", "{tiny}", "--fit", "magic"], "unknown fit"),
     (["inspect", "{tiny}", "--layers", "99"], "no matrix selected"),
+    (["inspect", "{tiny}", "--engine", "magic"], "unknown engine 'magic'"),
+    (["inspect", "{tiny}", "--engine", "weightwatcher", "--fit", "hill"], "drop --fit hill"),
+    (["inspect", "{tiny}", "--engine", "weightwatcher", "--farms"], "drop --farms"),
 ])
 def test_bad_input_one_line_error_no_output(args, needle, tiny_checkpoints, tmp_path):
     out = tmp_path / "run"
@@ -105,6 +93,27 @@ def test_bad_input_one_line_error_no_output(args, needle, tiny_checkpoints, tmp_
     lines = [line for line in result.output.strip().splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.output
     assert not out.exists()
+
+
+def test_inspect_engine_weightwatcher_with_tail_test(tiny_checkpoints, tmp_path):
+    """``--engine weightwatcher`` writes the same tables (same columns, weightwatcher's numbers, alphas equal to
+    alphaq's own engine's) and records the engine; ``--tail-test`` adds its powerlaw columns to them."""
+    model = str(tiny_checkpoints["qwen2_moe"])
+    own, ww = tmp_path / "own", tmp_path / "ww"
+    assert runner.invoke(app, ["inspect", model, "--out", str(own), "--layers", "1", "--no-html"]).exit_code == 0
+    result = runner.invoke(app, ["inspect", model, "--out", str(ww), "--layers", "1", "--no-html",
+                                 "--engine", "weightwatcher", "--tail-test"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((ww / "inspect.json").read_text())
+    assert manifest["options"]["engine"] == "weightwatcher" and manifest["options"]["tail_test"] is True
+    theirs, ours = pd.read_csv(ww / "details.csv"), pd.read_csv(own / "details.csv")
+    assert list(theirs.columns) == list(ours.columns) and list(theirs["name"]) == list(ours["name"])
+    fitted = theirs["status"] == "success"
+    assert fitted.sum() == (ours["status"] == "success").sum() > 0
+    assert ((theirs.loc[fitted, "alpha"] - ours.loc[fitted, "alpha"]).abs() <= 1e-4 * ours.loc[fitted, "alpha"]).all()
+    for column in ("R_lognormal", "p_lognormal", "R_exponential", "p_exponential", "R_truncated", "p_truncated"):
+        assert theirs.loc[fitted, column].notna().all() and ours[column].isna().all(), column
+    assert (ww / "experts.csv").is_file() and (ww / "spectra.npz").is_file()
 
 
 def test_plan_reuses_inspect_and_writes_plan(tiny_checkpoints, tmp_path):
