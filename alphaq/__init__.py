@@ -6,8 +6,13 @@ The public face, one function per stage, each ``(model, config, out)`` (``model=
 - :func:`plan` — per-expert bit-widths under a budget (:class:`PlanConfig`);
 - :func:`quantize` — the plan executed into a packed checkpoint (:class:`QuantizeConfig`);
 - :func:`evaluate` — perplexity and plan verification (:class:`EvalConfig`);
+- :func:`compare` — plans per (budget, allocator), each one's perplexity (:class:`CompareConfig`);
 - :func:`run` — all four into one run folder with every report page (:class:`RunConfig`);
 - :func:`load_quantized` — ``(model, tokenizer)`` whose routed experts run from the packed weights.
+
+Each returns a result object (:class:`InspectResult`, :class:`PlanStageResult`, :class:`QuantizeResult`,
+:class:`EvalResult`, the compare table, :class:`PipelineResult`) and takes ``progress(advance, item, total)``
+(:data:`alphaq.progress.ProgressFn`).
 
 Helpers: :func:`demo_model_path`, :func:`load_model`, :func:`open_checkpoint`, :func:`save_inspect`. Everything
 is imported lazily so ``import alphaq`` (and ``alphaq --help``) stays fast.
@@ -21,11 +26,15 @@ from typing import TYPE_CHECKING, Any
 from alphaq._version import __version__
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from alphaq.audit.run import InspectConfig, InspectResult
-    from alphaq.evaluation.options import EvalConfig
+    from alphaq.evaluation.eval_run import EvalResult
+    from alphaq.evaluation.options import CompareConfig, EvalConfig
     from alphaq.pipeline.run import PipelineResult, RunConfig
     from alphaq.planning.planner import PlanConfig
     from alphaq.planning.run import PlanStageResult
+    from alphaq.progress import ProgressFn
     from alphaq.quantization.config import QuantizeConfig
     from alphaq.quantization.run import QuantizeResult
 
@@ -36,21 +45,27 @@ _LAZY = {
     "InspectResult": ("alphaq.audit.run", "InspectResult"),
     "save_inspect": ("alphaq.audit.run", "save_inspect"),
     "PlanConfig": ("alphaq.planning.planner", "PlanConfig"),
+    "PlanStageResult": ("alphaq.planning.run", "PlanStageResult"),
     "QuantizeConfig": ("alphaq.quantization.config", "QuantizeConfig"),
+    "QuantizeResult": ("alphaq.quantization.run", "QuantizeResult"),
+    "GptqOptions": ("alphaq.quantization.gptq", "GptqOptions"),
     "EvalConfig": ("alphaq.evaluation.options", "EvalConfig"),
     "EvalOptions": ("alphaq.evaluation.options", "EvalOptions"),
+    "EvalResult": ("alphaq.evaluation.eval_run", "EvalResult"),
+    "CompareConfig": ("alphaq.evaluation.options", "CompareConfig"),
     "RunConfig": ("alphaq.pipeline.run", "RunConfig"),
+    "PipelineResult": ("alphaq.pipeline.run", "PipelineResult"),
     "demo_model_path": ("alphaq.zoo.demo", "demo_model_path"),
     "load_model": ("alphaq.load.model", "load_model"),
     "open_checkpoint": ("alphaq.load", "open_checkpoint"),
     "load_quantized": ("alphaq.quantization.loading", "load_quantized"),
 }
 
-__all__ = ["__version__", "evaluate", "inspect", "plan", "quantize", "run", *_LAZY]
+__all__ = ["__version__", "compare", "evaluate", "inspect", "plan", "quantize", "run", *_LAZY]
 
 
 def inspect(model: PathLike | None = None, config: InspectConfig | None = None, out: PathLike | None = None, *,
-            pattern_file: PathLike | None = None, progress: Any = None) -> InspectResult:
+            pattern_file: PathLike | None = None, progress: ProgressFn | None = None) -> InspectResult:
     """HT-SR metrics of every matrix and a per-expert quality ranking, without data.
 
     Args:
@@ -78,17 +93,16 @@ def inspect(model: PathLike | None = None, config: InspectConfig | None = None, 
 
 
 def plan(model: PathLike | None = None, config: PlanConfig | None = None, out: PathLike = "alphaq-run", *,
-         progress: Any = None, **stage_options: Any) -> PlanStageResult:
+         progress: ProgressFn | None = None) -> PlanStageResult:
     """Per-expert bit-widths under a budget, minimising the alpha-weighted quantization error.
 
     Args:
         model: checkpoint folder (``None``: the bundled demo MoE).
-        config: :class:`PlanConfig` (``None``: 3.5 bits, widths 2/3/4/8, the alphaq allocator).
+        config: :class:`PlanConfig` (``None``: 3.5 bits, widths 2/3/4/8, the alphaq allocator): the allocation
+            and the stage's inputs (``sweep_budgets``, ``calibration_text``, ``inspect_dir``, ``pattern_file``).
         out: run folder (``plan.json``, ``plan_comparison.json``, ``sweep.csv``); an inspect run of the same
             checkpoint there is reused.
         progress: ``progress(advance, item, total)``.
-        **stage_options: the rest of :func:`alphaq.planning.run.run_plan` (``sweep_budgets``,
-            ``calibration_text``, ``inspect_dir``, ``pattern_file``, ...).
 
     Returns:
         The :class:`~alphaq.planning.run.PlanStageResult` (plan, layer comparison, sweep, run folder).
@@ -96,29 +110,30 @@ def plan(model: PathLike | None = None, config: PlanConfig | None = None, out: P
     from alphaq.planning.planner import PlanConfig
     from alphaq.planning.run import run_plan
 
-    return run_plan(model, config or PlanConfig(), out, progress=progress, **stage_options)
+    return run_plan(model, config or PlanConfig(), out, progress=progress)
 
 
-def quantize(model: PathLike | None, config: QuantizeConfig, out: PathLike, *, progress: Any = None) -> QuantizeResult:
+def quantize(model: PathLike | None, config: QuantizeConfig, out: PathLike, *,
+             progress: ProgressFn | None = None) -> QuantizeResult:
     """Execute a plan: a packed, resumable safetensors checkpoint and its ``quantize.json``.
 
     Args:
         model: the checkpoint the plan was made for (``None``: the bundled demo MoE).
-        config: :class:`QuantizeConfig` (the plan file, quantizer, device).
+        config: :class:`QuantizeConfig`: the plan file, quantizer (``gptq`` with its ``calibration_text`` and
+            :class:`GptqOptions`), device, zero points and backend (``local`` or ``ray`` with ``ray_address``).
         out: the quantized checkpoint folder (an unfinished run there is resumed).
         progress: ``progress(advance, item, total)``.
 
     Returns:
         The :class:`~alphaq.quantization.run.QuantizeResult`.
     """
-    from alphaq.quantization.run import run_quantize
+    from alphaq.quantization.run import quantize_with_config
 
-    return run_quantize(model, config.plan, out, method=config.method, device=config.device, progress=progress,
-                        zero_points=config.zero_points)
+    return quantize_with_config(model, config, out, progress=progress)
 
 
 def evaluate(model: PathLike | None = None, config: EvalConfig | None = None, out: PathLike | None = None, *,
-             progress: Any = None) -> dict[str, Any]:
+             progress: ProgressFn | None = None) -> EvalResult:
     """Standard-protocol perplexity of the original model, a quantized checkpoint or a simulated plan,
     with the plan verified tensor by tensor and the routing counted.
 
@@ -130,7 +145,8 @@ def evaluate(model: PathLike | None = None, config: EvalConfig | None = None, ou
         progress: ``progress(windows, label, total)``.
 
     Returns:
-        The ``eval.json`` record.
+        The :class:`~alphaq.evaluation.eval_run.EvalResult` (``ppl``, ``baseline_ppl``, ``ppl_increase``, ...;
+        ``record`` is the ``eval.json`` content).
     """
     from alphaq.evaluation.eval_run import run_eval
     from alphaq.evaluation.options import EvalConfig
@@ -140,8 +156,28 @@ def evaluate(model: PathLike | None = None, config: EvalConfig | None = None, ou
                     options=cfg.options, progress=progress)
 
 
+def compare(model: PathLike | None = None, config: CompareConfig | None = None, out: PathLike = "alphaq-run", *,
+            progress: ProgressFn | None = None) -> pd.DataFrame:
+    """Plan the checkpoint for every (budget, allocator), apply each plan by simulated quantization and measure
+    its perplexity on the same windows, with paired-bootstrap intervals.
+
+    Args:
+        model: checkpoint folder (``None``: the bundled demo MoE).
+        config: :class:`CompareConfig` (``None``: budgets 2.5/3/3.5; alphaq, uniform, frequency, random).
+        out: folder for ``compare.csv``, ``compare.json``, ``expert_verification.csv`` and ``plans/``.
+        progress: ``progress(1, item, total)`` per plan evaluated.
+
+    Returns:
+        The results table (``compare.csv``), first row the original model.
+    """
+    from alphaq.evaluation.compare import run_compare
+    from alphaq.evaluation.options import CompareConfig
+
+    return run_compare(model, config or CompareConfig(), out, progress=progress)
+
+
 def run(model: PathLike | None = None, config: RunConfig | None = None, out: PathLike = "alphaq-run", *,
-        progress: Any = None) -> PipelineResult:
+        progress: ProgressFn | None = None) -> PipelineResult:
     """inspect -> plan -> quantize -> evaluate into one run folder, and every report page with ``index.html``.
 
     Args:

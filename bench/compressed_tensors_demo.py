@@ -70,9 +70,9 @@ def run_case(name: str, plan_cfg: Any, granularity: str, root: Path) -> dict[str
     run_quantize(None, plan, run / "alphaq")
     run_quantize(None, plan, run / "alphaq-int", zero_points="integer")
     opts = EvalOptions(max_windows=WINDOWS, baseline=False)
-    eval_packed = run_eval(None, quantized=run / "alphaq", options=opts)
-    eval_int = run_eval(None, quantized=run / "alphaq-int", options=opts)
-    eval_sim = run_eval(None, plan_file=plan, options=opts)
+    eval_packed = run_eval(None, quantized=run / "alphaq", options=opts).record
+    eval_int = run_eval(None, quantized=run / "alphaq-int", options=opts).record
+    eval_sim = run_eval(None, plan_file=plan, options=opts).record
     export = export_compressed_tensors(plan, run / "ct", granularity=granularity)
     dequantize_compressed_tensors(run / "ct", run / "dense")
     dense = AutoModelForCausalLM.from_pretrained(run / "dense", dtype=torch.float32)
@@ -141,7 +141,7 @@ def main() -> None:
     cases = {"default_3.5": (PlanConfig(budget="3.5"), "expert"),
              "vllm_4_8_layer": (PlanConfig(budget="4.5", widths="4,8", granularity="layer"), "layer"),
              "uniform_4_layer": (PlanConfig(budget="4", widths="4", granularity="layer"), "layer")}
-    baseline = run_eval(None, options=EvalOptions(max_windows=WINDOWS, baseline=False))["ppl"]
+    baseline = run_eval(None, options=EvalOptions(max_windows=WINDOWS, baseline=False)).ppl
     with tempfile.TemporaryDirectory() as tmp:
         results = {name: run_case(name, cfg, gran, Path(tmp)) for name, (cfg, gran) in cases.items()}
     print(f"original bf16 model: {baseline:.4f}")

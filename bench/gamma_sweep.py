@@ -29,6 +29,7 @@ def _widths(plan_file: Path) -> list[int]:
 
 def main() -> None:
     from alphaq.evaluation.compare import run_compare
+    from alphaq.evaluation.options import CompareConfig
     from alphaq.planning.planner import PlanConfig
     from alphaq.provenance import versions
 
@@ -40,8 +41,9 @@ def main() -> None:
     rows, inspect_dir = [], None
     for gamma in GAMMAS:
         out = args.out / f"gamma-{gamma:g}"
-        table = run_compare(None, BUDGETS, ["uniform", "alphaq"], out, max_windows=args.windows,
-                            config=PlanConfig(budget="3", gamma=gamma), inspect_dir=inspect_dir)
+        config = CompareConfig(budgets=tuple(BUDGETS), allocators=("uniform", "alphaq"), max_windows=args.windows,
+                               plan=PlanConfig(budget="3", gamma=gamma), seeds=(0,), inspect_dir=inspect_dir)
+        table = run_compare(None, config, out)
         inspect_dir = inspect_dir or out
         for _, row in table[table["entry"] == "alphaq"].iterrows():
             budget = str(row["budget"])

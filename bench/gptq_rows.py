@@ -49,8 +49,8 @@ def main() -> None:
                         if (inspect_dir / name).exists():
                             run.mkdir(parents=True, exist_ok=True)
                             (run / name).write_bytes((inspect_dir / name).read_bytes())
-                run_plan(None, PlanConfig(budget=budget, allocator=allocator), run,
-                         calibration_text=calibration if allocator == "frequency" else None)
+                run_plan(None, PlanConfig(budget=budget, allocator=allocator,
+                                          calibration_text=calibration if allocator == "frequency" else None), run)
                 inspect_dir = inspect_dir or run
                 for method in ("rtn", "gptq"):
                     t0 = time.perf_counter()
@@ -58,7 +58,7 @@ def main() -> None:
                     run_quantize(None, run / "plan.json", q, method=method,
                                  calibration_text=calibration if method == "gptq" else None)
                     seconds = time.perf_counter() - t0
-                    record = run_eval(None, quantized=q, options=options)
+                    record = run_eval(None, quantized=q, options=options).record
                     rows.append({"budget": budget, "allocator": allocator, "method": method, "ppl": record["ppl"],
                                  "ppl_increase": record["ppl_increase"], "original_ppl": record["baseline"]["ppl"],
                                  "rel_error": record["verification"]["mean_rel_error"],

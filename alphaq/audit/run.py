@@ -15,7 +15,6 @@ import functools
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,6 +35,7 @@ from alphaq.audit.analysis import (  # noqa: F401  (BATCH_BYTES, MIN_SIDE, compr
 from alphaq.audit.table_files import number_or_nan
 from alphaq.errors import AlphaQError, ConfigError
 from alphaq.locking import locks_output
+from alphaq.progress import ProgressFn
 from alphaq.runfolder import (
     DETAILS_CSV,
     DETAILS_PARQUET,
@@ -48,10 +48,7 @@ from alphaq.runfolder import (
 if TYPE_CHECKING:
     import pandas as pd
 
-
-#: progress(advance, item, total): called once per matrix.
-ProgressFn = Callable[[int, str, int], None]
-
+    from alphaq.load.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -64,11 +61,14 @@ class InspectConfig:
         device: torch device for the SVDs (``cpu``, ``cuda``).
         layers: only these decoder layers (None = all).
         experts_only: analyse routed and shared experts only.
-        tail_test: compare the power-law tail with lognormal (powerlaw 2.0, alpha range fixed); about a second
-            per matrix, so off by default.
+        tail_test: compare the power-law tail with lognormal, exponential and truncated power-law tails
+            (powerlaw 2.0, :mod:`alphaq.diagnostics.tail_compare`); about a second per matrix, so off by default.
         farms: fit the pooled ESD of random 128x128 blocks (FARMS, as in the AlphaQ code) instead of the
             whole matrix's; the block draw is seeded by ``seed``.
         seed: seed of the FARMS block draw.
+        engine: ``alphaq`` (its own eigenvalues and fit) or ``weightwatcher`` (weightwatcher 0.7.7 computes every
+            matrix's spectrum and metrics, in float64 on the CPU: slower, to cross-check alphaq's; fit ``ww`` only,
+            no FARMS).
     """
 
     fit: Literal["ww", "hill"] = "ww"
@@ -79,6 +79,7 @@ class InspectConfig:
     tail_test: bool = False
     farms: bool = False
     seed: int = 0
+    engine: Literal["alphaq", "weightwatcher"] = "alphaq"
 
     def __post_init__(self) -> None:
         if self.fit not in ("ww", "hill"):
@@ -89,6 +90,14 @@ class InspectConfig:
             raise ConfigError(f"unknown device {self.device!r}; use cpu or cuda")
         if self.layers is not None and any(layer < 0 for layer in self.layers):
             raise ConfigError("layer indices must be >= 0; pass e.g. --layers 0,1,2")
+        if self.engine not in ("alphaq", "weightwatcher"):
+            raise ConfigError(f"unknown engine {self.engine!r}; use --engine alphaq or --engine weightwatcher")
+        if self.engine == "weightwatcher":
+            conflict = ("--fit hill" if self.fit != "ww" else "--farms" if self.farms
+                        else f"--device {self.device}" if self.device != "cpu" else None)
+            if conflict:
+                raise ConfigError(f"--engine weightwatcher fits whole matrices with its own fit on the CPU; drop {conflict} "
+                                  "(or use --engine alphaq)")
 
 
 @dataclass
@@ -185,7 +194,8 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
         "checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type,
                        "num_layers": ckpt.num_layers, "num_experts": ckpt.num_experts,
                        "architecture": ckpt.spec.model_types[0]},
-        "options": {**asdict(config), "layers": list(config.layers) if config.layers else None},
+        "options": {**asdict(config), "layers": list(config.layers) if config.layers else None,
+                    **({"dtype": "float64"} if config.engine == "weightwatcher" else {})},  # weightwatcher's SVD precision
         "timing": {"seconds": round(time.perf_counter() - start, 3), "matrices": len(rows)},
         "warnings": warnings, "spectra_file": SPECTRA_NPZ,
         "skipped_tensors": len(ckpt.skipped),
@@ -203,6 +213,7 @@ def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
     from alphaq.atomic import staged_files
     from alphaq.audit.expert_quality import EXPERT_COLUMNS, EXPERT_INT_COLUMNS
     from alphaq.audit.table_files import column_kinds, write_csv, write_parquet
+    from alphaq.runfolder import record_path
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -220,7 +231,9 @@ def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
         files.write_with(DETAILS_PARQUET, lambda p: write_parquet(p, details, DETAIL_COLUMNS, kinds=kinds))
         files.write_with(EXPERTS_CSV, lambda p: write_csv(p, experts, EXPERT_COLUMNS, EXPERT_INT_COLUMNS))
         files.write_with(SPECTRA_NPZ, lambda p: _save_npz(p, arrays))
-        files.write_json(INSPECT_JSON, result.manifest)
+        ckpt = result.manifest["checkpoint"]  # its path as the run folder records paths (runfolder.record_path)
+        files.write_json(INSPECT_JSON, {**result.manifest,
+                                        "checkpoint": {**ckpt, "path": record_path(ckpt["path"], base=out)}})
     return out
 
 
@@ -243,7 +256,7 @@ def _plotted_spectra(details: list[dict[str, Any]], experts: list[dict[str, Any]
     return {n: spectra[n] for n in dict.fromkeys(names) if n in spectra}
 
 
-def _warnings(details: list[dict[str, Any]], experts: list[dict[str, Any]], ckpt: Any) -> list[str]:
+def _warnings(details: list[dict[str, Any]], experts: list[dict[str, Any]], ckpt: Checkpoint) -> list[str]:
     out = []
     for status in ("nonfinite", "failed", "skipped"):
         count = sum(1 for row in details if row["status"] == status)

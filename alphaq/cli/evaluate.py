@@ -5,8 +5,9 @@ The lead registers them on the app: ``app.command("eval")(eval_command)`` and ``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,13 +50,13 @@ def eval_command(
                               device=device, dtype=dtype, batch_size=batch_size)
         text = _eval_text(text_file, dataset)
         with _progress("eval") as advance:
-            record = run_eval(model, out, quantized=quantized, plan_file=plan, text_file=text, options=options,
+            result = run_eval(model, out, quantized=quantized, plan_file=plan, text_file=text, options=options,
                               progress=advance)
         if html:
             from alphaq.report.eval_page import render_eval
 
             render_eval(out)
-    print_eval_summary(record, out, html)
+    print_eval_summary(result.record, out, html)
 
 
 def _eval_text(text_file: Path | None, dataset: str | None) -> Path | None:
@@ -67,7 +68,7 @@ def _eval_text(text_file: Path | None, dataset: str | None) -> Path | None:
     return resolve_eval_text(text_file, dataset)
 
 
-def print_eval_summary(record: dict, out: Path, html: bool) -> None:
+def print_eval_summary(record: Mapping[str, Any], out: Path, html: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -122,18 +123,16 @@ def compare(
 ) -> None:
     """Plan every (budget, allocator), measure each plan's perplexity: compare.csv/json and compare.html."""
     from alphaq.evaluation.compare import run_compare
+    from alphaq.evaluation.options import CompareConfig
     from alphaq.planning.planner import PlanConfig
 
-    budget_list = [b.strip() for b in budgets.split(",") if b.strip()]
     with _user_errors():
-        config = PlanConfig(budget=budget_list[0] if budget_list else "3", widths=widths, group_size=group_size,
-                            granularity=granularity, gamma=gamma)  # type: ignore[arg-type]
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()] if seeds.strip() else []
+        base = PlanConfig(widths=widths, group_size=group_size, granularity=granularity, gamma=gamma)  # type: ignore[arg-type]
+        config = CompareConfig(budgets=budgets, allocators=allocators, plan=base, text_file=_eval_text(text_file, dataset),
+                               calib_in=calib_in, calib_out=calib_out, seeds=seeds, max_windows=max_windows,
+                               context=context, device=device, dtype=dtype, resamples=resamples, inspect_dir=inspect_dir)
         with _progress("compare") as advance:
-            table = run_compare(model, budget_list, allocators.split(","), out, text_file=_eval_text(text_file, dataset),
-                                calib_out=calib_out, calib_in=calib_in, max_windows=max_windows, context=context,
-                                config=config, inspect_dir=inspect_dir, device=device, dtype=dtype,
-                                seeds=seed_list, resamples=resamples, progress=advance)
+            table = run_compare(model, config, out, progress=advance)
         if html:
             from alphaq.report.compare_page import render_compare
 

@@ -36,7 +36,6 @@ from alphaq.cli.common import (
     WidthsOpt,
     fail,
     plan_config,
-    preload_on_first_call,
     progress_bar,
     split_list,
     user_errors,
@@ -71,7 +70,12 @@ def inspect(
     experts_only: Annotated[bool, typer.Option("--experts-only", help="Analyse expert matrices only.")] = False,
     device: Annotated[str, typer.Option(help="Device for the SVDs: cpu or cuda.")] = "cpu",
     float64: Annotated[bool, typer.Option("--float64", help="Eigenvalues in float64 (exact; slower).")] = False,
-    tail_test: Annotated[bool, typer.Option(help="Power law vs lognormal test of each tail (powerlaw; ~1 s a matrix).")] = False,
+    tail_test: Annotated[bool, typer.Option(
+        help="Power law vs lognormal, exponential and truncated power-law tails, each matrix (powerlaw; ~1 s a "
+             "matrix): R_*, p_* columns.")] = False,
+    engine: Annotated[str, typer.Option(
+        help="alphaq (its own eigenvalues and fit) or weightwatcher (weightwatcher computes every matrix, float64 on "
+             "the CPU, several times slower: a cross-check of alphaq's numbers).")] = "alphaq",
     farms: Annotated[bool, typer.Option("--farms", help="Fit pooled ESDs of random 128x128 blocks (AlphaQ's FARMS).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the FARMS block draw.")] = 0,
     pattern_file: PatternFileOpt = None,
@@ -90,10 +94,9 @@ def inspect(
     with user_errors(), output_lock(out, "inspect"):
         config = InspectConfig(fit=fit, dtype="float64" if float64 else "float32", device=device,  # type: ignore[arg-type]
                                layers=parse_ints(layers, "--layers"), experts_only=experts_only, tail_test=tail_test,
-                               farms=farms, seed=seed)
+                               farms=farms, seed=seed, engine=engine)  # type: ignore[arg-type]
         with backend_session(backend, ray_address) as compute, progress_bar("inspect") as advance:
-            progress = preload_on_first_call(advance, "rich.console", "rich.table")  # for the summary
-            result = run_inspect(model, config, pattern_file=pattern_file, progress=progress, backend=compute)
+            result = run_inspect(model, config, pattern_file=pattern_file, progress=advance, backend=compute)
         save_inspect(result, out)
         if html:
             from alphaq.report.inspect_page import render_inspect
@@ -127,17 +130,20 @@ def plan(
     html: Annotated[bool, typer.Option(help="Write plan.html.")] = True,
 ) -> None:
     """Optimal per-expert bit-widths for a memory budget: plan.json, preview of memory and predicted error."""
+    import dataclasses
+
     from alphaq.cli.summaries import print_plan_summary
     from alphaq.planning.run import run_plan
 
     with user_errors():
-        config = plan_config(budget=budget, widths=widths, group_size=group_size, granularity=granularity,
-                             allocator=allocator, gamma=gamma, method=quant_method, error_model=error_model,
-                             min_bits=min_bits, max_bits=max_bits, keep=keep, solver=solver, seed=seed, target=target)
+        config = dataclasses.replace(
+            plan_config(budget=budget, widths=widths, group_size=group_size, granularity=granularity,
+                        allocator=allocator, gamma=gamma, method=quant_method, error_model=error_model,
+                        min_bits=min_bits, max_bits=max_bits, keep=keep, solver=solver, seed=seed, target=target),
+            sweep_budgets=split_list(sweep), sweep_allocators=split_list(sweep_allocators),
+            calibration_text=calibration_text, inspect_dir=inspect_dir, pattern_file=pattern_file)
         with progress_bar("plan") as advance:
-            result = run_plan(model, config, out, inspect_dir=inspect_dir, sweep_budgets=split_list(sweep),
-                              sweep_allocators=split_list(sweep_allocators), calibration_text=calibration_text,
-                              pattern_file=pattern_file, progress=advance)
+            result = run_plan(model, config, out, progress=advance)
         if html:
             from alphaq.report.plan_page import render_plan
 
@@ -163,11 +169,14 @@ def quantize(
     import time
 
     from alphaq.cli.summaries import print_quantize_summary
-    from alphaq.distributed import backend_session
-    from alphaq.quantization.run import run_quantize
+    from alphaq.quantization.config import QuantizeConfig
+    from alphaq.quantization.run import quantize_with_config
 
     with user_errors():
-        with backend_session(backend, ray_address) as compute, progress_bar("quantize") as advance:
+        config = QuantizeConfig(plan=plan, method=method, device=device, zero_points=zero_points,
+                                calibration_text=calibration_text, calibration_windows=calibration_windows,
+                                backend=backend, ray_address=ray_address)
+        with progress_bar("quantize") as advance:
             start, done = time.perf_counter(), [0]
 
             def count(nbytes: int) -> None:
@@ -178,9 +187,7 @@ def quantize(
                 advance(n, f"{item} | {rate:,.1f} MB/s", total)
 
             try:
-                result = run_quantize(model, plan, out, method=method, device=device, progress=tick, on_bytes=count,
-                                      zero_points=zero_points, calibration_text=calibration_text,
-                                      calibration_windows=calibration_windows, backend=compute)
+                result = quantize_with_config(model, config, out, progress=tick, on_bytes=count)
             except KeyboardInterrupt:
                 typer.echo(f"interrupted: the shards finished in {out} are kept; rerun the same command to resume",
                            err=True)

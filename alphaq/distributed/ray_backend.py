@@ -30,9 +30,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alphaq.errors import AlphaQError, ConfigError
+
+if TYPE_CHECKING:
+    from alphaq.audit.run import InspectConfig
+    from alphaq.load.checkpoint import Checkpoint
 
 #: Values of ``--backend``.
 BACKENDS: tuple[str, ...] = ("local", "ray")
@@ -116,7 +120,7 @@ class RayBackend:
 
     # -- inspect --------------------------------------------------------------------------------------
 
-    def analyse(self, ckpt: Any, refs: Sequence[Any], config: Any, *,
+    def analyse(self, ckpt: Checkpoint, refs: Sequence[Any], config: InspectConfig, *,
                 pattern_file: str | Path | None = None) -> Iterator[tuple[Any, dict[str, Any], Any]]:
         """The Ray counterpart of :func:`alphaq.audit.analysis.analyse_matrices`: the same (ref, row, spectrum)
         triples, in the same order, computed by tasks of :func:`inspect_batches`.
@@ -192,7 +196,7 @@ def inspect_batches(refs: Sequence[Any], task_matrices: int = TASK_MATRICES) -> 
 
 
 def _inspect_task(path: str, pattern_file: str | None, fingerprint: str, names: list[str],
-                  config: Any) -> list[tuple[str, dict[str, Any], Any]]:
+                  config: InspectConfig) -> list[tuple[str, dict[str, Any], Any]]:
     """Worker: open the checkpoint by path and analyse the named matrices; (name, row, spectrum) for each."""
     from alphaq.audit.analysis import analyse_matrices
 

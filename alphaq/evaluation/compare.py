@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from alphaq.errors import AlphaQError, ConfigError
-from alphaq.evaluation.bootstrap import DEFAULT_RESAMPLES
 from alphaq.evaluation.compare_stats import ORIGINAL, add_intervals, plan_predictors, prediction_check, row_key, seed_spread
+from alphaq.evaluation.options import FREQUENCY_ENTRIES, CompareConfig, expand_allocators
 from alphaq.evaluation.routing import PRIOR_SEED, PRIOR_WINDOWS, random_token_routing
 from alphaq.locking import locks_output
+from alphaq.progress import ProgressFn
 from alphaq.provenance import text_record, versions
 from alphaq.runfolder import (
     COMPARE_CSV,
@@ -31,35 +32,15 @@ from alphaq.runfolder import (
     EXPERT_VERIFICATION_CSV,
 )
 
-ProgressFn = Callable[[int, str, int], None]
-#: Allocator entries of ``compare``; ``frequency`` expands to its in- and out-of-domain calibrations.
-FREQUENCY_ENTRIES = {"frequency-in": "in", "frequency-out": "out"}
+if TYPE_CHECKING:
+    from alphaq.planning.costs import MatrixErrors
+    from alphaq.planning.planner import PlanConfig
+
 COMPARE_COLUMNS = ["entry", "allocator", "seed", "calibration", "budget", "status", "average_payload_bits",
                    "effective_bits", "expert_bytes", "predicted_error", "alpha_objective", "abs_sq_error",
                    "alpha_sq_error", "depth_sq_error", "routed_sq_error", "measured_rel_error", "ppl", "nll",
                    "ppl_increase", "tokens", "windows", "plan_fingerprint", "message"]
 CALIBRATION_WINDOWS = 64
-
-
-def expand_allocators(allocators: Sequence[str]) -> list[str]:
-    """Entries of the comparison: ``frequency`` becomes ``frequency-in`` and ``frequency-out``.
-
-    Raises:
-        ConfigError: an unknown allocator name.
-    """
-    from alphaq.planning.allocators import ALLOCATORS
-
-    out: list[str] = []
-    for name in (a.strip() for a in allocators if a.strip()):
-        names = list(FREQUENCY_ENTRIES) if name == "frequency" else [name]
-        for entry in names:
-            if entry not in ALLOCATORS and entry not in FREQUENCY_ENTRIES:
-                raise ConfigError(f"unknown allocator {entry!r}; use one of {', '.join([*ALLOCATORS, *FREQUENCY_ENTRIES])}")
-            if entry not in out:
-                out.append(entry)
-    if not out:
-        raise ConfigError("no allocator given; pass --allocators alphaq,uniform,...")
-    return out
 
 
 def _tokens(tokenizer: Any, path: Path) -> Any:
@@ -92,62 +73,39 @@ def _shares(model: Any, ids: Any, context: int, max_windows: int | None) -> dict
 
 
 @locks_output("out_dir", "compare")
-def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Sequence[str], out_dir: str | Path, *,
-                text_file: str | Path | None = None, calib_out: str | Path | None = None,
-                calib_in: str | Path | None = None, max_windows: int | None = None, context: int | None = None,
-                config: Any = None, inspect_dir: str | Path | None = None, device: str = "cpu",
-                dtype: str = "float32", seeds: Sequence[int] = (0,), resamples: int = DEFAULT_RESAMPLES,
-                level: float = 0.95, progress: ProgressFn | None = None) -> pd.DataFrame:
+def run_compare(model: str | Path | None, config: CompareConfig, out_dir: str | Path, *,
+                progress: ProgressFn | None = None) -> pd.DataFrame:
     """Plan the checkpoint for every (budget, allocator), evaluate each plan's perplexity, write the results.
 
     Args:
         model: checkpoint folder (None: the bundled demo model).
-        budgets: budgets (``"2.5"``, ``"3"``, ``"12GB"``).
-        allocators: allocator names; ``frequency`` = ``frequency-in`` + ``frequency-out``.
+        config: the :class:`~alphaq.evaluation.options.CompareConfig` (budgets, allocators, base plan options,
+            texts, seeds, windows, device, intervals).
         out_dir: run folder (created).
-        text_file: evaluation text (None: WikiText-2 test from the data folder).
-        calib_out: out-of-domain calibration text of ``frequency-out`` (None: Tiny Shakespeare).
-        calib_in: in-domain calibration text of ``frequency-in`` (None: WikiText-2 valid).
-        max_windows: evaluate the first this many windows (None: all).
-        context: window length (None: the model's context, at most 2048).
-        config: base :class:`alphaq.planning.PlanConfig` (its budget, allocator and seed are replaced); None: defaults.
-        inspect_dir: reuse this inspect run of the same checkpoint (None: the one in ``out_dir``, else a fresh
-            experts-only inspect saved there).
-        device: where the model runs (``cpu``, ``cuda[:N]``).
-        dtype: dense weights and activations (``float32``, ``bfloat16``, ``float16``).
-        seeds: seeds of the ``random`` allocator (one plan per seed and budget; compare.json reports their spread).
-        resamples: paired-bootstrap resamples of the intervals (:mod:`alphaq.evaluation.bootstrap`).
-        level: coverage of the intervals.
         progress: ``progress(1, item, total)`` per plan evaluated.
 
     Returns:
         The results table (:data:`COMPARE_COLUMNS` and the interval columns), first row the original model.
 
     Raises:
-        AlphaQError: missing data, a checkpoint that cannot be loaded; ConfigError: bad budgets, allocators or seeds.
+        AlphaQError: missing data, a checkpoint that cannot be loaded; ConfigError: CUDA asked for and missing.
     """
     import torch
 
     from alphaq.evaluation import datasets
-    from alphaq.evaluation.options import EvalOptions
     from alphaq.evaluation.perplexity import model_context, perplexity
     from alphaq.load import open_checkpoint
     from alphaq.load.model import load_model
-    from alphaq.planning.budget import Budget
     from alphaq.planning.planner import PlanConfig, measure_errors
     from alphaq.planning.run import plan_details
     from alphaq.zoo.demo import demo_model_path
 
-    entries = expand_allocators(allocators)
-    budget_list = [str(b).strip() for b in budgets if str(b).strip()]
-    if not budget_list:
-        raise ConfigError("no budget given; pass --budgets 2.5,3,3.5")
-    for b in budget_list:
-        Budget.parse(b)
-    seed_list = sorted({int(s) for s in seeds})
-    if not seed_list:
-        raise ConfigError("no seed given for the random allocator; pass --seeds 0,1,2")
-    base = config if config is not None else PlanConfig(budget=budget_list[0])
+    entries = expand_allocators(config.allocators)
+    budget_list, seed_list = list(config.budgets), list(config.seeds)
+    text_file, calib_in, calib_out, inspect_dir = config.text_file, config.calib_in, config.calib_out, config.inspect_dir
+    max_windows, context, device, dtype = config.max_windows, config.context, config.device, config.dtype
+    resamples, level = config.resamples, config.level
+    base = config.plan if config.plan is not None else PlanConfig(budget=budget_list[0])
     eval_path = Path(text_file) if text_file is not None else datasets.wikitext2_test()
     needs = {FREQUENCY_ENTRIES[e] for e in entries if e in FREQUENCY_ENTRIES}
     calib_paths = {"out": Path(calib_out) if calib_out is not None else (datasets.shakespeare() if "out" in needs else None),
@@ -163,7 +121,7 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
     refs = {m.name: m for m in ckpt.matrices}
     errors = measure_errors(details, lambda name: ckpt.read_matrix(refs[name]), base)
 
-    options = EvalOptions(device=device, dtype=dtype)  # validates both
+    options = config.options
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device} requested but CUDA is not available; pass --device cpu")
     lm, tokenizer = load_model(ckpt.path, device=options.device, dtype=getattr(torch, options.dtype))
@@ -174,9 +132,12 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
     eval_shares = _shares(lm, ids, window, max_windows)
     prior = random_token_routing(lm, context=window).shares()  # data-free: no text is read
     original = perplexity(lm, ids, window, max_windows=max_windows)
-    provenance = {"checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
+    from alphaq.runfolder import record_path  # paths relative to the compare folder, the bundled model by name
+
+    provenance = {"checkpoint": {"path": record_path(ckpt.path, base=out), "fingerprint": ckpt.fingerprint,
+                                 "model_type": ckpt.model_type},
                   "diagnostics": {"fit": inspect_manifest["options"]["fit"], "inspect_created": inspect_manifest["created"],
-                                  "inspect_dir": str(inspect_dir or out)}}
+                                  "inspect_dir": record_path(inspect_dir or out, base=out)}}
     job = _Job(lm=lm, ids=ids, window=window, max_windows=max_windows, snapshot=_snapshot(lm), details=details,
                errors=errors, provenance=provenance, shares=shares, eval_shares=eval_shares, routing_prior=prior, out=out,
                original_ppl=original.ppl, num_layers=ckpt.num_layers,
@@ -193,7 +154,8 @@ def run_compare(model: str | Path | None, budgets: Sequence[str], allocators: Se
         side = FREQUENCY_ENTRIES.get(entry)
         cfg = dataclasses.replace(base, budget=budget, allocator="frequency" if side else entry,
                                   **({"seed": seed} if seed is not None else {}))
-        row = _evaluate_entry(job, cfg, entry, budget, seed, calibration=str(calib_paths[side]) if side else None,
+        calibration = record_path(calib_paths[side], base=out) if side else None
+        row = _evaluate_entry(job, cfg, entry, budget, seed, calibration=calibration,
                               routing_shares=shares.get(side) if side else None)
         rows.append(row)
         if progress:
@@ -221,7 +183,7 @@ class _Job:
     max_windows: int | None
     snapshot: dict[str, Any]
     details: pd.DataFrame
-    errors: Any
+    errors: MatrixErrors
     provenance: dict[str, Any]
     shares: dict[str, Any]
     eval_shares: dict[tuple[int, int], float]
@@ -235,7 +197,7 @@ class _Job:
     verification: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-def _evaluate_entry(job: _Job, cfg: Any, entry: str, budget: str, seed: int | None, *, calibration: str | None,
+def _evaluate_entry(job: _Job, cfg: PlanConfig, entry: str, budget: str, seed: int | None, *, calibration: str | None,
                     routing_shares: Any) -> dict[str, Any]:
     """Plan one (budget, allocator[, seed]) with the plan stage's own make_plan, apply it, score it, undo it."""
     from alphaq.evaluation.perplexity import perplexity
@@ -307,8 +269,8 @@ def _write_compare(out: Path, table: pd.DataFrame, job: _Job, *, eval_path: Path
             "protocol": {"context": job.window, "stride": job.window, "max_windows": job.max_windows,
                          "windows": original.windows, "tokens": original.tokens,
                          "dropped_tokens": original.dropped_tokens, "remainder": "dropped", "simulated": True},
-            "eval_text": text_record(eval_path),
-            "calibration": {side: text_record(path) for side, path in calib_texts.items()},
+            "eval_text": text_record(eval_path, base=out),
+            "calibration": {side: text_record(path, base=out) for side, path in calib_texts.items()},
             "options": options, "intervals": intervals,
             "original_ppl": original.ppl, "prediction_check": prediction_check(table),
             "routing_prior": _prior_record(job),

@@ -13,7 +13,7 @@ Written into ``out_dir``: ``eval.json`` (schema, provenance, results, memory, ve
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 from alphaq.errors import AlphaQError, ConfigError
 from alphaq.evaluation.options import EvalOptions
 from alphaq.locking import locks_output
+from alphaq.progress import ProgressFn
 from alphaq.provenance import text_record, versions
 from alphaq.runfolder import (
     EVAL_EXPERTS_CSV,
@@ -29,7 +30,66 @@ from alphaq.runfolder import (
     EVAL_TENSORS_CSV,
 )
 
-ProgressFn = Callable[[int, str, int], None]
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What ``alphaq eval`` measured.
+
+    Attributes:
+        record: the ``eval.json`` content (source, checkpoint, protocol, perplexity, baseline, memory, verification).
+        out_dir: the folder it was written to (None: nothing written).
+    """
+
+    record: Mapping[str, Any]
+    out_dir: Path | None = None
+
+    @property
+    def kind(self) -> str:
+        """What was evaluated: ``original``, ``quantized`` or ``simulated``."""
+        return str(self.record["source"]["kind"])
+
+    @property
+    def ppl(self) -> float:
+        """Perplexity of the evaluated model (NaN when no window fits the text)."""
+        return float(self.record["ppl"])
+
+    @property
+    def nll(self) -> float:
+        """Mean token negative log-likelihood (nats)."""
+        return float(self.record["nll"])
+
+    @property
+    def baseline_ppl(self) -> float | None:
+        """Perplexity of the original model on the same windows (None: no baseline was measured)."""
+        baseline = self.record.get("baseline")
+        return float(baseline["ppl"]) if baseline else None
+
+    @property
+    def ppl_increase(self) -> float | None:
+        """``ppl - baseline_ppl`` (None without a baseline)."""
+        increase = self.record.get("ppl_increase")
+        return float(increase) if increase is not None else None
+
+    @property
+    def windows(self) -> int:
+        """Windows evaluated."""
+        return int(self.record["windows"])
+
+    @property
+    def tokens(self) -> int:
+        """Tokens scored."""
+        return int(self.record["tokens"])
+
+    @property
+    def verification(self) -> Mapping[str, Any]:
+        """The plan-vs-measured summary (empty tensor list for the original model)."""
+        return self.record["verification"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A copy of :attr:`record` (the ``eval.json`` content)."""
+        import copy
+
+        return copy.deepcopy(dict(self.record))
 
 
 def _model_bytes(model: Any) -> int:
@@ -175,7 +235,7 @@ def _evaluate_quantized(quantized: Path, original: Path, manifest: dict[str, Any
 @locks_output("out_dir", "eval")
 def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, quantized: str | Path | None = None,
              plan_file: str | Path | None = None, text_file: str | Path | None = None,
-             options: EvalOptions | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
+             options: EvalOptions | None = None, progress: ProgressFn | None = None) -> EvalResult:
     """Perplexity of the original model, a quantized checkpoint or a simulated plan, with plan verification.
 
     Args:
@@ -189,7 +249,7 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
         progress: ``progress(windows, label, total_windows)`` after each forward pass.
 
     Returns:
-        The record written to ``eval.json``.
+        The :class:`EvalResult` (its ``record`` is what ``eval.json`` holds).
 
     Raises:
         ConfigError: both ``quantized`` and ``plan_file``; AlphaQError: missing text or artifacts, a model
@@ -217,10 +277,13 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
         from alphaq.quantization.manifest import read_manifest
 
         manifest = read_manifest(quantized)
-        original = Path(model) if model is not None else Path(manifest["checkpoint"]["path"])
+        from alphaq.runfolder import resolve_recorded_path  # quantize.json records paths relative to its folder
+
+        original = (Path(model) if model is not None
+                    else resolve_recorded_path(manifest["checkpoint"]["path"], base=quantized))
         recorded_plan = (manifest.get("plan") or {}).get("path")
-        if recorded_plan and Path(recorded_plan).is_file():
-            plan_path = Path(recorded_plan)
+        if recorded_plan and resolve_recorded_path(recorded_plan, base=quantized).is_file():
+            plan_path = resolve_recorded_path(recorded_plan, base=quantized)
         measured, setup = _evaluate_quantized(Path(quantized), original, manifest, eval_path, opts, progress)
     else:
         original = Path(model) if model is not None else demo_model_path()
@@ -231,10 +294,10 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
 
     experts = expert_table(measured.tensors, measured.shares, measured.shares_original,
                            expert_alphas(plan_path.parent) if plan_path is not None else {})
-    record = _record(measured, setup, experts, original, manifest, plan_path, eval_path)
+    record = _record(measured, setup, experts, original, manifest, plan_path, eval_path, base=out_dir)
     if out_dir is not None:
         _write(Path(out_dir), record, measured.tensors, experts)
-    return record
+    return EvalResult(record=record, out_dir=Path(out_dir) if out_dir is not None else None)
 
 
 def _measure(model: Any, setup: _Setup, label: str) -> tuple[Any, dict[tuple[int, int], float]]:
@@ -252,8 +315,12 @@ def _measure(model: Any, setup: _Setup, label: str) -> tuple[Any, dict[tuple[int
 
 
 def _record(measured: _Measured, setup: _Setup, experts: Any, original: Path, manifest: dict[str, Any] | None,
-            plan_path: Path | None, eval_path: Path) -> dict[str, Any]:
-    """The eval.json content."""
+            plan_path: Path | None, eval_path: Path, *, base: str | Path | None = None) -> dict[str, Any]:
+    """The eval.json content (paths as :func:`alphaq.runfolder.record_path` records them relative to ``base``)."""
+    from alphaq.runfolder import record_path
+
+    source = {key: record_path(value, base=base) if key in ("path", "original", "plan") and value else value
+              for key, value in measured.source.items()}
     from alphaq.atomic import json_safe
     from alphaq.evaluation.verification import verification_summary
 
@@ -261,10 +328,10 @@ def _record(measured: _Measured, setup: _Setup, experts: Any, original: Path, ma
     return json_safe({
         "schema_version": EVAL_SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(), "source": measured.source,
-        "checkpoint": _checkpoint_record(original, manifest),
-        "plan": {"path": str(plan_path) if plan_path else None},
-        "eval_text": text_record(eval_path),
+        "versions": versions(), "source": source,
+        "checkpoint": {**_checkpoint_record(original, manifest), "path": record_path(original, base=base)},
+        "plan": {"path": record_path(plan_path, base=base) if plan_path else None},
+        "eval_text": text_record(eval_path, base=base),
         "protocol": {"context": setup.window, "stride": opts.stride or setup.window, "max_windows": opts.max_windows,
                      "remainder": "dropped", "batch_size": opts.batch_size, "device": opts.device,
                      "dtype": opts.dtype},
@@ -286,4 +353,4 @@ def _write(out: Path, record: dict[str, Any], tensors: Any, experts: Any) -> Non
     write_json(out / EVAL_JSON, record)
 
 
-__all__ = ["EvalOptions", "run_eval"]
+__all__ = ["EvalOptions", "EvalResult", "run_eval"]

@@ -16,9 +16,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alphaq.errors import PlanError
+
+if TYPE_CHECKING:
+    from alphaq.planning.plan_file import Plan
 
 _EXPERT_TENSOR = re.compile(r"^(?P<prefix>.*\.layers\.(?P<layer>\d+))\.(?:block_sparse_moe|mlp)\.experts\."
                             r"(?P<expert>\d+)\.(?P<proj>w1|w2|w3|gate_proj|up_proj|down_proj)\.weight$")
@@ -88,7 +91,7 @@ def _views(model: Any) -> Callable[[str], Any]:
     return view
 
 
-def apply_plan(model: Any, plan: Any, *, method: str | None = None) -> SimulationResult:
+def apply_plan(model: Any, plan: Plan, *, method: str | None = None) -> SimulationResult:
     """Quantize-dequantize every planned matrix below 16 bits in place.
 
     Args:

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from alphaq.planning.plan_file import Plan
 
 TENSOR_COLUMNS = ["name", "layer", "expert", "proj", "role", "bits", "group_size", "params", "predicted_error",
                   "rel_error", "bytes", "predicted_bytes"]
@@ -42,7 +45,7 @@ def tensors_from_quantize_manifest(manifest: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TENSOR_COLUMNS)
 
 
-def tensors_from_checks(checks: Iterable[Any], plan: Any) -> pd.DataFrame:
+def tensors_from_checks(checks: Iterable[Any], plan: Plan) -> pd.DataFrame:
     """Per-tensor rows of a simulated plan (:class:`alphaq.evaluation.simulate.TensorCheck` list).
 
     Args:

@@ -22,6 +22,7 @@ from alphaq.export.ggml_types import GGUF_WIDTH_TYPES, check_gguf_widths
 from alphaq.export.gguf_io import EXPERT_PATTERN, convert_checkpoint, expert_slices, quantize_gguf
 from alphaq.export.llamacpp_tools import LlamaCppTools, find_tools
 from alphaq.planning.costs import MatrixErrors
+from alphaq.progress import ProgressFn
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 GGUF_ERRORS_JSON = "gguf_errors.json"
 GGUF_ERRORS_SCHEMA_VERSION = 1
-ProgressFn = Callable[[int, str, int], None]
 
 
 def measure_gguf_errors(details: pd.DataFrame, read_matrix: Callable[[str], torch.Tensor], widths: Sequence[int], *,

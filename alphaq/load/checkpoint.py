@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from alphaq.errors import CheckpointError
 from alphaq.load.architectures import (
     ArchSpec,
     Role,
+    check_config,
     load_pattern_file,
     match_tensor,
     spec_for,
@@ -134,14 +135,15 @@ class Checkpoint:
 
     def read_tensor(self, name: str) -> Any:
         """Read one stored tensor as it is in the file (torch tensor, original dtype)."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         info = self._info(name)
         try:
             with safe_open(str(info.file), framework="pt") as fh:
                 return fh.get_tensor(name)
-        except (OSError, RuntimeError, ValueError) as exc:  # safetensors raises SafetensorError(ValueError-like)
-            raise CheckpointError(f"{info.file}: cannot read tensor {name!r} ({exc}); the shard may be corrupt") from exc
+        except (OSError, RuntimeError, ValueError, SafetensorError) as exc:  # torch cannot hold F6, odd-sized F4
+            raise CheckpointError(f"{info.file}: cannot read tensor {name!r} ({exc}); the shard may be "
+                                  "corrupt") from exc
 
     def read_matrix(self, ref: MatrixRef, *, dtype: Any = None) -> Any:
         """Read one matrix as a float tensor [out, in], dequantized (FP8 blocks, MXFP4) and split if fused.
@@ -197,11 +199,6 @@ class Checkpoint:
             raise CheckpointError(f"{ref.name}: read shape {tuple(matrix.shape)} differs from header shape {ref.shape}")
         return matrix
 
-    def iter_matrices(self, refs: Iterable[MatrixRef], *, dtype: Any = None) -> Iterator[tuple[MatrixRef, Any]]:
-        """Stream (ref, matrix) pairs in the given order, one matrix in memory at a time."""
-        for ref in refs:
-            yield ref, self.read_matrix(ref, dtype=dtype)
-
     # -- internals -------------------------------------------------------------------------------------
     def _info(self, name: str) -> TensorInfo:
         try:
@@ -223,34 +220,35 @@ class Checkpoint:
         return int(block[0]), int(block[1])
 
     def _read_expert_slice(self, ref: MatrixRef) -> Any:
-        from safetensors import safe_open
-
         assert ref.expert is not None
         if ref.tensor + "_blocks" in self.tensors:  # MXFP4 fused experts
             blocks = self._read_slice(ref.tensor + "_blocks", ref.expert)
             scales = self._read_slice(ref.tensor + "_scales", ref.expert)
             return dequantize_tensor(ref.tensor + "_blocks", blocks, scales, self._block_size())
-        info = self._info(ref.tensor)
-        with safe_open(str(info.file), framework="pt") as fh:
-            raw = fh.get_slice(ref.tensor)[ref.expert]
+        raw = self._read_slice(ref.tensor, ref.expert)
         scale = self._scale_for(ref.tensor)
         if scale is not None and scale.dim() == 3:
             scale = scale[ref.expert]
         return dequantize_tensor(ref.tensor, raw, scale, self._block_size())
 
     def _read_slice(self, name: str, index: int) -> Any:
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         info = self._info(name)
-        with safe_open(str(info.file), framework="pt") as fh:
-            return fh.get_slice(name)[index]
+        try:
+            with safe_open(str(info.file), framework="pt") as fh:
+                return fh.get_slice(name)[index]
+        except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
+            raise CheckpointError(f"{info.file}: cannot read tensor {name!r} ({exc}); the shard may be "
+                                  "corrupt") from exc
 
 
 def open_checkpoint(path: str | Path, *, pattern_file: str | Path | None = None) -> Checkpoint:
     """Open a local Hugging Face checkpoint folder from its config and headers (no weights read).
 
     Args:
-        path: folder with ``config.json`` and ``*.safetensors`` (single file or sharded with an index).
+        path: folder with ``config.json`` and ``*.safetensors`` (single file or sharded with an index), or a
+            Hugging Face model id (``owner/name[@revision]``, :func:`alphaq.load.hub.resolve_model`).
         pattern_file: optional JSON pattern file for architectures the table does not know.
 
     Returns:
@@ -259,9 +257,12 @@ def open_checkpoint(path: str | Path, *, pattern_file: str | Path | None = None)
     Raises:
         CheckpointError: missing path, no safetensors, corrupt header, tensor in the index but missing.
     """
-    directory = Path(path).expanduser()
+    from alphaq.load.hub import resolve_model
+
+    directory = resolve_model(path)  # a folder, or a Hugging Face model id (downloaded, or the offline cache)
     if not directory.exists():
-        raise CheckpointError(f"{directory}: no such checkpoint folder; pass a local Hugging Face model directory")
+        raise CheckpointError(f"{directory}: no such checkpoint folder; pass a local Hugging Face model directory or a "
+                              "Hub model id (owner/name)")
     if directory.is_file():
         raise CheckpointError(f"{directory}: is a file; pass the checkpoint folder that holds it")
     config = _read_config(directory)
@@ -298,7 +299,7 @@ def classify(tensors: dict[str, TensorInfo], spec: ArchSpec,
         if name.endswith(("_scale_inv", "_scales", "weight_scale", "input_scale")) and _is_side_data(name, tensors):
             skipped.append(SkippedTensor(name, "quantization scales"))
             continue
-        if name.endswith("_blocks") and name[: -len("_blocks")] + "_scales" in tensors:  # MXFP4 [E, out, G, 16]
+        if name.endswith("_blocks") and name[: -len("_blocks")] + "_scales" in tensors and len(shape) >= 2:  # MXFP4
             logical = name[: -len("_blocks")]
             shape = (*info.shape[:-2], info.shape[-2] * info.shape[-1] * 2)
         if name.endswith(("bias", "_bias")):
@@ -306,6 +307,9 @@ def classify(tensors: dict[str, TensorInfo], spec: ArchSpec,
             continue
         if len(shape) < 2:
             skipped.append(SkippedTensor(name, f"{len(shape)}-D tensor (norm, bias or scalar)"))
+            continue
+        if 0 in shape:
+            skipped.append(SkippedTensor(name, f"empty tensor {list(shape)}"))
             continue
         match = match_tensor(spec, logical)
         if match is not None and max_layers is not None and match.layer is not None and match.layer >= int(max_layers):
@@ -372,11 +376,9 @@ def _read_config(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"{directory}: no config.json; pass a Hugging Face checkpoint folder (save_pretrained output)")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{config_file}: not valid JSON ({exc}); re-download or fix it") from exc
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{config_file}: not a JSON object; re-download or fix it")
-    return config
+    return check_config(config, str(config_file))  # types and ranges of the fields alphaq reads
 
 
 def _config_value(config: dict[str, Any], keys: Iterable[str | None]) -> Any:

@@ -17,17 +17,24 @@ checkpoint of another plan or quantizer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alphaq.atomic import json_safe
 from alphaq.errors import ConfigError
 from alphaq.locking import locks_output
+from alphaq.progress import ProgressFn
 from alphaq.runfolder import PLAN_JSON, QUANTIZE_JSON, QUANTIZED_DIR
 
-ProgressFn = Callable[[int, str, int], None]
+if TYPE_CHECKING:
+    from alphaq.audit.run import InspectConfig
+    from alphaq.evaluation.eval_run import EvalResult
+    from alphaq.evaluation.options import EvalOptions
+    from alphaq.planning.planner import PlanConfig
+
 #: Budgets of the predicted-error sweep that plan.html shows for a run.
 DEFAULT_SWEEP = ("2", "2.5", "3", "3.5", "4")
 SWEEP_ALLOCATORS = ("alphaq", "uniform", "random")
@@ -43,20 +50,22 @@ class RunConfig:
         method: quantizer (None: the plan's error-model quantizer).
         device: where to quantize (``cpu`` or ``cuda``).
         evaluate: run the eval stage (needs the evaluation text).
-        eval_options: :class:`alphaq.evaluation.eval_run.EvalOptions` (None: defaults).
+        eval_options: :class:`alphaq.evaluation.options.EvalOptions` (None: defaults).
         text_file: evaluation text (None: WikiText-2 test from the data folder).
-        calibration_text: text of the calibrated ``frequency`` allocator (the only one that needs data).
-        sweep_budgets: budgets of plan.html's predicted-error sweep (empty: no sweep).
+        calibration_text: text of the calibrated ``frequency`` allocator (the only one that needs data; None:
+            the plan config's).
+        sweep_budgets: budgets of plan.html's predicted-error sweep (empty: no sweep); they replace the plan
+            config's, and the sweep compares :data:`SWEEP_ALLOCATORS`.
         model_card: write ``model_card.md`` next to the quantized checkpoint.
         render_pages: render every page and index.html at the end (off when a caller adds stages first).
     """
 
-    plan: Any
-    inspect: Any = None
+    plan: PlanConfig
+    inspect: InspectConfig | None = None
     method: str | None = None
     device: str = "cpu"
     evaluate: bool = True
-    eval_options: Any = None
+    eval_options: EvalOptions | None = None
     text_file: Path | None = None
     calibration_text: Path | None = None
     sweep_budgets: tuple[str, ...] = field(default=DEFAULT_SWEEP)
@@ -76,15 +85,20 @@ class PipelineResult:
         run_dir: the run folder.
         quantized_dir: the quantized checkpoint folder.
         pages: every page and file rendered (index.html last; empty without ``render_pages``).
-        eval_record: the eval.json content (None when not evaluated).
+        evaluation: the eval stage's :class:`~alphaq.evaluation.eval_run.EvalResult` (None when not evaluated).
         notes: what the run did differently from the plain pipeline, for the user.
     """
 
     run_dir: Path
     quantized_dir: Path
     pages: tuple[Path, ...]
-    eval_record: dict[str, Any] | None
+    evaluation: EvalResult | None
     notes: tuple[str, ...] = ()
+
+    @property
+    def eval_record(self) -> Mapping[str, Any] | None:
+        """The eval.json content (None when not evaluated)."""
+        return self.evaluation.record if self.evaluation is not None else None
 
 
 @locks_output("out_dir", "run")
@@ -127,8 +141,9 @@ def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Pat
     _check_reuse(out, config)
     result = inspect(model, config.inspect or InspectConfig(), progress=stage("inspect"))
     save_inspect(result, out)
-    run_plan(model, config.plan, out, sweep_budgets=config.sweep_budgets, sweep_allocators=SWEEP_ALLOCATORS,
-             calibration_text=config.calibration_text, progress=stage("plan"))
+    plan_config = dataclasses.replace(config.plan, sweep_budgets=config.sweep_budgets, sweep_allocators=SWEEP_ALLOCATORS,
+                                      calibration_text=config.calibration_text or config.plan.calibration_text)
+    run_plan(model, plan_config, out, progress=stage("plan"))
     quantized = out / QUANTIZED_DIR
     notes: list[str] = []
     if _finished_for_plan(quantized, out / PLAN_JSON, config.method):
@@ -136,22 +151,22 @@ def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Pat
     else:
         run_quantize(model, out / PLAN_JSON, quantized, method=config.method, device=config.device,
                      progress=stage("quantize"))
-    record = None
+    evaluation = None
     if config.evaluate:
         from alphaq.evaluation.eval_run import run_eval
         from alphaq.quantization.loading import EXPERT_LAYOUTS
 
         model_type = str(result.manifest["checkpoint"].get("model_type"))
         if model_type in EXPERT_LAYOUTS:
-            record = run_eval(model, out, quantized=quantized, text_file=text, options=config.eval_options,
+            evaluation = run_eval(model, out, quantized=quantized, text_file=text, options=config.eval_options,
                               progress=stage("eval"))
         else:  # the packed loader does not know this architecture: measure the plan by simulation instead
             notes.append(f"load_quantized does not support model_type {model_type!r} yet, so the plan was evaluated "
                          "by simulated quantization (the same weights, quantized and dequantized in place)")
-            record = run_eval(model, out, plan_file=out / PLAN_JSON, text_file=text, options=config.eval_options,
+            evaluation = run_eval(model, out, plan_file=out / PLAN_JSON, text_file=text, options=config.eval_options,
                               progress=stage("eval"))
     pages = render_run(out, model_card=config.model_card) if config.render_pages else []
-    return PipelineResult(run_dir=out, quantized_dir=quantized, pages=tuple(pages), eval_record=record,
+    return PipelineResult(run_dir=out, quantized_dir=quantized, pages=tuple(pages), evaluation=evaluation,
                           notes=tuple(notes))
 
 

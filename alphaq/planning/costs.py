@@ -28,6 +28,7 @@ import numpy as np
 
 from alphaq.errors import ConfigError, PlanError
 from alphaq.planning.units import Unit
+from alphaq.progress import ProgressFn
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,8 +40,6 @@ ERROR_MODELS: tuple[str, ...] = ("measured", "analytic")
 DEFAULT_MAX_ROWS = 1024
 #: read_matrix(name) -> float32 tensor [rows, cols].
 ReadMatrix = Callable[[str], "torch.Tensor"]
-#: progress(advance, item, total), called once per matrix.
-ProgressFn = Callable[[int, str, int], None]
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,7 +115,12 @@ def matrix_errors(details: pd.DataFrame, read_matrix: ReadMatrix | None, widths:
             w = _read(read_matrix, name, shape)
             sq_norm[i] = float(w.double().square().sum())
             if model == "measured":
-                error[i] = _measured(w, widths, group_size, method, max_rows)
+                try:
+                    error[i] = _measured(w, widths, group_size, method, max_rows)
+                except ValueError as exc:  # weights beyond the format's float16 scales (|w| > 65504)
+                    raise PlanError(f"matrix {name} cannot be quantized ({exc}), so no width can be planned for "
+                                    "it; repair or replace the checkpoint's weights, then re-run inspect and "
+                                    "plan") from exc
             else:
                 error[i] = float(w.double().var(unbiased=False)) * 2.0 ** (-2 * bits)
         else:

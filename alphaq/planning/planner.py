@@ -10,6 +10,7 @@ import datetime as _dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,17 +21,22 @@ from alphaq.errors import ConfigError, PlanError
 from alphaq.planning.allocators import ALLOCATORS, Allocation, SolverName, create_allocator
 from alphaq.planning.defaults import DEFAULT_GAMMA
 from alphaq.planning.budget import DEFAULT_GROUP_SIZE, DEFAULT_WIDTHS, Bounds, Budget, budget_constraint, parse_widths
-from alphaq.planning.costs import DEFAULT_MAX_ROWS, ERROR_MODELS, CostTable, ErrorModel, MatrixErrors, ProgressFn, \
-    ReadMatrix, build_cost_table, matrix_errors
+from alphaq.planning.costs import DEFAULT_MAX_ROWS, ERROR_MODELS, CostTable, ErrorModel, MatrixErrors, ReadMatrix, \
+    build_cost_table, matrix_errors
 from alphaq.export.ggml_types import GGUF_WIDTHS, check_gguf_widths, gguf_matrix_nbytes
 from alphaq.planning.plan_file import Plan, PlanTensor, tensor_totals
 from alphaq.quantization.methods import CALIBRATED_METHODS, METHODS, check_method
 from alphaq.planning.units import GRANULARITIES, KEEP_BF16, Granularity, KeepPolicy, build_units, kept_bytes_by_role, \
     kept_rows, matrix_nbytes
+from alphaq.progress import ProgressFn
 from alphaq.quantization.layout import check_group_size, dense_nbytes
 
 #: Formats a plan can be costed for (``--target``).
 TARGETS: tuple[str, ...] = ("alphaq", "gguf")
+#: Budget of a plan when none is given (the CLI's default too).
+DEFAULT_BUDGET = "3.5"
+#: Allocators of the predicted-error sweep when none are given.
+DEFAULT_SWEEP_ALLOCATORS: tuple[str, ...] = ("alphaq", "uniform", "random")
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,20 @@ class PlanConfig:
         target: ``alphaq`` (the packed checkpoint: bytes of alphaq's layout) or ``gguf`` (llama.cpp: widths
             2,3,4,5,6,8 are Q2_K..Q6_K and Q8_0, bytes and bits from the ggml types, measured errors from
             llama-quantize; forces ``granularity="layer"``, one type per GGUF expert tensor).
+
+        The plan stage's inputs (used by :func:`alphaq.plan` / :func:`alphaq.planning.run.run_plan`; they
+        change what the stage reads and writes, not the allocation, and are not recorded in the plan's options):
+
+        sweep_budgets: budgets of the predicted-error sweep written to ``sweep.csv`` (``("2", "3")`` or text
+            ``"2,3"``; empty: no sweep).
+        sweep_allocators: allocators compared in the sweep (``("alphaq", "uniform", "random")``).
+        calibration_text: text file of the ``frequency`` allocator's routing counts (the only allocator that
+            needs data).
+        inspect_dir: take the details from this inspect run (None: the run folder's, if of the same model).
+        pattern_file: JSON tensor patterns for an architecture the table does not know.
     """
 
-    budget: Budget | str | float
+    budget: Budget | str | float = DEFAULT_BUDGET
     widths: tuple[int, ...] | str | None = None
     group_size: int = DEFAULT_GROUP_SIZE
     granularity: Granularity | None = None
@@ -80,8 +97,14 @@ class PlanConfig:
     quant_method: str = "rtn"
     max_rows: int = DEFAULT_MAX_ROWS
     target: str = "alphaq"
+    sweep_budgets: tuple[str, ...] | str = ()
+    sweep_allocators: tuple[str, ...] | str = DEFAULT_SWEEP_ALLOCATORS
+    calibration_text: str | Path | None = None
+    inspect_dir: str | Path | None = None
+    pattern_file: str | Path | None = None
 
     def __post_init__(self) -> None:
+        self._check_stage_inputs()
         object.__setattr__(self, "budget", Budget.parse(self.budget))
         if self.target not in TARGETS:
             raise ConfigError(f"--target {self.target!r} is unknown; use one of {', '.join(TARGETS)}")
@@ -119,6 +142,40 @@ class PlanConfig:
     def bounds(self) -> Bounds:
         """The parsed ``min_bits`` / ``max_bits``."""
         return Bounds.parse(self.min_bits, self.max_bits)
+
+    def _check_stage_inputs(self) -> None:
+        """Normalise the stage inputs: comma text -> tuples of names, paths -> :class:`Path`."""
+        budgets = _names(self.sweep_budgets, "sweep_budgets")
+        for text in budgets:
+            Budget.parse(text)  # raises with the form a budget takes
+        object.__setattr__(self, "sweep_budgets", budgets)
+        allocators = _names(self.sweep_allocators, "sweep_allocators")
+        unknown = [name for name in allocators if name not in ALLOCATORS]
+        if unknown:
+            raise ConfigError(f"--sweep-allocators {unknown[0]!r} is unknown; use some of {', '.join(ALLOCATORS)}")
+        if budgets and not allocators:
+            raise ConfigError("sweep_allocators is empty; name the allocators of the sweep, e.g. alphaq,uniform")
+        object.__setattr__(self, "sweep_allocators", allocators)
+        for name in ("calibration_text", "inspect_dir", "pattern_file"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, (str, Path)) or not str(value).strip():
+                raise ConfigError(f"{name}={value!r} must be a file or folder path, or None")
+            object.__setattr__(self, name, Path(value))
+
+
+def _names(value: Sequence[str | float] | str, option: str) -> tuple[str, ...]:
+    """``"a, b"`` or ``["a", 3]`` -> ``("a", "3")``.
+
+    Raises:
+        ConfigError: neither text nor a sequence.
+    """
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{option}={value!r} must be a list of names or comma-separated text")
+    return tuple(str(item).strip() for item in value)
 
 
 def cost_table(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, *,

@@ -8,34 +8,46 @@ writes the run folder that ``plan.html`` is rendered from.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from alphaq.errors import AlphaQError
 from alphaq.locking import locks_output
+from alphaq.progress import ProgressFn
 from alphaq.runfolder import INSPECT_JSON, PLAN_COMPARISON_JSON, PLAN_JSON, SWEEP_CSV
 
-ProgressFn = Callable[[int, str, int], None]
+if TYPE_CHECKING:
+    from alphaq.load.checkpoint import Checkpoint
+    from alphaq.planning.costs import MatrixErrors
+    from alphaq.planning.plan_file import Plan
+    from alphaq.planning.planner import PlanConfig
+
 #: Engines that serve one width per (layer, projection) for all experts of a layer.
 LAYER_ENGINES = ("llama.cpp (GGUF)", "vLLM fused-MoE", "TensorRT-LLM")
 PER_EXPERT_ENGINES = ("alphaq runtime (alphaq.load_quantized)",)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PlanStageResult:
-    """What the plan stage produced (also written to the run folder)."""
+    """What the plan stage produced (also written to the run folder).
 
-    plan: Any
+    Attributes:
+        plan: the :class:`~alphaq.planning.plan_file.Plan` (``plan.json``).
+        comparison: the per-expert vs per-layer deployability view (``plan_comparison.json``).
+        sweep: the predicted-error sweep (``sweep.csv``; None without ``sweep_budgets``).
+        run_dir: the run folder.
+    """
+
+    plan: Plan
     comparison: dict[str, Any]
     sweep: pd.DataFrame | None
     run_dir: Path
 
 
-def plan_details(ckpt: Any, run_dir: Path, *, inspect_dir: Path | None = None, fit: str = "ww",
+def plan_details(ckpt: Checkpoint, run_dir: Path, *, inspect_dir: Path | None = None, fit: str = "ww",
                  progress: ProgressFn | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-matrix details for the planner: a saved inspect run of the same checkpoint, or a fresh
     experts-only inspect (saved into ``run_dir``), completed with the identity of every other matrix.
@@ -88,21 +100,15 @@ def calibration_shares(model_path: Path, text_file: Path, *, max_windows: int = 
 
 
 @locks_output("run_dir", "plan")
-def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, inspect_dir: str | Path | None = None,
-             sweep_budgets: Sequence[str] = (), sweep_allocators: Sequence[str] = ("alphaq", "uniform", "random"),
-             calibration_text: str | Path | None = None, pattern_file: str | Path | None = None,
+def run_plan(model: str | Path | None, config: PlanConfig, run_dir: str | Path, *,
              progress: ProgressFn | None = None) -> PlanStageResult:
     """Plan a checkpoint and write plan.json (+ plan_comparison.json, sweep.csv) into ``run_dir``.
 
     Args:
         model: checkpoint folder (None: the bundled demo model).
-        config: :class:`alphaq.planning.PlanConfig`.
+        config: :class:`alphaq.planning.planner.PlanConfig`: the allocation options and the stage's inputs
+            (``sweep_budgets``, ``sweep_allocators``, ``calibration_text``, ``inspect_dir``, ``pattern_file``).
         run_dir: run folder (created); an inspect run of the same checkpoint there is reused.
-        inspect_dir: take the details from this inspect run instead.
-        sweep_budgets: budgets of the predicted-error sweep (empty: no sweep).
-        sweep_allocators: allocators of the sweep.
-        calibration_text: text for the ``frequency`` allocator's routing counts (the only data-driven one).
-        pattern_file: JSON tensor patterns for unknown architectures.
         progress: ``progress(1, item, total)``.
 
     Returns:
@@ -114,7 +120,9 @@ def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, insp
     from alphaq.zoo.demo import demo_model_path
 
     out = Path(run_dir)
-    ckpt = open_checkpoint(model if model is not None else demo_model_path(), pattern_file=pattern_file)
+    inspect_dir, calibration_text = config.inspect_dir, config.calibration_text
+    sweep_budgets, sweep_allocators = config.sweep_budgets, config.sweep_allocators
+    ckpt = open_checkpoint(model if model is not None else demo_model_path(), pattern_file=config.pattern_file)
     needs_shares = config.allocator == "frequency" or (sweep_budgets and "frequency" in sweep_allocators)
     if needs_shares and calibration_text is None:
         raise AlphaQError("the frequency allocator is calibrated on text; pass --calibration-text FILE "
@@ -133,11 +141,14 @@ def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, insp
                                      model_dir=ckpt.path, fingerprint=ckpt.fingerprint, run_dir=out, progress=progress)
     else:
         errors = measure_errors(details, lambda name: ckpt.read_matrix(refs[name]), config, progress=progress)
-    provenance = {"checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
+    from alphaq.runfolder import record_path  # paths relative to the run folder, the bundled model by name
+
+    provenance = {"checkpoint": {"path": record_path(ckpt.path, base=out), "fingerprint": ckpt.fingerprint,
+                                 "model_type": ckpt.model_type},
                   "diagnostics": {"fit": inspect_manifest["options"]["fit"],
                                   "inspect_created": inspect_manifest["created"],
-                                  "inspect_dir": str(Path(inspect_dir) if inspect_dir else out)},
-                  "calibration_text": str(calibration_text) if needs_shares else None}
+                                  "inspect_dir": record_path(Path(inspect_dir) if inspect_dir else out, base=out)},
+                  "calibration_text": record_path(calibration_text, base=out) if needs_shares else None}
     plan = make_plan(details, None, config, provenance=provenance, routing_shares=shares, errors=errors)
     comparison = layer_comparison(plan, details, config, errors, provenance, shares)
     table = None
@@ -151,13 +162,13 @@ def run_plan(model: str | Path | None, config: Any, run_dir: str | Path, *, insp
     return PlanStageResult(plan=plan, comparison=comparison, sweep=table, run_dir=out)
 
 
-def layer_comparison(plan: Any, details: pd.DataFrame, config: Any, errors: Any, provenance: dict[str, Any],
-                     shares: Any) -> dict[str, Any]:
+def layer_comparison(plan: Plan, details: pd.DataFrame, config: PlanConfig, errors: MatrixErrors | None,
+                     provenance: dict[str, Any], shares: dict[tuple[int, int], float] | None) -> dict[str, Any]:
     """The deployability view: the best layer-granularity plan at the same budget, and what rounding the
     plan up to one width per (layer, projection) would cost."""
     from alphaq.planning.planner import make_plan
 
-    def brief(p: Any) -> dict[str, Any]:
+    def brief(p: Plan) -> dict[str, Any]:
         return {"objective": expert_alpha_objective(p, details, config.gamma),
                 "solver_objective": p.provenance["solver"]["objective"], "status": p.provenance["solver"]["status"],
                 "average_payload_bits": p.summary.get("average_payload_bits"),
@@ -178,7 +189,7 @@ def layer_comparison(plan: Any, details: pd.DataFrame, config: Any, errors: Any,
     return result
 
 
-def expert_alpha_objective(plan: Any, details: pd.DataFrame, gamma: float) -> float:
+def expert_alpha_objective(plan: Plan, details: pd.DataFrame, gamma: float) -> float:
     """A plan's alpha-weighted predicted error with importance taken per expert, whatever the plan's
     granularity: sum_m s_e(m) params_m err_m / sum params, s_e = (median expert alpha / alpha_e)^gamma.
 
@@ -202,7 +213,7 @@ def expert_alpha_objective(plan: Any, details: pd.DataFrame, gamma: float) -> fl
     return weighted / total if total else float("nan")
 
 
-def rounded_up_bytes(plan: Any) -> int:
+def rounded_up_bytes(plan: Plan) -> int:
     """Expert bytes if every expert of a (layer, projection) took the widest width planned in that group
     (what a GGUF/vLLM deployment of a per-expert plan costs)."""
     from alphaq.planning.units import matrix_nbytes

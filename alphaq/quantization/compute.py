@@ -14,6 +14,7 @@ from alphaq.quantization.shards import PackedTensor
 if TYPE_CHECKING:
     import torch
 
+    from alphaq.quantization.gptq import GptqOptions
     from alphaq.quantization.primitives import QuantizedTensor
 
 #: Methods of ``alphaq quantize``.
@@ -23,7 +24,7 @@ ROW_BLOCK_VALUES = 1 << 18
 
 def quantize_matrix(w: torch.Tensor, spec: QuantSpec, method: str, *, device: str = "cpu",
                     kernels: bool = False, integer_zeros: bool = False,
-                    hessian: torch.Tensor | None = None) -> tuple[PackedTensor, float]:
+                    hessian: torch.Tensor | None = None, gptq: GptqOptions | None = None) -> tuple[PackedTensor, float]:
     """Quantize and pack one matrix; return it (on the CPU) and its relative Frobenius reconstruction error.
 
     Args:
@@ -37,6 +38,7 @@ def quantize_matrix(w: torch.Tensor, spec: QuantSpec, method: str, *, device: st
             ``gptq`` rounds each zero when it chooses the group's parameters and picks its codes with it.
         hessian: ``gptq`` only: ``2 X^T X`` [C, C] of the matrix's calibration inputs (None: no input reached
             the matrix, and GPTQ is round-to-nearest, i.e. ``rtn``).
+        gptq: ``gptq`` only: the protocol (None: the paper's).
 
     Returns:
         (:class:`alphaq.quantization.writer.PackedTensor`, ``||W - W_hat||_F / ||W||_F`` on the full matrix).
@@ -57,7 +59,7 @@ def quantize_matrix(w: torch.Tensor, spec: QuantSpec, method: str, *, device: st
         from alphaq.quantization.gptq import quantize_gptq
 
         h = torch.zeros(cols, cols, device=device) if hessian is None else hessian.to(device)  # [C, C]; 0: rtn
-        qt, packed = quantize_gptq(w, h, spec, integer_zeros=integer_zeros), None
+        qt, packed = quantize_gptq(w, h, spec, gptq, integer_zeros=integer_zeros), None
         integer_zeros = False  # already integer
     else:
         qt = quantize_rows(w, spec, method)

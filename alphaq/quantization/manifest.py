@@ -10,7 +10,6 @@ split expert matrix kept at 16 bits), ``copied`` (one record per tensor copied u
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,13 +17,12 @@ from typing import TYPE_CHECKING, Any
 from alphaq._version import __version__
 from alphaq.errors import AlphaQError
 from alphaq.quantization.shards import FORMAT
-from alphaq.runfolder import QUANTIZE_JSON, QUANTIZE_SCHEMA_VERSION
+from alphaq.runfolder import QUANTIZE_JSON, QUANTIZE_SCHEMA_VERSION, read_json
 
 if TYPE_CHECKING:
     from alphaq.load.checkpoint import Checkpoint
     from alphaq.planning.plan_file import Plan
     from alphaq.quantization.writer import OutputShard
-
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -44,12 +42,9 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     path = folder / QUANTIZE_JSON
     if not path.is_file():
         raise AlphaQError(f"{folder}: no {QUANTIZE_JSON}, not a finished quantize run; {rerun}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AlphaQError(f"{path}: unreadable ({' '.join(str(err).split())}); {rerun}") from err
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != QUANTIZE_SCHEMA_VERSION:
-        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    manifest = read_json(path, fix=rerun)
+    if manifest.get("schema_version") != QUANTIZE_SCHEMA_VERSION:
+        version = manifest.get("schema_version")
         raise AlphaQError(f"{path}: schema_version {version!r}, this alphaq reads {QUANTIZE_SCHEMA_VERSION}; "
                           "re-run `alphaq quantize`")
     return manifest
@@ -57,7 +52,8 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 def build_manifest(ckpt: Checkpoint, plan: Plan, plan_path: str | Path, shards: Sequence[OutputShard],
                    finished: Mapping[str, Mapping[str, Any]], *, options: Mapping[str, Any], resumed: set[str],
-                   files: Sequence[str], warnings: Sequence[str], seconds: float) -> dict[str, Any]:
+                   files: Sequence[str], warnings: Sequence[str], seconds: float,
+                   out_dir: str | Path | None = None) -> dict[str, Any]:
     """Assemble quantize.json from the per-shard records of the run.
 
     Args:
@@ -71,10 +67,15 @@ def build_manifest(ckpt: Checkpoint, plan: Plan, plan_path: str | Path, shards: 
         files: auxiliary files copied.
         warnings: one line each.
         seconds: wall time of this invocation.
+        out_dir: the quantized folder; the checkpoint and plan paths are recorded relative to it
+            (:func:`alphaq.runfolder.record_path`).
 
     Returns:
         The JSON-ready dict.
     """
+    from alphaq.runfolder import record_path
+
+    out = out_dir
     records = [r for shard in shards for r in finished[shard.name]["units"]]
     tensors = [r for r in records if r["kind"] != "copy"]
     copied = [r for r in records if r["kind"] == "copy"]
@@ -85,8 +86,10 @@ def build_manifest(ckpt: Checkpoint, plan: Plan, plan_path: str | Path, shards: 
         "alphaq_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "format": FORMAT,
-        "checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
-        "plan": {"path": str(Path(plan_path).resolve()), "fingerprint": plan.plan_fingerprint,
+        # paths relative to the quantized folder (the bundled model by name): alphaq.runfolder.record_path
+        "checkpoint": {"path": record_path(ckpt.path, base=out), "fingerprint": ckpt.fingerprint,
+                       "model_type": ckpt.model_type},
+        "plan": {"path": record_path(plan_path, base=out), "fingerprint": plan.plan_fingerprint,
                  "created": prov.get("created"), "allocator": plan_options.get("allocator"),
                  "granularity": plan_options.get("granularity"), "quant_method": plan_options.get("quant_method"),
                  "error_model": plan_options.get("error_model"),

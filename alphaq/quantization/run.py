@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from alphaq.atomic import write_json
 from alphaq.errors import AlphaQError, ConfigError, PlanError
 from alphaq.locking import locks_output
+from alphaq.progress import ProgressFn
 from alphaq.quantization import shards as st
 from alphaq.quantization import writer as fmt
 from alphaq.quantization.compute import quantize_matrix
@@ -37,10 +38,12 @@ from alphaq.quantization.output_folder import (
 from alphaq.runfolder import QUANTIZE_JSON
 
 if TYPE_CHECKING:
+    from alphaq.distributed.ray_backend import RayBackend
     from alphaq.load.checkpoint import Checkpoint
     from alphaq.planning.plan_file import Plan
+    from alphaq.quantization.config import QuantizeConfig
+    from alphaq.quantization.gptq import GptqOptions
 
-ProgressFn = Callable[[int, str, int], None]
 # QUANTIZE_JSON (quantize.json) is written last: its presence marks a finished run
 #: How zero points are stored: the quantizer's own (float) or rounded to integers (what compressed-tensors holds).
 ZERO_POINTS: tuple[str, ...] = ("float", "integer")
@@ -83,6 +86,7 @@ class _Job:
     total: int
     integer_zeros: bool = False
     calibration: Any = None  # gptq: the alphaq.quantization.calibration.Calibration
+    gptq: GptqOptions | None = None  # gptq: the protocol (None: the paper's)
     done: int = 0
 
     def tick(self, unit: fmt.WorkUnit) -> None:
@@ -98,7 +102,7 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
                  device: str = "cpu", progress: ProgressFn | None = None, on_bytes: Callable[[int], None] | None = None,
                  max_shard_bytes: int = fmt.DEFAULT_MAX_SHARD_BYTES, zero_points: str = "float",
                  calibration_text: str | Path | None = None, calibration_windows: int = 128,
-                 backend: Any = None) -> QuantizeResult:
+                 gptq: GptqOptions | None = None, backend: RayBackend | None = None) -> QuantizeResult:
     """Quantize a checkpoint as a plan says and write the quantized checkpoint into ``out_dir``.
 
     Args:
@@ -116,6 +120,7 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
             compressed-tensors export of the same plan holds, see ``alphaq export --format compressed-tensors``).
         calibration_text: ``gptq``: the text its Hessians are measured on (:mod:`alphaq.quantization.calibration`).
         calibration_windows: ``gptq``: windows of the model's context taken from the text (128, GPTQ's standard).
+        gptq: ``gptq``: the protocol (dampening, block size; None: the paper's).
         backend: None (local) or an :class:`alphaq.distributed.RayBackend`: the units are quantized by Ray tasks,
             the shards written here as locally (identical bytes, same resume).
 
@@ -130,12 +135,13 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
             quantized (NaN/Inf or beyond float16).
     """
     from alphaq.load import open_checkpoint
-    from alphaq.planning.plan_file import load_plan
+    from alphaq.planning.plan_file import load_plan, require_target
     from alphaq.quantization.manifest import build_manifest
     from alphaq.zoo.demo import demo_model_path
 
     start = time.perf_counter()
     plan = load_plan(plan_path)
+    require_target(plan, plan_path, "alphaq quantize")  # a gguf plan's widths are ggml types: alphaq export runs it
     if method is None:
         planned = (plan.provenance.get("options") or {}).get("quant_method")
         method = planned if planned in METHODS else "rtn"
@@ -143,6 +149,8 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
     if (method in CALIBRATED_METHODS) != (calibration_text is not None):
         raise ConfigError(f"{method} is calibrated on text; pass --calibration-text FILE" if calibration_text is None
                           else f"--calibration-text is used by --method gptq only, not {method}; drop it")
+    if gptq is not None and method not in CALIBRATED_METHODS:
+        raise ConfigError(f"gptq options are used by method gptq only, not {method}; drop them")
     if zero_points not in ZERO_POINTS:
         raise ConfigError(f"zero_points must be one of {', '.join(ZERO_POINTS)}, got {zero_points!r}")
     ckpt = open_checkpoint(model if model is not None else demo_model_path())
@@ -163,12 +171,14 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
         key["zero_points"] = zero_points
     if calibration is not None:
         key["calibration"] = calibration.record
+    if gptq is not None and gptq != _default_gptq():  # the paper's protocol keeps older progress files matching
+        key["gptq"] = gptq.record()
     finished, resuming = resume_state(out, key)
     check_free_space(out, sum(s.nbytes for s in layout if s.name not in finished))
     start_output(out, key, resuming=resuming)
     job = _Job(ckpt, {m.name: m for m in ckpt.matrices}, {t.name: t for t in plan.tensors}, method, device,
                kernels, progress, on_bytes, total=sum(len(s.units) for s in layout),
-               integer_zeros=zero_points == "integer", calibration=calibration)
+               integer_zeros=zero_points == "integer", calibration=calibration, gptq=gptq)
     resumed: set[str] = set()
     todo: list[fmt.OutputShard] = []
     try:
@@ -197,16 +207,49 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
         if backend is not None:
             options["executor"] = backend.describe()
         if calibration is not None:
-            from alphaq.quantization.gptq import GptqOptions
+            from alphaq.runfolder import record_path
 
-            options["calibration"] = {**calibration.record, **GptqOptions().record()}
+            text = calibration.record.get("text")  # path relative to the quantized folder (data:NAME in data/)
+            text = {**text, "path": record_path(text["path"], base=out)} if text else text
+            options["calibration"] = {**calibration.record, "text": text, **(gptq or _default_gptq()).record()}
         manifest = build_manifest(ckpt, plan, plan_path, layout, finished, options=options, resumed=resumed,
-                                  files=files, warnings=warnings, seconds=time.perf_counter() - start)
+                                  files=files, warnings=warnings, seconds=time.perf_counter() - start, out_dir=out)
         write_json(out / QUANTIZE_JSON, manifest)
         (out / PROGRESS_FILE).unlink(missing_ok=True)
     except OSError as exc:
         raise disk_error(exc, out) from exc
     return QuantizeResult(out_dir=out, manifest=manifest)
+
+
+def quantize_with_config(model: str | Path | None, config: QuantizeConfig, out_dir: str | Path, *,
+                         progress: ProgressFn | None = None,
+                         on_bytes: Callable[[int], None] | None = None) -> QuantizeResult:
+    """:func:`run_quantize` as a :class:`~alphaq.quantization.config.QuantizeConfig` says, on its backend
+    (``local``, or Ray: connected for the run, and disconnected at its end if the run started it).
+
+    Args:
+        model: checkpoint folder (None: the bundled demo model).
+        config: the plan file, quantizer (gptq with its calibration text and options), device, backend.
+        out_dir: the quantized checkpoint folder (an unfinished run of the same options there is resumed).
+        progress: ``progress(1, unit name, total units)`` after each tensor.
+        on_bytes: called with the source bytes of each tensor done (for a MB/s display).
+
+    Returns:
+        The :class:`QuantizeResult`.
+    """
+    from alphaq.distributed import backend_session
+
+    with backend_session(config.backend, config.ray_address) as backend:
+        return run_quantize(model, config.plan, out_dir, method=config.method, device=config.device,
+                            progress=progress, on_bytes=on_bytes, zero_points=config.zero_points,
+                            calibration_text=config.calibration_text, calibration_windows=config.calibration_windows,
+                            gptq=config.gptq, backend=backend)
+
+
+def _default_gptq() -> GptqOptions:
+    from alphaq.quantization.gptq import GptqOptions
+
+    return GptqOptions()
 
 
 # -- validation --------------------------------------------------------------------------------------
@@ -323,7 +366,7 @@ def _run_unit(job: _Job, unit: fmt.WorkUnit, writer: st.ShardWriter, shard: str)
         try:
             hessian = job.calibration.hessian(ref) if job.calibration is not None else None
             packed, error = quantize_matrix(w, spec, job.method, device=job.device, kernels=job.kernels,
-                                            integer_zeros=job.integer_zeros, hessian=hessian)
+                                            integer_zeros=job.integer_zeros, hessian=hessian, gptq=job.gptq)
         except ValueError as exc:
             raise AlphaQError(f"{ref.name}: cannot quantize ({exc}); plan it at 16 bits or fix the checkpoint") from exc
         qweight, scales, zeros = (t.name for t in unit.outputs)

@@ -40,6 +40,16 @@ def test_compare_command_writes_table_and_page(tmp_path: Path) -> None:
     assert "uniform" in result.output and "random" in result.output
 
 
+def test_compare_command_refuses_bad_options_in_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    for args, message in ((["--seeds", "0,x"], "--seeds '0,x' must be integers"),
+                          (["--budgets", ","], "no budget given; pass --budgets 2.5,3,3.5"),
+                          (["--allocators", "alphaq,best"], "unknown allocator 'best'")):
+        result = runner.invoke(_app(), ["compare", "--out", str(tmp_path / "cmp"), *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert not (tmp_path / "cmp").exists()
+
+
 def test_dataset_option_fetches_through_datasets_and_caches(tmp_path, monkeypatch) -> None:
     """--dataset wikitext2 goes through the datasets package (faked here: tests never reach a hub)."""
     import sys
@@ -54,9 +64,13 @@ def test_dataset_option_fetches_through_datasets_and_caches(tmp_path, monkeypatc
                                          "--max-windows", "1"])
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "run" / "eval.json").read_text())
-    assert record["eval_text"]["path"].startswith(str(tmp_path / "cache"))
+    assert record["eval_text"]["path"].startswith("../cache/")  # recorded relative to the run folder
+    from alphaq.runfolder import resolve_recorded_path
+
+    cached = resolve_recorded_path(record["eval_text"]["path"], base=tmp_path / "run")
+    assert cached.is_file() and cached.resolve().is_relative_to((tmp_path / "cache").resolve())
     both = CliRunner().invoke(_app(), ["eval", "--out", str(tmp_path / "x"), "--dataset", "wikitext2",
-                                       "--text-file", record["eval_text"]["path"]])
+                                       "--text-file", str(cached)])
     assert both.exit_code == 2 and "not both" in both.output
 
 
@@ -72,8 +86,10 @@ def test_eval_in_bfloat16_and_device_checks(tmp_path) -> None:
     text.write_text("a small text about rivers and hills and stone walls " * 80, encoding="utf-8")
     full = run_eval(None, None, text_file=text, options=EvalOptions(max_windows=1))
     half = run_eval(None, tmp_path / "bf16", text_file=text, options=EvalOptions(max_windows=1, dtype="bfloat16"))
-    assert half["protocol"]["dtype"] == "bfloat16" and half["tokens"] == full["tokens"] == 255
-    assert abs(half["nll"] - full["nll"]) < 0.05 * full["nll"]  # bf16 rounding, same model
+    assert full.out_dir is None and half.out_dir == tmp_path / "bf16" and full.kind == "original"
+    assert half.record["protocol"]["dtype"] == "bfloat16" and half.tokens == full.tokens == 255
+    assert full.baseline_ppl is None and full.ppl_increase is None  # the original model has no baseline
+    assert abs(half.nll - full.nll) < 0.05 * full.nll  # bf16 rounding, same model
     with pytest.raises(ConfigError, match="dtype"):
         EvalOptions(dtype="int8")
     with pytest.raises(ConfigError, match="device"):

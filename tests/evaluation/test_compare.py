@@ -10,6 +10,7 @@ import pytest
 from alphaq.errors import ConfigError
 from alphaq.evaluation.compare import COMPARE_COLUMNS, expand_allocators, prediction_check, run_compare
 from alphaq.evaluation.compare_stats import INTERVAL_COLUMNS
+from alphaq.evaluation.options import CompareConfig
 from alphaq.provenance import sha256_file
 
 
@@ -41,7 +42,8 @@ def test_compare_two_budgets_two_allocators(tmp_path: Path) -> None:
 
     text = _text(tmp_path / "eval.txt")
     out = tmp_path / "run"
-    table = run_compare(None, ["2.5", "3.5"], ["alphaq", "uniform"], out, text_file=text, max_windows=2)
+    table = run_compare(None, CompareConfig(budgets=("2.5", "3.5"), allocators=("alphaq", "uniform"), text_file=text,
+                                            max_windows=2), out)
     assert list(table.columns) == COMPARE_COLUMNS + INTERVAL_COLUMNS
     assert list(table["entry"]) == ["original", "alphaq", "uniform", "alphaq", "uniform"]
     plans = table.iloc[1:]
@@ -66,8 +68,8 @@ def test_compare_two_budgets_two_allocators(tmp_path: Path) -> None:
 def test_random_seeds_and_intervals(tmp_path: Path) -> None:
     text = _text(tmp_path / "eval.txt")
     out = tmp_path / "run"
-    table = run_compare(None, ["2.5"], ["uniform", "random", "alphaq"], out, text_file=text, max_windows=4,
-                        seeds=[0, 1, 2], resamples=200)
+    table = run_compare(None, CompareConfig(budgets="2.5", allocators="uniform,random,alphaq", text_file=text,
+                                            max_windows=4, seeds=(0, 1, 2), resamples=200), out)
     assert list(table["entry"]) == ["original", "uniform", "random", "random", "random", "alphaq"]
     assert table["seed"].tolist()[2:5] == [0, 1, 2]
     plans = table.iloc[1:]

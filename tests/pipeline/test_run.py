@@ -88,9 +88,12 @@ def test_simulated_plan_agrees_with_the_quantized_checkpoint(demo_run: Path, tmp
     from alphaq.evaluation.eval_run import run_eval
     from alphaq.evaluation.options import EvalOptions
 
+    from alphaq.runfolder import resolve_recorded_path
+
     record = json.loads((demo_run / "eval.json").read_text(encoding="utf-8"))
-    simulated = run_eval(None, tmp_path, plan_file=demo_run / "plan.json", text_file=record["eval_text"]["path"],
-                         options=EvalOptions(max_windows=2))
+    text = resolve_recorded_path(record["eval_text"]["path"], base=demo_run)  # data:wikitext-2/test.txt
+    simulated = run_eval(None, tmp_path, plan_file=demo_run / "plan.json", text_file=text,
+                         options=EvalOptions(max_windows=2)).record
     assert simulated["source"]["kind"] == "simulated"
     assert simulated["checkpoint"]["fingerprint"] == record["checkpoint"]["fingerprint"]
     assert simulated["baseline"]["ppl"] == pytest.approx(record["baseline"]["ppl"], rel=1e-9)
@@ -121,7 +124,8 @@ def test_unsupported_packed_loader_falls_back_to_simulation(tmp_path: Path, monk
     config = RunConfig(plan=PlanConfig(budget="3"), sweep_budgets=(), text_file=text,
                        eval_options=EvalOptions(max_windows=1, baseline=False))
     result = run_pipeline(None, config, tmp_path / "run")
-    assert result.eval_record is not None and result.eval_record["source"]["kind"] == "simulated"
+    assert result.evaluation is not None and result.evaluation.kind == "simulated"
+    assert result.eval_record == result.evaluation.record
     assert "simulated quantization" in result.notes[0]
     assert (tmp_path / "run" / "quantized" / "quantize.json").is_file()  # the checkpoint is written all the same
 

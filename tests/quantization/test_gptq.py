@@ -172,7 +172,7 @@ def test_quantize_gptq_end_to_end_on_the_bundled_model(tmp_path: Path) -> None:
     calib = manifest["options"]["calibration"]
     assert manifest["options"]["method"] == "gptq"
     assert calib["damp"] == 0.01 and calib["block_size"] == 128 and calib["act_order"] is False
-    assert calib["text"]["path"] == str(text) and len(calib["text"]["sha256"]) == 64
+    assert calib["text"]["path"] == "../calib.txt" and len(calib["text"]["sha256"]) == 64  # relative to out
     assert 1 <= calib["windows"] < 128 and calib["windows_asked"] == 128
     assert calib["tokens"] == calib["windows"] * calib["context"]
     assert any("fewer than the 128 asked" in w for w in manifest["warnings"])
@@ -194,6 +194,33 @@ def test_quantize_gptq_end_to_end_on_the_bundled_model(tmp_path: Path) -> None:
     with torch.no_grad():
         logits = model(input_ids=torch.arange(8).unsqueeze(0)).logits
     assert bool(torch.isfinite(logits).all())
+
+
+def test_python_api_runs_gptq_with_its_options_through_the_config(tmp_path: Path) -> None:
+    """alphaq.quantize takes what `alphaq quantize --method gptq` takes, and GptqOptions the CLI has no flag for."""
+    import alphaq
+    from alphaq.quantization.calibration import calibrate
+    from alphaq.quantization.gptq import GptqOptions
+    from alphaq.zoo.demo import demo_model_path
+
+    ckpt = open_checkpoint(demo_model_path())
+    plan = _layer0_plan(ckpt, tmp_path / "plan.json")
+    text = tmp_path / "calib.txt"
+    text.write_text(TEXT * 30, encoding="utf-8")
+    options = GptqOptions(damp=0.05, block_size=32)
+    config = alphaq.QuantizeConfig(plan=plan, method="gptq", calibration_text=text, calibration_windows=2,
+                                   gptq=options)
+    result = alphaq.quantize(None, config, tmp_path / "q")
+    calib = result.manifest["options"]["calibration"]
+    assert result.manifest["options"]["method"] == "gptq" and (calib["damp"], calib["block_size"]) == (0.05, 32)
+    assert calib["windows"] == 2 and result.totals["bytes_match_plan"] is True
+    w1s = [m for m in ckpt.matrices if m.layer == 0 and m.role.value == "expert" and m.name.endswith(".w1.weight")]
+    cal = calibrate(ckpt.path, w1s, text, windows=2)
+    ref = next(m for m in w1s if cal.hessian(m) is not None)
+    got = read_quantized_tensors(tmp_path / "q", [base_name(ref)])[base_name(ref)].unpack()
+    want = quantize_gptq(ckpt.read_matrix(ref, dtype=torch.float32), cal.hessian(ref),
+                         QuantSpec((2, 3, 4)[int(ref.expert) % 3], 128), options)
+    assert torch.equal(got.q, want.q) and torch.equal(got.scale, want.scale) and torch.equal(got.zero, want.zero)
 
 
 def test_gptq_needs_a_calibration_text_and_only_gptq_takes_one(tmp_path: Path) -> None:

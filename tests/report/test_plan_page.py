@@ -295,8 +295,8 @@ def test_real_plan_run_renders(tiny_checkpoints: dict[str, Path], tmp_path: Path
     """End to end: the plan stage's own writer on a tiny Qwen2-MoE (skips without the plan stage)."""
     planning = pytest.importorskip("alphaq.planning.run")
     out = tmp_path / "run"
-    config = PlanConfig(budget="3", keep="attention=16,shared=8")
-    planning.run_plan(tiny_checkpoints["qwen2_moe"], config, out, sweep_budgets=["2.5", "3", "4"])
+    config = PlanConfig(budget="3", keep="attention=16,shared=8", sweep_budgets=("2.5", "3", "4"))
+    planning.run_plan(tiny_checkpoints["qwen2_moe"], config, out)
     html = render_plan(out).read_text(encoding="utf-8")
     assert tuple(parse(html).section_ids) == SECTION_IDS
     assert html.count("<svg") == 4 and "Spearman" in html and "No plan_comparison.json" not in html
