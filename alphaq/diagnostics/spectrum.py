@@ -72,7 +72,8 @@ def eigenvalues(
 
     Raises:
         ValueError: ``weights`` is not 2-D/3-D, is empty, or holds NaN/Inf; ``dtype`` or ``method``
-            is not supported; the eigenvalues overflow (float32 weights above ~1e19).
+            is not supported; the eigenvalues overflow float64 (float32 weights whose float32 Gram overflows, above
+            ~1e19, are computed again in float64 automatically).
     """
     if isinstance(weights, np.ndarray) and str(device) == "cpu":
         return _array_eigenvalues(weights, _numpy_dtype(dtype), method, workers)
@@ -120,10 +121,12 @@ def eigenvalues(
     if failure is not None or not all(np.isfinite(part).all() for part in out):
         if not bool(torch.isfinite(weights).all()):
             raise ValueError("weights hold NaN or Inf values; check finiteness before computing eigenvalues")
+        if work_dtype == torch.float32:  # finite weights whose Gram overflows float32 (|w| ~ 1e19): float64 holds it
+            return eigenvalues(weights, dtype=torch.float64, device=device, method=method, workers=workers)
         if failure is not None:
             raise ValueError(f"eigenvalue computation failed ({failure}); if the weights are huge, "
-                             "use dtype=torch.float64") from failure
-        raise ValueError(f"eigenvalues overflow in {work_dtype}; use dtype=torch.float64")
+                             "scale them down") from failure
+        raise ValueError(f"eigenvalues overflow in {work_dtype}; scale the weights down")
     result = np.sort(np.concatenate(out, axis=0), axis=-1)  # [B, K]
     np.maximum(result, 0.0, out=result)
     return result if batched else result[0]
@@ -168,6 +171,16 @@ def default_workers() -> int:
     if env.isdigit() and int(env) > 0:
         return int(env)
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _guarded_eigenvalues(matrix: np.ndarray, work: type,
+                         method: EigenMethod) -> tuple[np.ndarray | None, Exception | None]:
+    """(eigenvalues, None), or (None, the LAPACK error) when the computation fails."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        try:
+            return _matrix_eigenvalues(np.asarray(matrix, dtype=work), method), None
+        except (np.linalg.LinAlgError, ValueError) as error:
+            return None, error
 
 
 def _numpy_dtype(dtype: Any) -> type:
@@ -221,7 +234,8 @@ def stream_eigenvalues(
         An iterator of (key, float64 eigenvalues [K] ascending and clipped at 0, or None), in input order.
 
     Raises:
-        ValueError: a matrix holds NaN/Inf, its eigenvalues overflow in float32, or LAPACK fails.
+        ValueError: a matrix holds NaN/Inf, its eigenvalues overflow in float64 (a float32 overflow is computed
+            again in float64), or LAPACK fails.
     """
     work = _numpy_dtype(dtype)
     threads = default_workers() if workers is None else int(workers)
@@ -229,18 +243,17 @@ def stream_eigenvalues(
         raise ValueError(f"workers must be >= 1, got {workers}")
 
     def one(matrix: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore", over="ignore"):
-            try:
-                evals = _matrix_eigenvalues(np.asarray(matrix, dtype=work), method)
-            except (np.linalg.LinAlgError, ValueError) as error:
-                evals, failure = None, error
+        evals, failure = _guarded_eigenvalues(matrix, work, method)
         if evals is None or not np.isfinite(evals).all():
             if not np.isfinite(matrix).all():
                 raise ValueError("weights hold NaN or Inf values; check finiteness before computing eigenvalues")
+            if work == np.float32:  # finite weights whose Gram overflows float32 (|w| ~ 1e19): float64 holds it
+                evals, failure = _guarded_eigenvalues(matrix, np.float64, method)
             if evals is None:
                 raise ValueError(f"eigenvalue computation failed ({failure}); if the weights are huge, "
-                                 "use dtype=torch.float64")
-            raise ValueError(f"eigenvalues overflow in {np.dtype(work).name}; use dtype=torch.float64")
+                                 "scale them down")
+            if not np.isfinite(evals).all():
+                raise ValueError("eigenvalues overflow in float64; scale the weights down")
         evals.sort()
         return np.maximum(evals, 0.0, out=evals)
 

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from alphaq.errors import ConfigError
+from alphaq.errors import CheckpointError, ConfigError
 
 
 class Role(str, Enum):
@@ -200,6 +200,67 @@ def load_pattern_file(path: Path) -> ArchSpec:
         ) from exc
     keys = tuple(raw.get("num_experts_keys", GENERIC.num_experts_keys))
     return ArchSpec(("custom",), rules + _COMMON, num_experts_keys=keys, notes=f"user patterns from {path}")
+
+
+#: Integer fields of ``config.json`` that alphaq (and transformers, for ``eval``) reads: name -> smallest value.
+CONFIG_INT_FIELDS: dict[str, int] = {
+    "num_hidden_layers": 1, "n_layer": 1, "num_layers": 1, "hidden_size": 1, "d_model": 1, "n_embd": 1,
+    "intermediate_size": 1, "moe_intermediate_size": 1, "num_attention_heads": 1, "num_key_value_heads": 1,
+    "head_dim": 1, "vocab_size": 1, "max_position_embeddings": 1, "num_experts_per_tok": 1,
+    "num_local_experts": 1, "num_experts": 1, "n_routed_experts": 1, "moe_num_experts": 1,
+    "first_k_dense_replace": 0, "n_shared_experts": 0,
+}
+_CONFIG_INT_MAX = 2**31 - 1
+
+
+def check_config(config: Any, source: str = "config.json") -> dict[str, Any]:
+    """Check the ``config.json`` fields alphaq reads, types and ranges, before anything uses them.
+
+    Args:
+        config: the parsed ``config.json``.
+        source: the file, for messages.
+
+    Returns:
+        ``config`` itself.
+
+    Raises:
+        CheckpointError: one line naming the file, the field, its value and the fix (``"num_hidden_layers": "four"``:
+            not an integer).
+    """
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{source}: not a JSON object; re-download or fix it")
+    text_config = config.get("text_config")
+    if text_config is not None and not isinstance(text_config, dict):
+        raise CheckpointError(f"{source}: field 'text_config' is {_short(text_config)}, it must be an object or null; "
+                              "fix config.json or re-download the checkpoint")
+    for prefix, section in (("", config), ("text_config.", text_config or {})):
+        model_type = section.get("model_type")
+        if model_type is not None and not isinstance(model_type, str):
+            raise CheckpointError(f"{source}: field '{prefix}model_type' is {_short(model_type)}, it must be a string "
+                                  "such as \"mixtral\"; fix config.json or re-download the checkpoint")
+        for key, low in CONFIG_INT_FIELDS.items():
+            value = section.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _CONFIG_INT_MAX:
+                kind = "a positive integer" if low else "a non-negative integer"
+                raise CheckpointError(f"{source}: field '{prefix}{key}' is {_short(value)}, it must be {kind}; fix "
+                                      "config.json or re-download the checkpoint")
+    quant = config.get("quantization_config")
+    if quant is not None and not isinstance(quant, dict):
+        raise CheckpointError(f"{source}: field 'quantization_config' is {_short(quant)}, it must be an object or "
+                              "null; fix config.json or re-download the checkpoint")
+    block = (quant or {}).get("weight_block_size")
+    if block is not None and not (isinstance(block, list) and len(block) == 2 and all(
+            isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= _CONFIG_INT_MAX for b in block)):
+        raise CheckpointError(f"{source}: field 'quantization_config.weight_block_size' is {_short(block)}, it must "
+                              "be two positive integers such as [128, 128]; fix config.json or re-download the checkpoint")
+    return config
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (str, int, float, list, dict, bool)) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)

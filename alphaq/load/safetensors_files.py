@@ -17,11 +17,14 @@ from typing import Any
 
 from alphaq.errors import CheckpointError
 
-#: Bytes per element of each safetensors dtype.
-DTYPE_BYTES: dict[str, float] = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-    "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "F4": 0.5,
+#: Bits per element of every dtype the safetensors format defines (the ``safetensors`` library refuses others).
+DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+    "C64": 64, "F64": 64, "I64": 64, "U64": 64,
 }
+#: Bytes per element of each safetensors dtype.
+DTYPE_BYTES: dict[str, float] = {dtype: bits / 8 for dtype, bits in DTYPE_BITS.items()}
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
@@ -60,7 +63,9 @@ def read_header(file: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
         (tensors by name, the header's ``__metadata__`` dict).
 
     Raises:
-        CheckpointError: the file is truncated, the header is not valid JSON, or offsets do not fit.
+        CheckpointError: the file is truncated, the header is not valid JSON, an entry has an unknown dtype, a
+            shape or offsets that are not non-negative integers, a size other than its shape's, or the entries
+            overlap, leave gaps or run past the end of the file. Each message names the file and the tensor.
     """
     try:
         size = file.stat().st_size
@@ -77,36 +82,74 @@ def read_header(file: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
             header_bytes = fh.read(header_len)
     except OSError as exc:
         raise CheckpointError(f"{file}: cannot read ({exc.strerror}); check the path and permissions") from exc
+    if not header_bytes.startswith(b"{"):
+        raise CheckpointError(f"{file}: safetensors header does not start with '{{'; re-download or re-save the shard")
     try:
-        header: dict[str, Any] = json.loads(header_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header: dict[str, Any] = json.loads(header_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{file}: safetensors header is not valid JSON; re-download or re-save the shard") from exc
     if not isinstance(header, dict):
         raise CheckpointError(f"{file}: safetensors header is not a JSON object; re-download or re-save the shard")
-    metadata = header.pop("__metadata__", None) or {}
-    data_size = size - 8 - header_len
-    tensors: dict[str, TensorInfo] = {}
-    for name, entry in header.items():
-        try:
-            dtype = str(entry["dtype"])
-            shape = tuple(int(d) for d in entry["shape"])
-            begin, end = (int(o) for o in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{file}: malformed header entry for tensor {name!r}; re-save the shard") from exc
-        if end > data_size or begin > end:
-            raise CheckpointError(
-                f"{file}: tensor {name!r} lies beyond the end of the file (truncated download?); "
-                "re-download the shard"
-            )
-        expected = DTYPE_BYTES.get(dtype)
-        if expected is not None and math.ceil(math.prod(shape) * expected) != end - begin:
-            raise CheckpointError(
-                f"{file}: tensor {name!r} has {end - begin} bytes, its shape {list(shape)} {dtype} needs "
-                f"{math.ceil(math.prod(shape) * expected)}; the shard is corrupt"
-            )
-        tensors[name] = TensorInfo(name=name, dtype=dtype, shape=shape, file=file, nbytes=end - begin,
-                                   offset=8 + header_len + begin)
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{file}: safetensors __metadata__ must map names to strings; re-save the shard")
+    tensors = {name: _entry(file, name, entry, 8 + header_len) for name, entry in header.items()}
+    _check_coverage(file, tensors, 8 + header_len, size)
     return tensors, {str(k): str(v) for k, v in metadata.items()}
+
+
+def _entry(file: Path, name: str, entry: Any, data_start: int) -> TensorInfo:
+    """One header entry checked field by field: known dtype, non-negative integer shape, size = elements x dtype."""
+    def bad(problem: str) -> CheckpointError:
+        return CheckpointError(f"{file}: tensor {name!r} {problem} in the safetensors header; re-download or re-save "
+                               "the shard")
+
+    if not isinstance(entry, dict):
+        raise bad("is not an object with dtype, shape and data_offsets")
+    missing = [key for key in ("dtype", "shape", "data_offsets") if key not in entry]
+    if missing:
+        raise bad(f"lacks {', '.join(missing)}")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        raise bad(f"has unknown dtype {dtype!r} (known: {', '.join(sorted(DTYPE_BITS))})")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise bad(f"has shape {shape!r}; a shape is a list of non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
+        raise bad(f"has data_offsets {offsets!r}; they are two non-negative integers [begin, end]")
+    begin, end = offsets
+    if begin > end:
+        raise bad(f"has data_offsets {offsets!r} that end before they begin")
+    bits = math.prod(shape) * DTYPE_BITS[dtype]
+    if bits % 8 or bits // 8 != end - begin:
+        raise bad(f"has {end - begin} bytes but its shape {shape} of {dtype} needs {bits / 8:g}")
+    return TensorInfo(name=name, dtype=dtype, shape=tuple(shape), file=file, nbytes=end - begin,
+                      offset=data_start + begin)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _check_coverage(file: Path, tensors: dict[str, TensorInfo], data_start: int, size: int) -> None:
+    """The tensors' data, sorted by offset, tile the data section exactly: no overlap, no gap, nothing past the end
+    (the rules of the ``safetensors`` library, checked here so that its reads cannot fail on the header)."""
+    data_size = size - data_start
+    position = 0
+    for info in sorted(tensors.values(), key=lambda t: (t.offset or 0, t.nbytes)):
+        begin = (info.offset or 0) - data_start
+        if begin + info.nbytes > data_size:
+            raise CheckpointError(f"{file}: tensor {info.name!r} lies beyond the end of the file (truncated "
+                                  "download?); re-download the shard")
+        if begin != position:
+            problem = "overlaps the tensor before it" if begin < position else "leaves a gap before it"
+            raise CheckpointError(f"{file}: tensor {info.name!r} {problem} (data_offsets begin at {begin}, the "
+                                  f"previous tensor ends at {position}); the shard is corrupt: re-download or re-save "
+                                  "it")
+        position = begin + info.nbytes
+    if position != data_size:
+        raise CheckpointError(f"{file}: the tensors cover {position} of the {data_size} data bytes (truncated or "
+                              "padded file?); re-download or re-save the shard")
 
 
 #: Plain float safetensors dtypes that :func:`read_float_array` reads without torch (little-endian numpy dtypes).
@@ -180,7 +223,7 @@ def read_index(index_file: Path) -> dict[str, str]:
     try:
         index = json.loads(index_file.read_text(encoding="utf-8"))
         weight_map = index["weight_map"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{index_file}: not a valid safetensors index (needs a 'weight_map'); re-download it") from exc
     if not isinstance(weight_map, dict):
         raise CheckpointError(f"{index_file}: 'weight_map' is not an object; re-download it")

@@ -61,9 +61,11 @@ def dequantize_tensor(name: str, tensor: Any, scale: Any, block: tuple[int, int]
         if scale.numel() == 1:
             return tensor.to(torch.float32) * scale.to(torch.float32)
         return dequantize_fp8_blocks(tensor, scale, block)
-    if not tensor.is_floating_point():
-        raise CheckpointError(f"{name}: integer tensor of dtype {tensor.dtype} is not a float weight; "
-                              "dequantize the checkpoint first or exclude it with a pattern file")
+    if tensor.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        kind = "float" if tensor.is_floating_point() else "integer"
+        raise CheckpointError(f"{name}: {kind} tensor of dtype {tensor.dtype} is not a float weight alphaq reads "
+                              "(F32, F64, F16, BF16, F8_E4M3, F8_E5M2, MXFP4 blocks); dequantize the checkpoint first "
+                              "or exclude it with a pattern file")
     return tensor
 
 

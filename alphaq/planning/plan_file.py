@@ -25,6 +25,7 @@ from alphaq.runfolder import PLAN_SCHEMA_VERSION
 
 _TOP_FIELDS = ("schema_version", "provenance", "summary", "tensors", "plan_fingerprint")
 _REMAKE = "re-create it with `alphaq plan`"
+_MAX_GROUP = 1 << 16  # columns per group: far above any real one (32..1024), low enough to bound the padding
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,12 @@ class Plan:
                 "provenance": self.provenance, "summary": self.summary,
                 "tensors": _canonical([asdict(t) for t in self.tensors])}
 
+    @property
+    def target(self) -> str:
+        """The format the widths were planned for: ``"alphaq"`` or ``"gguf"`` (``provenance.options.target``)."""
+        options = self.provenance.get("options")
+        return str(options.get("target") or "alphaq") if isinstance(options, Mapping) else "alphaq"
+
     def bits_by_name(self) -> dict[str, int]:
         """Matrix name -> width (16 = bf16)."""
         return {t.name: t.bits for t in self.tensors}
@@ -134,15 +141,39 @@ def load_plan(path: str | os.PathLike[str], *, checkpoint_tensors: set[str] | No
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as error:
         raise PlanError(f"cannot read plan {path}: {error.strerror or error}; check the path or run `alphaq plan`") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise PlanError(f"{path} is not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}), so not a "
+                        f"plan.json; {_REMAKE}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise PlanError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
                         f"{_REMAKE}") from None
+    except RecursionError:
+        raise PlanError(f"{path} nests JSON too deeply to be a plan; {_REMAKE}") from None
     return plan_from_dict(data, source=str(path), checkpoint_tensors=checkpoint_tensors)
+
+
+def require_target(plan: Plan, source: str | os.PathLike[str], command: str) -> None:
+    """Refuse a plan whose target another command executes (``alphaq plan --target gguf`` -> ``alphaq export``).
+
+    Args:
+        plan: a loaded plan.
+        source: its file, for the message.
+        command: the command that is about to execute it (``"alphaq quantize"``).
+
+    Raises:
+        PlanError: the plan targets another format; the message names the command that takes it.
+    """
+    if plan.target != "alphaq":
+        raise PlanError(f"{source} was made with `alphaq plan --target {plan.target}` (llama.cpp types), which "
+                        f"{command} does not execute: write it with `alphaq export {source} --format gguf`, or "
+                        "re-plan without --target gguf")
 
 
 def plan_from_dict(data: Any, *, source: str = "plan", checkpoint_tensors: set[str] | None = None) -> Plan:
@@ -161,8 +192,12 @@ def plan_from_dict(data: Any, *, source: str = "plan", checkpoint_tensors: set[s
             raise PlanError(f"{source}: {key} must be an object; {_REMAKE}")
     if not isinstance(data["tensors"], list) or not data["tensors"]:
         raise PlanError(f"{source}: tensors must be a non-empty list; {_REMAKE}")
-    options = data["provenance"].get("options")
-    target = options.get("target", "alphaq") if isinstance(options, dict) else "alphaq"
+    if data["plan_fingerprint"] is not None and not isinstance(data["plan_fingerprint"], str):
+        raise PlanError(f"{source}: plan_fingerprint is {_short(data['plan_fingerprint'])}; it is a string, or null to "
+                        f"accept an edit; {_REMAKE}")
+    _check_provenance(data["provenance"], source)
+    _check_summary_types(data["summary"], source)
+    target = str((data["provenance"].get("options") or {}).get("target") or "alphaq")
     tensors = tuple(_tensor(entry, i, source, target) for i, entry in enumerate(data["tensors"]))
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
@@ -233,6 +268,81 @@ def _check_summary(summary: Mapping[str, Any], tensors: tuple[PlanTensor, ...], 
                             f"hand?); {_REMAKE}, or set plan_fingerprint to null to have the summary recomputed")
 
 
+#: Types of the provenance fields alphaq reads: dotted path -> (allowed types, what the message says it must be).
+_PROVENANCE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "checkpoint": ((dict, type(None)), "an object"), "checkpoint.path": ((str, type(None)), "a folder path string"),
+    "checkpoint.fingerprint": ((str, type(None)), "a string"), "checkpoint.model_type": ((str, type(None)), "a string"),
+    "options": ((dict, type(None)), "an object"), "options.target": ((str, type(None)), "\"alphaq\" or \"gguf\""),
+    "options.quant_method": ((str, type(None)), "a method name"),
+    "options.error_model": ((str, type(None)), "a string"),
+    "options.granularity": ((str, type(None)), "a string"), "options.group_size": ((int, type(None)), "an integer"),
+    "budget": ((dict, type(None)), "an object"), "budget.given": ((str, int, float, type(None)), "the budget given"),
+    "diagnostics": ((dict, type(None)), "an object"), "diagnostics.inspect_dir": ((str, type(None)), "a path string"),
+    "solver": ((dict, type(None)), "an object"), "notes": ((list, type(None)), "a list"),
+    "warnings": ((list, type(None)), "a list"), "failed_fits": ((list, type(None)), "a list"),
+    "created": ((str, type(None)), "a date string"), "edited_by_hand": ((bool, type(None)), "true or false"),
+    "options.widths": ((list, type(None)), "a list of widths"), "options.allocator": ((str, type(None)), "a string"),
+    "options.gamma": ((int, float, type(None)), "a number"), "options.keep": ((str, type(None)), "a string"),
+    "options.solver": ((str, type(None)), "a string"), "options.seed": ((int, type(None)), "an integer"),
+    "budget.kind": ((str, type(None)), "a string"), "budget.value": ((int, float, type(None)), "a number"),
+    "diagnostics.fit": ((str, type(None)), "a string"), "diagnostics.inspect_created": ((str, type(None)), "a string"),
+    "solver.status": ((str, type(None)), "a string"), "solver.method": ((str, type(None)), "a string"),
+    "solver.objective": ((int, float, type(None)), "a number"), "solver.gap": ((int, float, type(None)), "a number"),
+}
+#: Summary figures the reports print: numbers (or null), and mappings of numbers.
+_SUMMARY_NUMBERS = ("alpha_objective", "average_payload_bits", "compression_ratio", "effective_bits", "expert_bytes",
+                    "expert_bytes_bf16", "expert_compression_ratio", "expert_params", "kept_bytes", "kept_bytes_bf16",
+                    "predicted_error", "total_bytes", "total_bytes_bf16", "units")
+_SUMMARY_MAPS = ("average_bits_by_layer", "kept_bytes_by_role", "param_share_by_width")
+#: Targets a plan can be made for (``alphaq plan --target``).
+PLAN_TARGETS = ("alphaq", "gguf")
+
+
+def _check_provenance(provenance: Mapping[str, Any], source: str) -> None:
+    """Every provenance field alphaq reads has its type (a string where a mapping belongs is refused here, not
+    later as an AttributeError), and the target is one alphaq knows."""
+    for path, (types, what) in _PROVENANCE_TYPES.items():
+        parent, _, key = path.rpartition(".")
+        holder = provenance.get(parent) if parent else provenance
+        if not isinstance(holder, dict) or key not in holder:
+            continue
+        value = holder[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise PlanError(f"{source}: provenance.{path} is {_short(value)}; it must be {what} (edited by hand?); "
+                            f"fix it or {_REMAKE}")
+    widths = (provenance.get("options") or {}).get("widths") or []
+    if not all(isinstance(w, int) and not isinstance(w, bool) for w in widths):
+        raise PlanError(f"{source}: provenance.options.widths is {_short(widths)}; it must be a list of integer "
+                        f"widths; fix it or {_REMAKE}")
+    target = (provenance.get("options") or {}).get("target")
+    if target is not None and target not in PLAN_TARGETS:
+        raise PlanError(f"{source}: provenance.options.target is {_short(target)}; plans target "
+                        f"{' or '.join(PLAN_TARGETS)}; fix it or {_REMAKE}")
+
+
+def _check_summary_types(summary: Mapping[str, Any], source: str) -> None:
+    """The summary figures the reports print are numbers (or null), or mappings of them."""
+    def number(value: Any) -> bool:
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+    for key in _SUMMARY_NUMBERS:
+        if key in summary and not number(summary[key]):
+            raise PlanError(f"{source}: summary.{key} is {_short(summary[key])}; it must be a number or null; "
+                            f"fix it or {_REMAKE}")
+    for key in _SUMMARY_MAPS:  # by width / layer: integer keys ("4"); by role: any name
+        value = summary.get(key)
+        if value is not None and not (isinstance(value, dict) and all(number(v) for v in value.values()) and (
+                key == "kept_bytes_by_role" or all(k.isdecimal() for k in value))):
+            raise PlanError(f"{source}: summary.{key} is {_short(value)}; it must map "
+                            f"{'names' if key == 'kept_bytes_by_role' else 'integers'} to numbers; fix it or "
+                            f"{_REMAKE}")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (str, int, float, list, dict, bool, type(None))) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 _TENSOR_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "tensor": (str,), "layer": (int, type(None)), "expert": (int, type(None)),
     "proj": (str, type(None)), "role": (str,), "rows": (int,), "cols": (int,), "params": (int,), "bits": (int,),
@@ -256,9 +366,9 @@ def _tensor(entry: Any, index: int, source: str, target: str = "alphaq") -> Plan
     if not (1 <= bits <= 8 or bits == KEEP_BF16):
         raise PlanError(f"{source}: tensor {label} has bits={bits}; widths must be 1..8 (or 16 to keep bf16): "
                         "fix that entry or re-run `alphaq plan`")
-    if bits != KEEP_BF16 and (group is None or group <= 0 or group % 8):
-        raise PlanError(f"{source}: tensor {label} has group_size={group!r}; use a positive multiple of 8 "
-                        "(32, 64, 128) or re-run `alphaq plan`")
+    if bits != KEEP_BF16 and (group is None or group <= 0 or group % 8 or group > _MAX_GROUP):
+        raise PlanError(f"{source}: tensor {label} has group_size={group!r}; use a positive multiple of 8 up to "
+                        f"{_MAX_GROUP} (32, 64, 128) or re-run `alphaq plan`")
     if entry["rows"] <= 0 or entry["cols"] <= 0 or entry["params"] != entry["rows"] * entry["cols"]:
         raise PlanError(f"{source}: tensor {label} has shape {entry['rows']}x{entry['cols']} and params "
                         f"{entry['params']}, which disagree; {_REMAKE}")

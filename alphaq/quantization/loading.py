@@ -9,7 +9,6 @@ are supported, and how the checkpoint names map onto the model, is the table :da
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -97,6 +96,7 @@ def load_quantized(path: str | os.PathLike[str], *, device: str | torch.device =
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from alphaq.load import open_checkpoint
+    from alphaq.load.model import read_config, transformers_load_errors
     from alphaq.quantization.shards import read_quantization_config
 
     folder = Path(path).expanduser()
@@ -104,7 +104,7 @@ def load_quantized(path: str | os.PathLike[str], *, device: str | torch.device =
         raise CheckpointError(f"{folder} is not a checkpoint folder (no config.json); pass a folder written by "
                               "`alphaq quantize`")
     quant = read_quantization_config(folder)
-    model_type = str(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type"))
+    model_type = str(read_config(folder / "config.json").get("model_type"))
     layout = EXPERT_LAYOUTS.get(model_type)
     if layout is None:
         raise CheckpointError(f"{folder}: load_quantized does not support model_type {model_type!r} yet (supported: "
@@ -114,11 +114,16 @@ def load_quantized(path: str | os.PathLike[str], *, device: str | torch.device =
     ckpt = open_checkpoint(folder)
     sources = _expert_sources(ckpt, quant)
 
-    config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    if hasattr(config, "quantization_config"):
-        delattr(config, "quantization_config")
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    try:
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    except transformers_load_errors() as exc:  # a config.json field of another type, or sizes that do not fit
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{folder}/config.json: transformers cannot build the model from it ({first_line}); "
+                              "fix it or re-run alphaq quantize") from exc
     experts_modules = [(name, module) for name, module in model.named_modules()
                        if type(module).__name__ in layout.experts_classes]
     if not experts_modules:
@@ -132,7 +137,7 @@ def load_quantized(path: str | os.PathLike[str], *, device: str | torch.device =
             raise CheckpointError(f"{name}: cannot tell the decoder layer of this experts module; report this model")
         layer = int(match.group(1))
         new_module, used = _build_experts(ckpt, folder, quant, sources, layer, int(module.num_experts), module.act_fn,
-                                          dtype)
+                                          dtype, _expert_shapes(module))
         consumed |= used
         model.set_submodule(name, new_module)
 
@@ -176,10 +181,26 @@ def _expert_sources(ckpt: Checkpoint, quant: Mapping[str, Any]) -> dict[tuple[in
     return sources
 
 
+def _expert_shapes(module: Any) -> dict[str, tuple[int, int]]:
+    """[out, in] of each projection of one expert of a transformers experts module (from its meta parameters
+    ``gate_up_proj`` [E, 2I, H] and ``down_proj`` [E, H, I])."""
+    gate_up = getattr(module, "gate_up_proj", None)
+    if gate_up is not None and gate_up.dim() == 3:
+        inter, hidden = int(gate_up.shape[1]) // 2, int(gate_up.shape[2])
+    else:
+        inter, hidden = int(module.intermediate_dim), int(module.hidden_dim)
+    return {"gate": (inter, hidden), "up": (inter, hidden), "down": (hidden, inter)}
+
+
 def _build_experts(ckpt: Checkpoint, folder: Path, quant: Mapping[str, Any],
                    sources: Mapping[tuple[int, int, str], _ExpertSource], layer: int, num_experts: int, act_fn: Any,
-                   dtype: torch.dtype) -> tuple[Any, set[str]]:
-    """The :class:`QuantizedExperts` of one layer and the checkpoint tensors it consumed."""
+                   dtype: torch.dtype, shapes: Mapping[str, tuple[int, int]]) -> tuple[Any, set[str]]:
+    """The :class:`QuantizedExperts` of one layer and the checkpoint tensors it consumed.
+
+    Raises:
+        CheckpointError: a stored expert matrix whose [out, in] is not the one the config gives (hidden_size,
+            intermediate_size), checked here so that the model does not fail on its first forward.
+    """
     from alphaq.quantization.modules import QuantizedExperts, QuantLinear, dense_linear
     from alphaq.quantization.shards import read_quantized_tensors
 
@@ -199,34 +220,46 @@ def _build_experts(ckpt: Checkpoint, folder: Path, quant: Mapping[str, Any],
             source = sources[(layer, e, proj)]
             if source.kind == "quantized":
                 pt = packed[source.name]
-                modules[proj] = QuantLinear(pt.packed, pt.scale, pt.zero, pt.spec.bits, pt.spec.group_size,
-                                            pt.shape[1])
+                _check_shape(folder, source.name, tuple(pt.shape), shapes[proj], layer, e, proj)
+                try:
+                    modules[proj] = QuantLinear(pt.packed, pt.scale, pt.zero, pt.spec.bits, pt.spec.group_size,
+                                                pt.shape[1])
+                except ValueError as exc:
+                    raise CheckpointError(f"{folder}: {source.name}: {exc}; re-run alphaq quantize") from exc
             elif source.kind == "dense":
-                modules[proj] = dense_linear(_read_tensor(ckpt, f"{source.name}.weight"), dtype)
+                weight = _read_tensor(ckpt, f"{source.name}.weight")
+                _check_shape(folder, source.name, tuple(weight.shape), shapes[proj], layer, e, proj)
+                modules[proj] = dense_linear(weight, dtype)
             else:
                 ref = refs[source.name]
+                _check_shape(folder, ref.name, ref.shape, shapes[proj], layer, e, proj)
                 modules[proj] = dense_linear(ckpt.read_matrix(ref), dtype)
                 used.add(ref.tensor)
         experts.append(modules)
     return QuantizedExperts(experts, act_fn), used
 
 
-def _read_tensor(ckpt: Checkpoint, name: str) -> torch.Tensor:
-    from safetensors import safe_open
+def _check_shape(folder: Path, name: str, shape: tuple[int, ...], expected: tuple[int, int], layer: int, expert: int,
+                 proj: str) -> None:
+    if tuple(shape) != tuple(expected):
+        raise CheckpointError(f"{folder}: {name} (layer {layer} expert {expert} {proj}) is {list(shape)} but "
+                              f"config.json (hidden_size, intermediate_size) gives {list(expected)}; the checkpoint does not fit "
+                              "its config: re-run alphaq quantize on the source checkpoint")
 
+
+def _read_tensor(ckpt: Checkpoint, name: str) -> torch.Tensor:
     info = ckpt.tensors.get(name)
     if info is None:
         raise CheckpointError(f"{ckpt.path}: tensor {name} listed in quantization_config is not stored; "
                               "re-run alphaq quantize")
-    with safe_open(str(info.file), framework="pt") as handle:
-        return handle.get_tensor(name)
+    return ckpt.read_tensor(name)
 
 
 def _load_remaining(model: Any, ckpt: Checkpoint, layout: ExpertsLayout, consumed: set[str],
                     dtype: torch.dtype) -> None:
     """Load every tensor not consumed by the experts into ``model`` (renamed), then tie and materialize buffers."""
     import torch
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     by_file: dict[Path, list[str]] = {}
     for name, info in ckpt.tensors.items():
@@ -234,11 +267,19 @@ def _load_remaining(model: Any, ckpt: Checkpoint, layout: ExpertsLayout, consume
             by_file.setdefault(Path(info.file), []).append(name)
     state: dict[str, torch.Tensor] = {}
     for file, names in sorted(by_file.items()):
-        with safe_open(str(file), framework="pt") as handle:
-            for name in names:
-                tensor = handle.get_tensor(name)
-                state[layout.rename(name)] = tensor.to(dtype) if tensor.is_floating_point() else tensor
-    result = model.load_state_dict(state, strict=False, assign=True)
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in names:
+                    tensor = handle.get_tensor(name)
+                    state[layout.rename(name)] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+        except (OSError, RuntimeError, SafetensorError) as exc:
+            raise CheckpointError(f"{file}: cannot read its tensors ({exc}); re-run alphaq quantize") from exc
+    try:
+        result = model.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as exc:  # a stored tensor whose shape is not the model's
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc)[:200])
+        raise CheckpointError(f"{ckpt.path}: a tensor does not fit the model its config.json describes ({detail}); "
+                              "re-run alphaq quantize on the source checkpoint") from exc
     if result.unexpected_keys:
         raise CheckpointError(f"{ckpt.path}: {len(result.unexpected_keys)} tensor(s) match no model weight (first: "
                               f"{result.unexpected_keys[0]}); the checkpoint does not fit this model class")

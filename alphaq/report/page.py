@@ -242,15 +242,15 @@ def empty_note(text: str) -> str:
 
 
 def fmt_count(value: Any) -> str:
-    """An integer with thousands separators; an em dash for None/NaN."""
-    if _is_missing(value):
+    """An integer with thousands separators; an em dash for None/NaN (and for a non-number in a hand-edited file)."""
+    if _is_missing(value) or not _is_number(value):
         return "\u2014"
-    return f"{int(value):,}"
+    return f"{int(float(value)):,}"
 
 
 def fmt_bytes(value: Any) -> str:
-    """A byte size in decimal units: ``512 B``, ``76.8 kB``, ``12.35 GB``; an em dash for None/NaN."""
-    if _is_missing(value):
+    """A byte size in decimal units: ``512 B``, ``76.8 kB``, ``12.35 GB``; an em dash for None/NaN/non-numbers."""
+    if _is_missing(value) or not _is_number(value):
         return "\u2014"
     size = float(value)
     for scale, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
@@ -260,8 +260,8 @@ def fmt_bytes(value: Any) -> str:
 
 
 def fmt_seconds(value: Any) -> str:
-    """A duration: ``12.3 s``, ``4 min 5 s`` or ``1.2 h``; an em dash for None/NaN."""
-    if _is_missing(value):
+    """A duration: ``12.3 s``, ``4 min 5 s`` or ``1.2 h``; an em dash for None/NaN/non-numbers."""
+    if _is_missing(value) or not _is_number(value):
         return "\u2014"
     seconds = float(value)
     if seconds < 60:
@@ -379,6 +379,14 @@ def _cell(value: Any, fmt: Callable[[float], str], numeric: bool, classify: Call
     cls = f' class="{" ".join(classes)}"' if classes else ""
     data = f' data-v="{_esc(sort_key)}"' if sort_key is not None else ""
     return f"<td{cls}{data}>{_esc(text)}</td>"
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``float(value)`` gives a finite number (not a list or a word from a hand-edited JSON file)."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def _is_missing(value: Any) -> bool:

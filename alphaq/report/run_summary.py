@@ -75,6 +75,22 @@ def _json(path: Path, unreadable: list[str]) -> dict[str, Any] | None:
         return None
 
 
+def _plan_json(path: Path, unreadable: list[str]) -> dict[str, Any] | None:
+    """plan.json's content once :func:`alphaq.planning.plan_file.plan_from_dict` accepts it (else listed unreadable)."""
+    from alphaq.errors import PlanError
+    from alphaq.planning.plan_file import plan_from_dict
+
+    data = _json(path, unreadable)
+    if data is None:
+        return None
+    try:
+        plan_from_dict(data, source=str(path))
+    except PlanError:
+        unreadable.append(path.name)
+        return None
+    return data
+
+
 def _first(folder: Path, sub: str, name: str) -> Path | None:
     for candidate in (folder / sub, folder):
         if (candidate / name).is_file():
@@ -104,7 +120,7 @@ def read_run(run_dir: str | Path) -> RunSummary:
     compare_dir = _first(folder, COMPARE_DIR, COMPARE_JSON)
     return RunSummary(
         folder=folder, inspect=_json(folder / INSPECT_JSON, bad), experts=experts,
-        plan=_json(folder / PLAN_JSON, bad),
+        plan=_plan_json(folder / PLAN_JSON, bad),
         quantize=_json(quantize_dir / QUANTIZE_JSON, bad) if quantize_dir else None, quantize_dir=quantize_dir,
         eval=_json(folder / EVAL_JSON, bad),
         compare=_json(compare_dir / COMPARE_JSON, bad) if compare_dir else None, compare_dir=compare_dir,

@@ -1,0 +1,146 @@
+"""Property-based bad input (issue 23): mutations of a valid plan.json (any field at any depth, its encoding, its
+end) fed to :func:`load_plan` and to every command that reads a plan. Each either succeeds or exits 2 with one
+``error:`` line (no traceback, no "bug in alphaq"), and a refused command leaves nothing partial behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from alphaq.errors import PlanError
+from alphaq.planning.plan_file import load_plan
+from tests.fixtures.bad_input import (
+    TEXT,
+    assert_nothing_partial,
+    assert_one_line_or_success,
+    invoke,
+    shared_plans,
+    snapshot,
+)
+
+#: Few examples in CI (the suite's time); ALPHAQ_FUZZ_EXAMPLES=500 for a longer hunt.
+FUZZ = settings(max_examples=int(os.environ.get("ALPHAQ_FUZZ_EXAMPLES", "40")), derandomize=True, deadline=None,
+                database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+COMMANDS = ("api", "quantize", "export llama.cpp", "export gguf", "export compressed-tensors", "eval", "report")
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-3, 1 << 40), st.floats(allow_nan=True),
+              st.sampled_from(["", "gguf", "alphaq", "rtn", "hqq", "expert", "16", "\u00e9", "/nonexistent"]),
+              st.text(max_size=6)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+    max_leaves=5)
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return shared_plans(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "text.txt"
+    path.write_text(TEXT)
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fake_llamacpp_tools() -> Iterator[None]:
+    """`export --format gguf` looks for llama.cpp first; a stand-in lets it go on to read the plan."""
+    from alphaq.export import llamacpp_tools
+
+    fake = llamacpp_tools.LlamaCppTools(root=Path("/nonexistent"), quantize=Path("/nonexistent/llama-quantize"),
+                                        perplexity=Path("/nonexistent/llama-perplexity"),
+                                        converter=Path("/nonexistent/convert_hf_to_gguf.py"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(llamacpp_tools, "find_tools", lambda *args, **kwargs: fake)
+        yield
+
+
+def _paths(value: Any, prefix: tuple = ()) -> Iterator[tuple]:
+    """Every path (tuple of keys and indexes) into a JSON value, the first three tensors' only."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value[:3]):
+            yield from _paths(item, (*prefix, index))
+
+
+def _replace(data: Any, path: tuple, value: Any, drop: bool) -> Any:
+    if not path:
+        return value
+    holder = data
+    for key in path[:-1]:
+        holder = holder[key]
+    if drop and isinstance(holder, dict):
+        del holder[path[-1]]
+    else:
+        holder[path[-1]] = value
+    return data
+
+
+@st.composite
+def mutated_plans(draw: st.DrawFn, original: bytes) -> bytes:
+    """A plan.json damaged one way: a value replaced or dropped anywhere, re-encoded, or cut short."""
+    kind = draw(st.sampled_from(["value", "value", "value", "drop", "latin-1", "truncate", "bytes"]), label="kind")
+    if kind == "truncate":
+        return original[:draw(st.integers(0, len(original) - 1), label="cut at")]
+    if kind == "bytes":
+        at = draw(st.integers(0, len(original) - 1), label="at")
+        return original[:at] + draw(st.binary(min_size=1, max_size=4), label="bytes") + original[at + 1:]
+    data = json.loads(original)
+    if kind == "latin-1":
+        data["provenance"]["notes"] = ["\u00e9t\u00e9"]
+        return json.dumps(data, ensure_ascii=False).encode("latin-1")
+    paths = sorted(_paths(data), key=repr)
+    path = draw(st.sampled_from(paths), label="path")
+    value = draw(json_values, label="value")
+    return json.dumps(_replace(data, path, value, drop=kind == "drop")).encode("utf-8")
+
+
+@given(data=st.data())
+@FUZZ
+def test_mutated_plan_json(plans: dict[str, Path], text_file: Path, data: st.DataObject) -> None:
+    source = data.draw(st.sampled_from(["alphaq", "gguf"]), label="plan")
+    blob = data.draw(mutated_plans(plans[source].read_bytes()), label="plan.json")
+    command = data.draw(st.sampled_from(COMMANDS), label="command")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        run = tmp / "run"
+        shutil.copytree(plans[source].parent, run)  # the plan's run folder (inspect artifacts beside it)
+        plan = run / "plan.json"
+        plan.write_bytes(blob)
+        if command == "api":
+            try:
+                loaded = load_plan(plan)
+            except PlanError as error:
+                assert str(error) and "\n" not in str(error)
+            else:
+                assert loaded.target in ("alphaq", "gguf") and loaded.tensors
+            return
+        model, out = plans["model"], tmp / "out"
+        args: list[Any] = {
+            "quantize": ["quantize", model, "--plan", plan, "--out", out, "--no-html"],
+            "export llama.cpp": ["export", plan, "--out", out / "types.txt"],
+            "export gguf": ["export", plan, "--format", "gguf", "--model", model, "--out", out / "m.gguf"],
+            "export compressed-tensors": ["export", plan, "--format", "compressed-tensors", "--model", model,
+                                          "--out", out],
+            "eval": ["eval", model, "--plan", plan, "--out", out, "--text-file", text_file, "--max-windows", "1",
+                     "--context", "32", "--no-baseline", "--no-html"],
+            "report": ["report", run],
+        }[command]
+        before = snapshot(out)
+        result = invoke(args)
+        assert_one_line_or_success(result, args)
+        if result.exit_code == 2:
+            assert_nothing_partial(out, before)
