@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-from pathlib import Path
 from typing import Any
 
 
@@ -41,16 +40,23 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def text_record(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+def text_record(path: str | os.PathLike[str] | None, *, base: str | os.PathLike[str] | None = None
+                ) -> dict[str, Any] | None:
     """Path and sha256 of an input text (``None`` for no text).
+
+    The path is recorded as :func:`alphaq.runfolder.record_path` records it: a file of the text-data folder by its
+    name there (``data:wikitext-2/test.txt``), another file relative to ``base`` (absolute without one).
 
     Args:
         path: the text file.
+        base: the folder of the artifact that records it.
 
     Returns:
         ``{"path", "sha256"}`` or ``None``.
     """
-    return None if path is None else {"path": str(Path(path)), "sha256": sha256_file(path)}
+    from alphaq.runfolder import record_path
+
+    return None if path is None else {"path": record_path(path, base=base), "sha256": sha256_file(path)}
 
 
 __all__ = ["sha256_file", "text_record", "versions"]

@@ -22,6 +22,7 @@ Each artifact's own reader (its schema and columns) lives in the stage that writ
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,10 @@ EVAL_SCHEMA_VERSION = 1
 
 #: How reports name the bundled demo model (its path differs from machine to machine).
 BUNDLED_MODEL_LABEL = "bundled demo-moe (alphaq.demo_model_path())"
+#: How artifacts record the bundled demo model's folder (:func:`record_path`; :func:`resolve_recorded_path` reads it).
+BUNDLED_MODEL_REF = "alphaq:demo-moe"
+#: Prefix of a recorded file of the text-data folder (``data:wikitext-2/test.txt``: relative to ``$ALPHAQ_DATA_DIR``).
+DATA_REF_PREFIX = "data:"
 
 #: The command that (re)writes each JSON artifact, for error messages.
 WRITER_COMMAND = {
@@ -136,6 +141,94 @@ def check_schema(record: dict[str, Any], path: str | Path, expected: int) -> Non
     raise AlphaQError(f"{path}: schema_version {version!r} is not {expected}, which this alphaq reads; {fix}")
 
 
+def _is_bundled_path(path: Path) -> bool:
+    """Whether ``path`` is the bundled demo model's folder, here or wherever alphaq was installed when recorded."""
+    from alphaq.zoo.demo import demo_model_dir
+
+    if path.parts[-3:] == ("alphaq", "data", "demo-moe"):
+        return True
+    try:
+        return path.is_absolute() and path.resolve() == demo_model_dir().resolve()
+    except OSError:
+        return False
+
+
+def _data_root() -> Path | None:
+    """The text-data folder when one is found (:func:`alphaq.evaluation.datasets.data_dir`), else None."""
+    from alphaq.evaluation.datasets import data_dir
+
+    try:
+        return data_dir()
+    except AlphaQError:
+        return None
+
+
+def record_path(path: str | Path, *, base: str | Path | None = None) -> str:
+    """How an artifact records a path, so that it holds no absolute path of the machine that wrote it.
+
+    The bundled demo model is recorded by name (:data:`BUNDLED_MODEL_REF`), a file in the text-data folder by its
+    name there (``data:wikitext-2/test.txt``), anything else relative to ``base`` (the folder of the artifact;
+    ``..`` where needed). An already recorded form is returned unchanged. Only a path with no relative form (another
+    drive on Windows) or no ``base`` stays absolute.
+
+    Args:
+        path: the path to record (absolute, or relative to the working directory).
+        base: the folder of the artifact that records it.
+
+    Returns:
+        The text to store; :func:`resolve_recorded_path` turns it back into a path.
+    """
+    text = str(path)
+    if text == BUNDLED_MODEL_REF or text.startswith(DATA_REF_PREFIX):
+        return text
+    raw = Path(text).expanduser()
+    if _is_bundled_path(raw.absolute()):
+        return BUNDLED_MODEL_REF
+    absolute = raw.resolve()
+    root = _data_root()
+    if root is not None:
+        try:
+            return DATA_REF_PREFIX + absolute.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    if base is None:
+        return str(absolute)
+    try:
+        return Path(os.path.relpath(absolute, Path(base).resolve())).as_posix()
+    except ValueError:  # no relative path between them (another drive)
+        return str(absolute)
+
+
+def resolve_recorded_path(recorded: str | Path, *, base: str | Path) -> Path:
+    """The path an artifact recorded with :func:`record_path`, on this machine.
+
+    Args:
+        recorded: the stored text: :data:`BUNDLED_MODEL_REF`, ``data:NAME``, a path relative to ``base``, or an
+            absolute path (artifacts written before paths were recorded relative; another machine's bundled model
+            is this machine's).
+        base: the folder of the artifact that recorded it.
+
+    Returns:
+        The path (it may not exist; the caller's open says so).
+
+    Raises:
+        AlphaQError: ``data:NAME`` while no text-data folder is found (set ``$ALPHAQ_DATA_DIR``).
+    """
+    from alphaq.zoo.demo import demo_model_dir
+
+    text = str(recorded)
+    if text == BUNDLED_MODEL_REF:
+        return demo_model_dir()
+    if text.startswith(DATA_REF_PREFIX):
+        from alphaq.evaluation.datasets import data_dir
+
+        return data_dir() / text[len(DATA_REF_PREFIX):]
+    raw = Path(text).expanduser()
+    if raw.is_absolute():
+        return demo_model_dir() if not raw.exists() and _is_bundled_path(raw) else raw
+    return Path(os.path.normpath(Path(base) / raw))
+
+
 def display_path(path: str | Path, *, base: str | Path | None = None) -> str:
     """A path as reports print it: relative to ``base`` (default: the working directory) when it lies below it,
     the bundled model's name for the bundled model, else its last two components (never another machine's
@@ -149,7 +242,7 @@ def display_path(path: str | Path, *, base: str | Path | None = None) -> str:
         The text to show.
     """
     raw = Path(str(path))
-    if raw.parts[-3:] == ("alphaq", "data", "demo-moe"):  # the bundled model, wherever alphaq is installed
+    if str(path) == BUNDLED_MODEL_REF or raw.parts[-3:] == ("alphaq", "data", "demo-moe"):  # wherever installed
         return BUNDLED_MODEL_LABEL
     if not raw.is_absolute():
         return raw.as_posix()
@@ -167,4 +260,5 @@ def display_paths(text: str, *, base: str | Path | None = None) -> str:
     return re.sub(r"(?<![\w.:/])(/[^\s,;()'\"]+)", lambda m: display_path(m.group(1), base=base), text)
 
 
-__all__ = [name for name in dir() if name.isupper()] + ["check_schema", "display_path", "display_paths", "one_line", "read_json"]
+__all__ = [name for name in dir() if name.isupper()] + ["check_schema", "display_path", "display_paths", "one_line",
+                                                        "read_json", "record_path", "resolve_recorded_path"]

@@ -1,11 +1,13 @@
 """Benchmark the fused dequant-matmul kernel against a bf16 ``x @ W.T`` (docs/kernels.md).
 
-On a CUDA GPU: for MoE expert shapes (Mixtral 14336x4096 and 4096x14336, Qwen-MoE 1408x2048 and
-2048x1408), batches 1/4/16 and widths 2/3/4/8 (group size 128), time ``alphaq.kernels.dequant_matmul``
-and ``x @ W.T`` in bfloat16 with ``triton.testing.do_bench`` (L2 flushed between runs), check the
-result against the float32 reference, and report the speed-up and the achieved memory bandwidth
-(packed weights + scales + zeros + x + y bytes over the time) as a fraction of the device's peak.
-Results go to ``bench/results/kernels.json``.
+On a CUDA GPU: for MoE expert shapes ``[rows, cols]`` of ``W`` (Mixtral 14336x4096 and 4096x14336,
+Qwen1.5-MoE 1408x2048 and 2048x1408, Qwen3-MoE 768x2048 and 2048x768, DeepSeek-V3 2048x7168 and 7168x2048),
+batches 1/2/4/8/16 and widths 2/3/4/8 (group size 128), time ``alphaq.kernels.dequant_matmul`` and
+``x @ W.T`` in bfloat16 with ``triton.testing.do_bench`` (L2 flushed between runs), check the result
+against the float32 reference, and report the speed-up and the achieved memory bandwidth in GB/s (packed
+weights + scales + zeros + x + y bytes over the time; bf16: W + x + y) and as a fraction of the device's
+HBM peak. Results go to ``bench/results/kernels.json`` (``--out``), rewritten after every shape so that a
+run cut short by a time limit keeps what it measured.
 
 Without a GPU it says so and runs a small correctness smoke of every kernel in the Triton
 interpreter instead (exit 0). ``--compile-only`` compiles the kernels for sm_90 (H100/H200) without a
@@ -27,14 +29,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+#: (name, rows, cols) of an expert's ``W`` [rows, cols] (y = x @ W.T): gate/up are [intermediate, hidden],
+#: down is [hidden, intermediate].
 SHAPES: tuple[tuple[str, int, int], ...] = (
     ("mixtral-w1", 14336, 4096),
     ("mixtral-w2", 4096, 14336),
-    ("qwen-moe-up", 1408, 2048),
-    ("qwen-moe-down", 2048, 1408),
+    ("qwen15-moe-up", 1408, 2048),
+    ("qwen15-moe-down", 2048, 1408),
+    ("qwen3-moe-up", 768, 2048),
+    ("qwen3-moe-down", 2048, 768),
+    ("deepseek-v3-up", 2048, 7168),
+    ("deepseek-v3-down", 7168, 2048),
 )
 WIDTHS: tuple[int, ...] = (2, 3, 4, 8)
-BATCHES: tuple[int, ...] = (1, 4, 16)
+BATCHES: tuple[int, ...] = (1, 2, 4, 8, 16)
 GROUP_SIZE = 128
 #: Batch-1 speed-up targets over bf16 (issue 5).
 TARGETS: dict[int, float] = {4: 3.0, 2: 4.5}
@@ -92,6 +100,7 @@ def bench_case(name: str, rows: int, cols: int, bits: int, batch: int, autotune:
         "kernel": "gemv" if batch <= launch.GEMV_MAX_M else "dot",
         "fused_us": t_fused * 1e6, "bf16_us": t_dense * 1e6, "speedup": t_dense / t_fused,
         "fused_bytes": moved, "bf16_bytes": dense_moved,
+        "fused_gb_per_s": moved / t_fused / 1e9, "bf16_gb_per_s": dense_moved / t_dense / 1e9,
         "fused_bandwidth_tbps": moved / t_fused / 1e12, "bf16_bandwidth_tbps": dense_moved / t_dense / 1e12,
         "fused_peak_fraction": moved / t_fused / peak, "bf16_peak_fraction": dense_moved / t_dense / peak,
         "relative_error": _relative_error(y, y_ref),
@@ -109,18 +118,22 @@ def run_gpu(out: Path, autotune: bool, widths: tuple[int, ...], batches: tuple[i
     device = torch.cuda.get_device_name()
     peak = peak_bandwidth(device)
     print(f"device: {device}; peak bandwidth {peak / 1e12:.2f} TB/s; autotune={autotune}")
-    print(f"{'shape':>14} {'bits':>4} {'M':>3} {'fused us':>9} {'bf16 us':>8} {'speedup':>7} "
-          f"{'TB/s':>6} {'of peak':>7} {'bf16 of peak':>12} {'rel err':>8}")
-    rows = []
+    print(f"{'shape':>16} {'bits':>4} {'M':>3} {'fused us':>9} {'bf16 us':>8} {'speedup':>7} "
+          f"{'GB/s':>7} {'of peak':>7} {'bf16 GB/s':>9} {'bf16 of peak':>12} {'rel err':>8}")
+    rows: list[dict[str, Any]] = []
+    meta = {"device": device, "peak_bandwidth_bytes_per_s": peak, "torch": torch.__version__,
+            "triton": triton.__version__, "autotune": autotune, "group_size": GROUP_SIZE,
+            "timer": "triton.testing.do_bench median, L2 flushed"}
     for name, r, c in shapes:
         for bits in widths:
             for batch in batches:
                 row = bench_case(name, r, c, bits, batch, autotune, peak)
                 rows.append(row)
-                print(f"{name:>14} {bits:>4} {batch:>3} {row['fused_us']:>9.1f} {row['bf16_us']:>8.1f} "
-                      f"{row['speedup']:>7.2f} {row['fused_bandwidth_tbps']:>6.2f} "
-                      f"{row['fused_peak_fraction']:>7.1%} {row['bf16_peak_fraction']:>12.1%} "
-                      f"{row['relative_error']:>8.1e}", flush=True)
+                print(f"{name:>16} {bits:>4} {batch:>3} {row['fused_us']:>9.1f} {row['bf16_us']:>8.1f} "
+                      f"{row['speedup']:>7.2f} {row['fused_gb_per_s']:>7.0f} "
+                      f"{row['fused_peak_fraction']:>7.1%} {row['bf16_gb_per_s']:>9.0f} "
+                      f"{row['bf16_peak_fraction']:>12.1%} {row['relative_error']:>8.1e}", flush=True)
+        write_json(out, {**meta, "complete": False, "results": rows})  # partial, in case a time limit stops the run
     targets = []
     for bits, target in TARGETS.items():
         speedups = [row["speedup"] for row in rows if row["bits"] == bits and row["batch"] == 1]
@@ -129,9 +142,7 @@ def run_gpu(out: Path, autotune: bool, widths: tuple[int, ...], batches: tuple[i
                             "met": min(speedups) >= target})
             print(f"batch 1, {bits} bits: speed-up {min(speedups):.2f}..{max(speedups):.2f} "
                   f"(target >= {target}x: {'met' if min(speedups) >= target else 'NOT met'})")
-    write_json(out, {"device": device, "peak_bandwidth_bytes_per_s": peak, "torch": torch.__version__,
-                     "triton": triton.__version__, "autotune": autotune, "group_size": GROUP_SIZE,
-                     "timer": "triton.testing.do_bench median, L2 flushed", "targets": targets, "results": rows})
+    write_json(out, {**meta, "complete": True, "targets": targets, "results": rows})
     print(f"wrote {out}")
     return 0
 

@@ -39,15 +39,19 @@ def eval_command(
     device: Annotated[str, typer.Option(help="Where the models run: cpu or cuda[:N].")] = "cpu",
     dtype: Annotated[str, typer.Option(help="Dense weights and activations: float32 | bfloat16 | float16.")] = "float32",
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
+    kld_windows: Annotated[int | None, typer.Option(
+        help="KL divergence from the original on the first N windows (the original's log-probabilities are kept "
+             "for them, float16).")] = 128,
     html: Annotated[bool, typer.Option(help="Write eval.html.")] = True,
 ) -> None:
-    """Perplexity of the original model, a quantized checkpoint or a plan, checked against the plan: eval.json."""
+    """Perplexity and KL divergence from the original of a quantized checkpoint or a plan (or the original's
+    perplexity), checked against the plan: eval.json."""
     from alphaq.evaluation.eval_run import run_eval
     from alphaq.evaluation.options import EvalOptions
 
     with _user_errors():
         options = EvalOptions(max_windows=max_windows, context=context, stride=stride, baseline=baseline,
-                              device=device, dtype=dtype, batch_size=batch_size)
+                              device=device, dtype=dtype, batch_size=batch_size, kld_windows=kld_windows)
         text = _eval_text(text_file, dataset)
         with _progress("eval") as advance:
             result = run_eval(model, out, quantized=quantized, plan_file=plan, text_file=text, options=options,
@@ -79,6 +83,14 @@ def print_eval_summary(record: Mapping[str, Any], out: Path, html: bool) -> None
     base = record.get("baseline")
     if base:
         table.add_row("original perplexity", f"{base['ppl']:.4f}  (increase {record['ppl_increase']:+.4f})")
+    kld = record.get("kld")
+    if kld:
+        ci = kld.get("mean_kld_interval") or {}
+        bounds = f" [{ci['low']:.5f}, {ci['high']:.5f}]" if ci else ""
+        table.add_row("KL divergence from original",
+                      f"mean {kld['mean_kld']:.5f}{bounds}, median {kld['median_kld']:.5f}, p99 {kld['p99_kld']:.4f} "
+                      f"({kld['windows']} windows)")
+        table.add_row("same top token", f"{kld['same_top']:.2%}")
     table.add_row("windows x tokens", f"{record['windows']} x {record['context']} ({record['tokens']:,} scored)")
     check = record["verification"]
     if check["tensors"]:
@@ -119,9 +131,12 @@ def compare(
     inspect_dir: Annotated[Path | None, typer.Option(help="Reuse this inspect run of the same model.")] = None,
     device: Annotated[str, typer.Option(help="Where the model runs: cpu or cuda[:N].")] = "cpu",
     dtype: Annotated[str, typer.Option(help="Dense weights and activations: float32 | bfloat16 | float16.")] = "float32",
+    kld_windows: Annotated[int | None, typer.Option(
+        help="KL divergence from the original on the first N windows.")] = 128,
     html: Annotated[bool, typer.Option(help="Write compare.html.")] = True,
 ) -> None:
-    """Plan every (budget, allocator), measure each plan's perplexity: compare.csv/json and compare.html."""
+    """Plan every (budget, allocator), measure each plan's perplexity and KL divergence from the original:
+    compare.csv/json and compare.html."""
     from alphaq.evaluation.compare import run_compare
     from alphaq.evaluation.options import CompareConfig
     from alphaq.planning.planner import PlanConfig
@@ -130,15 +145,16 @@ def compare(
         base = PlanConfig(widths=widths, group_size=group_size, granularity=granularity, gamma=gamma)  # type: ignore[arg-type]
         config = CompareConfig(budgets=budgets, allocators=allocators, plan=base, text_file=_eval_text(text_file, dataset),
                                calib_in=calib_in, calib_out=calib_out, seeds=seeds, max_windows=max_windows,
-                               context=context, device=device, dtype=dtype, resamples=resamples, inspect_dir=inspect_dir)
+                               context=context, device=device, dtype=dtype, resamples=resamples, inspect_dir=inspect_dir,
+                               kld_windows=kld_windows)
         with _progress("compare") as advance:
             table = run_compare(model, config, out, progress=advance)
         if html:
             from alphaq.report.compare_page import render_compare
 
             render_compare(out)
-    shown = table[["entry", "budget", "average_payload_bits", "ppl"]]
-    typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    shown = table[["entry", "budget", "average_payload_bits", "ppl", "mean_kld", "p99_kld", "same_top"]]
+    typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     typer.echo(f"wrote {out / 'compare.csv'}" + (f" and {out / 'compare.html'}" if html else ""))
 
 

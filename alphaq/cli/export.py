@@ -1,5 +1,6 @@
 """``alphaq export PLAN --format llama.cpp``: a plan as llama-quantize tensor-type overrides (``--format
-compressed-tensors``: a Hugging Face checkpoint folder, see :mod:`alphaq.export.compressed_tensors`).
+compressed-tensors``: a Hugging Face checkpoint folder, see :mod:`alphaq.export.compressed_tensors`; ``--format gguf``:
+a quantized GGUF written and verified through llama.cpp, see :mod:`alphaq.export.gguf_export`).
 
 A thin wrapper (registered by :mod:`alphaq.cli` with ``app.command()(export)``): load the plan, call
 :func:`alphaq.export.llamacpp.export_llamacpp`, write the overrides file atomically, print the command line
@@ -24,19 +25,19 @@ DEFAULT_OVERRIDES_NAME = "llama-quantize-tensor-types.txt"
 
 def export(
     plan: Annotated[Path, typer.Argument(help="plan.json written by alphaq plan.", show_default=False)],
-    format: Annotated[str, typer.Option("--format", "-f", help="Target: llama.cpp (llama-quantize overrides) | compressed-tensors (HF checkpoint folder, --out DIR).")] = "llama.cpp",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help=f"Overrides file (default: {DEFAULT_OVERRIDES_NAME} beside the plan); compressed-tensors: the checkpoint folder to create.", show_default=False)] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="Target: llama.cpp (llama-quantize overrides) | compressed-tensors (HF checkpoint folder, --out DIR) | gguf (a quantized GGUF through llama.cpp, --out FILE.gguf).")] = "llama.cpp",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help=f"Overrides file (default: {DEFAULT_OVERRIDES_NAME} beside the plan); compressed-tensors: the checkpoint folder to create; gguf: the .gguf file to write.", show_default=False)] = None,
     base_type: Annotated[str, typer.Option(help="llama-quantize base type for tensors without an override (a quantized type).")] = "Q8_0",
     keep_type: Annotated[str, typer.Option("--keep-type", "--keep", help="Type of the matrices the plan keeps at 16 bits: bf16 | f16 | q8_0 | base (gguf: attention, embeddings, shared experts; not base).")] = "bf16",
     fused_gate_up: Annotated[bool, typer.Option("--fused-gate-up", help="The GGUF was converted with --fuse-gate-up-exps.")] = False,
     gguf: Annotated[Optional[Path], typer.Option(help="The bf16 GGUF to quantize (fills in the printed command).", show_default=False)] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="The checkpoint the plan was made for (compressed-tensors, gguf; default: the plan's, else the bundled demo).", show_default=False)] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="The checkpoint the plan was made for (compressed-tensors, gguf; default: the one plan.json records, relative to the plan's folder).", show_default=False)] = None,
     method: Annotated[Optional[str], typer.Option(help="compressed-tensors: quantizer rtn | rtn_clip | hqq (default: the plan's).", show_default=False)] = None,
     granularity: Annotated[str, typer.Option(help="compressed-tensors: expert (plan widths, zero points) | layer (one symmetric 4/8-bit scheme per layer, for vLLM).")] = "expert",
     allow_fallback: Annotated[bool, typer.Option("--allow-fallback", help="gguf: accept expert tensors llama.cpp must store in a fallback type (rows not a multiple of 256); they are verified and reported as such.")] = False,
     llamacpp_dir: Annotated[Optional[Path], typer.Option(help="gguf: llama.cpp tools folder (default: $ALPHAQ_LLAMACPP_DIR, else the cache `alphaq llamacpp build` fills).", show_default=False)] = None,
 ) -> None:
-    """Write a plan as per-tensor type overrides for llama.cpp's llama-quantize, with the command and a cost report."""
+    """Write a plan for an engine: llama-quantize overrides, a compressed-tensors checkpoint or a quantized GGUF."""
     from alphaq.atomic import write_text
     from alphaq.export.llamacpp import ExportOptions, export_llamacpp, format_report
     from alphaq.planning.plan_file import load_plan

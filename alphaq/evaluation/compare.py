@@ -10,8 +10,10 @@ measured vs predicted error and the expert's routing share on the eval text) and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from alphaq.errors import AlphaQError, ConfigError
+from alphaq.evaluation.divergence import DivergenceMeter, ReferenceLogprobs
 from alphaq.evaluation.compare_stats import ORIGINAL, add_intervals, plan_predictors, prediction_check, row_key, seed_spread
 from alphaq.evaluation.options import FREQUENCY_ENTRIES, CompareConfig, expand_allocators
 from alphaq.evaluation.routing import PRIOR_SEED, PRIOR_WINDOWS, random_token_routing
@@ -39,7 +42,8 @@ if TYPE_CHECKING:
 COMPARE_COLUMNS = ["entry", "allocator", "seed", "calibration", "budget", "status", "average_payload_bits",
                    "effective_bits", "expert_bytes", "predicted_error", "alpha_objective", "abs_sq_error",
                    "alpha_sq_error", "depth_sq_error", "routed_sq_error", "measured_rel_error", "ppl", "nll",
-                   "ppl_increase", "tokens", "windows", "plan_fingerprint", "message"]
+                   "ppl_increase", "mean_kld", "median_kld", "p99_kld", "same_top", "tokens", "windows",
+                   "plan_fingerprint", "message"]
 CALIBRATION_WINDOWS = 64
 
 
@@ -66,6 +70,14 @@ def _restore(model: Any, snapshot: dict[str, Any]) -> None:
             params[name].data.copy_(value)
 
 
+def original_windows(ids: Any, context: int, max_windows: int | None) -> int:
+    """Full windows of ``context`` tokens the perplexity passes score (at most ``max_windows``)."""
+    from alphaq.evaluation.perplexity import window_starts
+
+    windows = len(window_starts(int(ids.numel()), context, context))
+    return min(windows, max_windows) if max_windows else windows
+
+
 def _shares(model: Any, ids: Any, context: int, max_windows: int | None) -> dict[tuple[int, int], float]:
     from alphaq.evaluation.routing import routing_stats
 
@@ -75,7 +87,8 @@ def _shares(model: Any, ids: Any, context: int, max_windows: int | None) -> dict
 @locks_output("out_dir", "compare")
 def run_compare(model: str | Path | None, config: CompareConfig, out_dir: str | Path, *,
                 progress: ProgressFn | None = None) -> pd.DataFrame:
-    """Plan the checkpoint for every (budget, allocator), evaluate each plan's perplexity, write the results.
+    """Plan the checkpoint for every (budget, allocator), evaluate each plan's perplexity and KL
+    divergence from the original, write the results.
 
     Args:
         model: checkpoint folder (None: the bundled demo model).
@@ -90,6 +103,12 @@ def run_compare(model: str | Path | None, config: CompareConfig, out_dir: str | 
     Raises:
         AlphaQError: missing data, a checkpoint that cannot be loaded; ConfigError: CUDA asked for and missing.
     """
+    with contextlib.ExitStack() as stack:  # the original's log-probabilities (KLD reference) live for the run
+        return _compare(model, config, out_dir, progress, stack)
+
+
+def _compare(model: str | Path | None, config: CompareConfig, out_dir: str | Path, progress: ProgressFn | None,
+             stack: contextlib.ExitStack) -> pd.DataFrame:
     import torch
 
     from alphaq.evaluation import datasets
@@ -131,7 +150,11 @@ def run_compare(model: str | Path | None, config: CompareConfig, out_dir: str | 
               for side, path in calib_paths.items() if side in needs and path is not None}
     eval_shares = _shares(lm, ids, window, max_windows)
     prior = random_token_routing(lm, context=window).shares()  # data-free: no text is read
-    original = perplexity(lm, ids, window, max_windows=max_windows)
+    n_windows = original_windows(ids, window, max_windows)
+    reference = ReferenceLogprobs(max(1, min(n_windows, options.kld_windows or n_windows)),
+                                  spill_dir=stack.enter_context(tempfile.TemporaryDirectory(prefix="alphaq-kld-")))
+    stack.callback(reference.close)
+    original = perplexity(lm, ids, window, max_windows=max_windows, on_logits=reference.record)
     from alphaq.runfolder import record_path  # paths relative to the compare folder, the bundled model by name
 
     provenance = {"checkpoint": {"path": record_path(ckpt.path, base=out), "fingerprint": ckpt.fingerprint,
@@ -142,10 +165,11 @@ def run_compare(model: str | Path | None, config: CompareConfig, out_dir: str | 
                errors=errors, provenance=provenance, shares=shares, eval_shares=eval_shares, routing_prior=prior, out=out,
                original_ppl=original.ppl, num_layers=ckpt.num_layers,
                sq_norm=dict(zip(errors.names, (float(v) for v in errors.sq_norm))),
-               alpha={str(n): float(a) for n, a in zip(details["name"], details["alpha"])})
+               alpha={str(n): float(a) for n, a in zip(details["name"], details["alpha"])}, reference=reference)
     rows: list[dict[str, Any]] = [{"entry": ORIGINAL, "allocator": ORIGINAL, "calibration": None, "budget": None,
                                    "status": original.status, "average_payload_bits": 16.0, "ppl": original.ppl,
-                                   "nll": original.nll, "ppl_increase": 0.0, "tokens": original.tokens,
+                                   "nll": original.nll, "ppl_increase": 0.0, "mean_kld": 0.0, "median_kld": 0.0,
+                                   "p99_kld": 0.0, "same_top": 1.0, "tokens": original.tokens,
                                    "windows": original.windows}]
     job.windows[ORIGINAL] = (original.window_nll, original.window_tokens)
     runs = [(budget, entry, seed) for budget in budget_list for entry in entries
@@ -162,7 +186,8 @@ def run_compare(model: str | Path | None, config: CompareConfig, out_dir: str | 
             label = f"ppl {row['ppl']:.3f}" if row.get("ppl") is not None else row["status"]
             progress(1, f"{entry}{'' if seed is None else f'#{seed}'} @ {budget}: {label}", len(runs))
 
-    table = add_intervals(pd.DataFrame(rows, columns=COMPARE_COLUMNS), job.windows, resamples=resamples, level=level)
+    table = add_intervals(pd.DataFrame(rows, columns=COMPARE_COLUMNS), job.windows, resamples=resamples, level=level,
+                          kld_windows=job.kld_windows)
     _write_compare(out, table, job, eval_path=eval_path, calib_texts={side: calib_paths[side] for side in needs},
                    original=original, options={
                        "budgets": budget_list, "allocators": entries, "widths": list(base.widths),
@@ -193,7 +218,9 @@ class _Job:
     num_layers: int
     sq_norm: dict[str, float]
     alpha: dict[str, float]
+    reference: Any = None
     windows: dict[str, tuple[Sequence[float], Sequence[int]]] = dataclasses.field(default_factory=dict)
+    kld_windows: dict[str, tuple[Sequence[float], Sequence[int]]] = dataclasses.field(default_factory=dict)
     verification: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
@@ -214,12 +241,15 @@ def _evaluate_entry(job: _Job, cfg: PlanConfig, entry: str, budget: str, seed: i
         return {**row, "status": "infeasible", "message": str(error)}
     suffix = "" if seed is None else f"-seed{seed}"
     save_plan(plan, job.out / COMPARE_PLANS_DIR / f"{entry}-{budget}{suffix}.json")
+    meter = DivergenceMeter(job.reference)
     try:
         sim = apply_plan(job.lm, plan)
-        result = perplexity(job.lm, job.ids, job.window, max_windows=job.max_windows)
+        result = perplexity(job.lm, job.ids, job.window, max_windows=job.max_windows, on_logits=meter.record)
     finally:
         _restore(job.lm, job.snapshot)
     job.windows[row_key(row)] = (result.window_nll, result.window_tokens)
+    divergence = meter.result()
+    job.kld_windows[row_key(row)] = (divergence.window_kld, divergence.window_tokens)
     params = {t.name: t.params for t in plan.tensors}
     weight = sum(params[c.name] for c in sim.checks)
     measured = sum(params[c.name] * c.rel_error for c in sim.checks) / weight if weight else math.nan
@@ -234,7 +264,9 @@ def _evaluate_entry(job: _Job, cfg: PlanConfig, entry: str, budget: str, seed: i
             "predicted_error": plan.summary["predicted_error"], "alpha_objective": plan.summary["alpha_objective"],
             **plan_predictors(plan.tensors, job.sq_norm, job.alpha, job.num_layers, job.routing_prior),
             "measured_rel_error": measured, "ppl": result.ppl, "nll": result.nll,
-            "ppl_increase": result.ppl - job.original_ppl, "tokens": result.tokens, "windows": result.windows,
+            "ppl_increase": result.ppl - job.original_ppl, "mean_kld": divergence.mean_kld,
+            "median_kld": divergence.median_kld, "p99_kld": divergence.p99_kld, "same_top": divergence.same_top,
+            "tokens": result.tokens, "windows": result.windows,
             "plan_fingerprint": plan.plan_fingerprint, "message": "; ".join(plan.provenance.get("notes") or [])}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alphaq.evaluation.bootstrap import paired_bootstrap
+from alphaq.evaluation.bootstrap import paired_bootstrap, paired_mean_bootstrap
 
 ORIGINAL = "original"
 #: Data-free predictors whose rank correlation with the measured perplexity increase compare reports.
@@ -21,7 +21,8 @@ PREDICTORS: tuple[str, ...] = ("predicted_error", "alpha_objective", "abs_sq_err
                                "depth_sq_error", "routed_sq_error")
 #: Column pairs added to the table by :func:`add_intervals`.
 INTERVAL_COLUMNS = ["ci_low", "ci_high", "significant", "vs_uniform", "vs_uniform_low", "vs_uniform_high",
-                    "significant_vs_uniform"]
+                    "significant_vs_uniform", "kld_low", "kld_high", "kld_vs_uniform", "kld_vs_uniform_low",
+                    "kld_vs_uniform_high", "kld_significant_vs_uniform"]
 
 
 def row_key(row: Mapping[str, Any]) -> str:
@@ -34,8 +35,10 @@ def row_key(row: Mapping[str, Any]) -> str:
 
 
 def add_intervals(table: pd.DataFrame, windows: Mapping[str, tuple[Sequence[float], Sequence[int]]], *,
-                  resamples: int, level: float, seed: int = 0) -> pd.DataFrame:
-    """Paired-bootstrap intervals of every plan's perplexity increase, against the original and against uniform.
+                  resamples: int, level: float, seed: int = 0,
+                  kld_windows: Mapping[str, tuple[Sequence[float], Sequence[int]]] | None = None) -> pd.DataFrame:
+    """Paired-bootstrap intervals of every plan's perplexity increase, against the original and against uniform,
+    and of its mean KL divergence from the original (alone, and minus uniform's at the same budget).
 
     Args:
         table: the compare table (``entry``, ``budget``, ``seed``, ``ppl``).
@@ -43,6 +46,7 @@ def add_intervals(table: pd.DataFrame, windows: Mapping[str, tuple[Sequence[floa
         resamples: bootstrap resamples.
         level: coverage (0.95).
         seed: resampling seed (one seed: every comparison uses the same draws).
+        kld_windows: :func:`row_key` -> (per-window KLD sums, per-window tokens) (None: no KLD intervals).
 
     Returns:
         The table with :data:`INTERVAL_COLUMNS` (NaN/None where a row was not evaluated or has no uniform peer;
@@ -66,7 +70,26 @@ def add_intervals(table: pd.DataFrame, windows: Mapping[str, tuple[Sequence[floa
             vs = paired_bootstrap(nll, uniform[0], tokens, resamples=resamples, seed=seed, level=level)
             out.at[i, "vs_uniform"], out.at[i, "vs_uniform_low"] = vs.delta, vs.low
             out.at[i, "vs_uniform_high"], out.at[i, "significant_vs_uniform"] = vs.high, vs.significant
+        _kld_intervals(out, i, row, kld_windows or {}, resamples=resamples, level=level, seed=seed)
     return out
+
+
+def _kld_intervals(out: pd.DataFrame, i: Any, row: Mapping[str, Any],
+                   kld_windows: Mapping[str, tuple[Sequence[float], Sequence[int]]], *, resamples: int, level: float,
+                   seed: int) -> None:
+    """The mean-KLD interval of one row, and its paired difference from uniform's at the same budget."""
+    own = kld_windows.get(row_key(row))
+    if own is None or len(own[0]) < 2:
+        return
+    sums, tokens = own
+    zeros = [0.0] * len(sums)
+    ci = paired_mean_bootstrap(sums, zeros, tokens, resamples=resamples, seed=seed, level=level)
+    out.at[i, "kld_low"], out.at[i, "kld_high"] = ci.low, ci.high
+    uniform = kld_windows.get(f"uniform@{row['budget']}")
+    if row["entry"] != "uniform" and uniform is not None:
+        vs = paired_mean_bootstrap(sums, uniform[0], tokens, resamples=resamples, seed=seed, level=level)
+        out.at[i, "kld_vs_uniform"], out.at[i, "kld_vs_uniform_low"] = vs.delta, vs.low
+        out.at[i, "kld_vs_uniform_high"], out.at[i, "kld_significant_vs_uniform"] = vs.high, vs.significant
 
 
 def seed_spread(table: pd.DataFrame, entry: str = "random") -> dict[str, dict[str, Any]]:

@@ -48,31 +48,33 @@ def token_divergence(reference_logprobs: Any, logits: Any) -> tuple[Any, Any]:
 
 
 class ReferenceLogprobs:
-    """The reference model's next-token log-probabilities of every scored window, stored as float16.
+    """The reference model's next-token log-probabilities of the first ``windows`` scored windows, as float16.
 
     Use :meth:`record` as the ``on_logits`` hook of the reference model's perplexity pass, then give the object to
-    a :class:`DivergenceMeter`.
+    a :class:`DivergenceMeter`. The store is allocated at the first batch, from its logits' shape; windows past
+    ``windows`` are not stored (and not scored by the meter).
 
     Args:
-        windows: windows the pass will score.
-        positions: predicted positions per window (``context - 1``).
-        vocab: vocabulary size.
+        windows: windows to store (the first of the pass).
         spill_dir: folder for a memory-mapped file when the store is larger than :data:`IN_MEMORY_VALUES`
             values (``None``: always in memory).
     """
 
-    def __init__(self, windows: int, positions: int, vocab: int, *, spill_dir: str | Path | None = None) -> None:
-        if windows < 1 or positions < 1 or vocab < 2:
-            raise ConfigError(f"reference log-probabilities need windows, positions >= 1 and vocab >= 2, "
-                              f"got {windows}, {positions}, {vocab}")
-        shape = (windows, positions, vocab)
-        if spill_dir is not None and math.prod(shape) > IN_MEMORY_VALUES:
-            self._file: Path | None = Path(spill_dir) / "reference_logprobs.f16"
-            self.values = np.memmap(self._file, dtype=np.float16, mode="w+", shape=shape)  # [W, T, V]
-        else:
-            self._file = None
-            self.values = np.zeros(shape, dtype=np.float16)  # [W, T, V]
-        self.filled = np.zeros(windows, dtype=bool)  # [W]
+    def __init__(self, windows: int, *, spill_dir: str | Path | None = None) -> None:
+        if windows < 1:
+            raise ConfigError(f"reference log-probabilities need at least 1 window, got {windows}")
+        self.windows = int(windows)
+        self._spill_dir = Path(spill_dir) if spill_dir is not None else None
+        self._file: Path | None = None
+        self.values: np.ndarray | None = None  # [W, T, V] once the first batch arrived
+        self.filled = np.zeros(self.windows, dtype=bool)  # [W]
+
+    def _allocate(self, positions: int, vocab: int) -> np.ndarray:
+        shape = (self.windows, positions, vocab)
+        if self._spill_dir is not None and math.prod(shape) > IN_MEMORY_VALUES:
+            self._file = self._spill_dir / "reference_logprobs.f16"
+            return np.memmap(self._file, dtype=np.float16, mode="w+", shape=shape)
+        return np.zeros(shape, dtype=np.float16)
 
     def record(self, window_index: Sequence[int], logits: Any) -> None:
         """Store the log-probabilities of a batch of windows.
@@ -83,12 +85,16 @@ class ReferenceLogprobs:
         """
         import torch
 
-        logprobs = torch.log_softmax(logits.float(), dim=-1).to(torch.float16).cpu().numpy()  # [B, T, V]
-        if logprobs.shape[1:] != self.values.shape[1:]:
-            raise ConfigError(f"reference logits of shape {tuple(logprobs.shape[1:])} do not match the store's "
+        rows = [(row, index) for row, index in enumerate(window_index) if index < self.windows]
+        if not rows:
+            return
+        if self.values is None:
+            self.values = self._allocate(int(logits.shape[1]), int(logits.shape[2]))
+        if tuple(logits.shape[1:]) != self.values.shape[1:]:
+            raise ConfigError(f"reference logits of shape {tuple(logits.shape[1:])} do not match the store's "
                               f"{tuple(self.values.shape[1:])}; score both models with the same context and tokenizer")
-        for row, index in enumerate(window_index):
-            self.values[index] = logprobs[row]
+        for row, index in rows:
+            self.values[index] = torch.log_softmax(logits[row].float(), dim=-1).to(torch.float16).cpu().numpy()
             self.filled[index] = True
 
     def window(self, index: int) -> np.ndarray:
@@ -97,14 +103,15 @@ class ReferenceLogprobs:
         Raises:
             ConfigError: the reference pass did not score this window.
         """
-        if not 0 <= index < self.filled.size or not self.filled[index]:
+        if self.values is None or not 0 <= index < self.windows or not self.filled[index]:
             raise ConfigError(f"window {index} has no reference log-probabilities; evaluate the original model on "
                               "the same windows first")
         return np.asarray(self.values[index])
 
     def close(self) -> None:
         """Drop the stored values (and the memory-mapped file, if any)."""
-        self.values = np.zeros((0, 0, 0), dtype=np.float16)
+        self.values = None
+        self.filled[:] = False
         if self._file is not None:
             self._file.unlink(missing_ok=True)
             self._file = None
@@ -171,6 +178,8 @@ class DivergenceMeter:
         import torch
 
         for row, index in enumerate(window_index):
+            if index >= self.reference.windows:
+                continue  # past the stored windows: perplexity only
             ref = torch.from_numpy(self.reference.window(index))  # [T, V]
             if ref.shape != logits.shape[1:]:
                 raise ConfigError(f"candidate logits of shape {tuple(logits.shape[1:])} do not match the reference's "
@@ -230,8 +239,7 @@ def divergence_between(reference_model: Any, model: Any, ids: Sequence[int] | An
         n_windows = min(n_windows, max_windows)
     if n_windows == 0:
         raise ConfigError(f"the text is shorter than one window of {context} tokens; pass a longer text")
-    vocab = int(reference_model.get_output_embeddings().weight.shape[0])
-    store = ReferenceLogprobs(n_windows, context - 1, vocab, spill_dir=spill_dir)
+    store = ReferenceLogprobs(n_windows, spill_dir=spill_dir)
     try:
         perplexity(reference_model, ids, context, max_windows=n_windows, batch_size=batch_size, on_logits=store.record)
         meter = DivergenceMeter(store)

@@ -12,9 +12,11 @@ Written into ``out_dir``: ``eval.json`` (schema, provenance, results, memory, ve
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,12 @@ class EvalResult:
         return float(increase) if increase is not None else None
 
     @property
+    def kld(self) -> Mapping[str, Any] | None:
+        """KL divergence from the original on the same windows (``mean_kld``, ``median_kld``, ``p99_kld``,
+        ``same_top`` and their intervals); None without a baseline."""
+        return self.record.get("kld")
+
+    @property
     def windows(self) -> int:
         """Windows evaluated."""
         return int(self.record["windows"])
@@ -123,6 +131,7 @@ class _Measured:
     memory: dict[str, Any]
     baseline: Any = None
     shares_original: dict[tuple[int, int], float] = field(default_factory=dict)
+    divergence: Any = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,7 @@ class _Setup:
     options: EvalOptions
     progress: ProgressFn | None
     total: int
+    windows: int = 0
 
 
 def _prepare(lm: Any, tokenizer: Any, eval_path: Path, opts: EvalOptions, passes: int,
@@ -148,7 +158,7 @@ def _prepare(lm: Any, tokenizer: Any, eval_path: Path, opts: EvalOptions, passes
     ids = torch.tensor(tokenize_text(tokenizer, read_text(eval_path)), dtype=torch.long)
     windows = len(window_starts(int(ids.numel()), window, opts.stride or window))
     windows = min(windows, opts.max_windows) if opts.max_windows else windows
-    return _Setup(ids=ids, window=window, options=opts, progress=progress, total=windows * passes)
+    return _Setup(ids=ids, window=window, options=opts, progress=progress, total=windows * passes, windows=windows)
 
 
 def _evaluate_original(original: Path, eval_path: Path, opts: EvalOptions, progress: ProgressFn | None,
@@ -181,9 +191,12 @@ def _evaluate_simulated(original: Path, plan_file: Path, eval_path: Path, opts: 
     lm, tokenizer = load_model(original, device=opts.device, dtype=getattr(torch, opts.dtype))
     setup = _prepare(lm, tokenizer, eval_path, opts, 2 if opts.baseline else 1, progress)
     memory: dict[str, Any] = {"model_bytes": _model_bytes(lm)}
-    baseline, shares_original = _measure(lm, setup, "original") if opts.baseline else (None, {})
-    sim = apply_plan(lm, plan)
-    result, shares = _measure(lm, setup, "simulated")
+    with _divergence(setup) as (store, meter):
+        baseline, shares_original = (_measure(lm, setup, "original", store.record if store else None)
+                                     if opts.baseline else (None, {}))
+        sim = apply_plan(lm, plan)
+        result, shares = _measure(lm, setup, "simulated", meter.record if meter else None)
+        divergence = meter.result() if meter and store.values is not None else None
     memory.update({"plan_expert_bytes": plan.summary.get("expert_bytes"),
                    "plan_total_bytes": plan.summary.get("total_bytes"),
                    "note": "simulated: weights are quantized and dequantized in place, memory is the plan's",
@@ -192,12 +205,13 @@ def _evaluate_simulated(original: Path, plan_file: Path, eval_path: Path, opts: 
               "plan_fingerprint": plan.plan_fingerprint, "method": sim.method,
               "error_model": (plan.provenance.get("options") or {}).get("error_model")}
     return _Measured(source=source, result=result, shares=shares, tensors=tensors_from_checks(sim.checks, plan),
-                     memory=memory, baseline=baseline, shares_original=shares_original), setup
+                     memory=memory, baseline=baseline, shares_original=shares_original, divergence=divergence), setup
 
 
 def _evaluate_quantized(quantized: Path, original: Path, manifest: dict[str, Any], eval_path: Path,
                         opts: EvalOptions, progress: ProgressFn | None) -> tuple[_Measured, _Setup]:
-    """The packed checkpoint through :func:`alphaq.load_quantized`, then the original model as the baseline."""
+    """The original model as the baseline (its log-probabilities the KL divergence's reference), then the packed
+    checkpoint through :func:`alphaq.load_quantized`: one model in memory at a time."""
     import torch
 
     from alphaq.evaluation.verification import tensors_from_quantize_manifest
@@ -205,30 +219,39 @@ def _evaluate_quantized(quantized: Path, original: Path, manifest: dict[str, Any
     from alphaq.quantization.loading import load_quantized
 
     dtype = getattr(torch, opts.dtype)
-    lm, tokenizer = load_quantized(quantized, device=opts.device, dtype=dtype)
-    setup = _prepare(lm, tokenizer, eval_path, opts, 2 if opts.baseline else 1, progress)
     source: dict[str, Any] = {"kind": "quantized", "path": str(quantized), "original": str(original),
                               "plan_fingerprint": manifest.get("plan", {}).get("fingerprint"),
                               "error_model": manifest.get("plan", {}).get("error_model"),
                               "method": manifest.get("options", {}).get("method")}
     totals = manifest.get("totals", {})
-    memory: dict[str, Any] = {"model_bytes": _model_bytes(lm), "checkpoint_bytes": _disk_bytes(quantized),
+    memory: dict[str, Any] = {"checkpoint_bytes": _disk_bytes(quantized),
                               "expert_bytes": totals.get("expert_quantized_bytes"),
                               "plan_expert_bytes": totals.get("expert_predicted_bytes"),
                               "plan_total_bytes": manifest.get("plan", {}).get("total_bytes"),
                               "bytes_match_plan": totals.get("bytes_match_plan")}
-    result, shares = _measure(lm, setup, "quantized")
-    del lm
-    measured = _Measured(source=source, result=result, shares=shares, memory=memory,
+    measured = _Measured(source=source, result=None, shares={}, memory=memory,
                          tensors=tensors_from_quantize_manifest(manifest))
-    if opts.baseline:
-        if (original / "config.json").is_file():
-            base_lm, _ = load_model(original, device=opts.device, dtype=dtype)
-            measured.baseline, measured.shares_original = _measure(base_lm, setup, "original")
-            memory["original_model_bytes"] = _model_bytes(base_lm)
+    with_baseline = opts.baseline and (original / "config.json").is_file()
+    if opts.baseline and not with_baseline:
+        source["baseline_note"] = f"original checkpoint {original} not found; no baseline"
+    if with_baseline:
+        lm, tokenizer = load_model(original, device=opts.device, dtype=dtype)
+    else:
+        lm, tokenizer = load_quantized(quantized, device=opts.device, dtype=dtype)
+    setup = _prepare(lm, tokenizer, eval_path, replace(opts, baseline=with_baseline), 2 if with_baseline else 1,
+                     progress)
+    with _divergence(setup) as (store, meter):
+        if with_baseline:
+            measured.baseline, measured.shares_original = _measure(lm, setup, "original",
+                                                                   store.record if store else None)
+            memory["original_model_bytes"] = _model_bytes(lm)
             memory["original_checkpoint_bytes"] = _disk_bytes(original)
-        else:
-            source["baseline_note"] = f"original checkpoint {original} not found; no baseline"
+            del lm
+            lm, _ = load_quantized(quantized, device=opts.device, dtype=dtype)
+        memory["model_bytes"] = _model_bytes(lm)
+        measured.result, measured.shares = _measure(lm, setup, "quantized", meter.record if meter else None)
+        if meter is not None:
+            measured.divergence = meter.result()
     return measured, setup
 
 
@@ -300,8 +323,27 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
     return EvalResult(record=record, out_dir=Path(out_dir) if out_dir is not None else None)
 
 
-def _measure(model: Any, setup: _Setup, label: str) -> tuple[Any, dict[tuple[int, int], float]]:
-    """Perplexity and routing shares of ``model`` in the same forward passes."""
+@contextlib.contextmanager
+def _divergence(setup: _Setup) -> Iterator[tuple[Any, Any]]:
+    """``(store, meter)`` for the KL divergence from the original, or ``(None, None)`` when it is not measured
+    (no baseline, or a sliding-window stride whose windows overlap); the store's spill file is removed on exit."""
+    opts = setup.options
+    if not opts.baseline or (opts.stride is not None and opts.stride != setup.window) or setup.windows < 1:
+        yield None, None
+        return
+    from alphaq.evaluation.divergence import DivergenceMeter, ReferenceLogprobs
+
+    with tempfile.TemporaryDirectory(prefix="alphaq-kld-") as spill:
+        store = ReferenceLogprobs(min(setup.windows, opts.kld_windows or setup.windows), spill_dir=spill)
+        try:
+            yield store, DivergenceMeter(store)
+        finally:
+            store.close()
+
+
+def _measure(model: Any, setup: _Setup, label: str, on_logits: Callable[..., None] | None = None,
+             ) -> tuple[Any, dict[tuple[int, int], float]]:
+    """Perplexity and routing shares of ``model`` in the same forward passes (``on_logits``: the KLD hooks)."""
     from alphaq.evaluation.perplexity import perplexity_and_routing
 
     def tick(done: int, _windows: int) -> None:
@@ -310,7 +352,8 @@ def _measure(model: Any, setup: _Setup, label: str) -> tuple[Any, dict[tuple[int
 
     opts = setup.options
     result, routing = perplexity_and_routing(model, setup.ids, setup.window, max_windows=opts.max_windows,
-                                             stride=opts.stride, batch_size=opts.batch_size, progress=tick)
+                                             stride=opts.stride, batch_size=opts.batch_size, progress=tick,
+                                             on_logits=on_logits)
     return result, ({} if routing is None else routing.shares())
 
 
@@ -338,9 +381,36 @@ def _record(measured: _Measured, setup: _Setup, experts: Any, original: Path, ma
         **result.record(),
         "baseline": baseline.record() if baseline is not None else None,
         "ppl_increase": (result.ppl - baseline.ppl) if baseline is not None else None,
+        "kld": divergence_record(measured.divergence),
         "memory": measured.memory,
         "verification": verification_summary(measured.tensors, experts),
     })
+
+
+def divergence_record(result: Any, *, resamples: int = 2000, seed: int = 0) -> dict[str, Any] | None:
+    """The ``kld`` entry of eval.json: the :class:`~alphaq.evaluation.divergence.DivergenceResult` summary with
+    paired-bootstrap 95 % intervals over windows of the mean KLD and of the same-top-token rate.
+
+    Args:
+        result: a ``DivergenceResult`` (None: no KLD was measured).
+        resamples: bootstrap resamples.
+        seed: seed of the resampling.
+
+    Returns:
+        The record, or None.
+    """
+    if result is None:
+        return None
+    record = result.record()
+    if result.windows >= 2:
+        from alphaq.evaluation.bootstrap import paired_mean_bootstrap
+
+        zeros = [0.0] * result.windows
+        record["mean_kld_interval"] = paired_mean_bootstrap(result.window_kld, zeros, result.window_tokens,
+                                                            resamples=resamples, seed=seed).to_dict()
+        record["same_top_interval"] = paired_mean_bootstrap(result.window_same_top, zeros, result.window_tokens,
+                                                            resamples=resamples, seed=seed).to_dict()
+    return record
 
 
 def _write(out: Path, record: dict[str, Any], tensors: Any, experts: Any) -> None:
@@ -353,4 +423,4 @@ def _write(out: Path, record: dict[str, Any], tensors: Any, experts: Any) -> Non
     write_json(out / EVAL_JSON, record)
 
 
-__all__ = ["EvalOptions", "EvalResult", "run_eval"]
+__all__ = ["EvalOptions", "EvalResult", "divergence_record", "run_eval"]

@@ -169,18 +169,20 @@ def run_lm_eval(model: str | os.PathLike[str] | None, *, quantized: str | os.Pat
     config = LMEvalConfig(parse_tasks(tasks), num_fewshot=num_fewshot, limit=limit, batch_size=batch_size,
                           device=device)
     lm_eval, hflm = _import_lm_eval()
+    from alphaq.runfolder import record_path  # relative to the run folder, the bundled model by name
+
     if quantized is not None:
         from alphaq.quantization.loading import load_quantized
 
         lm, tokenizer = load_quantized(quantized, device=config.device)
-        source = {"kind": "quantized", "model": None, "quantized": str(quantized)}
+        source = {"kind": "quantized", "model": None, "quantized": record_path(quantized, base=out_dir)}
     else:
         from alphaq.load.model import load_model
         from alphaq.zoo.demo import demo_model_path
 
         path = Path(model) if model is not None else demo_model_path()
         lm, tokenizer = load_model(path, device=config.device)
-        source = {"kind": "original", "model": str(path), "quantized": None}
+        source = {"kind": "original", "model": record_path(path, base=out_dir), "quantized": None}
 
     wrapped = hflm(pretrained=lm, tokenizer=tokenizer, batch_size=config.batch_size)
     try:

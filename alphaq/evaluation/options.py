@@ -33,6 +33,10 @@ class EvalOptions:
         batch_size: windows per forward pass.
         device: where the models run (``cpu``, ``cuda``, ``cuda:1``).
         dtype: dtype of the unquantized weights and activations: ``float32``, ``bfloat16`` or ``float16``.
+        kld_windows: KL divergence from the original on the first this many evaluated windows (needs the baseline;
+            None: every window). The original's log-probabilities are kept for them (float16, spilled to a
+            temporary file when large: ``windows x (context - 1) x vocab x 2`` bytes), as llama.cpp keeps its
+            base logits; 128 windows is the usual size of a llama.cpp KLD run.
     """
 
     max_windows: int | None = None
@@ -42,13 +46,14 @@ class EvalOptions:
     batch_size: int = 8
     device: str = "cpu"
     dtype: str = "float32"
+    kld_windows: int | None = 128
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device must be cpu or cuda[:N], got {self.device!r}")
-        for name, low in (("max_windows", 1), ("context", 2), ("stride", 1), ("batch_size", 1)):
+        for name, low in (("max_windows", 1), ("context", 2), ("stride", 1), ("batch_size", 1), ("kld_windows", 1)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -120,6 +125,8 @@ class CompareConfig:
         level: coverage of the intervals.
         inspect_dir: reuse this inspect run of the same checkpoint (None: the one in the output folder, else a
             fresh experts-only inspect saved there).
+        kld_windows: KL divergence from the original on the first this many windows (None: every window); see
+            :class:`EvalOptions`.
     """
 
     budgets: tuple[str, ...] | str = ("2.5", "3", "3.5")
@@ -136,6 +143,7 @@ class CompareConfig:
     resamples: int = DEFAULT_RESAMPLES
     level: float = 0.95
     inspect_dir: str | Path | None = None
+    kld_windows: int | None = 128
 
     def __post_init__(self) -> None:
         from alphaq.planning.budget import Budget
@@ -156,7 +164,8 @@ class CompareConfig:
         if not seeds:
             raise ConfigError("no seed given for the random allocator; pass --seeds 0,1,2")
         object.__setattr__(self, "seeds", seeds)
-        EvalOptions(max_windows=self.max_windows, context=self.context, device=self.device, dtype=self.dtype)
+        EvalOptions(max_windows=self.max_windows, context=self.context, device=self.device, dtype=self.dtype,
+                    kld_windows=self.kld_windows)
         if isinstance(self.resamples, bool) or not isinstance(self.resamples, int) or self.resamples < 1:
             raise ConfigError(f"--resamples {self.resamples!r} must be a positive integer (default 2000)")
         if not (isinstance(self.level, float) and math.isfinite(self.level) and 0.0 < self.level < 1.0):
@@ -175,7 +184,8 @@ class CompareConfig:
     @property
     def options(self) -> EvalOptions:
         """The :class:`EvalOptions` of the measurement (windows, context, device, dtype)."""
-        return EvalOptions(max_windows=self.max_windows, context=self.context, device=self.device, dtype=self.dtype)
+        return EvalOptions(max_windows=self.max_windows, context=self.context, device=self.device, dtype=self.dtype,
+                           kld_windows=self.kld_windows)
 
 
 def _items(value: Sequence[object] | str, option: str) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from alphaq._version import __version__
 from alphaq.errors import AlphaQError, CheckpointError, ConfigError
 from alphaq.export import ct_format as ctf
 from alphaq.locking import locks_output
+from alphaq.progress import ProgressFn
 
 if TYPE_CHECKING:
     from alphaq.load.checkpoint import Checkpoint
@@ -42,7 +43,6 @@ MANIFEST_SCHEMA_VERSION = 1
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
 _DENSE_DTYPES = ("BF16", "F16", "F32")
 _NBYTES = {"I32": 4, "F32": 4, "I64": 8}
-ProgressFn = Callable[[int, str, int], None]
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def export_compressed_tensors(plan_path: str | Path, out_dir: str | Path, *, mod
     import torch
 
     from alphaq.load import open_checkpoint
-    from alphaq.planning.plan_file import load_plan
+    from alphaq.planning.plan_file import load_plan, require_target
     from alphaq.quantization import shards as st
     from alphaq.quantization.methods import METHODS
     from alphaq.quantization.run import plan_widths
@@ -95,6 +95,7 @@ def export_compressed_tensors(plan_path: str | Path, out_dir: str | Path, *, mod
     if granularity not in ctf.GRANULARITIES:
         raise ConfigError(f"unknown --granularity {granularity!r}; use expert or layer")
     plan = load_plan(plan_path)
+    require_target(plan, plan_path, "alphaq export --format compressed-tensors")
     if method is None:
         planned = (plan.provenance.get("options") or {}).get("quant_method")
         method = planned if planned in METHODS else "rtn"
@@ -103,7 +104,7 @@ def export_compressed_tensors(plan_path: str | Path, out_dir: str | Path, *, mod
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AlphaQError(f"{out}: already exists and is not an empty folder; choose another --out or remove it")
-    ckpt = open_checkpoint(model if model is not None else _plan_checkpoint(plan) or demo_model_path())
+    ckpt = open_checkpoint(model if model is not None else _plan_checkpoint(plan, plan_path) or demo_model_path())
     widths, warnings = plan_widths(plan, ckpt, method, source=str(plan_path))
     modules = plan_modules(ckpt, widths, granularity)
     refs = {m.name: m for m in ckpt.matrices}
@@ -155,7 +156,7 @@ def export_compressed_tensors(plan_path: str | Path, out_dir: str | Path, *, mod
         if len(files) > 1:
             _write_json(tmp / "model.safetensors.index.json", index_json(layout))  # type: ignore[arg-type]
         manifest = build_manifest(ckpt, plan, plan_path, modules, records, method=method, granularity=granularity,
-                                  warnings=warnings, seconds=time.perf_counter() - start)
+                                  warnings=warnings, seconds=time.perf_counter() - start, out_dir=out)
         _write_json(tmp / MANIFEST_FILE, manifest)
         if out.is_dir():
             out.rmdir()  # an empty folder, checked above
@@ -194,9 +195,23 @@ def _write_json(path: Path, obj: Any) -> None:
     write_json(path, obj)
 
 
-def _plan_checkpoint(plan: Plan) -> str | None:
-    path = (plan.provenance.get("checkpoint") or {}).get("path")
-    return str(path) if path and Path(path).is_dir() else None
+def _plan_checkpoint(plan: Plan, plan_path: str | Path) -> Path | None:
+    """The checkpoint folder the plan records (relative to the plan's folder, the bundled model by name); None when
+    it records none.
+
+    Raises:
+        AlphaQError: the recorded folder is not found here; the message says to pass --model.
+    """
+    from alphaq.runfolder import resolve_recorded_path
+
+    recorded = (plan.provenance.get("checkpoint") or {}).get("path")
+    if not recorded:
+        return None
+    path = resolve_recorded_path(str(recorded), base=Path(plan_path).parent)
+    if not path.is_dir():
+        raise AlphaQError(f"{plan_path}: the checkpoint the plan was made for ({recorded}) is not found at {path}; "
+                          "pass --model with that checkpoint's folder")
+    return path
 
 
 def plan_modules(ckpt: Checkpoint, widths: Mapping[str, tuple[int, int | None]],
@@ -278,10 +293,12 @@ def quantize_module(w: Any, module: ctf.CtModule, method: str) -> tuple[dict[str
 
 def build_manifest(ckpt: Checkpoint, plan: Plan, plan_path: str | Path, modules: Mapping[str, ctf.CtModule],
                    records: list[dict[str, Any]], *, method: str, granularity: str, warnings: list[str],
-                   seconds: float) -> dict[str, Any]:
+                   seconds: float, out_dir: str | Path | None = None) -> dict[str, Any]:
     """``alphaq-export.json``: schema version, versions, plan and checkpoint fingerprints, options, per-module records,
-    totals and which engines can serve the export."""
+    totals and which engines can serve the export (paths relative to ``out_dir``, the bundled model by name)."""
     import compressed_tensors
+
+    from alphaq.runfolder import record_path
 
     params = sum(r["rows"] * r["cols"] for r in records)
     compare = [r for r in records if r["alphaq_rel_error"] is not None]
@@ -290,8 +307,9 @@ def build_manifest(ckpt: Checkpoint, plan: Plan, plan_path: str | Path, modules:
         "compressed_tensors_version": compressed_tensors.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "format": f"compressed-tensors/{ctf.CT_FORMAT}",
-        "checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
-        "plan": {"path": str(plan_path), "fingerprint": plan.plan_fingerprint},
+        "checkpoint": {"path": record_path(ckpt.path, base=out_dir), "fingerprint": ckpt.fingerprint,
+                       "model_type": ckpt.model_type},
+        "plan": {"path": record_path(plan_path, base=out_dir), "fingerprint": plan.plan_fingerprint},
         "options": {"method": method if granularity == "expert" else "symmetric-rtn", "granularity": granularity,
                     "zero_points": "integer (rounded, codes re-chosen)" if granularity == "expert" else "none"},
         "engines": ctf.engines(list(modules.values()), granularity=granularity),

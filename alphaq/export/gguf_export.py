@@ -78,7 +78,25 @@ def check_plan_for(plan: Any, fingerprint: str, model_dir: Path) -> None:
     planned = (plan.provenance.get("checkpoint") or {}).get("fingerprint")
     if planned != fingerprint:
         raise AlphaQError(f"the plan was made for another checkpoint (fingerprint {planned} != {fingerprint} of "
-                          f"{model_dir}); plan this model first: alphaq plan {model_dir} --target gguf")
+                          f"{model_dir}); pass --model with the checkpoint the plan was made for, or plan this model "
+                          f"first: alphaq plan {model_dir} --target gguf")
+
+
+def _plan_checkpoint(plan: Any, plan_path: Path) -> Path:
+    """The checkpoint folder the plan records (relative to the plan's folder, the bundled model by name).
+
+    Raises:
+        AlphaQError: none recorded, or not found here; the message says to pass --model.
+    """
+    from alphaq.runfolder import resolve_recorded_path
+
+    recorded = (plan.provenance.get("checkpoint") or {}).get("path")
+    path = resolve_recorded_path(str(recorded), base=plan_path.parent) if recorded else None
+    if path is None or not path.is_dir():
+        where = f"({recorded}) is not found at {path}" if recorded else "is not recorded in it"
+        raise AlphaQError(f"{plan_path}: the checkpoint the plan was made for {where}; pass --model with that "
+                          "checkpoint's folder")
+    return path
 
 
 @locks_output("out", "export")
@@ -119,7 +137,7 @@ def export_gguf(plan_path: str | Path, out: str | Path, *, model: str | Path | N
     options = options or GgufExportOptions()
     plan_path, out = Path(plan_path), Path(out)
     plan = load_plan(plan_path)
-    model_dir = Path(model) if model is not None else Path((plan.provenance.get("checkpoint") or {}).get("path", ""))
+    model_dir = Path(model) if model is not None else _plan_checkpoint(plan, plan_path)
     ckpt = open_checkpoint(model_dir)
     check_plan_for(plan, ckpt.fingerprint, model_dir)
     export = export_llamacpp(plan, ExportOptions(base_type="Q8_0", keep_type=options.keep_type))
@@ -156,7 +174,8 @@ def export_gguf(plan_path: str | Path, out: str | Path, *, model: str | Path | N
             problems = verification.problems()
             raise AlphaQError(f"the GGUF llama-quantize wrote does not hold the planned types ({len(problems)} "
                               f"mismatch(es); first: {problems[0]}); no file was written")
-        record = _record(plan, plan_path, ckpt, model_dir, out, options, export, verification, tools, seconds)
+        record = _record(plan, plan_path, ckpt, model_dir, out, options, export, verification, tools, seconds,
+                         base=record_path.parent)
         shutil.move(str(staged), out)
     write_json(record_path, record)
     return GgufExportResult(out=out, record_path=record_path, export=export, verification=verification, record=record)
@@ -164,18 +183,21 @@ def export_gguf(plan_path: str | Path, out: str | Path, *, model: str | Path | N
 
 def _record(plan: Any, plan_path: Path, ckpt: Any, model_dir: Path, out: Path, options: GgufExportOptions,
             export: LlamaCppExport, verification: GgufVerification, tools: LlamaCppTools,
-            seconds: dict[str, float]) -> dict[str, Any]:
+            seconds: dict[str, float], *, base: Path) -> dict[str, Any]:
+    """gguf_export.json's content; paths relative to ``base`` (its folder), the bundled model by name."""
     from alphaq._version import __version__
+    from alphaq.runfolder import record_path as recorded
 
     plan_options = plan.provenance.get("options") or {}
     return {
         "schema_version": GGUF_EXPORT_SCHEMA_VERSION, "alphaq_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "gguf": str(out), "plan": {"path": str(plan_path), "fingerprint": plan.plan_fingerprint,
-                                   "target": plan_options.get("target", "alphaq"),
-                                   "granularity": plan_options.get("granularity"),
-                                   "budget": (plan.provenance.get("budget") or {}).get("given")},
-        "checkpoint": {"path": str(model_dir), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
+        "gguf": recorded(out, base=base),
+        "plan": {"path": recorded(plan_path, base=base), "fingerprint": plan.plan_fingerprint,
+                 "target": plan_options.get("target", "alphaq"), "granularity": plan_options.get("granularity"),
+                 "budget": (plan.provenance.get("budget") or {}).get("given")},
+        "checkpoint": {"path": recorded(model_dir, base=base), "fingerprint": ckpt.fingerprint,
+                       "model_type": ckpt.model_type},
         "options": {"keep_type": options.keep_type, "allow_fallback": options.allow_fallback,
                     "outtype": options.outtype, "base_type": "Q8_0"},
         "llama_cpp": tools.describe(),

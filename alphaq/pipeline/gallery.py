@@ -59,11 +59,13 @@ def build_gallery(out: str | Path, *, progress: Callable[[int, str, int], None] 
     if not compare:
         return render_run(folder, model_card=True)
     from alphaq.evaluation.compare import run_compare
+    from alphaq.evaluation.options import CompareConfig
 
     def tick(n: int, item: str, total: int) -> None:
         if progress is not None:
             progress(n, f"compare: {item}", total)
 
-    run_compare(None, COMPARE_BUDGETS, COMPARE_ALLOCATORS, folder / COMPARE_DIR, max_windows=COMPARE_WINDOWS,
-                inspect_dir=folder, seeds=COMPARE_SEEDS, progress=tick)
+    config = CompareConfig(budgets=COMPARE_BUDGETS, allocators=COMPARE_ALLOCATORS, max_windows=COMPARE_WINDOWS,
+                           inspect_dir=folder, seeds=COMPARE_SEEDS)
+    run_compare(None, config, folder / COMPARE_DIR, progress=tick)
     return render_run(folder, model_card=True)  # once, with the comparison in the index and the model card

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 _TABLE_COLUMNS = ["entry", "seed", "budget", "status", "average_payload_bits", "effective_bits", "predicted_error",
                   "alpha_objective", "measured_rel_error", "ppl", "ppl_increase", "ci_low", "ci_high", "significant",
-                  "vs_uniform", "vs_uniform_low", "vs_uniform_high", "significant_vs_uniform"]
+                  "vs_uniform", "vs_uniform_low", "vs_uniform_high", "significant_vs_uniform", "mean_kld", "kld_low",
+                  "kld_high", "p99_kld", "same_top", "kld_vs_uniform", "kld_vs_uniform_low", "kld_vs_uniform_high",
+                  "kld_significant_vs_uniform"]
 _PREDICTOR_LABELS = {"predicted_error": "predicted error", "alpha_objective": "alpha objective",
                      "abs_sq_error": "absolute squared error", "alpha_sq_error": "alpha-weighted squared error",
                      "depth_sq_error": "depth-weighted squared error",
@@ -88,6 +90,23 @@ def _finite(value: Any) -> bool:
         return False
 
 
+def _kld_text(row: Any) -> str:
+    """The row's mean KL divergence from the original with its interval, and its paired difference from uniform."""
+    if not _finite(row.get("mean_kld")):
+        return ""
+    text = f"; mean KLD {float(row['mean_kld']):.5f}"
+    if _finite(row.get("kld_low")):
+        text += f" [{float(row['kld_low']):.5f}, {float(row['kld_high']):.5f}]"
+    text += f", same top token {100 * float(row['same_top']):.2f} %" if _finite(row.get("same_top")) else ""
+    vs = row.get("kld_vs_uniform")
+    if _finite(vs):
+        sig = row.get("kld_significant_vs_uniform") is True or row.get("kld_significant_vs_uniform") == "True"
+        better = "lower" if vs < 0 else "higher"
+        text += (f", {float(vs):+.5f} vs uniform [{float(row['kld_vs_uniform_low']):+.5f}, "
+                 f"{float(row['kld_vs_uniform_high']):+.5f}], {'significantly ' + better if sig else 'not significant'}")
+    return text
+
+
 def _significance_html(meta: dict[str, Any], table: pd.DataFrame) -> str:
     """Which differences the paired bootstrap calls significant, and the random allocator's seed spread."""
     intervals = meta.get("intervals") or {}
@@ -111,6 +130,7 @@ def _significance_html(meta: dict[str, Any], table: pd.DataFrame) -> str:
             sig = row.get("significant_vs_uniform") is True or row.get("significant_vs_uniform") == "True"
             text += (f"; {vs:+.3f} vs uniform [{float(row['vs_uniform_low']):+.3f}, {float(row['vs_uniform_high']):+.3f}]"
                      f", {'significantly ' + better if sig else 'not significantly different'}")
+        text += _kld_text(row)
         lines.append(f"<li>{text}</li>")
     spread = meta.get("random_seeds") or {}
     spread_rows = pd.DataFrame([{"budget": b, "seeds": len(v.get("seeds") or []), "mean ppl increase": v.get("mean"),

@@ -106,6 +106,18 @@ def _summary(record: dict[str, Any]) -> str:
              ("Increase", _num(record.get("ppl_increase"), "{:+.4f}"), "quantized \u2212 original"),
              ("Windows", record.get("windows", _DASH), (f"{record.get('context', '?')} tokens each; "
                                                        f"{record.get('tokens', 0):,} scored"))]
+    kld = record.get("kld")
+    if isinstance(kld, dict):
+        interval = kld.get("mean_kld_interval") or {}
+        same = kld.get("same_top_interval") or {}
+        cards += [("Mean KL divergence", _num(kld.get("mean_kld"), "{:.5f}"),
+                   (f"95% CI [{_num(interval.get('low'), '{:.5f}')}, {_num(interval.get('high'), '{:.5f}')}]; "
+                    f"median {_num(kld.get('median_kld'), '{:.5f}')}, p99 {_num(kld.get('p99_kld'), '{:.4f}')}; "
+                    f"{kld.get('windows', '?')} windows")),
+                  ("Same top token", _num(100 * kld["same_top"], "{:.2f} %") if kld.get("same_top") is not None
+                   else _DASH,
+                   f"95% CI [{_num(100 * same['low'], '{:.2f}')}, {_num(100 * same['high'], '{:.2f}')}] %"
+                   if same else "as the original's")]
     if memory.get("expert_bytes") is not None:
         cards.append(("Expert bytes", fmt_bytes(memory["expert_bytes"]),
                       f"plan {fmt_bytes(memory.get('plan_expert_bytes'))}"

@@ -81,12 +81,17 @@ def _evaluation(run: RunSummary) -> list[str]:
     if e is not None:
         base = e.get("baseline") or {}
         text = Path(str((e.get("eval_text") or {}).get("path", "?"))).name
-        rows = [["original (bf16)", _num(base.get("ppl")), _DASH]] if base else []
-        rows.append([e.get("source", {}).get("kind", "?"), _num(e.get("ppl")), _num(e.get("ppl_increase"), "{:+.3f}")])
+        kld = e.get("kld") if isinstance(e.get("kld"), dict) else {}
+        rows = [["original (bf16)", _num(base.get("ppl")), _DASH, _DASH, _DASH, _DASH]] if base else []
+        rows.append([e.get("source", {}).get("kind", "?"), _num(e.get("ppl")), _num(e.get("ppl_increase"), "{:+.3f}"),
+                     _num(kld.get("mean_kld"), "{:.5f}"), _num(kld.get("p99_kld"), "{:.4f}"),
+                     _num(100 * kld["same_top"], "{:.2f} %") if isinstance(kld.get("same_top"), float) else _DASH])
         lines += ["### Evaluation", "",
                   f"Perplexity on `{text}` (standard protocol: {e.get('windows', '?')} non-overlapping windows of "
-                  f"{e.get('context', '?')} tokens, remainder dropped).", "",
-                  *_table(["model", "perplexity", "increase"], rows), ""]
+                  f"{e.get('context', '?')} tokens, remainder dropped); KL divergence of the next-token distributions "
+                  f"from the original's on the first {kld.get('windows', '?')} windows (mean, 99th percentile) and "
+                  "how often the most likely token is the original's.", "",
+                  *_table(["model", "perplexity", "increase", "mean KLD", "p99 KLD", "same top token"], rows), ""]
     table = compare_rows(run.compare)
     if not table.empty:
         protocol = (run.compare or {}).get("protocol") or {}
@@ -99,10 +104,13 @@ def _evaluation(run: RunSummary) -> list[str]:
 
 def _is_bundled(path: Any) -> bool:
     """Whether ``path`` is the bundled demo model (its reproduce command then needs no MODEL argument)."""
+    from alphaq.runfolder import BUNDLED_MODEL_REF
     from alphaq.zoo.demo import demo_model_dir
 
     if not path:
         return False
+    if str(path) == BUNDLED_MODEL_REF:  # how artifacts record it (alphaq.runfolder.record_path)
+        return True
     recorded = Path(str(path))
     # the bundled model wherever alphaq was installed when the artifacts were made (as display_path names it)
     return recorded.parts[-3:] == ("alphaq", "data", "demo-moe") or recorded.resolve() == demo_model_dir().resolve()

@@ -115,7 +115,10 @@ def load_plan_run(run_dir: str | Path) -> PlanArtifacts:
     sweep = _read_sweep(folder / SWEEP_CSV, warnings)
     comparison = _read_comparison(folder / PLAN_COMPARISON_JSON, warnings)
     elsewhere = as_mapping(plan.provenance.get("diagnostics")).get("inspect_dir")
-    inspect_dir = Path(elsewhere) if isinstance(elsewhere, str) and Path(elsewhere).is_dir() else folder
+    from alphaq.runfolder import resolve_recorded_path  # recorded relative to the plan's folder
+
+    elsewhere = resolve_recorded_path(elsewhere, base=folder) if isinstance(elsewhere, str) else None
+    inspect_dir = elsewhere if elsewhere is not None and elsewhere.is_dir() else folder
     experts, details, manifest = _read_inspect(inspect_dir, warnings)
     tensors["alpha"] = np.nan
     if details is not None:

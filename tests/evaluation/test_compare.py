@@ -79,6 +79,14 @@ def test_random_seeds_and_intervals(tmp_path: Path) -> None:
     assert uniform["vs_uniform"] is None
     alphaq_row = table[table["entry"] == "alphaq"].iloc[0]
     assert alphaq_row["vs_uniform"] == pytest.approx(alphaq_row["ppl"] - uniform["ppl"])
+    # KL divergence from the original on the same windows, with paired intervals (alone and against uniform)
+    assert table.iloc[0]["mean_kld"] == 0.0 and table.iloc[0]["same_top"] == 1.0
+    kld = plans["mean_kld"].astype(float)
+    assert (kld > 0).all() and (plans["same_top"].astype(float) < 1).all()
+    assert (plans["kld_low"].astype(float) <= kld + 1e-12).all() and (plans["kld_high"].astype(float) >= kld).all()
+    assert (plans["p99_kld"].astype(float) >= plans["median_kld"].astype(float)).all()
+    assert alphaq_row["kld_vs_uniform"] == pytest.approx(alphaq_row["mean_kld"] - uniform["mean_kld"])
+    assert alphaq_row["kld_vs_uniform_low"] <= alphaq_row["kld_vs_uniform"] <= alphaq_row["kld_vs_uniform_high"]
     meta = json.loads((out / "compare.json").read_text())
     spread = meta["random_seeds"]["2.5"]
     increases = table[table["entry"] == "random"]["ppl_increase"].astype(float)

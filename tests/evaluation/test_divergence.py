@@ -32,9 +32,9 @@ def test_meter_sums_windows_and_spills_to_disk(tmp_path, monkeypatch) -> None:
     gen = torch.Generator().manual_seed(0)
     ref_logits = torch.randn(3, 4, 5, generator=gen)  # [W, T, V]
     cand_logits = ref_logits + 0.3 * torch.randn(3, 4, 5, generator=gen)
-    store = ReferenceLogprobs(3, 4, 5, spill_dir=tmp_path)
-    assert (tmp_path / "reference_logprobs.f16").is_file()
+    store = ReferenceLogprobs(3, spill_dir=tmp_path)
     store.record([0, 1], ref_logits[:2])
+    assert (tmp_path / "reference_logprobs.f16").is_file()
     store.record([2], ref_logits[2:])
     meter = DivergenceMeter(store)
     meter.record([2], cand_logits[2:])
@@ -51,11 +51,16 @@ def test_meter_sums_windows_and_spills_to_disk(tmp_path, monkeypatch) -> None:
 
 
 def test_unscored_window_is_a_one_line_error() -> None:
-    store = ReferenceLogprobs(2, 3, 4)
+    store = ReferenceLogprobs(2)
+    store.record([0], torch.zeros(1, 3, 4))
     with pytest.raises(ConfigError, match="window 1 has no reference"):
         DivergenceMeter(store).record([1], torch.zeros(1, 3, 4))
     with pytest.raises(ConfigError, match="no window was scored"):
         DivergenceMeter(store).result()
+    store.record([5], torch.zeros(1, 3, 4))  # past the stored windows: ignored by both sides
+    meter = DivergenceMeter(store)
+    meter.record([0, 5], torch.zeros(2, 3, 4))
+    assert meter.result().windows == 1 and meter.result().mean_kld == 0.0
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from alphaq.errors import AlphaQError, ConfigError
 from alphaq.evaluation import lm_harness
-from alphaq.zoo.demo import demo_model_path
 
 MISSING = "lm-evaluation-harness is not installed; pip install 'alphaq[lmeval]'"
 
@@ -109,7 +108,7 @@ def test_run_lm_eval_on_the_demo_model_writes_the_table(tmp_path: Path, monkeypa
 
     written = json.loads((tmp_path / "run" / "lmeval.json").read_text())
     assert written["versions"] == {"alphaq": __version__, "lm_eval": "0.4.9-fake"}
-    assert written["source"] == {"kind": "original", "model": str(demo_model_path()), "quantized": None}
+    assert written["source"] == {"kind": "original", "model": "alphaq:demo-moe", "quantized": None}  # by name
     assert written["options"] == {"tasks": ["arc_easy", "hellaswag"], "num_fewshot": 0, "limit": 10,
                                   "batch_size": 4, "device": "cpu"}
     assert written["n_samples"] == {"arc_easy": {"original": 2376, "effective": 10},

@@ -261,6 +261,23 @@ def test_plan_for_another_checkpoint_is_refused(tiny_checkpoints: dict[str, Path
         export_compressed_tensors(plan, tmp_path / "ct", model=tiny_checkpoints["qwen2_moe"])
 
 
+def test_recorded_checkpoint_is_found_from_any_folder_and_a_missing_one_asks_for_model(
+        tiny_checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """plan.json records the checkpoint relative to its folder: export finds it from any working directory, and
+    one that moved away is refused with --model in the message (not the bundled demo's fingerprint mismatch)."""
+    src = tmp_path / "models" / "tiny"
+    shutil.copytree(tiny_checkpoints["mixtral"], src)
+    monkeypatch.chdir(tmp_path)
+    plan = tmp_path / _plan(Path("models/tiny"), Path("runs/a"), budget="4", widths="4,8")  # relative paths
+    assert json.loads(plan.read_text())["provenance"]["checkpoint"]["path"] == "../../models/tiny"
+    monkeypatch.chdir(tmp_path / "runs")
+    code, output = _invoke(plan, tmp_path / "ct")
+    assert code == 0, output
+    shutil.move(str(src), str(tmp_path / "models" / "moved"))
+    code, output = _invoke(plan, tmp_path / "ct2")
+    _assert_refused(code, output, tmp_path / "ct2", r"not found .*; pass --model")
+
+
 def test_widths_vllm_cannot_serve_are_refused(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
     plan = _plan(tiny_checkpoints["mixtral"], tmp_path / "run", budget="3", widths="3")
     code, output = _invoke(plan, tmp_path / "ct", "--model", str(tiny_checkpoints["mixtral"]), "--granularity", "layer")

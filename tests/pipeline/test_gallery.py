@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import csv
 import json
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,3 +82,58 @@ def test_committed_plan_is_what_the_planner_makes_now(tmp_path: Path) -> None:
     result = run_plan(None, config, tmp_path)
     assert result.plan.plan_fingerprint == committed["plan_fingerprint"], \
         "reports/plan.json is not what the planner makes now; run `alphaq gallery --out reports`"
+
+
+#: An absolute POSIX path in text (not a URL, not a closing tag, not a ratio such as GB/s), or a Windows drive path.
+_ABSOLUTE_IN_TEXT = re.compile(r"(?<![\w.:/<>~-])/(?:[\w.+-]+/)+[\w.+-]*|\b[A-Za-z]:\\[\w.]")
+_MACHINE_ROOTS = ("/work/", "/home/", "/root/", "/tmp/", "/Users/", "/mnt/", "/opt/", "/usr/", "/var/", "/private/")
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _absolute_paths(path: Path) -> list[str]:
+    """The absolute paths a committed artifact holds: JSON strings and CSV cells that start with '/' (or a drive),
+    and absolute paths anywhere in the text of every file."""
+    text = path.read_text(encoding="utf-8")
+    found = [root for root in _MACHINE_ROOTS if root in text]
+    if path.suffix == ".json":
+        values = list(_strings(json.loads(text)))
+    elif path.suffix == ".csv":
+        values = [cell for row in csv.reader(text.splitlines()) for cell in row]
+    else:
+        values = []
+    found += [v for v in values if v.startswith("/") or re.match(r"[A-Za-z]:[\\/]", v)]
+    found += _ABSOLUTE_IN_TEXT.findall(re.sub(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=\s]+", "", text))  # not images
+    return found
+
+
+def test_absolute_path_detector_catches_every_form(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text(json.dumps({"checkpoint": {"path": "/srv/models/x"}}), encoding="utf-8")
+    (tmp_path / "b.csv").write_text("entry,calibration\nfrequency-in,/data/wikitext-2/valid.txt\n", encoding="utf-8")
+    (tmp_path / "c.html").write_text("<td>C:\\Users\\me\\model</td>", encoding="utf-8")
+    (tmp_path / "d.md").write_text("run `alphaq eval --quantized /scratch/run/quantized`", encoding="utf-8")
+    (tmp_path / "ok.html").write_text('<a href="https://x.org/a/b">GB/s</a> data:wikitext-2/test.txt ../plan.json '
+                                      'alphaq:demo-moe 2/3 <img src="data:image/png;base64,iVBO/x/y+z=">',
+                                      encoding="utf-8")
+    for name in ("a.json", "b.csv", "c.html", "d.md"):
+        assert _absolute_paths(tmp_path / name), name
+    assert _absolute_paths(tmp_path / "ok.html") == []
+
+
+@pytest.mark.parametrize("name", sorted(n for n in {*ARTIFACTS, *PAGES} if n.endswith((".json", ".csv", ".md", ".html"))))
+def test_committed_artifacts_hold_no_absolute_path(name: str) -> None:
+    """Artifacts record paths relative to their folder, the bundled model by name and data files by their name
+    in the data folder: none holds the absolute path of the machine that wrote it."""
+    found = _absolute_paths(REPORTS / name)
+    assert not found, (f"reports/{name} holds absolute path(s) {sorted(set(found))[:3]}; regenerate with "
+                       "`alphaq gallery --out reports`")

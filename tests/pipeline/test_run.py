@@ -38,6 +38,11 @@ def test_run_eval_record_matches_plan_and_checkpoint(demo_run: Path) -> None:
     assert record["baseline"]["windows"] == 2
     assert record["ppl_increase"] == pytest.approx(record["ppl"] - record["baseline"]["ppl"])
     assert record["ppl"] == pytest.approx(math.exp(record["nll"]))
+    kld = record["kld"]  # KL divergence from the original on the same 2 windows, with its interval
+    assert kld["windows"] == 2 and kld["tokens"] == 2 * 255
+    assert 0 < kld["median_kld"] <= kld["p99_kld"] <= kld["max_kld"]
+    assert kld["mean_kld_interval"]["low"] <= kld["mean_kld"] <= kld["mean_kld_interval"]["high"]
+    assert 0.5 < kld["same_top"] < 1.0
     memory = record["memory"]
     assert memory["expert_bytes"] == plan["summary"]["expert_bytes"] == memory["plan_expert_bytes"]
     assert memory["bytes_match_plan"] is True

@@ -18,6 +18,8 @@ def test_eval_page_shows_the_recorded_numbers(demo_run: Path) -> None:
     page = (demo_run / "eval.html").read_text(encoding="utf-8")
     assert f"{record['ppl']:.4f}" in page and f"{record['baseline']['ppl']:.4f}" in page
     assert f"{record['ppl_increase']:+.4f}".replace("-", "-") in page
+    assert "Mean KL divergence" in page and f"{record['kld']['mean_kld']:.5f}" in page
+    assert f"{100 * record['kld']['same_top']:.2f} %" in page
     for title in ("Plan verification", "Routing on the eval text", "Tensors"):
         assert title in page
     assert "only the first 2 windows" in page  # partial evaluation is flagged
