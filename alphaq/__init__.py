@@ -64,8 +64,14 @@ _LAZY = {
 __all__ = ["__version__", "compare", "evaluate", "inspect", "plan", "quantize", "run", *_LAZY]
 
 
-def inspect(model: PathLike | None = None, config: InspectConfig | None = None, out: PathLike | None = None, *,
-            pattern_file: PathLike | None = None, progress: ProgressFn | None = None) -> InspectResult:
+def inspect(
+    model: PathLike | None = None,
+    config: InspectConfig | None = None,
+    out: PathLike | None = None,
+    *,
+    pattern_file: PathLike | None = None,
+    progress: ProgressFn | None = None,
+) -> InspectResult:
     """HT-SR metrics of every matrix and a per-expert quality ranking, without data.
 
     Args:
@@ -81,7 +87,6 @@ def inspect(model: PathLike | None = None, config: InspectConfig | None = None, 
     """
     from alphaq.audit.run import inspect as inspect_checkpoint
     from alphaq.audit.run import save_inspect
-
     from alphaq.locking import output_lock
 
     if out is None:
@@ -92,8 +97,13 @@ def inspect(model: PathLike | None = None, config: InspectConfig | None = None, 
     return result
 
 
-def plan(model: PathLike | None = None, config: PlanConfig | None = None, out: PathLike = "alphaq-run", *,
-         progress: ProgressFn | None = None) -> PlanStageResult:
+def plan(
+    model: PathLike | None = None,
+    config: PlanConfig | None = None,
+    out: PathLike = "alphaq-run",
+    *,
+    progress: ProgressFn | None = None,
+) -> PlanStageResult:
     """Per-expert bit-widths under a budget, minimising the alpha-weighted quantization error.
 
     Args:
@@ -113,8 +123,9 @@ def plan(model: PathLike | None = None, config: PlanConfig | None = None, out: P
     return run_plan(model, config or PlanConfig(), out, progress=progress)
 
 
-def quantize(model: PathLike | None, config: QuantizeConfig, out: PathLike, *,
-             progress: ProgressFn | None = None) -> QuantizeResult:
+def quantize(
+    model: PathLike | None, config: QuantizeConfig, out: PathLike, *, progress: ProgressFn | None = None
+) -> QuantizeResult:
     """Execute a plan: a packed, resumable safetensors checkpoint and its ``quantize.json``.
 
     Args:
@@ -132,8 +143,13 @@ def quantize(model: PathLike | None, config: QuantizeConfig, out: PathLike, *,
     return quantize_with_config(model, config, out, progress=progress)
 
 
-def evaluate(model: PathLike | None = None, config: EvalConfig | None = None, out: PathLike | None = None, *,
-             progress: ProgressFn | None = None) -> EvalResult:
+def evaluate(
+    model: PathLike | None = None,
+    config: EvalConfig | None = None,
+    out: PathLike | None = None,
+    *,
+    progress: ProgressFn | None = None,
+) -> EvalResult:
     """Standard-protocol perplexity of the original model, a quantized checkpoint or a simulated plan,
     with the plan verified tensor by tensor and the routing counted.
 
@@ -152,12 +168,24 @@ def evaluate(model: PathLike | None = None, config: EvalConfig | None = None, ou
     from alphaq.evaluation.options import EvalConfig
 
     cfg = config or EvalConfig()
-    return run_eval(model, out, quantized=cfg.quantized, plan_file=cfg.plan, text_file=cfg.text_file,
-                    options=cfg.options, progress=progress)
+    return run_eval(
+        model,
+        out,
+        quantized=cfg.quantized,
+        plan_file=cfg.plan,
+        text_file=cfg.text_file,
+        options=cfg.options,
+        progress=progress,
+    )
 
 
-def compare(model: PathLike | None = None, config: CompareConfig | None = None, out: PathLike = "alphaq-run", *,
-            progress: ProgressFn | None = None) -> pd.DataFrame:
+def compare(
+    model: PathLike | None = None,
+    config: CompareConfig | None = None,
+    out: PathLike = "alphaq-run",
+    *,
+    progress: ProgressFn | None = None,
+) -> pd.DataFrame:
     """Plan the checkpoint for every (budget, allocator), apply each plan by simulated quantization and measure
     its perplexity on the same windows, with paired-bootstrap intervals.
 
@@ -176,8 +204,13 @@ def compare(model: PathLike | None = None, config: CompareConfig | None = None, 
     return run_compare(model, config or CompareConfig(), out, progress=progress)
 
 
-def run(model: PathLike | None = None, config: RunConfig | None = None, out: PathLike = "alphaq-run", *,
-        progress: ProgressFn | None = None) -> PipelineResult:
+def run(
+    model: PathLike | None = None,
+    config: RunConfig | None = None,
+    out: PathLike = "alphaq-run",
+    *,
+    progress: ProgressFn | None = None,
+) -> PipelineResult:
     """inspect -> plan -> quantize -> evaluate into one run folder, and every report page with ``index.html``.
 
     Args:

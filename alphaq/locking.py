@@ -86,8 +86,9 @@ def _acquire(path: Path, output: Path, command: str) -> BaseFileLock:
             continue  # the holder removed its file as we opened it: try the new one
         try:
             with contextlib.suppress(PermissionError):  # Windows: a locked file cannot be written through a path
-                path.write_text(json.dumps({"pid": os.getpid(), "command": command, "since": time.time()}),
-                                encoding="utf-8")
+                path.write_text(
+                    json.dumps({"pid": os.getpid(), "command": command, "since": time.time()}), encoding="utf-8"
+                )
         except BaseException:
             with contextlib.suppress(OSError):
                 path.unlink()

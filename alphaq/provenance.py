@@ -36,12 +36,17 @@ def versions() -> dict[str, str]:
 
     from alphaq._version import __version__
 
-    return {"alphaq": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
+    return {
+        "alphaq": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
 
 
-def text_record(path: str | os.PathLike[str] | None, *, base: str | os.PathLike[str] | None = None
-                ) -> dict[str, Any] | None:
+def text_record(
+    path: str | os.PathLike[str] | None, *, base: str | os.PathLike[str] | None = None
+) -> dict[str, Any] | None:
     """Path and sha256 of an input text (``None`` for no text).
 
     The path is recorded as :func:`alphaq.runfolder.record_path` records it: a file of the text-data folder by its

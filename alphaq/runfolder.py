@@ -78,8 +78,12 @@ DATA_REF_PREFIX = "data:"
 
 #: The command that (re)writes each JSON artifact, for error messages.
 WRITER_COMMAND = {
-    INSPECT_JSON: "alphaq inspect", PLAN_JSON: "alphaq plan", PLAN_COMPARISON_JSON: "alphaq plan",
-    QUANTIZE_JSON: "alphaq quantize", EVAL_JSON: "alphaq eval", COMPARE_JSON: "alphaq compare",
+    INSPECT_JSON: "alphaq inspect",
+    PLAN_JSON: "alphaq plan",
+    PLAN_COMPARISON_JSON: "alphaq plan",
+    QUANTIZE_JSON: "alphaq quantize",
+    EVAL_JSON: "alphaq eval",
+    COMPARE_JSON: "alphaq compare",
     LMEVAL_JSON: "alphaq lmeval",
 }
 
@@ -112,8 +116,9 @@ def read_json(path: str | Path, *, fix: str | None = None) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise AlphaQError(f"{path}: unreadable (not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}); "
-                          f"{remedy}") from None
+        raise AlphaQError(
+            f"{path}: unreadable (not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}); {remedy}"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise AlphaQError(f"{path}: unreadable ({one_line(err)}); {remedy}") from None
     if not isinstance(data, dict):
@@ -136,8 +141,11 @@ def check_schema(record: dict[str, Any], path: str | Path, expected: int) -> Non
     if type(version) is int and version == expected:
         return
     command = WRITER_COMMAND.get(Path(path).name, "the stage that writes it")
-    fix = ("upgrade alphaq" if type(version) is int and version > expected
-           else f"re-run {command} with this alphaq version")
+    fix = (
+        "upgrade alphaq"
+        if type(version) is int and version > expected
+        else f"re-run {command} with this alphaq version"
+    )
     raise AlphaQError(f"{path}: schema_version {version!r} is not {expected}, which this alphaq reads; {fix}")
 
 
@@ -222,7 +230,7 @@ def resolve_recorded_path(recorded: str | Path, *, base: str | Path) -> Path:
     if text.startswith(DATA_REF_PREFIX):
         from alphaq.evaluation.datasets import data_dir
 
-        return data_dir() / text[len(DATA_REF_PREFIX):]
+        return data_dir() / text[len(DATA_REF_PREFIX) :]
     raw = Path(text).expanduser()
     if raw.is_absolute():
         return demo_model_dir() if not raw.exists() and _is_bundled_path(raw) else raw
@@ -260,5 +268,12 @@ def display_paths(text: str, *, base: str | Path | None = None) -> str:
     return re.sub(r"(?<![\w.:/])(/[^\s,;()'\"]+)", lambda m: display_path(m.group(1), base=base), text)
 
 
-__all__ = [name for name in dir() if name.isupper()] + ["check_schema", "display_path", "display_paths", "one_line",
-                                                        "read_json", "record_path", "resolve_recorded_path"]
+__all__ = [name for name in dir() if name.isupper()] + [
+    "check_schema",
+    "display_path",
+    "display_paths",
+    "one_line",
+    "read_json",
+    "record_path",
+    "resolve_recorded_path",
+]

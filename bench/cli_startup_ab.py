@@ -41,13 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from inspect_vs_weightwatcher import (  # noqa: E402  (a sibling script)
-    REAL_GROUPS,
-    _machine,
-    compile_alphaq,
-    make_matrices,
-    write_checkpoint,
-)
+from inspect_vs_weightwatcher import REAL_GROUPS, _machine, compile_alphaq, make_matrices, write_checkpoint  # noqa: E402  (a sibling script)
 
 from alphaq.atomic import write_json  # noqa: E402
 
@@ -116,13 +110,17 @@ def timed_run(command: list[str], env: dict[str, str]) -> dict[str, float]:
     import json
     import subprocess
 
-    done = subprocess.run([sys.executable, "-c", _LAUNCHER, *command], env=env, capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *command], env=env, capture_output=True, text=True, check=True
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if result["rc"] != 0:
         raise RuntimeError(f"{' '.join(command[:3])} failed ({result['rc']}): {result['stderr']}")
-    return {"seconds": round(result["seconds"], 4), "cpu_seconds": round(result["cpu_seconds"], 4),
-            "peak_rss_mib": round(result["rss_kib"] / 1024.0, 1)}
+    return {
+        "seconds": round(result["seconds"], 4),
+        "cpu_seconds": round(result["cpu_seconds"], 4),
+        "peak_rss_mib": round(result["rss_kib"] / 1024.0, 1),
+    }
 
 
 _MECHANISMS = """
@@ -167,38 +165,68 @@ def mechanisms(envs: dict[str, dict[str, str]], processes: int, calls: int) -> d
     for typ, env in envs.items():
         out[typ] = {}
         for label in ("full_app", "one_command_app"):
-            samples = [json.loads(subprocess.run([sys.executable, "-c", _MECHANISMS, label, str(calls)], env=env,
-                                                 check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-                       for _ in range(processes)]
+            samples = [
+                json.loads(
+                    subprocess.run(
+                        [sys.executable, "-c", _MECHANISMS, label, str(calls)],
+                        env=env,
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    )
+                    .stdout.strip()
+                    .splitlines()[-1]
+                )
+                for _ in range(processes)
+            ]
             out[typ][label] = {key: round(min(s[key] for s in samples), 5) for key in samples[0]}
         full, one = out[typ]["full_app"], out[typ]["one_command_app"]
-        print(f"mechanisms, typer {typ:<8} CLI work, first call: full app {full['first_call_s'] * 1e3:.1f} ms, one-command "
-              f"{one['first_call_s'] * 1e3:.1f} ms (warm {full['warm_call_s'] * 1e3:.1f} / {one['warm_call_s'] * 1e3:.1f} ms); "
-              f"import typer {full['typer_import_s'] * 1e3:.0f} ms, rich console+table "
-              f"{full['rich_console_table_import_s'] * 1e3:.0f} ms")
+        print(
+            f"mechanisms, typer {typ:<8} CLI work, first call: full app {full['first_call_s'] * 1e3:.1f} ms, one-command "
+            f"{one['first_call_s'] * 1e3:.1f} ms (warm {full['warm_call_s'] * 1e3:.1f} / {one['warm_call_s'] * 1e3:.1f} ms); "
+            f"import typer {full['typer_import_s'] * 1e3:.0f} ms, rich console+table "
+            f"{full['rich_console_table_import_s'] * 1e3:.0f} ms"
+        )
     return out
 
 
 def typer_version(env: dict[str, str]) -> str:
     import subprocess
 
-    done = subprocess.run([sys.executable, "-c", "import typer; print(typer.__version__)"], env=env,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import typer; print(typer.__version__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout.strip()
 
 
 def run_ab(checkpoints: dict[str, Path], envs: dict[str, dict[str, str]], repeats: int, work: Path) -> dict[str, Any]:
     """Every (audit, typer, variant) ``repeats`` times, interleaved; medians and per-run seconds."""
     runs: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {
-        audit: {typ: {v: [] for v in VARIANTS} for typ in envs} for audit in checkpoints}
+        audit: {typ: {v: [] for v in VARIANTS} for typ in envs} for audit in checkpoints
+    }
     for _ in range(max(1, repeats)):
         for audit, ckpt in checkpoints.items():
             for typ, env in envs.items():
                 for variant, code in VARIANTS.items():
                     out = work / f"run-{audit}-{typ}-{variant}"
                     load = os.getloadavg()[0]
-                    measured = timed_run([sys.executable, "-c", code, "inspect", *([str(ckpt)] if ckpt else []),
-                                          "--out", str(out), "--no-html"], env)
+                    measured = timed_run(
+                        [
+                            sys.executable,
+                            "-c",
+                            code,
+                            "inspect",
+                            *([str(ckpt)] if ckpt else []),
+                            "--out",
+                            str(out),
+                            "--no-html",
+                        ],
+                        env,
+                    )
                     runs[audit][typ][variant].append({**measured, "load_1min": round(load, 2)})
     summary: dict[str, Any] = {}
     for audit, by_typer in runs.items():
@@ -207,22 +235,33 @@ def run_ab(checkpoints: dict[str, Path], envs: dict[str, dict[str, str]], repeat
             medians = {v: statistics.median(r["seconds"] for r in items) for v, items in by_variant.items()}
             cpu = {v: statistics.median(r["cpu_seconds"] for r in items) for v, items in by_variant.items()}
             summary[audit][typ] = {
-                "median_seconds": medians, "shortcut_saving_seconds": medians["plain"] - medians["shortcuts"],
-                "median_cpu_seconds": cpu, "shortcut_saving_cpu_seconds": cpu["plain"] - cpu["shortcuts"],
-                "spread_seconds": {v: max(r["seconds"] for r in items) - min(r["seconds"] for r in items)
-                                   for v, items in by_variant.items()},
-                "runs": by_variant}
-            print(f"{audit:<6} typer {typ:<8} wall: plain {medians['plain']:.3f} s, shortcuts {medians['shortcuts']:.3f} s "
-                  f"(saving {medians['plain'] - medians['shortcuts']:+.3f} s); CPU: plain {cpu['plain']:.3f} s, "
-                  f"shortcuts {cpu['shortcuts']:.3f} s (saving {cpu['plain'] - cpu['shortcuts']:+.3f} s)")
+                "median_seconds": medians,
+                "shortcut_saving_seconds": medians["plain"] - medians["shortcuts"],
+                "median_cpu_seconds": cpu,
+                "shortcut_saving_cpu_seconds": cpu["plain"] - cpu["shortcuts"],
+                "spread_seconds": {
+                    v: max(r["seconds"] for r in items) - min(r["seconds"] for r in items)
+                    for v, items in by_variant.items()
+                },
+                "runs": by_variant,
+            }
+            print(
+                f"{audit:<6} typer {typ:<8} wall: plain {medians['plain']:.3f} s, shortcuts {medians['shortcuts']:.3f} s "
+                f"(saving {medians['plain'] - medians['shortcuts']:+.3f} s); CPU: plain {cpu['plain']:.3f} s, "
+                f"shortcuts {cpu['shortcuts']:.3f} s (saving {cpu['plain'] - cpu['shortcuts']:+.3f} s)"
+            )
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds of every variant (medians reported)")
-    parser.add_argument("--new-typer", type=Path, default=None,
-                        help="folder holding a newer typer (pip install --target DIR --no-deps typer==X)")
+    parser.add_argument(
+        "--new-typer",
+        type=Path,
+        default=None,
+        help="folder holding a newer typer (pip install --target DIR --no-deps typer==X)",
+    )
     parser.add_argument("--no-real", action="store_true", help="demo audit only (seconds instead of minutes)")
     parser.add_argument("--output", type=Path, default=RESULT)
     args = parser.parse_args(argv)
@@ -244,10 +283,14 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "cli_startup_ab",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "repeats": max(1, args.repeats),
-        "audits": {"demo": "bundled demo MoE (alphaq.demo_model_path()), 117 matrices",
-                   "real": [{"group": g, "count": c, "rows": r, "cols": k} for g, c, r, k in REAL_GROUPS]},
-        "variants": {"plain": "full typer application (alphaq.cli.app.app), no preload",
-                     "shortcuts": "one-command typer application + rich preload thread"},
+        "audits": {
+            "demo": "bundled demo MoE (alphaq.demo_model_path()), 117 matrices",
+            "real": [{"group": g, "count": c, "rows": r, "cols": k} for g, c, r, k in REAL_GROUPS],
+        },
+        "variants": {
+            "plain": "full typer application (alphaq.cli.app.app), no preload",
+            "shortcuts": "one-command typer application + rich preload thread",
+        },
         "typer_versions": versions,
         "machine": _machine(),
         "load_average": list(os.getloadavg()),

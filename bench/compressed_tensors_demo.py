@@ -55,10 +55,7 @@ def run_case(name: str, plan_cfg: Any, granularity: str, root: Path) -> dict[str
 
     from alphaq.evaluation import EvalOptions, datasets
     from alphaq.evaluation.eval_run import run_eval
-    from alphaq.export.compressed_tensors import (
-        dequantize_compressed_tensors,
-        export_compressed_tensors,
-    )
+    from alphaq.export.compressed_tensors import dequantize_compressed_tensors, export_compressed_tensors
     from alphaq.load.model import tokenize_text
     from alphaq.planning.run import run_plan
     from alphaq.quantization.run import run_quantize
@@ -82,19 +79,27 @@ def run_case(name: str, plan_cfg: Any, granularity: str, root: Path) -> dict[str
     ids = torch.tensor(tokenize_text(tokenizer, datasets.read_text(datasets.wikitext2_test())))
     context = eval_packed["protocol"]["context"]
     record: dict[str, Any] = {
-        "plan": {"budget": getattr(plan_cfg.budget, "text", str(plan_cfg.budget)), "widths": list(plan_cfg.widths),
-                 "plan_granularity": plan_cfg.granularity, "export_granularity": granularity},
-        "export_engines": export.manifest["engines"], "export_totals": export.manifest["totals"],
+        "plan": {
+            "budget": getattr(plan_cfg.budget, "text", str(plan_cfg.budget)),
+            "widths": list(plan_cfg.widths),
+            "plan_granularity": plan_cfg.granularity,
+            "export_granularity": granularity,
+        },
+        "export_engines": export.manifest["engines"],
+        "export_totals": export.manifest["totals"],
         "protocol": eval_packed["protocol"],
-        "ppl_alphaq_eval_quantized": eval_packed["ppl"], "ppl_alphaq_eval_simulated": eval_sim["ppl"],
+        "ppl_alphaq_eval_quantized": eval_packed["ppl"],
+        "ppl_alphaq_eval_simulated": eval_sim["ppl"],
         "ppl_alphaq_eval_quantized_integer_zeros": eval_int["ppl"],
-        "ppl_transformers_ct_dequantized": _ppl(dense, ids, context)}
+        "ppl_transformers_ct_dequantized": _ppl(dense, ids, context),
+    }
     try:
         direct = AutoModelForCausalLM.from_pretrained(run / "ct", dtype=torch.float32)
         record["ppl_transformers_from_pretrained"] = _ppl(direct, ids, context)
         record["max_abs_direct_vs_dequantized"] = max(
-            float((a - b).abs().max()) for a, b in zip(_expert_weights(direct).values(),
-                                                       _expert_weights(dense).values()))
+            float((a - b).abs().max())
+            for a, b in zip(_expert_weights(direct).values(), _expert_weights(dense).values())
+        )
     except (RuntimeError, ValueError, AssertionError) as exc:
         record["ppl_transformers_from_pretrained"] = None
         record["from_pretrained_error"] = " ".join(str(exc).split())[:200]
@@ -102,8 +107,10 @@ def run_case(name: str, plan_cfg: Any, granularity: str, root: Path) -> dict[str
     loaded = _expert_weights(dense)
     packed = read_quantized_tensors(run / "alphaq")
     packed_int = read_quantized_tensors(run / "alphaq-int")
-    mods = {(m["layer"], m["expert"], {"w1": "gate", "w3": "up", "w2": "down"}[m["module"].rsplit(".", 1)[1]]): m
-            for m in export.manifest["modules"]}
+    mods = {
+        (m["layer"], m["expert"], {"w1": "gate", "w3": "up", "w2": "down"}[m["module"].rsplit(".", 1)[1]]): m
+        for m in export.manifest["modules"]
+    }
     vs_packed = 0.0
     vs_export = 0.0
     vs_int = 0.0
@@ -119,8 +126,11 @@ def run_case(name: str, plan_cfg: Any, granularity: str, root: Path) -> dict[str
     for key, m in mods.items():
         w = ckpt.read_matrix(refs[m["source"]], dtype=torch.float32)
         spec = QuantSpec(m["bits"], m["group_size"])
-        qt = (ctf.symmetric_quantize(w, spec) if m["symmetric"]
-              else ctf.integer_zero_point(w, quantize_rows(w, spec, "rtn")))
+        qt = (
+            ctf.symmetric_quantize(w, spec)
+            if m["symmetric"]
+            else ctf.integer_zero_point(w, quantize_rows(w, spec, "rtn"))
+        )
         vs_export = max(vs_export, float((loaded[key] - dequantize_groupwise(qt)).abs().max()))
         vs_packed = max(vs_packed, float((loaded[key] - packed[m["module"]].dequantize()).abs().max()))
         if not m["symmetric"]:
@@ -138,21 +148,25 @@ def main() -> None:
     from alphaq.planning import PlanConfig
     from alphaq.provenance import versions
 
-    cases = {"default_3.5": (PlanConfig(budget="3.5"), "expert"),
-             "vllm_4_8_layer": (PlanConfig(budget="4.5", widths="4,8", granularity="layer"), "layer"),
-             "uniform_4_layer": (PlanConfig(budget="4", widths="4", granularity="layer"), "layer")}
+    cases = {
+        "default_3.5": (PlanConfig(budget="3.5"), "expert"),
+        "vllm_4_8_layer": (PlanConfig(budget="4.5", widths="4,8", granularity="layer"), "layer"),
+        "uniform_4_layer": (PlanConfig(budget="4", widths="4", granularity="layer"), "layer"),
+    }
     baseline = run_eval(None, options=EvalOptions(max_windows=WINDOWS, baseline=False)).ppl
     with tempfile.TemporaryDirectory() as tmp:
         results = {name: run_case(name, cfg, gran, Path(tmp)) for name, (cfg, gran) in cases.items()}
     print(f"original bf16 model: {baseline:.4f}")
     for name, r in results.items():
-        print(f"{name}: alphaq eval --quantized {r['ppl_alphaq_eval_quantized']:.4f} | --plan "
-              f"{r['ppl_alphaq_eval_simulated']:.4f} | transformers (CT dequantizer) "
-              f"{r['ppl_transformers_ct_dequantized']:.4f} | from_pretrained {r['ppl_transformers_from_pretrained']} | "
-              f"max|w - alphaq(export)| {r['max_abs_weight_vs_alphaq_dequant_of_export']:.3g} | "
-              f"max|w - alphaq packed| {r['max_abs_weight_vs_alphaq_packed_checkpoint']:.3g} | --zero-points integer "
-              f"{r['ppl_alphaq_eval_quantized_integer_zeros']:.4f}, max|w - it| "
-              f"{r['max_abs_weight_vs_alphaq_integer_zeros_checkpoint']}")
+        print(
+            f"{name}: alphaq eval --quantized {r['ppl_alphaq_eval_quantized']:.4f} | --plan "
+            f"{r['ppl_alphaq_eval_simulated']:.4f} | transformers (CT dequantizer) "
+            f"{r['ppl_transformers_ct_dequantized']:.4f} | from_pretrained {r['ppl_transformers_from_pretrained']} | "
+            f"max|w - alphaq(export)| {r['max_abs_weight_vs_alphaq_dequant_of_export']:.3g} | "
+            f"max|w - alphaq packed| {r['max_abs_weight_vs_alphaq_packed_checkpoint']:.3g} | --zero-points integer "
+            f"{r['ppl_alphaq_eval_quantized_integer_zeros']:.4f}, max|w - it| "
+            f"{r['max_abs_weight_vs_alphaq_integer_zeros_checkpoint']}"
+        )
     out = Path(__file__).resolve().parent / "results" / "compressed_tensors_demo.json"
     write_json(out, {"versions": versions(), "windows": WINDOWS, "ppl_original": baseline, "cases": results})
     print(f"wrote {out}")

@@ -30,8 +30,12 @@ import scipy.linalg
 from threadpoolctl import threadpool_info, threadpool_limits
 
 _COL_MAJOR = 102
-_PREFIXES = (("scipy_LAPACKE_{}64_", ctypes.c_int64), ("LAPACKE_{}64_", ctypes.c_int64),
-             ("scipy_LAPACKE_{}", ctypes.c_int32), ("LAPACKE_{}", ctypes.c_int32))
+_PREFIXES = (
+    ("scipy_LAPACKE_{}64_", ctypes.c_int64),
+    ("LAPACKE_{}64_", ctypes.c_int64),
+    ("scipy_LAPACKE_{}", ctypes.c_int32),
+    ("LAPACKE_{}", ctypes.c_int32),
+)
 
 
 def _lapacke(name: str) -> Any:
@@ -43,8 +47,15 @@ def _lapacke(name: str) -> Any:
             function = getattr(handle, prefix.format(name), None)
             if function is not None:
                 function.restype = int_type
-                function.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, int_type, ctypes.c_void_p,
-                                     int_type, ctypes.c_void_p]
+                function.argtypes = [
+                    ctypes.c_int,
+                    ctypes.c_char,
+                    ctypes.c_char,
+                    int_type,
+                    ctypes.c_void_p,
+                    int_type,
+                    ctypes.c_void_p,
+                ]
                 return function
     return None
 
@@ -99,22 +110,34 @@ def main() -> None:
             ref = scipy_evd(gram)
             np.testing.assert_allclose(two_stage(gram), ref, rtol=0, atol=1e-11 * ref[-1])
             for _ in range(args.repeats):
-                for name, fn in (("scipy_evd", scipy_evd), ("dsyevd_2stage", two_stage),
-                                 ("numpy_openblas_dsyevd", one_stage)):
+                for name, fn in (
+                    ("scipy_evd", scipy_evd),
+                    ("dsyevd_2stage", two_stage),
+                    ("numpy_openblas_dsyevd", one_stage),
+                ):
                     start = time.perf_counter()
                     fn(gram)
                     times[name].append(time.perf_counter() - start)
         evd, two = statistics.median(times["scipy_evd"]), statistics.median(times["dsyevd_2stage"])
         one = statistics.median(times["numpy_openblas_dsyevd"])
-        row = {"order": order, "scipy_evd_s": evd, "dsyevd_2stage_s": two, "numpy_openblas_dsyevd_s": one,
-               "two_stage_speedup": evd / two,
-               "min_s": {name: min(runs) for name, runs in times.items()},
-               "two_stage_speedup_of_min": min(times["scipy_evd"]) / min(times["dsyevd_2stage"]),
-               "runs_s": times, "load_avg_after": os.getloadavg()}
+        row = {
+            "order": order,
+            "scipy_evd_s": evd,
+            "dsyevd_2stage_s": two,
+            "numpy_openblas_dsyevd_s": one,
+            "two_stage_speedup": evd / two,
+            "min_s": {name: min(runs) for name, runs in times.items()},
+            "two_stage_speedup_of_min": min(times["scipy_evd"]) / min(times["dsyevd_2stage"]),
+            "runs_s": times,
+            "load_avg_after": os.getloadavg(),
+        }
         rows.append(row)
-        print(f"order {order:5d}: scipy evd {evd:7.3f} s  dsyevd_2stage {two:7.3f} s  (2-stage {evd / two:.2f}x, "
-              f"fastest runs {row['two_stage_speedup_of_min']:.2f}x)  [ctypes dsyevd {one:7.3f} s]  "
-              f"load {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"order {order:5d}: scipy evd {evd:7.3f} s  dsyevd_2stage {two:7.3f} s  (2-stage {evd / two:.2f}x, "
+            f"fastest runs {row['two_stage_speedup_of_min']:.2f}x)  [ctypes dsyevd {one:7.3f} s]  "
+            f"load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
     blas = [{k: info.get(k) for k in ("filepath", "version", "architecture")} for info in threadpool_info()]
     result = {
         "what": "float64 Gram W W^T of Student-t(3) W [K, 2K]; eigenvalues only; 1 BLAS thread; median of repeats",

@@ -41,31 +41,57 @@ def main() -> None:
     rows, inspect_dir = [], None
     for gamma in GAMMAS:
         out = args.out / f"gamma-{gamma:g}"
-        config = CompareConfig(budgets=tuple(BUDGETS), allocators=("uniform", "alphaq"), max_windows=args.windows,
-                               plan=PlanConfig(budget="3", gamma=gamma), seeds=(0,), inspect_dir=inspect_dir)
+        config = CompareConfig(
+            budgets=tuple(BUDGETS),
+            allocators=("uniform", "alphaq"),
+            max_windows=args.windows,
+            plan=PlanConfig(budget="3", gamma=gamma),
+            seeds=(0,),
+            inspect_dir=inspect_dir,
+        )
         table = run_compare(None, config, out)
         inspect_dir = inspect_dir or out
         for _, row in table[table["entry"] == "alphaq"].iterrows():
             budget = str(row["budget"])
             same = _widths(out / "plans" / f"alphaq-{budget}.json") == _widths(out / "plans" / f"uniform-{budget}.json")
-            rows.append({"gamma": gamma, "budget": budget, "ppl": row["ppl"], "ppl_increase": row["ppl_increase"],
-                         "ci": [row["ci_low"], row["ci_high"]], "vs_uniform": row["vs_uniform"],
-                         "vs_uniform_ci": [row["vs_uniform_low"], row["vs_uniform_high"]],
-                         "significant_vs_uniform": bool(row["significant_vs_uniform"]), "equals_uniform": same,
-                         "average_payload_bits": row["average_payload_bits"]})
-            print(f"gamma {gamma:>5g} budget {budget:>3}: ppl {row['ppl']:.3f} (+{row['ppl_increase']:.3f} "
-                  f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]) vs uniform {row['vs_uniform']:+.3f} "
-                  f"[{row['vs_uniform_low']:+.3f}, {row['vs_uniform_high']:+.3f}]"
-                  f"{' = uniform' if same else ''}", flush=True)
+            rows.append(
+                {
+                    "gamma": gamma,
+                    "budget": budget,
+                    "ppl": row["ppl"],
+                    "ppl_increase": row["ppl_increase"],
+                    "ci": [row["ci_low"], row["ci_high"]],
+                    "vs_uniform": row["vs_uniform"],
+                    "vs_uniform_ci": [row["vs_uniform_low"], row["vs_uniform_high"]],
+                    "significant_vs_uniform": bool(row["significant_vs_uniform"]),
+                    "equals_uniform": same,
+                    "average_payload_bits": row["average_payload_bits"],
+                }
+            )
+            print(
+                f"gamma {gamma:>5g} budget {budget:>3}: ppl {row['ppl']:.3f} (+{row['ppl_increase']:.3f} "
+                f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]) vs uniform {row['vs_uniform']:+.3f} "
+                f"[{row['vs_uniform_low']:+.3f}, {row['vs_uniform_high']:+.3f}]"
+                f"{' = uniform' if same else ''}",
+                flush=True,
+            )
         uniform = table[table["entry"] == "uniform"]
         original = float(table[table["entry"] == "original"]["ppl"].iloc[0])
-    record = {"bench": "gamma_sweep", "windows": args.windows, "budgets": list(BUDGETS), "gammas": list(GAMMAS),
-              "original_ppl": original,
-              "uniform": {str(r["budget"]): {"ppl": r["ppl"], "ppl_increase": r["ppl_increase"],
-                                             "ci": [r["ci_low"], r["ci_high"]]} for _, r in uniform.iterrows()},
-              "rows": rows, "seconds": round(time.perf_counter() - started, 1),
-              "machine": f"{platform.machine()} {platform.processor() or ''} ({__import__('os').cpu_count()} CPUs)",
-              "versions": versions()}
+    record = {
+        "bench": "gamma_sweep",
+        "windows": args.windows,
+        "budgets": list(BUDGETS),
+        "gammas": list(GAMMAS),
+        "original_ppl": original,
+        "uniform": {
+            str(r["budget"]): {"ppl": r["ppl"], "ppl_increase": r["ppl_increase"], "ci": [r["ci_low"], r["ci_high"]]}
+            for _, r in uniform.iterrows()
+        },
+        "rows": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": f"{platform.machine()} {platform.processor() or ''} ({__import__('os').cpu_count()} CPUs)",
+        "versions": versions(),
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
     print(f"wrote {RESULTS} ({record['seconds']} s)")

@@ -59,8 +59,12 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=200, help="windows scored by both engines")
     parser.add_argument("--ctx", type=int, default=None, help="window length (default: the model's context)")
     parser.add_argument("--keep", default="f16", help="type of attention / embeddings (f16, bf16, q8_0)")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "alphaq-gguf-study",
-                        help="scratch folder (run folders, the 16-bit GGUFs; outside the repository)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "alphaq-gguf-study",
+        help="scratch folder (run folders, the 16-bit GGUFs; outside the repository)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gguf_study.json")
     args = parser.parse_args()
 
@@ -100,20 +104,33 @@ def main() -> None:
     refs = {m.name: m for m in ckpt.matrices}
     read = lambda name: ckpt.read_matrix(refs[name])  # noqa: E731
     base = PlanConfig(budget="3", target="gguf")
-    errors = measure_gguf_errors(details, read, base.widths, model_dir=ckpt.path, fingerprint=ckpt.fingerprint,
-                                 run_dir=work, tools=tools)
+    errors = measure_gguf_errors(
+        details, read, base.widths, model_dir=ckpt.path, fingerprint=ckpt.fingerprint, run_dir=work, tools=tools
+    )
     t = lap("inspect + llama.cpp errors", t)
     shares = calibration_shares(ckpt.path, wikitext2_valid())
     t = lap("routing counts (frequency calibration)", t)
-    provenance = {"checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
-                  "diagnostics": {"fit": manifest["options"]["fit"], "inspect_created": manifest["created"],
-                                  "inspect_dir": str(work)}, "calibration_text": str(wikitext2_valid())}
+    provenance = {
+        "checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type},
+        "diagnostics": {
+            "fit": manifest["options"]["fit"],
+            "inspect_created": manifest["created"],
+            "inspect_dir": str(work),
+        },
+        "calibration_text": str(wikitext2_valid()),
+    }
     plans: list[tuple[str, str, Path]] = []
     for budget in [b.strip() for b in args.budgets.split(",") if b.strip()]:
         for allocator in ("uniform", "alphaq", "frequency"):
             config = PlanConfig(budget=budget, target="gguf", allocator=allocator)
-            plan = make_plan(details, None, config, provenance=provenance, errors=errors,
-                             routing_shares=shares if allocator == "frequency" else None)
+            plan = make_plan(
+                details,
+                None,
+                config,
+                provenance=provenance,
+                errors=errors,
+                routing_shares=shares if allocator == "frequency" else None,
+            )
             folder = work / f"{allocator}-{budget}"
             folder.mkdir(exist_ok=True)
             plans.append((allocator, budget, save_plan(plan, folder / "plan.json")))
@@ -133,9 +150,20 @@ def main() -> None:
     expert_params = sum(m.params for m in ckpt.matrices if m.role.value == "expert")
     rows: list[dict[str, Any]] = []
     f16_ppl = run_perplexity(tools, f16, wikitext2_test(), ctx=ctx, chunks=args.chunks)
-    rows.append({"name": "F16", "allocator": "f16", "budget": None, "file_bytes": f16.stat().st_size,
-                 "expert_bits_per_weight": 16.0, "llama_ppl": f16_ppl.ppl, "llama_ppl_stderr": f16_ppl.stderr,
-                 "alphaq_ppl_same_weights": alphaq_ppl(), "alphaq_ppl_own_quantizer": None, "types": {}})
+    rows.append(
+        {
+            "name": "F16",
+            "allocator": "f16",
+            "budget": None,
+            "file_bytes": f16.stat().st_size,
+            "expert_bits_per_weight": 16.0,
+            "llama_ppl": f16_ppl.ppl,
+            "llama_ppl_stderr": f16_ppl.stderr,
+            "alphaq_ppl_same_weights": alphaq_ppl(),
+            "alphaq_ppl_own_quantizer": None,
+            "types": {},
+        }
+    )
     t = lap("F16 scored", t)
     options = GgufExportOptions(keep_type=args.keep, allow_fallback=True)
     for allocator, budget, plan_path in plans:
@@ -155,28 +183,57 @@ def main() -> None:
         for check in v.tensors:
             if check.role == "expert":
                 counts[check.expected] = counts.get(check.expected, 0) + 1
-        rows.append({"name": f"{allocator} {budget}", "allocator": allocator, "budget": budget,
-                     "file_bytes": v.file_bytes, "expert_bytes": v.expert_bytes,
-                     "expert_bits_per_weight": 8 * v.expert_bytes / expert_params, "verified": v.ok,
-                     "fallbacks": len(v.fallbacks), "llama_ppl": ppl.ppl, "llama_ppl_stderr": ppl.stderr,
-                     "alphaq_ppl_same_weights": same, "alphaq_ppl_own_quantizer": own, "types": counts})
+        rows.append(
+            {
+                "name": f"{allocator} {budget}",
+                "allocator": allocator,
+                "budget": budget,
+                "file_bytes": v.file_bytes,
+                "expert_bytes": v.expert_bytes,
+                "expert_bits_per_weight": 8 * v.expert_bytes / expert_params,
+                "verified": v.ok,
+                "fallbacks": len(v.fallbacks),
+                "llama_ppl": ppl.ppl,
+                "llama_ppl_stderr": ppl.stderr,
+                "alphaq_ppl_same_weights": same,
+                "alphaq_ppl_own_quantizer": own,
+                "types": counts,
+            }
+        )
         out.unlink()  # keep the work folder small; the record stays in gguf_export.json
         t = lap(f"{allocator} {budget}", t)
 
-    header = f"{'GGUF':<18}{'file MB':>9}{'expert bpw':>11}{'llama.cpp ppl':>15}{'alphaq ppl (same w.)':>22}" \
-             f"{'alphaq ppl (own q.)':>21}"
+    header = (
+        f"{'GGUF':<18}{'file MB':>9}{'expert bpw':>11}{'llama.cpp ppl':>15}{'alphaq ppl (same w.)':>22}"
+        f"{'alphaq ppl (own q.)':>21}"
+    )
     print(header)
     for r in rows:
         own = r["alphaq_ppl_own_quantizer"]
-        print(f"{r['name']:<18}{r['file_bytes'] / 1e6:>9.3f}{r['expert_bits_per_weight']:>11.3f}"
-              f"{r['llama_ppl']:>9.3f} ±{r['llama_ppl_stderr']:<5.2f}{r['alphaq_ppl_same_weights']:>22.3f}"
-              f"{(own if own is not None else math.nan):>21.3f}")
-    record = {"schema_version": 1, "model": str(ckpt.path), "fingerprint": ckpt.fingerprint,
-              "llama_cpp": tools.describe(), "ctx": ctx, "chunks": args.chunks, "keep": args.keep,
-              "budgets": args.budgets, "text": "wikitext-2 test (calibration: wikitext-2 valid)",
-              "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                          "cpu": platform.processor() or platform.machine()},
-              "seconds": timings, "total_seconds": round(time.perf_counter() - started, 1), "rows": rows}
+        print(
+            f"{r['name']:<18}{r['file_bytes'] / 1e6:>9.3f}{r['expert_bits_per_weight']:>11.3f}"
+            f"{r['llama_ppl']:>9.3f} ±{r['llama_ppl_stderr']:<5.2f}{r['alphaq_ppl_same_weights']:>22.3f}"
+            f"{(own if own is not None else math.nan):>21.3f}"
+        )
+    record = {
+        "schema_version": 1,
+        "model": str(ckpt.path),
+        "fingerprint": ckpt.fingerprint,
+        "llama_cpp": tools.describe(),
+        "ctx": ctx,
+        "chunks": args.chunks,
+        "keep": args.keep,
+        "budgets": args.budgets,
+        "text": "wikitext-2 test (calibration: wikitext-2 valid)",
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(),
+        },
+        "seconds": timings,
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "rows": rows,
+    }
     write_json(args.out, record)
     print(f"saved {args.out} ({record['total_seconds']} s)")
 

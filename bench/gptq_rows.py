@@ -49,26 +49,55 @@ def main() -> None:
                         if (inspect_dir / name).exists():
                             run.mkdir(parents=True, exist_ok=True)
                             (run / name).write_bytes((inspect_dir / name).read_bytes())
-                run_plan(None, PlanConfig(budget=budget, allocator=allocator,
-                                          calibration_text=calibration if allocator == "frequency" else None), run)
+                run_plan(
+                    None,
+                    PlanConfig(
+                        budget=budget,
+                        allocator=allocator,
+                        calibration_text=calibration if allocator == "frequency" else None,
+                    ),
+                    run,
+                )
                 inspect_dir = inspect_dir or run
                 for method in ("rtn", "gptq"):
                     t0 = time.perf_counter()
                     q = run / f"q-{method}"
-                    run_quantize(None, run / "plan.json", q, method=method,
-                                 calibration_text=calibration if method == "gptq" else None)
+                    run_quantize(
+                        None,
+                        run / "plan.json",
+                        q,
+                        method=method,
+                        calibration_text=calibration if method == "gptq" else None,
+                    )
                     seconds = time.perf_counter() - t0
                     record = run_eval(None, quantized=q, options=options).record
-                    rows.append({"budget": budget, "allocator": allocator, "method": method, "ppl": record["ppl"],
-                                 "ppl_increase": record["ppl_increase"], "original_ppl": record["baseline"]["ppl"],
-                                 "rel_error": record["verification"]["mean_rel_error"],
-                                 "quantize_seconds": round(seconds, 1)})
-                    print(f"{budget:>4} {allocator:<10} {method:<5} ppl {record['ppl']:.3f} "
-                          f"(+{record['ppl_increase']:.3f}) rel. error {record['verification']['mean_rel_error']:.4f} "
-                          f"[{seconds:.0f} s]", flush=True)
-    out = {"bench": "gptq_rows", "windows": args.windows, "calibration": str(calibration), "rows": rows,
-           "seconds": round(time.perf_counter() - started, 1),
-           "machine": f"{platform.machine()} ({__import__('os').cpu_count()} CPUs)", "versions": versions()}
+                    rows.append(
+                        {
+                            "budget": budget,
+                            "allocator": allocator,
+                            "method": method,
+                            "ppl": record["ppl"],
+                            "ppl_increase": record["ppl_increase"],
+                            "original_ppl": record["baseline"]["ppl"],
+                            "rel_error": record["verification"]["mean_rel_error"],
+                            "quantize_seconds": round(seconds, 1),
+                        }
+                    )
+                    print(
+                        f"{budget:>4} {allocator:<10} {method:<5} ppl {record['ppl']:.3f} "
+                        f"(+{record['ppl_increase']:.3f}) rel. error {record['verification']['mean_rel_error']:.4f} "
+                        f"[{seconds:.0f} s]",
+                        flush=True,
+                    )
+    out = {
+        "bench": "gptq_rows",
+        "windows": args.windows,
+        "calibration": str(calibration),
+        "rows": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": f"{platform.machine()} ({__import__('os').cpu_count()} CPUs)",
+        "versions": versions(),
+    }
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 

@@ -39,9 +39,14 @@ def env_record() -> dict[str, Any]:
     """Device, CUDA, torch and triton versions of this machine."""
     import torch
 
-    record: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform(),
-                              "cpus": os.cpu_count(), "torch": torch.__version__, "cuda": torch.version.cuda,
-                              "cuda_available": torch.cuda.is_available()}
+    record: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+    }
     try:
         import triton
 
@@ -50,13 +55,25 @@ def env_record() -> dict[str, Any]:
         record["triton"] = None
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        record.update({"device": props.name, "capability": f"{props.major}.{props.minor}",
-                       "memory_bytes": props.total_memory, "sms": props.multi_processor_count})
+        record.update(
+            {
+                "device": props.name,
+                "capability": f"{props.major}.{props.minor}",
+                "memory_bytes": props.total_memory,
+                "sms": props.multi_processor_count,
+            }
+        )
     return record
 
 
-def write_layer(folder: str | Path, *, experts: int = QWEN15_EXPERTS, rows: int = QWEN15_INTERMEDIATE,
-                cols: int = QWEN15_HIDDEN, seed: int = 0) -> dict[str, Any]:
+def write_layer(
+    folder: str | Path,
+    *,
+    experts: int = QWEN15_EXPERTS,
+    rows: int = QWEN15_INTERMEDIATE,
+    cols: int = QWEN15_HIDDEN,
+    seed: int = 0,
+) -> dict[str, Any]:
     """One MoE layer of a qwen2_moe checkpoint: ``experts`` x (gate, up [rows, cols], down [cols, rows]) bf16.
 
     Entries are Student-t(4) draws scaled to std 0.02 (a heavier tail than Gaussian, as trained experts have).
@@ -70,10 +87,21 @@ def write_layer(folder: str | Path, *, experts: int = QWEN15_EXPERTS, rows: int 
     start = time.perf_counter()
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    config = {"model_type": "qwen2_moe", "architectures": ["Qwen2MoeForCausalLM"], "hidden_size": cols,
-              "moe_intermediate_size": rows, "intermediate_size": 4 * rows, "num_experts": experts,
-              "num_experts_per_tok": 4, "num_hidden_layers": 1, "num_attention_heads": 16, "num_key_value_heads": 16,
-              "shared_expert_intermediate_size": 4 * rows, "vocab_size": 151936, "torch_dtype": "bfloat16"}
+    config = {
+        "model_type": "qwen2_moe",
+        "architectures": ["Qwen2MoeForCausalLM"],
+        "hidden_size": cols,
+        "moe_intermediate_size": rows,
+        "intermediate_size": 4 * rows,
+        "num_experts": experts,
+        "num_experts_per_tok": 4,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 16,
+        "shared_expert_intermediate_size": 4 * rows,
+        "vocab_size": 151936,
+        "torch_dtype": "bfloat16",
+    }
     (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     device = "cuda" if torch.cuda.is_available() else "cpu"  # sampled on the GPU where there is one (fast)
     torch.manual_seed(seed)
@@ -81,12 +109,18 @@ def write_layer(folder: str | Path, *, experts: int = QWEN15_EXPERTS, rows: int 
     tensors: dict[str, torch.Tensor] = {}
     for e in range(experts):
         for proj, shape in (("gate_proj", (rows, cols)), ("up_proj", (rows, cols)), ("down_proj", (cols, rows))):
-            w = student.sample(shape) * (0.02 / 2 ** 0.5)  # [R, C]; t(4) has variance 2
+            w = student.sample(shape) * (0.02 / 2**0.5)  # [R, C]; t(4) has variance 2
             tensors[f"model.layers.0.mlp.experts.{e}.{proj}.weight"] = w.to(torch.bfloat16).cpu()
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
-    return {"folder": str(out), "experts": experts, "tensors": len(tensors), "shapes": {"gate_up": [rows, cols],
-            "down": [cols, rows]}, "bytes": nbytes, "seconds": time.perf_counter() - start}
+    return {
+        "folder": str(out),
+        "experts": experts,
+        "tensors": len(tensors),
+        "shapes": {"gate_up": [rows, cols], "down": [cols, rows]},
+        "bytes": nbytes,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def quantize_throughput(checkpoint: str | Path, *, device: str = "cuda", bits: int = 4) -> dict[str, Any]:
@@ -101,21 +135,46 @@ def quantize_throughput(checkpoint: str | Path, *, device: str = "cuda", bits: i
     from alphaq.quantization.run import run_quantize
 
     ckpt = open_checkpoint(checkpoint)
-    tensors = [PlanTensor(name=m.name, tensor=m.tensor, layer=m.layer, expert=m.expert, proj=m.proj,
-                          role=m.role.value, rows=m.shape[0], cols=m.shape[1], params=m.params, bits=bits,
-                          group_size=GROUP_SIZE, bytes=matrix_nbytes(m.shape[0], m.shape[1], bits, GROUP_SIZE),
-                          error=None, unit=None) for m in ckpt.matrices]
+    tensors = [
+        PlanTensor(
+            name=m.name,
+            tensor=m.tensor,
+            layer=m.layer,
+            expert=m.expert,
+            proj=m.proj,
+            role=m.role.value,
+            rows=m.shape[0],
+            cols=m.shape[1],
+            params=m.params,
+            bits=bits,
+            group_size=GROUP_SIZE,
+            bytes=matrix_nbytes(m.shape[0], m.shape[1], bits, GROUP_SIZE),
+            error=None,
+            unit=None,
+        )
+        for m in ckpt.matrices
+    ]
     with tempfile.TemporaryDirectory(prefix="alphaq-gpu-check-") as tmp:
         plan = Path(tmp) / "plan.json"
-        save_plan(Plan(provenance={"checkpoint": {"fingerprint": ckpt.fingerprint}}, summary={},
-                       tensors=tuple(tensors)), plan)
+        save_plan(
+            Plan(provenance={"checkpoint": {"fingerprint": ckpt.fingerprint}}, summary={}, tensors=tuple(tensors)), plan
+        )
         start = time.perf_counter()
         result = run_quantize(checkpoint, plan, Path(tmp) / "out", method="rtn", device=device)
         seconds = time.perf_counter() - start
     source = int(result.totals["source_bytes"])
-    return {"device": device, "method": "rtn", "bits": bits, "group_size": GROUP_SIZE, "matrices": len(tensors),
-            "source_bytes": source, "output_bytes": int(result.totals["output_bytes"]), "seconds": seconds,
-            "gb_per_s": source / seconds / 1e9, "timing": result.timing}
+    return {
+        "device": device,
+        "method": "rtn",
+        "bits": bits,
+        "group_size": GROUP_SIZE,
+        "matrices": len(tensors),
+        "source_bytes": source,
+        "output_bytes": int(result.totals["output_bytes"]),
+        "seconds": seconds,
+        "gb_per_s": source / seconds / 1e9,
+        "timing": result.timing,
+    }
 
 
 def junit_record(path: str | Path) -> dict[str, Any]:
@@ -133,8 +192,12 @@ def junit_record(path: str | Path) -> dict[str, Any]:
         node = case.find("skipped")
         if node is not None:
             skipped.append({"test": name, "reason": (node.get("message") or "")[:200]})
-    return {**counts, "seconds": sum(float(s.get("time", 0)) for s in suites), "failed": failed,
-            "skipped_tests": skipped}
+    return {
+        **counts,
+        "seconds": sum(float(s.get("time", 0)) for s in suites),
+        "failed": failed,
+        "skipped_tests": skipped,
+    }
 
 
 def summary(folder: str | Path) -> dict[str, Any]:
@@ -145,9 +208,12 @@ def summary(folder: str | Path) -> dict[str, Any]:
     steps = [json.loads(line) for line in lines if line.strip()]
     for step in steps:
         step["timed_out"] = step.get("rc") in (124, 137)
-    return {"steps": steps, "ok": all(step.get("rc") == 0 for step in steps),
-            "seconds": sum(float(step.get("seconds", 0)) for step in steps),
-            "files": sorted(p.name for p in folder.iterdir() if p.is_file())}
+    return {
+        "steps": steps,
+        "ok": all(step.get("rc") == 0 for step in steps),
+        "seconds": sum(float(step.get("seconds", 0)) for step in steps),
+        "files": sorted(p.name for p in folder.iterdir() if p.is_file()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

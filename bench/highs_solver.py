@@ -28,16 +28,7 @@ import scipy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from plan_scale import (  # noqa: E402  (the same synthetic problem)
-    EXPERTS,
-    GROUP_SIZE,
-    LAYERS,
-    SHAPES,
-    WIDTHS,
-    highs_full,
-    synthetic_details,
-    synthetic_errors,
-)
+from plan_scale import EXPERTS, GROUP_SIZE, LAYERS, SHAPES, WIDTHS, highs_full, synthetic_details, synthetic_errors  # noqa: E402  (the same synthetic problem)
 
 RESULT = Path(__file__).resolve().parent / "results" / "highs_solver.json"
 BUDGETS = ("2.5", "3.37", "3.5", "4.37", "4.9")
@@ -64,31 +55,60 @@ def main() -> int:
     mask = allowed_mask(table.units, WIDTHS, Bounds())
     cost = table.cost()
     rows = []
-    print(f"DeepSeek-V3-sized plan, expert granularity: {len(units)} units x {len(WIDTHS)} widths, "
-          f"HiGHS time limit {args.time_limit:g} s, {os.cpu_count()} CPU(s)")
-    print(f"{'budget':>7} {'HiGHS s':>8} {'HiGHS status':>40} {'excess':>9} {'exact s':>8} {'status':>8} {'gap':>8} "
-          f"{'core':>5}")
+    print(
+        f"DeepSeek-V3-sized plan, expert granularity: {len(units)} units x {len(WIDTHS)} widths, "
+        f"HiGHS time limit {args.time_limit:g} s, {os.cpu_count()} CPU(s)"
+    )
+    print(
+        f"{'budget':>7} {'HiGHS s':>8} {'HiGHS status':>40} {'excess':>9} {'exact s':>8} {'status':>8} {'gap':>8} "
+        f"{'core':>5}"
+    )
     for text in args.budgets.split(","):
         con = budget_constraint(Budget.parse(text), table)
         exact = solve_exact(cost, con.weight, con.capacity, mask, time_limit=args.time_limit)
         highs = highs_full(table, mask, text, time_limit=args.time_limit)
-        excess = (None if highs["objective"] is None
-                  else (highs["objective"] - exact.objective) / abs(exact.objective))
-        row = {"budget": text, "highs_seconds": highs["seconds"], "highs_message": highs["message"],
-               "highs_objective": highs["objective"], "highs_excess": excess, "exact_seconds": exact.seconds,
-               "exact_status": exact.status, "exact_gap": exact.gap, "exact_core_units": exact.core_units,
-               "exact_objective": exact.objective}
+        excess = None if highs["objective"] is None else (highs["objective"] - exact.objective) / abs(exact.objective)
+        row = {
+            "budget": text,
+            "highs_seconds": highs["seconds"],
+            "highs_message": highs["message"],
+            "highs_objective": highs["objective"],
+            "highs_excess": excess,
+            "exact_seconds": exact.seconds,
+            "exact_status": exact.status,
+            "exact_gap": exact.gap,
+            "exact_core_units": exact.core_units,
+            "exact_objective": exact.objective,
+        }
         rows.append(row)
-        print(f"{text:>7} {highs['seconds']:8.2f} {highs['message'][:40]:>40} "
-              f"{excess if excess is not None else float('nan'):9.1e} {exact.seconds:8.3f} {exact.status:>8} "
-              f"{exact.gap:8.1e} {exact.core_units:5d}")
+        print(
+            f"{text:>7} {highs['seconds']:8.2f} {highs['message'][:40]:>40} "
+            f"{excess if excess is not None else float('nan'):9.1e} {exact.seconds:8.3f} {exact.status:>8} "
+            f"{exact.gap:8.1e} {exact.core_units:5d}"
+        )
     payload = {
-        "benchmark": "highs_solver", "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
-                    "numpy": np.__version__, "scipy": scipy.__version__},
-        "problem": {"moe_layers": len(LAYERS), "experts": EXPERTS, "shapes": SHAPES, "widths": list(WIDTHS),
-                    "group_size": GROUP_SIZE, "granularity": "expert", "units": len(units), "gamma": 1.0, "seed": 0,
-                    "highs_time_limit": args.time_limit, "highs_mip_rel_gap": 1e-6},
+        "benchmark": "highs_solver",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+        },
+        "problem": {
+            "moe_layers": len(LAYERS),
+            "experts": EXPERTS,
+            "shapes": SHAPES,
+            "widths": list(WIDTHS),
+            "group_size": GROUP_SIZE,
+            "granularity": "expert",
+            "units": len(units),
+            "gamma": 1.0,
+            "seed": 0,
+            "highs_time_limit": args.time_limit,
+            "highs_mip_rel_gap": 1e-6,
+        },
         "rows": rows,
     }
     write_json(args.out, payload)

@@ -75,7 +75,9 @@ def make_matrices(groups: tuple[tuple[str, int, int, int], ...], seed: int) -> d
         for index in range(count):
             dof = float(rng.uniform(2.5, 4.0))
             scale = 1.0 / np.sqrt(cols)
-            out[f"{group}{index}"] = torch.from_numpy((rng.standard_t(dof, size=(rows, cols)) * scale).astype(np.float32))
+            out[f"{group}{index}"] = torch.from_numpy(
+                (rng.standard_t(dof, size=(rows, cols)) * scale).astype(np.float32)
+            )
     return out
 
 
@@ -143,8 +145,10 @@ def _blas_threads() -> list[dict[str, Any]]:
         from threadpoolctl import threadpool_info
     except ImportError:
         return []
-    return [{"api": i["internal_api"], "library": Path(i["filepath"]).name, "threads": i["num_threads"]}
-            for i in threadpool_info()]
+    return [
+        {"api": i["internal_api"], "library": Path(i["filepath"]).name, "threads": i["num_threads"]}
+        for i in threadpool_info()
+    ]
 
 
 def run_config(matrices: dict[str, torch.Tensor], repeats: int) -> dict[str, Any]:
@@ -169,10 +173,17 @@ def run_config(matrices: dict[str, torch.Tensor], repeats: int) -> dict[str, Any
     for key in dtypes:
         seconds, eig_seconds = min(timings[key]), min(eigen[key])
         diff = compare(rows["weightwatcher"], rows[key])
-        results[key] = {"seconds": seconds, "all_seconds": timings[key], "eigen_seconds": eig_seconds,
-                        "speedup": ww_seconds / seconds, **diff}
-        print(f"{key.replace('_', ' '):<22}{seconds:>10.2f}{eig_seconds:>9.2f}{ww_seconds / seconds:>9.1f}x"
-              f"{diff['max_rel_alpha_diff']:>20.2e}{diff['same_tail']:>6}/{diff['matrices']}")
+        results[key] = {
+            "seconds": seconds,
+            "all_seconds": timings[key],
+            "eigen_seconds": eig_seconds,
+            "speedup": ww_seconds / seconds,
+            **diff,
+        }
+        print(
+            f"{key.replace('_', ' '):<22}{seconds:>10.2f}{eig_seconds:>9.2f}{ww_seconds / seconds:>9.1f}x"
+            f"{diff['max_rel_alpha_diff']:>20.2e}{diff['same_tail']:>6}/{diff['matrices']}"
+        )
     results["alpha"] = {name: {key: float(rows[key][name]["alpha"]) for key in rows} for name in matrices}
     results["threads"] = {"torch": torch.get_num_threads(), "blas": _blas_threads()}
     return results
@@ -206,7 +217,7 @@ def tensor_name(matrix: str) -> str:
     """Mixtral-layout checkpoint name of a bench matrix (routers: gates; every other group a layer of its own, so
     no two matrices share a name)."""
     group = matrix.rstrip("0123456789")
-    index = int(matrix[len(group):])
+    index = int(matrix[len(group) :])
     if group == "router":
         return f"model.layers.{index}.block_sparse_moe.gate.weight"
     return f"model.layers.{_GROUP_LAYER[group]}.block_sparse_moe.experts.{index}.w1.weight"
@@ -219,8 +230,15 @@ def write_checkpoint(matrices: dict[str, torch.Tensor], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     save_file({tensor_name(n): w.numpy() for n, w in matrices.items()}, str(folder / "model.safetensors"))
     hidden = max(int(w.shape[1]) for w in matrices.values())
-    config = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": hidden,
-              "num_hidden_layers": 2, "num_local_experts": 8, "num_experts_per_tok": 2, "vocab_size": 4096}
+    config = {
+        "architectures": ["MixtralForCausalLM"],
+        "model_type": "mixtral",
+        "hidden_size": hidden,
+        "num_hidden_layers": 2,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+        "vocab_size": 4096,
+    }
     (folder / "config.json").write_text(__import__("json").dumps(config))
     return folder
 
@@ -245,7 +263,9 @@ def timed_subprocess(command: list[str], env: dict[str, str]) -> tuple[float, fl
     from this big benchmark process would inherit its memory high-water mark); raises when it fails."""
     import json
 
-    done = subprocess.run([sys.executable, "-c", _LAUNCHER, *command], env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *command], env=env, capture_output=True, text=True, check=True
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if result["rc"] != 0:
         raise RuntimeError(f"{' '.join(command[:3])} failed ({result['rc']}): {result['stderr']}")
@@ -290,9 +310,11 @@ def whole_command(matrices: dict[str, torch.Tensor], repeats: int, threads: int 
     out["speedup"] = out["weightwatcher"]["median_seconds"] / out["alphaq"]["median_seconds"]
     out["max_rel_alpha_diff"] = max(rel.values())
     out["matrices_compared"] = len(rel)
-    print(f"whole command (median of {len(runs['alphaq'])}): weightwatcher {out['weightwatcher']['median_seconds']:.2f} s, "
-          f"alphaq inspect {out['alphaq']['median_seconds']:.2f} s -> {out['speedup']:.1f}x; "
-          f"max rel alpha diff {out['max_rel_alpha_diff']:.2e} over {len(rel)} matrices")
+    print(
+        f"whole command (median of {len(runs['alphaq'])}): weightwatcher {out['weightwatcher']['median_seconds']:.2f} s, "
+        f"alphaq inspect {out['alphaq']['median_seconds']:.2f} s -> {out['speedup']:.1f}x; "
+        f"max rel alpha diff {out['max_rel_alpha_diff']:.2e} over {len(rel)} matrices"
+    )
     return out
 
 
@@ -303,49 +325,81 @@ def peak_memory(rows: int, cols: int, count: int, seed: int, work: Path) -> dict
     out: dict[str, Any] = {"matrix": [rows, cols], "tensor_mib": tensor_mib, "gram_mib": gram_mib}
     for label, n in (("one_matrix", 1), ("many_matrices", count)):
         ckpt = write_checkpoint(make_matrices((("expert", n, rows, cols),), seed), work / f"mem-{n}")
-        seconds, rss = timed_subprocess([*_alphaq_command(), "inspect", str(ckpt), "--out", str(work / f"mem-run-{n}"),
-                                         "--no-html"], dict(os.environ))
+        seconds, rss = timed_subprocess(
+            [*_alphaq_command(), "inspect", str(ckpt), "--out", str(work / f"mem-run-{n}"), "--no-html"],
+            dict(os.environ),
+        )
         out[label] = {"matrices": n, "checkpoint_mib": n * tensor_mib, "peak_rss_mib": rss, "seconds": seconds}
         for file in ckpt.iterdir():
             file.unlink()
     out["rss_growth_mib"] = out["many_matrices"]["peak_rss_mib"] - out["one_matrix"]["peak_rss_mib"]
-    print(f"peak RSS: {out['one_matrix']['peak_rss_mib']:.0f} MiB on 1 matrix {rows}x{cols}, "
-          f"{out['many_matrices']['peak_rss_mib']:.0f} MiB on {count} ({out['many_matrices']['checkpoint_mib']:.0f} MiB "
-          f"checkpoint); tensor + Gram = {tensor_mib + gram_mib:.1f} MiB")
+    print(
+        f"peak RSS: {out['one_matrix']['peak_rss_mib']:.0f} MiB on 1 matrix {rows}x{cols}, "
+        f"{out['many_matrices']['peak_rss_mib']:.0f} MiB on {count} ({out['many_matrices']['checkpoint_mib']:.0f} MiB "
+        f"checkpoint); tensor + Gram = {tensor_mib + gram_mib:.1f} MiB"
+    )
     return out
 
 
 def _machine() -> dict[str, Any]:
     model = ""
     try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         model = platform.processor()
     mem = ""
     try:
-        mem = next(line.split(":", 1)[1].strip() for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))
+        mem = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
     except (OSError, StopIteration):
         pass
-    return {"cpu": model, "cpu_count": os.cpu_count(), "memory": mem, "platform": platform.platform(),
-            "note": "shared machine: other jobs run; see load_average"}
+    return {
+        "cpu": model,
+        "cpu_count": os.cpu_count(),
+        "memory": mem,
+        "platform": platform.platform(),
+        "note": "shared machine: other jobs run; see load_average",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shapes (seconds instead of minutes)")
-    parser.add_argument("--real", action="store_true",
-                        help="real expert shapes: 2 x 2048x7168 (DeepSeek-V3) and 14336x4096 (Mixtral); minutes")
-    parser.add_argument("--threads", type=int, nargs="*", default=[],
-                        help="thread counts for torch and BLAS, one configuration each (default: as set)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="runs of each method (kernel: the fastest reported; whole command: the median)")
-    parser.add_argument("--memory-matrices", type=int, default=32,
-                        help="1024x2816 matrices of the peak-memory checkpoint (0: skip that measurement)")
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="real expert shapes: 2 x 2048x7168 (DeepSeek-V3) and 14336x4096 (Mixtral); minutes",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="*",
+        default=[],
+        help="thread counts for torch and BLAS, one configuration each (default: as set)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each method (kernel: the fastest reported; whole command: the median)",
+    )
+    parser.add_argument(
+        "--memory-matrices",
+        type=int,
+        default=32,
+        help="1024x2816 matrices of the peak-memory checkpoint (0: skip that measurement)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=None,
-                        help=f"JSON result (default {RESULT}; {REAL_RESULT.name} with --real)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help=f"JSON result (default {RESULT}; {REAL_RESULT.name} with --real)"
+    )
     args = parser.parse_args(argv)
     import weightwatcher  # import cost kept out of the timings
 
@@ -364,8 +418,9 @@ def main(argv: list[str] | None = None) -> int:
             configs[label] = run_config(matrices, args.repeats)
             configs[label]["whole_command"] = whole_command(matrices, args.repeats, threads, Path(tmp) / label)
             configs[label]["kernel_speedup_float32"] = configs[label]["alphaq_float32"]["speedup"]
-        memory = (peak_memory(1024, 2816, args.memory_matrices, args.seed, Path(tmp))
-                  if args.memory_matrices > 0 else None)
+        memory = (
+            peak_memory(1024, 2816, args.memory_matrices, args.seed, Path(tmp)) if args.memory_matrices > 0 else None
+        )
 
     payload = {
         "benchmark": "inspect_vs_weightwatcher",
@@ -378,8 +433,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _machine(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "peak_memory": memory,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-                     "weightwatcher": getattr(weightwatcher, "__version__", "0.7.7")},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "weightwatcher": getattr(weightwatcher, "__version__", "0.7.7"),
+        },
         "results": configs,
     }
     output = args.output or (REAL_RESULT if args.real else RESULT)

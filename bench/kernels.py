@@ -96,19 +96,35 @@ def bench_case(name: str, rows: int, cols: int, bits: int, batch: int, autotune:
     moved = packed.nbytes + scale.nbytes + zero.nbytes + x.nbytes + y.nbytes
     dense_moved = w.nbytes + x.nbytes + y.nbytes
     return {
-        "shape": name, "rows": rows, "cols": cols, "bits": bits, "batch": batch, "group_size": GROUP_SIZE,
+        "shape": name,
+        "rows": rows,
+        "cols": cols,
+        "bits": bits,
+        "batch": batch,
+        "group_size": GROUP_SIZE,
         "kernel": "gemv" if batch <= launch.GEMV_MAX_M else "dot",
-        "fused_us": t_fused * 1e6, "bf16_us": t_dense * 1e6, "speedup": t_dense / t_fused,
-        "fused_bytes": moved, "bf16_bytes": dense_moved,
-        "fused_gb_per_s": moved / t_fused / 1e9, "bf16_gb_per_s": dense_moved / t_dense / 1e9,
-        "fused_bandwidth_tbps": moved / t_fused / 1e12, "bf16_bandwidth_tbps": dense_moved / t_dense / 1e12,
-        "fused_peak_fraction": moved / t_fused / peak, "bf16_peak_fraction": dense_moved / t_dense / peak,
+        "fused_us": t_fused * 1e6,
+        "bf16_us": t_dense * 1e6,
+        "speedup": t_dense / t_fused,
+        "fused_bytes": moved,
+        "bf16_bytes": dense_moved,
+        "fused_gb_per_s": moved / t_fused / 1e9,
+        "bf16_gb_per_s": dense_moved / t_dense / 1e9,
+        "fused_bandwidth_tbps": moved / t_fused / 1e12,
+        "bf16_bandwidth_tbps": dense_moved / t_dense / 1e12,
+        "fused_peak_fraction": moved / t_fused / peak,
+        "bf16_peak_fraction": dense_moved / t_dense / peak,
         "relative_error": _relative_error(y, y_ref),
     }
 
 
-def run_gpu(out: Path, autotune: bool, widths: tuple[int, ...], batches: tuple[int, ...],
-            shapes: tuple[tuple[str, int, int], ...]) -> int:
+def run_gpu(
+    out: Path,
+    autotune: bool,
+    widths: tuple[int, ...],
+    batches: tuple[int, ...],
+    shapes: tuple[tuple[str, int, int], ...],
+) -> int:
     """Benchmark every case on the current CUDA device and write the JSON; returns an exit code."""
     import torch
     import triton
@@ -118,30 +134,50 @@ def run_gpu(out: Path, autotune: bool, widths: tuple[int, ...], batches: tuple[i
     device = torch.cuda.get_device_name()
     peak = peak_bandwidth(device)
     print(f"device: {device}; peak bandwidth {peak / 1e12:.2f} TB/s; autotune={autotune}")
-    print(f"{'shape':>16} {'bits':>4} {'M':>3} {'fused us':>9} {'bf16 us':>8} {'speedup':>7} "
-          f"{'GB/s':>7} {'of peak':>7} {'bf16 GB/s':>9} {'bf16 of peak':>12} {'rel err':>8}")
+    print(
+        f"{'shape':>16} {'bits':>4} {'M':>3} {'fused us':>9} {'bf16 us':>8} {'speedup':>7} "
+        f"{'GB/s':>7} {'of peak':>7} {'bf16 GB/s':>9} {'bf16 of peak':>12} {'rel err':>8}"
+    )
     rows: list[dict[str, Any]] = []
-    meta = {"device": device, "peak_bandwidth_bytes_per_s": peak, "torch": torch.__version__,
-            "triton": triton.__version__, "autotune": autotune, "group_size": GROUP_SIZE,
-            "timer": "triton.testing.do_bench median, L2 flushed"}
+    meta = {
+        "device": device,
+        "peak_bandwidth_bytes_per_s": peak,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "autotune": autotune,
+        "group_size": GROUP_SIZE,
+        "timer": "triton.testing.do_bench median, L2 flushed",
+    }
     for name, r, c in shapes:
         for bits in widths:
             for batch in batches:
                 row = bench_case(name, r, c, bits, batch, autotune, peak)
                 rows.append(row)
-                print(f"{name:>16} {bits:>4} {batch:>3} {row['fused_us']:>9.1f} {row['bf16_us']:>8.1f} "
-                      f"{row['speedup']:>7.2f} {row['fused_gb_per_s']:>7.0f} "
-                      f"{row['fused_peak_fraction']:>7.1%} {row['bf16_gb_per_s']:>9.0f} "
-                      f"{row['bf16_peak_fraction']:>12.1%} {row['relative_error']:>8.1e}", flush=True)
+                print(
+                    f"{name:>16} {bits:>4} {batch:>3} {row['fused_us']:>9.1f} {row['bf16_us']:>8.1f} "
+                    f"{row['speedup']:>7.2f} {row['fused_gb_per_s']:>7.0f} "
+                    f"{row['fused_peak_fraction']:>7.1%} {row['bf16_gb_per_s']:>9.0f} "
+                    f"{row['bf16_peak_fraction']:>12.1%} {row['relative_error']:>8.1e}",
+                    flush=True,
+                )
         write_json(out, {**meta, "complete": False, "results": rows})  # partial, in case a time limit stops the run
     targets = []
     for bits, target in TARGETS.items():
         speedups = [row["speedup"] for row in rows if row["bits"] == bits and row["batch"] == 1]
         if speedups:
-            targets.append({"bits": bits, "batch": 1, "target_speedup": target, "min_speedup": min(speedups),
-                            "met": min(speedups) >= target})
-            print(f"batch 1, {bits} bits: speed-up {min(speedups):.2f}..{max(speedups):.2f} "
-                  f"(target >= {target}x: {'met' if min(speedups) >= target else 'NOT met'})")
+            targets.append(
+                {
+                    "bits": bits,
+                    "batch": 1,
+                    "target_speedup": target,
+                    "min_speedup": min(speedups),
+                    "met": min(speedups) >= target,
+                }
+            )
+            print(
+                f"batch 1, {bits} bits: speed-up {min(speedups):.2f}..{max(speedups):.2f} "
+                f"(target >= {target}x: {'met' if min(speedups) >= target else 'NOT met'})"
+            )
     write_json(out, {**meta, "complete": True, "targets": targets, "results": rows})
     print(f"wrote {out}")
     return 0
@@ -163,8 +199,10 @@ def run_cpu_smoke() -> int:
         packed, scale, zero = ops.quantize_pack(w, bits, GROUP_SIZE, backend="triton")
         ref = reference.quantize_pack(w, bits, GROUP_SIZE)
         exact = all(torch.equal(a, b) for a, b in zip((packed, scale, zero), ref))
-        dequant = torch.equal(ops.unpack_dequantize(packed, scale, zero, bits, GROUP_SIZE, 256, backend="triton"),
-                              reference.unpack_dequantize(*ref, bits, GROUP_SIZE, 256))
+        dequant = torch.equal(
+            ops.unpack_dequantize(packed, scale, zero, bits, GROUP_SIZE, 256, backend="triton"),
+            reference.unpack_dequantize(*ref, bits, GROUP_SIZE, 256),
+        )
         errors = []
         for batch in (1, 4, 16):
             x = torch.randn(batch, 256, dtype=torch.float16)
@@ -172,8 +210,10 @@ def run_cpu_smoke() -> int:
             errors.append(_relative_error(y, reference.dequant_matmul(x, *ref, bits, GROUP_SIZE, 256)))
         ok = exact and dequant and max(errors) <= 1e-3
         failures += not ok
-        print(f"{bits} bits: pack bit-exact {exact}, dequant exact {dequant}, matmul rel err "
-              f"{max(errors):.1e} (M = 1, 4, 16): {'ok' if ok else 'FAILED'}")
+        print(
+            f"{bits} bits: pack bit-exact {exact}, dequant exact {dequant}, matmul rel err "
+            f"{max(errors):.1e} (M = 1, 4, 16): {'ok' if ok else 'FAILED'}"
+        )
     print(f"interpreter smoke: {'ok' if not failures else f'{failures} FAILED'} in {time.perf_counter() - start:.1f} s")
     return 1 if failures else 0
 
@@ -192,20 +232,29 @@ def run_compile_only(widths: tuple[int, ...], batches: tuple[int, ...]) -> int:
         plans = [launch.plan_quantize_pack(w, bits, GROUP_SIZE, interpret=False)[0]]
         packed = torch.zeros(rows, cols // 8 * bits, dtype=torch.uint8)
         params = torch.ones(rows, cols // GROUP_SIZE, dtype=torch.float16)
-        plans.append(launch.plan_unpack_dequantize(packed, params, params, bits, GROUP_SIZE, cols, torch.bfloat16,
-                                                   interpret=False)[0])
+        plans.append(
+            launch.plan_unpack_dequantize(
+                packed, params, params, bits, GROUP_SIZE, cols, torch.bfloat16, interpret=False
+            )[0]
+        )
         labels = ["", ""]
         for batch in batches:
             x = torch.zeros(batch, cols, dtype=torch.bfloat16)
-            plans.append(launch.plan_dequant_matmul(x, packed, params, params, bits, GROUP_SIZE, cols,
-                                                    interpret=False, sm_count=132)[0])
+            plans.append(
+                launch.plan_dequant_matmul(
+                    x, packed, params, params, bits, GROUP_SIZE, cols, interpret=False, sm_count=132
+                )[0]
+            )
             labels.append(f"M={batch}")
         for plan, label in zip(plans, labels):
             compiled = compile_launch(plan)
-            print(f"{bits} bits {plan.kernel:>26} {label:>5} {plan.meta} {plan.num_warps} warps: "
-                  f"{compiled.registers:.0f} registers, "
-                  f"{compiled.spills:.0f} B spilled, {compiled.shared_bytes} B shared, "
-                  f"{compiled.shuffles} shuffles, loads {compiled.global_loads}", flush=True)
+            print(
+                f"{bits} bits {plan.kernel:>26} {label:>5} {plan.meta} {plan.num_warps} warps: "
+                f"{compiled.registers:.0f} registers, "
+                f"{compiled.spills:.0f} B spilled, {compiled.shared_bytes} B shared, "
+                f"{compiled.shuffles} shuffles, loads {compiled.global_loads}",
+                flush=True,
+            )
     return 0
 
 
@@ -226,8 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("no CUDA device: the kernel timings need a GPU (H100/H200). Running a small correctness "
-              "smoke of the kernels in the Triton interpreter instead.")
+        print(
+            "no CUDA device: the kernel timings need a GPU (H100/H200). Running a small correctness "
+            "smoke of the kernels in the Triton interpreter instead."
+        )
         return run_cpu_smoke()
     return run_gpu(args.out, not args.no_autotune, widths, batches, shapes)
 

@@ -71,24 +71,49 @@ def main() -> int:
             x = spectrum(kind, n, rng)
             ours = fit_ww(x)
             theirs = WWFit(x)
-            agree = bool(np.isclose(ours.alpha, theirs.alpha, rtol=1e-9) and np.isclose(ours.D, theirs.D, rtol=1e-9)
-                         and np.isclose(ours.xmin, theirs.xmin, rtol=0))
+            agree = bool(
+                np.isclose(ours.alpha, theirs.alpha, rtol=1e-9)
+                and np.isclose(ours.D, theirs.D, rtol=1e-9)
+                and np.isclose(ours.xmin, theirs.xmin, rtol=0)
+            )
             t_ours = median_seconds(lambda x=x: fit_ww(x), args.repeats)
             t_theirs = median_seconds(lambda x=x: WWFit(x), args.repeats)
-            row = {"spectrum": kind, "n": int(x.size), "alphaq_seconds": t_ours, "wwfit_seconds": t_theirs,
-                   "speedup": t_theirs / t_ours, "alpha": float(ours.alpha), "wwfit_alpha": float(theirs.alpha),
-                   "D": float(ours.D), "wwfit_D": float(theirs.D), "agree": agree}
+            row = {
+                "spectrum": kind,
+                "n": int(x.size),
+                "alphaq_seconds": t_ours,
+                "wwfit_seconds": t_theirs,
+                "speedup": t_theirs / t_ours,
+                "alpha": float(ours.alpha),
+                "wwfit_alpha": float(theirs.alpha),
+                "D": float(ours.D),
+                "wwfit_D": float(theirs.D),
+                "agree": agree,
+            }
             rows.append(row)
-            print(f"{kind:>10} {x.size:5d} {1e3 * t_ours:10.2f} {1e3 * t_theirs:9.1f} {row['speedup']:7.1f}x "
-                  f"{ours.alpha:8.3f} {str(agree):>5}")
+            print(
+                f"{kind:>10} {x.size:5d} {1e3 * t_ours:10.2f} {1e3 * t_theirs:9.1f} {row['speedup']:7.1f}x "
+                f"{ours.alpha:8.3f} {str(agree):>5}"
+            )
     import weightwatcher
 
     payload = {
-        "benchmark": "ks_search_vs_wwfit", "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
-                    "numpy": np.__version__, "weightwatcher": weightwatcher.__version__},
-        "protocol": {"repeats": args.repeats, "statistic": "median wall seconds of one fit", "seed": 0,
-                     "sizes": list(SIZES), "spectra": list(KINDS)},
+        "benchmark": "ks_search_vs_wwfit",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "numpy": np.__version__,
+            "weightwatcher": weightwatcher.__version__,
+        },
+        "protocol": {
+            "repeats": args.repeats,
+            "statistic": "median wall seconds of one fit",
+            "seed": 0,
+            "sizes": list(SIZES),
+            "spectra": list(KINDS),
+        },
         "rows": rows,
     }
     write_json(args.out, payload)

@@ -76,8 +76,9 @@ def main() -> None:
     sweep = json.loads((ROOT / "bench" / "results" / "gamma_sweep.json").read_text(encoding="utf-8"))
     study: list[tuple[object, float]] = []
     for row in sweep["rows"]:
-        plan = make_plan(details, None, PlanConfig(budget=row["budget"], gamma=row["gamma"]), errors=errors,
-                         provenance={})
+        plan = make_plan(
+            details, None, PlanConfig(budget=row["budget"], gamma=row["gamma"]), errors=errors, provenance={}
+        )
         study.append((plan.tensors, float(row["ppl_increase"])))
     for budget, row in sweep["uniform"].items():
         plan = make_plan(details, None, PlanConfig(budget=budget, allocator="uniform"), errors=errors, provenance={})
@@ -88,14 +89,24 @@ def main() -> None:
         return float(spearmanr(values, [increase for _, increase in plans])[0])
 
     baseline = {"gallery": rho(gallery, "abs_sq_error", None), "gamma_study": rho(study, "abs_sq_error", None)}
-    print(f"plans: gallery {len(gallery)}, gamma study {len(study)}; abs_sq_error (no prior): "
-          f"{baseline['gallery']:.3f} / {baseline['gamma_study']:.3f}")
-    eval_shares = routing_stats(lm, _tokens(tokenizer, datasets.wikitext2_test()), context=window,
-                                max_windows=int(compare["protocol"]["max_windows"] or 128)).shares()
-    with_eval = {"gallery": rho(gallery, "routed_sq_error", eval_shares),
-                 "gamma_study": rho(study, "routed_sq_error", eval_shares)}
-    print(f"weighted by the evaluation text's own shares (not data-free): {with_eval['gallery']:.3f} / "
-          f"{with_eval['gamma_study']:.3f}")
+    print(
+        f"plans: gallery {len(gallery)}, gamma study {len(study)}; abs_sq_error (no prior): "
+        f"{baseline['gallery']:.3f} / {baseline['gamma_study']:.3f}"
+    )
+    eval_shares = routing_stats(
+        lm,
+        _tokens(tokenizer, datasets.wikitext2_test()),
+        context=window,
+        max_windows=int(compare["protocol"]["max_windows"] or 128),
+    ).shares()
+    with_eval = {
+        "gallery": rho(gallery, "routed_sq_error", eval_shares),
+        "gamma_study": rho(study, "routed_sq_error", eval_shares),
+    }
+    print(
+        f"weighted by the evaluation text's own shares (not data-free): {with_eval['gallery']:.3f} / "
+        f"{with_eval['gamma_study']:.3f}"
+    )
     measured = np.array([increase for _, increase in gallery])
     sigma = np.array(half_widths) / 1.96
     rng = np.random.default_rng(0)
@@ -105,20 +116,32 @@ def main() -> None:
     for seed in SEEDS:
         for windows in WINDOWS:
             prior = random_token_routing(lm, context=window, windows=windows, seed=seed).shares()
-            row = {"seed": seed, "windows": windows, "gallery": rho(gallery, "routed_sq_error", prior),
-                   "gamma_study": rho(study, "routed_sq_error", prior)}
+            row = {
+                "seed": seed,
+                "windows": windows,
+                "gallery": rho(gallery, "routed_sq_error", prior),
+                "gamma_study": rho(study, "routed_sq_error", prior),
+            }
             rows.append(row)
-            print(f"prior seed {seed} windows {windows:>2}: routed_sq_error {row['gallery']:.3f} (gallery), "
-                  f"{row['gamma_study']:.3f} (gamma study)")
-    write_json(RESULTS, {
-        "bench": "prior_predictor", "plans": {"gallery": len(gallery), "gamma_study": len(study)},
-        "abs_sq_error": baseline, "eval_text_shares": with_eval,
-        "noise_ceiling": {"mean": float(np.mean(ceiling)), "p05": float(np.percentile(ceiling, 5)), "draws": 2000},
-        "rows": rows,
-        "min": {"gallery": min(r["gallery"] for r in rows), "gamma_study": min(r["gamma_study"] for r in rows)},
-        "seconds": round(time.perf_counter() - started, 1),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-        "versions": versions()})
+            print(
+                f"prior seed {seed} windows {windows:>2}: routed_sq_error {row['gallery']:.3f} (gallery), "
+                f"{row['gamma_study']:.3f} (gamma study)"
+            )
+    write_json(
+        RESULTS,
+        {
+            "bench": "prior_predictor",
+            "plans": {"gallery": len(gallery), "gamma_study": len(study)},
+            "abs_sq_error": baseline,
+            "eval_text_shares": with_eval,
+            "noise_ceiling": {"mean": float(np.mean(ceiling)), "p05": float(np.percentile(ceiling, 5)), "draws": 2000},
+            "rows": rows,
+            "min": {"gallery": min(r["gallery"] for r in rows), "gamma_study": min(r["gamma_study"] for r in rows)},
+            "seconds": round(time.perf_counter() - started, 1),
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+            "versions": versions(),
+        },
+    )
     print(f"wrote {RESULTS}")
 
 

@@ -14,10 +14,10 @@ import torch
 
 from alphaq.atomic import write_json
 from alphaq.load import open_checkpoint
-from alphaq.zoo.demo import demo_model_path
 from alphaq.quantization import QuantSpec, quantize_dequantize, relative_error
 from alphaq.quantization.hqq import quantize_hqq
 from alphaq.quantization.primitives import dequantize_groupwise
+from alphaq.zoo.demo import demo_model_path
 
 METHODS = ("rtn", "rtn_clip", "hqq", "hqq+scale")
 
@@ -39,14 +39,28 @@ def main() -> None:
                 else:
                     w_hat = quantize_dequantize(w, spec, method=method, dtype=torch.float32)
                 errors.append(relative_error(w, w_hat))
-            rows.append({"bits": bits, "method": method, "seconds": time.perf_counter() - start,
-                         "relative_error": float(params @ np.array(errors) / params.sum())})
+            rows.append(
+                {
+                    "bits": bits,
+                    "method": method,
+                    "seconds": time.perf_counter() - start,
+                    "relative_error": float(params @ np.array(errors) / params.sum()),
+                }
+            )
     print("| bits | method | relative error (parameter-weighted) | seconds |\n|---|---|---|---|")
     for row in rows:
         print(f"| {row['bits']} | {row['method']} | {row['relative_error']:.4f} | {row['seconds']:.2f} |")
     out = Path(__file__).parent / "results" / "quantizer_error_demo.json"
-    write_json(out, {"machine": platform.processor() or platform.machine(), "threads": 2, "group_size": 128,
-                     "matrices": len(matrices), "rows": rows})
+    write_json(
+        out,
+        {
+            "machine": platform.processor() or platform.machine(),
+            "threads": 2,
+            "group_size": 128,
+            "matrices": len(matrices),
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

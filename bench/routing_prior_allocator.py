@@ -43,11 +43,7 @@ def main() -> None:
     from alphaq.evaluation.bootstrap import paired_bootstrap
     from alphaq.evaluation.compare import _restore, _snapshot, _tokens
     from alphaq.evaluation.perplexity import model_context, perplexity
-    from alphaq.evaluation.routing import (
-        PRIOR_SEED,
-        PRIOR_WINDOWS,
-        random_token_routing,
-    )
+    from alphaq.evaluation.routing import PRIOR_SEED, PRIOR_WINDOWS, random_token_routing
     from alphaq.evaluation.simulate import apply_plan
     from alphaq.load import open_checkpoint
     from alphaq.load.model import load_model
@@ -58,8 +54,12 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=128)
-    parser.add_argument("--inspect-dir", type=Path, default=Path(__file__).resolve().parents[1] / "reports",
-                        help="an inspect run of the bundled model (default: the committed gallery)")
+    parser.add_argument(
+        "--inspect-dir",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "reports",
+        help="an inspect run of the bundled model (default: the committed gallery)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     ckpt = open_checkpoint(demo_model_path())
@@ -84,33 +84,62 @@ def main() -> None:
             _restore(lm, snapshot)
 
     entries: list[tuple[str, str, dict[tuple[int, int], float] | None]] = [
-        ("alphaq", "alphaq", None), ("uniform", "uniform", None), ("prior", "frequency", prior),
-        *((f"prior x alpha^{g:g}", "frequency", {k: s * (median / alphas[k]) ** g for k, s in prior.items()})
-          for g in PRIOR_GAMMAS)]
+        ("alphaq", "alphaq", None),
+        ("uniform", "uniform", None),
+        ("prior", "frequency", prior),
+        *(
+            (f"prior x alpha^{g:g}", "frequency", {k: s * (median / alphas[k]) ** g for k, s in prior.items()})
+            for g in PRIOR_GAMMAS
+        ),
+    ]
     rows = []
     print(f"original {original.ppl:.3f} on {original.windows} windows")
-    print(f"{'budget':>6} {'allocator':<18} {'increase':>9} {'95% interval':>18} {'vs alphaq':>10} {'95% interval':>18}")
+    print(
+        f"{'budget':>6} {'allocator':<18} {'increase':>9} {'95% interval':>18} {'vs alphaq':>10} {'95% interval':>18}"
+    )
     for budget in BUDGETS:
-        scored = {name: score(PlanConfig(budget=budget, allocator=allocator), shares)
-                  for name, allocator, shares in entries}
+        scored = {
+            name: score(PlanConfig(budget=budget, allocator=allocator), shares) for name, allocator, shares in entries
+        }
         reference = scored["alphaq"][1]
         for name, (plan, result) in scored.items():
             ci = paired_bootstrap(result.window_nll, original.window_nll, result.window_tokens)
             vs = paired_bootstrap(result.window_nll, reference.window_nll, result.window_tokens)
-            row = {"budget": budget, "allocator": name, "ppl": result.ppl, "ppl_increase": result.ppl - original.ppl,
-                   "ci": [ci.low, ci.high], "vs_alphaq": vs.delta, "vs_alphaq_ci": [vs.low, vs.high],
-                   "significant_vs_alphaq": bool(vs.significant) and name != "alphaq",
-                   "average_payload_bits": plan.summary["average_payload_bits"]}
+            row = {
+                "budget": budget,
+                "allocator": name,
+                "ppl": result.ppl,
+                "ppl_increase": result.ppl - original.ppl,
+                "ci": [ci.low, ci.high],
+                "vs_alphaq": vs.delta,
+                "vs_alphaq_ci": [vs.low, vs.high],
+                "significant_vs_alphaq": bool(vs.significant) and name != "alphaq",
+                "average_payload_bits": plan.summary["average_payload_bits"],
+            }
             rows.append(row)
-            print(f"{budget:>6} {name:<18} {row['ppl_increase']:>+9.3f} [{ci.low:+.3f}, {ci.high:+.3f}]"
-                  f" {vs.delta:>+10.3f} [{vs.low:+.3f}, {vs.high:+.3f}]" + (" *" if row["significant_vs_alphaq"] else ""))
-    write_json(RESULTS, {
-        "bench": "routing_prior_allocator", "windows": original.windows, "original_ppl": original.ppl,
-        "prior": {"method": "uniformly random token ids", "windows": PRIOR_WINDOWS, "seed": PRIOR_SEED,
-                  "context": window},
-        "prior_gammas": list(PRIOR_GAMMAS), "rows": rows, "seconds": round(time.perf_counter() - started, 1),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-        "versions": versions()})
+            print(
+                f"{budget:>6} {name:<18} {row['ppl_increase']:>+9.3f} [{ci.low:+.3f}, {ci.high:+.3f}]"
+                f" {vs.delta:>+10.3f} [{vs.low:+.3f}, {vs.high:+.3f}]" + (" *" if row["significant_vs_alphaq"] else "")
+            )
+    write_json(
+        RESULTS,
+        {
+            "bench": "routing_prior_allocator",
+            "windows": original.windows,
+            "original_ppl": original.ppl,
+            "prior": {
+                "method": "uniformly random token ids",
+                "windows": PRIOR_WINDOWS,
+                "seed": PRIOR_SEED,
+                "context": window,
+            },
+            "prior_gammas": list(PRIOR_GAMMAS),
+            "rows": rows,
+            "seconds": round(time.perf_counter() - started, 1),
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+            "versions": versions(),
+        },
+    )
     print(f"wrote {RESULTS}")
 
 

@@ -84,8 +84,11 @@ def synthetic_checkpoint(folder: Path, layers: int, experts: int, shape: tuple[i
         save_file({n: tensors[n] for n in names[i::2]}, str(folder / file), metadata={"format": "pt"})
         weight_map.update({n: file for n in names[i::2]})
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    (folder / "config.json").write_text(json.dumps({"model_type": "mixtral", "hidden_size": hidden,
-                                                    "num_hidden_layers": layers, "num_local_experts": experts}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {"model_type": "mixtral", "hidden_size": hidden, "num_hidden_layers": layers, "num_local_experts": experts}
+        )
+    )
     return folder
 
 
@@ -96,13 +99,36 @@ def four_bit_plan(model: Path, path: Path) -> Path:
     from alphaq.planning.units import matrix_nbytes
 
     ckpt = open_checkpoint(model)
-    tensors = tuple(PlanTensor(name=m.name, tensor=m.tensor, layer=m.layer, expert=m.expert, proj=m.proj,
-                               role=m.role.value, rows=m.shape[0], cols=m.shape[1], params=m.params, bits=4,
-                               group_size=128, bytes=matrix_nbytes(m.shape[0], m.shape[1], 4, 128), error=0.0,
-                               unit=f"L{m.layer}.E{m.expert}") for m in ckpt.matrices)
-    save_plan(Plan(provenance={"checkpoint": {"path": str(model), "fingerprint": ckpt.fingerprint},
-                               "options": {"quant_method": "rtn"}}, summary=tensor_totals(list(tensors)),
-                   tensors=tensors), path)
+    tensors = tuple(
+        PlanTensor(
+            name=m.name,
+            tensor=m.tensor,
+            layer=m.layer,
+            expert=m.expert,
+            proj=m.proj,
+            role=m.role.value,
+            rows=m.shape[0],
+            cols=m.shape[1],
+            params=m.params,
+            bits=4,
+            group_size=128,
+            bytes=matrix_nbytes(m.shape[0], m.shape[1], 4, 128),
+            error=0.0,
+            unit=f"L{m.layer}.E{m.expert}",
+        )
+        for m in ckpt.matrices
+    )
+    save_plan(
+        Plan(
+            provenance={
+                "checkpoint": {"path": str(model), "fingerprint": ckpt.fingerprint},
+                "options": {"quant_method": "rtn"},
+            },
+            summary=tensor_totals(list(tensors)),
+            tensors=tensors,
+        ),
+        path,
+    )
     return path
 
 
@@ -130,8 +156,7 @@ def local_vs_ray(root: Path, layers: int, experts: int, shape: tuple[int, int]) 
         local_q = run_quantize(model, plan, root / f"q-local{suffix}")
         out[f"quantize_local{suffix}_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="aqray-"))
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="aqray-"))
     out["ray_start_s"] = time.perf_counter() - start
     try:
         inspect(model, backend=backend)  # warm the workers (first import of torch in each: seconds)
@@ -144,16 +169,20 @@ def local_vs_ray(root: Path, layers: int, experts: int, shape: tuple[int, int]) 
         out["quantize_ray_s"] = time.perf_counter() - start
     finally:
         ray.shutdown()
-    out["inspect_identical"] = bool(local.details.equals(distributed.details) and local.experts.equals(distributed.experts))
-    out["quantize_identical"] = ([s["sha256"] for s in local_q.manifest["shards"]]
-                                 == [s["sha256"] for s in ray_q.manifest["shards"]])
+    out["inspect_identical"] = bool(
+        local.details.equals(distributed.details) and local.experts.equals(distributed.experts)
+    )
+    out["quantize_identical"] = [s["sha256"] for s in local_q.manifest["shards"]] == [
+        s["sha256"] for s in ray_q.manifest["shards"]
+    ]
     out["inspect_ray_over_local"] = out["inspect_ray_s"] / out["inspect_local_s"]
     out["quantize_ray_over_local"] = out["quantize_ray_s"] / out["quantize_local_s"]
     return out
 
 
-def estimate(per_matrix: dict[str, float], efficiency: dict[str, float], nodes: list[int], cores: int,
-             storage_gbs: float) -> list[dict[str, Any]]:
+def estimate(
+    per_matrix: dict[str, float], efficiency: dict[str, float], nodes: list[int], cores: int, storage_gbs: float
+) -> list[dict[str, Any]]:
     """Extrapolated hours of a DeepSeek-V3 audit and quantize on N nodes (see the module docstring)."""
     count = DEEPSEEK["moe_layers"] * DEEPSEEK["experts"] * DEEPSEEK["projections"]
     rows, cols = DEEPSEEK["shape"]
@@ -191,34 +220,60 @@ def main() -> None:
         compare = local_vs_ray(Path(tmp), args.layers, args.experts, shape)
     cpus = compare["ray_cpus"]
     # parallel efficiency of Ray on this machine: sequential (1-thread local) time / (CPUs x Ray wall), at most 1
-    efficiency = {stage: min(1.0, compare[f"{stage}_local_1thread_s"] / (cpus * compare[f"{stage}_ray_s"]))
-                  for stage in ("inspect", "quantize")}
+    efficiency = {
+        stage: min(1.0, compare[f"{stage}_local_1thread_s"] / (cpus * compare[f"{stage}_ray_s"]))
+        for stage in ("inspect", "quantize")
+    }
     nodes = [1, 4, 16, 64]
     table = estimate(per_matrix, efficiency, nodes, args.cores_per_node, args.storage_gbs)
     result = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "ray": __import__("ray").__version__},
-        "measured": {"per_matrix": {"shape": list(big), "threads": 1, **per_matrix}, "local_vs_ray": compare,
-                     "ray_efficiency": efficiency},
-        "extrapolated": {"workload": {**DEEPSEEK, "shape": list(DEEPSEEK["shape"]),
-                                      "matrices": DEEPSEEK["moe_layers"] * DEEPSEEK["experts"] * 3},
-                         "cores_per_node": args.cores_per_node, "storage_gbs": args.storage_gbs, "table": table},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "ray": __import__("ray").__version__,
+        },
+        "measured": {
+            "per_matrix": {"shape": list(big), "threads": 1, **per_matrix},
+            "local_vs_ray": compare,
+            "ray_efficiency": efficiency,
+        },
+        "extrapolated": {
+            "workload": {
+                **DEEPSEEK,
+                "shape": list(DEEPSEEK["shape"]),
+                "matrices": DEEPSEEK["moe_layers"] * DEEPSEEK["experts"] * 3,
+            },
+            "cores_per_node": args.cores_per_node,
+            "storage_gbs": args.storage_gbs,
+            "table": table,
+        },
         "quick": args.quick,
     }
-    print(f"per matrix {big[0]}x{big[1]}, 1 thread: inspect {per_matrix['inspect_s']:.3f} s, "
-          f"quantize {per_matrix['quantize_s']:.3f} s")
-    print(f"{compare['matrices']} matrices {shape[0]}x{shape[1]} on {cpus} CPUs: inspect local "
-          f"{compare['inspect_local_s']:.2f} s / ray {compare['inspect_ray_s']:.2f} s "
-          f"(x{compare['inspect_ray_over_local']:.2f}), quantize local {compare['quantize_local_s']:.2f} s / ray "
-          f"{compare['quantize_ray_s']:.2f} s (x{compare['quantize_ray_over_local']:.2f}); identical: "
-          f"{compare['inspect_identical'] and compare['quantize_identical']}")
-    print(f"  1-thread local: inspect {compare['inspect_local_1thread_s']:.2f} s, quantize "
-          f"{compare['quantize_local_1thread_s']:.2f} s; Ray efficiency inspect {efficiency['inspect']:.2f}, "
-          f"quantize {efficiency['quantize']:.2f}")
-    print(f"DeepSeek-V3 (44,544 matrices), {args.cores_per_node} cores/node, storage {args.storage_gbs} GB/s (extrapolated):")
+    print(
+        f"per matrix {big[0]}x{big[1]}, 1 thread: inspect {per_matrix['inspect_s']:.3f} s, "
+        f"quantize {per_matrix['quantize_s']:.3f} s"
+    )
+    print(
+        f"{compare['matrices']} matrices {shape[0]}x{shape[1]} on {cpus} CPUs: inspect local "
+        f"{compare['inspect_local_s']:.2f} s / ray {compare['inspect_ray_s']:.2f} s "
+        f"(x{compare['inspect_ray_over_local']:.2f}), quantize local {compare['quantize_local_s']:.2f} s / ray "
+        f"{compare['quantize_ray_s']:.2f} s (x{compare['quantize_ray_over_local']:.2f}); identical: "
+        f"{compare['inspect_identical'] and compare['quantize_identical']}"
+    )
+    print(
+        f"  1-thread local: inspect {compare['inspect_local_1thread_s']:.2f} s, quantize "
+        f"{compare['quantize_local_1thread_s']:.2f} s; Ray efficiency inspect {efficiency['inspect']:.2f}, "
+        f"quantize {efficiency['quantize']:.2f}"
+    )
+    print(
+        f"DeepSeek-V3 (44,544 matrices), {args.cores_per_node} cores/node, storage {args.storage_gbs} GB/s (extrapolated):"
+    )
     for entry in table:
-        print(f"  {entry['nodes']:>3} nodes: inspect {entry['inspect_hours']:.2f} h, quantize {entry['quantize_hours']:.2f} h")
+        print(
+            f"  {entry['nodes']:>3} nodes: inspect {entry['inspect_hours']:.2f} h, quantize {entry['quantize_hours']:.2f} h"
+        )
     if not args.quick:
         write_json(RESULT, result)
         print(f"wrote {RESULT}")

@@ -120,10 +120,12 @@ class PageReport:
 
     def problems(self) -> list[str]:
         """One line per problem, prefixed with its kind."""
-        return ([f"console error: {m}" for m in self.console_errors]
-                + [f"broken image: {m}" for m in self.broken_images]
-                + [f"broken link: {m}" for m in self.broken_links]
-                + [f"network request: {m}" for m in self.network_requests])
+        return (
+            [f"console error: {m}" for m in self.console_errors]
+            + [f"broken image: {m}" for m in self.broken_images]
+            + [f"broken link: {m}" for m in self.broken_links]
+            + [f"network request: {m}" for m in self.network_requests]
+        )
 
 
 def _short(text: str) -> str:
@@ -233,8 +235,9 @@ class _PageState:
             details = params.get("exceptionDetails", {})
             text = (details.get("exception") or {}).get("description") or details.get("text", "exception")
             first = str(text).strip().splitlines()[0] if str(text).strip() else "exception"
-            self.console_errors.append(f"uncaught: {_short(first)} "
-                                       f"({_location(details.get('url'), details.get('lineNumber'))})")
+            self.console_errors.append(
+                f"uncaught: {_short(first)} ({_location(details.get('url'), details.get('lineNumber'))})"
+            )
         elif method == "Log.entryAdded":
             entry = params.get("entry", {})
             if entry.get("level") == "error":
@@ -247,8 +250,11 @@ class _PageState:
         elif method == "Fetch.requestPaused":
             # Only http(s) requests are paused (see Fetch.enable): fail them before they leave the machine.
             self._request(params.get("request", {}).get("url", ""))
-            self.send("Fetch.failRequest", {"requestId": params["requestId"], "errorReason": "BlockedByClient"},
-                      self.session_id)
+            self.send(
+                "Fetch.failRequest",
+                {"requestId": params["requestId"], "errorReason": "BlockedByClient"},
+                self.session_id,
+            )
 
     def _request(self, url: str) -> None:
         scheme = urlsplit(url).scheme.lower()
@@ -271,8 +277,12 @@ class Browser(CdpPipe):
     """One headless Chromium process (:class:`tests.cdp_pipe.CdpPipe`); ``check`` opens one page at a time."""
 
     def _evaluate(self, expression: str, session_id: str, deadline: float) -> Any:
-        result = self.call("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
-                                                "returnByValue": True}, session_id, deadline=deadline)
+        result = self.call(
+            "Runtime.evaluate",
+            {"expression": expression, "awaitPromise": True, "returnByValue": True},
+            session_id,
+            deadline=deadline,
+        )
         if "exceptionDetails" in result:
             details = result["exceptionDetails"]
             text = (details.get("exception") or {}).get("description") or details.get("text")
@@ -303,14 +313,19 @@ class Browser(CdpPipe):
         target_id = self.call("Target.createTarget", {"url": "about:blank"}, deadline=deadline)["targetId"]
         session_id = ""
         try:
-            session_id = self.call("Target.attachToTarget", {"targetId": target_id, "flatten": True},
-                                   deadline=deadline)["sessionId"]
+            session_id = self.call(
+                "Target.attachToTarget", {"targetId": target_id, "flatten": True}, deadline=deadline
+            )["sessionId"]
             state = _PageState(self.send, session_id)
             self._sessions[session_id] = state
             for domain in ("Runtime", "Log", "Page", "Network"):
                 self.call(f"{domain}.enable", None, session_id, deadline=deadline)
-            self.call("Fetch.enable", {"patterns": [{"urlPattern": "http://*"}, {"urlPattern": "https://*"}]},
-                      session_id, deadline=deadline)
+            self.call(
+                "Fetch.enable",
+                {"patterns": [{"urlPattern": "http://*"}, {"urlPattern": "https://*"}]},
+                session_id,
+                deadline=deadline,
+            )
             state.loaded = False
             report = PageReport(page)
             navigation = self.call("Page.navigate", {"url": page.as_uri()}, session_id, deadline=deadline)
@@ -369,8 +384,10 @@ def main(argv: list[str] | None = None) -> int:
             report = browser.check(page)
             seconds = time.perf_counter() - start
             status = "ok" if report.ok else "FAIL"
-            print(f"{status} {page} ({seconds:.2f} s, {report.images} images, {report.links} links, "
-                  f"{report.sort_clicks} sort clicks, {len(report.external_links)} external links)")
+            print(
+                f"{status} {page} ({seconds:.2f} s, {report.images} images, {report.links} links, "
+                f"{report.sort_clicks} sort clicks, {len(report.external_links)} external links)"
+            )
             for line in report.problems():
                 print(f"  {line}")
             failed += not report.ok

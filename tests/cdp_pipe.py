@@ -39,6 +39,7 @@ _TRAMPOLINE = (
     "os.execv(sys.argv[3], sys.argv[3:])\n"
 )
 
+
 class ChromiumNotFound(RuntimeError):
     """No Chromium binary: neither $ALPHAQ_CHROMIUM nor chromium / chromium-browser / google-chrome on PATH."""
 
@@ -78,8 +79,9 @@ class CdpPipe:
         extra_args: more command-line switches.
     """
 
-    def __init__(self, binary: str | None = None, *, launch_timeout: float = 30.0,
-                 extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, binary: str | None = None, *, launch_timeout: float = 30.0, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.binary = binary or find_chromium()
         self.launch_timeout = launch_timeout
         self.extra_args = extra_args
@@ -113,14 +115,34 @@ class CdpPipe:
         """
         self._profile = tempfile.mkdtemp(prefix="alphaq-chromium-")
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (open while Chromium runs; closed in close())
-        args = [self.binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--no-default-browser-check", f"--user-data-dir={self._profile}", "--disable-dev-shm-usage",
-                "--remote-debugging-pipe", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-default-apps", "--disable-extensions", "--disable-domain-reliability",
-                "--disable-client-side-phishing-detection", "--disable-breakpad", "--no-pings", "--mute-audio",
-                "--metrics-recording-only", "--password-store=basic", "--use-mock-keychain",
-                "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication",
-                "--host-resolver-rules=MAP * ~NOTFOUND", *self.extra_args, "about:blank"]
+        args = [
+            self.binary,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--no-default-browser-check",
+            f"--user-data-dir={self._profile}",
+            "--disable-dev-shm-usage",
+            "--remote-debugging-pipe",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--disable-extensions",
+            "--disable-domain-reliability",
+            "--disable-client-side-phishing-detection",
+            "--disable-breakpad",
+            "--no-pings",
+            "--mute-audio",
+            "--metrics-recording-only",
+            "--password-store=basic",
+            "--use-mock-keychain",
+            "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            *self.extra_args,
+            "about:blank",
+        ]
         browser_reads, parent_writes = os.pipe()
         parent_reads, browser_writes = os.pipe()
         # Move the child's ends to >= 10 so the trampoline's dup2 onto 3 and 4 cannot clobber them.
@@ -131,8 +153,12 @@ class CdpPipe:
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(high_read), str(high_write), *args],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                pass_fds=(high_read, high_write), start_new_session=True)
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=self._stderr,
+                pass_fds=(high_read, high_write),
+                start_new_session=True,
+            )
         except OSError as exc:
             for fd in (high_read, high_write, parent_reads, parent_writes):
                 os.close(fd)
@@ -238,8 +264,9 @@ class CdpPipe:
         if message is None:
             self._inbox.put(None)  # keep the end-of-stream mark for later callers
             code = self._proc.poll() if self._proc is not None else None
-            raise BrowserError(f"Chromium exited ({what}, exit code {code}); "
-                               f"stderr: {self._stderr_tail() or '(empty)'}")
+            raise BrowserError(
+                f"Chromium exited ({what}, exit code {code}); stderr: {self._stderr_tail() or '(empty)'}"
+            )
         if "id" in message:
             self._replies[message["id"]] = message
             return
@@ -247,8 +274,15 @@ class CdpPipe:
         if state is not None:
             state.on_event(message.get("method", ""), message.get("params", {}))
 
-    def call(self, method: str, params: dict[str, Any] | None = None, session_id: str | None = None, *,
-             timeout: float = 30.0, deadline: float | None = None) -> dict[str, Any]:
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        session_id: str | None = None,
+        *,
+        timeout: float = 30.0,
+        deadline: float | None = None,
+    ) -> dict[str, Any]:
         """Send a command and wait for its reply, handling events that arrive meanwhile.
 
         Args:
@@ -277,4 +311,3 @@ class CdpPipe:
         if "error" in reply:
             raise BrowserError(f"{method} failed: {reply['error'].get('message', reply['error'])}")
         return reply.get("result", {})
-

@@ -41,10 +41,12 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("demo-run")
     text = root / "text.txt"
-    text.write_text("The river ran past the old mill, and the miller's sons watched the water rise. " * 60,
-                    encoding="utf-8")
+    text.write_text(
+        "The river ran past the old mill, and the miller's sons watched the water rise. " * 60, encoding="utf-8"
+    )
     out = root / "run"
-    result = CliRunner().invoke(app, ["run", "--out", str(out), "--text-file", str(text), "--max-windows", "2",
-                                      "--model-card"])
+    result = CliRunner().invoke(
+        app, ["run", "--out", str(out), "--text-file", str(text), "--max-windows", "2", "--model-card"]
+    )
     assert result.exit_code == 0, result.output
     return out

@@ -30,7 +30,8 @@ def test_without_a_gpu_it_says_so_in_one_line_and_exits_0(tmp_path: Path) -> Non
     done = subprocess.run(["bash", str(SCRIPT), str(out)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        "gpu_check: no CUDA GPU here (torch.cuda.is_available() is false); nothing measured"]
+        "gpu_check: no CUDA GPU here (torch.cuda.is_available() is false); nothing measured"
+    ]
     assert not out.exists()
 
 
@@ -59,19 +60,27 @@ def test_layer_and_quantize_steps_write_their_records(tmp_path: Path) -> None:
 def test_junit_and_summary_records(tmp_path: Path) -> None:
     steps = _steps()
     xml = tmp_path / "junit.xml"
-    xml.write_text('<testsuites><testsuite name="pytest" tests="3" failures="1" errors="0" skipped="1" time="1.5">'
-                   '<testcase classname="tests.kernels.test_ops" name="test_a" time="0.1"/>'
-                   '<testcase classname="tests.kernels.test_ops" name="test_b" time="0.2">'
-                   '<failure message="assert 1 == 2">trace</failure></testcase>'
-                   '<testcase classname="tests.kernels.test_ops" name="test_c" time="0">'
-                   '<skipped message="no CUDA"/></testcase></testsuite></testsuites>', encoding="utf-8")
+    xml.write_text(
+        '<testsuites><testsuite name="pytest" tests="3" failures="1" errors="0" skipped="1" time="1.5">'
+        '<testcase classname="tests.kernels.test_ops" name="test_a" time="0.1"/>'
+        '<testcase classname="tests.kernels.test_ops" name="test_b" time="0.2">'
+        '<failure message="assert 1 == 2">trace</failure></testcase>'
+        '<testcase classname="tests.kernels.test_ops" name="test_c" time="0">'
+        '<skipped message="no CUDA"/></testcase></testsuite></testsuites>',
+        encoding="utf-8",
+    )
     record = steps.junit_record(xml)
     assert (record["tests"], record["failures"], record["skipped"]) == (3, 1, 1)
-    assert record["failed"] == [{"test": "tests.kernels.test_ops::test_b", "kind": "failure",
-                                 "message": "assert 1 == 2"}]
+    assert record["failed"] == [
+        {"test": "tests.kernels.test_ops::test_b", "kind": "failure", "message": "assert 1 == 2"}
+    ]
     (tmp_path / "steps.jsonl").write_text(
-        json.dumps({"step": "env", "rc": 0, "seconds": 1.0, "limit_seconds": 30}) + "\n"
-        + json.dumps({"step": "kernels", "rc": 124, "seconds": 150.0, "limit_seconds": 150}) + "\n", encoding="utf-8")
+        json.dumps({"step": "env", "rc": 0, "seconds": 1.0, "limit_seconds": 30})
+        + "\n"
+        + json.dumps({"step": "kernels", "rc": 124, "seconds": 150.0, "limit_seconds": 150})
+        + "\n",
+        encoding="utf-8",
+    )
     summary = steps.summary(tmp_path)
     assert summary["ok"] is False and summary["seconds"] == pytest.approx(151.0)
     assert [s["timed_out"] for s in summary["steps"]] == [False, True]

@@ -73,7 +73,9 @@ def test_lock_of_a_killed_process_does_not_block_a_rerun(tmp_path: Path) -> None
         pass
 
 
-def test_concurrent_quantize_into_the_same_folder_is_refused_and_writes_nothing(tiny_checkpoints, tmp_path: Path) -> None:
+def test_concurrent_quantize_into_the_same_folder_is_refused_and_writes_nothing(
+    tiny_checkpoints, tmp_path: Path
+) -> None:
     model = tiny_checkpoints["qwen3_moe"]
     plan1 = make_plan(open_checkpoint(model), tmp_path / "p1.json")
     plan2 = make_plan(open_checkpoint(model), tmp_path / "p2.json", lambda m: 4 if m.role.value == "expert" else 16)
@@ -130,7 +132,9 @@ def test_read_only_out_is_one_line(tiny_checkpoints, tmp_path: Path, monkeypatch
     (tmp_path / "ro").mkdir()
     result = runner.invoke(app, ["inspect", str(tiny_checkpoints["mixtral"]), "--out", str(tmp_path / "ro" / "run")])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
-    assert f"cannot write {tmp_path / 'ro' / 'run'}: Read-only file system; that file system is read-only" in result.output
+    assert (
+        f"cannot write {tmp_path / 'ro' / 'run'}: Read-only file system; that file system is read-only" in result.output
+    )
 
 
 def test_out_that_is_a_file_is_one_line(tiny_checkpoints, tmp_path: Path) -> None:
@@ -178,8 +182,10 @@ def test_writers_racing_for_one_output_never_overlap(tmp_path: Path) -> None:
                 pass
         print(won)
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     results = [proc.communicate(timeout=60) for proc in procs]
     assert all(proc.returncode == 0 for proc in procs), [err[-800:] for _, err in results]
     assert all(int(stdout) > 0 for stdout, _ in results), results
@@ -195,8 +201,11 @@ def test_no_alphaq_module_imports_fcntl() -> None:
     root = Path(alphaq.__file__).parent
     for source in root.rglob("*.py"):
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module] if isinstance(node, ast.ImportFrom) else [])
+            )
             assert "fcntl" not in names, source
 
 

@@ -7,13 +7,7 @@ from pathlib import Path
 import pytest
 
 from alphaq.errors import AlphaQError
-from alphaq.runfolder import (
-    BUNDLED_MODEL_LABEL,
-    BUNDLED_MODEL_REF,
-    display_path,
-    record_path,
-    resolve_recorded_path,
-)
+from alphaq.runfolder import BUNDLED_MODEL_LABEL, BUNDLED_MODEL_REF, display_path, record_path, resolve_recorded_path
 from alphaq.zoo.demo import demo_model_dir
 
 

@@ -13,9 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {
-    "InspectConfig": "alphaq.audit.run", "InspectResult": "alphaq.audit.run", "inspect": "alphaq.audit.run",
-    "save_inspect": "alphaq.audit.run", "aggregate_experts": "alphaq.audit.expert_quality",
-    "InspectRun": "alphaq.audit.artifacts", "load_inspect_run": "alphaq.audit.artifacts",
+    "InspectConfig": "alphaq.audit.run",
+    "InspectResult": "alphaq.audit.run",
+    "inspect": "alphaq.audit.run",
+    "save_inspect": "alphaq.audit.run",
+    "aggregate_experts": "alphaq.audit.expert_quality",
+    "InspectRun": "alphaq.audit.artifacts",
+    "load_inspect_run": "alphaq.audit.artifacts",
 }
 
 __all__ = list(_LAZY)

@@ -23,14 +23,50 @@ MIN_SIDE = 8
 BATCH_BYTES = 256 * 1024 * 1024
 #: A saved spectrum keeps every eigenvalue up to this count, else the top 256 and quantiles of the rest.
 SPECTRUM_POINTS = 1024
-_IDENTITY_COLUMNS = frozenset({"name", "tensor", "layer", "expert", "proj", "role", "rows", "cols", "params", "dtype", "fit"})
+_IDENTITY_COLUMNS = frozenset(
+    {"name", "tensor", "layer", "expert", "proj", "role", "rows", "cols", "params", "dtype", "fit"}
+)
 
 DETAIL_COLUMNS = [
-    "name", "tensor", "layer", "expert", "proj", "role", "rows", "cols", "params", "dtype", "num_evals", "alpha",
-    "alpha_weighted", "D", "sigma", "xmin", "xmax", "num_pl_spikes", "lambda_max", "norm", "log_norm",
-    "spectral_norm", "log_spectral_norm", "log_alpha_norm", "stable_rank", "matrix_rank", "entropy", "detX_num",
-    "detX_val", "R_lognormal", "p_lognormal", "R_exponential", "p_exponential", "R_truncated", "p_truncated", "fit",
-    "status", "warning", "message",
+    "name",
+    "tensor",
+    "layer",
+    "expert",
+    "proj",
+    "role",
+    "rows",
+    "cols",
+    "params",
+    "dtype",
+    "num_evals",
+    "alpha",
+    "alpha_weighted",
+    "D",
+    "sigma",
+    "xmin",
+    "xmax",
+    "num_pl_spikes",
+    "lambda_max",
+    "norm",
+    "log_norm",
+    "spectral_norm",
+    "log_spectral_norm",
+    "log_alpha_norm",
+    "stable_rank",
+    "matrix_rank",
+    "entropy",
+    "detX_num",
+    "detX_val",
+    "R_lognormal",
+    "p_lognormal",
+    "R_exponential",
+    "p_exponential",
+    "R_truncated",
+    "p_truncated",
+    "fit",
+    "status",
+    "warning",
+    "message",
 ]
 #: Columns of the details table holding integers or nothing (pandas "Int64").
 DETAIL_INT_COLUMNS = ("layer", "expert")
@@ -46,7 +82,9 @@ def compress_spectrum(evals: np.ndarray, max_points: int = SPECTRUM_POINTS) -> n
     return np.concatenate([picks, tail])
 
 
-def analyse_matrices(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[tuple[Any, dict[str, Any], np.ndarray | None]]:
+def analyse_matrices(
+    ckpt: Any, refs: Sequence[Any], config: InspectConfig
+) -> Iterator[tuple[Any, dict[str, Any], np.ndarray | None]]:
     """Eigenvalues and metrics of ``refs`` (same-shape matrices consecutive, so their eigenvalues batch).
 
     Args:
@@ -63,15 +101,30 @@ def analyse_matrices(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> I
         yield from analyse_matrices_ww(ckpt, refs, config)
         return
     for ref, evals, status, message in _spectra(ckpt, refs, config):
-        yield ref, _metrics_row(ref, evals, status, message, config), (None if evals is None else compress_spectrum(evals))
+        yield (
+            ref,
+            _metrics_row(ref, evals, status, message, config),
+            (None if evals is None else compress_spectrum(evals)),
+        )
 
 
 def base_row(ref: Any, config: InspectConfig) -> dict[str, Any]:
     """The identity columns of a matrix's details row (status ``success`` until told otherwise, no metrics)."""
     return {
-        "name": ref.name, "tensor": ref.tensor, "layer": ref.layer, "expert": ref.expert, "proj": ref.proj,
-        "role": ref.role.value, "rows": ref.shape[0], "cols": ref.shape[1], "params": ref.params, "dtype": ref.dtype,
-        "fit": config.fit, "status": "success", "warning": "", "message": "",
+        "name": ref.name,
+        "tensor": ref.tensor,
+        "layer": ref.layer,
+        "expert": ref.expert,
+        "proj": ref.proj,
+        "role": ref.role.value,
+        "rows": ref.shape[0],
+        "cols": ref.shape[1],
+        "params": ref.params,
+        "dtype": ref.dtype,
+        "fit": config.fit,
+        "status": "success",
+        "warning": "",
+        "message": "",
     }
 
 
@@ -113,6 +166,7 @@ def schedule_matrices(refs: Sequence[Any]) -> list[Any]:
     Returns:
         The same matrices, reordered.
     """
+
     def cost(ref: Any) -> int:
         side, other = min(ref.shape), max(ref.shape)
         return side * side * (other + side)
@@ -123,7 +177,9 @@ def schedule_matrices(refs: Sequence[Any]) -> list[Any]:
 # -- internals ---------------------------------------------------------------------------------------
 
 
-def _spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[tuple[Any, np.ndarray | None, str, str]]:
+def _spectra(
+    ckpt: Any, refs: Sequence[Any], config: InspectConfig
+) -> Iterator[tuple[Any, np.ndarray | None, str, str]]:
     """Yield (ref, ascending eigenvalues or None, status, message), batching same-shape matrices."""
     if config.device == "cpu" and not config.farms:
         yield from _cpu_spectra(ckpt, refs, config)
@@ -155,14 +211,15 @@ def _spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[
         if config.farms:
             yield ref, farms_eigenvalues(matrix, seed=config.seed), "success", ""
             continue
-        if pending and (pending[0][1].shape != matrix.shape or
-                        (len(pending) + 1) * matrix.numel() * 4 > BATCH_BYTES):
+        if pending and (pending[0][1].shape != matrix.shape or (len(pending) + 1) * matrix.numel() * 4 > BATCH_BYTES):
             yield from flush()
         pending.append((ref, matrix))
     yield from flush()
 
 
-def _cpu_spectra(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[tuple[Any, np.ndarray | None, str, str]]:
+def _cpu_spectra(
+    ckpt: Any, refs: Sequence[Any], config: InspectConfig
+) -> Iterator[tuple[Any, np.ndarray | None, str, str]]:
     """:func:`_spectra` on CPU without torch: numpy reads (:meth:`Checkpoint.read_array`) streamed through
     :func:`alphaq.diagnostics.spectrum.stream_eigenvalues` (the next matrix is read while others compute)."""
     from alphaq.diagnostics.spectrum import count_nonfinite, stream_eigenvalues
@@ -197,7 +254,9 @@ def nonfinite_message(count: int) -> str:
     return f"{count} NaN/Inf weights; fix or re-download the checkpoint"
 
 
-def _metrics_row(ref: Any, evals: np.ndarray | None, status: str, message: str, config: InspectConfig) -> dict[str, Any]:
+def _metrics_row(
+    ref: Any, evals: np.ndarray | None, status: str, message: str, config: InspectConfig
+) -> dict[str, Any]:
     from alphaq.diagnostics.esd_metrics import esd_metrics
 
     row = {**base_row(ref, config), "status": status, "message": message}
@@ -208,6 +267,18 @@ def _metrics_row(ref: Any, evals: np.ndarray | None, status: str, message: str, 
     return with_tail_test(row, evals, config)
 
 
-__all__ = ["BATCH_BYTES", "DETAIL_COLUMNS", "DETAIL_INT_COLUMNS", "MIN_SIDE", "SPECTRUM_POINTS", "analyse_matrices",
-           "base_row", "compress_spectrum", "nonfinite_message", "schedule_matrices", "select_matrices",
-           "too_small_message", "with_tail_test"]
+__all__ = [
+    "BATCH_BYTES",
+    "DETAIL_COLUMNS",
+    "DETAIL_INT_COLUMNS",
+    "MIN_SIDE",
+    "SPECTRUM_POINTS",
+    "analyse_matrices",
+    "base_row",
+    "compress_spectrum",
+    "nonfinite_message",
+    "schedule_matrices",
+    "select_matrices",
+    "too_small_message",
+    "with_tail_test",
+]

@@ -34,10 +34,35 @@ if TYPE_CHECKING:
 _DETAIL_REQUIRED = ("name", "layer", "expert", "proj", "role", "alpha", "status")
 _EXPERT_REQUIRED = ("layer", "expert", "role", "alpha_mean", "quality")
 _INT_COLUMNS = ("layer", "expert", "rows", "cols", "params", "num_evals", "n_matrices", "rank_in_layer", "rank_global")
-_TEXT_COLUMNS = ("name", "tensor", "proj", "role", "dtype", "fit", "status", "warning", "message", "weakest_proj",
-                 "quality")
-_FLOAT_COLUMNS = ("alpha", "alpha_weighted", "xmin", "xmax", "stable_rank", "log_norm", "alpha_mean", "alpha_min",
-                  "alpha_max", "weakest_alpha", "alpha_weighted_mean", "log_norm_mean", "stable_rank_mean", "robust_z")
+_TEXT_COLUMNS = (
+    "name",
+    "tensor",
+    "proj",
+    "role",
+    "dtype",
+    "fit",
+    "status",
+    "warning",
+    "message",
+    "weakest_proj",
+    "quality",
+)
+_FLOAT_COLUMNS = (
+    "alpha",
+    "alpha_weighted",
+    "xmin",
+    "xmax",
+    "stable_rank",
+    "log_norm",
+    "alpha_mean",
+    "alpha_min",
+    "alpha_max",
+    "weakest_alpha",
+    "alpha_weighted_mean",
+    "log_norm_mean",
+    "stable_rank_mean",
+    "robust_z",
+)
 
 
 @dataclass(frozen=True)
@@ -111,7 +136,9 @@ def _read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
         raise AlphaQError(f"{path}: unreadable CSV ({one_line(err)}); re-run alphaq inspect") from err
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise AlphaQError(f"{path}: missing columns {', '.join(missing)}; re-run alphaq inspect with this alphaq version")
+        raise AlphaQError(
+            f"{path}: missing columns {', '.join(missing)}; re-run alphaq inspect with this alphaq version"
+        )
     for column in frame.columns:
         if column in _TEXT_COLUMNS:
             frame[column] = frame[column].astype(object).where(frame[column].notna(), "").astype(str)
@@ -142,8 +169,9 @@ def _read_spectra(folder: Path, file_name: str) -> tuple[dict[str, Spectrum], li
             continue
         if evals.ndim != 1 or not np.issubdtype(evals.dtype, np.number):
             continue
-        spectra[key] = Spectrum(evals.astype(np.float64), _scalar(arrays.get(f"{key}::xmin")),
-                                _scalar(arrays.get(f"{key}::alpha")))
+        spectra[key] = Spectrum(
+            evals.astype(np.float64), _scalar(arrays.get(f"{key}::xmin")), _scalar(arrays.get(f"{key}::alpha"))
+        )
     return spectra, []
 
 
@@ -151,6 +179,7 @@ def _scalar(value: np.ndarray | None) -> float:
     if value is None or value.size != 1 or not np.issubdtype(value.dtype, np.number):
         return math.nan
     return float(value.reshape(()))
+
 
 def read_experts(run_dir: str | Path) -> pd.DataFrame:
     """The per-expert table (``experts.csv``) of a saved inspect run, typed as :func:`load_inspect_run` types it.
@@ -180,8 +209,11 @@ def expert_alphas(run_dir: str | Path) -> dict[tuple[int, int], float]:
         return {}
     table = read_experts(run_dir)
     table = table[(table["role"] == "expert") & table["expert"].notna() & table["layer"].notna()]
-    return {(int(r.layer), int(r.expert)): float(r.alpha_mean) for r in table.itertuples()
-            if math.isfinite(float(r.alpha_mean))}
+    return {
+        (int(r.layer), int(r.expert)): float(r.alpha_mean)
+        for r in table.itertuples()
+        if math.isfinite(float(r.alpha_mean))
+    }
 
 
 __all__ = ["InspectRun", "Spectrum", "expert_alphas", "load_inspect_run", "read_experts"]

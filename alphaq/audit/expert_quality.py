@@ -25,9 +25,24 @@ UNDER_TRAINED_ALPHA = 6.0
 OUTLIER_Z = 2.5
 
 EXPERT_COLUMNS = [
-    "layer", "expert", "role", "n_matrices", "params", "alpha_mean", "alpha_min", "alpha_max", "weakest_proj",
-    "weakest_alpha", "alpha_weighted_mean", "log_norm_mean", "stable_rank_mean", "robust_z", "rank_in_layer",
-    "rank_global", "quality", "status",
+    "layer",
+    "expert",
+    "role",
+    "n_matrices",
+    "params",
+    "alpha_mean",
+    "alpha_min",
+    "alpha_max",
+    "weakest_proj",
+    "weakest_alpha",
+    "alpha_weighted_mean",
+    "log_norm_mean",
+    "stable_rank_mean",
+    "robust_z",
+    "rank_in_layer",
+    "rank_global",
+    "quality",
+    "status",
 ]
 #: Columns of the expert table holding integers or nothing (pandas "Int64").
 EXPERT_INT_COLUMNS = ("layer", "expert", "rank_in_layer", "rank_global")
@@ -132,13 +147,15 @@ def layer_summary(experts: pd.DataFrame) -> pd.DataFrame:
     if routed.empty:
         return pd.DataFrame(columns=["layer", "experts", "alpha_mean", "alpha_min", "alpha_max", "outliers"])
     grouped = routed.groupby("layer")
-    return pd.DataFrame({
-        "experts": grouped.size(),
-        "alpha_mean": grouped["alpha_mean"].mean(),
-        "alpha_min": grouped["alpha_mean"].min(),
-        "alpha_max": grouped["alpha_mean"].max(),
-        "outliers": grouped["quality"].apply(lambda q: int(q.str.startswith("outlier").sum())),
-    }).reset_index()
+    return pd.DataFrame(
+        {
+            "experts": grouped.size(),
+            "alpha_mean": grouped["alpha_mean"].mean(),
+            "alpha_min": grouped["alpha_mean"].min(),
+            "alpha_max": grouped["alpha_mean"].max(),
+            "outliers": grouped["quality"].apply(lambda q: int(q.str.startswith("outlier").sum())),
+        }
+    ).reset_index()
 
 
 # -- internals ---------------------------------------------------------------------------------------
@@ -151,9 +168,13 @@ def _one_expert(key: tuple[Any, str, Any], group: Sequence[Mapping[str, Any]]) -
     alphas = [float(row["alpha"]) for row in fitted]
     weakest = fitted[int(np.argmax(alphas))] if fitted else None  # the first of equal maxima
     return {
-        "layer": layer, "expert": expert, "role": role, "n_matrices": len(group),
+        "layer": layer,
+        "expert": expert,
+        "role": role,
+        "n_matrices": len(group),
         "params": int(sum(int(row["params"]) for row in group)),
-        "alpha_mean": _mean(alphas), "alpha_min": min(alphas) if alphas else math.nan,
+        "alpha_mean": _mean(alphas),
+        "alpha_min": min(alphas) if alphas else math.nan,
         "alpha_max": max(alphas) if alphas else math.nan,
         "weakest_proj": weakest["proj"] if weakest is not None else "",
         "weakest_alpha": float(weakest["alpha"]) if weakest is not None else math.nan,

@@ -93,11 +93,20 @@ class InspectConfig:
         if self.engine not in ("alphaq", "weightwatcher"):
             raise ConfigError(f"unknown engine {self.engine!r}; use --engine alphaq or --engine weightwatcher")
         if self.engine == "weightwatcher":
-            conflict = ("--fit hill" if self.fit != "ww" else "--farms" if self.farms
-                        else f"--device {self.device}" if self.device != "cpu" else None)
+            conflict = (
+                "--fit hill"
+                if self.fit != "ww"
+                else "--farms"
+                if self.farms
+                else f"--device {self.device}"
+                if self.device != "cpu"
+                else None
+            )
             if conflict:
-                raise ConfigError(f"--engine weightwatcher fits whole matrices with its own fit on the CPU; drop {conflict} "
-                                  "(or use --engine alphaq)")
+                raise ConfigError(
+                    f"--engine weightwatcher fits whole matrices with its own fit on the CPU; drop {conflict} "
+                    "(or use --engine alphaq)"
+                )
 
 
 @dataclass
@@ -135,9 +144,14 @@ class InspectResult:
         return expert_frame(self.expert_rows)
 
 
-def inspect(path: str | Path | None = None, config: InspectConfig | None = None, *,
-            pattern_file: str | Path | None = None, progress: ProgressFn | None = None,
-            backend: Any = None) -> InspectResult:
+def inspect(
+    path: str | Path | None = None,
+    config: InspectConfig | None = None,
+    *,
+    pattern_file: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    backend: Any = None,
+) -> InspectResult:
     """Fit HT-SR metrics to every matrix of a checkpoint, without data.
 
     Args:
@@ -165,18 +179,25 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
     ckpt = open_checkpoint(path, pattern_file=pattern_file)
     refs = select_matrices(ckpt.matrices, config)
     if not refs:
-        raise AlphaQError(f"{ckpt.path}: no matrix selected (layers={config.layers}, experts_only={config.experts_only}); "
-                          "check --layers, or pass --pattern-file if this architecture's experts are not recognised")
+        raise AlphaQError(
+            f"{ckpt.path}: no matrix selected (layers={config.layers}, experts_only={config.experts_only}); "
+            "check --layers, or pass --pattern-file if this architecture's experts are not recognised"
+        )
     if config.experts_only and not any(r.role.value == "expert" for r in refs):
-        raise AlphaQError(f"{ckpt.path}: no routed expert found for model_type {ckpt.model_type!r}; "
-                          "pass --pattern-file with the expert tensor patterns")
+        raise AlphaQError(
+            f"{ckpt.path}: no routed expert found for model_type {ckpt.model_type!r}; "
+            "pass --pattern-file with the expert tensor patterns"
+        )
     order = {ref.name: i for i, ref in enumerate(refs)}
     rows: list[dict[str, Any]] = []
     spectra: dict[str, np.ndarray] = {}
     # Costliest first, same shapes consecutive (so their SVDs batch); rows go back to checkpoint order below.
     scheduled = schedule_matrices(refs)
-    analysed = (analyse_matrices(ckpt, scheduled, config) if backend is None
-                else backend.analyse(ckpt, scheduled, config, pattern_file=pattern_file))
+    analysed = (
+        analyse_matrices(ckpt, scheduled, config)
+        if backend is None
+        else backend.analyse(ckpt, scheduled, config, pattern_file=pattern_file)
+    )
     for ref, row, spectrum in analysed:
         rows.append(row)
         if spectrum is not None:
@@ -189,15 +210,26 @@ def inspect(path: str | Path | None = None, config: InspectConfig | None = None,
     experts = expert_rows(rows)
     warnings = _warnings(rows, experts, ckpt)
     manifest = {
-        "schema_version": INSPECT_SCHEMA_VERSION, "stage": "inspect", "alphaq_version": __version__,
+        "schema_version": INSPECT_SCHEMA_VERSION,
+        "stage": "inspect",
+        "alphaq_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint, "model_type": ckpt.model_type,
-                       "num_layers": ckpt.num_layers, "num_experts": ckpt.num_experts,
-                       "architecture": ckpt.spec.model_types[0]},
-        "options": {**asdict(config), "layers": list(config.layers) if config.layers else None,
-                    **({"dtype": "float64"} if config.engine == "weightwatcher" else {})},  # weightwatcher's SVD precision
+        "checkpoint": {
+            "path": str(ckpt.path),
+            "fingerprint": ckpt.fingerprint,
+            "model_type": ckpt.model_type,
+            "num_layers": ckpt.num_layers,
+            "num_experts": ckpt.num_experts,
+            "architecture": ckpt.spec.model_types[0],
+        },
+        "options": {
+            **asdict(config),
+            "layers": list(config.layers) if config.layers else None,
+            **({"dtype": "float64"} if config.engine == "weightwatcher" else {}),
+        },  # weightwatcher's SVD precision
         "timing": {"seconds": round(time.perf_counter() - start, 3), "matrices": len(rows)},
-        "warnings": warnings, "spectra_file": SPECTRA_NPZ,
+        "warnings": warnings,
+        "spectra_file": SPECTRA_NPZ,
         "skipped_tensors": len(ckpt.skipped),
     }
     if backend is not None:
@@ -232,26 +264,35 @@ def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
         files.write_with(EXPERTS_CSV, lambda p: write_csv(p, experts, EXPERT_COLUMNS, EXPERT_INT_COLUMNS))
         files.write_with(SPECTRA_NPZ, lambda p: _save_npz(p, arrays))
         ckpt = result.manifest["checkpoint"]  # its path as the run folder records paths (runfolder.record_path)
-        files.write_json(INSPECT_JSON, {**result.manifest,
-                                        "checkpoint": {**ckpt, "path": record_path(ckpt["path"], base=out)}})
+        files.write_json(
+            INSPECT_JSON, {**result.manifest, "checkpoint": {**ckpt, "path": record_path(ckpt["path"], base=out)}}
+        )
     return out
 
 
 # -- internals ---------------------------------------------------------------------------------------
 
 
-def _plotted_spectra(details: list[dict[str, Any]], experts: list[dict[str, Any]],
-                     spectra: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _plotted_spectra(
+    details: list[dict[str, Any]], experts: list[dict[str, Any]], spectra: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """The spectra the report plots: every matrix of the best, median and worst routed experts, and the
     three matrices with the highest alpha."""
     names: list[str] = []
-    routed = sorted((row for row in experts if row["role"] == "expert" and not math.isnan(row["alpha_mean"])),
-                    key=lambda row: row["alpha_mean"])  # stable: ties keep the table's order
+    routed = sorted(
+        (row for row in experts if row["role"] == "expert" and not math.isnan(row["alpha_mean"])),
+        key=lambda row: row["alpha_mean"],
+    )  # stable: ties keep the table's order
     if routed:
         for pick in (routed[0], routed[len(routed) // 2], routed[-1]):
-            names.extend(row["name"] for row in details if row.get("layer") == pick["layer"]
-                         and row.get("expert") == pick["expert"] and row["role"] == "expert")
-    fitted = sorted((row for row in details if row["status"] == "success"), key=lambda row: -number_or_nan(row.get("alpha")))
+            names.extend(
+                row["name"]
+                for row in details
+                if row.get("layer") == pick["layer"] and row.get("expert") == pick["expert"] and row["role"] == "expert"
+            )
+    fitted = sorted(
+        (row for row in details if row["status"] == "success"), key=lambda row: -number_or_nan(row.get("alpha"))
+    )
     names.extend(row["name"] for row in fitted[:3])
     return {n: spectra[n] for n in dict.fromkeys(names) if n in spectra}
 

@@ -29,8 +29,9 @@ from alphaq._version import __version__
 ColumnKind = Literal["nullable_int", "int", "float", "bool", "text"]
 
 
-def column_kinds(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-                 int_columns: Sequence[str] = ()) -> dict[str, ColumnKind]:
+def column_kinds(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], int_columns: Sequence[str] = ()
+) -> dict[str, ColumnKind]:
     """The kind of each column, as pandas infers its dtype from the rows (a key absent from a row is missing).
 
     Args:
@@ -59,8 +60,14 @@ def column_kinds(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
     return kinds
 
 
-def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-              int_columns: Sequence[str] = (), *, kinds: Mapping[str, ColumnKind] | None = None) -> None:
+def write_csv(
+    path: str | Path,
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    int_columns: Sequence[str] = (),
+    *,
+    kinds: Mapping[str, ColumnKind] | None = None,
+) -> None:
     """Write ``rows`` as ``DataFrame(rows, columns=columns).to_csv(path, index=False)`` would.
 
     Args:
@@ -78,8 +85,14 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
             writer.writerow([_csv_cell(row.get(column), kinds[column]) for column in columns])
 
 
-def write_parquet(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-                  int_columns: Sequence[str] = (), *, kinds: Mapping[str, ColumnKind] | None = None) -> None:
+def write_parquet(
+    path: str | Path,
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    int_columns: Sequence[str] = (),
+    *,
+    kinds: Mapping[str, ColumnKind] | None = None,
+) -> None:
     """Write ``rows`` as a Parquet file with pyarrow (int64 / float64 / bool / string columns, nulls for missing
     values). pandas' schema metadata is stored, so ``pandas.read_parquet`` gives the frame ``DataFrame.to_parquet``
     would have written (nullable ints as Int64).
@@ -96,10 +109,14 @@ def write_parquet(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: 
 
     kinds = kinds or column_kinds(rows, columns, int_columns)
     types = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
-    schema = pa.schema([pa.field(column, types[_PARQUET_KINDS[kinds[column]]]) for column in columns],
-                       metadata=_pandas_metadata(columns, kinds))
-    arrays = [pa.array([_parquet_cell(row.get(column), kinds[column]) for row in rows],
-                       type=schema.field(column).type) for column in columns]  # [rows] each
+    schema = pa.schema(
+        [pa.field(column, types[_PARQUET_KINDS[kinds[column]]]) for column in columns],
+        metadata=_pandas_metadata(columns, kinds),
+    )
+    arrays = [
+        pa.array([_parquet_cell(row.get(column), kinds[column]) for row in rows], type=schema.field(column).type)
+        for column in columns
+    ]  # [rows] each
     pq.write_table(pa.Table.from_arrays(arrays, schema=schema), str(path))
 
 
@@ -179,10 +196,27 @@ def _pandas_metadata(columns: Sequence[str], kinds: Mapping[str, ColumnKind]) ->
     integer columns back as "Int64" (without it they read as float64)."""
     import json
 
-    pandas_types = {"nullable_int": ("int64", "Int64"), "int": ("int64", "int64"), "float": ("float64", "float64"),
-                    "bool": ("bool", "bool"), "text": ("unicode", "object")}
-    meta = {"index_columns": [], "column_indexes": [], "creator": {"library": "alphaq", "version": __version__},
-            "pandas_version": None,  # not written by pandas (looking its version up costs start-up)
-            "columns": [{"name": c, "field_name": c, "pandas_type": pandas_types[kinds[c]][0],
-                         "numpy_type": pandas_types[kinds[c]][1], "metadata": None} for c in columns]}
+    pandas_types = {
+        "nullable_int": ("int64", "Int64"),
+        "int": ("int64", "int64"),
+        "float": ("float64", "float64"),
+        "bool": ("bool", "bool"),
+        "text": ("unicode", "object"),
+    }
+    meta = {
+        "index_columns": [],
+        "column_indexes": [],
+        "creator": {"library": "alphaq", "version": __version__},
+        "pandas_version": None,  # not written by pandas (looking its version up costs start-up)
+        "columns": [
+            {
+                "name": c,
+                "field_name": c,
+                "pandas_type": pandas_types[kinds[c]][0],
+                "numpy_type": pandas_types[kinds[c]][1],
+                "metadata": None,
+            }
+            for c in columns
+        ],
+    }
     return {"pandas": json.dumps(meta)}

@@ -28,9 +28,27 @@ if TYPE_CHECKING:
     from alphaq.audit.run import InspectConfig
 
 #: weightwatcher's analyze() columns copied into a details row (same names in both).
-WW_COLUMNS = ("num_evals", "alpha", "alpha_weighted", "D", "sigma", "xmin", "xmax", "num_pl_spikes", "lambda_max",
-              "norm", "log_norm", "spectral_norm", "log_spectral_norm", "log_alpha_norm", "stable_rank",
-              "matrix_rank", "entropy", "detX_num", "detX_val")
+WW_COLUMNS = (
+    "num_evals",
+    "alpha",
+    "alpha_weighted",
+    "D",
+    "sigma",
+    "xmin",
+    "xmax",
+    "num_pl_spikes",
+    "lambda_max",
+    "norm",
+    "log_norm",
+    "spectral_norm",
+    "log_spectral_norm",
+    "log_alpha_norm",
+    "stable_rank",
+    "matrix_rank",
+    "entropy",
+    "detX_num",
+    "detX_val",
+)
 #: Columns that depend on the power-law fit: NaN when weightwatcher's fit did not succeed (it writes -1).
 FIT_COLUMNS = ("alpha", "alpha_weighted", "D", "sigma", "xmin", "num_pl_spikes", "log_alpha_norm")
 _INT_COLUMNS = frozenset({"num_evals", "num_pl_spikes", "matrix_rank", "detX_num"})
@@ -62,8 +80,9 @@ def weightwatcher_metrics(matrix: np.ndarray) -> tuple[dict[str, Any], np.ndarra
     with _quiet():
         # svd_method="accurate": scipy's float64 SVD even where CUDA is present (its "fast" default would then use
         # torch's float32 SVD on the GPU); on a CPU-only machine the two are the same.
-        details = watcher.analyze(min_evals=1, max_evals=min(rows, cols), max_N=max(rows, cols), detX=True,
-                                  svd_method="accurate")
+        details = watcher.analyze(
+            min_evals=1, max_evals=min(rows, cols), max_N=max(rows, cols), detX=True, svd_method="accurate"
+        )
     if len(details) != 1 or watcher.kept_evals is None:
         raise AlphaQError(f"weightwatcher returned no result for a {rows}x{cols} matrix")
     record = details.iloc[0]
@@ -81,7 +100,9 @@ def weightwatcher_metrics(matrix: np.ndarray) -> tuple[dict[str, Any], np.ndarra
     return out, np.sort(np.asarray(watcher.kept_evals, dtype=np.float64))
 
 
-def analyse_matrices_ww(ckpt: Any, refs: Sequence[Any], config: InspectConfig) -> Iterator[tuple[Any, dict[str, Any], np.ndarray | None]]:
+def analyse_matrices_ww(
+    ckpt: Any, refs: Sequence[Any], config: InspectConfig
+) -> Iterator[tuple[Any, dict[str, Any], np.ndarray | None]]:
     """:func:`alphaq.audit.analysis.analyse_matrices` computed by weightwatcher.
 
     Args:
@@ -156,8 +177,12 @@ def _quiet() -> Iterator[None]:
     logger.setLevel(logging.ERROR)
     sink = io.StringIO()
     try:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings(), \
-                np.errstate(all="ignore"):
+        with (
+            contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
+            warnings.catch_warnings(),
+            np.errstate(all="ignore"),
+        ):
             warnings.simplefilter("ignore")
             yield
     finally:

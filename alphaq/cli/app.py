@@ -16,8 +16,7 @@ from alphaq.cli import evaluate, export, llamacpp, lmeval, reports, stages
 
 _HELP = "Data-free HT-SR audit and alpha-guided mixed-precision quantization of MoE LLMs."
 
-app = typer.Typer(name="alphaq", help=_HELP, no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(name="alphaq", help=_HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.command("inspect")(stages.inspect)
 app.command("plan")(stages.plan)
 app.command("quantize")(stages.quantize)

@@ -7,55 +7,115 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from alphaq.errors import AlphaQError
 from alphaq.planning.defaults import DEFAULT_GAMMA
 
-ModelArg = Annotated[Optional[Path], typer.Argument(help="Checkpoint folder (default: the bundled demo MoE).",
-                                                    show_default=False)]
+ModelArg = Annotated[
+    Path | None, typer.Argument(help="Checkpoint folder (default: the bundled demo MoE).", show_default=False)
+]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder to write into.")]
 DEFAULT_OUT = Path("alphaq-run")
 # plan options, declared once for `alphaq plan`, `alphaq run` (and `alphaq compare` where they apply)
-BudgetOpt = Annotated[str, typer.Option(help="Average payload bits per expert weight (3.5) or total expert bytes (12GB).")]
-WidthsOpt = Annotated[Optional[str], typer.Option(
-    help="Candidate widths, any subset of 1..8 (default 2,3,4,8; with --target gguf 2,3,4,5,6,8).", show_default=False)]
-TargetOpt = Annotated[str, typer.Option(
-    help="alphaq (alphaq's packed checkpoint) | gguf (llama.cpp: Q2_K..Q6_K/Q8_0 bytes, errors measured with llama-quantize, one type per layer).")]
+BudgetOpt = Annotated[
+    str, typer.Option(help="Average payload bits per expert weight (3.5) or total expert bytes (12GB).")
+]
+WidthsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Candidate widths, any subset of 1..8 (default 2,3,4,8; with --target gguf 2,3,4,5,6,8).",
+        show_default=False,
+    ),
+]
+TargetOpt = Annotated[
+    str,
+    typer.Option(
+        help="alphaq (alphaq's packed checkpoint) | gguf (llama.cpp: Q2_K..Q6_K/Q8_0 bytes, errors measured with llama-quantize, one type per layer)."
+    ),
+]
 GroupSizeOpt = Annotated[int, typer.Option(help="Columns per scale/zero group (128, 64, 32).")]
-GranularityOpt = Annotated[Optional[str], typer.Option(
-    help="expert | matrix | layer (layer = one width per layer and projection); default expert, layer for --target gguf.",
-    show_default=False)]
+GranularityOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="expert | matrix | layer (layer = one width per layer and projection); default expert, layer for --target gguf.",
+        show_default=False,
+    ),
+]
 GammaOpt = Annotated[float, typer.Option(help="Exponent of the alpha importance (median_alpha / alpha)^gamma.")]
-AllocatorOpt = Annotated[str, typer.Option(
-    help="alphaq | uniform | random | alpha_ratio | weight_norm | frequency (frequency needs --calibration-text).")]
-MethodOpt = Annotated[str, typer.Option(
-    "--method", "--quant-method", help="Quantizer of the plan's error model and of the checkpoint: rtn | rtn_clip | hqq.")]
+AllocatorOpt = Annotated[
+    str,
+    typer.Option(
+        help="alphaq | uniform | random | alpha_ratio | weight_norm | frequency (frequency needs --calibration-text)."
+    ),
+]
+MethodOpt = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        "--quant-method",
+        help="Quantizer of the plan's error model and of the checkpoint: rtn | rtn_clip | hqq.",
+    ),
+]
 ErrorModelOpt = Annotated[str, typer.Option(help="measured (quantize the weights) or analytic (Var(W) 2^-2b).")]
-MinBitsOpt = Annotated[Optional[str], typer.Option(help="Lower bounds: global and per layer, e.g. '2,0:4'.")]
-MaxBitsOpt = Annotated[Optional[str], typer.Option(help="Upper bounds, same form.")]
+MinBitsOpt = Annotated[str | None, typer.Option(help="Lower bounds: global and per layer, e.g. '2,0:4'.")]
+MaxBitsOpt = Annotated[str | None, typer.Option(help="Upper bounds, same form.")]
 KeepOpt = Annotated[str, typer.Option(help="Widths of matrices outside the budget, e.g. attention=16,shared=8.")]
 SolverOpt = Annotated[str, typer.Option(help="exact | lagrangian | auto.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the random allocator.")]
-CalibrationTextOpt = Annotated[Optional[Path], typer.Option(
-    help="Text for the frequency allocator (the only one that needs data).")]
-PatternFileOpt = Annotated[Optional[Path], typer.Option(help="JSON tensor patterns for unknown architectures.")]
+CalibrationTextOpt = Annotated[
+    Path | None, typer.Option(help="Text for the frequency allocator (the only one that needs data).")
+]
+PatternFileOpt = Annotated[Path | None, typer.Option(help="JSON tensor patterns for unknown architectures.")]
 DeviceOpt = Annotated[str, typer.Option(help="Where to compute: cpu or cuda.")]
-BackendOpt = Annotated[str, typer.Option(
-    help="local (this process) or ray (one task per matrix on a Ray cluster that sees the checkpoint at the same path; pip install 'alphaq[ray]').")]
-RayAddressOpt = Annotated[Optional[str], typer.Option(
-    "--ray-address", help="--backend ray: the cluster's address, e.g. ray://head:10001 (default: $RAY_ADDRESS, else a Ray started here).")]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        help="local (this process) or ray (one task per matrix on a Ray cluster that sees the checkpoint at the same path; pip install 'alphaq[ray]')."
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="--backend ray: the cluster's address, e.g. ray://head:10001 (default: $RAY_ADDRESS, else a Ray started here).",
+    ),
+]
 #: Defaults of the plan options (one place for `plan` and `run`).
-PLAN_DEFAULTS = {"budget": "3.5", "widths": None, "group_size": 128, "granularity": None, "allocator": "alphaq",
-                 "gamma": DEFAULT_GAMMA, "method": "rtn", "error_model": "measured", "keep": "", "solver": "auto", "seed": 0}
+PLAN_DEFAULTS = {
+    "budget": "3.5",
+    "widths": None,
+    "group_size": 128,
+    "granularity": None,
+    "allocator": "alphaq",
+    "gamma": DEFAULT_GAMMA,
+    "method": "rtn",
+    "error_model": "measured",
+    "keep": "",
+    "solver": "auto",
+    "seed": 0,
+}
 
 
-def plan_config(*, budget: str, widths: Optional[str], group_size: int, granularity: Optional[str], allocator: str, gamma: float,
-                method: str, error_model: str = "measured", min_bits: Optional[str] = None,
-                max_bits: Optional[str] = None, keep: str = "", solver: str = "auto", seed: int = 0,
-                target: str = "alphaq") -> Any:
+def plan_config(
+    *,
+    budget: str,
+    widths: str | None,
+    group_size: int,
+    granularity: str | None,
+    allocator: str,
+    gamma: float,
+    method: str,
+    error_model: str = "measured",
+    min_bits: str | None = None,
+    max_bits: str | None = None,
+    keep: str = "",
+    solver: str = "auto",
+    seed: int = 0,
+    target: str = "alphaq",
+) -> Any:
     """The :class:`alphaq.planning.planner.PlanConfig` of the shared plan options (validated there).
 
     Returns:
@@ -66,13 +126,25 @@ def plan_config(*, budget: str, widths: Optional[str], group_size: int, granular
     """
     from alphaq.planning.planner import PlanConfig
 
-    return PlanConfig(budget=budget, widths=widths, group_size=group_size, granularity=granularity,  # type: ignore[arg-type]
-                      allocator=allocator, gamma=gamma, error_model=error_model, quant_method=method,  # type: ignore[arg-type]
-                      min_bits=min_bits, max_bits=max_bits, keep=keep or None, solver=solver, seed=seed,  # type: ignore[arg-type]
-                      target=target)
+    return PlanConfig(
+        budget=budget,
+        widths=widths,
+        group_size=group_size,
+        granularity=granularity,  # type: ignore[arg-type]
+        allocator=allocator,
+        gamma=gamma,
+        error_model=error_model,
+        quant_method=method,  # type: ignore[arg-type]
+        min_bits=min_bits,
+        max_bits=max_bits,
+        keep=keep or None,
+        solver=solver,
+        seed=seed,  # type: ignore[arg-type]
+        target=target,
+    )
 
 
-def split_list(text: Optional[str]) -> list[str]:
+def split_list(text: str | None) -> list[str]:
     """``"a, b,,c"`` -> ``["a", "b", "c"]`` (an empty or missing list gives ``[]``)."""
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
@@ -108,8 +180,13 @@ def progress_bar(description: str) -> Iterator[Callable[[int, str, int], None]]:
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[item]}", style="dim"))
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[item]}", style="dim"),
+    )
     with Progress(*columns) as bar:
         task = bar.add_task(description, total=None, item="")
 

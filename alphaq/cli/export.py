@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,17 +25,75 @@ DEFAULT_OVERRIDES_NAME = "llama-quantize-tensor-types.txt"
 
 def export(
     plan: Annotated[Path, typer.Argument(help="plan.json written by alphaq plan.", show_default=False)],
-    format: Annotated[str, typer.Option("--format", "-f", help="Target: llama.cpp (llama-quantize overrides) | compressed-tensors (HF checkpoint folder, --out DIR) | gguf (a quantized GGUF through llama.cpp, --out FILE.gguf).")] = "llama.cpp",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help=f"Overrides file (default: {DEFAULT_OVERRIDES_NAME} beside the plan); compressed-tensors: the checkpoint folder to create; gguf: the .gguf file to write.", show_default=False)] = None,
-    base_type: Annotated[str, typer.Option(help="llama-quantize base type for tensors without an override (a quantized type).")] = "Q8_0",
-    keep_type: Annotated[str, typer.Option("--keep-type", "--keep", help="Type of the matrices the plan keeps at 16 bits: bf16 | f16 | q8_0 | base (gguf: attention, embeddings, shared experts; not base).")] = "bf16",
-    fused_gate_up: Annotated[bool, typer.Option("--fused-gate-up", help="The GGUF was converted with --fuse-gate-up-exps.")] = False,
-    gguf: Annotated[Optional[Path], typer.Option(help="The bf16 GGUF to quantize (fills in the printed command).", show_default=False)] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="The checkpoint the plan was made for (compressed-tensors, gguf; default: the one plan.json records, relative to the plan's folder).", show_default=False)] = None,
-    method: Annotated[Optional[str], typer.Option(help="compressed-tensors: quantizer rtn | rtn_clip | hqq (default: the plan's).", show_default=False)] = None,
-    granularity: Annotated[str, typer.Option(help="compressed-tensors: expert (plan widths, zero points) | layer (one symmetric 4/8-bit scheme per layer, for vLLM).")] = "expert",
-    allow_fallback: Annotated[bool, typer.Option("--allow-fallback", help="gguf: accept expert tensors llama.cpp must store in a fallback type (rows not a multiple of 256); they are verified and reported as such.")] = False,
-    llamacpp_dir: Annotated[Optional[Path], typer.Option(help="gguf: llama.cpp tools folder (default: $ALPHAQ_LLAMACPP_DIR, else the cache `alphaq llamacpp build` fills).", show_default=False)] = None,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Target: llama.cpp (llama-quantize overrides) | compressed-tensors (HF checkpoint folder, --out DIR) | gguf (a quantized GGUF through llama.cpp, --out FILE.gguf).",
+        ),
+    ] = "llama.cpp",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help=f"Overrides file (default: {DEFAULT_OVERRIDES_NAME} beside the plan); compressed-tensors: the checkpoint folder to create; gguf: the .gguf file to write.",
+            show_default=False,
+        ),
+    ] = None,
+    base_type: Annotated[
+        str, typer.Option(help="llama-quantize base type for tensors without an override (a quantized type).")
+    ] = "Q8_0",
+    keep_type: Annotated[
+        str,
+        typer.Option(
+            "--keep-type",
+            "--keep",
+            help="Type of the matrices the plan keeps at 16 bits: bf16 | f16 | q8_0 | base (gguf: attention, embeddings, shared experts; not base).",
+        ),
+    ] = "bf16",
+    fused_gate_up: Annotated[
+        bool, typer.Option("--fused-gate-up", help="The GGUF was converted with --fuse-gate-up-exps.")
+    ] = False,
+    gguf: Annotated[
+        Path | None, typer.Option(help="The bf16 GGUF to quantize (fills in the printed command).", show_default=False)
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="The checkpoint the plan was made for (compressed-tensors, gguf; default: the one plan.json records, relative to the plan's folder).",
+            show_default=False,
+        ),
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="compressed-tensors: quantizer rtn | rtn_clip | hqq (default: the plan's).", show_default=False
+        ),
+    ] = None,
+    granularity: Annotated[
+        str,
+        typer.Option(
+            help="compressed-tensors: expert (plan widths, zero points) | layer (one symmetric 4/8-bit scheme per layer, for vLLM)."
+        ),
+    ] = "expert",
+    allow_fallback: Annotated[
+        bool,
+        typer.Option(
+            "--allow-fallback",
+            help="gguf: accept expert tensors llama.cpp must store in a fallback type (rows not a multiple of 256); they are verified and reported as such.",
+        ),
+    ] = False,
+    llamacpp_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="gguf: llama.cpp tools folder (default: $ALPHAQ_LLAMACPP_DIR, else the cache `alphaq llamacpp build` fills).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write a plan for an engine: llama-quantize overrides, a compressed-tensors checkpoint or a quantized GGUF."""
     from alphaq.atomic import write_text
@@ -48,8 +106,9 @@ def export(
     if format.lower() == "gguf":
         from alphaq.cli.llamacpp import export_gguf_command
 
-        export_gguf_command(plan, out, model=model, keep_type=keep_type, allow_fallback=allow_fallback,
-                            llamacpp_dir=llamacpp_dir)
+        export_gguf_command(
+            plan, out, model=model, keep_type=keep_type, allow_fallback=allow_fallback, llamacpp_dir=llamacpp_dir
+        )
         return
     target = out if out is not None else plan.parent / DEFAULT_OVERRIDES_NAME
     try:
@@ -73,8 +132,10 @@ def export(
     typer.echo(result.command(str(target), gguf_in, gguf_out))
     typer.echo("")
     quoted = shlex.quote(str(target))
-    typer.echo(f"(llama.cpp builds without --tensor-type-file: replace `--tensor-type-file {quoted}` by "
-               f"`$(sed 's/^/--tensor-type /' {quoted})`)")
+    typer.echo(
+        f"(llama.cpp builds without --tensor-type-file: replace `--tensor-type-file {quoted}` by "
+        f"`$(sed 's/^/--tensor-type /' {quoted})`)"
+    )
     typer.echo("")
     for line in format_report(result):
         typer.echo(line)
@@ -82,8 +143,9 @@ def export(
         typer.echo(f"note: {note}")
 
 
-def _export_compressed_tensors(plan: Path, out: Optional[Path], *, model: Optional[Path], method: Optional[str],
-                               granularity: str) -> None:
+def _export_compressed_tensors(
+    plan: Path, out: Path | None, *, model: Path | None, method: str | None, granularity: str
+) -> None:
     """``--format compressed-tensors``: write the checkpoint folder, then say which engines can serve it."""
     from alphaq.cli.common import progress_bar, user_errors
     from alphaq.export.compressed_tensors import MANIFEST_FILE, export_compressed_tensors
@@ -92,12 +154,15 @@ def _export_compressed_tensors(plan: Path, out: Optional[Path], *, model: Option
         if out is None:
             raise ConfigError("--format compressed-tensors writes a checkpoint folder: pass --out DIR")
         with progress_bar("export") as advance:
-            result = export_compressed_tensors(plan, out, model=model, method=method, granularity=granularity,
-                                               progress=advance)
+            result = export_compressed_tensors(
+                plan, out, model=model, method=method, granularity=granularity, progress=advance
+            )
     totals = result.manifest["totals"]
-    typer.echo(f"wrote a compressed-tensors checkpoint to {result.out_dir}: {totals['quantized_modules']} quantized "
-               f"module(s), {totals['average_bits']:.2f} bits on average, {totals['quantized_bytes'] / 1e6:.2f} MB "
-               f"(plan: {totals['plan_bytes'] / 1e6:.2f} MB); provenance in {MANIFEST_FILE}")
+    typer.echo(
+        f"wrote a compressed-tensors checkpoint to {result.out_dir}: {totals['quantized_modules']} quantized "
+        f"module(s), {totals['average_bits']:.2f} bits on average, {totals['quantized_bytes'] / 1e6:.2f} MB "
+        f"(plan: {totals['plan_bytes'] / 1e6:.2f} MB); provenance in {MANIFEST_FILE}"
+    )
     for engine, verdict in result.manifest["engines"].items():
         typer.echo(f"{engine}: {verdict}")
     for warning in result.manifest["warnings"]:

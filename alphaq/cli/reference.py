@@ -45,8 +45,10 @@ def cli_reference_markdown() -> str:
         "",
         _clean_help(root.help or ""),
         "",
-        ("Every command also takes `--help`. MODEL is a local checkpoint folder and defaults to the small MoE "
-         "bundled with the package. Errors are one line on stderr with exit status 2."),
+        (
+            "Every command also takes `--help`. MODEL is a local checkpoint folder and defaults to the small MoE "
+            "bundled with the package. Errors are one line on stderr with exit status 2."
+        ),
         "",
         "| command | what it does |",
         "|---|---|",
@@ -80,7 +82,7 @@ def _command_section(path: tuple[str, ...], command: Any, parent_ctx: Any) -> li
     options = [p for p in params if p.param_type_name == "option"]
     lines = [f"## {' '.join(path)}", ""]
     if getattr(command, "deprecated", False):
-        lines += ["!!! warning \"Deprecated\"", "    This command is deprecated.", ""]
+        lines += ['!!! warning "Deprecated"', "    This command is deprecated.", ""]
     help_text = _clean_help(command.help or "")
     if help_text:
         lines += [help_text, ""]
@@ -88,8 +90,10 @@ def _command_section(path: tuple[str, ...], command: Any, parent_ctx: Any) -> li
     if params:
         lines += ["| argument / option | type | default | help |", "|---|---|---|---|"]
         for param in arguments + options:
-            lines.append(f"| {_names(param)} | {_type_name(param, ctx)} | {_default(param)} | "
-                         f"{_cell(getattr(param, 'help', None) or '')} |")
+            lines.append(
+                f"| {_names(param)} | {_type_name(param, ctx)} | {_default(param)} | "
+                f"{_cell(getattr(param, 'help', None) or '')} |"
+            )
         lines.append("")
     return lines
 
@@ -182,8 +186,9 @@ def _default_doc_path() -> Path:
     """``docs/cli.md`` of the checkout this package runs from (an editable install)."""
     root = Path(__file__).resolve().parents[2]
     if not (root / "mkdocs.yml").is_file():
-        raise FileNotFoundError(f"{root} is not an alphaq checkout (no mkdocs.yml); "
-                                f"pass the output path: {REGENERATE} docs/cli.md")
+        raise FileNotFoundError(
+            f"{root} is not an alphaq checkout (no mkdocs.yml); pass the output path: {REGENERATE} docs/cli.md"
+        )
     return root / DOC_PATH
 
 

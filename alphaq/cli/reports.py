@@ -13,7 +13,9 @@ from alphaq.cli.common import DEFAULT_OUT, progress_bar, user_errors
 
 def report(
     run_dir: Annotated[Path, typer.Argument(help="Run folder written by alphaq run or any stage.")] = DEFAULT_OUT,
-    model_card: Annotated[bool, typer.Option("--model-card", help="Also write model_card.md (Hugging Face model-card section).")] = False,
+    model_card: Annotated[
+        bool, typer.Option("--model-card", help="Also write model_card.md (Hugging Face model-card section).")
+    ] = False,
 ) -> None:
     """Rebuild every HTML page of a run folder (and index.html) from its saved artifacts; nothing is recomputed."""
     from alphaq.report.run import render_run

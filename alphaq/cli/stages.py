@@ -7,7 +7,7 @@ option through the aliases of :mod:`alphaq.cli.common`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -45,7 +45,7 @@ from alphaq.errors import AlphaQError
 D = PLAN_DEFAULTS
 
 
-def parse_ints(text: Optional[str], option: str) -> Optional[tuple[int, ...]]:
+def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
     """``"0,1,4-7"`` -> ``(0, 1, 4, 5, 6, 7)``; ``None`` stays ``None`` (exits with one line on bad input)."""
     if text is None:
         return None
@@ -66,17 +66,27 @@ def inspect(
     model: ModelArg = None,
     out: OutOpt = DEFAULT_OUT,
     fit: Annotated[str, typer.Option(help="Power-law estimator: ww (weightwatcher's) or hill (AlphaQ paper).")] = "ww",
-    layers: Annotated[Optional[str], typer.Option(help="Only these layers, e.g. 0,1,4-7.")] = None,
+    layers: Annotated[str | None, typer.Option(help="Only these layers, e.g. 0,1,4-7.")] = None,
     experts_only: Annotated[bool, typer.Option("--experts-only", help="Analyse expert matrices only.")] = False,
     device: Annotated[str, typer.Option(help="Device for the SVDs: cpu or cuda.")] = "cpu",
     float64: Annotated[bool, typer.Option("--float64", help="Eigenvalues in float64 (exact; slower).")] = False,
-    tail_test: Annotated[bool, typer.Option(
-        help="Power law vs lognormal, exponential and truncated power-law tails, each matrix (powerlaw; ~1 s a "
-             "matrix): R_*, p_* columns.")] = False,
-    engine: Annotated[str, typer.Option(
-        help="alphaq (its own eigenvalues and fit) or weightwatcher (weightwatcher computes every matrix, float64 on "
-             "the CPU, several times slower: a cross-check of alphaq's numbers).")] = "alphaq",
-    farms: Annotated[bool, typer.Option("--farms", help="Fit pooled ESDs of random 128x128 blocks (AlphaQ's FARMS).")] = False,
+    tail_test: Annotated[
+        bool,
+        typer.Option(
+            help="Power law vs lognormal, exponential and truncated power-law tails, each matrix (powerlaw; ~1 s a "
+            "matrix): R_*, p_* columns."
+        ),
+    ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="alphaq (its own eigenvalues and fit) or weightwatcher (weightwatcher computes every matrix, float64 on "
+            "the CPU, several times slower: a cross-check of alphaq's numbers)."
+        ),
+    ] = "alphaq",
+    farms: Annotated[
+        bool, typer.Option("--farms", help="Fit pooled ESDs of random 128x128 blocks (AlphaQ's FARMS).")
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the FARMS block draw.")] = 0,
     pattern_file: PatternFileOpt = None,
     html: Annotated[bool, typer.Option(help="Write inspect.html.")] = True,
@@ -88,13 +98,20 @@ def inspect(
     from alphaq.audit.run import inspect as run_inspect
     from alphaq.cli.summaries import print_inspect_summary
     from alphaq.distributed import backend_session
-
     from alphaq.locking import output_lock
 
     with user_errors(), output_lock(out, "inspect"):
-        config = InspectConfig(fit=fit, dtype="float64" if float64 else "float32", device=device,  # type: ignore[arg-type]
-                               layers=parse_ints(layers, "--layers"), experts_only=experts_only, tail_test=tail_test,
-                               farms=farms, seed=seed, engine=engine)  # type: ignore[arg-type]
+        config = InspectConfig(
+            fit=fit,
+            dtype="float64" if float64 else "float32",
+            device=device,  # type: ignore[arg-type]
+            layers=parse_ints(layers, "--layers"),
+            experts_only=experts_only,
+            tail_test=tail_test,
+            farms=farms,
+            seed=seed,
+            engine=engine,
+        )  # type: ignore[arg-type]
         with backend_session(backend, ray_address) as compute, progress_bar("inspect") as advance:
             result = run_inspect(model, config, pattern_file=pattern_file, progress=advance, backend=compute)
         save_inspect(result, out)
@@ -122,10 +139,14 @@ def plan(
     solver: SolverOpt = D["solver"],
     seed: SeedOpt = D["seed"],
     target: TargetOpt = "alphaq",
-    sweep: Annotated[Optional[str], typer.Option(help="Budgets of a predicted-error sweep, e.g. 2,2.5,3,3.5,4.")] = None,
-    sweep_allocators: Annotated[str, typer.Option(help="Allocators compared in the sweep.")] = "alphaq,uniform,random,alpha_ratio,weight_norm",
+    sweep: Annotated[str | None, typer.Option(help="Budgets of a predicted-error sweep, e.g. 2,2.5,3,3.5,4.")] = None,
+    sweep_allocators: Annotated[
+        str, typer.Option(help="Allocators compared in the sweep.")
+    ] = "alphaq,uniform,random,alpha_ratio,weight_norm",
     calibration_text: CalibrationTextOpt = None,
-    inspect_dir: Annotated[Optional[Path], typer.Option(help="Reuse this inspect run (default: the run folder's, if of the same model).")] = None,
+    inspect_dir: Annotated[
+        Path | None, typer.Option(help="Reuse this inspect run (default: the run folder's, if of the same model).")
+    ] = None,
     pattern_file: PatternFileOpt = None,
     html: Annotated[bool, typer.Option(help="Write plan.html.")] = True,
 ) -> None:
@@ -137,11 +158,28 @@ def plan(
 
     with user_errors():
         config = dataclasses.replace(
-            plan_config(budget=budget, widths=widths, group_size=group_size, granularity=granularity,
-                        allocator=allocator, gamma=gamma, method=quant_method, error_model=error_model,
-                        min_bits=min_bits, max_bits=max_bits, keep=keep, solver=solver, seed=seed, target=target),
-            sweep_budgets=split_list(sweep), sweep_allocators=split_list(sweep_allocators),
-            calibration_text=calibration_text, inspect_dir=inspect_dir, pattern_file=pattern_file)
+            plan_config(
+                budget=budget,
+                widths=widths,
+                group_size=group_size,
+                granularity=granularity,
+                allocator=allocator,
+                gamma=gamma,
+                method=quant_method,
+                error_model=error_model,
+                min_bits=min_bits,
+                max_bits=max_bits,
+                keep=keep,
+                solver=solver,
+                seed=seed,
+                target=target,
+            ),
+            sweep_budgets=split_list(sweep),
+            sweep_allocators=split_list(sweep_allocators),
+            calibration_text=calibration_text,
+            inspect_dir=inspect_dir,
+            pattern_file=pattern_file,
+        )
         with progress_bar("plan") as advance:
             result = run_plan(model, config, out, progress=advance)
         if html:
@@ -153,17 +191,39 @@ def plan(
 
 def quantize(
     plan: Annotated[Path, typer.Option("--plan", help="plan.json written by alphaq plan for this model.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the quantized checkpoint "
-                                                          "(an unfinished run there is resumed).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="New folder for the quantized checkpoint (an unfinished run there is resumed)."
+        ),
+    ],
     model: ModelArg = None,
-    method: Annotated[Optional[str], typer.Option(help="rtn | rtn_clip | hqq | gptq (calibrated: needs --calibration-text; default: the plan's quantizer, else rtn).")] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="rtn | rtn_clip | hqq | gptq (calibrated: needs --calibration-text; default: the plan's quantizer, else rtn)."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="Where to quantize: cpu or cuda.")] = "cpu",
-    zero_points: Annotated[str, typer.Option("--zero-points", help="float (the quantizer's own) or integer (rounded: the values a compressed-tensors export of the plan holds).")] = "float",
+    zero_points: Annotated[
+        str,
+        typer.Option(
+            "--zero-points",
+            help="float (the quantizer's own) or integer (rounded: the values a compressed-tensors export of the plan holds).",
+        ),
+    ] = "float",
     html: Annotated[bool, typer.Option(help="Write quantize.html.")] = True,
     backend: BackendOpt = "local",
     ray_address: RayAddressOpt = None,
-    calibration_text: Annotated[Optional[Path], typer.Option("--calibration-text", help="--method gptq: text its Hessians are measured on.")] = None,
-    calibration_windows: Annotated[int, typer.Option("--calibration-windows", help="--method gptq: windows of the model's context taken from the text.")] = 128,
+    calibration_text: Annotated[
+        Path | None, typer.Option("--calibration-text", help="--method gptq: text its Hessians are measured on.")
+    ] = None,
+    calibration_windows: Annotated[
+        int,
+        typer.Option(
+            "--calibration-windows", help="--method gptq: windows of the model's context taken from the text."
+        ),
+    ] = 128,
 ) -> None:
     """Execute a plan: a quantized safetensors checkpoint (streamed shard by shard, resumable) and quantize.json."""
     import time
@@ -173,9 +233,16 @@ def quantize(
     from alphaq.quantization.run import quantize_with_config
 
     with user_errors():
-        config = QuantizeConfig(plan=plan, method=method, device=device, zero_points=zero_points,
-                                calibration_text=calibration_text, calibration_windows=calibration_windows,
-                                backend=backend, ray_address=ray_address)
+        config = QuantizeConfig(
+            plan=plan,
+            method=method,
+            device=device,
+            zero_points=zero_points,
+            calibration_text=calibration_text,
+            calibration_windows=calibration_windows,
+            backend=backend,
+            ray_address=ray_address,
+        )
         with progress_bar("quantize") as advance:
             start, done = time.perf_counter(), [0]
 
@@ -189,8 +256,9 @@ def quantize(
             try:
                 result = quantize_with_config(model, config, out, progress=tick, on_bytes=count)
             except KeyboardInterrupt:
-                typer.echo(f"interrupted: the shards finished in {out} are kept; rerun the same command to resume",
-                           err=True)
+                typer.echo(
+                    f"interrupted: the shards finished in {out} are kept; rerun the same command to resume", err=True
+                )
                 raise typer.Exit(code=130) from None
         if html:
             from alphaq.report.quantize_page import render_quantize
@@ -218,11 +286,23 @@ def run(
     calibration_text: CalibrationTextOpt = None,
     device: Annotated[str, typer.Option(help="Where to quantize and evaluate: cpu or cuda.")] = "cpu",
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate perplexity (needs the text).")] = True,
-    text_file: Annotated[Optional[Path], typer.Option(help="Evaluation text (default: WikiText-2 test from $ALPHAQ_DATA_DIR).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Fetch the evaluation text through the datasets package: wikitext2.")] = None,
-    max_windows: Annotated[Optional[int], typer.Option(help="Evaluate only the first N windows (default: all).")] = None,
-    dtype: Annotated[str, typer.Option(help="Eval: dense weights and activations, float32 | bfloat16 | float16.")] = "float32",
-    model_card: Annotated[bool, typer.Option("--model-card", help="Write model_card.md (Hugging Face model-card section) next to the quantized checkpoint.")] = False,
+    text_file: Annotated[
+        Path | None, typer.Option(help="Evaluation text (default: WikiText-2 test from $ALPHAQ_DATA_DIR).")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Fetch the evaluation text through the datasets package: wikitext2.")
+    ] = None,
+    max_windows: Annotated[int | None, typer.Option(help="Evaluate only the first N windows (default: all).")] = None,
+    dtype: Annotated[
+        str, typer.Option(help="Eval: dense weights and activations, float32 | bfloat16 | float16.")
+    ] = "float32",
+    model_card: Annotated[
+        bool,
+        typer.Option(
+            "--model-card",
+            help="Write model_card.md (Hugging Face model-card section) next to the quantized checkpoint.",
+        ),
+    ] = False,
 ) -> None:
     """inspect -> plan -> quantize -> eval in one run folder, with every page linked from index.html."""
     from alphaq.evaluation.options import EvalOptions
@@ -230,17 +310,36 @@ def run(
     from alphaq.runfolder import INDEX_HTML
 
     with user_errors():
-        config_plan = plan_config(budget=budget, widths=widths, group_size=group_size, granularity=granularity,
-                                  allocator=allocator, gamma=gamma, method=method, error_model=error_model,
-                                  min_bits=min_bits, max_bits=max_bits, keep=keep, solver=solver, seed=seed)
+        config_plan = plan_config(
+            budget=budget,
+            widths=widths,
+            group_size=group_size,
+            granularity=granularity,
+            allocator=allocator,
+            gamma=gamma,
+            method=method,
+            error_model=error_model,
+            min_bits=min_bits,
+            max_bits=max_bits,
+            keep=keep,
+            solver=solver,
+            seed=seed,
+        )
         text = text_file
         if dataset is not None:
             from alphaq.evaluation.datasets import resolve_eval_text
 
             text = resolve_eval_text(text_file, dataset)
-        config = RunConfig(plan=config_plan, method=method, device=device, evaluate=evaluate,
-                           eval_options=EvalOptions(max_windows=max_windows, device=device, dtype=dtype), text_file=text,
-                           calibration_text=calibration_text, model_card=model_card)
+        config = RunConfig(
+            plan=config_plan,
+            method=method,
+            device=device,
+            evaluate=evaluate,
+            eval_options=EvalOptions(max_windows=max_windows, device=device, dtype=dtype),
+            text_file=text,
+            calibration_text=calibration_text,
+            model_card=model_card,
+        )
         with progress_bar("run") as advance:
             result = run_pipeline(model, config, out, progress=advance)
     for note in result.notes:

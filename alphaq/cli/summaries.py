@@ -15,28 +15,40 @@ def print_plan_summary(result: Any) -> None:
 
     summary, prov = result.plan.summary, result.plan.provenance
     console = Console()
-    table = Table(title=f"alphaq plan: budget {prov['budget']['given']} ({prov['options']['allocator']}, "
-                        f"{prov['options']['granularity']})")
+    table = Table(
+        title=f"alphaq plan: budget {prov['budget']['given']} ({prov['options']['allocator']}, "
+        f"{prov['options']['granularity']})"
+    )
     table.add_column("what")
     table.add_column("value")
     table.add_row("average payload bits", f"{summary['average_payload_bits']:.3f}")
     table.add_row("effective bits (incl. scales/zeros)", f"{summary['effective_bits']:.3f}")
-    table.add_row("bits histogram (share of expert weights)",
-                  ", ".join(f"{k}b: {v:.0%}" for k, v in summary["param_share_by_width"].items()))
-    table.add_row("expert memory bf16 -> plan", f"{_mb(summary['expert_bytes_bf16'])} -> {_mb(summary['expert_bytes'])}")
+    table.add_row(
+        "bits histogram (share of expert weights)",
+        ", ".join(f"{k}b: {v:.0%}" for k, v in summary["param_share_by_width"].items()),
+    )
+    table.add_row(
+        "expert memory bf16 -> plan", f"{_mb(summary['expert_bytes_bf16'])} -> {_mb(summary['expert_bytes'])}"
+    )
     table.add_row("total memory bf16 -> plan", f"{_mb(summary['total_bytes_bf16'])} -> {_mb(summary['total_bytes'])}")
-    table.add_row("compression (experts / total)",
-                  f"{summary['expert_compression_ratio']:.2f}x / {summary['compression_ratio']:.2f}x")
+    table.add_row(
+        "compression (experts / total)",
+        f"{summary['expert_compression_ratio']:.2f}x / {summary['compression_ratio']:.2f}x",
+    )
     from alphaq.planning.costs import prediction_units
 
     label, number, units = prediction_units((prov.get("options") or {}).get("error_model"))
     table.add_row(f"{label} ({units})", number.format(summary["predicted_error"]))
     solver = prov["solver"]
-    table.add_row("solver", f"{solver['method']} {solver['status']}, gap {solver['gap']:.2g}, {solver['seconds']:.2f} s")
+    table.add_row(
+        "solver", f"{solver['method']} {solver['status']}, gap {solver['gap']:.2g}, {solver['seconds']:.2f} s"
+    )
     layer = result.comparison.get("layer_plan")
     if layer and layer.get("status") != "infeasible":
-        table.add_row("best layer-granularity plan (GGUF/vLLM)", f"objective {layer['objective']:.5f} "
-                      f"vs {result.comparison['expert_plan']['objective']:.5f}")
+        table.add_row(
+            "best layer-granularity plan (GGUF/vLLM)",
+            f"objective {layer['objective']:.5f} vs {result.comparison['expert_plan']['objective']:.5f}",
+        )
     table.add_row("written to", str(result.run_dir / PLAN_JSON))
     console.print(table)
     for warning in prov.get("warnings") or []:
@@ -50,22 +62,33 @@ def print_quantize_summary(result: Any) -> None:
     manifest = result.manifest
     totals, timing, options = manifest["totals"], manifest["timing"], manifest["options"]
     console = Console()
-    table = Table(title=f"alphaq quantize: {Path(manifest['checkpoint']['path']).name} ({options['method']}, "
-                        f"{options['backend']} on {options['device']})")
+    table = Table(
+        title=f"alphaq quantize: {Path(manifest['checkpoint']['path']).name} ({options['method']}, "
+        f"{options['backend']} on {options['device']})"
+    )
     table.add_column("what")
     table.add_column("value")
-    table.add_row("tensors quantized / copied", f"{totals['quantized_tensors']} / {totals['copied_tensors']}"
-                  + (f" (+{totals['dense_tensors']} split experts at 16 bits)" if totals["dense_tensors"] else ""))
-    table.add_row("quantized bytes vs plan", f"{totals['quantized_bytes']:,} vs {totals['predicted_bytes']:,} "
-                  + ("(equal)" if totals["bytes_match_plan"] else "(DIFFERENT)"))
+    table.add_row(
+        "tensors quantized / copied",
+        f"{totals['quantized_tensors']} / {totals['copied_tensors']}"
+        + (f" (+{totals['dense_tensors']} split experts at 16 bits)" if totals["dense_tensors"] else ""),
+    )
+    table.add_row(
+        "quantized bytes vs plan",
+        f"{totals['quantized_bytes']:,} vs {totals['predicted_bytes']:,} "
+        + ("(equal)" if totals["bytes_match_plan"] else "(DIFFERENT)"),
+    )
     table.add_row("checkpoint source -> quantized", f"{_mb(totals['source_bytes'])} -> {_mb(totals['output_bytes'])}")
     if totals["mean_rel_error"] is not None:
         predicted = totals["mean_predicted_error"]
         from alphaq.planning.costs import prediction_units
 
         label, number, _ = prediction_units((manifest.get("plan") or {}).get("error_model"))
-        table.add_row("reconstruction error (param-weighted)", f"{totals['mean_rel_error']:.5f}"
-                      + (f" (plan {label} {number.format(predicted)})" if predicted is not None else ""))
+        table.add_row(
+            "reconstruction error (param-weighted)",
+            f"{totals['mean_rel_error']:.5f}"
+            + (f" (plan {label} {number.format(predicted)})" if predicted is not None else ""),
+        )
     resumed = sum(1 for s in manifest["shards"] if s["resumed"])
     table.add_row("shards", f"{len(manifest['shards'])}" + (f" ({resumed} resumed)" if resumed else ""))
     rate = timing["throughput_mb_s"]
@@ -101,8 +124,10 @@ def print_inspect_summary(result: Any, out: Path) -> None:
         alphas = [row["alpha_mean"] for row in routed if not math.isnan(row["alpha_mean"])]
         table.add_row("experts", str(len(routed)))
         if alphas:
-            table.add_row("expert alpha min / median / max",
-                          f"{min(alphas):.2f} / {statistics.median(alphas):.2f} / {max(alphas):.2f}")
+            table.add_row(
+                "expert alpha min / median / max",
+                f"{min(alphas):.2f} / {statistics.median(alphas):.2f} / {max(alphas):.2f}",
+            )
         labels = Counter(row["quality"] for row in routed)
         table.add_row("quality flags", ", ".join(f"{k}: {v}" for k, v in sorted(labels.items(), key=lambda kv: -kv[1])))
     table.add_row("time", f"{manifest['timing']['seconds']:.1f} s")

@@ -30,7 +30,9 @@ _FULL_SEARCH_MAX = 1 << 15  # below this many (candidate, point) pairs, evaluate
 _CHUNK_ELEMENTS = 1 << 20
 
 
-def ks_search(x: np.ndarray, candidates: np.ndarray, alphas: np.ndarray, tails: np.ndarray, distances: np.ndarray) -> None:
+def ks_search(
+    x: np.ndarray, candidates: np.ndarray, alphas: np.ndarray, tails: np.ndarray, distances: np.ndarray
+) -> None:
     """Write into ``distances`` the exact KS distance of every candidate that can be the argmin, and
     for the others a value above the minimum (their lower bound, or the minimum + a margin).
 
@@ -52,10 +54,14 @@ def ks_search(x: np.ndarray, candidates: np.ndarray, alphas: np.ndarray, tails: 
     #    bound ``best`` of the minimum (much tighter than the grid's own upper bounds)
     grid = _sample_grid(x, candidates, exponents, tails, _COARSE_POINTS)
     lower[candidates] = grid.lower
-    seeds = np.unique(np.concatenate([
-        candidates[np.argsort(grid.lower, kind="stable")[:_SEEDS]],
-        candidates[np.argsort(grid.upper, kind="stable")[:_SEEDS]],
-    ]))
+    seeds = np.unique(
+        np.concatenate(
+            [
+                candidates[np.argsort(grid.lower, kind="stable")[:_SEEDS]],
+                candidates[np.argsort(grid.upper, kind="stable")[:_SEEDS]],
+            ]
+        )
+    )
     for c, d in zip(seeds.tolist(), _exact_distances(x, seeds, exponents, tails).tolist()):
         exact[c] = d
     best = min(exact.values())
@@ -95,8 +101,13 @@ class _Grid:
     interval_upper: np.ndarray  # [P-1, S] bound on the deviation inside each interval (without slack)
 
     def subset(self, keep: np.ndarray) -> _Grid:
-        return _Grid(self.candidates[keep], self.positions[:, keep], self.lower[keep], self.upper[keep],
-                     self.interval_upper[:, keep])
+        return _Grid(
+            self.candidates[keep],
+            self.positions[:, keep],
+            self.lower[keep],
+            self.upper[keep],
+            self.interval_upper[:, keep],
+        )
 
 
 def _sample_grid(x: np.ndarray, candidates: np.ndarray, exponents: np.ndarray, tails: np.ndarray, points: int) -> _Grid:
@@ -118,8 +129,9 @@ def _sample_grid(x: np.ndarray, candidates: np.ndarray, exponents: np.ndarray, t
     return _Grid(candidates, positions, lower, upper, interval_upper)
 
 
-def _refine(x: np.ndarray, grid: _Grid, rows: np.ndarray, exponents: np.ndarray, tails: np.ndarray,
-            lower: np.ndarray) -> np.ndarray:
+def _refine(
+    x: np.ndarray, grid: _Grid, rows: np.ndarray, exponents: np.ndarray, tails: np.ndarray, lower: np.ndarray
+) -> np.ndarray:
     """Exact KS distances of ``grid.candidates[rows]``: evaluates every point of the intervals that
     could hold a deviation above the sampled maximum ``lower``."""
     result = lower.astype(np.float64).copy()

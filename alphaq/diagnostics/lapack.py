@@ -37,8 +37,12 @@ import numpy as np
 TWO_STAGE_MIN = 1024
 _COL_MAJOR = 102
 #: symbol prefixes with their LAPACK integer type: ILP64 builds of numpy's bundled OpenBLAS first, then LP64.
-_PREFIXES = (("scipy_LAPACKE_{}64_", ctypes.c_int64), ("LAPACKE_{}64_", ctypes.c_int64),
-             ("scipy_LAPACKE_{}", ctypes.c_int32), ("LAPACKE_{}", ctypes.c_int32))
+_PREFIXES = (
+    ("scipy_LAPACKE_{}64_", ctypes.c_int64),
+    ("LAPACKE_{}64_", ctypes.c_int64),
+    ("scipy_LAPACKE_{}", ctypes.c_int32),
+    ("LAPACKE_{}", ctypes.c_int32),
+)
 
 
 @functools.cache
@@ -54,8 +58,15 @@ def _two_stage_driver() -> Any:
             function = getattr(handle, prefix.format("dsyevd_2stage"), None)
             if function is not None:
                 function.restype = int_type
-                function.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, int_type, ctypes.c_void_p,
-                                     int_type, ctypes.c_void_p]
+                function.argtypes = [
+                    ctypes.c_int,
+                    ctypes.c_char,
+                    ctypes.c_char,
+                    int_type,
+                    ctypes.c_void_p,
+                    int_type,
+                    ctypes.c_void_p,
+                ]
                 return function
     return None
 

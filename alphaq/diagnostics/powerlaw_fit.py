@@ -95,8 +95,16 @@ class PowerLawFit:
 
 def _not_fitted(method: str, status: str, message: str, num_evals: int, xmax: float = math.nan) -> PowerLawFit:
     return PowerLawFit(
-        alpha=math.nan, xmin=math.nan, xmax=xmax, D=math.nan, sigma=math.nan, num_pl_spikes=0,
-        num_evals=num_evals, method=method, status=status, message=message,
+        alpha=math.nan,
+        xmin=math.nan,
+        xmax=xmax,
+        D=math.nan,
+        sigma=math.nan,
+        num_pl_spikes=0,
+        num_evals=num_evals,
+        method=method,
+        status=status,
+        message=message,
     )
 
 
@@ -143,7 +151,9 @@ def fit_ww(evals: np.ndarray, *, min_evals: int = DEFAULT_MIN_EVALS) -> PowerLaw
     xmax = float(x[-1]) if count else math.nan
     needed = max(2, int(min_evals))
     if count < needed:
-        return _not_fitted("ww", "skipped", f"{count} eigenvalues above {EVALS_THRESH:g}, fewer than {needed} to fit", count, xmax)
+        return _not_fitted(
+            "ww", "skipped", f"{count} eigenvalues above {EVALS_THRESH:g}, fewer than {needed} to fit", count, xmax
+        )
 
     if count < SMALL_N_CUTOFF:
         best, alpha, distance = _select_small_n(x)
@@ -154,8 +164,14 @@ def fit_ww(evals: np.ndarray, *, min_evals: int = DEFAULT_MIN_EVALS) -> PowerLaw
     tail = count - best
     xmin = float(x[best])
     return PowerLawFit(
-        alpha=float(alpha), xmin=xmin, xmax=xmax, D=float(distance), sigma=float((alpha - 1.0) / math.sqrt(tail)),
-        num_pl_spikes=int(count - np.searchsorted(x, xmin, side="left")), num_evals=count, method="ww",
+        alpha=float(alpha),
+        xmin=xmin,
+        xmax=xmax,
+        D=float(distance),
+        sigma=float((alpha - 1.0) / math.sqrt(tail)),
+        num_pl_spikes=int(count - np.searchsorted(x, xmin, side="left")),
+        num_evals=count,
+        method="ww",
         status="success",
     )
 
@@ -278,7 +294,9 @@ def fit_hill(evals: np.ndarray, *, k: int | None = None) -> PowerLawFit:
     k_used = max(1, min(k_used, n - 1))
     xmin = float(x[n - k_used - 1])
     if xmin <= 0.0:
-        return _not_fitted("hill", "failed", f"the ({k_used}+1)-th largest eigenvalue is {xmin:g}, not positive", n, xmax)
+        return _not_fitted(
+            "hill", "failed", f"the ({k_used}+1)-th largest eigenvalue is {xmin:g}, not positive", n, xmax
+        )
     top = x[n - k_used :]
     denominator = float(np.sum(np.log(top / xmin)))
     if not denominator > 1e-12:
@@ -288,6 +306,13 @@ def fit_hill(evals: np.ndarray, *, k: int | None = None) -> PowerLawFit:
     m = float(tail.size)
     distance = float(np.max(np.abs(1.0 - (tail / xmin) ** (1.0 - alpha) - np.arange(m) / m)))
     return PowerLawFit(
-        alpha=float(alpha), xmin=xmin, xmax=xmax, D=distance, sigma=float((alpha - 1.0) / math.sqrt(k_used)),
-        num_pl_spikes=int(np.count_nonzero(x >= xmin)), num_evals=n, method="hill", status="success",
+        alpha=float(alpha),
+        xmin=xmin,
+        xmax=xmax,
+        D=distance,
+        sigma=float((alpha - 1.0) / math.sqrt(k_used)),
+        num_pl_spikes=int(np.count_nonzero(x >= xmin)),
+        num_evals=n,
+        method="hill",
+        status="success",
     )

@@ -124,8 +124,9 @@ def eigenvalues(
         if work_dtype == torch.float32:  # finite weights whose Gram overflows float32 (|w| ~ 1e19): float64 holds it
             return eigenvalues(weights, dtype=torch.float64, device=device, method=method, workers=workers)
         if failure is not None:
-            raise ValueError(f"eigenvalue computation failed ({failure}); if the weights are huge, "
-                             "scale them down") from failure
+            raise ValueError(
+                f"eigenvalue computation failed ({failure}); if the weights are huge, scale them down"
+            ) from failure
         raise ValueError(f"eigenvalues overflow in {work_dtype}; scale the weights down")
     result = np.sort(np.concatenate(out, axis=0), axis=-1)  # [B, K]
     np.maximum(result, 0.0, out=result)
@@ -139,6 +140,7 @@ def _numpy_eigenvalues(chunk: np.ndarray, method: EigenMethod, wide: bool, worke
     chunk run on that many threads, each with a single-threaded BLAS (threadpoolctl), which uses the cores
     better than one multi-threaded tridiagonalisation (a memory-bound, poorly parallel step).
     """
+
     def one(matrix: np.ndarray) -> np.ndarray:  # [M, N] -> [K]
         return _matrix_eigenvalues(matrix, method)
 
@@ -173,8 +175,9 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def _guarded_eigenvalues(matrix: np.ndarray, work: type,
-                         method: EigenMethod) -> tuple[np.ndarray | None, Exception | None]:
+def _guarded_eigenvalues(
+    matrix: np.ndarray, work: type, method: EigenMethod
+) -> tuple[np.ndarray | None, Exception | None]:
     """(eigenvalues, None), or (None, the LAPACK error) when the computation fails."""
     with np.errstate(invalid="ignore", over="ignore"):
         try:
@@ -250,8 +253,7 @@ def stream_eigenvalues(
             if work == np.float32:  # finite weights whose Gram overflows float32 (|w| ~ 1e19): float64 holds it
                 evals, failure = _guarded_eigenvalues(matrix, np.float64, method)
             if evals is None:
-                raise ValueError(f"eigenvalue computation failed ({failure}); if the weights are huge, "
-                                 "scale them down")
+                raise ValueError(f"eigenvalue computation failed ({failure}); if the weights are huge, scale them down")
             if not np.isfinite(evals).all():
                 raise ValueError("eigenvalues overflow in float64; scale the weights down")
         evals.sort()
@@ -320,13 +322,7 @@ def _torch_eigenvalues(chunk: torch.Tensor, method: EigenMethod, wide: bool) -> 
     return evals.to(device="cpu", dtype=torch.float64).numpy()
 
 
-def farms_eigenvalues(
-    weight: torch.Tensor,
-    *,
-    block: int = 128,
-    max_blocks: int = 256,
-    seed: int = 0,
-) -> np.ndarray:
+def farms_eigenvalues(weight: torch.Tensor, *, block: int = 128, max_blocks: int = 256, seed: int = 0) -> np.ndarray:
     """FARMS eigenvalues: pooled ESDs of square sub-blocks of one matrix.
 
     ``weight`` is cut into a non-overlapping grid of ``block x block`` sub-matrices (a remainder

@@ -81,8 +81,12 @@ def compare_power_law(evals: np.ndarray, xmin: float) -> TailComparison:
 
     sink = io.StringIO()
     try:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings(), \
-                np.errstate(all="ignore"):
+        with (
+            contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
+            warnings.catch_warnings(),
+            np.errstate(all="ignore"),
+        ):
             warnings.simplefilter("ignore")
             fit = powerlaw.Fit(values, xmin=float(xmin), parameter_ranges={"alpha": [1, None]}, verbose=0)
             r_log, p_log = fit.distribution_compare("power_law", "lognormal")

@@ -106,8 +106,10 @@ class RayBackend:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
             where = f"--ray-address {address}" if address else "a local Ray instance"
-            raise AlphaQError(f"{where}: cannot start or reach Ray ({_first_line(exc)}); start a cluster with "
-                              "`ray start --head` and pass its address, or use --backend local") from None
+            raise AlphaQError(
+                f"{where}: cannot start or reach Ray ({_first_line(exc)}); start a cluster with "
+                "`ray start --head` and pass its address, or use --backend local"
+            ) from None
         return True
 
     def describe(self) -> dict[str, Any]:
@@ -115,13 +117,18 @@ class RayBackend:
         ray = _import_ray()
         self.connect()
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-        return {"name": "ray", "address": self.address or os.environ.get("RAY_ADDRESS") or "local", "nodes": nodes,
-                "cpus": int(ray.cluster_resources().get("CPU", 0))}
+        return {
+            "name": "ray",
+            "address": self.address or os.environ.get("RAY_ADDRESS") or "local",
+            "nodes": nodes,
+            "cpus": int(ray.cluster_resources().get("CPU", 0)),
+        }
 
     # -- inspect --------------------------------------------------------------------------------------
 
-    def analyse(self, ckpt: Checkpoint, refs: Sequence[Any], config: InspectConfig, *,
-                pattern_file: str | Path | None = None) -> Iterator[tuple[Any, dict[str, Any], Any]]:
+    def analyse(
+        self, ckpt: Checkpoint, refs: Sequence[Any], config: InspectConfig, *, pattern_file: str | Path | None = None
+    ) -> Iterator[tuple[Any, dict[str, Any], Any]]:
         """The Ray counterpart of :func:`alphaq.audit.analysis.analyse_matrices`: the same (ref, row, spectrum)
         triples, in the same order, computed by tasks of :func:`inspect_batches`.
 
@@ -137,8 +144,11 @@ class RayBackend:
         ray = _import_ray()
         self.connect()
         task = _remote(ray, _inspect_task).options(max_retries=self.max_retries, **_resources(config.device))
-        source = (_shared_path(ckpt.path), None if pattern_file is None else _shared_path(pattern_file),
-                  ckpt.fingerprint)
+        source = (
+            _shared_path(ckpt.path),
+            None if pattern_file is None else _shared_path(pattern_file),
+            ckpt.fingerprint,
+        )
         batches = inspect_batches(refs, self.task_matrices)
         futures = [task.remote(*source, [ref.name for ref in batch], config) for batch in batches]
         # after a failure the tasks still queued are dropped, not cancelled: Ray 2.60 can abort the driver
@@ -184,8 +194,12 @@ def inspect_batches(refs: Sequence[Any], task_matrices: int = TASK_MATRICES) -> 
     batches: list[list[Any]] = []
     for ref in refs:
         current = batches[-1] if batches else None
-        if (current is None or current[0].shape != ref.shape or len(current) >= task_matrices
-                or (len(current) + 1) * ref.params * 4 > BATCH_BYTES):
+        if (
+            current is None
+            or current[0].shape != ref.shape
+            or len(current) >= task_matrices
+            or (len(current) + 1) * ref.params * 4 > BATCH_BYTES
+        ):
             batches.append([ref])
         else:
             current.append(ref)
@@ -195,25 +209,30 @@ def inspect_batches(refs: Sequence[Any], task_matrices: int = TASK_MATRICES) -> 
 # -- worker side -------------------------------------------------------------------------------------
 
 
-def _inspect_task(path: str, pattern_file: str | None, fingerprint: str, names: list[str],
-                  config: InspectConfig) -> list[tuple[str, dict[str, Any], Any]]:
+def _inspect_task(
+    path: str, pattern_file: str | None, fingerprint: str, names: list[str], config: InspectConfig
+) -> list[tuple[str, dict[str, Any], Any]]:
     """Worker: open the checkpoint by path and analyse the named matrices; (name, row, spectrum) for each."""
     from alphaq.audit.analysis import analyse_matrices
 
     ckpt = _open_checkpoint(path, pattern_file, fingerprint)
     refs = {ref.name: ref for ref in ckpt.matrices}
-    return [(ref.name, row, spectrum) for ref, row, spectrum in
-            analyse_matrices(ckpt, [refs[name] for name in names], config)]
+    return [
+        (ref.name, row, spectrum)
+        for ref, row, spectrum in analyse_matrices(ckpt, [refs[name] for name in names], config)
+    ]
 
 
-def _quantize_task(path: str, fingerprint: str, job: Any, unit: Any,
-                   shard: str) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
+def _quantize_task(
+    path: str, fingerprint: str, job: Any, unit: Any, shard: str
+) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
     """Worker: run one quantize/dense unit; the bytes of its output tensors (name order of the unit) and its record."""
     from alphaq.quantization import run as qrun
 
     collected = _Collector()
-    record = qrun._run_unit(dataclasses.replace(job, ckpt=_open_checkpoint(path, None, fingerprint)), unit,
-                            collected, shard)
+    record = qrun._run_unit(
+        dataclasses.replace(job, ckpt=_open_checkpoint(path, None, fingerprint)), unit, collected, shard
+    )
     return collected.items, record
 
 
@@ -237,9 +256,11 @@ def _open_checkpoint(path: str, pattern_file: str | None, fingerprint: str) -> A
     if key not in _OPENED:
         ckpt = open_checkpoint(path, pattern_file=pattern_file)
         if ckpt.fingerprint != fingerprint:
-            raise AlphaQError(f"{path} on node {socket.gethostname()} is not the driver's checkpoint (fingerprint "
-                              f"{ckpt.fingerprint}, the driver's {fingerprint}); every node must see the same "
-                              "checkpoint at the same path (shared storage)")
+            raise AlphaQError(
+                f"{path} on node {socket.gethostname()} is not the driver's checkpoint (fingerprint "
+                f"{ckpt.fingerprint}, the driver's {fingerprint}); every node must see the same "
+                "checkpoint at the same path (shared storage)"
+            )
         if len(_OPENED) >= 4:
             _OPENED.clear()
         _OPENED[key] = ckpt
@@ -295,14 +316,20 @@ class _ShardPipeline:
     def _submit(self) -> None:
         while self._queue:
             shard, unit = self._queue[0]
-            if self._inflight and (len(self._inflight) >= INFLIGHT_TASKS
-                                   or self._bytes + unit.nbytes > self._backend.inflight_bytes):
+            if self._inflight and (
+                len(self._inflight) >= INFLIGHT_TASKS or self._bytes + unit.nbytes > self._backend.inflight_bytes
+            ):
                 return
             self._queue.popleft()
             job, planned = self._job, self._job.plan.get(unit.source)
-            slim = dataclasses.replace(job, ckpt=None, progress=None, on_bytes=None,  # this unit's part of the job
-                                       refs={unit.source: job.refs[unit.source]},
-                                       plan={} if planned is None else {unit.source: planned})
+            slim = dataclasses.replace(
+                job,
+                ckpt=None,
+                progress=None,
+                on_bytes=None,  # this unit's part of the job
+                refs={unit.source: job.refs[unit.source]},
+                plan={} if planned is None else {unit.source: planned},
+            )
             future = self._task.remote(*self._source, slim, unit, shard)
             self._inflight[(shard, unit.key)] = (future, unit.nbytes)
             self._bytes += unit.nbytes
@@ -325,7 +352,9 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise AlphaQError("--backend ray needs the ray package: pip install 'alphaq[ray]' (or use --backend local)") from None
+        raise AlphaQError(
+            "--backend ray needs the ray package: pip install 'alphaq[ray]' (or use --backend local)"
+        ) from None
     return ray
 
 
@@ -355,11 +384,15 @@ def _get(ray: Any, future: Any, what: str, retries: int) -> Any:
         if isinstance(cause, AlphaQError):
             text = message if what in message else f"{what}: {message}"
             raise (type(cause)(text) if type(cause).__init__ is AlphaQError.__init__ else AlphaQError(text)) from None
-        raise AlphaQError(f"{what}: the Ray task failed ({type(cause).__name__}: {message}); see the worker's "
-                          "log (`ray logs`), fix the cause and rerun") from None
+        raise AlphaQError(
+            f"{what}: the Ray task failed ({type(cause).__name__}: {message}); see the worker's "
+            "log (`ray logs`), fix the cause and rerun"
+        ) from None
     except ray.exceptions.RayError as exc:
-        raise AlphaQError(f"{what}: the Ray task was lost ({type(exc).__name__}) after {retries} retries; check "
-                          "the nodes' memory and logs (`ray logs`), then rerun (quantize resumes)") from None
+        raise AlphaQError(
+            f"{what}: the Ray task was lost ({type(exc).__name__}) after {retries} retries; check "
+            "the nodes' memory and logs (`ray logs`), then rerun (quantize resumes)"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:

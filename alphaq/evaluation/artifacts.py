@@ -56,7 +56,9 @@ def load_compare_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame,
     try:
         table = pd.read_csv(folder / COMPARE_CSV)
     except (OSError, ValueError) as exc:
-        raise AlphaQError(f"{folder}: cannot read the compare results ({one_line(exc)}); re-run `alphaq compare`") from exc
+        raise AlphaQError(
+            f"{folder}: cannot read the compare results ({one_line(exc)}); re-run `alphaq compare`"
+        ) from exc
     verification = None
     if (folder / EXPERT_VERIFICATION_CSV).is_file():
         try:

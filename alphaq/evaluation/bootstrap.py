@@ -47,12 +47,26 @@ class BootstrapCI:
 
     def to_dict(self) -> dict[str, float | int | bool]:
         """JSON-ready record (``significant`` included)."""
-        return {"delta": self.delta, "low": self.low, "high": self.high, "level": self.level,
-                "resamples": self.resamples, "windows": self.windows, "significant": self.significant}
+        return {
+            "delta": self.delta,
+            "low": self.low,
+            "high": self.high,
+            "level": self.level,
+            "resamples": self.resamples,
+            "windows": self.windows,
+            "significant": self.significant,
+        }
 
 
-def paired_bootstrap(nll_a: Sequence[float], nll_b: Sequence[float], tokens: Sequence[int] | int, *,
-                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = 0.95) -> BootstrapCI:
+def paired_bootstrap(
+    nll_a: Sequence[float],
+    nll_b: Sequence[float],
+    tokens: Sequence[int] | int,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> BootstrapCI:
     """Percentile interval of ``ppl(a) - ppl(b)`` over paired window resamples.
 
     Args:
@@ -72,8 +86,15 @@ def paired_bootstrap(nll_a: Sequence[float], nll_b: Sequence[float], tokens: Seq
     return _paired_interval(nll_a, nll_b, tokens, np.exp, resamples=resamples, seed=seed, level=level)
 
 
-def paired_mean_bootstrap(sum_a: Sequence[float], sum_b: Sequence[float], tokens: Sequence[int] | int, *,
-                          resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = 0.95) -> BootstrapCI:
+def paired_mean_bootstrap(
+    sum_a: Sequence[float],
+    sum_b: Sequence[float],
+    tokens: Sequence[int] | int,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> BootstrapCI:
     """Percentile interval of a difference of per-token means, ``mean(a) - mean(b)``, over paired window resamples.
 
     The statistic of KL divergence (or any per-token quantity): ``sum a* / sum t* - sum b* / sum t*``. With
@@ -96,9 +117,16 @@ def paired_mean_bootstrap(sum_a: Sequence[float], sum_b: Sequence[float], tokens
     return _paired_interval(sum_a, sum_b, tokens, None, resamples=resamples, seed=seed, level=level)
 
 
-def _paired_interval(sum_a: Sequence[float], sum_b: Sequence[float], tokens: Sequence[int] | int,
-                     transform: Callable[[np.ndarray], np.ndarray] | None, *, resamples: int, seed: int,
-                     level: float) -> BootstrapCI:
+def _paired_interval(
+    sum_a: Sequence[float],
+    sum_b: Sequence[float],
+    tokens: Sequence[int] | int,
+    transform: Callable[[np.ndarray], np.ndarray] | None,
+    *,
+    resamples: int,
+    seed: int,
+    level: float,
+) -> BootstrapCI:
     a = np.asarray(sum_a, dtype=np.float64)  # [n]
     b = np.asarray(sum_b, dtype=np.float64)  # [n]
     if a.shape != b.shape or a.ndim != 1:
@@ -119,11 +147,12 @@ def _paired_interval(sum_a: Sequence[float], sum_b: Sequence[float], tokens: Seq
     chunk = max(1, 2_000_000 // a.size)  # bound the [chunk, n] index matrix
     for start in range(0, resamples, chunk):
         idx = rng.integers(0, a.size, size=(min(chunk, resamples - start), a.size))  # [r, n]
-        diffs[start:start + idx.shape[0]] = statistic(a[idx].sum(axis=1), b[idx].sum(axis=1), t[idx].sum(axis=1))
+        diffs[start : start + idx.shape[0]] = statistic(a[idx].sum(axis=1), b[idx].sum(axis=1), t[idx].sum(axis=1))
     tail = (1 - level) / 2
     low, high = np.quantile(diffs, [tail, 1 - tail])
-    return BootstrapCI(delta=delta, low=float(low), high=float(high), level=level, resamples=resamples,
-                       windows=int(a.size))
+    return BootstrapCI(
+        delta=delta, low=float(low), high=float(high), level=level, resamples=resamples, windows=int(a.size)
+    )
 
 
 __all__ = ["DEFAULT_RESAMPLES", "BootstrapCI", "paired_bootstrap", "paired_mean_bootstrap"]

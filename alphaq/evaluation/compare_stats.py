@@ -17,12 +17,30 @@ from alphaq.evaluation.bootstrap import paired_bootstrap, paired_mean_bootstrap
 
 ORIGINAL = "original"
 #: Data-free predictors whose rank correlation with the measured perplexity increase compare reports.
-PREDICTORS: tuple[str, ...] = ("predicted_error", "alpha_objective", "abs_sq_error", "alpha_sq_error",
-                               "depth_sq_error", "routed_sq_error")
+PREDICTORS: tuple[str, ...] = (
+    "predicted_error",
+    "alpha_objective",
+    "abs_sq_error",
+    "alpha_sq_error",
+    "depth_sq_error",
+    "routed_sq_error",
+)
 #: Column pairs added to the table by :func:`add_intervals`.
-INTERVAL_COLUMNS = ["ci_low", "ci_high", "significant", "vs_uniform", "vs_uniform_low", "vs_uniform_high",
-                    "significant_vs_uniform", "kld_low", "kld_high", "kld_vs_uniform", "kld_vs_uniform_low",
-                    "kld_vs_uniform_high", "kld_significant_vs_uniform"]
+INTERVAL_COLUMNS = [
+    "ci_low",
+    "ci_high",
+    "significant",
+    "vs_uniform",
+    "vs_uniform_low",
+    "vs_uniform_high",
+    "significant_vs_uniform",
+    "kld_low",
+    "kld_high",
+    "kld_vs_uniform",
+    "kld_vs_uniform_low",
+    "kld_vs_uniform_high",
+    "kld_significant_vs_uniform",
+]
 
 
 def row_key(row: Mapping[str, Any]) -> str:
@@ -34,9 +52,15 @@ def row_key(row: Mapping[str, Any]) -> str:
     return f"{row['entry']}@{row['budget']}{suffix}"
 
 
-def add_intervals(table: pd.DataFrame, windows: Mapping[str, tuple[Sequence[float], Sequence[int]]], *,
-                  resamples: int, level: float, seed: int = 0,
-                  kld_windows: Mapping[str, tuple[Sequence[float], Sequence[int]]] | None = None) -> pd.DataFrame:
+def add_intervals(
+    table: pd.DataFrame,
+    windows: Mapping[str, tuple[Sequence[float], Sequence[int]]],
+    *,
+    resamples: int,
+    level: float,
+    seed: int = 0,
+    kld_windows: Mapping[str, tuple[Sequence[float], Sequence[int]]] | None = None,
+) -> pd.DataFrame:
     """Paired-bootstrap intervals of every plan's perplexity increase, against the original and against uniform,
     and of its mean KL divergence from the original (alone, and minus uniform's at the same budget).
 
@@ -74,9 +98,16 @@ def add_intervals(table: pd.DataFrame, windows: Mapping[str, tuple[Sequence[floa
     return out
 
 
-def _kld_intervals(out: pd.DataFrame, i: Any, row: Mapping[str, Any],
-                   kld_windows: Mapping[str, tuple[Sequence[float], Sequence[int]]], *, resamples: int, level: float,
-                   seed: int) -> None:
+def _kld_intervals(
+    out: pd.DataFrame,
+    i: Any,
+    row: Mapping[str, Any],
+    kld_windows: Mapping[str, tuple[Sequence[float], Sequence[int]]],
+    *,
+    resamples: int,
+    level: float,
+    seed: int,
+) -> None:
     """The mean-KLD interval of one row, and its paired difference from uniform's at the same budget."""
     own = kld_windows.get(row_key(row))
     if own is None or len(own[0]) < 2:
@@ -102,9 +133,13 @@ def seed_spread(table: pd.DataFrame, entry: str = "random") -> dict[str, dict[st
     out: dict[str, dict[str, Any]] = {}
     for budget, group in rows.groupby("budget", sort=False):
         values = group["ppl_increase"].astype(float).to_numpy()
-        out[str(budget)] = {"seeds": [int(s) for s in group["seed"]], "mean": float(values.mean()),
-                            "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
-                            "min": float(values.min()), "max": float(values.max())}
+        out[str(budget)] = {
+            "seeds": [int(s) for s in group["seed"]],
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
+            "min": float(values.min()),
+            "max": float(values.max()),
+        }
     return out
 
 
@@ -134,8 +169,13 @@ def prediction_check(table: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def plan_predictors(tensors: Sequence[Any], sq_norm: Mapping[str, float], alpha: Mapping[str, float],
-                    num_layers: int, routing_prior: Mapping[tuple[int, int], float] | None = None) -> dict[str, float]:
+def plan_predictors(
+    tensors: Sequence[Any],
+    sq_norm: Mapping[str, float],
+    alpha: Mapping[str, float],
+    num_layers: int,
+    routing_prior: Mapping[tuple[int, int], float] | None = None,
+) -> dict[str, float]:
     """Richer data-free predictors of a plan's damage, from its tensors' predicted relative errors.
 
     ``abs_sq_error``: ``sum ||W||^2 e^2``, the absolute squared Frobenius error (a relative error on a large-norm
@@ -169,9 +209,20 @@ def plan_predictors(tensors: Sequence[Any], sq_norm: Mapping[str, float], alpha:
         depth_sq += base * (1 + (num_layers - 1 - layer) / max(num_layers, 1))
         share = routing_prior.get((t.layer, t.expert), math.nan) if routing_prior is not None else math.nan
         routed_sq += base * share
-    return {"abs_sq_error": abs_sq, "alpha_sq_error": alpha_sq, "depth_sq_error": depth_sq,
-            "routed_sq_error": routed_sq}
+    return {
+        "abs_sq_error": abs_sq,
+        "alpha_sq_error": alpha_sq,
+        "depth_sq_error": depth_sq,
+        "routed_sq_error": routed_sq,
+    }
 
 
-__all__ = ["INTERVAL_COLUMNS", "PREDICTORS", "add_intervals", "plan_predictors", "prediction_check", "row_key",
-           "seed_spread"]
+__all__ = [
+    "INTERVAL_COLUMNS",
+    "PREDICTORS",
+    "add_intervals",
+    "plan_predictors",
+    "prediction_check",
+    "row_key",
+    "seed_spread",
+]

@@ -150,7 +150,7 @@ class HubText:
 
 #: Data sets ``--dataset`` accepts, by alphaq name.
 HUB_TEXTS: dict[str, HubText] = {
-    "wikitext2": HubText("wikitext", "wikitext-2-raw-v1", "text", "\n\n", ("train", "validation", "test")),
+    "wikitext2": HubText("wikitext", "wikitext-2-raw-v1", "text", "\n\n", ("train", "validation", "test"))
 }
 
 

@@ -91,8 +91,10 @@ class ReferenceLogprobs:
         if self.values is None:
             self.values = self._allocate(int(logits.shape[1]), int(logits.shape[2]))
         if tuple(logits.shape[1:]) != self.values.shape[1:]:
-            raise ConfigError(f"reference logits of shape {tuple(logits.shape[1:])} do not match the store's "
-                              f"{tuple(self.values.shape[1:])}; score both models with the same context and tokenizer")
+            raise ConfigError(
+                f"reference logits of shape {tuple(logits.shape[1:])} do not match the store's "
+                f"{tuple(self.values.shape[1:])}; score both models with the same context and tokenizer"
+            )
         for row, index in rows:
             self.values[index] = torch.log_softmax(logits[row].float(), dim=-1).to(torch.float16).cpu().numpy()
             self.filled[index] = True
@@ -104,8 +106,10 @@ class ReferenceLogprobs:
             ConfigError: the reference pass did not score this window.
         """
         if self.values is None or not 0 <= index < self.windows or not self.filled[index]:
-            raise ConfigError(f"window {index} has no reference log-probabilities; evaluate the original model on "
-                              "the same windows first")
+            raise ConfigError(
+                f"window {index} has no reference log-probabilities; evaluate the original model on "
+                "the same windows first"
+            )
         return np.asarray(self.values[index])
 
     def close(self) -> None:
@@ -182,8 +186,10 @@ class DivergenceMeter:
                 continue  # past the stored windows: perplexity only
             ref = torch.from_numpy(self.reference.window(index))  # [T, V]
             if ref.shape != logits.shape[1:]:
-                raise ConfigError(f"candidate logits of shape {tuple(logits.shape[1:])} do not match the reference's "
-                                  f"{tuple(ref.shape)}; score both models with the same context and tokenizer")
+                raise ConfigError(
+                    f"candidate logits of shape {tuple(logits.shape[1:])} do not match the reference's "
+                    f"{tuple(ref.shape)}; score both models with the same context and tokenizer"
+                )
             # the candidate's log-probabilities take the reference's float16 rounding, so a model scores exactly
             # 0 against itself and the rounding (<= 5e-4 relative) cancels to first order
             rounded = torch.log_softmax(logits[row].float(), dim=-1).to(torch.float16).cpu()  # [T, V]
@@ -205,17 +211,30 @@ class DivergenceMeter:
         sums = tuple(self._window[i][0] for i in order)
         same = tuple(self._window[i][1] for i in order)
         counts = tuple(self._window[i][2] for i in order)
-        return DivergenceResult(mean_kld=float(values.mean()), median_kld=float(np.median(values)),
-                                p99_kld=float(np.quantile(values, 0.99)), max_kld=float(values.max()),
-                                same_top=float(sum(same) / sum(counts)), tokens=int(values.size), windows=len(order),
-                                window_kld=sums, window_same_top=same, window_tokens=counts)
+        return DivergenceResult(
+            mean_kld=float(values.mean()),
+            median_kld=float(np.median(values)),
+            p99_kld=float(np.quantile(values, 0.99)),
+            max_kld=float(values.max()),
+            same_top=float(sum(same) / sum(counts)),
+            tokens=int(values.size),
+            windows=len(order),
+            window_kld=sums,
+            window_same_top=same,
+            window_tokens=counts,
+        )
 
 
-
-
-def divergence_between(reference_model: Any, model: Any, ids: Sequence[int] | Any, context: int, *,
-                       max_windows: int | None = None, batch_size: int = 8,
-                       spill_dir: str | Path | None = None) -> DivergenceResult:
+def divergence_between(
+    reference_model: Any,
+    model: Any,
+    ids: Sequence[int] | Any,
+    context: int,
+    *,
+    max_windows: int | None = None,
+    batch_size: int = 8,
+    spill_dir: str | Path | None = None,
+) -> DivergenceResult:
     """KL divergence of ``model`` from ``reference_model`` on the same full windows (two perplexity passes).
 
     Args:
@@ -249,5 +268,11 @@ def divergence_between(reference_model: Any, model: Any, ids: Sequence[int] | An
         store.close()
 
 
-__all__ = ["IN_MEMORY_VALUES", "DivergenceMeter", "DivergenceResult", "ReferenceLogprobs", "divergence_between",
-           "token_divergence"]
+__all__ = [
+    "IN_MEMORY_VALUES",
+    "DivergenceMeter",
+    "DivergenceResult",
+    "ReferenceLogprobs",
+    "divergence_between",
+    "token_divergence",
+]

@@ -25,12 +25,7 @@ from alphaq.evaluation.options import EvalOptions
 from alphaq.locking import locks_output
 from alphaq.progress import ProgressFn
 from alphaq.provenance import text_record, versions
-from alphaq.runfolder import (
-    EVAL_EXPERTS_CSV,
-    EVAL_JSON,
-    EVAL_SCHEMA_VERSION,
-    EVAL_TENSORS_CSV,
-)
+from alphaq.runfolder import EVAL_EXPERTS_CSV, EVAL_JSON, EVAL_SCHEMA_VERSION, EVAL_TENSORS_CSV
 
 
 @dataclass(frozen=True)
@@ -146,8 +141,9 @@ class _Setup:
     windows: int = 0
 
 
-def _prepare(lm: Any, tokenizer: Any, eval_path: Path, opts: EvalOptions, passes: int,
-             progress: ProgressFn | None) -> _Setup:
+def _prepare(
+    lm: Any, tokenizer: Any, eval_path: Path, opts: EvalOptions, passes: int, progress: ProgressFn | None
+) -> _Setup:
     import torch
 
     from alphaq.evaluation.datasets import read_text
@@ -161,8 +157,9 @@ def _prepare(lm: Any, tokenizer: Any, eval_path: Path, opts: EvalOptions, passes
     return _Setup(ids=ids, window=window, options=opts, progress=progress, total=windows * passes, windows=windows)
 
 
-def _evaluate_original(original: Path, eval_path: Path, opts: EvalOptions, progress: ProgressFn | None,
-                       ) -> tuple[_Measured, _Setup]:
+def _evaluate_original(
+    original: Path, eval_path: Path, opts: EvalOptions, progress: ProgressFn | None
+) -> tuple[_Measured, _Setup]:
     """The original model alone (no baseline)."""
     import pandas as pd
     import torch
@@ -173,12 +170,18 @@ def _evaluate_original(original: Path, eval_path: Path, opts: EvalOptions, progr
     lm, tokenizer = load_model(original, device=opts.device, dtype=getattr(torch, opts.dtype))
     setup = _prepare(lm, tokenizer, eval_path, opts, 1, progress)
     result, shares = _measure(lm, setup, "original")
-    return _Measured(source={"kind": "original", "path": str(original)}, result=result, shares=shares,
-                     tensors=pd.DataFrame(columns=TENSOR_COLUMNS), memory={"model_bytes": _model_bytes(lm)}), setup
+    return _Measured(
+        source={"kind": "original", "path": str(original)},
+        result=result,
+        shares=shares,
+        tensors=pd.DataFrame(columns=TENSOR_COLUMNS),
+        memory={"model_bytes": _model_bytes(lm)},
+    ), setup
 
 
-def _evaluate_simulated(original: Path, plan_file: Path, eval_path: Path, opts: EvalOptions,
-                        progress: ProgressFn | None) -> tuple[_Measured, _Setup]:
+def _evaluate_simulated(
+    original: Path, plan_file: Path, eval_path: Path, opts: EvalOptions, progress: ProgressFn | None
+) -> tuple[_Measured, _Setup]:
     """The plan applied to the original weights in place (quantize + dequantize), after the baseline."""
     import torch
 
@@ -192,24 +195,48 @@ def _evaluate_simulated(original: Path, plan_file: Path, eval_path: Path, opts: 
     setup = _prepare(lm, tokenizer, eval_path, opts, 2 if opts.baseline else 1, progress)
     memory: dict[str, Any] = {"model_bytes": _model_bytes(lm)}
     with _divergence(setup) as (store, meter):
-        baseline, shares_original = (_measure(lm, setup, "original", store.record if store else None)
-                                     if opts.baseline else (None, {}))
+        baseline, shares_original = (
+            _measure(lm, setup, "original", store.record if store else None) if opts.baseline else (None, {})
+        )
         sim = apply_plan(lm, plan)
         result, shares = _measure(lm, setup, "simulated", meter.record if meter else None)
         divergence = meter.result() if meter and store.values is not None else None
-    memory.update({"plan_expert_bytes": plan.summary.get("expert_bytes"),
-                   "plan_total_bytes": plan.summary.get("total_bytes"),
-                   "note": "simulated: weights are quantized and dequantized in place, memory is the plan's",
-                   "original_checkpoint_bytes": _disk_bytes(original)})
-    source = {"kind": "simulated", "path": str(original), "plan": str(plan_file),
-              "plan_fingerprint": plan.plan_fingerprint, "method": sim.method,
-              "error_model": (plan.provenance.get("options") or {}).get("error_model")}
-    return _Measured(source=source, result=result, shares=shares, tensors=tensors_from_checks(sim.checks, plan),
-                     memory=memory, baseline=baseline, shares_original=shares_original, divergence=divergence), setup
+    memory.update(
+        {
+            "plan_expert_bytes": plan.summary.get("expert_bytes"),
+            "plan_total_bytes": plan.summary.get("total_bytes"),
+            "note": "simulated: weights are quantized and dequantized in place, memory is the plan's",
+            "original_checkpoint_bytes": _disk_bytes(original),
+        }
+    )
+    source = {
+        "kind": "simulated",
+        "path": str(original),
+        "plan": str(plan_file),
+        "plan_fingerprint": plan.plan_fingerprint,
+        "method": sim.method,
+        "error_model": (plan.provenance.get("options") or {}).get("error_model"),
+    }
+    return _Measured(
+        source=source,
+        result=result,
+        shares=shares,
+        tensors=tensors_from_checks(sim.checks, plan),
+        memory=memory,
+        baseline=baseline,
+        shares_original=shares_original,
+        divergence=divergence,
+    ), setup
 
 
-def _evaluate_quantized(quantized: Path, original: Path, manifest: dict[str, Any], eval_path: Path,
-                        opts: EvalOptions, progress: ProgressFn | None) -> tuple[_Measured, _Setup]:
+def _evaluate_quantized(
+    quantized: Path,
+    original: Path,
+    manifest: dict[str, Any],
+    eval_path: Path,
+    opts: EvalOptions,
+    progress: ProgressFn | None,
+) -> tuple[_Measured, _Setup]:
     """The original model as the baseline (its log-probabilities the KL divergence's reference), then the packed
     checkpoint through :func:`alphaq.load_quantized`: one model in memory at a time."""
     import torch
@@ -219,18 +246,25 @@ def _evaluate_quantized(quantized: Path, original: Path, manifest: dict[str, Any
     from alphaq.quantization.loading import load_quantized
 
     dtype = getattr(torch, opts.dtype)
-    source: dict[str, Any] = {"kind": "quantized", "path": str(quantized), "original": str(original),
-                              "plan_fingerprint": manifest.get("plan", {}).get("fingerprint"),
-                              "error_model": manifest.get("plan", {}).get("error_model"),
-                              "method": manifest.get("options", {}).get("method")}
+    source: dict[str, Any] = {
+        "kind": "quantized",
+        "path": str(quantized),
+        "original": str(original),
+        "plan_fingerprint": manifest.get("plan", {}).get("fingerprint"),
+        "error_model": manifest.get("plan", {}).get("error_model"),
+        "method": manifest.get("options", {}).get("method"),
+    }
     totals = manifest.get("totals", {})
-    memory: dict[str, Any] = {"checkpoint_bytes": _disk_bytes(quantized),
-                              "expert_bytes": totals.get("expert_quantized_bytes"),
-                              "plan_expert_bytes": totals.get("expert_predicted_bytes"),
-                              "plan_total_bytes": manifest.get("plan", {}).get("total_bytes"),
-                              "bytes_match_plan": totals.get("bytes_match_plan")}
-    measured = _Measured(source=source, result=None, shares={}, memory=memory,
-                         tensors=tensors_from_quantize_manifest(manifest))
+    memory: dict[str, Any] = {
+        "checkpoint_bytes": _disk_bytes(quantized),
+        "expert_bytes": totals.get("expert_quantized_bytes"),
+        "plan_expert_bytes": totals.get("expert_predicted_bytes"),
+        "plan_total_bytes": manifest.get("plan", {}).get("total_bytes"),
+        "bytes_match_plan": totals.get("bytes_match_plan"),
+    }
+    measured = _Measured(
+        source=source, result=None, shares={}, memory=memory, tensors=tensors_from_quantize_manifest(manifest)
+    )
     with_baseline = opts.baseline and (original / "config.json").is_file()
     if opts.baseline and not with_baseline:
         source["baseline_note"] = f"original checkpoint {original} not found; no baseline"
@@ -238,12 +272,14 @@ def _evaluate_quantized(quantized: Path, original: Path, manifest: dict[str, Any
         lm, tokenizer = load_model(original, device=opts.device, dtype=dtype)
     else:
         lm, tokenizer = load_quantized(quantized, device=opts.device, dtype=dtype)
-    setup = _prepare(lm, tokenizer, eval_path, replace(opts, baseline=with_baseline), 2 if with_baseline else 1,
-                     progress)
+    setup = _prepare(
+        lm, tokenizer, eval_path, replace(opts, baseline=with_baseline), 2 if with_baseline else 1, progress
+    )
     with _divergence(setup) as (store, meter):
         if with_baseline:
-            measured.baseline, measured.shares_original = _measure(lm, setup, "original",
-                                                                   store.record if store else None)
+            measured.baseline, measured.shares_original = _measure(
+                lm, setup, "original", store.record if store else None
+            )
             memory["original_model_bytes"] = _model_bytes(lm)
             memory["original_checkpoint_bytes"] = _disk_bytes(original)
             del lm
@@ -256,9 +292,16 @@ def _evaluate_quantized(quantized: Path, original: Path, manifest: dict[str, Any
 
 
 @locks_output("out_dir", "eval")
-def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, quantized: str | Path | None = None,
-             plan_file: str | Path | None = None, text_file: str | Path | None = None,
-             options: EvalOptions | None = None, progress: ProgressFn | None = None) -> EvalResult:
+def run_eval(
+    model: str | Path | None,
+    out_dir: str | Path | None = None,
+    *,
+    quantized: str | Path | None = None,
+    plan_file: str | Path | None = None,
+    text_file: str | Path | None = None,
+    options: EvalOptions | None = None,
+    progress: ProgressFn | None = None,
+) -> EvalResult:
     """Perplexity of the original model, a quantized checkpoint or a simulated plan, with plan verification.
 
     Args:
@@ -302,8 +345,9 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
         manifest = read_manifest(quantized)
         from alphaq.runfolder import resolve_recorded_path  # quantize.json records paths relative to its folder
 
-        original = (Path(model) if model is not None
-                    else resolve_recorded_path(manifest["checkpoint"]["path"], base=quantized))
+        original = (
+            Path(model) if model is not None else resolve_recorded_path(manifest["checkpoint"]["path"], base=quantized)
+        )
         recorded_plan = (manifest.get("plan") or {}).get("path")
         if recorded_plan and resolve_recorded_path(recorded_plan, base=quantized).is_file():
             plan_path = resolve_recorded_path(recorded_plan, base=quantized)
@@ -315,8 +359,12 @@ def run_eval(model: str | Path | None, out_dir: str | Path | None = None, *, qua
         else:
             measured, setup = _evaluate_original(original, eval_path, opts, progress)
 
-    experts = expert_table(measured.tensors, measured.shares, measured.shares_original,
-                           expert_alphas(plan_path.parent) if plan_path is not None else {})
+    experts = expert_table(
+        measured.tensors,
+        measured.shares,
+        measured.shares_original,
+        expert_alphas(plan_path.parent) if plan_path is not None else {},
+    )
     record = _record(measured, setup, experts, original, manifest, plan_path, eval_path, base=out_dir)
     if out_dir is not None:
         _write(Path(out_dir), record, measured.tensors, experts)
@@ -341,8 +389,9 @@ def _divergence(setup: _Setup) -> Iterator[tuple[Any, Any]]:
             store.close()
 
 
-def _measure(model: Any, setup: _Setup, label: str, on_logits: Callable[..., None] | None = None,
-             ) -> tuple[Any, dict[tuple[int, int], float]]:
+def _measure(
+    model: Any, setup: _Setup, label: str, on_logits: Callable[..., None] | None = None
+) -> tuple[Any, dict[tuple[int, int], float]]:
     """Perplexity and routing shares of ``model`` in the same forward passes (``on_logits``: the KLD hooks)."""
     from alphaq.evaluation.perplexity import perplexity_and_routing
 
@@ -351,40 +400,67 @@ def _measure(model: Any, setup: _Setup, label: str, on_logits: Callable[..., Non
             setup.progress(done, label, setup.total)
 
     opts = setup.options
-    result, routing = perplexity_and_routing(model, setup.ids, setup.window, max_windows=opts.max_windows,
-                                             stride=opts.stride, batch_size=opts.batch_size, progress=tick,
-                                             on_logits=on_logits)
+    result, routing = perplexity_and_routing(
+        model,
+        setup.ids,
+        setup.window,
+        max_windows=opts.max_windows,
+        stride=opts.stride,
+        batch_size=opts.batch_size,
+        progress=tick,
+        on_logits=on_logits,
+    )
     return result, ({} if routing is None else routing.shares())
 
 
-def _record(measured: _Measured, setup: _Setup, experts: Any, original: Path, manifest: dict[str, Any] | None,
-            plan_path: Path | None, eval_path: Path, *, base: str | Path | None = None) -> dict[str, Any]:
+def _record(
+    measured: _Measured,
+    setup: _Setup,
+    experts: Any,
+    original: Path,
+    manifest: dict[str, Any] | None,
+    plan_path: Path | None,
+    eval_path: Path,
+    *,
+    base: str | Path | None = None,
+) -> dict[str, Any]:
     """The eval.json content (paths as :func:`alphaq.runfolder.record_path` records them relative to ``base``)."""
     from alphaq.runfolder import record_path
 
-    source = {key: record_path(value, base=base) if key in ("path", "original", "plan") and value else value
-              for key, value in measured.source.items()}
+    source = {
+        key: record_path(value, base=base) if key in ("path", "original", "plan") and value else value
+        for key, value in measured.source.items()
+    }
     from alphaq.atomic import json_safe
     from alphaq.evaluation.verification import verification_summary
 
     opts, baseline, result = setup.options, measured.baseline, measured.result
-    return json_safe({
-        "schema_version": EVAL_SCHEMA_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(), "source": source,
-        "checkpoint": {**_checkpoint_record(original, manifest), "path": record_path(original, base=base)},
-        "plan": {"path": record_path(plan_path, base=base) if plan_path else None},
-        "eval_text": text_record(eval_path, base=base),
-        "protocol": {"context": setup.window, "stride": opts.stride or setup.window, "max_windows": opts.max_windows,
-                     "remainder": "dropped", "batch_size": opts.batch_size, "device": opts.device,
-                     "dtype": opts.dtype},
-        **result.record(),
-        "baseline": baseline.record() if baseline is not None else None,
-        "ppl_increase": (result.ppl - baseline.ppl) if baseline is not None else None,
-        "kld": divergence_record(measured.divergence),
-        "memory": measured.memory,
-        "verification": verification_summary(measured.tensors, experts),
-    })
+    return json_safe(
+        {
+            "schema_version": EVAL_SCHEMA_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": versions(),
+            "source": source,
+            "checkpoint": {**_checkpoint_record(original, manifest), "path": record_path(original, base=base)},
+            "plan": {"path": record_path(plan_path, base=base) if plan_path else None},
+            "eval_text": text_record(eval_path, base=base),
+            "protocol": {
+                "context": setup.window,
+                "stride": opts.stride or setup.window,
+                "max_windows": opts.max_windows,
+                "remainder": "dropped",
+                "batch_size": opts.batch_size,
+                "device": opts.device,
+                "dtype": opts.dtype,
+            },
+            **result.record(),
+            "baseline": baseline.record() if baseline is not None else None,
+            "ppl_increase": (result.ppl - baseline.ppl) if baseline is not None else None,
+            "kld": divergence_record(measured.divergence),
+            "memory": measured.memory,
+            "verification": verification_summary(measured.tensors, experts),
+        }
+    )
 
 
 def divergence_record(result: Any, *, resamples: int = 2000, seed: int = 0) -> dict[str, Any] | None:
@@ -406,10 +482,12 @@ def divergence_record(result: Any, *, resamples: int = 2000, seed: int = 0) -> d
         from alphaq.evaluation.bootstrap import paired_mean_bootstrap
 
         zeros = [0.0] * result.windows
-        record["mean_kld_interval"] = paired_mean_bootstrap(result.window_kld, zeros, result.window_tokens,
-                                                            resamples=resamples, seed=seed).to_dict()
-        record["same_top_interval"] = paired_mean_bootstrap(result.window_same_top, zeros, result.window_tokens,
-                                                            resamples=resamples, seed=seed).to_dict()
+        record["mean_kld_interval"] = paired_mean_bootstrap(
+            result.window_kld, zeros, result.window_tokens, resamples=resamples, seed=seed
+        ).to_dict()
+        record["same_top_interval"] = paired_mean_bootstrap(
+            result.window_same_top, zeros, result.window_tokens, resamples=resamples, seed=seed
+        ).to_dict()
     return record
 
 

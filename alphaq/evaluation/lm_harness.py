@@ -121,8 +121,9 @@ def _import_lm_eval() -> tuple[Any, Any]:
     except ImportError as exc:
         if (exc.name or "lm_eval").split(".")[0] == "lm_eval":
             raise AlphaQError(_MISSING) from exc
-        raise AlphaQError(f"lm-evaluation-harness cannot be imported (missing module {exc.name}); "
-                          "pip install 'alphaq[lmeval]'") from exc
+        raise AlphaQError(
+            f"lm-evaluation-harness cannot be imported (missing module {exc.name}); pip install 'alphaq[lmeval]'"
+        ) from exc
     return lm_eval, hflm
 
 
@@ -138,9 +139,17 @@ def _lm_eval_version(lm_eval: Any) -> str:
         return "unknown"
 
 
-def run_lm_eval(model: str | os.PathLike[str] | None, *, quantized: str | os.PathLike[str] | None = None,
-                tasks: Sequence[str], num_fewshot: int = 0, limit: int | None = None, batch_size: int = 1,
-                device: str = "cpu", out_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def run_lm_eval(
+    model: str | os.PathLike[str] | None,
+    *,
+    quantized: str | os.PathLike[str] | None = None,
+    tasks: Sequence[str],
+    num_fewshot: int = 0,
+    limit: int | None = None,
+    batch_size: int = 1,
+    device: str = "cpu",
+    out_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
     """Run lm-eval tasks on the original model or a quantized checkpoint; write ``lmeval.json``.
 
     Args:
@@ -166,8 +175,9 @@ def run_lm_eval(model: str | os.PathLike[str] | None, *, quantized: str | os.Pat
     from alphaq._version import __version__
     from alphaq.atomic import write_json
 
-    config = LMEvalConfig(parse_tasks(tasks), num_fewshot=num_fewshot, limit=limit, batch_size=batch_size,
-                          device=device)
+    config = LMEvalConfig(
+        parse_tasks(tasks), num_fewshot=num_fewshot, limit=limit, batch_size=batch_size, device=device
+    )
     lm_eval, hflm = _import_lm_eval()
     from alphaq.runfolder import record_path  # relative to the run folder, the bundled model by name
 
@@ -186,23 +196,34 @@ def run_lm_eval(model: str | os.PathLike[str] | None, *, quantized: str | os.Pat
 
     wrapped = hflm(pretrained=lm, tokenizer=tokenizer, batch_size=config.batch_size)
     try:
-        output = lm_eval.simple_evaluate(model=wrapped, tasks=list(config.tasks), num_fewshot=config.num_fewshot,
-                                         limit=config.limit)
+        output = lm_eval.simple_evaluate(
+            model=wrapped, tasks=list(config.tasks), num_fewshot=config.num_fewshot, limit=config.limit
+        )
     except (ValueError, KeyError, OSError) as exc:  # unknown task, task data that cannot be fetched
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AlphaQError(f"lm-eval failed on tasks {','.join(config.tasks)} ({detail}); check the task names "
-                          "(lm-eval ls tasks) and that their data sets can be downloaded") from exc
+        raise AlphaQError(
+            f"lm-eval failed on tasks {','.join(config.tasks)} ({detail}); check the task names "
+            "(lm-eval ls tasks) and that their data sets can be downloaded"
+        ) from exc
     if not isinstance(output, Mapping) or not isinstance(output.get("results"), Mapping):
         raise AlphaQError("lm-eval returned no results; run it in a single process (no accelerate launch)")
 
-    n_samples = {str(task): dict(counts) for task, counts in (output.get("n-samples") or {}).items()
-                 if isinstance(counts, Mapping)}
+    n_samples = {
+        str(task): dict(counts)
+        for task, counts in (output.get("n-samples") or {}).items()
+        if isinstance(counts, Mapping)
+    }
     record: dict[str, Any] = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"alphaq": __version__, "lm_eval": _lm_eval_version(lm_eval)},
         "source": source,
-        "options": {"tasks": list(config.tasks), "num_fewshot": config.num_fewshot, "limit": config.limit,
-                    "batch_size": config.batch_size, "device": config.device},
+        "options": {
+            "tasks": list(config.tasks),
+            "num_fewshot": config.num_fewshot,
+            "limit": config.limit,
+            "batch_size": config.batch_size,
+            "device": config.device,
+        },
         "rows": metric_rows(output["results"]),
         "n_samples": n_samples,
         "task_versions": {str(k): v for k, v in (output.get("versions") or {}).items()},
@@ -221,15 +242,24 @@ def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
     Returns:
         The table, one line per row after a header.
     """
+
     def cell(v: Any) -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.4f}"
 
     lines = [("task", "metric", "value", "stderr")]
-    lines += [(str(r["task"]), str(r["metric"]) + ("" if r.get("filter") in (None, "none") else f" ({r['filter']})"),
-               cell(r["value"]), cell(r["stderr"])) for r in rows]
+    lines += [
+        (
+            str(r["task"]),
+            str(r["metric"]) + ("" if r.get("filter") in (None, "none") else f" ({r['filter']})"),
+            cell(r["value"]),
+            cell(r["stderr"]),
+        )
+        for r in rows
+    ]
     widths = [max(len(line[i]) for line in lines) for i in range(4)]
-    return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d:>{widths[3]}}".rstrip()
-                     for a, b, c, d in lines)
+    return "\n".join(
+        f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d:>{widths[3]}}".rstrip() for a, b, c, d in lines
+    )
 
 
 __all__ = ["DEFAULT_TASKS", "LMEvalConfig", "format_rows", "metric_rows", "parse_tasks", "run_lm_eval"]

@@ -95,7 +95,9 @@ def expand_allocators(allocators: Sequence[str]) -> list[str]:
         names = list(FREQUENCY_ENTRIES) if name == "frequency" else [name]
         for entry in names:
             if entry not in ALLOCATORS and entry not in FREQUENCY_ENTRIES:
-                raise ConfigError(f"unknown allocator {entry!r}; use one of {', '.join([*ALLOCATORS, *FREQUENCY_ENTRIES])}")
+                raise ConfigError(
+                    f"unknown allocator {entry!r}; use one of {', '.join([*ALLOCATORS, *FREQUENCY_ENTRIES])}"
+                )
             if entry not in out:
                 out.append(entry)
     if not out:
@@ -164,8 +166,13 @@ class CompareConfig:
         if not seeds:
             raise ConfigError("no seed given for the random allocator; pass --seeds 0,1,2")
         object.__setattr__(self, "seeds", seeds)
-        EvalOptions(max_windows=self.max_windows, context=self.context, device=self.device, dtype=self.dtype,
-                    kld_windows=self.kld_windows)
+        EvalOptions(
+            max_windows=self.max_windows,
+            context=self.context,
+            device=self.device,
+            dtype=self.dtype,
+            kld_windows=self.kld_windows,
+        )
         if isinstance(self.resamples, bool) or not isinstance(self.resamples, int) or self.resamples < 1:
             raise ConfigError(f"--resamples {self.resamples!r} must be a positive integer (default 2000)")
         if not (isinstance(self.level, float) and math.isfinite(self.level) and 0.0 < self.level < 1.0):
@@ -184,8 +191,13 @@ class CompareConfig:
     @property
     def options(self) -> EvalOptions:
         """The :class:`EvalOptions` of the measurement (windows, context, device, dtype)."""
-        return EvalOptions(max_windows=self.max_windows, context=self.context, device=self.device, dtype=self.dtype,
-                           kld_windows=self.kld_windows)
+        return EvalOptions(
+            max_windows=self.max_windows,
+            context=self.context,
+            device=self.device,
+            dtype=self.dtype,
+            kld_windows=self.kld_windows,
+        )
 
 
 def _items(value: Sequence[object] | str, option: str) -> tuple[str, ...]:

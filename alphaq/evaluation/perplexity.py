@@ -81,10 +81,17 @@ def window_starts(n_tokens: int, context: int, stride: int) -> list[int]:
     return list(range(0, n_tokens - context + 1, stride))
 
 
-def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_windows: int | None = None,
-               stride: int | None = None, batch_size: int = 8,
-               progress: Callable[[int, int], None] | None = None,
-               on_logits: Callable[[Sequence[int], Any], None] | None = None) -> PerplexityResult:
+def perplexity(
+    model: Any,
+    ids: Sequence[int] | Any,
+    context: int,
+    *,
+    max_windows: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+    on_logits: Callable[[Sequence[int], Any], None] | None = None,
+) -> PerplexityResult:
     """Mean next-token NLL and perplexity over full windows of ``context`` tokens.
 
     Args:
@@ -123,8 +130,16 @@ def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_window
         starts = starts[:max_windows]
     covered = (starts[-1] + context) if starts else 0
     if not starts:
-        return PerplexityResult(nll=math.nan, ppl=math.nan, tokens=0, windows=0, context=context, stride=step,
-                                dropped_tokens=int(all_ids.numel()), status="no_window")
+        return PerplexityResult(
+            nll=math.nan,
+            ppl=math.nan,
+            tokens=0,
+            windows=0,
+            context=context,
+            stride=step,
+            dropped_tokens=int(all_ids.numel()),
+            status="no_window",
+        )
     device = next(model.parameters()).device
     total_nll, total_tokens = 0.0, 0
     window_nll: list[float] = []
@@ -134,8 +149,8 @@ def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_window
     try:
         with torch.no_grad():
             for first in range(0, len(starts), batch_size):
-                group = starts[first:first + batch_size]
-                batch = torch.stack([all_ids[s:s + context] for s in group]).to(device)  # [B, T]
+                group = starts[first : first + batch_size]
+                batch = torch.stack([all_ids[s : s + context] for s in group]).to(device)  # [B, T]
                 logits = model(input_ids=batch).logits[:, :-1].float()  # [B, T-1, V]
                 if on_logits is not None:
                     on_logits(range(first, first + len(group)), logits)
@@ -143,8 +158,9 @@ def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_window
                 for row, s in enumerate(group):
                     if s > 0 and step < context:  # sliding: score only the new tokens
                         targets[row, : context - 1 - step] = -100
-                token_nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                            ignore_index=-100, reduction="none").view(targets.shape)  # [B, T-1]
+                token_nll = F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="none"
+                ).view(targets.shape)  # [B, T-1]
                 per_window = token_nll.double().sum(dim=1)  # [B]
                 counts = (targets != -100).sum(dim=1)  # [B]
                 window_nll.extend(float(v) for v in per_window)
@@ -156,16 +172,30 @@ def perplexity(model: Any, ids: Sequence[int] | Any, context: int, *, max_window
     finally:
         model.train(was_training)
     mean = total_nll / total_tokens
-    return PerplexityResult(nll=mean, ppl=math.exp(mean), tokens=total_tokens, windows=len(starts), context=context,
-                            stride=step, dropped_tokens=int(all_ids.numel()) - covered,
-                            window_nll=tuple(window_nll), window_tokens=tuple(window_tokens))
+    return PerplexityResult(
+        nll=mean,
+        ppl=math.exp(mean),
+        tokens=total_tokens,
+        windows=len(starts),
+        context=context,
+        stride=step,
+        dropped_tokens=int(all_ids.numel()) - covered,
+        window_nll=tuple(window_nll),
+        window_tokens=tuple(window_tokens),
+    )
 
 
-def perplexity_and_routing(model: Any, ids: Sequence[int] | Any, context: int, *, max_windows: int | None = None,
-                           stride: int | None = None, batch_size: int = 8,
-                           progress: Callable[[int, int], None] | None = None,
-                           on_logits: Callable[[Sequence[int], Any], None] | None = None,
-                           ) -> tuple[PerplexityResult, Any]:
+def perplexity_and_routing(
+    model: Any,
+    ids: Sequence[int] | Any,
+    context: int,
+    *,
+    max_windows: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+    on_logits: Callable[[Sequence[int], Any], None] | None = None,
+) -> tuple[PerplexityResult, Any]:
     """:func:`perplexity` and, for an MoE, the routing of the same forward passes (one pass over the text).
 
     The one measurement behind ``alphaq eval``, ``alphaq compare``, the model cards and the demo's ``card.json``.
@@ -190,13 +220,35 @@ def perplexity_and_routing(model: Any, ids: Sequence[int] | Any, context: int, *
     try:
         counter = RoutingCounter(model)
     except AlphaQError:  # a dense model: perplexity only
-        return perplexity(model, ids, context, max_windows=max_windows, stride=stride, batch_size=batch_size,
-                          progress=progress, on_logits=on_logits), None
+        return perplexity(
+            model,
+            ids,
+            context,
+            max_windows=max_windows,
+            stride=stride,
+            batch_size=batch_size,
+            progress=progress,
+            on_logits=on_logits,
+        ), None
     with counter:
-        result = perplexity(model, ids, context, max_windows=max_windows, stride=stride, batch_size=batch_size,
-                            progress=progress, on_logits=on_logits)
+        result = perplexity(
+            model,
+            ids,
+            context,
+            max_windows=max_windows,
+            stride=stride,
+            batch_size=batch_size,
+            progress=progress,
+            on_logits=on_logits,
+        )
     return result, counter.stats()
 
 
-__all__ = ["STANDARD_CONTEXT", "PerplexityResult", "model_context", "perplexity", "perplexity_and_routing",
-           "window_starts"]
+__all__ = [
+    "STANDARD_CONTEXT",
+    "PerplexityResult",
+    "model_context",
+    "perplexity",
+    "perplexity_and_routing",
+    "window_starts",
+]

@@ -40,11 +40,14 @@ class RoutingStats:
         """Fraction of a layer's selections that went to each expert (sums to 1 per layer)."""
         totals = self.counts.sum(axis=1, keepdims=True).clip(min=1)
         frac = self.counts / totals
-        return {(layer, e): float(frac[i, e]) for i, layer in enumerate(self.layers) for e in range(self.counts.shape[1])}
+        return {
+            (layer, e): float(frac[i, e]) for i, layer in enumerate(self.layers) for e in range(self.counts.shape[1])
+        }
 
 
-def routing_stats(model: Any, token_ids: Any, *, context: int, top_k: int | None = None,
-                  max_windows: int | None = None) -> RoutingStats:
+def routing_stats(
+    model: Any, token_ids: Any, *, context: int, top_k: int | None = None, max_windows: int | None = None
+) -> RoutingStats:
     """Count expert selections over non-overlapping windows of ``token_ids``.
 
     Args:
@@ -63,11 +66,13 @@ def routing_stats(model: Any, token_ids: Any, *, context: int, top_k: int | None
     if max_windows is not None:
         windows = min(windows, max_windows)
     if windows == 0:
-        raise AlphaQError(f"text has {token_ids.numel()} tokens, fewer than one window of {context}; pass a longer text")
+        raise AlphaQError(
+            f"text has {token_ids.numel()} tokens, fewer than one window of {context}; pass a longer text"
+        )
     device = next(model.parameters()).device
     with RoutingCounter(model, top_k=top_k) as counter, torch.no_grad():
         for w in range(windows):
-            model(token_ids[w * context:(w + 1) * context].unsqueeze(0).to(device))
+            model(token_ids[w * context : (w + 1) * context].unsqueeze(0).to(device))
     return counter.stats()
 
 
@@ -77,8 +82,9 @@ PRIOR_WINDOWS = 32
 PRIOR_SEED = 0
 
 
-def random_token_routing(model: Any, *, context: int, windows: int = PRIOR_WINDOWS, seed: int = PRIOR_SEED,
-                         top_k: int | None = None) -> RoutingStats:
+def random_token_routing(
+    model: Any, *, context: int, windows: int = PRIOR_WINDOWS, seed: int = PRIOR_SEED, top_k: int | None = None
+) -> RoutingStats:
     """Routing of uniformly random token sequences: a data-free prior of each expert's routing share.
 
     No text is read: ``windows`` sequences of ``context`` token ids drawn uniformly from the vocabulary (seeded
@@ -105,8 +111,10 @@ def random_token_routing(model: Any, *, context: int, windows: int = PRIOR_WINDO
     config = getattr(model.config, "text_config", None) or model.config
     vocab = int(getattr(config, "vocab_size", 0) or 0)
     if vocab < 1 or windows < 1 or context < 1:
-        raise AlphaQError(f"random-token routing needs a vocabulary size and windows/context >= 1 (got vocab {vocab}, "
-                          f"windows {windows}, context {context})")
+        raise AlphaQError(
+            f"random-token routing needs a vocabulary size and windows/context >= 1 (got vocab {vocab}, "
+            f"windows {windows}, context {context})"
+        )
     generator = torch.Generator().manual_seed(int(seed))
     ids = torch.randint(0, vocab, (windows * context,), generator=generator)  # [windows * context]
     return routing_stats(model, ids, context=context, top_k=top_k)
@@ -128,11 +136,16 @@ class RoutingCounter:
     def __init__(self, model: Any, *, top_k: int | None = None) -> None:
         config = getattr(model.config, "text_config", None) or model.config
         self.top_k = int(top_k or getattr(config, "num_experts_per_tok", 0) or getattr(config, "moe_top_k", 0) or 2)
-        self._routers = {int(m.group(1)): module for name, module in model.named_modules()
-                         if (m := _ROUTER_MODULE.search(name)) and getattr(module, "weight", None) is not None}
+        self._routers = {
+            int(m.group(1)): module
+            for name, module in model.named_modules()
+            if (m := _ROUTER_MODULE.search(name)) and getattr(module, "weight", None) is not None
+        }
         if not self._routers:
-            raise AlphaQError("no router module found in the model; routing statistics need an MoE model "
-                              "with mlp.gate / block_sparse_moe.gate / mlp.router layers")
+            raise AlphaQError(
+                "no router module found in the model; routing statistics need an MoE model "
+                "with mlp.gate / block_sparse_moe.gate / mlp.router layers"
+            )
         self.layers = tuple(sorted(self._routers))
         num_experts = int(self._routers[self.layers[0]].weight.shape[0])
         self.counts = np.zeros((len(self.layers), num_experts), dtype=np.int64)  # [layers, E]
@@ -148,11 +161,13 @@ class RoutingCounter:
             chosen = logits.topk(self.top_k, dim=-1).indices.reshape(-1)  # [T * k]
             self.counts[row] += torch.bincount(chosen, minlength=self.counts.shape[1]).cpu().numpy()
             self._tokens[row] += hidden.shape[0]
+
         return count
 
     def __enter__(self) -> RoutingCounter:  # noqa: PYI034 (Self needs Python 3.11)
-        self._handles = [self._routers[layer].register_forward_pre_hook(self._hook(i))
-                         for i, layer in enumerate(self.layers)]
+        self._handles = [
+            self._routers[layer].register_forward_pre_hook(self._hook(i)) for i, layer in enumerate(self.layers)
+        ]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -162,4 +177,6 @@ class RoutingCounter:
 
     def stats(self) -> RoutingStats:
         """The counts so far (tokens: those seen by the first router)."""
-        return RoutingStats(counts=self.counts.copy(), layers=self.layers, tokens=int(self._tokens[0]), top_k=self.top_k)
+        return RoutingStats(
+            counts=self.counts.copy(), layers=self.layers, tokens=int(self._tokens[0]), top_k=self.top_k
+        )

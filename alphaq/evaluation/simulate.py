@@ -23,8 +23,10 @@ from alphaq.errors import PlanError
 if TYPE_CHECKING:
     from alphaq.planning.plan_file import Plan
 
-_EXPERT_TENSOR = re.compile(r"^(?P<prefix>.*\.layers\.(?P<layer>\d+))\.(?:block_sparse_moe|mlp)\.experts\."
-                            r"(?P<expert>\d+)\.(?P<proj>w1|w2|w3|gate_proj|up_proj|down_proj)\.weight$")
+_EXPERT_TENSOR = re.compile(
+    r"^(?P<prefix>.*\.layers\.(?P<layer>\d+))\.(?:block_sparse_moe|mlp)\.experts\."
+    r"(?P<expert>\d+)\.(?P<proj>w1|w2|w3|gate_proj|up_proj|down_proj)\.weight$"
+)
 _GATE = ("w1", "gate_proj")
 _UP = ("w3", "up_proj")
 
@@ -85,8 +87,10 @@ def _views(model: Any) -> Callable[[str], Any]:
             if fused is not None and proj in _GATE + _UP:
                 half = fused.shape[1] // 2
                 return fused.data[e, :half] if proj in _GATE else fused.data[e, half:]  # [I, H]
-        raise PlanError(f"plan tensor {tensor} has no parameter in the loaded model; apply a plan made for this "
-                        "checkpoint (fused experts supported: mlp.experts.gate_up_proj / down_proj)")
+        raise PlanError(
+            f"plan tensor {tensor} has no parameter in the loaded model; apply a plan made for this "
+            "checkpoint (fused experts supported: mlp.experts.gate_up_proj / down_proj)"
+        )
 
     return view
 
@@ -122,13 +126,24 @@ def apply_plan(model: Any, plan: Plan, *, method: str | None = None) -> Simulati
                 continue
             target = view(t.tensor)
             if tuple(target.shape) != (t.rows, t.cols):
-                raise PlanError(f"plan tensor {t.tensor} is {t.rows}x{t.cols} but the model holds "
-                                f"{tuple(target.shape)}; apply a plan made for this checkpoint")
+                raise PlanError(
+                    f"plan tensor {t.tensor} is {t.rows}x{t.cols} but the model holds "
+                    f"{tuple(target.shape)}; apply a plan made for this checkpoint"
+                )
             w = target.detach().to(torch.float32).clone()  # [R, C]
             w_hat = quantize_dequantize(w, QuantSpec(t.bits, int(t.group_size)), method=quant, dtype=torch.float32)
             target.copy_(w_hat.to(target.dtype))
-            checks.append(TensorCheck(name=t.name, tensor=t.tensor, layer=t.layer, expert=t.expert, bits=t.bits,
-                                      predicted_error=t.error, rel_error=relative_error(w, w_hat)))
+            checks.append(
+                TensorCheck(
+                    name=t.name,
+                    tensor=t.tensor,
+                    layer=t.layer,
+                    expert=t.expert,
+                    bits=t.bits,
+                    predicted_error=t.error,
+                    rel_error=relative_error(w, w_hat),
+                )
+            )
     return SimulationResult(plan_fingerprint=plan.plan_fingerprint, method=quant, checks=tuple(checks), kept=kept)
 
 

@@ -19,10 +19,33 @@ import pandas as pd
 if TYPE_CHECKING:
     from alphaq.planning.plan_file import Plan
 
-TENSOR_COLUMNS = ["name", "layer", "expert", "proj", "role", "bits", "group_size", "params", "predicted_error",
-                  "rel_error", "bytes", "predicted_bytes"]
-EXPERT_COLUMNS = ["layer", "expert", "bits", "params", "predicted_error", "rel_error", "bytes", "predicted_bytes",
-                  "routing_share", "routing_share_original", "alpha"]
+TENSOR_COLUMNS = [
+    "name",
+    "layer",
+    "expert",
+    "proj",
+    "role",
+    "bits",
+    "group_size",
+    "params",
+    "predicted_error",
+    "rel_error",
+    "bytes",
+    "predicted_bytes",
+]
+EXPERT_COLUMNS = [
+    "layer",
+    "expert",
+    "bits",
+    "params",
+    "predicted_error",
+    "rel_error",
+    "bytes",
+    "predicted_bytes",
+    "routing_share",
+    "routing_share_original",
+    "alpha",
+]
 
 
 def tensors_from_quantize_manifest(manifest: Mapping[str, Any]) -> pd.DataFrame:
@@ -38,10 +61,22 @@ def tensors_from_quantize_manifest(manifest: Mapping[str, Any]) -> pd.DataFrame:
     for t in manifest.get("tensors", []):
         if t.get("kind") != "quantized":
             continue
-        rows.append({"name": t["name"], "layer": t.get("layer"), "expert": t.get("expert"), "proj": t.get("proj"),
-                     "role": t.get("role"), "bits": t["bits"], "group_size": t.get("group_size"),
-                     "params": int(t["rows"]) * int(t["cols"]), "predicted_error": t.get("predicted_error"),
-                     "rel_error": t.get("rel_error"), "bytes": t.get("bytes"), "predicted_bytes": t.get("predicted_bytes")})
+        rows.append(
+            {
+                "name": t["name"],
+                "layer": t.get("layer"),
+                "expert": t.get("expert"),
+                "proj": t.get("proj"),
+                "role": t.get("role"),
+                "bits": t["bits"],
+                "group_size": t.get("group_size"),
+                "params": int(t["rows"]) * int(t["cols"]),
+                "predicted_error": t.get("predicted_error"),
+                "rel_error": t.get("rel_error"),
+                "bytes": t.get("bytes"),
+                "predicted_bytes": t.get("predicted_bytes"),
+            }
+        )
     return pd.DataFrame(rows, columns=TENSOR_COLUMNS)
 
 
@@ -59,16 +94,31 @@ def tensors_from_checks(checks: Iterable[Any], plan: Plan) -> pd.DataFrame:
     rows = []
     for c in checks:
         t = planned[c.name]
-        rows.append({"name": c.tensor, "layer": c.layer, "expert": c.expert, "proj": t.proj, "role": t.role,
-                     "bits": c.bits, "group_size": t.group_size, "params": t.params,
-                     "predicted_error": c.predicted_error, "rel_error": c.rel_error, "bytes": math.nan,
-                     "predicted_bytes": t.bytes})
+        rows.append(
+            {
+                "name": c.tensor,
+                "layer": c.layer,
+                "expert": c.expert,
+                "proj": t.proj,
+                "role": t.role,
+                "bits": c.bits,
+                "group_size": t.group_size,
+                "params": t.params,
+                "predicted_error": c.predicted_error,
+                "rel_error": c.rel_error,
+                "bytes": math.nan,
+                "predicted_bytes": t.bytes,
+            }
+        )
     return pd.DataFrame(rows, columns=TENSOR_COLUMNS)
 
 
-def expert_table(tensors: pd.DataFrame, shares: Mapping[tuple[int, int], float] | None = None,
-                 shares_original: Mapping[tuple[int, int], float] | None = None,
-                 alphas: Mapping[tuple[int, int], float] | None = None) -> pd.DataFrame:
+def expert_table(
+    tensors: pd.DataFrame,
+    shares: Mapping[tuple[int, int], float] | None = None,
+    shares_original: Mapping[tuple[int, int], float] | None = None,
+    alphas: Mapping[tuple[int, int], float] | None = None,
+) -> pd.DataFrame:
     """Aggregate the tensor rows of routed experts per (layer, expert), parameter-weighted.
 
     Args:
@@ -92,12 +142,21 @@ def expert_table(tensors: pd.DataFrame, shares: Mapping[tuple[int, int], float] 
             ok = values.notna()
             return float((values[ok] * weight[ok]).sum() / weight[ok].sum()) if ok.any() and total else math.nan
 
-        rows.append({"layer": key[0], "expert": key[1], "bits": mean("bits"), "params": int(total),
-                     "predicted_error": mean("predicted_error"), "rel_error": mean("rel_error"),
-                     "bytes": _sum(group["bytes"]), "predicted_bytes": _sum(group["predicted_bytes"]),
-                     "routing_share": (shares or {}).get(key, math.nan),
-                     "routing_share_original": (shares_original or {}).get(key, math.nan),
-                     "alpha": (alphas or {}).get(key, math.nan)})
+        rows.append(
+            {
+                "layer": key[0],
+                "expert": key[1],
+                "bits": mean("bits"),
+                "params": int(total),
+                "predicted_error": mean("predicted_error"),
+                "rel_error": mean("rel_error"),
+                "bytes": _sum(group["bytes"]),
+                "predicted_bytes": _sum(group["predicted_bytes"]),
+                "routing_share": (shares or {}).get(key, math.nan),
+                "routing_share_original": (shares_original or {}).get(key, math.nan),
+                "alpha": (alphas or {}).get(key, math.nan),
+            }
+        )
     return pd.DataFrame(rows, columns=EXPERT_COLUMNS)
 
 
@@ -145,5 +204,11 @@ def verification_summary(tensors: pd.DataFrame, experts: pd.DataFrame) -> dict[s
     return out
 
 
-__all__ = ["EXPERT_COLUMNS", "TENSOR_COLUMNS", "expert_table", "tensors_from_checks", "tensors_from_quantize_manifest",
-           "verification_summary"]
+__all__ = [
+    "EXPERT_COLUMNS",
+    "TENSOR_COLUMNS",
+    "expert_table",
+    "tensors_from_checks",
+    "tensors_from_quantize_manifest",
+    "verification_summary",
+]

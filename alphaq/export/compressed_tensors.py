@@ -54,9 +54,15 @@ class CtExportResult:
 
 
 @locks_output("out_dir", "export")
-def export_compressed_tensors(plan_path: str | Path, out_dir: str | Path, *, model: str | Path | None = None,
-                              method: str | None = None, granularity: str = "expert",
-                              progress: ProgressFn | None = None) -> CtExportResult:
+def export_compressed_tensors(
+    plan_path: str | Path,
+    out_dir: str | Path,
+    *,
+    model: str | Path | None = None,
+    method: str | None = None,
+    granularity: str = "expert",
+    progress: ProgressFn | None = None,
+) -> CtExportResult:
     """Write ``plan_path`` applied to its checkpoint as a compressed-tensors checkpoint folder ``out_dir``.
 
     Args:
@@ -83,12 +89,7 @@ def export_compressed_tensors(plan_path: str | Path, out_dir: str | Path, *, mod
     from alphaq.quantization import shards as st
     from alphaq.quantization.methods import METHODS
     from alphaq.quantization.run import plan_widths
-    from alphaq.quantization.writer import (
-        AUX_FILE_PATTERNS,
-        OutputTensor,
-        index_json,
-        shard_file_name,
-    )
+    from alphaq.quantization.writer import AUX_FILE_PATTERNS, OutputTensor, index_json, shard_file_name
     from alphaq.zoo.demo import demo_model_path
 
     start = time.perf_counter()
@@ -129,8 +130,10 @@ def export_compressed_tensors(plan_path: str | Path, out_dir: str | Path, *, mod
                     info = ckpt.tensors[name]
                     tensors.append(OutputTensor(name, info.dtype, tuple(info.shape), info.nbytes))
                 else:
-                    tensors += [OutputTensor(n, dt, shape, _NBYTES[dt] * _numel(shape))
-                                for n, dt, shape in module.tensor_specs()]
+                    tensors += [
+                        OutputTensor(n, dt, shape, _NBYTES[dt] * _numel(shape))
+                        for n, dt, shape in module.tensor_specs()
+                    ]
 
             def fill(writer: st.ShardWriter, names: list[str] = names) -> None:
                 for name in names:
@@ -155,15 +158,26 @@ def export_compressed_tensors(plan_path: str | Path, out_dir: str | Path, *, mod
         _write_json(tmp / "config.json", {**ckpt.config, "quantization_config": quant_config})
         if len(files) > 1:
             _write_json(tmp / "model.safetensors.index.json", index_json(layout))  # type: ignore[arg-type]
-        manifest = build_manifest(ckpt, plan, plan_path, modules, records, method=method, granularity=granularity,
-                                  warnings=warnings, seconds=time.perf_counter() - start, out_dir=out)
+        manifest = build_manifest(
+            ckpt,
+            plan,
+            plan_path,
+            modules,
+            records,
+            method=method,
+            granularity=granularity,
+            warnings=warnings,
+            seconds=time.perf_counter() - start,
+            out_dir=out,
+        )
         _write_json(tmp / MANIFEST_FILE, manifest)
         if out.is_dir():
             out.rmdir()  # an empty folder, checked above
         os.replace(tmp, out)
     except OSError as exc:
-        raise AlphaQError(f"cannot write {exc.filename or out}: {exc.strerror or exc}; free space or choose another "
-                          "--out") from exc
+        raise AlphaQError(
+            f"cannot write {exc.filename or out}: {exc.strerror or exc}; free space or choose another --out"
+        ) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -209,13 +223,16 @@ def _plan_checkpoint(plan: Plan, plan_path: str | Path) -> Path | None:
         return None
     path = resolve_recorded_path(str(recorded), base=Path(plan_path).parent)
     if not path.is_dir():
-        raise AlphaQError(f"{plan_path}: the checkpoint the plan was made for ({recorded}) is not found at {path}; "
-                          "pass --model with that checkpoint's folder")
+        raise AlphaQError(
+            f"{plan_path}: the checkpoint the plan was made for ({recorded}) is not found at {path}; "
+            "pass --model with that checkpoint's folder"
+        )
     return path
 
 
-def plan_modules(ckpt: Checkpoint, widths: Mapping[str, tuple[int, int | None]],
-                 granularity: str) -> dict[str, ctf.CtModule]:
+def plan_modules(
+    ckpt: Checkpoint, widths: Mapping[str, tuple[int, int | None]], granularity: str
+) -> dict[str, ctf.CtModule]:
     """The quantized modules of the export (pure: checkpoint headers and plan widths only).
 
     Raises:
@@ -224,21 +241,27 @@ def plan_modules(ckpt: Checkpoint, widths: Mapping[str, tuple[int, int | None]],
             one vLLM's fused-MoE kernels take.
     """
     if ckpt.model_type not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(f"{ckpt.path}: the compressed-tensors export supports model_type "
-                              f"{', '.join(SUPPORTED_MODEL_TYPES)} (per-expert 2-D weights), not {ckpt.model_type!r}; "
-                              "use alphaq quantize or --format llama.cpp")
+        raise CheckpointError(
+            f"{ckpt.path}: the compressed-tensors export supports model_type "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} (per-expert 2-D weights), not {ckpt.model_type!r}; "
+            "use alphaq quantize or --format llama.cpp"
+        )
     refs = {m.name: m for m in ckpt.matrices}
     planned = {name: wg for name, wg in widths.items() if wg[0] != 16}
     for name in planned:
         ref = refs[name]
         if ref.fused or not ref.tensor.endswith(".weight"):
-            raise CheckpointError(f"{ref.tensor}: this checkpoint stores all experts of a layer in one 3-D tensor "
-                                  "(fused layout), which compressed-tensors cannot target per module; export a "
-                                  "checkpoint with one 2-D weight per expert projection (Mixtral w1/w2/w3, Qwen "
-                                  "gate/up/down_proj)")
+            raise CheckpointError(
+                f"{ref.tensor}: this checkpoint stores all experts of a layer in one 3-D tensor "
+                "(fused layout), which compressed-tensors cannot target per module; export a "
+                "checkpoint with one 2-D weight per expert projection (Mixtral w1/w2/w3, Qwen "
+                "gate/up/down_proj)"
+            )
         if ref.dtype not in _DENSE_DTYPES:
-            raise CheckpointError(f"{ref.tensor}: stored as {ref.dtype}; the export reads BF16/F16/F32 weights only "
-                                  "(dequantize the checkpoint first)")
+            raise CheckpointError(
+                f"{ref.tensor}: stored as {ref.dtype}; the export reads BF16/F16/F32 weights only "
+                "(dequantize the checkpoint first)"
+            )
     layer_bits: dict[int, int] = {}
     if granularity == "layer":
         for name, (bits, _) in planned.items():
@@ -247,18 +270,28 @@ def plan_modules(ckpt: Checkpoint, widths: Mapping[str, tuple[int, int | None]],
                 layer_bits[ref.layer] = max(layer_bits.get(ref.layer, 0), bits)
         for layer, bits in sorted(layer_bits.items()):
             if bits not in ctf.VLLM_MOE_BITS:
-                raise ConfigError(f"--granularity layer: layer {layer}'s widest expert width is {bits} bits, but "
-                                  "vLLM's fused-MoE kernels take 4 or 8; re-plan with --widths 4,8 (or export with "
-                                  "--granularity expert for transformers)")
+                raise ConfigError(
+                    f"--granularity layer: layer {layer}'s widest expert width is {bits} bits, but "
+                    "vLLM's fused-MoE kernels take 4 or 8; re-plan with --widths 4,8 (or export with "
+                    "--granularity expert for transformers)"
+                )
     modules: dict[str, ctf.CtModule] = {}
     for name, (bits, group) in planned.items():
         ref = refs[name]
         is_expert = ref.expert is not None and ref.layer is not None
         written = layer_bits[ref.layer] if granularity == "layer" and is_expert else bits  # type: ignore[index]
         modules[name] = ctf.CtModule(
-            module=ref.tensor[: -len(".weight")], source=name, bits=written, group_size=int(group or 0),
-            symmetric=granularity == "layer", rows=ref.shape[0], cols=ref.shape[1], layer=ref.layer,
-            expert=ref.expert if is_expert else None, planned_bits=bits)
+            module=ref.tensor[: -len(".weight")],
+            source=name,
+            bits=written,
+            group_size=int(group or 0),
+            symmetric=granularity == "layer",
+            rows=ref.shape[0],
+            cols=ref.shape[1],
+            layer=ref.layer,
+            expert=ref.expert if is_expert else None,
+            planned_bits=bits,
+        )
     return modules
 
 
@@ -280,20 +313,41 @@ def quantize_module(w: Any, module: ctf.CtModule, method: str) -> tuple[dict[str
             alphaq_error = reconstruction_error(w, native) if module.bits == module.planned_bits else None
             qt = ctf.integer_zero_point(w, native)
     except ValueError as exc:
-        raise AlphaQError(f"{module.source}: cannot quantize ({exc}); plan it at 16 bits or fix the "
-                          "checkpoint") from exc
+        raise AlphaQError(
+            f"{module.source}: cannot quantize ({exc}); plan it at 16 bits or fix the checkpoint"
+        ) from exc
     state = ctf.compress_matrix(qt, module)
-    record = {"module": module.module, "source": module.source, "layer": module.layer, "expert": module.expert,
-              "bits": module.bits, "planned_bits": module.planned_bits, "group_size": module.group_size,
-              "symmetric": module.symmetric, "rows": module.rows, "cols": module.cols,
-              "bytes": sum(int(t.numel()) * t.element_size() for t in state.values()),
-              "rel_error": reconstruction_error(w, qt), "alphaq_rel_error": alphaq_error}
+    record = {
+        "module": module.module,
+        "source": module.source,
+        "layer": module.layer,
+        "expert": module.expert,
+        "bits": module.bits,
+        "planned_bits": module.planned_bits,
+        "group_size": module.group_size,
+        "symmetric": module.symmetric,
+        "rows": module.rows,
+        "cols": module.cols,
+        "bytes": sum(int(t.numel()) * t.element_size() for t in state.values()),
+        "rel_error": reconstruction_error(w, qt),
+        "alphaq_rel_error": alphaq_error,
+    }
     return state, record
 
 
-def build_manifest(ckpt: Checkpoint, plan: Plan, plan_path: str | Path, modules: Mapping[str, ctf.CtModule],
-                   records: list[dict[str, Any]], *, method: str, granularity: str, warnings: list[str],
-                   seconds: float, out_dir: str | Path | None = None) -> dict[str, Any]:
+def build_manifest(
+    ckpt: Checkpoint,
+    plan: Plan,
+    plan_path: str | Path,
+    modules: Mapping[str, ctf.CtModule],
+    records: list[dict[str, Any]],
+    *,
+    method: str,
+    granularity: str,
+    warnings: list[str],
+    seconds: float,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """``alphaq-export.json``: schema version, versions, plan and checkpoint fingerprints, options, per-module records,
     totals and which engines can serve the export (paths relative to ``out_dir``, the bundled model by name)."""
     import compressed_tensors
@@ -303,24 +357,36 @@ def build_manifest(ckpt: Checkpoint, plan: Plan, plan_path: str | Path, modules:
     params = sum(r["rows"] * r["cols"] for r in records)
     compare = [r for r in records if r["alphaq_rel_error"] is not None]
     return {
-        "schema_version": MANIFEST_SCHEMA_VERSION, "alphaq_version": __version__,
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "alphaq_version": __version__,
         "compressed_tensors_version": compressed_tensors.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "format": f"compressed-tensors/{ctf.CT_FORMAT}",
-        "checkpoint": {"path": record_path(ckpt.path, base=out_dir), "fingerprint": ckpt.fingerprint,
-                       "model_type": ckpt.model_type},
+        "checkpoint": {
+            "path": record_path(ckpt.path, base=out_dir),
+            "fingerprint": ckpt.fingerprint,
+            "model_type": ckpt.model_type,
+        },
         "plan": {"path": record_path(plan_path, base=out_dir), "fingerprint": plan.plan_fingerprint},
-        "options": {"method": method if granularity == "expert" else "symmetric-rtn", "granularity": granularity,
-                    "zero_points": "integer (rounded, codes re-chosen)" if granularity == "expert" else "none"},
+        "options": {
+            "method": method if granularity == "expert" else "symmetric-rtn",
+            "granularity": granularity,
+            "zero_points": "integer (rounded, codes re-chosen)" if granularity == "expert" else "none",
+        },
         "engines": ctf.engines(list(modules.values()), granularity=granularity),
         "modules": sorted(records, key=lambda r: r["module"]),
         "totals": {
-            "quantized_modules": len(records), "quantized_bytes": sum(r["bytes"] for r in records),
+            "quantized_modules": len(records),
+            "quantized_bytes": sum(r["bytes"] for r in records),
             "plan_bytes": sum(t.bytes for t in plan.tensors if t.name in modules),
             "average_bits": sum(r["bits"] * r["rows"] * r["cols"] for r in records) / params if params else None,
             "mean_rel_error": sum(r["rel_error"] * r["rows"] * r["cols"] for r in records) / params if params else None,
-            "mean_alphaq_rel_error": (sum(r["alphaq_rel_error"] * r["rows"] * r["cols"] for r in compare)
-                                      / sum(r["rows"] * r["cols"] for r in compare) if compare else None),
+            "mean_alphaq_rel_error": (
+                sum(r["alphaq_rel_error"] * r["rows"] * r["cols"] for r in compare)
+                / sum(r["rows"] * r["cols"] for r in compare)
+                if compare
+                else None
+            ),
         },
         "timing": {"wall_seconds": round(seconds, 4)},
         "warnings": list(warnings),
@@ -343,9 +409,7 @@ def dequantize_compressed_tensors(ct_dir: str | Path, out_dir: str | Path, *, dt
     """
     import torch
     from compressed_tensors.entrypoints.convert import convert_checkpoint
-    from compressed_tensors.entrypoints.convert.converters.ct_dequantizer import (
-        CompressedTensorsDequantizer,
-    )
+    from compressed_tensors.entrypoints.convert.converters.ct_dequantizer import CompressedTensorsDequantizer
 
     converter = CompressedTensorsDequantizer(str(ct_dir), dtype=dtype or torch.float32)
     convert_checkpoint(str(ct_dir), str(out_dir), converter, max_workers=1, device="cpu")

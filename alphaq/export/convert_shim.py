@@ -28,9 +28,13 @@ def is_gpt2_pretokenizer(tokenizer_json: dict[str, Any]) -> bool:
     """True when a ``tokenizer.json`` pre-tokenizes exactly as GPT-2 (byte-level BPE with GPT-2's regex)."""
     pre = tokenizer_json.get("pre_tokenizer") or {}
     model = tokenizer_json.get("model") or {}
-    return (model.get("type") == "BPE" and tokenizer_json.get("normalizer") is None
-            and pre.get("type") == "ByteLevel" and pre.get("use_regex", True) is True
-            and pre.get("add_prefix_space", False) is False)
+    return (
+        model.get("type") == "BPE"
+        and tokenizer_json.get("normalizer") is None
+        and pre.get("type") == "ByteLevel"
+        and pre.get("use_regex", True) is True
+        and pre.get("add_prefix_space", False) is False
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -49,8 +53,11 @@ def main(argv: list[str]) -> None:
         except NotImplementedError:
             path = (model_dir or Path(self.dir_model)) / "tokenizer.json"
             if path.is_file() and is_gpt2_pretokenizer(json.loads(path.read_text(encoding="utf-8"))):
-                print(f"alphaq: unknown BPE pre-tokenizer hash; {path} declares GPT-2's byte-level "
-                      f"pre-tokenization, using tokenizer.ggml.pre = {GPT2_PRE!r}", file=sys.stderr)
+                print(
+                    f"alphaq: unknown BPE pre-tokenizer hash; {path} declares GPT-2's byte-level "
+                    f"pre-tokenization, using tokenizer.ggml.pre = {GPT2_PRE!r}",
+                    file=sys.stderr,
+                )
                 return GPT2_PRE
             raise
 

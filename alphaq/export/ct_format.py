@@ -75,22 +75,30 @@ class CtModule:
 
     def __post_init__(self) -> None:
         if not 1 <= self.bits <= 8:
-            raise ConfigError(f"{self.source}: {self.bits}-bit weights cannot be written as compressed-tensors "
-                              "pack-quantized (1..8 bits); re-plan with --widths among 1..8")
+            raise ConfigError(
+                f"{self.source}: {self.bits}-bit weights cannot be written as compressed-tensors "
+                "pack-quantized (1..8 bits); re-plan with --widths among 1..8"
+            )
         if self.symmetric and self.bits < 2:
-            raise ConfigError(f"{self.source}: a symmetric scheme needs at least 2 bits (1 bit holds only -1 and 0); "
-                              "re-plan with --widths 4,8 or export with --granularity expert")
+            raise ConfigError(
+                f"{self.source}: a symmetric scheme needs at least 2 bits (1 bit holds only -1 and 0); "
+                "re-plan with --widths 4,8 or export with --granularity expert"
+            )
         if self.group_size <= 0 or self.cols % self.group_size:
-            raise ConfigError(f"{self.source}: {self.cols} columns are not a multiple of group size {self.group_size}, "
-                              "and compressed-tensors' group strategy has no partial groups; re-plan with a "
-                              f"--group-size that divides {self.cols} (e.g. {_dividing_group(self.cols)})")
+            raise ConfigError(
+                f"{self.source}: {self.cols} columns are not a multiple of group size {self.group_size}, "
+                "and compressed-tensors' group strategy has no partial groups; re-plan with a "
+                f"--group-size that divides {self.cols} (e.g. {_dividing_group(self.cols)})"
+            )
 
     def tensor_specs(self) -> list[tuple[str, str, tuple[int, ...]]]:
         """(name, safetensors dtype, shape) of each stored tensor, in the compressor's layout."""
         groups = self.cols // self.group_size
-        specs = [(f"{self.module}.weight_packed", "I32", (self.rows, -(-self.cols * self.bits // 32))),
-                 (f"{self.module}.weight_scale", "F32", (self.rows, groups)),
-                 (f"{self.module}.weight_shape", "I64", (2,))]
+        specs = [
+            (f"{self.module}.weight_packed", "I32", (self.rows, -(-self.cols * self.bits // 32))),
+            (f"{self.module}.weight_scale", "F32", (self.rows, groups)),
+            (f"{self.module}.weight_shape", "I64", (2,)),
+        ]
         if not self.symmetric:
             specs.append((f"{self.module}.weight_zero_point", "I32", (-(-self.rows * self.bits // 32), groups)))
         return specs
@@ -130,11 +138,7 @@ def symmetric_quantize(w: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
     """
     import torch
 
-    from alphaq.quantization.primitives import (
-        QuantizedTensor,
-        as_float_matrix,
-        to_fp16_scale,
-    )
+    from alphaq.quantization.primitives import QuantizedTensor, as_float_matrix, to_fp16_scale
 
     w32 = as_float_matrix(w)
     rows, cols = w32.shape
@@ -144,8 +148,9 @@ def symmetric_quantize(w: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
     scale16 = to_fp16_scale(torch.where(need > 0, need, torch.ones_like(need)))  # [R, G]
     k = torch.round(block / scale16.to(torch.float32).unsqueeze(-1)).clamp_(-half, half - 1)
     zero = torch.full_like(scale16, float(half))
-    return QuantizedTensor(q=(k + half).reshape(rows, cols).to(torch.uint8), scale=scale16, zero=zero, spec=spec,
-                           shape=(rows, cols))
+    return QuantizedTensor(
+        q=(k + half).reshape(rows, cols).to(torch.uint8), scale=scale16, zero=zero, spec=spec, shape=(rows, cols)
+    )
 
 
 # -- compressed-tensors objects ---------------------------------------------------------------------------
@@ -173,9 +178,7 @@ def compress_matrix(qt: QuantizedTensor, module: CtModule) -> dict[str, torch.Te
         RuntimeError: the compressor's output does not decompress to ``qt``'s values (a bug).
     """
     import torch
-    from compressed_tensors.compressors.pack_quantized.base import (
-        PackedQuantizationCompressor,
-    )
+    from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
 
     from alphaq.quantization.primitives import dequantize_groupwise
 
@@ -185,12 +188,15 @@ def compress_matrix(qt: QuantizedTensor, module: CtModule) -> dict[str, torch.Te
     zero_point = (qt.zero.to(torch.float32) - half).to(torch.int8)  # [R, G], signed
     sch = scheme(module.bits, module.group_size, module.symmetric, [module.module])
     state = PackedQuantizationCompressor.compress(
-        {"weight": w_hat, "weight_scale": scale, "weight_zero_point": zero_point}, sch)
+        {"weight": w_hat, "weight_scale": scale, "weight_zero_point": zero_point}, sch
+    )
     check = PackedQuantizationCompressor.decompress(state, sch)["weight"]
     if not torch.equal(check.to(torch.float32), w_hat):
         diff = float((check.to(torch.float32) - w_hat).abs().max())
-        raise RuntimeError(f"{module.source}: compressed-tensors decompresses to other values (max |diff| {diff:.3g}) "
-                           "(bug in alphaq, please report it)")
+        raise RuntimeError(
+            f"{module.source}: compressed-tensors decompresses to other values (max |diff| {diff:.3g}) "
+            "(bug in alphaq, please report it)"
+        )
     out = {name: state[name].contiguous() for name in ("weight_packed", "weight_scale", "weight_shape")}
     if not module.symmetric:
         out["weight_zero_point"] = state["weight_zero_point"].contiguous()
@@ -215,16 +221,20 @@ def config_groups(modules: Iterable[CtModule], *, granularity: str) -> dict[str,
         targets = by_key.setdefault((m.bits, m.group_size, m.symmetric), [])
         if target not in targets:
             targets.append(target)
-    return {f"group_{i}": scheme(bits, gs, sym, sorted(by_key[(bits, gs, sym)], key=natural_key))
-            for i, (bits, gs, sym) in enumerate(sorted(by_key))}
+    return {
+        f"group_{i}": scheme(bits, gs, sym, sorted(by_key[(bits, gs, sym)], key=natural_key))
+        for i, (bits, gs, sym) in enumerate(sorted(by_key))
+    }
 
 
 def _layer_target(module: str) -> str:
     """``re:`` pattern of every routed expert projection of ``module``'s experts block."""
     match = re.match(r"^(.*\.experts)\.\d+\.[^.]+$", module)
     if match is None:
-        raise ConfigError(f"{module}: not an `experts.N.proj` module, so --granularity layer cannot target its layer; "
-                          "export with --granularity expert")
+        raise ConfigError(
+            f"{module}: not an `experts.N.proj` module, so --granularity layer cannot target its layer; "
+            "export with --granularity expert"
+        )
     return f"re:^{re.escape(match.group(1))}\\.\\d+\\.{_EXPERT_PROJ_RE}$"
 
 
@@ -245,14 +255,21 @@ def quantization_config(groups: Mapping[str, Any]) -> dict[str, Any]:
     from compressed_tensors.quantization import QuantizationConfig, QuantizationStatus
     from transformers import CompressedTensorsConfig
 
-    config = QuantizationConfig(config_groups=dict(groups), format=CT_FORMAT,
-                                quantization_status=QuantizationStatus.COMPRESSED, ignore=[])
-    data = {COMPRESSION_VERSION_NAME: compressed_tensors.__version__, QUANTIZATION_METHOD_NAME: QUANTIZATION_METHOD,
-            SPARSITY_CONFIG_NAME: {}, TRANSFORM_CONFIG_NAME: {}, **config.model_dump(exclude={"quant_method"})}
+    config = QuantizationConfig(
+        config_groups=dict(groups), format=CT_FORMAT, quantization_status=QuantizationStatus.COMPRESSED, ignore=[]
+    )
+    data = {
+        COMPRESSION_VERSION_NAME: compressed_tensors.__version__,
+        QUANTIZATION_METHOD_NAME: QUANTIZATION_METHOD,
+        SPARSITY_CONFIG_NAME: {},
+        TRANSFORM_CONFIG_NAME: {},
+        **config.model_dump(exclude={"quant_method"}),
+    }
     reread = CompressedTensorsConfig.from_dict(dict(data)).quantization_config
     if reread is None or set(reread.config_groups) != set(groups):
-        raise RuntimeError("transformers does not read back the compressed-tensors config (bug in alphaq, please "
-                           "report it)")
+        raise RuntimeError(
+            "transformers does not read back the compressed-tensors config (bug in alphaq, please report it)"
+        )
     return data
 
 
@@ -272,11 +289,17 @@ def engines(modules: Sequence[CtModule], *, granularity: str) -> dict[str, str]:
     layer_ok = granularity == "layer" and all(m.bits in VLLM_MOE_BITS for m in experts)
     direct = len(schemes) <= 1 and all(m.symmetric for m in experts) and not others
     return {
-        "vllm": ("yes: one symmetric 4/8-bit scheme per MoE layer (vLLM's fused-MoE WNA16 kernels)" if layer_ok else
-                 "no: vLLM's fused-MoE kernels need one symmetric 4- or 8-bit scheme per layer: "
-                 "export with --granularity layer and --widths 4,8"),
-        "transformers": ("yes: AutoModelForCausalLM.from_pretrained (one symmetric scheme for all experts)" if direct
-                         else "via alphaq.export.compressed_tensors.dequantize_compressed_tensors (compressed-tensors' "
-                              "own dequantizer, then from_pretrained): transformers 5.x decodes every fused expert "
-                              "with one symmetric scheme and drops zero points"),
+        "vllm": (
+            "yes: one symmetric 4/8-bit scheme per MoE layer (vLLM's fused-MoE WNA16 kernels)"
+            if layer_ok
+            else "no: vLLM's fused-MoE kernels need one symmetric 4- or 8-bit scheme per layer: "
+            "export with --granularity layer and --widths 4,8"
+        ),
+        "transformers": (
+            "yes: AutoModelForCausalLM.from_pretrained (one symmetric scheme for all experts)"
+            if direct
+            else "via alphaq.export.compressed_tensors.dequantize_compressed_tensors (compressed-tensors' "
+            "own dequantizer, then from_pretrained): transformers 5.x decodes every fused expert "
+            "with one symmetric scheme and drops zero points"
+        ),
     }

@@ -28,12 +28,24 @@ class GgmlType:
 
 
 #: Block layouts of ggml-common.h (k-quants: super-blocks of 256 values).
-GGML_TYPES: dict[str, GgmlType] = {t.name: t for t in (
-    GgmlType("Q2_K", 256, 84), GgmlType("Q3_K", 256, 110), GgmlType("Q4_K", 256, 144),
-    GgmlType("Q5_K", 256, 176), GgmlType("Q6_K", 256, 210), GgmlType("Q8_0", 32, 34),
-    GgmlType("Q4_0", 32, 18), GgmlType("Q4_1", 32, 20), GgmlType("Q5_0", 32, 22), GgmlType("Q5_1", 32, 24),
-    GgmlType("F16", 1, 2), GgmlType("BF16", 1, 2), GgmlType("F32", 1, 4),
-)}
+GGML_TYPES: dict[str, GgmlType] = {
+    t.name: t
+    for t in (
+        GgmlType("Q2_K", 256, 84),
+        GgmlType("Q3_K", 256, 110),
+        GgmlType("Q4_K", 256, 144),
+        GgmlType("Q5_K", 256, 176),
+        GgmlType("Q6_K", 256, 210),
+        GgmlType("Q8_0", 32, 34),
+        GgmlType("Q4_0", 32, 18),
+        GgmlType("Q4_1", 32, 20),
+        GgmlType("Q5_0", 32, 22),
+        GgmlType("Q5_1", 32, 24),
+        GgmlType("F16", 1, 2),
+        GgmlType("BF16", 1, 2),
+        GgmlType("F32", 1, 4),
+    )
+}
 #: Planned width -> ggml type: the nearest k-quant at or above it (no 1-bit or 7-bit k-quant exists).
 WIDTH_TO_GGML: dict[int, str] = {1: "Q2_K", 2: "Q2_K", 3: "Q3_K", 4: "Q4_K", 5: "Q5_K", 6: "Q6_K", 7: "Q8_0", 8: "Q8_0"}
 #: What llama-quantize uses when a row length is not a multiple of the block (``tensor_type_fallback``).
@@ -48,8 +60,10 @@ def check_gguf_widths(widths: tuple[int, ...]) -> None:
     """Raise :class:`ConfigError` unless every width has a data-free ggml type of its own."""
     bad = [w for w in widths if w not in GGUF_WIDTH_TYPES]
     if bad:
-        raise ConfigError(f"--target gguf plans with {','.join(map(str, GGUF_WIDTHS))} (Q2_K..Q6_K, Q8_0); width(s) "
-                          f"{','.join(map(str, bad))} have no ggml type of their own: drop them from --widths")
+        raise ConfigError(
+            f"--target gguf plans with {','.join(map(str, GGUF_WIDTHS))} (Q2_K..Q6_K, Q8_0); width(s) "
+            f"{','.join(map(str, bad))} have no ggml type of their own: drop them from --widths"
+        )
 
 
 def gguf_bits_per_weight(width: int) -> float:

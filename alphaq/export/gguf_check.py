@@ -77,9 +77,12 @@ class GgufVerification:
 
     def problems(self) -> list[str]:
         """One line per mismatch (empty when :attr:`ok`)."""
-        lines = [f"{t.name}: expected {t.expected} ({t.expected_bytes:,} bytes), file has "
-                 f"{t.stored or 'no such tensor'}" + (f" ({t.stored_bytes:,} bytes)" if t.stored else "")
-                 for t in self.tensors if not t.ok]
+        lines = [
+            f"{t.name}: expected {t.expected} ({t.expected_bytes:,} bytes), file has "
+            f"{t.stored or 'no such tensor'}" + (f" ({t.stored_bytes:,} bytes)" if t.stored else "")
+            for t in self.tensors
+            if not t.ok
+        ]
         if self.expert_bytes != self.predicted_expert_bytes:
             lines.append(f"expert tensors take {self.expert_bytes:,} bytes, predicted {self.predicted_expert_bytes:,}")
         return lines
@@ -91,16 +94,24 @@ class GgufVerification:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``gguf_export.json``)."""
-        return {"ok": self.ok, "problems": self.problems(), "file_bytes": self.file_bytes,
-                "tensor_bytes": self.tensor_bytes, "metadata_bytes": self.file_bytes - self.tensor_bytes,
-                "expert_bytes": self.expert_bytes, "predicted_expert_bytes": self.predicted_expert_bytes,
-                "plan_expert_bytes": self.plan_expert_bytes,
-                "fallbacks": [t.name for t in self.fallbacks],
-                "tensors": [{**asdict(t), "ok": t.ok} for t in self.tensors], "other": dict(sorted(self.other.items()))}
+        return {
+            "ok": self.ok,
+            "problems": self.problems(),
+            "file_bytes": self.file_bytes,
+            "tensor_bytes": self.tensor_bytes,
+            "metadata_bytes": self.file_bytes - self.tensor_bytes,
+            "expert_bytes": self.expert_bytes,
+            "predicted_expert_bytes": self.predicted_expert_bytes,
+            "plan_expert_bytes": self.plan_expert_bytes,
+            "fallbacks": [t.name for t in self.fallbacks],
+            "tensors": [{**asdict(t), "ok": t.ok} for t in self.tensors],
+            "other": dict(sorted(self.other.items())),
+        }
 
 
-def verify_gguf(export: LlamaCppExport, found: Mapping[str, tuple[str, int]], file_bytes: int,
-                plan_expert_bytes: int) -> GgufVerification:
+def verify_gguf(
+    export: LlamaCppExport, found: Mapping[str, tuple[str, int]], file_bytes: int, plan_expert_bytes: int
+) -> GgufVerification:
     """Compare a read-back GGUF with the export it was quantized from.
 
     Args:
@@ -118,15 +129,28 @@ def verify_gguf(export: LlamaCppExport, found: Mapping[str, tuple[str, int]], fi
             continue
         name = f"{t.name}.weight"
         stored, nbytes = found.get(name, (None, 0))
-        checks.append(TensorCheck(name=name, role=t.role, planned=t.ggml_type, expected=t.stored_type, stored=stored,
-                                  expected_bytes=t.gguf_bytes, stored_bytes=nbytes))
+        checks.append(
+            TensorCheck(
+                name=name,
+                role=t.role,
+                planned=t.ggml_type,
+                expected=t.stored_type,
+                stored=stored,
+                expected_bytes=t.gguf_bytes,
+                stored_bytes=nbytes,
+            )
+        )
     planned = {c.name for c in checks}
     experts = {f"{t.name}.weight" for t in export.tensors if t.role == "expert"}
     return GgufVerification(
-        tensors=tuple(checks), other={n: ty for n, (ty, _) in found.items() if n not in planned},
-        file_bytes=int(file_bytes), tensor_bytes=int(sum(b for _, b in found.values())),
+        tensors=tuple(checks),
+        other={n: ty for n, (ty, _) in found.items() if n not in planned},
+        file_bytes=int(file_bytes),
+        tensor_bytes=int(sum(b for _, b in found.values())),
         expert_bytes=int(sum(b for n, (_, b) in found.items() if n in experts)),
-        predicted_expert_bytes=int(export.cost.expert_gguf_bytes), plan_expert_bytes=int(plan_expert_bytes))
+        predicted_expert_bytes=int(export.cost.expert_gguf_bytes),
+        plan_expert_bytes=int(plan_expert_bytes),
+    )
 
 
 def format_verification(v: GgufVerification) -> list[str]:
@@ -134,19 +158,26 @@ def format_verification(v: GgufVerification) -> list[str]:
     lines = [f"{'GGUF tensor':<34}{'planned':>8}{'stored':>8}{'bytes':>14}  check"]
     for t in v.tensors:
         if t.role == "expert":
-            lines.append(f"{t.name:<34}{t.planned:>8}{t.stored or '-':>8}{t.stored_bytes:>14,}  "
-                         f"{'ok' if t.ok else 'MISMATCH'}")
+            lines.append(
+                f"{t.name:<34}{t.planned:>8}{t.stored or '-':>8}{t.stored_bytes:>14,}  {'ok' if t.ok else 'MISMATCH'}"
+            )
     others = [t for t in v.tensors if t.role != "expert"]
     if others:
         bad = sum(1 for t in others if not t.ok)
         kinds = sorted({t.stored or "-" for t in others})
-        lines.append(f"{len(others)} other planned tensor(s) ({', '.join(kinds)}): {'all ok' if not bad else f'{bad} MISMATCH'}")
-    lines += [f"expert bytes: file {v.expert_bytes:,}, predicted {v.predicted_expert_bytes:,}, plan {v.plan_expert_bytes:,}",
-              f"file: {v.file_bytes:,} bytes = {v.tensor_bytes:,} tensor bytes + {v.file_bytes - v.tensor_bytes:,} "
-              "metadata/vocabulary/alignment"]
+        lines.append(
+            f"{len(others)} other planned tensor(s) ({', '.join(kinds)}): {'all ok' if not bad else f'{bad} MISMATCH'}"
+        )
+    lines += [
+        f"expert bytes: file {v.expert_bytes:,}, predicted {v.predicted_expert_bytes:,}, plan {v.plan_expert_bytes:,}",
+        f"file: {v.file_bytes:,} bytes = {v.tensor_bytes:,} tensor bytes + {v.file_bytes - v.tensor_bytes:,} "
+        "metadata/vocabulary/alignment",
+    ]
     if v.fallbacks:
-        lines.append(f"{len(v.fallbacks)} tensor(s) stored as llama.cpp's shape fallback (row length not a multiple "
-                     f"of the block): first {v.fallbacks[0].name} {v.fallbacks[0].planned} -> {v.fallbacks[0].expected}")
+        lines.append(
+            f"{len(v.fallbacks)} tensor(s) stored as llama.cpp's shape fallback (row length not a multiple "
+            f"of the block): first {v.fallbacks[0].name} {v.fallbacks[0].planned} -> {v.fallbacks[0].expected}"
+        )
     return lines
 
 
@@ -171,8 +202,12 @@ def parse_perplexity(output: str) -> Perplexity:
     if match is None:
         raise ValueError("llama-perplexity printed no 'Final estimate: PPL = ...' line")
     chunks = _CHUNKS.search(output)
-    return Perplexity(ppl=float(match.group(1)), stderr=float(match.group(2)),
-                      chunks=int(chunks.group(1)) if chunks else None, n_ctx=int(chunks.group(2)) if chunks else None)
+    return Perplexity(
+        ppl=float(match.group(1)),
+        stderr=float(match.group(2)),
+        chunks=int(chunks.group(1)) if chunks else None,
+        n_ctx=int(chunks.group(2)) if chunks else None,
+    )
 
 
 def last_error_line(output: str) -> str:

@@ -32,9 +32,17 @@ GGUF_ERRORS_JSON = "gguf_errors.json"
 GGUF_ERRORS_SCHEMA_VERSION = 1
 
 
-def measure_gguf_errors(details: pd.DataFrame, read_matrix: Callable[[str], torch.Tensor], widths: Sequence[int], *,
-                        model_dir: str | Path, fingerprint: str, run_dir: str | Path | None = None,
-                        tools: LlamaCppTools | None = None, progress: ProgressFn | None = None) -> MatrixErrors:
+def measure_gguf_errors(
+    details: pd.DataFrame,
+    read_matrix: Callable[[str], torch.Tensor],
+    widths: Sequence[int],
+    *,
+    model_dir: str | Path,
+    fingerprint: str,
+    run_dir: str | Path | None = None,
+    tools: LlamaCppTools | None = None,
+    progress: ProgressFn | None = None,
+) -> MatrixErrors:
     """Every routed-expert matrix's error at every ``gguf`` width, measured with llama.cpp.
 
     Args:
@@ -60,14 +68,20 @@ def measure_gguf_errors(details: pd.DataFrame, read_matrix: Callable[[str], torc
     tools = tools or find_tools()
     rows = expert_rows(details)
     names = tuple(str(n) for n in rows["name"])
-    key = {"fingerprint": fingerprint, "widths": list(widths), "llama_cpp_python": tools.info.get("llama_cpp_python"),
-           "matrices": len(names)}
+    key = {
+        "fingerprint": fingerprint,
+        "widths": list(widths),
+        "llama_cpp_python": tools.info.get("llama_cpp_python"),
+        "matrices": len(names),
+    }
     cache = Path(run_dir) / GGUF_ERRORS_JSON if run_dir is not None else None
     cached = _load_cache(cache, key, names)
     if cached is not None:
         return cached
-    where = {(int(r.layer), int(r.expert), str(r.proj)): i
-             for i, r in enumerate(rows[["layer", "expert", "proj"]].itertuples(index=False))}
+    where = {
+        (int(r.layer), int(r.expert), str(r.proj)): i
+        for i, r in enumerate(rows[["layer", "expert", "proj"]].itertuples(index=False))
+    }
     from alphaq.planning.costs import check_finite
 
     reference = [check_finite(name, read_matrix(name).detach().float()).numpy() for name in names]  # [rows, cols] each
@@ -78,8 +92,9 @@ def measure_gguf_errors(details: pd.DataFrame, read_matrix: Callable[[str], torc
         for column, width in enumerate(widths):
             ggml = GGUF_WIDTH_TYPES[width]
             out = Path(tmp) / f"experts-{ggml}.gguf"
-            quantize_gguf(tools, source, out, tensor_type_file=None,
-                          flags=["--tensor-type", f"{EXPERT_PATTERN}={ggml.lower()}"])
+            quantize_gguf(
+                tools, source, out, tensor_type_file=None, flags=["--tensor-type", f"{EXPERT_PATTERN}={ggml.lower()}"]
+            )
             for layer, proj, weights in expert_slices(out):  # [E, rows, cols]
                 for expert in range(weights.shape[0]):
                     i = where.get((layer, expert, proj))
@@ -87,9 +102,11 @@ def measure_gguf_errors(details: pd.DataFrame, read_matrix: Callable[[str], torc
                         continue
                     ref = reference[i]
                     if weights.shape[1:] != ref.shape:
-                        raise PlanError(f"GGUF tensor blk.{layer}.ffn_{proj}_exps holds expert {expert} as "
-                                        f"{tuple(weights.shape[1:])}, the checkpoint {ref.shape}; the details "
-                                        "belong to another checkpoint: re-run `alphaq inspect`")
+                        raise PlanError(
+                            f"GGUF tensor blk.{layer}.ffn_{proj}_exps holds expert {expert} as "
+                            f"{tuple(weights.shape[1:])}, the checkpoint {ref.shape}; the details "
+                            "belong to another checkpoint: re-run `alphaq inspect`"
+                        )
                     diff = ref - weights[expert]
                     error[i, column] = float(np.sqrt(np.square(diff, dtype=np.float64).sum() / sq_norm[i]))
             out.unlink()
@@ -97,8 +114,10 @@ def measure_gguf_errors(details: pd.DataFrame, read_matrix: Callable[[str], torc
                 progress(1, ggml, len(widths))
     missing = [names[i] for i in np.where(np.isnan(error).any(axis=1))[0]]
     if missing:
-        raise PlanError(f"no GGUF expert tensor holds {missing[0]} ({len(missing)} matrices unmatched); the "
-                        "converter named its experts differently (fused gate_up?): plan with the default target")
+        raise PlanError(
+            f"no GGUF expert tensor holds {missing[0]} ({len(missing)} matrices unmatched); the "
+            "converter named its experts differently (fused gate_up?): plan with the default target"
+        )
     result = MatrixErrors(names, tuple(int(w) for w in widths), error, sq_norm, "measured")
     if cache is not None:
         _save_cache(cache, key, result, tools)
@@ -112,11 +131,19 @@ def _load_cache(path: Path | None, key: dict[str, Any], names: tuple[str, ...]) 
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if data.get("schema_version") != GGUF_ERRORS_SCHEMA_VERSION or data.get("key") != key or \
-            tuple(data.get("names", ())) != names:
+    if (
+        data.get("schema_version") != GGUF_ERRORS_SCHEMA_VERSION
+        or data.get("key") != key
+        or tuple(data.get("names", ())) != names
+    ):
         return None
-    return MatrixErrors(names, tuple(key["widths"]), np.asarray(data["error"], dtype=np.float64),
-                        np.asarray(data["sq_norm"], dtype=np.float64), "measured")
+    return MatrixErrors(
+        names,
+        tuple(key["widths"]),
+        np.asarray(data["error"], dtype=np.float64),
+        np.asarray(data["sq_norm"], dtype=np.float64),
+        "measured",
+    )
 
 
 def _save_cache(path: Path, key: dict[str, Any], errors: MatrixErrors, tools: LlamaCppTools) -> None:
@@ -124,7 +151,16 @@ def _save_cache(path: Path, key: dict[str, Any], errors: MatrixErrors, tools: Ll
     from alphaq.atomic import write_json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"schema_version": GGUF_ERRORS_SCHEMA_VERSION, "alphaq_version": __version__, "key": key,
-                      "llama_cpp": tools.describe(),
-                      "types": {str(w): GGUF_WIDTH_TYPES[w] for w in errors.widths}, "names": list(errors.names),
-                      "error": errors.error.tolist(), "sq_norm": errors.sq_norm.tolist()})
+    write_json(
+        path,
+        {
+            "schema_version": GGUF_ERRORS_SCHEMA_VERSION,
+            "alphaq_version": __version__,
+            "key": key,
+            "llama_cpp": tools.describe(),
+            "types": {str(w): GGUF_WIDTH_TYPES[w] for w in errors.widths},
+            "names": list(errors.names),
+            "error": errors.error.tolist(),
+            "sq_norm": errors.sq_norm.tolist(),
+        },
+    )

@@ -13,18 +13,14 @@ import datetime as _dt
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from alphaq.errors import AlphaQError, ConfigError
 from alphaq.export.gguf_check import GgufVerification, format_verification, verify_gguf
-from alphaq.export.llamacpp import (
-    ExportOptions,
-    LlamaCppExport,
-    export_llamacpp,
-    format_report,
-)
+from alphaq.export.llamacpp import ExportOptions, LlamaCppExport, export_llamacpp, format_report
 from alphaq.export.llamacpp_tools import LlamaCppTools, find_tools
 from alphaq.locking import locks_output
 from alphaq.runfolder import GGUF_EXPORT_JSON
@@ -77,9 +73,11 @@ def check_plan_for(plan: Any, fingerprint: str, model_dir: Path) -> None:
     """Raise unless ``plan`` was made on the checkpoint with ``fingerprint``."""
     planned = (plan.provenance.get("checkpoint") or {}).get("fingerprint")
     if planned != fingerprint:
-        raise AlphaQError(f"the plan was made for another checkpoint (fingerprint {planned} != {fingerprint} of "
-                          f"{model_dir}); pass --model with the checkpoint the plan was made for, or plan this model "
-                          f"first: alphaq plan {model_dir} --target gguf")
+        raise AlphaQError(
+            f"the plan was made for another checkpoint (fingerprint {planned} != {fingerprint} of "
+            f"{model_dir}); pass --model with the checkpoint the plan was made for, or plan this model "
+            f"first: alphaq plan {model_dir} --target gguf"
+        )
 
 
 def _plan_checkpoint(plan: Any, plan_path: Path) -> Path:
@@ -94,16 +92,24 @@ def _plan_checkpoint(plan: Any, plan_path: Path) -> Path:
     path = resolve_recorded_path(str(recorded), base=plan_path.parent) if recorded else None
     if path is None or not path.is_dir():
         where = f"({recorded}) is not found at {path}" if recorded else "is not recorded in it"
-        raise AlphaQError(f"{plan_path}: the checkpoint the plan was made for {where}; pass --model with that "
-                          "checkpoint's folder")
+        raise AlphaQError(
+            f"{plan_path}: the checkpoint the plan was made for {where}; pass --model with that checkpoint's folder"
+        )
     return path
 
 
 @locks_output("out", "export")
-def export_gguf(plan_path: str | Path, out: str | Path, *, model: str | Path | None = None,
-                options: GgufExportOptions | None = None, tools: LlamaCppTools | None = None,
-                record_dir: str | Path | None = None, source_gguf: str | Path | None = None,
-                log: LogFn | None = None) -> GgufExportResult:
+def export_gguf(
+    plan_path: str | Path,
+    out: str | Path,
+    *,
+    model: str | Path | None = None,
+    options: GgufExportOptions | None = None,
+    tools: LlamaCppTools | None = None,
+    record_dir: str | Path | None = None,
+    source_gguf: str | Path | None = None,
+    log: LogFn | None = None,
+) -> GgufExportResult:
     """Write ``out`` (a GGUF with the plan's types), verify it, save ``gguf_export.json``.
 
     Args:
@@ -124,12 +130,7 @@ def export_gguf(plan_path: str | Path, out: str | Path, *, model: str | Path | N
             or llama-quantize failure, or a GGUF whose types differ from the plan (one line each).
     """
     from alphaq.atomic import write_json
-    from alphaq.export.gguf_io import (
-        convert_checkpoint,
-        import_gguf,
-        quantize_gguf,
-        read_types,
-    )
+    from alphaq.export.gguf_io import convert_checkpoint, import_gguf, quantize_gguf, read_types
     from alphaq.load import open_checkpoint
     from alphaq.planning.plan_file import load_plan
 
@@ -144,9 +145,11 @@ def export_gguf(plan_path: str | Path, out: str | Path, *, model: str | Path | N
     fallbacks = [t for t in export.tensors if t.role == "expert" and t.stored_type != t.ggml_type]
     if fallbacks and not options.allow_fallback:
         f = fallbacks[0]
-        raise AlphaQError(f"{len(fallbacks)} expert tensor(s) have rows of {f.cols} values, not a multiple of the "
-                          f"k-quant block (256): llama-quantize would store {f.name} as {f.stored_type}, not the "
-                          f"planned {f.ggml_type}; pass --allow-fallback to accept and report that")
+        raise AlphaQError(
+            f"{len(fallbacks)} expert tensor(s) have rows of {f.cols} values, not a multiple of the "
+            f"k-quant block (256): llama-quantize would store {f.name} as {f.stored_type}, not the "
+            f"planned {f.ggml_type}; pass --allow-fallback to accept and report that"
+        )
     tools = tools or find_tools()
     import_gguf()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,45 +171,89 @@ def export_gguf(plan_path: str | Path, out: str | Path, *, model: str | Path | N
         staged = work / out.name
         quantize_gguf(tools, source, staged, tensor_type_file=overrides, flags=export.flags(), threads=options.threads)
         seconds["quantize"] = time.perf_counter() - start
-        verification = verify_gguf(export, read_types(staged), staged.stat().st_size,
-                                   int(plan.summary.get("expert_bytes", 0)))
+        verification = verify_gguf(
+            export, read_types(staged), staged.stat().st_size, int(plan.summary.get("expert_bytes", 0))
+        )
         if not verification.ok:
             problems = verification.problems()
-            raise AlphaQError(f"the GGUF llama-quantize wrote does not hold the planned types ({len(problems)} "
-                              f"mismatch(es); first: {problems[0]}); no file was written")
-        record = _record(plan, plan_path, ckpt, model_dir, out, options, export, verification, tools, seconds,
-                         base=record_path.parent)
+            raise AlphaQError(
+                f"the GGUF llama-quantize wrote does not hold the planned types ({len(problems)} "
+                f"mismatch(es); first: {problems[0]}); no file was written"
+            )
+        record = _record(
+            plan,
+            plan_path,
+            ckpt,
+            model_dir,
+            out,
+            options,
+            export,
+            verification,
+            tools,
+            seconds,
+            base=record_path.parent,
+        )
         shutil.move(str(staged), out)
     write_json(record_path, record)
     return GgufExportResult(out=out, record_path=record_path, export=export, verification=verification, record=record)
 
 
-def _record(plan: Any, plan_path: Path, ckpt: Any, model_dir: Path, out: Path, options: GgufExportOptions,
-            export: LlamaCppExport, verification: GgufVerification, tools: LlamaCppTools,
-            seconds: dict[str, float], *, base: Path) -> dict[str, Any]:
+def _record(
+    plan: Any,
+    plan_path: Path,
+    ckpt: Any,
+    model_dir: Path,
+    out: Path,
+    options: GgufExportOptions,
+    export: LlamaCppExport,
+    verification: GgufVerification,
+    tools: LlamaCppTools,
+    seconds: dict[str, float],
+    *,
+    base: Path,
+) -> dict[str, Any]:
     """gguf_export.json's content; paths relative to ``base`` (its folder), the bundled model by name."""
     from alphaq._version import __version__
     from alphaq.runfolder import record_path as recorded
 
     plan_options = plan.provenance.get("options") or {}
     return {
-        "schema_version": GGUF_EXPORT_SCHEMA_VERSION, "alphaq_version": __version__,
+        "schema_version": GGUF_EXPORT_SCHEMA_VERSION,
+        "alphaq_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "gguf": recorded(out, base=base),
-        "plan": {"path": recorded(plan_path, base=base), "fingerprint": plan.plan_fingerprint,
-                 "target": plan_options.get("target", "alphaq"), "granularity": plan_options.get("granularity"),
-                 "budget": (plan.provenance.get("budget") or {}).get("given")},
-        "checkpoint": {"path": recorded(model_dir, base=base), "fingerprint": ckpt.fingerprint,
-                       "model_type": ckpt.model_type},
-        "options": {"keep_type": options.keep_type, "allow_fallback": options.allow_fallback,
-                    "outtype": options.outtype, "base_type": "Q8_0"},
+        "plan": {
+            "path": recorded(plan_path, base=base),
+            "fingerprint": plan.plan_fingerprint,
+            "target": plan_options.get("target", "alphaq"),
+            "granularity": plan_options.get("granularity"),
+            "budget": (plan.provenance.get("budget") or {}).get("given"),
+        },
+        "checkpoint": {
+            "path": recorded(model_dir, base=base),
+            "fingerprint": ckpt.fingerprint,
+            "model_type": ckpt.model_type,
+        },
+        "options": {
+            "keep_type": options.keep_type,
+            "allow_fallback": options.allow_fallback,
+            "outtype": options.outtype,
+            "base_type": "Q8_0",
+        },
         "llama_cpp": tools.describe(),
         "command": export.command("tensor-types.txt", "source.gguf", out.name),
-        "cost": {"expert_params": export.cost.expert_params, "expert_plan_bytes": export.cost.expert_plan_bytes,
-                 "rounding_bytes": export.cost.rounding_bytes, "expert_gguf_bytes": export.cost.expert_gguf_bytes,
-                 "report": format_report(export), "notes": list(export.notes)},
+        "cost": {
+            "expert_params": export.cost.expert_params,
+            "expert_plan_bytes": export.cost.expert_plan_bytes,
+            "rounding_bytes": export.cost.rounding_bytes,
+            "expert_gguf_bytes": export.cost.expert_gguf_bytes,
+            "report": format_report(export),
+            "notes": list(export.notes),
+        },
         "expert_bits_per_weight": 8 * verification.expert_bytes / export.cost.expert_params
-        if export.cost.expert_params else None,
-        "verification": verification.to_dict(), "summary": format_verification(verification),
+        if export.cost.expert_params
+        else None,
+        "verification": verification.to_dict(),
+        "summary": format_verification(verification),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }

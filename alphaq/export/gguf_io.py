@@ -37,8 +37,9 @@ def import_gguf() -> Any:
     return gguf
 
 
-def convert_checkpoint(tools: LlamaCppTools, model_dir: str | Path, out: str | Path, *, outtype: str = "auto",
-                       timeout: float = 3600) -> Path:
+def convert_checkpoint(
+    tools: LlamaCppTools, model_dir: str | Path, out: str | Path, *, outtype: str = "auto", timeout: float = 3600
+) -> Path:
     """Convert a Hugging Face checkpoint folder with llama.cpp's ``convert_hf_to_gguf.py``.
 
     Args:
@@ -54,26 +55,49 @@ def convert_checkpoint(tools: LlamaCppTools, model_dir: str | Path, out: str | P
     Raises:
         AlphaQError: the converter does not support the architecture, or failed (its own last error line).
     """
-    args = [sys.executable, "-m", "alphaq.export.convert_shim", tools.converter, str(model_dir), "--outfile", str(out),
-            "--outtype", outtype]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parents[2]),
-                                                                   os.environ.get("PYTHONPATH", "")) if p)}
-    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env,
-                          check=False)
+    args = [
+        sys.executable,
+        "-m",
+        "alphaq.export.convert_shim",
+        tools.converter,
+        str(model_dir),
+        "--outfile",
+        str(out),
+        "--outtype",
+        outtype,
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")) if p
+        ),
+    }
+    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
     output = done.stdout + done.stderr
     unsupported = re.search(r"Model (\S+) is not supported", output)
     if unsupported:
-        raise AlphaQError(f"llama.cpp's converter does not support architecture {unsupported.group(1)} of {model_dir}; "
-                          "GGUF export needs an architecture convert_hf_to_gguf.py knows (Mixtral, Qwen-MoE, OLMoE, ...)")
+        raise AlphaQError(
+            f"llama.cpp's converter does not support architecture {unsupported.group(1)} of {model_dir}; "
+            "GGUF export needs an architecture convert_hf_to_gguf.py knows (Mixtral, Qwen-MoE, OLMoE, ...)"
+        )
     if done.returncode != 0 or not Path(out).is_file():
-        raise LlamaCppFailed(f"convert_hf_to_gguf.py failed on {model_dir} (exit {done.returncode}): "
-                             f"{last_error_line(output)}")
+        raise LlamaCppFailed(
+            f"convert_hf_to_gguf.py failed on {model_dir} (exit {done.returncode}): {last_error_line(output)}"
+        )
     return Path(out)
 
 
-def quantize_gguf(tools: LlamaCppTools, source: str | Path, out: str | Path, *, tensor_type_file: str | Path | None,
-                  flags: Sequence[str] = (), base_type: str = "Q8_0", threads: int = 2,
-                  timeout: float = 3600) -> str:
+def quantize_gguf(
+    tools: LlamaCppTools,
+    source: str | Path,
+    out: str | Path,
+    *,
+    tensor_type_file: str | Path | None,
+    flags: Sequence[str] = (),
+    base_type: str = "Q8_0",
+    threads: int = 2,
+    timeout: float = 3600,
+) -> str:
     """``llama-quantize [--tensor-type-file F] [flags] SOURCE OUT BASE THREADS``; returns its output."""
     args: list[str | Path] = [tools.quantize]
     if tensor_type_file is not None:
@@ -108,15 +132,34 @@ def expert_slices(path: str | Path) -> Iterator[tuple[int, str, Any]]:
         yield int(match.group(1)), match.group(2), values
 
 
-def run_perplexity(tools: LlamaCppTools, gguf_path: str | Path, text_file: str | Path, *, ctx: int,
-                   chunks: int | None = None, threads: int = 2, timeout: float = 3600) -> Perplexity:
+def run_perplexity(
+    tools: LlamaCppTools,
+    gguf_path: str | Path,
+    text_file: str | Path,
+    *,
+    ctx: int,
+    chunks: int | None = None,
+    threads: int = 2,
+    timeout: float = 3600,
+) -> Perplexity:
     """``llama-perplexity -m GGUF -f TEXT -c CTX [--chunks N]``, parsed (:func:`parse_perplexity`).
 
     Raises:
         LlamaCppFailed: the tool failed or printed no final estimate (e.g. the text is shorter than 2 x ctx).
     """
-    args: list[str | Path] = [tools.perplexity, "-m", gguf_path, "-f", text_file, "-c", str(ctx), "-t", str(threads),
-                              "-b", str(max(ctx, 512))]
+    args: list[str | Path] = [
+        tools.perplexity,
+        "-m",
+        gguf_path,
+        "-f",
+        text_file,
+        "-c",
+        str(ctx),
+        "-t",
+        str(threads),
+        "-b",
+        str(max(ctx, 512)),
+    ]
     if chunks is not None:
         args += ["--chunks", str(chunks)]
     done = run_tool(args, what="llama-perplexity", timeout=timeout)

@@ -23,18 +23,38 @@ from alphaq.planning.units import KEEP_BF16, matrix_nbytes
 
 #: ``llama-quantize`` base types accepted here -> the ggml type it gives tensors without an override.
 BASE_TYPES: dict[str, str] = {
-    "Q8_0": "Q8_0", "Q6_K": "Q6_K", "Q5_K_M": "Q5_K", "Q5_K_S": "Q5_K", "Q4_K_M": "Q4_K", "Q4_K_S": "Q4_K",
-    "Q3_K_L": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_S": "Q3_K", "Q2_K": "Q2_K",
-    "Q5_1": "Q5_1", "Q5_0": "Q5_0", "Q4_1": "Q4_1", "Q4_0": "Q4_0",
+    "Q8_0": "Q8_0",
+    "Q6_K": "Q6_K",
+    "Q5_K_M": "Q5_K",
+    "Q5_K_S": "Q5_K",
+    "Q4_K_M": "Q4_K",
+    "Q4_K_S": "Q4_K",
+    "Q3_K_L": "Q3_K",
+    "Q3_K_M": "Q3_K",
+    "Q3_K_S": "Q3_K",
+    "Q2_K": "Q2_K",
+    "Q5_1": "Q5_1",
+    "Q5_0": "Q5_0",
+    "Q4_1": "Q4_1",
+    "Q4_0": "Q4_0",
 }
 #: Types for the widths the plan keeps in bf16 (16); ``base`` writes no override (the base type's mixture).
 KEEP_TYPES: tuple[str, ...] = ("bf16", "f16", "q8_0", "base")
 
 #: (role, proj) -> GGUF base names (more than one when a converter version may use another name).
-_ATTENTION = {"q": ("attn_q",), "k": ("attn_k",), "v": ("attn_v",), "o": ("attn_output",), "dense": ("attn_output",),
-              "qkv_proj": ("attn_qkv",), "query_key_value": ("attn_qkv",), "q_a_proj": ("attn_q_a",),
-              "q_b_proj": ("attn_q_b",), "kv_a_proj_with_mqa": ("attn_kv_a_mqa",),
-              "kv_b_proj": ("attn_kv_b", "attn_k_b", "attn_v_b")}
+_ATTENTION = {
+    "q": ("attn_q",),
+    "k": ("attn_k",),
+    "v": ("attn_v",),
+    "o": ("attn_output",),
+    "dense": ("attn_output",),
+    "qkv_proj": ("attn_qkv",),
+    "query_key_value": ("attn_qkv",),
+    "q_a_proj": ("attn_q_a",),
+    "q_b_proj": ("attn_q_b",),
+    "kv_a_proj_with_mqa": ("attn_kv_a_mqa",),
+    "kv_b_proj": ("attn_kv_b", "attn_k_b", "attn_v_b"),
+}
 _FFN_SUFFIX = {"expert": "_exps", "shared_expert": "_shexp", "dense_mlp": ""}
 _TOKEN_EMBD, _OUTPUT, _ROUTER = "token_embd", "output", "ffn_gate_inp"
 
@@ -57,8 +77,10 @@ class ExportOptions:
     def __post_init__(self) -> None:
         base = str(self.base_type).upper()
         if base not in BASE_TYPES:
-            raise ConfigError(f"base type {self.base_type!r} is not supported; use a quantized llama-quantize type: "
-                              f"{', '.join(BASE_TYPES)}")
+            raise ConfigError(
+                f"base type {self.base_type!r} is not supported; use a quantized llama-quantize type: "
+                f"{', '.join(BASE_TYPES)}"
+            )
         keep = str(self.keep_type).lower()
         if keep not in KEEP_TYPES:
             raise ConfigError(f"keep type {self.keep_type!r} is unknown; use one of {', '.join(KEEP_TYPES)}")
@@ -168,11 +190,19 @@ class LlamaCppExport:
             args += [a for t in self.tensors if t.via == via for a in (f"--{via}", t.ggml_type.lower())]
         return args
 
-    def command(self, overrides_file: str, gguf_in: str = "MODEL-BF16.gguf",
-                gguf_out: str = "MODEL-alphaq.gguf") -> str:
+    def command(
+        self, overrides_file: str, gguf_in: str = "MODEL-BF16.gguf", gguf_out: str = "MODEL-alphaq.gguf"
+    ) -> str:
         """A ready-to-run llama-quantize command line (shell-quoted)."""
-        args = ["llama-quantize", "--tensor-type-file", overrides_file, *self.flags(), gguf_in, gguf_out,
-                self.options.base_type]
+        args = [
+            "llama-quantize",
+            "--tensor-type-file",
+            overrides_file,
+            *self.flags(),
+            gguf_in,
+            gguf_out,
+            self.options.base_type,
+        ]
         return " ".join(shlex.quote(a) for a in args)
 
 
@@ -204,8 +234,13 @@ def export_llamacpp(plan: Plan, options: ExportOptions | None = None) -> LlamaCp
     tensors.sort(key=lambda g: (-1 if g.layer is None else g.layer, g.name))
     plan_options = plan.provenance.get("options")
     granularity = plan_options.get("granularity") if isinstance(plan_options, dict) else None
-    return LlamaCppExport(tensors=tuple(tensors), options=options, cost=_cost(tensors),
-                          notes=tuple(_notes(tensors, skipped, options)), granularity=granularity)
+    return LlamaCppExport(
+        tensors=tuple(tensors),
+        options=options,
+        cost=_cost(tensors),
+        notes=tuple(_notes(tensors, skipped, options)),
+        granularity=granularity,
+    )
 
 
 def gguf_names(t: PlanTensor, *, fused_gate_up: bool = False) -> list[tuple[tuple[str, ...], int]] | None:
@@ -258,8 +293,13 @@ def _pattern(name: str) -> str:
     return "^" + re.escape(name + ".weight") + "$"
 
 
-def _gguf_tensor(name: str, members: list[PlanTensor], rows_of: dict[tuple[str, str], int],
-                 patterns: tuple[str, ...], options: ExportOptions) -> GgufTensor:
+def _gguf_tensor(
+    name: str,
+    members: list[PlanTensor],
+    rows_of: dict[tuple[str, str], int],
+    patterns: tuple[str, ...],
+    options: ExportOptions,
+) -> GgufTensor:
     first = members[0]
     bits = max(t.bits for t in members)
     if name.endswith(_ROUTER) and first.role == "router":
@@ -280,10 +320,23 @@ def _gguf_tensor(name: str, members: list[PlanTensor], rows_of: dict[tuple[str, 
         nbytes, stored = ggml_nbytes(ggml, rows, t.cols)
         gguf += nbytes
         params += rows * t.cols
-    return GgufTensor(name=name, role=first.role, layer=first.layer, ggml_type=ggml, stored_type=stored, via=via,
-                      patterns=patterns, bits=bits, planned_bits=tuple(sorted({t.bits for t in members})),
-                      matrices=len(members), params=params, cols=first.cols, plan_bytes=plan_bytes,
-                      rounded_bytes=rounded, gguf_bytes=gguf)
+    return GgufTensor(
+        name=name,
+        role=first.role,
+        layer=first.layer,
+        ggml_type=ggml,
+        stored_type=stored,
+        via=via,
+        patterns=patterns,
+        bits=bits,
+        planned_bits=tuple(sorted({t.bits for t in members})),
+        matrices=len(members),
+        params=params,
+        cols=first.cols,
+        plan_bytes=plan_bytes,
+        rounded_bytes=rounded,
+        gguf_bytes=gguf,
+    )
 
 
 def _base_choice(name: str, base_type: str) -> str:
@@ -295,37 +348,50 @@ def _base_choice(name: str, base_type: str) -> str:
 def _cost(tensors: list[GgufTensor]) -> ExportCost:
     experts = [t for t in tensors if t.role == "expert"]
     kept = [t for t in tensors if t.role != "expert"]
-    return ExportCost(expert_params=sum(t.params for t in experts),
-                      expert_plan_bytes=sum(t.plan_bytes for t in experts),
-                      expert_rounded_bytes=sum(t.rounded_bytes for t in experts),
-                      expert_gguf_bytes=sum(t.gguf_bytes for t in experts),
-                      kept_params=sum(t.params for t in kept), kept_plan_bytes=sum(t.plan_bytes for t in kept),
-                      kept_gguf_bytes=sum(t.gguf_bytes for t in kept))
+    return ExportCost(
+        expert_params=sum(t.params for t in experts),
+        expert_plan_bytes=sum(t.plan_bytes for t in experts),
+        expert_rounded_bytes=sum(t.rounded_bytes for t in experts),
+        expert_gguf_bytes=sum(t.gguf_bytes for t in experts),
+        kept_params=sum(t.params for t in kept),
+        kept_plan_bytes=sum(t.plan_bytes for t in kept),
+        kept_gguf_bytes=sum(t.gguf_bytes for t in kept),
+    )
 
 
 def _notes(tensors: list[GgufTensor], skipped: list[PlanTensor], options: ExportOptions) -> list[str]:
     notes: list[str] = []
     if skipped:
         first = skipped[0]
-        notes.append(f"skipped {len(skipped)} matrix(es) with no known GGUF name (first: {first.name}, role "
-                     f"{first.role}, proj {first.proj}); llama-quantize gives them its {options.base_type} mixture")
+        notes.append(
+            f"skipped {len(skipped)} matrix(es) with no known GGUF name (first: {first.name}, role "
+            f"{first.role}, proj {first.proj}); llama-quantize gives them its {options.base_type} mixture"
+        )
     rounded = [t for t in tensors if t.role == "expert" and len(t.planned_bits) > 1]
     if rounded:
-        notes.append(f"{len(rounded)} expert tensor(s) mix widths across experts and were rounded up to the widest "
-                     f"(first: {rounded[0].name} {'/'.join(map(str, rounded[0].planned_bits))} -> {rounded[0].bits})")
+        notes.append(
+            f"{len(rounded)} expert tensor(s) mix widths across experts and were rounded up to the widest "
+            f"(first: {rounded[0].name} {'/'.join(map(str, rounded[0].planned_bits))} -> {rounded[0].bits})"
+        )
     routers = [t for t in tensors if t.via == "unquantized"]
     if routers:
-        notes.append(f"{len(routers)} router tensor(s) (ffn_gate_inp) are never quantized by llama.cpp; they stay "
-                     "F32 as convert_hf_to_gguf.py writes them")
+        notes.append(
+            f"{len(routers)} router tensor(s) (ffn_gate_inp) are never quantized by llama.cpp; they stay "
+            "F32 as convert_hf_to_gguf.py writes them"
+        )
     fallbacks = [t for t in tensors if t.stored_type != t.ggml_type]
     if fallbacks:
         f = fallbacks[0]
-        notes.append(f"{len(fallbacks)} tensor(s) have a row length that is not a multiple of their type's block; "
-                     f"llama-quantize falls back (first: {f.name}, {f.cols} columns, {f.ggml_type} -> {f.stored_type})")
+        notes.append(
+            f"{len(fallbacks)} tensor(s) have a row length that is not a multiple of their type's block; "
+            f"llama-quantize falls back (first: {f.name}, {f.cols} columns, {f.ggml_type} -> {f.stored_type})"
+        )
     stuck = [t for t in fallbacks if t.ggml_type == "Q8_0"]
     if stuck:
-        notes.append(f"{stuck[0].name} has {stuck[0].cols} columns, not a multiple of 32: llama-quantize has no "
-                     "fallback for Q8_0 and stops; plan it at 16 bits and pass --keep-type bf16")
+        notes.append(
+            f"{stuck[0].name} has {stuck[0].cols} columns, not a multiple of 32: llama-quantize has no "
+            "fallback for Q8_0 and stops; plan it at 16 bits and pass --keep-type bf16"
+        )
     return notes
 
 
@@ -339,16 +405,20 @@ def format_report(export: LlamaCppExport) -> list[str]:
         return f"  {label:<34}{nbytes:>16,} bytes  {bpw:6.3f} bits/weight"
 
     pct = 100 * c.rounding_bytes / c.expert_plan_bytes if c.expert_plan_bytes else 0.0
-    lines = [f"routed experts: {c.expert_params:,} params in {n_expert} GGUF tensors"
-             + (f" (plan granularity: {export.granularity})" if export.granularity else ""),
-             row("as planned (alphaq format)", c.expert_plan_bytes, c.expert_params),
-             row("rounded up per layer (alphaq)", c.expert_rounded_bytes, c.expert_params),
-             f"  {'rounding costs':<34}{c.rounding_bytes:>+16,} bytes  ({pct:+.1f}%)",
-             row("GGUF estimate (ggml types)", c.expert_gguf_bytes, c.expert_params)]
+    lines = [
+        f"routed experts: {c.expert_params:,} params in {n_expert} GGUF tensors"
+        + (f" (plan granularity: {export.granularity})" if export.granularity else ""),
+        row("as planned (alphaq format)", c.expert_plan_bytes, c.expert_params),
+        row("rounded up per layer (alphaq)", c.expert_rounded_bytes, c.expert_params),
+        f"  {'rounding costs':<34}{c.rounding_bytes:>+16,} bytes  ({pct:+.1f}%)",
+        row("GGUF estimate (ggml types)", c.expert_gguf_bytes, c.expert_params),
+    ]
     if c.kept_params:
-        lines += [f"other tensors: {c.kept_params:,} params",
-                  row("as planned (alphaq format)", c.kept_plan_bytes, c.kept_params),
-                  row("GGUF estimate (ggml types)", c.kept_gguf_bytes, c.kept_params)]
+        lines += [
+            f"other tensors: {c.kept_params:,} params",
+            row("as planned (alphaq format)", c.kept_plan_bytes, c.kept_params),
+            row("GGUF estimate (ggml types)", c.kept_gguf_bytes, c.kept_params),
+        ]
     counts: dict[str, int] = defaultdict(int)
     for t in export.tensors:
         if t.role == "expert":

@@ -38,9 +38,17 @@ BINARIES: tuple[str, ...] = ("llama-quantize", "llama-perplexity")
 CONVERTER = "convert_hf_to_gguf.py"
 #: cmake options: portable (no -march=native), static, no network code, only what the tools need.
 CMAKE_FLAGS: tuple[str, ...] = (
-    "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DGGML_NATIVE=OFF", "-DLLAMA_OPENSSL=OFF",
-    "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
-    "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_TOOLS=ON")
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DGGML_NATIVE=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_APP=OFF",
+    "-DLLAMA_BUILD_TOOLS=ON",
+)
 LogFn = Callable[[str], None]
 
 
@@ -80,9 +88,14 @@ class LlamaCppTools:
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready paths and build facts (recorded in ``gguf_export.json``)."""
-        return {"root": str(self.root), "quantize": str(self.quantize), "perplexity": str(self.perplexity),
-                "converter": str(self.converter), "llama_cpp_python": self.info.get("llama_cpp_python"),
-                "llama_cpp_commit": self.info.get("llama_cpp_commit")}
+        return {
+            "root": str(self.root),
+            "quantize": str(self.quantize),
+            "perplexity": str(self.perplexity),
+            "converter": str(self.converter),
+            "llama_cpp_python": self.info.get("llama_cpp_python"),
+            "llama_cpp_commit": self.info.get("llama_cpp_commit"),
+        }
 
 
 def find_tools(directory: str | Path | None = None) -> LlamaCppTools:
@@ -113,26 +126,37 @@ def find_tools(directory: str | Path | None = None) -> LlamaCppTools:
     if not (root / CONVERTER).is_file():
         missing.append(CONVERTER)
     if missing:
-        raise LlamaCppMissing(f"llama.cpp tools not found ({', '.join(missing)} missing in {root}); run "
-                              f"`{BUILD_COMMAND}` (or point --llamacpp-dir / ${ENV_DIR} at a llama.cpp build)")
+        raise LlamaCppMissing(
+            f"llama.cpp tools not found ({', '.join(missing)} missing in {root}); run "
+            f"`{BUILD_COMMAND}` (or point --llamacpp-dir / ${ENV_DIR} at a llama.cpp build)"
+        )
     info_file = root / "build.json"
     info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
-    return LlamaCppTools(root=root, quantize=found["llama-quantize"], perplexity=found["llama-perplexity"],
-                         converter=root / CONVERTER, info=info)
+    return LlamaCppTools(
+        root=root,
+        quantize=found["llama-quantize"],
+        perplexity=found["llama-perplexity"],
+        converter=root / CONVERTER,
+        info=info,
+    )
 
 
-def run_tool(args: Sequence[str | Path], *, what: str, timeout: float | None = None,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    args: Sequence[str | Path], *, what: str, timeout: float | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run one command, capture its output; raise :class:`LlamaCppFailed` with its last error line if it fails."""
     from alphaq.export.gguf_check import last_error_line
 
     try:
-        done = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout,
-                              env=env, check=False)
+        done = subprocess.run(
+            [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
     except subprocess.TimeoutExpired:
         raise LlamaCppFailed(f"{what} did not finish within {timeout:g} s") from None
     except OSError as error:
-        raise LlamaCppMissing(f"{what}: cannot run {args[0]}: {error.strerror or error}; run `{BUILD_COMMAND}`") from None
+        raise LlamaCppMissing(
+            f"{what}: cannot run {args[0]}: {error.strerror or error}; run `{BUILD_COMMAND}`"
+        ) from None
     if done.returncode != 0:
         raise LlamaCppFailed(f"{what} failed (exit {done.returncode}): {last_error_line(done.stdout + done.stderr)}")
     return done
@@ -146,8 +170,14 @@ class BuildResult:
     seconds: dict[str, float]
 
 
-def build_tools(dest: str | Path | None = None, *, version: str = LLAMA_CPP_PYTHON_VERSION,
-                sdist: str | Path | None = None, jobs: int = 2, log: LogFn | None = None) -> BuildResult:
+def build_tools(
+    dest: str | Path | None = None,
+    *,
+    version: str = LLAMA_CPP_PYTHON_VERSION,
+    sdist: str | Path | None = None,
+    jobs: int = 2,
+    log: LogFn | None = None,
+) -> BuildResult:
     """Download the llama-cpp-python sdist, build llama.cpp's tools with cmake, install them into ``dest``.
 
     Args:
@@ -168,8 +198,10 @@ def build_tools(dest: str | Path | None = None, *, version: str = LLAMA_CPP_PYTH
     say = log or (lambda line: None)
     target = Path(dest).expanduser() if dest is not None else default_dir(version)
     if shutil.which("cmake") is None:
-        raise LlamaCppMissing("cmake is not installed; install it (apt-get install cmake build-essential or "
-                              "pip install cmake) and rerun `alphaq llamacpp build`")
+        raise LlamaCppMissing(
+            "cmake is not installed; install it (apt-get install cmake build-essential or "
+            "pip install cmake) and rerun `alphaq llamacpp build`"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix=".llamacpp-build-", dir=target.parent) as tmp:
@@ -177,8 +209,22 @@ def build_tools(dest: str | Path | None = None, *, version: str = LLAMA_CPP_PYTH
         start = time.perf_counter()
         if sdist is None:
             say(f"downloading llama-cpp-python=={version} (sdist) with pip")
-            run_tool([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                      f"llama-cpp-python=={version}", "-d", work / "sdist"], what="pip download llama-cpp-python")
+            run_tool(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    f"llama-cpp-python=={version}",
+                    "-d",
+                    work / "sdist",
+                ],
+                what="pip download llama-cpp-python",
+            )
             sdist = next((work / "sdist").glob("llama_cpp_python-*.tar.gz"))
         seconds["download"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -188,7 +234,7 @@ def build_tools(dest: str | Path | None = None, *, version: str = LLAMA_CPP_PYTH
         build = work / "build"
         start = time.perf_counter()
         say("configuring with cmake " + " ".join(CMAKE_FLAGS))
-        _logged([ "cmake", "-S", source, "-B", build, *CMAKE_FLAGS], work / "cmake.log", "cmake configure")
+        _logged(["cmake", "-S", source, "-B", build, *CMAKE_FLAGS], work / "cmake.log", "cmake configure")
         seconds["configure"] = time.perf_counter() - start
         start = time.perf_counter()
         say(f"building {', '.join(BINARIES)} with {jobs} job(s)")
@@ -206,12 +252,17 @@ def build_tools(dest: str | Path | None = None, *, version: str = LLAMA_CPP_PYTH
         from alphaq.export.gguf_check import vendored_commit
 
         changelog = source.parent.parent / "CHANGELOG.md"
-        info = {"llama_cpp_python": version, "sdist": Path(sdist).name,
-                "llama_cpp_commit": vendored_commit(changelog.read_text(encoding="utf-8"), version)
-                if changelog.is_file() else None,
-                "cmake_flags": list(CMAKE_FLAGS), "jobs": jobs,
-                "seconds": {k: round(v, 1) for k, v in seconds.items()},
-                "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        info = {
+            "llama_cpp_python": version,
+            "sdist": Path(sdist).name,
+            "llama_cpp_commit": vendored_commit(changelog.read_text(encoding="utf-8"), version)
+            if changelog.is_file()
+            else None,
+            "cmake_flags": list(CMAKE_FLAGS),
+            "jobs": jobs,
+            "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         (stage / "build.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         old = work / "previous"
         if target.exists():

@@ -4,6 +4,13 @@ from alphaq.load.architectures import ARCHITECTURES, ArchSpec, Role, TensorRule,
 from alphaq.load.checkpoint import Checkpoint, MatrixRef, SkippedTensor, open_checkpoint
 
 __all__ = [
-    "ARCHITECTURES", "ArchSpec", "Checkpoint", "MatrixRef", "Role", "SkippedTensor", "TensorRule",
-    "open_checkpoint", "spec_for",
+    "ARCHITECTURES",
+    "ArchSpec",
+    "Checkpoint",
+    "MatrixRef",
+    "Role",
+    "SkippedTensor",
+    "TensorRule",
+    "open_checkpoint",
+    "spec_for",
 ]

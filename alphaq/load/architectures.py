@@ -33,13 +33,29 @@ class Role(str, Enum):
 
 #: Canonical projection names: every alias a checkpoint uses maps to one of gate/up/down/q/k/v/o/...
 PROJ_ALIASES: dict[str, str] = {
-    "w1": "gate", "w3": "up", "w2": "down",
-    "gate_proj": "gate", "up_proj": "up", "down_proj": "down",
-    "fc1": "up", "fc2": "down", "c_fc": "up", "c_proj": "down",
-    "dense_h_to_4h": "up", "dense_4h_to_h": "down",
-    "q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o",
-    "wq": "q", "wk": "k", "wv": "v", "wo": "o",
-    "gate_up_proj": "gate_up", "input_linear": "gate_up", "output_linear": "down",
+    "w1": "gate",
+    "w3": "up",
+    "w2": "down",
+    "gate_proj": "gate",
+    "up_proj": "up",
+    "down_proj": "down",
+    "fc1": "up",
+    "fc2": "down",
+    "c_fc": "up",
+    "c_proj": "down",
+    "dense_h_to_4h": "up",
+    "dense_4h_to_h": "down",
+    "q_proj": "q",
+    "k_proj": "k",
+    "v_proj": "v",
+    "o_proj": "o",
+    "wq": "q",
+    "wk": "k",
+    "wv": "v",
+    "wo": "o",
+    "gate_up_proj": "gate_up",
+    "input_linear": "gate_up",
+    "output_linear": "down",
 }
 
 FusedSplit = Literal["halves", "interleaved", "none"]
@@ -100,8 +116,9 @@ _EXPERT_PROJ = r"(?P<proj>gate_proj|up_proj|down_proj|w1|w2|w3)"
 
 # Rows shared by every architecture, most specific first.
 _ROUTED_EXPERTS = TensorRule(_L + _MOE + r"\.experts\.(?P<expert>\d+)\." + _EXPERT_PROJ + r"\.weight$", Role.EXPERT)
-_FUSED_GATE_UP = TensorRule(_L + _MOE + r"\.experts\.(?P<proj>gate_up_proj)(?:\.weight)?$", Role.EXPERT,
-                            fused=True, split="halves")
+_FUSED_GATE_UP = TensorRule(
+    _L + _MOE + r"\.experts\.(?P<proj>gate_up_proj)(?:\.weight)?$", Role.EXPERT, fused=True, split="halves"
+)
 _FUSED_DOWN = TensorRule(_L + _MOE + r"\.experts\.(?P<proj>down_proj)(?:\.weight)?$", Role.EXPERT, fused=True)
 _SHARED = TensorRule(_L + r"mlp\.shared_experts?\.(?P<proj>gate_proj|up_proj|down_proj)\.weight$", Role.SHARED_EXPERT)
 _SHARED_GATE = TensorRule(_L + r"mlp\.shared_expert_gate\.weight$", Role.ROUTER, proj="shared_gate")
@@ -116,48 +133,105 @@ _DENSE_MLP = TensorRule(
     r"dense_h_to_4h|dense_4h_to_h|w1|w2|w3)\.weight$",
     Role.DENSE_MLP,
 )
-_EMBED = TensorRule(r"(?:^|\.)(?:embed_tokens|wte|word_embeddings|tok_embeddings)\.weight$", Role.EMBEDDING, proj="embed")
+_EMBED = TensorRule(
+    r"(?:^|\.)(?:embed_tokens|wte|word_embeddings|tok_embeddings)\.weight$", Role.EMBEDDING, proj="embed"
+)
 _LM_HEAD = TensorRule(r"(?:^|\.)lm_head\.weight$", Role.LM_HEAD, proj="lm_head")
 
 _COMMON: tuple[TensorRule, ...] = (
-    _ROUTED_EXPERTS, _FUSED_GATE_UP, _FUSED_DOWN, _SHARED, _SHARED_GATE, _ROUTER, _ATTENTION, _DENSE_MLP,
-    _EMBED, _LM_HEAD,
+    _ROUTED_EXPERTS,
+    _FUSED_GATE_UP,
+    _FUSED_DOWN,
+    _SHARED,
+    _SHARED_GATE,
+    _ROUTER,
+    _ATTENTION,
+    _DENSE_MLP,
+    _EMBED,
+    _LM_HEAD,
 )
 
 #: The table. Order of rules inside a row matters (first match wins).
 ARCHITECTURES: tuple[ArchSpec, ...] = (
-    ArchSpec(("mixtral", "phimoe"), _COMMON,
-             notes="per-expert block_sparse_moe.experts.{e}.w1/w3/w2 = gate/up/down; router block_sparse_moe.gate"),
-    ArchSpec(("qwen2_moe",), _COMMON,
-             notes="mlp.experts.{e}.*_proj, mlp.shared_expert.* (outside the budget), mlp.shared_expert_gate"),
-    ArchSpec(("qwen3_moe", "olmoe", "qwen3_next", "minimax", "dots1", "ernie4_5_moe", "hunyuan_v1_moe"), _COMMON,
-             notes="mlp.experts.{e}.*_proj, router mlp.gate"),
-    ArchSpec(("deepseek_v2", "deepseek_v3", "glm4_moe", "kimi_k2"), _COMMON,
-             ignore_layers_from_key="num_hidden_layers",
-             notes="first_k_dense_replace dense layers, mlp.shared_experts, FP8 weight_scale_inv blocks, "
-                   "MTP layers (index >= num_hidden_layers) ignored"),
-    ArchSpec(("gpt_oss",), (
-        TensorRule(_L + r"mlp\.experts\.(?P<proj>gate_up_proj)$", Role.EXPERT, fused=True, split="interleaved",
-                   orientation="in_out"),
-        TensorRule(_L + r"mlp\.experts\.(?P<proj>down_proj)$", Role.EXPERT, fused=True, orientation="in_out"),
-        TensorRule(_L + r"mlp\.router\.weight$", Role.ROUTER, proj="router"),
-        *_COMMON,
-    ), notes="fused [E, H, 2I] gate_up (gate/up interleaved) and [E, I, H] down; MXFP4 *_blocks/*_scales"),
-    ArchSpec(("granitemoe", "granitemoeshared", "jetmoe"), (
-        TensorRule(_L + r"block_sparse_moe\.(?P<proj>input_linear)\.weight$", Role.EXPERT, fused=True, split="halves",
-                   orientation="out_in"),
-        TensorRule(_L + r"block_sparse_moe\.(?P<proj>output_linear)\.weight$", Role.EXPERT, fused=True,
-                   orientation="out_in"),
-        TensorRule(_L + r"shared_mlp\.(?P<proj>input_linear|output_linear)\.weight$", Role.SHARED_EXPERT),
-        *_COMMON,
-    ), notes="fused input_linear [E, 2I, H] (gate|up) and output_linear [E, H, I]; router block_sparse_moe.router.layer"),
-    ArchSpec(("llama4", "llama4_text"), (
-        TensorRule(_L + r"feed_forward\.experts\.(?P<proj>gate_up_proj)$", Role.EXPERT, fused=True, split="halves",
-                   orientation="in_out"),
-        TensorRule(_L + r"feed_forward\.experts\.(?P<proj>down_proj)$", Role.EXPERT, fused=True, orientation="in_out"),
-        TensorRule(_L + r"feed_forward\.shared_expert\.(?P<proj>gate_proj|up_proj|down_proj)\.weight$", Role.SHARED_EXPERT),
-        *_COMMON,
-    ), notes="fused [E, H, 2I] gate_up and [E, I, H] down"),
+    ArchSpec(
+        ("mixtral", "phimoe"),
+        _COMMON,
+        notes="per-expert block_sparse_moe.experts.{e}.w1/w3/w2 = gate/up/down; router block_sparse_moe.gate",
+    ),
+    ArchSpec(
+        ("qwen2_moe",),
+        _COMMON,
+        notes="mlp.experts.{e}.*_proj, mlp.shared_expert.* (outside the budget), mlp.shared_expert_gate",
+    ),
+    ArchSpec(
+        ("qwen3_moe", "olmoe", "qwen3_next", "minimax", "dots1", "ernie4_5_moe", "hunyuan_v1_moe"),
+        _COMMON,
+        notes="mlp.experts.{e}.*_proj, router mlp.gate",
+    ),
+    ArchSpec(
+        ("deepseek_v2", "deepseek_v3", "glm4_moe", "kimi_k2"),
+        _COMMON,
+        ignore_layers_from_key="num_hidden_layers",
+        notes="first_k_dense_replace dense layers, mlp.shared_experts, FP8 weight_scale_inv blocks, "
+        "MTP layers (index >= num_hidden_layers) ignored",
+    ),
+    ArchSpec(
+        ("gpt_oss",),
+        (
+            TensorRule(
+                _L + r"mlp\.experts\.(?P<proj>gate_up_proj)$",
+                Role.EXPERT,
+                fused=True,
+                split="interleaved",
+                orientation="in_out",
+            ),
+            TensorRule(_L + r"mlp\.experts\.(?P<proj>down_proj)$", Role.EXPERT, fused=True, orientation="in_out"),
+            TensorRule(_L + r"mlp\.router\.weight$", Role.ROUTER, proj="router"),
+            *_COMMON,
+        ),
+        notes="fused [E, H, 2I] gate_up (gate/up interleaved) and [E, I, H] down; MXFP4 *_blocks/*_scales",
+    ),
+    ArchSpec(
+        ("granitemoe", "granitemoeshared", "jetmoe"),
+        (
+            TensorRule(
+                _L + r"block_sparse_moe\.(?P<proj>input_linear)\.weight$",
+                Role.EXPERT,
+                fused=True,
+                split="halves",
+                orientation="out_in",
+            ),
+            TensorRule(
+                _L + r"block_sparse_moe\.(?P<proj>output_linear)\.weight$",
+                Role.EXPERT,
+                fused=True,
+                orientation="out_in",
+            ),
+            TensorRule(_L + r"shared_mlp\.(?P<proj>input_linear|output_linear)\.weight$", Role.SHARED_EXPERT),
+            *_COMMON,
+        ),
+        notes="fused input_linear [E, 2I, H] (gate|up) and output_linear [E, H, I]; router block_sparse_moe.router.layer",
+    ),
+    ArchSpec(
+        ("llama4", "llama4_text"),
+        (
+            TensorRule(
+                _L + r"feed_forward\.experts\.(?P<proj>gate_up_proj)$",
+                Role.EXPERT,
+                fused=True,
+                split="halves",
+                orientation="in_out",
+            ),
+            TensorRule(
+                _L + r"feed_forward\.experts\.(?P<proj>down_proj)$", Role.EXPERT, fused=True, orientation="in_out"
+            ),
+            TensorRule(
+                _L + r"feed_forward\.shared_expert\.(?P<proj>gate_proj|up_proj|down_proj)\.weight$", Role.SHARED_EXPERT
+            ),
+            *_COMMON,
+        ),
+        notes="fused [E, H, 2I] gate_up and [E, I, H] down",
+    ),
 )
 
 #: Generic fallback for an unknown model_type: the common rows.
@@ -186,8 +260,12 @@ def load_pattern_file(path: Path) -> ArchSpec:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
         rules = tuple(
             TensorRule(
-                pattern=str(r["pattern"]), role=Role(r["role"]), proj=r.get("proj"), fused=bool(r.get("fused", False)),
-                split=r.get("split", "none"), orientation=r.get("orientation", "auto"),
+                pattern=str(r["pattern"]),
+                role=Role(r["role"]),
+                proj=r.get("proj"),
+                fused=bool(r.get("fused", False)),
+                split=r.get("split", "none"),
+                orientation=r.get("orientation", "auto"),
             )
             for r in raw["rules"]
         )
@@ -195,7 +273,7 @@ def load_pattern_file(path: Path) -> ArchSpec:
         raise ConfigError(f"pattern file {path}: cannot read ({exc.strerror}); check the path") from exc
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(
-            f"pattern file {path}: invalid ({exc}); expected {{\"rules\": [{{\"pattern\": ..., \"role\": ...}}]}} "
+            f'pattern file {path}: invalid ({exc}); expected {{"rules": [{{"pattern": ..., "role": ...}}]}} '
             f"with roles {[r.value for r in Role]}"
         ) from exc
     keys = tuple(raw.get("num_experts_keys", GENERIC.num_experts_keys))
@@ -204,11 +282,26 @@ def load_pattern_file(path: Path) -> ArchSpec:
 
 #: Integer fields of ``config.json`` that alphaq (and transformers, for ``eval``) reads: name -> smallest value.
 CONFIG_INT_FIELDS: dict[str, int] = {
-    "num_hidden_layers": 1, "n_layer": 1, "num_layers": 1, "hidden_size": 1, "d_model": 1, "n_embd": 1,
-    "intermediate_size": 1, "moe_intermediate_size": 1, "num_attention_heads": 1, "num_key_value_heads": 1,
-    "head_dim": 1, "vocab_size": 1, "max_position_embeddings": 1, "num_experts_per_tok": 1,
-    "num_local_experts": 1, "num_experts": 1, "n_routed_experts": 1, "moe_num_experts": 1,
-    "first_k_dense_replace": 0, "n_shared_experts": 0,
+    "num_hidden_layers": 1,
+    "n_layer": 1,
+    "num_layers": 1,
+    "hidden_size": 1,
+    "d_model": 1,
+    "n_embd": 1,
+    "intermediate_size": 1,
+    "moe_intermediate_size": 1,
+    "num_attention_heads": 1,
+    "num_key_value_heads": 1,
+    "head_dim": 1,
+    "vocab_size": 1,
+    "max_position_embeddings": 1,
+    "num_experts_per_tok": 1,
+    "num_local_experts": 1,
+    "num_experts": 1,
+    "n_routed_experts": 1,
+    "moe_num_experts": 1,
+    "first_k_dense_replace": 0,
+    "n_shared_experts": 0,
 }
 _CONFIG_INT_MAX = 2**31 - 1
 
@@ -231,30 +324,43 @@ def check_config(config: Any, source: str = "config.json") -> dict[str, Any]:
         raise CheckpointError(f"{source}: not a JSON object; re-download or fix it")
     text_config = config.get("text_config")
     if text_config is not None and not isinstance(text_config, dict):
-        raise CheckpointError(f"{source}: field 'text_config' is {_short(text_config)}, it must be an object or null; "
-                              "fix config.json or re-download the checkpoint")
+        raise CheckpointError(
+            f"{source}: field 'text_config' is {_short(text_config)}, it must be an object or null; "
+            "fix config.json or re-download the checkpoint"
+        )
     for prefix, section in (("", config), ("text_config.", text_config or {})):
         model_type = section.get("model_type")
         if model_type is not None and not isinstance(model_type, str):
-            raise CheckpointError(f"{source}: field '{prefix}model_type' is {_short(model_type)}, it must be a string "
-                                  "such as \"mixtral\"; fix config.json or re-download the checkpoint")
+            raise CheckpointError(
+                f"{source}: field '{prefix}model_type' is {_short(model_type)}, it must be a string "
+                'such as "mixtral"; fix config.json or re-download the checkpoint'
+            )
         for key, low in CONFIG_INT_FIELDS.items():
             value = section.get(key)
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _CONFIG_INT_MAX:
                 kind = "a positive integer" if low else "a non-negative integer"
-                raise CheckpointError(f"{source}: field '{prefix}{key}' is {_short(value)}, it must be {kind}; fix "
-                                      "config.json or re-download the checkpoint")
+                raise CheckpointError(
+                    f"{source}: field '{prefix}{key}' is {_short(value)}, it must be {kind}; fix "
+                    "config.json or re-download the checkpoint"
+                )
     quant = config.get("quantization_config")
     if quant is not None and not isinstance(quant, dict):
-        raise CheckpointError(f"{source}: field 'quantization_config' is {_short(quant)}, it must be an object or "
-                              "null; fix config.json or re-download the checkpoint")
+        raise CheckpointError(
+            f"{source}: field 'quantization_config' is {_short(quant)}, it must be an object or "
+            "null; fix config.json or re-download the checkpoint"
+        )
     block = (quant or {}).get("weight_block_size")
-    if block is not None and not (isinstance(block, list) and len(block) == 2 and all(
-            isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= _CONFIG_INT_MAX for b in block)):
-        raise CheckpointError(f"{source}: field 'quantization_config.weight_block_size' is {_short(block)}, it must "
-                              "be two positive integers such as [128, 128]; fix config.json or re-download the checkpoint")
+    if block is not None and not (
+        isinstance(block, list)
+        and len(block) == 2
+        and all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= _CONFIG_INT_MAX for b in block)
+    ):
+        raise CheckpointError(
+            f"{source}: field 'quantization_config.weight_block_size' is {_short(block)}, it must "
+            "be two positive integers such as [128, 128]; fix config.json or re-download the checkpoint"
+        )
     return config
 
 
@@ -292,8 +398,11 @@ def architectures_markdown() -> str:
     lines = ["| model_type | expert layout | notes |", "|---|---|---|"]
     for spec in ARCHITECTURES:
         own_fused = [r for r in spec.rules if r.fused and r.role is Role.EXPERT and r not in _COMMON]
-        layout = (f"fused 3-D {own_fused[0].orientation.replace('_', '-')}, gate/up {own_fused[0].split}"
-                  if own_fused else "per-expert 2-D (fused 3-D [E, out, in] also read)")
+        layout = (
+            f"fused 3-D {own_fused[0].orientation.replace('_', '-')}, gate/up {own_fused[0].split}"
+            if own_fused
+            else "per-expert 2-D (fused 3-D [E, out, in] also read)"
+        )
         lines.append(f"| {', '.join(f'`{t}`' for t in spec.model_types)} | {layout} | {spec.notes} |")
     lines.append(f"| any other | generic patterns | {GENERIC.notes}; or `--pattern-file` |")
     return "\n".join(lines) + "\n"

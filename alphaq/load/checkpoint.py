@@ -15,14 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alphaq.errors import CheckpointError
-from alphaq.load.architectures import (
-    ArchSpec,
-    Role,
-    check_config,
-    load_pattern_file,
-    match_tensor,
-    spec_for,
-)
+from alphaq.load.architectures import ArchSpec, Role, check_config, load_pattern_file, match_tensor, spec_for
 from alphaq.load.safetensors_files import (
     NUMPY_FLOATS,
     TensorInfo,
@@ -83,8 +76,15 @@ class Checkpoint:
     Use :func:`open_checkpoint`; do not construct directly.
     """
 
-    def __init__(self, path: Path, config: dict[str, Any], tensors: dict[str, TensorInfo], spec: ArchSpec,
-                 matrices: list[MatrixRef], skipped: list[SkippedTensor]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        config: dict[str, Any],
+        tensors: dict[str, TensorInfo],
+        spec: ArchSpec,
+        matrices: list[MatrixRef],
+        skipped: list[SkippedTensor],
+    ) -> None:
         self.path = path
         self.config = config
         self.tensors = tensors
@@ -142,8 +142,9 @@ class Checkpoint:
             with safe_open(str(info.file), framework="pt") as fh:
                 return fh.get_tensor(name)
         except (OSError, RuntimeError, ValueError, SafetensorError) as exc:  # torch cannot hold F6, odd-sized F4
-            raise CheckpointError(f"{info.file}: cannot read tensor {name!r} ({exc}); the shard may be "
-                                  "corrupt") from exc
+            raise CheckpointError(
+                f"{info.file}: cannot read tensor {name!r} ({exc}); the shard may be corrupt"
+            ) from exc
 
     def read_matrix(self, ref: MatrixRef, *, dtype: Any = None) -> Any:
         """Read one matrix as a float tensor [out, in], dequantized (FP8 blocks, MXFP4) and split if fused.
@@ -162,8 +163,9 @@ class Checkpoint:
             raw = self._read_expert_slice(ref)
             matrix = fused_expert_slice(raw, ref.fused_part, ref.split, ref.orientation)
         else:
-            matrix = dequantize_tensor(ref.tensor, self.read_tensor(ref.tensor), self._scale_for(ref.tensor),
-                                       self._block_size())
+            matrix = dequantize_tensor(
+                ref.tensor, self.read_tensor(ref.tensor), self._scale_for(ref.tensor), self._block_size()
+            )
         if tuple(matrix.shape) != ref.shape:
             raise CheckpointError(f"{ref.name}: read shape {tuple(matrix.shape)} differs from header shape {ref.shape}")
         return matrix.to(dtype)
@@ -191,7 +193,7 @@ class Checkpoint:
             if ref.fused_part:
                 index = 0 if ref.fused_part == "gate" else 1
                 half = matrix.shape[0] // 2
-                matrix = matrix[index::2] if ref.split == "interleaved" else matrix[index * half:(index + 1) * half]
+                matrix = matrix[index::2] if ref.split == "interleaved" else matrix[index * half : (index + 1) * half]
             matrix = np.ascontiguousarray(matrix)
         else:
             matrix = read_float_array(info)
@@ -239,8 +241,9 @@ class Checkpoint:
             with safe_open(str(info.file), framework="pt") as fh:
                 return fh.get_slice(name)[index]
         except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
-            raise CheckpointError(f"{info.file}: cannot read tensor {name!r} ({exc}); the shard may be "
-                                  "corrupt") from exc
+            raise CheckpointError(
+                f"{info.file}: cannot read tensor {name!r} ({exc}); the shard may be corrupt"
+            ) from exc
 
 
 def open_checkpoint(path: str | Path, *, pattern_file: str | Path | None = None) -> Checkpoint:
@@ -261,8 +264,10 @@ def open_checkpoint(path: str | Path, *, pattern_file: str | Path | None = None)
 
     directory = resolve_model(path)  # a folder, or a Hugging Face model id (downloaded, or the offline cache)
     if not directory.exists():
-        raise CheckpointError(f"{directory}: no such checkpoint folder; pass a local Hugging Face model directory or a "
-                              "Hub model id (owner/name)")
+        raise CheckpointError(
+            f"{directory}: no such checkpoint folder; pass a local Hugging Face model directory or a "
+            "Hub model id (owner/name)"
+        )
     if directory.is_file():
         raise CheckpointError(f"{directory}: is a file; pass the checkpoint folder that holds it")
     config = _read_config(directory)
@@ -286,8 +291,9 @@ def open_checkpoint(path: str | Path, *, pattern_file: str | Path | None = None)
     return Checkpoint(directory, config, tensors, spec, matrices, skipped)
 
 
-def classify(tensors: dict[str, TensorInfo], spec: ArchSpec,
-             config: dict[str, Any]) -> tuple[list[MatrixRef], list[SkippedTensor]]:
+def classify(
+    tensors: dict[str, TensorInfo], spec: ArchSpec, config: dict[str, Any]
+) -> tuple[list[MatrixRef], list[SkippedTensor]]:
     """Turn the tensor list into classified matrices (fused experts split), and the skipped rest."""
     hidden = _config_value(config, ("hidden_size", "d_model", "n_embd"))
     max_layers = _config_value(config, (spec.ignore_layers_from_key,)) if spec.ignore_layers_from_key else None
@@ -316,18 +322,27 @@ def classify(tensors: dict[str, TensorInfo], spec: ArchSpec,
             skipped.append(SkippedTensor(name, "multi-token-prediction layer (not part of the decoder)"))
             continue
         if match is not None and match.rule.fused and len(shape) == 3:
-            orientation = "out_in" if logical != name else _orientation(match.rule.orientation, match.proj, shape, hidden)
+            orientation = (
+                "out_in" if logical != name else _orientation(match.rule.orientation, match.proj, shape, hidden)
+            )
             matrices.extend(_split_fused(logical, match, shape, dtype, orientation))
             continue
         if len(shape) != 2:
             skipped.append(SkippedTensor(name, f"{len(shape)}-D tensor that no fused-expert pattern matches"))
             continue
         role = match.rule.role if match else Role.OTHER
-        matrices.append(MatrixRef(
-            name=logical, tensor=logical, layer=match.layer if match else _layer_of(name),
-            expert=match.expert if match else None, proj=match.proj if match else "weight", role=role,
-            shape=(int(shape[0]), int(shape[1])), dtype=dtype,
-        ))
+        matrices.append(
+            MatrixRef(
+                name=logical,
+                tensor=logical,
+                layer=match.layer if match else _layer_of(name),
+                expert=match.expert if match else None,
+                proj=match.proj if match else "weight",
+                role=role,
+                shape=(int(shape[0]), int(shape[1])),
+                dtype=dtype,
+            )
+        )
     return matrices, skipped
 
 
@@ -342,11 +357,22 @@ def _split_fused(tensor: str, match: Any, shape: tuple[int, ...], dtype: str, or
     refs = []
     for e in range(num_experts):
         for part, proj, rows in parts:
-            refs.append(MatrixRef(
-                name=f"{tensor}[{e}]" + (f".{part}" if part else ""), tensor=tensor, layer=match.layer, expert=e,
-                proj=proj, role=match.rule.role, shape=(int(rows), int(in_dim)), dtype=dtype, fused=True,
-                fused_part=part, split=match.rule.split, orientation=orientation,
-            ))
+            refs.append(
+                MatrixRef(
+                    name=f"{tensor}[{e}]" + (f".{part}" if part else ""),
+                    tensor=tensor,
+                    layer=match.layer,
+                    expert=e,
+                    proj=proj,
+                    role=match.rule.role,
+                    shape=(int(rows), int(in_dim)),
+                    dtype=dtype,
+                    fused=True,
+                    fused_part=part,
+                    split=match.rule.split,
+                    orientation=orientation,
+                )
+            )
     return refs
 
 
@@ -373,7 +399,9 @@ def _is_side_data(name: str, tensors: dict[str, TensorInfo]) -> bool:
 def _read_config(directory: Path) -> dict[str, Any]:
     config_file = directory / "config.json"
     if not config_file.is_file():
-        raise CheckpointError(f"{directory}: no config.json; pass a Hugging Face checkpoint folder (save_pretrained output)")
+        raise CheckpointError(
+            f"{directory}: no config.json; pass a Hugging Face checkpoint folder (save_pretrained output)"
+        )
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

@@ -15,7 +15,9 @@ from pathlib import Path
 from alphaq.errors import CheckpointError
 
 #: ``owner/name`` or ``owner/name@revision`` (the Hub's repository id grammar: letters, digits, ``-_.``).
-_REPO_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})(?:@(?P<rev>[\w./-]+))?$")
+_REPO_ID = re.compile(
+    r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})(?:@(?P<rev>[\w./-]+))?$"
+)
 
 #: Files alphaq reads from a model repository (never pickles, never remote code).
 ALLOW_PATTERNS = ("*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt", "README.md")
@@ -33,8 +35,12 @@ def looks_like_model_id(spec: str) -> bool:
     return bool(_REPO_ID.match(spec)) and not spec.startswith((".", "~"))
 
 
-def resolve_model(spec: str | os.PathLike[str], *, local_files_only: bool | None = None,
-                  cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def resolve_model(
+    spec: str | os.PathLike[str],
+    *,
+    local_files_only: bool | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
     """The local folder of a model: the path itself when it exists, else the Hub snapshot of a model id.
 
     Args:
@@ -68,20 +74,32 @@ def resolve_model(spec: str | os.PathLike[str], *, local_files_only: bool | None
     if local_files_only is None:
         local_files_only = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
     try:
-        folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(ALLOW_PATTERNS),
-                                   local_files_only=local_files_only, cache_dir=cache_dir)
+        folder = snapshot_download(
+            repo_id,
+            revision=revision,
+            allow_patterns=list(ALLOW_PATTERNS),
+            local_files_only=local_files_only,
+            cache_dir=cache_dir,
+        )
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
-        raise CheckpointError(f"{text}: no such folder, and the model id is not in the Hugging Face cache while "
-                              f"offline; download it first (hf download {repo_id}) or pass a local folder") from exc
+        raise CheckpointError(
+            f"{text}: no such folder, and the model id is not in the Hugging Face cache while "
+            f"offline; download it first (hf download {repo_id}) or pass a local folder"
+        ) from exc
     except RepositoryNotFoundError as exc:
-        raise CheckpointError(f"{text}: no such folder, and no such model on the Hugging Face Hub (or it is private: "
-                              "log in with `hf auth login`); pass a local folder or a model id that exists") from exc
+        raise CheckpointError(
+            f"{text}: no such folder, and no such model on the Hugging Face Hub (or it is private: "
+            "log in with `hf auth login`); pass a local folder or a model id that exists"
+        ) from exc
     except RevisionNotFoundError as exc:
-        raise CheckpointError(f"{text}: the Hub model has no revision {revision!r}; pass an existing branch, tag or "
-                              "commit after @") from exc
+        raise CheckpointError(
+            f"{text}: the Hub model has no revision {revision!r}; pass an existing branch, tag or commit after @"
+        ) from exc
     except (HfHubHTTPError, OSError) as exc:
-        raise CheckpointError(f"{text}: downloading the model from the Hugging Face Hub failed "
-                              f"({type(exc).__name__}); retry, or download it and pass the local folder") from exc
+        raise CheckpointError(
+            f"{text}: downloading the model from the Hugging Face Hub failed "
+            f"({type(exc).__name__}); retry, or download it and pass the local folder"
+        ) from exc
     return Path(str(folder))
 
 

@@ -33,10 +33,7 @@ def transformers_load_errors() -> tuple[type[Exception], ...]:
 
 
 def load_model(
-    path: str | os.PathLike[str] | None = None,
-    *,
-    dtype: torch.dtype | None = None,
-    device: str | torch.device = "cpu",
+    path: str | os.PathLike[str] | None = None, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a local causal-LM checkpoint and its tokenizer, offline, in eval mode.
 
@@ -61,8 +58,7 @@ def load_model(
     folder = demo_model_path() if path is None else resolve_model(path)
     if not (folder / "config.json").is_file():
         raise CheckpointError(
-            f"{folder} is not a checkpoint folder (no config.json); pass a local Hugging Face "
-            "checkpoint directory"
+            f"{folder} is not a checkpoint folder (no config.json); pass a local Hugging Face checkpoint directory"
         )
     if not any(folder.glob("*.safetensors")):
         pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))

@@ -19,9 +19,28 @@ from alphaq.errors import CheckpointError
 
 #: Bits per element of every dtype the safetensors format defines (the ``safetensors`` library refuses others).
 DTYPE_BITS: dict[str, int] = {
-    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
-    "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
-    "C64": 64, "F64": 64, "I64": 64, "U64": 64,
+    "BOOL": 8,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8,
+    "F8_E5M2FNUZ": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "C64": 64,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
 }
 #: Bytes per element of each safetensors dtype.
 DTYPE_BYTES: dict[str, float] = {dtype: bits / 8 for dtype, bits in DTYPE_BITS.items()}
@@ -87,7 +106,9 @@ def read_header(file: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     try:
         header: dict[str, Any] = json.loads(header_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{file}: safetensors header is not valid JSON; re-download or re-save the shard") from exc
+        raise CheckpointError(
+            f"{file}: safetensors header is not valid JSON; re-download or re-save the shard"
+        ) from exc
     if not isinstance(header, dict):
         raise CheckpointError(f"{file}: safetensors header is not a JSON object; re-download or re-save the shard")
     metadata = header.pop("__metadata__", None)
@@ -101,9 +122,11 @@ def read_header(file: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
 
 def _entry(file: Path, name: str, entry: Any, data_start: int) -> TensorInfo:
     """One header entry checked field by field: known dtype, non-negative integer shape, size = elements x dtype."""
+
     def bad(problem: str) -> CheckpointError:
-        return CheckpointError(f"{file}: tensor {name!r} {problem} in the safetensors header; re-download or re-save "
-                               "the shard")
+        return CheckpointError(
+            f"{file}: tensor {name!r} {problem} in the safetensors header; re-download or re-save the shard"
+        )
 
     if not isinstance(entry, dict):
         raise bad("is not an object with dtype, shape and data_offsets")
@@ -123,8 +146,9 @@ def _entry(file: Path, name: str, entry: Any, data_start: int) -> TensorInfo:
     bits = math.prod(shape) * DTYPE_BITS[dtype]
     if bits % 8 or bits // 8 != end - begin:
         raise bad(f"has {end - begin} bytes but its shape {shape} of {dtype} needs {bits / 8:g}")
-    return TensorInfo(name=name, dtype=dtype, shape=tuple(shape), file=file, nbytes=end - begin,
-                      offset=data_start + begin)
+    return TensorInfo(
+        name=name, dtype=dtype, shape=tuple(shape), file=file, nbytes=end - begin, offset=data_start + begin
+    )
 
 
 def _is_count(value: Any) -> bool:
@@ -139,17 +163,23 @@ def _check_coverage(file: Path, tensors: dict[str, TensorInfo], data_start: int,
     for info in sorted(tensors.values(), key=lambda t: (t.offset or 0, t.nbytes)):
         begin = (info.offset or 0) - data_start
         if begin + info.nbytes > data_size:
-            raise CheckpointError(f"{file}: tensor {info.name!r} lies beyond the end of the file (truncated "
-                                  "download?); re-download the shard")
+            raise CheckpointError(
+                f"{file}: tensor {info.name!r} lies beyond the end of the file (truncated "
+                "download?); re-download the shard"
+            )
         if begin != position:
             problem = "overlaps the tensor before it" if begin < position else "leaves a gap before it"
-            raise CheckpointError(f"{file}: tensor {info.name!r} {problem} (data_offsets begin at {begin}, the "
-                                  f"previous tensor ends at {position}); the shard is corrupt: re-download or re-save "
-                                  "it")
+            raise CheckpointError(
+                f"{file}: tensor {info.name!r} {problem} (data_offsets begin at {begin}, the "
+                f"previous tensor ends at {position}); the shard is corrupt: re-download or re-save "
+                "it"
+            )
         position = begin + info.nbytes
     if position != data_size:
-        raise CheckpointError(f"{file}: the tensors cover {position} of the {data_size} data bytes (truncated or "
-                              "padded file?); re-download or re-save the shard")
+        raise CheckpointError(
+            f"{file}: the tensors cover {position} of the {data_size} data bytes (truncated or "
+            "padded file?); re-download or re-save the shard"
+        )
 
 
 #: Plain float safetensors dtypes that :func:`read_float_array` reads without torch (little-endian numpy dtypes).
@@ -174,8 +204,10 @@ def read_float_array(info: TensorInfo, index: int | None = None) -> Any:
     import numpy as np
 
     if info.dtype not in NUMPY_FLOATS or info.offset is None:
-        raise CheckpointError(f"{info.file}: tensor {info.name!r} ({info.dtype}) is not a plain float tensor; "
-                              "read it with Checkpoint.read_matrix")
+        raise CheckpointError(
+            f"{info.file}: tensor {info.name!r} ({info.dtype}) is not a plain float tensor; "
+            "read it with Checkpoint.read_matrix"
+        )
     shape = info.shape if index is None else info.shape[1:]
     count = math.prod(shape)
     item = np.dtype(NUMPY_FLOATS[info.dtype]).itemsize
@@ -185,8 +217,9 @@ def read_float_array(info: TensorInfo, index: int | None = None) -> Any:
     except OSError as exc:
         raise CheckpointError(f"{info.file}: cannot read tensor {info.name!r} ({exc}); check the file") from exc
     if raw.size != count:
-        raise CheckpointError(f"{info.file}: tensor {info.name!r} is truncated ({raw.size} of {count} values); "
-                              "re-download the shard")
+        raise CheckpointError(
+            f"{info.file}: tensor {info.name!r} is truncated ({raw.size} of {count} values); re-download the shard"
+        )
     if info.dtype == "BF16":
         return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
     return (raw if info.dtype == "F32" else raw.astype(np.float32)).reshape(shape)
@@ -224,7 +257,9 @@ def read_index(index_file: Path) -> dict[str, str]:
         index = json.loads(index_file.read_text(encoding="utf-8"))
         weight_map = index["weight_map"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{index_file}: not a valid safetensors index (needs a 'weight_map'); re-download it") from exc
+        raise CheckpointError(
+            f"{index_file}: not a valid safetensors index (needs a 'weight_map'); re-download it"
+        ) from exc
     if not isinstance(weight_map, dict):
         raise CheckpointError(f"{index_file}: 'weight_map' is not an object; re-download it")
     return {str(k): str(v) for k, v in weight_map.items()}

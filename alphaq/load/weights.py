@@ -28,8 +28,10 @@ def dequantize_fp8_blocks(weight: Any, scale_inv: Any, block: tuple[int, int] = 
     br, bc = block
     expected = (-(-out_dim // br), -(-in_dim // bc))
     if tuple(scale_inv.shape) != expected:
-        raise CheckpointError(f"FP8 scale shape {tuple(scale_inv.shape)} does not tile weight {tuple(weight.shape)} "
-                              f"in {block} blocks (expected {expected}); check quantization_config.weight_block_size")
+        raise CheckpointError(
+            f"FP8 scale shape {tuple(scale_inv.shape)} does not tile weight {tuple(weight.shape)} "
+            f"in {block} blocks (expected {expected}); check quantization_config.weight_block_size"
+        )
     scale = scale_inv.to(torch.float32).repeat_interleave(br, 0).repeat_interleave(bc, 1)[:out_dim, :in_dim]
     return weight.to(torch.float32) * scale  # [out, in]
 
@@ -63,9 +65,11 @@ def dequantize_tensor(name: str, tensor: Any, scale: Any, block: tuple[int, int]
         return dequantize_fp8_blocks(tensor, scale, block)
     if tensor.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         kind = "float" if tensor.is_floating_point() else "integer"
-        raise CheckpointError(f"{name}: {kind} tensor of dtype {tensor.dtype} is not a float weight alphaq reads "
-                              "(F32, F64, F16, BF16, F8_E4M3, F8_E5M2, MXFP4 blocks); dequantize the checkpoint first "
-                              "or exclude it with a pattern file")
+        raise CheckpointError(
+            f"{name}: {kind} tensor of dtype {tensor.dtype} is not a float weight alphaq reads "
+            "(F32, F64, F16, BF16, F8_E4M3, F8_E5M2, MXFP4 blocks); dequantize the checkpoint first "
+            "or exclude it with a pattern file"
+        )
     return tensor
 
 
@@ -88,4 +92,4 @@ def fused_expert_slice(expert_weight: Any, part: str, split: str, orientation: s
     if split == "interleaved":
         return matrix[index::2].contiguous()
     half = matrix.shape[0] // 2
-    return matrix[index * half:(index + 1) * half].contiguous()
+    return matrix[index * half : (index + 1) * half].contiguous()

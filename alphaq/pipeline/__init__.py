@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {
-    "RunConfig": "alphaq.pipeline.run", "PipelineResult": "alphaq.pipeline.run", "run_pipeline": "alphaq.pipeline.run",
+    "RunConfig": "alphaq.pipeline.run",
+    "PipelineResult": "alphaq.pipeline.run",
+    "run_pipeline": "alphaq.pipeline.run",
     "build_gallery": "alphaq.pipeline.gallery",
 }
 

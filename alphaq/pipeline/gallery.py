@@ -31,8 +31,13 @@ COMPARE_SEEDS = (0, 1, 2)
 
 
 @locks_output("out", "gallery")
-def build_gallery(out: str | Path, *, progress: Callable[[int, str, int], None] | None = None,
-                  compare: bool = True, eval_windows: int | None = None) -> list[Path]:
+def build_gallery(
+    out: str | Path,
+    *,
+    progress: Callable[[int, str, int], None] | None = None,
+    compare: bool = True,
+    eval_windows: int | None = None,
+) -> list[Path]:
     """Run every stage on the bundled demo MoE into ``out`` and render every page.
 
     Args:
@@ -53,8 +58,13 @@ def build_gallery(out: str | Path, *, progress: Callable[[int, str, int], None] 
     quantized = folder / QUANTIZED_DIR
     if quantized.exists():  # the gallery's own output: always re-quantized from scratch
         shutil.rmtree(quantized)
-    config = RunConfig(plan=PlanConfig(budget=GALLERY_BUDGET), sweep_budgets=GALLERY_SWEEP,
-                       eval_options=EvalOptions(max_windows=eval_windows), model_card=True, render_pages=False)
+    config = RunConfig(
+        plan=PlanConfig(budget=GALLERY_BUDGET),
+        sweep_budgets=GALLERY_SWEEP,
+        eval_options=EvalOptions(max_windows=eval_windows),
+        model_card=True,
+        render_pages=False,
+    )
     run_pipeline(None, config, folder, progress=progress)
     if not compare:
         return render_run(folder, model_card=True)
@@ -65,7 +75,12 @@ def build_gallery(out: str | Path, *, progress: Callable[[int, str, int], None] 
         if progress is not None:
             progress(n, f"compare: {item}", total)
 
-    config = CompareConfig(budgets=COMPARE_BUDGETS, allocators=COMPARE_ALLOCATORS, max_windows=COMPARE_WINDOWS,
-                           inspect_dir=folder, seeds=COMPARE_SEEDS)
+    config = CompareConfig(
+        budgets=COMPARE_BUDGETS,
+        allocators=COMPARE_ALLOCATORS,
+        max_windows=COMPARE_WINDOWS,
+        inspect_dir=folder,
+        seeds=COMPARE_SEEDS,
+    )
     run_compare(None, config, folder / COMPARE_DIR, progress=tick)
     return render_run(folder, model_card=True)  # once, with the comparison in the index and the model card

@@ -102,8 +102,9 @@ class PipelineResult:
 
 
 @locks_output("out_dir", "run")
-def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Path, *,
-                 progress: ProgressFn | None = None) -> PipelineResult:
+def run_pipeline(
+    model: str | Path | None, config: RunConfig, out_dir: str | Path, *, progress: ProgressFn | None = None
+) -> PipelineResult:
     """Inspect, plan, quantize and evaluate a checkpoint into one run folder and render every page.
 
     Args:
@@ -141,16 +142,21 @@ def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Pat
     _check_reuse(out, config)
     result = inspect(model, config.inspect or InspectConfig(), progress=stage("inspect"))
     save_inspect(result, out)
-    plan_config = dataclasses.replace(config.plan, sweep_budgets=config.sweep_budgets, sweep_allocators=SWEEP_ALLOCATORS,
-                                      calibration_text=config.calibration_text or config.plan.calibration_text)
+    plan_config = dataclasses.replace(
+        config.plan,
+        sweep_budgets=config.sweep_budgets,
+        sweep_allocators=SWEEP_ALLOCATORS,
+        calibration_text=config.calibration_text or config.plan.calibration_text,
+    )
     run_plan(model, plan_config, out, progress=stage("plan"))
     quantized = out / QUANTIZED_DIR
     notes: list[str] = []
     if _finished_for_plan(quantized, out / PLAN_JSON, config.method):
         notes.append(f"{quantized} already holds the finished checkpoint of this plan; it was kept as it is")
     else:
-        run_quantize(model, out / PLAN_JSON, quantized, method=config.method, device=config.device,
-                     progress=stage("quantize"))
+        run_quantize(
+            model, out / PLAN_JSON, quantized, method=config.method, device=config.device, progress=stage("quantize")
+        )
     evaluation = None
     if config.evaluate:
         from alphaq.evaluation.eval_run import run_eval
@@ -158,16 +164,26 @@ def run_pipeline(model: str | Path | None, config: RunConfig, out_dir: str | Pat
 
         model_type = str(result.manifest["checkpoint"].get("model_type"))
         if model_type in EXPERT_LAYOUTS:
-            evaluation = run_eval(model, out, quantized=quantized, text_file=text, options=config.eval_options,
-                              progress=stage("eval"))
+            evaluation = run_eval(
+                model, out, quantized=quantized, text_file=text, options=config.eval_options, progress=stage("eval")
+            )
         else:  # the packed loader does not know this architecture: measure the plan by simulation instead
-            notes.append(f"load_quantized does not support model_type {model_type!r} yet, so the plan was evaluated "
-                         "by simulated quantization (the same weights, quantized and dequantized in place)")
-            evaluation = run_eval(model, out, plan_file=out / PLAN_JSON, text_file=text, options=config.eval_options,
-                              progress=stage("eval"))
+            notes.append(
+                f"load_quantized does not support model_type {model_type!r} yet, so the plan was evaluated "
+                "by simulated quantization (the same weights, quantized and dequantized in place)"
+            )
+            evaluation = run_eval(
+                model,
+                out,
+                plan_file=out / PLAN_JSON,
+                text_file=text,
+                options=config.eval_options,
+                progress=stage("eval"),
+            )
     pages = render_run(out, model_card=config.model_card) if config.render_pages else []
-    return PipelineResult(run_dir=out, quantized_dir=quantized, pages=tuple(pages), evaluation=evaluation,
-                          notes=tuple(notes))
+    return PipelineResult(
+        run_dir=out, quantized_dir=quantized, pages=tuple(pages), evaluation=evaluation, notes=tuple(notes)
+    )
 
 
 def _check_reuse(out: Path, config: RunConfig) -> None:
@@ -189,8 +205,10 @@ def _check_reuse(out: Path, config: RunConfig) -> None:
     except (AlphaQError, KeyError, TypeError):
         same = False
     if not same:
-        raise AlphaQError(f"{out} holds the quantized checkpoint of a run with another budget or plan options; "
-                          "choose another --out, or remove the folder to redo it")
+        raise AlphaQError(
+            f"{out} holds the quantized checkpoint of a run with another budget or plan options; "
+            "choose another --out, or remove the folder to redo it"
+        )
 
 
 def _finished_for_plan(quantized: Path, plan_path: Path, method: str | None) -> bool:
@@ -209,12 +227,16 @@ def _finished_for_plan(quantized: Path, plan_path: Path, method: str | None) -> 
     try:
         fingerprint, done_method = done["plan"]["fingerprint"], done["options"]["method"]
     except (KeyError, TypeError) as error:
-        raise AlphaQError(f"{quantized}/quantize.json lacks {error}; remove {quantized} or choose another --out") from error
+        raise AlphaQError(
+            f"{quantized}/quantize.json lacks {error}; remove {quantized} or choose another --out"
+        ) from error
     plan = load_plan(plan_path)
     wanted = method or (plan.provenance.get("options") or {}).get("quant_method") or "rtn"
     if fingerprint != plan.plan_fingerprint or done_method != wanted:
-        raise AlphaQError(f"{quantized} holds the checkpoint of another plan or quantizer (plan {fingerprint[:12]}, "
-                          f"{done_method}); remove it or choose another --out")
+        raise AlphaQError(
+            f"{quantized} holds the checkpoint of another plan or quantizer (plan {fingerprint[:12]}, "
+            f"{done_method}); remove it or choose another --out"
+        )
     return True
 
 

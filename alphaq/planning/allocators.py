@@ -71,19 +71,35 @@ class Allocation:
     notes: tuple[str, ...] = ()
 
 
-def _finish(name: str, table: CostTable, choice: np.ndarray, start: float, *, importance: np.ndarray | None = None,
-            solution: Solution | None = None, notes: tuple[str, ...] = ()) -> Allocation:
+def _finish(
+    name: str,
+    table: CostTable,
+    choice: np.ndarray,
+    start: float,
+    *,
+    importance: np.ndarray | None = None,
+    solution: Solution | None = None,
+    notes: tuple[str, ...] = (),
+) -> Allocation:
     rows = np.arange(len(table.units))
     choice = np.asarray(choice, dtype=np.int64)
     ones = np.ones(len(table.units))
     objective = float(table.cost(importance)[rows, choice].sum()) if importance is not None else math.nan
     return Allocation(
-        allocator=name, choice=choice, bits=np.asarray(table.widths, dtype=np.int64)[choice], objective=objective,
-        alpha_objective=float(table.cost()[rows, choice].sum()), error=float(table.cost(ones)[rows, choice].sum()),
-        bound=solution.bound if solution else math.nan, gap=solution.gap if solution else math.nan,
-        status=solution.status if solution else "heuristic", seconds=time.perf_counter() - start,
-        solver=solution.method if solution else None, importance=ones if importance is None else importance,
-        notes=notes)
+        allocator=name,
+        choice=choice,
+        bits=np.asarray(table.widths, dtype=np.int64)[choice],
+        objective=objective,
+        alpha_objective=float(table.cost()[rows, choice].sum()),
+        error=float(table.cost(ones)[rows, choice].sum()),
+        bound=solution.bound if solution else math.nan,
+        gap=solution.gap if solution else math.nan,
+        status=solution.status if solution else "heuristic",
+        seconds=time.perf_counter() - start,
+        solver=solution.method if solution else None,
+        importance=ones if importance is None else importance,
+        notes=notes,
+    )
 
 
 def _setup(table: CostTable, budget: Budget, bounds: Bounds | None) -> tuple[np.ndarray, np.ndarray, float]:
@@ -105,8 +121,9 @@ def _step(mask: np.ndarray, unit: int, current: int, direction: int) -> int | No
     return int(later[0]) if later.size else None
 
 
-def shrink_in_order(choice: np.ndarray, weight: np.ndarray, capacity: float, mask: np.ndarray,
-                    order: Sequence[int]) -> np.ndarray:
+def shrink_in_order(
+    choice: np.ndarray, weight: np.ndarray, capacity: float, mask: np.ndarray, order: Sequence[int]
+) -> np.ndarray:
     """Move units one width down, cycling through ``order``, until the total weight fits ``capacity``."""
     choice = choice.copy()
     total = _total(weight, choice)
@@ -125,8 +142,9 @@ def shrink_in_order(choice: np.ndarray, weight: np.ndarray, capacity: float, mas
     return choice
 
 
-def fill_in_order(choice: np.ndarray, weight: np.ndarray, capacity: float, mask: np.ndarray,
-                  order: Sequence[int]) -> np.ndarray:
+def fill_in_order(
+    choice: np.ndarray, weight: np.ndarray, capacity: float, mask: np.ndarray, order: Sequence[int]
+) -> np.ndarray:
     """Move units one width up, cycling through ``order``, while each move fits; stop when none does."""
     choice = choice.copy()
     total = _total(weight, choice)
@@ -212,8 +230,7 @@ class _Solved(Allocator):
             solution = solve_exact(cost, weight, capacity, mask, time_limit=self.time_limit)
         else:
             solution = solve_lagrangian(cost, weight, capacity, mask)
-        return _finish(self.name, table, solution.choice, start, importance=importance, solution=solution,
-                       notes=notes)
+        return _finish(self.name, table, solution.choice, start, importance=importance, solution=solution, notes=notes)
 
 
 @dataclass(frozen=True)
@@ -232,8 +249,10 @@ class WeightNormAllocator(_Solved):
 
     def importance(self, table: CostTable) -> tuple[np.ndarray, tuple[str, ...]]:
         if not np.isfinite(table.rms).all():
-            raise PlanError("weight_norm needs each matrix's norm: give the weights (read_matrix) or a details "
-                            "table with a norm column")
+            raise PlanError(
+                "weight_norm needs each matrix's norm: give the weights (read_matrix) or a details "
+                "table with a norm column"
+            )
         median = float(np.median(table.rms))
         if median <= 0:
             return np.ones(len(table.units)), ("every unit has zero weights; weight_norm importance set to 1",)
@@ -257,17 +276,27 @@ class FrequencyAllocator(_Solved):
 
     def importance(self, table: CostTable) -> tuple[np.ndarray, tuple[str, ...]]:
         if not self.routing_shares:
-            raise PlanError("the frequency allocator needs routing shares measured on calibration text; "
-                            "run routing statistics first or pick a data-free allocator")
-        shares = np.array([np.nan if u.expert is None else self.routing_shares.get((u.layer, u.expert), np.nan)
-                           for u in table.units], dtype=np.float64)
+            raise PlanError(
+                "the frequency allocator needs routing shares measured on calibration text; "
+                "run routing statistics first or pick a data-free allocator"
+            )
+        shares = np.array(
+            [np.nan if u.expert is None else self.routing_shares.get((u.layer, u.expert), np.nan) for u in table.units],
+            dtype=np.float64,
+        )
         known = np.isfinite(shares)
         importance = np.ones(len(table.units))
         if known.any() and shares[known].mean() > 0:
             importance[known] = (shares[known] / shares[known].mean()) ** self.gamma
         missing = [u.key for u, ok in zip(table.units, known) if not ok]
-        notes = (f"{len(missing)} unit(s) without a routing share got importance 1: "
-                 f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",) if missing else ()
+        notes = (
+            (
+                f"{len(missing)} unit(s) without a routing share got importance 1: "
+                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
+            )
+            if missing
+            else ()
+        )
         return importance, notes
 
 
@@ -325,7 +354,7 @@ class AlphaRatioAllocator(Allocator):
             for _, unit in fitted[:quarter]:
                 upper = _step(mask, unit, int(base[unit]), +1)
                 choice[unit] = base[unit] if upper is None else upper
-            for _, unit in fitted[len(fitted) - quarter:]:
+            for _, unit in fitted[len(fitted) - quarter :]:
                 lower = _step(mask, unit, int(base[unit]), -1)
                 choice[unit] = base[unit] if lower is None else lower
         alpha = np.array([u.alpha for u in table.units])
@@ -337,8 +366,17 @@ class AlphaRatioAllocator(Allocator):
 
 
 #: Registry: allocator name -> class.
-ALLOCATORS: dict[str, type[Allocator]] = {cls.name: cls for cls in (
-    AlphaQAllocator, UniformAllocator, RandomAllocator, AlphaRatioAllocator, WeightNormAllocator, FrequencyAllocator)}
+ALLOCATORS: dict[str, type[Allocator]] = {
+    cls.name: cls
+    for cls in (
+        AlphaQAllocator,
+        UniformAllocator,
+        RandomAllocator,
+        AlphaRatioAllocator,
+        WeightNormAllocator,
+        FrequencyAllocator,
+    )
+}
 
 
 def create_allocator(name: str, **options: Any) -> Allocator:

@@ -31,8 +31,17 @@ if TYPE_CHECKING:
 
 DEFAULT_WIDTHS: tuple[int, ...] = (2, 3, 4, 8)
 DEFAULT_GROUP_SIZE = 128
-_BYTE_UNITS = {"b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12,
-               "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40}
+_BYTE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 _BUDGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 
 
@@ -74,8 +83,9 @@ class Budget:
         if unit in ("", "bit", "bits"):
             return cls("bits", number, str(text).strip())
         if unit not in _BYTE_UNITS:
-            raise ConfigError(f"unknown budget unit {match.group(2)!r} in {text!r}; use bits, B, kB, MB, GB, TB, "
-                              "KiB, MiB, GiB or TiB")
+            raise ConfigError(
+                f"unknown budget unit {match.group(2)!r} in {text!r}; use bits, B, kB, MB, GB, TB, KiB, MiB, GiB or TiB"
+            )
         return cls("bytes", number * _BYTE_UNITS[unit], str(text).strip())
 
     def describe(self) -> str:
@@ -118,16 +128,21 @@ class Bounds:
     layer_max: Mapping[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, value in (("min-bits", self.min_bits), ("max-bits", self.max_bits),
-                            *((f"min-bits {k}:", v) for k, v in self.layer_min.items()),
-                            *((f"max-bits {k}:", v) for k, v in self.layer_max.items())):
+        for name, value in (
+            ("min-bits", self.min_bits),
+            ("max-bits", self.max_bits),
+            *((f"min-bits {k}:", v) for k, v in self.layer_min.items()),
+            *((f"max-bits {k}:", v) for k, v in self.layer_max.items()),
+        ):
             if value is not None and not MIN_BITS <= value <= MAX_BITS:
                 raise ConfigError(f"--{name} {value} is outside {MIN_BITS}..{MAX_BITS}; pick a width in that range")
         for layer in set(self.layer_min) | set(self.layer_max) | {None}:
             lo, hi = self.limits(layer)
             if lo > hi:
                 where = "" if layer is None else f" for layer {layer}"
-                raise ConfigError(f"--min-bits {lo} exceeds --max-bits {hi}{where}; lower the minimum or raise the maximum")
+                raise ConfigError(
+                    f"--min-bits {lo} exceeds --max-bits {hi}{where}; lower the minimum or raise the maximum"
+                )
 
     @classmethod
     def parse(cls, min_text: str | int | None = None, max_text: str | int | None = None) -> Bounds:
@@ -148,9 +163,12 @@ class Bounds:
 
     def describe(self) -> dict[str, object]:
         """JSON-ready form for the plan's provenance."""
-        return {"min_bits": self.min_bits, "max_bits": self.max_bits,
-                "layer_min": {str(k): v for k, v in sorted(self.layer_min.items())},
-                "layer_max": {str(k): v for k, v in sorted(self.layer_max.items())}}
+        return {
+            "min_bits": self.min_bits,
+            "max_bits": self.max_bits,
+            "layer_min": {str(k): v for k, v in sorted(self.layer_min.items())},
+            "layer_max": {str(k): v for k, v in sorted(self.layer_max.items())},
+        }
 
 
 def _parse_bound(text: str | int | None, option: str) -> tuple[int | None, dict[int, int]]:
@@ -186,8 +204,10 @@ def allowed_mask(units: Sequence[Unit], widths: Sequence[int], bounds: Bounds) -
         lo, hi = bounds.limits(unit.layer)
         mask[i] = (w >= lo) & (w <= hi)
         if not mask[i].any():
-            raise PlanError(f"no candidate width of {list(widths)} lies in [{lo}, {hi}] for unit {unit.key}; "
-                            "add a width in that range (--widths) or change --min-bits/--max-bits")
+            raise PlanError(
+                f"no candidate width of {list(widths)} lies in [{lo}, {hi}] for unit {unit.key}; "
+                "add a width in that range (--widths) or change --min-bits/--max-bits"
+            )
     return mask
 
 
@@ -231,7 +251,9 @@ def check_feasible(budget: Budget, table: CostTable, mask: np.ndarray) -> None:
     bytes_lo = float(np.where(mask, table.bytes, np.inf).min(axis=1).sum())
     bytes_hi = float(np.where(mask, table.bytes, -np.inf).max(axis=1).sum())
     side = "below the smallest" if con.capacity < lo else "above the largest"
-    raise PlanError(f"budget {budget.text or budget.describe()} is {side} feasible value: with widths "
-                    f"{list(table.widths)} and these bounds the experts take {bits_lo:.4g} to {bits_hi:.4g} "
-                    f"bits/weight ({bytes_lo / 1e9:.4g} to {bytes_hi / 1e9:.4g} GB, {int(bytes_lo)} to "
-                    f"{int(bytes_hi)} bytes); pick a budget in that range or change --widths/--min-bits/--max-bits")
+    raise PlanError(
+        f"budget {budget.text or budget.describe()} is {side} feasible value: with widths "
+        f"{list(table.widths)} and these bounds the experts take {bits_lo:.4g} to {bits_hi:.4g} "
+        f"bits/weight ({bytes_lo / 1e9:.4g} to {bytes_hi / 1e9:.4g} GB, {int(bytes_lo)} to "
+        f"{int(bytes_hi)} bytes); pick a budget in that range or change --widths/--min-bits/--max-bits"
+    )

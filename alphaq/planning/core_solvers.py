@@ -25,8 +25,15 @@ def _deviation_reach(delta: np.ndarray, reduced: np.ndarray, keep: np.ndarray, g
     return int(largest[:movers].sum())
 
 
-def solve_core_dp(cost: np.ndarray, weight: np.ndarray, keep: np.ndarray, reduced: np.ndarray,
-                  capacity: float, gap_abs: float, deadline: float) -> tuple[np.ndarray, float, str] | str:
+def solve_core_dp(
+    cost: np.ndarray,
+    weight: np.ndarray,
+    keep: np.ndarray,
+    reduced: np.ndarray,
+    capacity: float,
+    gap_abs: float,
+    deadline: float,
+) -> tuple[np.ndarray, float, str] | str:
     """Exact DP over the total weight deviation from each unit's Lagrangian choice (integer weights).
 
     Any solution at least as good as the incumbent has summed reduced cost <= ``gap_abs``, so its positive
@@ -57,9 +64,9 @@ def solve_core_dp(cost: np.ndarray, weight: np.ndarray, keep: np.ndarray, reduce
                 continue
             shifted = np.full(size, np.inf)
             if d >= 0:
-                shifted[d:] = vals[:size - d] + d_cost[unit, option]
+                shifted[d:] = vals[: size - d] + d_cost[unit, option]
             else:
-                shifted[:size + d] = vals[-d:] + d_cost[unit, option]
+                shifted[: size + d] = vals[-d:] + d_cost[unit, option]
             better = shifted < new
             new[better] = shifted[better]
             pick[unit, better] = option
@@ -67,7 +74,7 @@ def solve_core_dp(cost: np.ndarray, weight: np.ndarray, keep: np.ndarray, reduce
     limit = int(np.floor(capacity - float(weight[rows, ref].sum()) + 1e-9)) + down  # highest feasible index
     if limit < 0:  # cannot happen: the incumbent is a feasible state in range
         return "too_large"
-    state = int(np.argmin(vals[:min(limit, size - 1) + 1]))
+    state = int(np.argmin(vals[: min(limit, size - 1) + 1]))
     if not np.isfinite(vals[state]):
         return "too_large"
     choice = np.empty(num_units, dtype=np.int64)
@@ -78,8 +85,9 @@ def solve_core_dp(cost: np.ndarray, weight: np.ndarray, keep: np.ndarray, reduce
     return choice, objective, "optimal"
 
 
-def solve_core_milp(cost: np.ndarray, weight: np.ndarray, keep: np.ndarray, capacity: float, time_limit: float,
-                    mip_rel_gap: float) -> tuple[np.ndarray, float, str] | None:
+def solve_core_milp(
+    cost: np.ndarray, weight: np.ndarray, keep: np.ndarray, capacity: float, time_limit: float, mip_rel_gap: float
+) -> tuple[np.ndarray, float, str] | None:
     """HiGHS on the reduced problem; returns (choice [U'], lower bound, status) or None if no solution."""
     from scipy import sparse
     from scipy.optimize import Bounds, LinearConstraint, milp
@@ -93,10 +101,13 @@ def solve_core_milp(cost: np.ndarray, weight: np.ndarray, keep: np.ndarray, capa
     n = unit_idx.size
     one_each = sparse.csr_array((np.ones(n), (unit_idx, np.arange(n))), shape=(num_units, n))
     w_row = sparse.csr_array((weight[unit_idx, option_idx] / w_scale)[None, :])
-    result = milp(c / scale, integrality=np.ones(n), bounds=Bounds(0, 1),
-                  constraints=[LinearConstraint(one_each, 1, 1),
-                               LinearConstraint(w_row, -np.inf, capacity / w_scale)],
-                  options={"time_limit": float(time_limit), "mip_rel_gap": float(mip_rel_gap)})
+    result = milp(
+        c / scale,
+        integrality=np.ones(n),
+        bounds=Bounds(0, 1),
+        constraints=[LinearConstraint(one_each, 1, 1), LinearConstraint(w_row, -np.inf, capacity / w_scale)],
+        options={"time_limit": float(time_limit), "mip_rel_gap": float(mip_rel_gap)},
+    )
     if result.x is None:
         return None
     x = np.zeros((num_units, num_options))

@@ -72,9 +72,17 @@ def sample_rows(num_rows: int, max_rows: int) -> np.ndarray | None:
     return np.unique(np.linspace(0, num_rows - 1, max_rows).round().astype(np.int64))
 
 
-def matrix_errors(details: pd.DataFrame, read_matrix: ReadMatrix | None, widths: Sequence[int], group_size: int,
-                  model: ErrorModel = "measured", *, method: str = "rtn", max_rows: int = DEFAULT_MAX_ROWS,
-                  progress: ProgressFn | None = None) -> MatrixErrors:
+def matrix_errors(
+    details: pd.DataFrame,
+    read_matrix: ReadMatrix | None,
+    widths: Sequence[int],
+    group_size: int,
+    model: ErrorModel = "measured",
+    *,
+    method: str = "rtn",
+    max_rows: int = DEFAULT_MAX_ROWS,
+    progress: ProgressFn | None = None,
+) -> MatrixErrors:
     """Predict every routed-expert matrix's error at every width (the expensive, reusable step).
 
     Args:
@@ -103,8 +111,10 @@ def matrix_errors(details: pd.DataFrame, read_matrix: ReadMatrix | None, widths:
     has_var = "var" in rows.columns and bool(rows["var"].notna().all())
     needs_weights = model == "measured" or not has_var
     if needs_weights and read_matrix is None:
-        raise PlanError(f"the {model} error model needs the weights; pass the checkpoint (read_matrix) "
-                        "or use --error-model analytic with a details table that has a var column")
+        raise PlanError(
+            f"the {model} error model needs the weights; pass the checkpoint (read_matrix) "
+            "or use --error-model analytic with a details table that has a var column"
+        )
     bits = np.asarray(widths, dtype=np.float64)
     norm_col = rows["norm"].to_numpy(dtype=np.float64, na_value=np.nan) if "norm" in rows.columns else None
     error = np.zeros((len(rows), len(bits)))
@@ -118,9 +128,11 @@ def matrix_errors(details: pd.DataFrame, read_matrix: ReadMatrix | None, widths:
                 try:
                     error[i] = _measured(w, widths, group_size, method, max_rows)
                 except ValueError as exc:  # weights beyond the format's float16 scales (|w| > 65504)
-                    raise PlanError(f"matrix {name} cannot be quantized ({exc}), so no width can be planned for "
-                                    "it; repair or replace the checkpoint's weights, then re-run inspect and "
-                                    "plan") from exc
+                    raise PlanError(
+                        f"matrix {name} cannot be quantized ({exc}), so no width can be planned for "
+                        "it; repair or replace the checkpoint's weights, then re-run inspect and "
+                        "plan"
+                    ) from exc
             else:
                 error[i] = float(w.double().var(unbiased=False)) * 2.0 ** (-2 * bits)
         else:
@@ -155,8 +167,10 @@ def _read(read_matrix: ReadMatrix, name: str, shape: tuple[int, int]) -> torch.T
     w = read_matrix(name)
     if not isinstance(w, torch.Tensor) or tuple(w.shape) != shape:
         got = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
-        raise PlanError(f"matrix {name} was read as {got}, details say {shape}; the details belong to another "
-                        "checkpoint: re-run `alphaq inspect` on this one")
+        raise PlanError(
+            f"matrix {name} was read as {got}, details say {shape}; the details belong to another "
+            "checkpoint: re-run `alphaq inspect` on this one"
+        )
     return check_finite(name, w.detach().to(torch.float32))
 
 
@@ -177,8 +191,10 @@ def check_finite(name: str, w: torch.Tensor) -> torch.Tensor:
 
     if not bool(torch.isfinite(w).all()):
         bad = int((~torch.isfinite(w)).sum())
-        raise PlanError(f"matrix {name} holds {bad} NaN/Inf value(s) (inspect flags it nonfinite), so no width can be "
-                        "planned for it; repair or replace the checkpoint's weights, then re-run inspect and plan")
+        raise PlanError(
+            f"matrix {name} holds {bad} NaN/Inf value(s) (inspect flags it nonfinite), so no width can be "
+            "planned for it; repair or replace the checkpoint's weights, then re-run inspect and plan"
+        )
     return w
 
 
@@ -189,9 +205,14 @@ def _measured(w: torch.Tensor, widths: Sequence[int], group_size: int, method: s
 
     picked = sample_rows(w.shape[0], max_rows)
     sample = w if picked is None else w[picked]  # [R', C]
-    return np.array([relative_error(sample, quantize_dequantize(sample, QuantSpec(b, group_size), method=method,
-                                                                dtype=sample.dtype))
-                     for b in widths])
+    return np.array(
+        [
+            relative_error(
+                sample, quantize_dequantize(sample, QuantSpec(b, group_size), method=method, dtype=sample.dtype)
+            )
+            for b in widths
+        ]
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -264,9 +285,15 @@ def alpha_importance(units: Sequence[Unit], gamma: float) -> tuple[np.ndarray, t
     return importance, tuple(u.key for u, good in zip(units, ok) if not good)
 
 
-def build_cost_table(units: Sequence[Unit], errors: MatrixErrors, group_size: int, gamma: float = 1.0, *,
-                     matrix_bytes: Callable[[int, int, int], int] | None = None,
-                     real_bits: bool = False) -> CostTable:
+def build_cost_table(
+    units: Sequence[Unit],
+    errors: MatrixErrors,
+    group_size: int,
+    gamma: float = 1.0,
+    *,
+    matrix_bytes: Callable[[int, int, int], int] | None = None,
+    real_bits: bool = False,
+) -> CostTable:
     """Aggregate per-matrix errors into units and attach bytes and alpha importance.
 
     Args:
@@ -294,15 +321,30 @@ def build_cost_table(units: Sequence[Unit], errors: MatrixErrors, group_size: in
     for i, unit in enumerate(units):
         missing = [m for m in unit.matrices if m not in index]
         if missing:
-            raise PlanError(f"no error was measured for matrix {missing[0]}; build the errors and the units from "
-                            "the same details table")
+            raise PlanError(
+                f"no error was measured for matrix {missing[0]}; build the errors and the units from "
+                "the same details table"
+            )
         rows = [index[m] for m in unit.matrices]
         params = np.array([r * c for r, c in unit.shapes], dtype=np.float64)  # [m]
         error[i] = params @ errors.error[rows] / params.sum()
         rms[i] = math.sqrt(float(errors.sq_norm[rows].sum()) / params.sum())
-        nbytes[i] = [unit.nbytes(b, group_size) if matrix_bytes is None
-                     else sum(matrix_bytes(r, c, b) for r, c in unit.shapes) for b in errors.widths]
+        nbytes[i] = [
+            unit.nbytes(b, group_size) if matrix_bytes is None else sum(matrix_bytes(r, c, b) for r, c in unit.shapes)
+            for b in errors.widths
+        ]
     importance, failed = alpha_importance(units, gamma)
-    return CostTable(units=tuple(units), widths=errors.widths, error=error, bytes=nbytes, importance=importance,
-                     group_size=group_size, gamma=float(gamma), error_model=errors.model, rms=rms, failed=failed,
-                     matrices=errors, real_bits=real_bits)
+    return CostTable(
+        units=tuple(units),
+        widths=errors.widths,
+        error=error,
+        bytes=nbytes,
+        importance=importance,
+        group_size=group_size,
+        gamma=float(gamma),
+        error_model=errors.model,
+        rms=rms,
+        failed=failed,
+        matrices=errors,
+        real_bits=real_bits,
+    )

@@ -17,8 +17,7 @@ from dataclasses import replace as _replace
 from pathlib import Path
 from typing import Any
 
-from alphaq.atomic import write_json
-from alphaq.atomic import json_safe
+from alphaq.atomic import json_safe, write_json
 from alphaq.errors import PlanError
 from alphaq.planning.units import KEEP_BF16, matrix_nbytes
 from alphaq.runfolder import PLAN_SCHEMA_VERSION
@@ -103,9 +102,13 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the file's content)."""
-        return {"schema_version": self.schema_version, "plan_fingerprint": self.plan_fingerprint,
-                "provenance": self.provenance, "summary": self.summary,
-                "tensors": _canonical([asdict(t) for t in self.tensors])}
+        return {
+            "schema_version": self.schema_version,
+            "plan_fingerprint": self.plan_fingerprint,
+            "provenance": self.provenance,
+            "summary": self.summary,
+            "tensors": _canonical([asdict(t) for t in self.tensors]),
+        }
 
     @property
     def target(self) -> str:
@@ -143,17 +146,22 @@ def load_plan(path: str | os.PathLike[str], *, checkpoint_tensors: set[str] | No
     try:
         raw = path.read_bytes()
     except OSError as error:
-        raise PlanError(f"cannot read plan {path}: {error.strerror or error}; check the path or run `alphaq plan`") from None
+        raise PlanError(
+            f"cannot read plan {path}: {error.strerror or error}; check the path or run `alphaq plan`"
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise PlanError(f"{path} is not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}), so not a "
-                        f"plan.json; {_REMAKE}") from None
+        raise PlanError(
+            f"{path} is not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}), so not a "
+            f"plan.json; {_REMAKE}"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise PlanError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
-                        f"{_REMAKE}") from None
+        raise PlanError(
+            f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); {_REMAKE}"
+        ) from None
     except RecursionError:
         raise PlanError(f"{path} nests JSON too deeply to be a plan; {_REMAKE}") from None
     return plan_from_dict(data, source=str(path), checkpoint_tensors=checkpoint_tensors)
@@ -171,9 +179,11 @@ def require_target(plan: Plan, source: str | os.PathLike[str], command: str) -> 
         PlanError: the plan targets another format; the message names the command that takes it.
     """
     if plan.target != "alphaq":
-        raise PlanError(f"{source} was made with `alphaq plan --target {plan.target}` (llama.cpp types), which "
-                        f"{command} does not execute: write it with `alphaq export {source} --format gguf`, or "
-                        "re-plan without --target gguf")
+        raise PlanError(
+            f"{source} was made with `alphaq plan --target {plan.target}` (llama.cpp types), which "
+            f"{command} does not execute: write it with `alphaq export {source} --format gguf`, or "
+            "re-plan without --target gguf"
+        )
 
 
 def plan_from_dict(data: Any, *, source: str = "plan", checkpoint_tensors: set[str] | None = None) -> Plan:
@@ -182,8 +192,10 @@ def plan_from_dict(data: Any, *, source: str = "plan", checkpoint_tensors: set[s
         raise PlanError(f"{source} holds a JSON {type(data).__name__}, not a plan object; {_REMAKE}")
     version = data.get("schema_version")
     if version != PLAN_SCHEMA_VERSION:
-        raise PlanError(f"{source} has schema_version {version!r}, this alphaq reads {PLAN_SCHEMA_VERSION}; "
-                        f"{_REMAKE} with this alphaq version")
+        raise PlanError(
+            f"{source} has schema_version {version!r}, this alphaq reads {PLAN_SCHEMA_VERSION}; "
+            f"{_REMAKE} with this alphaq version"
+        )
     missing = [k for k in _TOP_FIELDS if k not in data]
     if missing:
         raise PlanError(f"{source} lacks field(s) {', '.join(missing)}; {_REMAKE}")
@@ -193,8 +205,10 @@ def plan_from_dict(data: Any, *, source: str = "plan", checkpoint_tensors: set[s
     if not isinstance(data["tensors"], list) or not data["tensors"]:
         raise PlanError(f"{source}: tensors must be a non-empty list; {_REMAKE}")
     if data["plan_fingerprint"] is not None and not isinstance(data["plan_fingerprint"], str):
-        raise PlanError(f"{source}: plan_fingerprint is {_short(data['plan_fingerprint'])}; it is a string, or null to "
-                        f"accept an edit; {_REMAKE}")
+        raise PlanError(
+            f"{source}: plan_fingerprint is {_short(data['plan_fingerprint'])}; it is a string, or null to "
+            f"accept an edit; {_REMAKE}"
+        )
     _check_provenance(data["provenance"], source)
     _check_summary_types(data["summary"], source)
     target = str((data["provenance"].get("options") or {}).get("target") or "alphaq")
@@ -206,8 +220,10 @@ def plan_from_dict(data: Any, *, source: str = "plan", checkpoint_tensors: set[s
     if checkpoint_tensors is not None:
         absent = [t.tensor for t in tensors if t.tensor not in checkpoint_tensors]
         if absent:
-            raise PlanError(f"{source} names {len(absent)} tensor(s) not in the checkpoint (first: {absent[0]}); "
-                            "the plan was made for another checkpoint: run `alphaq plan` on this one")
+            raise PlanError(
+                f"{source} names {len(absent)} tensor(s) not in the checkpoint (first: {absent[0]}); "
+                "the plan was made for another checkpoint: run `alphaq plan` on this one"
+            )
     stored = data["plan_fingerprint"]
     provenance, summary = dict(data["provenance"]), dict(data["summary"])
     if stored is None:
@@ -219,14 +235,21 @@ def plan_from_dict(data: Any, *, source: str = "plan", checkpoint_tensors: set[s
         provenance["edited_by_hand"] = True
     actual = tensors_fingerprint(tensors)
     if stored is not None and stored != actual:
-        raise PlanError(f"{source}: plan_fingerprint does not match its tensors (edited by hand?); {_REMAKE}, "
-                        "or set plan_fingerprint to null to accept the edit")
+        raise PlanError(
+            f"{source}: plan_fingerprint does not match its tensors (edited by hand?); {_REMAKE}, "
+            "or set plan_fingerprint to null to accept the edit"
+        )
     if stored is not None:
         _check_summary(summary, tensors, source)
         for key, value in tensor_totals(tensors).items():  # a figure left out is filled in from the tensors
             summary.setdefault(key, value)
-    return Plan(provenance=provenance, summary=summary, tensors=tensors,
-                schema_version=PLAN_SCHEMA_VERSION, plan_fingerprint=actual)
+    return Plan(
+        provenance=provenance,
+        summary=summary,
+        tensors=tensors,
+        schema_version=PLAN_SCHEMA_VERSION,
+        plan_fingerprint=actual,
+    )
 
 
 def tensor_totals(tensors: tuple[PlanTensor, ...] | list[PlanTensor]) -> dict[str, Any]:
@@ -249,9 +272,14 @@ def tensor_totals(tensors: tuple[PlanTensor, ...] | list[PlanTensor]) -> dict[st
         "expert_params": params,
         "average_payload_bits": sum(t.params * t.bits for t in experts) / params if params else None,
         "effective_bits": expert_bytes * 8 / params if params else None,
-        "expert_bytes": expert_bytes, "kept_bytes": kept_bytes, "total_bytes": expert_bytes + kept_bytes,
-        "predicted_error": (sum(t.params * float(e) for t, e in zip(experts, errors)) / params
-                            if params and all(e is not None for e in errors) else None),
+        "expert_bytes": expert_bytes,
+        "kept_bytes": kept_bytes,
+        "total_bytes": expert_bytes + kept_bytes,
+        "predicted_error": (
+            sum(t.params * float(e) for t, e in zip(experts, errors)) / params
+            if params and all(e is not None for e in errors)
+            else None
+        ),
     }
 
 
@@ -261,38 +289,72 @@ def _check_summary(summary: Mapping[str, Any], tensors: tuple[PlanTensor, ...], 
         if key not in summary or expected is None:
             continue
         given = summary[key]
-        ok = (isinstance(given, (int, float)) and not isinstance(given, bool)
-              and (given == expected if isinstance(expected, int) else math.isclose(given, expected, rel_tol=1e-6)))
+        ok = (
+            isinstance(given, (int, float))
+            and not isinstance(given, bool)
+            and (given == expected if isinstance(expected, int) else math.isclose(given, expected, rel_tol=1e-6))
+        )
         if not ok:
-            raise PlanError(f"{source}: summary.{key} is {given!r} but its tensors give {expected!r} (edited by "
-                            f"hand?); {_REMAKE}, or set plan_fingerprint to null to have the summary recomputed")
+            raise PlanError(
+                f"{source}: summary.{key} is {given!r} but its tensors give {expected!r} (edited by "
+                f"hand?); {_REMAKE}, or set plan_fingerprint to null to have the summary recomputed"
+            )
 
 
 #: Types of the provenance fields alphaq reads: dotted path -> (allowed types, what the message says it must be).
 _PROVENANCE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "checkpoint": ((dict, type(None)), "an object"), "checkpoint.path": ((str, type(None)), "a folder path string"),
-    "checkpoint.fingerprint": ((str, type(None)), "a string"), "checkpoint.model_type": ((str, type(None)), "a string"),
-    "options": ((dict, type(None)), "an object"), "options.target": ((str, type(None)), "\"alphaq\" or \"gguf\""),
+    "checkpoint": ((dict, type(None)), "an object"),
+    "checkpoint.path": ((str, type(None)), "a folder path string"),
+    "checkpoint.fingerprint": ((str, type(None)), "a string"),
+    "checkpoint.model_type": ((str, type(None)), "a string"),
+    "options": ((dict, type(None)), "an object"),
+    "options.target": ((str, type(None)), '"alphaq" or "gguf"'),
     "options.quant_method": ((str, type(None)), "a method name"),
     "options.error_model": ((str, type(None)), "a string"),
-    "options.granularity": ((str, type(None)), "a string"), "options.group_size": ((int, type(None)), "an integer"),
-    "budget": ((dict, type(None)), "an object"), "budget.given": ((str, int, float, type(None)), "the budget given"),
-    "diagnostics": ((dict, type(None)), "an object"), "diagnostics.inspect_dir": ((str, type(None)), "a path string"),
-    "solver": ((dict, type(None)), "an object"), "notes": ((list, type(None)), "a list"),
-    "warnings": ((list, type(None)), "a list"), "failed_fits": ((list, type(None)), "a list"),
-    "created": ((str, type(None)), "a date string"), "edited_by_hand": ((bool, type(None)), "true or false"),
-    "options.widths": ((list, type(None)), "a list of widths"), "options.allocator": ((str, type(None)), "a string"),
-    "options.gamma": ((int, float, type(None)), "a number"), "options.keep": ((str, type(None)), "a string"),
-    "options.solver": ((str, type(None)), "a string"), "options.seed": ((int, type(None)), "an integer"),
-    "budget.kind": ((str, type(None)), "a string"), "budget.value": ((int, float, type(None)), "a number"),
-    "diagnostics.fit": ((str, type(None)), "a string"), "diagnostics.inspect_created": ((str, type(None)), "a string"),
-    "solver.status": ((str, type(None)), "a string"), "solver.method": ((str, type(None)), "a string"),
-    "solver.objective": ((int, float, type(None)), "a number"), "solver.gap": ((int, float, type(None)), "a number"),
+    "options.granularity": ((str, type(None)), "a string"),
+    "options.group_size": ((int, type(None)), "an integer"),
+    "budget": ((dict, type(None)), "an object"),
+    "budget.given": ((str, int, float, type(None)), "the budget given"),
+    "diagnostics": ((dict, type(None)), "an object"),
+    "diagnostics.inspect_dir": ((str, type(None)), "a path string"),
+    "solver": ((dict, type(None)), "an object"),
+    "notes": ((list, type(None)), "a list"),
+    "warnings": ((list, type(None)), "a list"),
+    "failed_fits": ((list, type(None)), "a list"),
+    "created": ((str, type(None)), "a date string"),
+    "edited_by_hand": ((bool, type(None)), "true or false"),
+    "options.widths": ((list, type(None)), "a list of widths"),
+    "options.allocator": ((str, type(None)), "a string"),
+    "options.gamma": ((int, float, type(None)), "a number"),
+    "options.keep": ((str, type(None)), "a string"),
+    "options.solver": ((str, type(None)), "a string"),
+    "options.seed": ((int, type(None)), "an integer"),
+    "budget.kind": ((str, type(None)), "a string"),
+    "budget.value": ((int, float, type(None)), "a number"),
+    "diagnostics.fit": ((str, type(None)), "a string"),
+    "diagnostics.inspect_created": ((str, type(None)), "a string"),
+    "solver.status": ((str, type(None)), "a string"),
+    "solver.method": ((str, type(None)), "a string"),
+    "solver.objective": ((int, float, type(None)), "a number"),
+    "solver.gap": ((int, float, type(None)), "a number"),
 }
 #: Summary figures the reports print: numbers (or null), and mappings of numbers.
-_SUMMARY_NUMBERS = ("alpha_objective", "average_payload_bits", "compression_ratio", "effective_bits", "expert_bytes",
-                    "expert_bytes_bf16", "expert_compression_ratio", "expert_params", "kept_bytes", "kept_bytes_bf16",
-                    "predicted_error", "total_bytes", "total_bytes_bf16", "units")
+_SUMMARY_NUMBERS = (
+    "alpha_objective",
+    "average_payload_bits",
+    "compression_ratio",
+    "effective_bits",
+    "expert_bytes",
+    "expert_bytes_bf16",
+    "expert_compression_ratio",
+    "expert_params",
+    "kept_bytes",
+    "kept_bytes_bf16",
+    "predicted_error",
+    "total_bytes",
+    "total_bytes_bf16",
+    "units",
+)
 _SUMMARY_MAPS = ("average_bits_by_layer", "kept_bytes_by_role", "param_share_by_width")
 #: Targets a plan can be made for (``alphaq plan --target``).
 PLAN_TARGETS = ("alphaq", "gguf")
@@ -308,34 +370,47 @@ def _check_provenance(provenance: Mapping[str, Any], source: str) -> None:
             continue
         value = holder[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise PlanError(f"{source}: provenance.{path} is {_short(value)}; it must be {what} (edited by hand?); "
-                            f"fix it or {_REMAKE}")
+            raise PlanError(
+                f"{source}: provenance.{path} is {_short(value)}; it must be {what} (edited by hand?); "
+                f"fix it or {_REMAKE}"
+            )
     widths = (provenance.get("options") or {}).get("widths") or []
     if not all(isinstance(w, int) and not isinstance(w, bool) for w in widths):
-        raise PlanError(f"{source}: provenance.options.widths is {_short(widths)}; it must be a list of integer "
-                        f"widths; fix it or {_REMAKE}")
+        raise PlanError(
+            f"{source}: provenance.options.widths is {_short(widths)}; it must be a list of integer "
+            f"widths; fix it or {_REMAKE}"
+        )
     target = (provenance.get("options") or {}).get("target")
     if target is not None and target not in PLAN_TARGETS:
-        raise PlanError(f"{source}: provenance.options.target is {_short(target)}; plans target "
-                        f"{' or '.join(PLAN_TARGETS)}; fix it or {_REMAKE}")
+        raise PlanError(
+            f"{source}: provenance.options.target is {_short(target)}; plans target "
+            f"{' or '.join(PLAN_TARGETS)}; fix it or {_REMAKE}"
+        )
 
 
 def _check_summary_types(summary: Mapping[str, Any], source: str) -> None:
     """The summary figures the reports print are numbers (or null), or mappings of them."""
+
     def number(value: Any) -> bool:
         return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
     for key in _SUMMARY_NUMBERS:
         if key in summary and not number(summary[key]):
-            raise PlanError(f"{source}: summary.{key} is {_short(summary[key])}; it must be a number or null; "
-                            f"fix it or {_REMAKE}")
+            raise PlanError(
+                f"{source}: summary.{key} is {_short(summary[key])}; it must be a number or null; fix it or {_REMAKE}"
+            )
     for key in _SUMMARY_MAPS:  # by width / layer: integer keys ("4"); by role: any name
         value = summary.get(key)
-        if value is not None and not (isinstance(value, dict) and all(number(v) for v in value.values()) and (
-                key == "kept_bytes_by_role" or all(k.isdecimal() for k in value))):
-            raise PlanError(f"{source}: summary.{key} is {_short(value)}; it must map "
-                            f"{'names' if key == 'kept_bytes_by_role' else 'integers'} to numbers; fix it or "
-                            f"{_REMAKE}")
+        if value is not None and not (
+            isinstance(value, dict)
+            and all(number(v) for v in value.values())
+            and (key == "kept_bytes_by_role" or all(k.isdecimal() for k in value))
+        ):
+            raise PlanError(
+                f"{source}: summary.{key} is {_short(value)}; it must map "
+                f"{'names' if key == 'kept_bytes_by_role' else 'integers'} to numbers; fix it or "
+                f"{_REMAKE}"
+            )
 
 
 def _short(value: Any) -> str:
@@ -344,9 +419,20 @@ def _short(value: Any) -> str:
 
 
 _TENSOR_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,), "tensor": (str,), "layer": (int, type(None)), "expert": (int, type(None)),
-    "proj": (str, type(None)), "role": (str,), "rows": (int,), "cols": (int,), "params": (int,), "bits": (int,),
-    "group_size": (int, type(None)), "bytes": (int,), "error": (float, int, type(None)), "unit": (str, type(None)),
+    "name": (str,),
+    "tensor": (str,),
+    "layer": (int, type(None)),
+    "expert": (int, type(None)),
+    "proj": (str, type(None)),
+    "role": (str,),
+    "rows": (int,),
+    "cols": (int,),
+    "params": (int,),
+    "bits": (int,),
+    "group_size": (int, type(None)),
+    "bytes": (int,),
+    "error": (float, int, type(None)),
+    "unit": (str, type(None)),
 }
 
 
@@ -364,14 +450,20 @@ def _tensor(entry: Any, index: int, source: str, target: str = "alphaq") -> Plan
             raise PlanError(f"{source}: tensor {label} has {key}={value!r} of the wrong type; {_REMAKE}")
     bits, group = entry["bits"], entry["group_size"]
     if not (1 <= bits <= 8 or bits == KEEP_BF16):
-        raise PlanError(f"{source}: tensor {label} has bits={bits}; widths must be 1..8 (or 16 to keep bf16): "
-                        "fix that entry or re-run `alphaq plan`")
+        raise PlanError(
+            f"{source}: tensor {label} has bits={bits}; widths must be 1..8 (or 16 to keep bf16): "
+            "fix that entry or re-run `alphaq plan`"
+        )
     if bits != KEEP_BF16 and (group is None or group <= 0 or group % 8 or group > _MAX_GROUP):
-        raise PlanError(f"{source}: tensor {label} has group_size={group!r}; use a positive multiple of 8 up to "
-                        f"{_MAX_GROUP} (32, 64, 128) or re-run `alphaq plan`")
+        raise PlanError(
+            f"{source}: tensor {label} has group_size={group!r}; use a positive multiple of 8 up to "
+            f"{_MAX_GROUP} (32, 64, 128) or re-run `alphaq plan`"
+        )
     if entry["rows"] <= 0 or entry["cols"] <= 0 or entry["params"] != entry["rows"] * entry["cols"]:
-        raise PlanError(f"{source}: tensor {label} has shape {entry['rows']}x{entry['cols']} and params "
-                        f"{entry['params']}, which disagree; {_REMAKE}")
+        raise PlanError(
+            f"{source}: tensor {label} has shape {entry['rows']}x{entry['cols']} and params "
+            f"{entry['params']}, which disagree; {_REMAKE}"
+        )
     if target == "gguf" and entry["role"] == "expert":  # `alphaq plan --target gguf`: ggml types' bytes
         from alphaq.export.ggml_types import gguf_matrix_nbytes
 
@@ -379,8 +471,9 @@ def _tensor(entry: Any, index: int, source: str, target: str = "alphaq") -> Plan
     else:
         expected = matrix_nbytes(entry["rows"], entry["cols"], bits, group if group is not None else 8)
     if entry["bytes"] != expected:
-        raise PlanError(f"{source}: tensor {label} has bytes={entry['bytes']} but {bits}-bit storage takes "
-                        f"{expected}; {_REMAKE}")
+        raise PlanError(
+            f"{source}: tensor {label} has bytes={entry['bytes']} but {bits}-bit storage takes {expected}; {_REMAKE}"
+        )
     error = entry["error"]
     if error is not None and not (math.isfinite(error) and error >= 0):
         raise PlanError(f"{source}: tensor {label} has error={error!r}; it must be >= 0 or null; {_REMAKE}")

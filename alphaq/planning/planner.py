@@ -18,18 +18,34 @@ import pandas as pd
 
 from alphaq._version import __version__
 from alphaq.errors import ConfigError, PlanError
-from alphaq.planning.allocators import ALLOCATORS, Allocation, SolverName, create_allocator
-from alphaq.planning.defaults import DEFAULT_GAMMA
-from alphaq.planning.budget import DEFAULT_GROUP_SIZE, DEFAULT_WIDTHS, Bounds, Budget, budget_constraint, parse_widths
-from alphaq.planning.costs import DEFAULT_MAX_ROWS, ERROR_MODELS, CostTable, ErrorModel, MatrixErrors, ReadMatrix, \
-    build_cost_table, matrix_errors
 from alphaq.export.ggml_types import GGUF_WIDTHS, check_gguf_widths, gguf_matrix_nbytes
+from alphaq.planning.allocators import ALLOCATORS, Allocation, SolverName, create_allocator
+from alphaq.planning.budget import DEFAULT_GROUP_SIZE, DEFAULT_WIDTHS, Bounds, Budget, budget_constraint, parse_widths
+from alphaq.planning.costs import (
+    DEFAULT_MAX_ROWS,
+    ERROR_MODELS,
+    CostTable,
+    ErrorModel,
+    MatrixErrors,
+    ReadMatrix,
+    build_cost_table,
+    matrix_errors,
+)
+from alphaq.planning.defaults import DEFAULT_GAMMA
 from alphaq.planning.plan_file import Plan, PlanTensor, tensor_totals
-from alphaq.quantization.methods import CALIBRATED_METHODS, METHODS, check_method
-from alphaq.planning.units import GRANULARITIES, KEEP_BF16, Granularity, KeepPolicy, build_units, kept_bytes_by_role, \
-    kept_rows, matrix_nbytes
+from alphaq.planning.units import (
+    GRANULARITIES,
+    KEEP_BF16,
+    Granularity,
+    KeepPolicy,
+    build_units,
+    kept_bytes_by_role,
+    kept_rows,
+    matrix_nbytes,
+)
 from alphaq.progress import ProgressFn
 from alphaq.quantization.layout import check_group_size, dense_nbytes
+from alphaq.quantization.methods import CALIBRATED_METHODS, METHODS, check_method
 
 #: Formats a plan can be costed for (``--target``).
 TARGETS: tuple[str, ...] = ("alphaq", "gguf")
@@ -114,18 +130,24 @@ class PlanConfig:
         if gguf:
             check_gguf_widths(self.widths)  # type: ignore[arg-type]
             if self.granularity not in (None, "layer"):
-                raise ConfigError(f"--target gguf plans one type per (layer, projection): GGUF stores a layer's experts "
-                                  f"as one tensor with one type, so --granularity {self.granularity} cannot be kept; "
-                                  "drop --granularity or pass --granularity layer")
+                raise ConfigError(
+                    f"--target gguf plans one type per (layer, projection): GGUF stores a layer's experts "
+                    f"as one tensor with one type, so --granularity {self.granularity} cannot be kept; "
+                    "drop --granularity or pass --granularity layer"
+                )
         if self.granularity is None:
             object.__setattr__(self, "granularity", "layer" if gguf else "expert")
         if not isinstance(self.keep, KeepPolicy):
             object.__setattr__(self, "keep", KeepPolicy.parse(self.keep))
         check_group_size(self.group_size)
         self.bounds  # noqa: B018 - validates min/max bits
-        checks = ((self.granularity, GRANULARITIES, "--granularity"), (self.error_model, ERROR_MODELS, "--error-model"),
-                  (self.allocator, tuple(ALLOCATORS), "--allocator"), (self.solver, ("exact", "lagrangian", "auto"), "--solver"),
-                  (self.quant_method, METHODS, "--method"))
+        checks = (
+            (self.granularity, GRANULARITIES, "--granularity"),
+            (self.error_model, ERROR_MODELS, "--error-model"),
+            (self.allocator, tuple(ALLOCATORS), "--allocator"),
+            (self.solver, ("exact", "lagrangian", "auto"), "--solver"),
+            (self.quant_method, METHODS, "--method"),
+        )
         if self.quant_method in CALIBRATED_METHODS:  # gptq: a data-free error model cannot use it
             check_method(self.quant_method, "--method")
         for value, allowed, option in checks:
@@ -178,8 +200,14 @@ def _names(value: Sequence[str | float] | str, option: str) -> tuple[str, ...]:
     return tuple(str(item).strip() for item in value)
 
 
-def cost_table(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, *,
-               progress: ProgressFn | None = None, errors: MatrixErrors | None = None) -> CostTable:
+def cost_table(
+    details: pd.DataFrame,
+    read_matrix: ReadMatrix | None,
+    config: PlanConfig,
+    *,
+    progress: ProgressFn | None = None,
+    errors: MatrixErrors | None = None,
+) -> CostTable:
     """Units, per-width errors, bytes and alpha importance for ``config`` (the expensive step).
 
     Args:
@@ -199,13 +227,15 @@ def cost_table(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: Pl
     elif errors.widths != tuple(config.widths) or errors.model != config.error_model:
         raise ConfigError("the given errors were measured for other widths or another error model; re-measure them")
     if config.target == "gguf":
-        return build_cost_table(units, errors, config.group_size, config.gamma, matrix_bytes=gguf_matrix_nbytes,
-                                real_bits=True)
+        return build_cost_table(
+            units, errors, config.group_size, config.gamma, matrix_bytes=gguf_matrix_nbytes, real_bits=True
+        )
     return build_cost_table(units, errors, config.group_size, config.gamma)
 
 
-def measure_errors(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, *,
-                   progress: ProgressFn | None = None) -> MatrixErrors:
+def measure_errors(
+    details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, *, progress: ProgressFn | None = None
+) -> MatrixErrors:
     """The expensive step of a plan: every routed-expert matrix's error at every candidate width.
 
     Reuse the result across granularities, allocators and budgets (``errors=`` of the other functions).
@@ -215,31 +245,65 @@ def measure_errors(details: pd.DataFrame, read_matrix: ReadMatrix | None, config
             (:func:`alphaq.export.gguf_errors.measure_gguf_errors`, run by ``alphaq plan --target gguf``).
     """
     if config.target == "gguf" and config.error_model == "measured":
-        raise PlanError("the gguf target measures errors with llama.cpp; run `alphaq plan --target gguf` or pass "
-                        "errors= from alphaq.export.gguf_errors.measure_gguf_errors")
-    return matrix_errors(details, read_matrix, config.widths, config.group_size, config.error_model,
-                         method=config.quant_method, max_rows=config.max_rows, progress=progress)
+        raise PlanError(
+            "the gguf target measures errors with llama.cpp; run `alphaq plan --target gguf` or pass "
+            "errors= from alphaq.export.gguf_errors.measure_gguf_errors"
+        )
+    return matrix_errors(
+        details,
+        read_matrix,
+        config.widths,
+        config.group_size,
+        config.error_model,
+        method=config.quant_method,
+        max_rows=config.max_rows,
+        progress=progress,
+    )
 
 
-def _allocate(table: CostTable, config: PlanConfig, name: str, budget: Budget,
-              routing_shares: Mapping[tuple[int, int], float] | None) -> Allocation:
-    allocator = create_allocator(name, solver=config.solver, time_limit=config.time_limit, seed=config.seed,
-                                 routing_shares=routing_shares)
+def _allocate(
+    table: CostTable,
+    config: PlanConfig,
+    name: str,
+    budget: Budget,
+    routing_shares: Mapping[tuple[int, int], float] | None,
+) -> Allocation:
+    allocator = create_allocator(
+        name, solver=config.solver, time_limit=config.time_limit, seed=config.seed, routing_shares=routing_shares
+    )
     return allocator.allocate(table, budget, config.bounds)
 
 
 def options_record(config: PlanConfig) -> dict[str, Any]:
     """The options a plan records in ``provenance.options`` (all but the budget), as plain JSON values."""
-    return {"granularity": config.granularity, "error_model": config.error_model, "gamma": config.gamma,
-            "allocator": config.allocator, "widths": list(config.widths), "group_size": config.group_size,
-            "bounds": config.bounds.describe(), "keep": str(config.keep), "solver": config.solver,
-            "time_limit": config.time_limit, "seed": config.seed, "quant_method": config.quant_method,
-            "max_rows": config.max_rows, "target": config.target}
+    return {
+        "granularity": config.granularity,
+        "error_model": config.error_model,
+        "gamma": config.gamma,
+        "allocator": config.allocator,
+        "widths": list(config.widths),
+        "group_size": config.group_size,
+        "bounds": config.bounds.describe(),
+        "keep": str(config.keep),
+        "solver": config.solver,
+        "time_limit": config.time_limit,
+        "seed": config.seed,
+        "quant_method": config.quant_method,
+        "max_rows": config.max_rows,
+        "target": config.target,
+    }
 
 
-def make_plan(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, *,
-              provenance: Mapping[str, Any], routing_shares: Mapping[tuple[int, int], float] | None = None,
-              progress: ProgressFn | None = None, errors: MatrixErrors | None = None) -> Plan:
+def make_plan(
+    details: pd.DataFrame,
+    read_matrix: ReadMatrix | None,
+    config: PlanConfig,
+    *,
+    provenance: Mapping[str, Any],
+    routing_shares: Mapping[tuple[int, int], float] | None = None,
+    progress: ProgressFn | None = None,
+    errors: MatrixErrors | None = None,
+) -> Plan:
     """Allocate widths to the routed experts within the budget and describe every matrix.
 
     Args:
@@ -266,11 +330,24 @@ def make_plan(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: Pla
         "alphaq_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "options": options_record(config),
-        "budget": {"given": config.budget.text, "kind": config.budget.kind, "value": config.budget.value,
-                   "resolved": {"counts": constraint.unit, "capacity": constraint.capacity,
-                                "description": config.budget.describe()}},
-        "solver": {"method": allocation.solver, "status": allocation.status, "objective": allocation.objective,
-                   "bound": allocation.bound, "gap": allocation.gap, "seconds": round(allocation.seconds, 4)},
+        "budget": {
+            "given": config.budget.text,
+            "kind": config.budget.kind,
+            "value": config.budget.value,
+            "resolved": {
+                "counts": constraint.unit,
+                "capacity": constraint.capacity,
+                "description": config.budget.describe(),
+            },
+        },
+        "solver": {
+            "method": allocation.solver,
+            "status": allocation.status,
+            "objective": allocation.objective,
+            "bound": allocation.bound,
+            "gap": allocation.gap,
+            "seconds": round(allocation.seconds, 4),
+        },
         "failed_fits": list(table.failed),
         "notes": list(allocation.notes) + uniform_note(tensors, table),
     }
@@ -288,9 +365,11 @@ def uniform_note(tensors: Sequence[PlanTensor], table: CostTable) -> list[str]:
     if len(widths) != 1 or importance.size < 2 or float(importance.max() - importance.min()) <= 1e-12:
         return []
     ratio = float(importance.max() / importance.min()) if importance.min() > 0 else float("inf")
-    return [f"the exact optimum is the uniform {widths.pop()}-bit plan: at gamma {table.gamma:g} the experts' "
-            f"importances differ by at most {ratio:.2f}x, too little for moving bits between them to lower the "
-            "alpha-weighted error at this budget; a larger --gamma weights alpha more"]
+    return [
+        f"the exact optimum is the uniform {widths.pop()}-bit plan: at gamma {table.gamma:g} the experts' "
+        f"importances differ by at most {ratio:.2f}x, too little for moving bits between them to lower the "
+        "alpha-weighted error at this budget; a larger --gamma weights alpha more"
+    ]
 
 
 def budget_warnings(budget: Budget, summary: dict[str, Any]) -> list[str]:
@@ -306,10 +385,12 @@ def budget_warnings(budget: Budget, summary: dict[str, Any]) -> list[str]:
     if budget.kind != "bytes" or summary["total_bytes"] <= budget.value:
         return []
     mb = 1e6
-    return [f"the budget {budget.text or budget.value} counts the routed experts only ({summary['expert_bytes'] / mb:.2f} "
-            f"MB planned); the whole model takes {summary['total_bytes'] / mb:.2f} MB with the "
-            f"{summary['kept_bytes'] / mb:.2f} MB of non-expert weights, more than the number given: for a whole-model "
-            f"limit pass that limit minus {summary['kept_bytes'] / mb:.2f} MB"]
+    return [
+        f"the budget {budget.text or budget.value} counts the routed experts only ({summary['expert_bytes'] / mb:.2f} "
+        f"MB planned); the whole model takes {summary['total_bytes'] / mb:.2f} MB with the "
+        f"{summary['kept_bytes'] / mb:.2f} MB of non-expert weights, more than the number given: for a whole-model "
+        f"limit pass that limit minus {summary['kept_bytes'] / mb:.2f} MB"
+    ]
 
 
 def _opt(value: Any, kind: type) -> Any:
@@ -318,8 +399,9 @@ def _opt(value: Any, kind: type) -> Any:
     return kind(value)
 
 
-def plan_tensors(details: pd.DataFrame, table: CostTable, allocation: Allocation,
-                 config: PlanConfig) -> list[PlanTensor]:
+def plan_tensors(
+    details: pd.DataFrame, table: CostTable, allocation: Allocation, config: PlanConfig
+) -> list[PlanTensor]:
     """One :class:`PlanTensor` per details row, in the details order."""
     width_of: dict[str, tuple[int, str, int]] = {}
     for unit, column in zip(table.units, allocation.choice):
@@ -337,11 +419,24 @@ def plan_tensors(details: pd.DataFrame, table: CostTable, allocation: Allocation
         else:
             bits, unit = int(kept.at[name, "bits"]), None
             error = 0.0 if bits == KEEP_BF16 else None
-        out.append(PlanTensor(
-            name=name, tensor=str(record["tensor"]), layer=_opt(record["layer"], int), expert=_opt(record["expert"], int),
-            proj=_opt(record["proj"], str), role=str(record["role"]), rows=rows, cols=cols, params=rows * cols, bits=bits,
-            group_size=None if bits == KEEP_BF16 else config.group_size,
-            bytes=_target_nbytes(config, rows, cols, bits, name in width_of), error=error, unit=unit))
+        out.append(
+            PlanTensor(
+                name=name,
+                tensor=str(record["tensor"]),
+                layer=_opt(record["layer"], int),
+                expert=_opt(record["expert"], int),
+                proj=_opt(record["proj"], str),
+                role=str(record["role"]),
+                rows=rows,
+                cols=cols,
+                params=rows * cols,
+                bits=bits,
+                group_size=None if bits == KEEP_BF16 else config.group_size,
+                bytes=_target_nbytes(config, rows, cols, bits, name in width_of),
+                error=error,
+                unit=unit,
+            )
+        )
     return out
 
 
@@ -357,8 +452,9 @@ def plan_summary(tensors: Sequence[PlanTensor], allocation: Allocation) -> dict[
     experts = [t for t in tensors if t.unit is not None]
     kept = [t for t in tensors if t.unit is None]
     totals = tensor_totals(tensors)  # the figures load_plan checks against the tensors
-    params, expert_bytes, kept_bytes, total = (totals[k] for k in ("expert_params", "expert_bytes", "kept_bytes",
-                                                                   "total_bytes"))
+    params, expert_bytes, kept_bytes, total = (
+        totals[k] for k in ("expert_params", "expert_bytes", "kept_bytes", "total_bytes")
+    )
     expert_bf16 = sum(dense_nbytes(t.rows, t.cols) for t in experts)
     kept_frame = pd.DataFrame({"role": [t.role for t in kept], "bytes": [t.bytes for t in kept]})
     kept_bf16 = sum(dense_nbytes(t.rows, t.cols) for t in kept)
@@ -373,26 +469,52 @@ def plan_summary(tensors: Sequence[PlanTensor], allocation: Allocation) -> dict[
         "expert_params": params,
         "average_payload_bits": totals["average_payload_bits"],
         "effective_bits": totals["effective_bits"],
-        "expert_bytes_bf16": expert_bf16, "expert_bytes": expert_bytes,
+        "expert_bytes_bf16": expert_bf16,
+        "expert_bytes": expert_bytes,
         "kept_bytes_by_role": kept_bytes_by_role(kept_frame) if kept else {},
-        "kept_bytes": kept_bytes, "kept_bytes_bf16": kept_bf16,
-        "total_bytes": total, "total_bytes_bf16": expert_bf16 + kept_bf16,
+        "kept_bytes": kept_bytes,
+        "kept_bytes_bf16": kept_bf16,
+        "total_bytes": total,
+        "total_bytes_bf16": expert_bf16 + kept_bf16,
         "compression_ratio": (expert_bf16 + kept_bf16) / total,
         "expert_compression_ratio": expert_bf16 / expert_bytes,
         "param_share_by_width": {k: v / params for k, v in sorted(by_width.items(), key=lambda kv: int(kv[0]))},
         "average_bits_by_layer": {k: v[0] / v[1] for k, v in by_layer.items()},
-        "predicted_error": allocation.error, "alpha_objective": allocation.alpha_objective,
+        "predicted_error": allocation.error,
+        "alpha_objective": allocation.alpha_objective,
         "units": int(len(allocation.choice)),
     }
 
 
-SWEEP_COLUMNS = ["allocator", "budget", "budget_kind", "status", "average_payload_bits", "effective_bits",
-                 "expert_bytes", "predicted_error", "alpha_objective", "objective", "bound", "gap", "seconds", "message"]
+SWEEP_COLUMNS = [
+    "allocator",
+    "budget",
+    "budget_kind",
+    "status",
+    "average_payload_bits",
+    "effective_bits",
+    "expert_bytes",
+    "predicted_error",
+    "alpha_objective",
+    "objective",
+    "bound",
+    "gap",
+    "seconds",
+    "message",
+]
 
 
-def sweep(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanConfig, budgets: Iterable[Budget | str | float],
-          allocators: Iterable[str], *, routing_shares: Mapping[tuple[int, int], float] | None = None,
-          progress: ProgressFn | None = None, errors: MatrixErrors | None = None) -> pd.DataFrame:
+def sweep(
+    details: pd.DataFrame,
+    read_matrix: ReadMatrix | None,
+    config: PlanConfig,
+    budgets: Iterable[Budget | str | float],
+    allocators: Iterable[str],
+    *,
+    routing_shares: Mapping[tuple[int, int], float] | None = None,
+    progress: ProgressFn | None = None,
+    errors: MatrixErrors | None = None,
+) -> pd.DataFrame:
     """Predicted error against budget for several allocators, from one cost table.
 
     Args:
@@ -418,20 +540,33 @@ def sweep(details: pd.DataFrame, read_matrix: ReadMatrix | None, config: PlanCon
     for raw in budgets:
         budget = Budget.parse(raw)
         for name in names:
-            row: dict[str, Any] = {"allocator": name, "budget": budget.text or str(budget.value),
-                                   "budget_kind": budget.kind}
+            row: dict[str, Any] = {
+                "allocator": name,
+                "budget": budget.text or str(budget.value),
+                "budget_kind": budget.kind,
+            }
             try:
                 alloc = _allocate(table, config, name, budget, routing_shares)
             except PlanError as error:
                 rows.append({**row, "status": "infeasible", "message": str(error)})
                 continue
             nbytes = int(table.bytes[np.arange(len(alloc.choice)), alloc.choice].sum())
-            rows.append({**row, "status": alloc.status,
-                         "average_payload_bits": float(params @ alloc.bits / params.sum()),
-                         "effective_bits": nbytes * 8 / float(params.sum()), "expert_bytes": nbytes,
-                         "predicted_error": alloc.error, "alpha_objective": alloc.alpha_objective,
-                         "objective": alloc.objective, "bound": alloc.bound, "gap": alloc.gap,
-                         "seconds": alloc.seconds, "message": "; ".join(alloc.notes)})
+            rows.append(
+                {
+                    **row,
+                    "status": alloc.status,
+                    "average_payload_bits": float(params @ alloc.bits / params.sum()),
+                    "effective_bits": nbytes * 8 / float(params.sum()),
+                    "expert_bytes": nbytes,
+                    "predicted_error": alloc.error,
+                    "alpha_objective": alloc.alpha_objective,
+                    "objective": alloc.objective,
+                    "bound": alloc.bound,
+                    "gap": alloc.gap,
+                    "seconds": alloc.seconds,
+                    "message": "; ".join(alloc.notes),
+                }
+            )
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 

@@ -47,8 +47,14 @@ class PlanStageResult:
     run_dir: Path
 
 
-def plan_details(ckpt: Checkpoint, run_dir: Path, *, inspect_dir: Path | None = None, fit: str = "ww",
-                 progress: ProgressFn | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def plan_details(
+    ckpt: Checkpoint,
+    run_dir: Path,
+    *,
+    inspect_dir: Path | None = None,
+    fit: str = "ww",
+    progress: ProgressFn | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-matrix details for the planner: a saved inspect run of the same checkpoint, or a fresh
     experts-only inspect (saved into ``run_dir``), completed with the identity of every other matrix.
 
@@ -64,9 +70,11 @@ def plan_details(ckpt: Checkpoint, run_dir: Path, *, inspect_dir: Path | None = 
         run = load_inspect_run(source)
         if run.manifest["checkpoint"]["fingerprint"] != ckpt.fingerprint:
             if inspect_dir is not None:
-                raise AlphaQError(f"{source}: this inspect run is of another checkpoint (fingerprint "
-                                  f"{run.manifest['checkpoint']['fingerprint']} != {ckpt.fingerprint}); "
-                                  "run `alphaq inspect` on this model or drop --inspect-dir")
+                raise AlphaQError(
+                    f"{source}: this inspect run is of another checkpoint (fingerprint "
+                    f"{run.manifest['checkpoint']['fingerprint']} != {ckpt.fingerprint}); "
+                    "run `alphaq inspect` on this model or drop --inspect-dir"
+                )
         else:
             details, manifest = run.details, run.manifest
     if details is None:
@@ -74,9 +82,23 @@ def plan_details(ckpt: Checkpoint, run_dir: Path, *, inspect_dir: Path | None = 
         save_inspect(result, run_dir)
         details, manifest = result.details, result.manifest
     known = set(details["name"])
-    extra = [{"name": m.name, "tensor": m.tensor, "layer": m.layer, "expert": m.expert, "proj": m.proj,
-              "role": m.role.value, "rows": m.shape[0], "cols": m.shape[1], "params": m.params, "dtype": m.dtype,
-              "status": "not_fitted"} for m in ckpt.matrices if m.name not in known]
+    extra = [
+        {
+            "name": m.name,
+            "tensor": m.tensor,
+            "layer": m.layer,
+            "expert": m.expert,
+            "proj": m.proj,
+            "role": m.role.value,
+            "rows": m.shape[0],
+            "cols": m.shape[1],
+            "params": m.params,
+            "dtype": m.dtype,
+            "status": "not_fitted",
+        }
+        for m in ckpt.matrices
+        if m.name not in known
+    ]
     if extra:
         details = pd.concat([details, pd.DataFrame(extra)], ignore_index=True)
     details["layer"] = details["layer"].astype("Int64")
@@ -100,8 +122,9 @@ def calibration_shares(model_path: Path, text_file: Path, *, max_windows: int = 
 
 
 @locks_output("run_dir", "plan")
-def run_plan(model: str | Path | None, config: PlanConfig, run_dir: str | Path, *,
-             progress: ProgressFn | None = None) -> PlanStageResult:
+def run_plan(
+    model: str | Path | None, config: PlanConfig, run_dir: str | Path, *, progress: ProgressFn | None = None
+) -> PlanStageResult:
     """Plan a checkpoint and write plan.json (+ plan_comparison.json, sweep.csv) into ``run_dir``.
 
     Args:
@@ -125,30 +148,45 @@ def run_plan(model: str | Path | None, config: PlanConfig, run_dir: str | Path, 
     ckpt = open_checkpoint(model if model is not None else demo_model_path(), pattern_file=config.pattern_file)
     needs_shares = config.allocator == "frequency" or (sweep_budgets and "frequency" in sweep_allocators)
     if needs_shares and calibration_text is None:
-        raise AlphaQError("the frequency allocator is calibrated on text; pass --calibration-text FILE "
-                          "(it is the only allocator that needs data)")
+        raise AlphaQError(
+            "the frequency allocator is calibrated on text; pass --calibration-text FILE "
+            "(it is the only allocator that needs data)"
+        )
     shares = calibration_shares(ckpt.path, Path(calibration_text)) if needs_shares else None
     out.mkdir(parents=True, exist_ok=True)
-    details, inspect_manifest = plan_details(ckpt, out, inspect_dir=Path(inspect_dir) if inspect_dir else None,
-                                             progress=progress)
+    details, inspect_manifest = plan_details(
+        ckpt, out, inspect_dir=Path(inspect_dir) if inspect_dir else None, progress=progress
+    )
     refs = {m.name: m for m in ckpt.matrices}
     if getattr(config, "target", "alphaq") == "gguf" and config.error_model == "measured":
-        from alphaq.export.gguf_errors import (
-            measure_gguf_errors,  # errors measured with llama.cpp itself
-        )
+        from alphaq.export.gguf_errors import measure_gguf_errors  # errors measured with llama.cpp itself
 
-        errors = measure_gguf_errors(details, lambda name: ckpt.read_matrix(refs[name]), config.widths,
-                                     model_dir=ckpt.path, fingerprint=ckpt.fingerprint, run_dir=out, progress=progress)
+        errors = measure_gguf_errors(
+            details,
+            lambda name: ckpt.read_matrix(refs[name]),
+            config.widths,
+            model_dir=ckpt.path,
+            fingerprint=ckpt.fingerprint,
+            run_dir=out,
+            progress=progress,
+        )
     else:
         errors = measure_errors(details, lambda name: ckpt.read_matrix(refs[name]), config, progress=progress)
     from alphaq.runfolder import record_path  # paths relative to the run folder, the bundled model by name
 
-    provenance = {"checkpoint": {"path": record_path(ckpt.path, base=out), "fingerprint": ckpt.fingerprint,
-                                 "model_type": ckpt.model_type},
-                  "diagnostics": {"fit": inspect_manifest["options"]["fit"],
-                                  "inspect_created": inspect_manifest["created"],
-                                  "inspect_dir": record_path(Path(inspect_dir) if inspect_dir else out, base=out)},
-                  "calibration_text": record_path(calibration_text, base=out) if needs_shares else None}
+    provenance = {
+        "checkpoint": {
+            "path": record_path(ckpt.path, base=out),
+            "fingerprint": ckpt.fingerprint,
+            "model_type": ckpt.model_type,
+        },
+        "diagnostics": {
+            "fit": inspect_manifest["options"]["fit"],
+            "inspect_created": inspect_manifest["created"],
+            "inspect_dir": record_path(Path(inspect_dir) if inspect_dir else out, base=out),
+        },
+        "calibration_text": record_path(calibration_text, base=out) if needs_shares else None,
+    }
     plan = make_plan(details, None, config, provenance=provenance, routing_shares=shares, errors=errors)
     comparison = layer_comparison(plan, details, config, errors, provenance, shares)
     table = None
@@ -162,26 +200,41 @@ def run_plan(model: str | Path | None, config: PlanConfig, run_dir: str | Path, 
     return PlanStageResult(plan=plan, comparison=comparison, sweep=table, run_dir=out)
 
 
-def layer_comparison(plan: Plan, details: pd.DataFrame, config: PlanConfig, errors: MatrixErrors | None,
-                     provenance: dict[str, Any], shares: dict[tuple[int, int], float] | None) -> dict[str, Any]:
+def layer_comparison(
+    plan: Plan,
+    details: pd.DataFrame,
+    config: PlanConfig,
+    errors: MatrixErrors | None,
+    provenance: dict[str, Any],
+    shares: dict[tuple[int, int], float] | None,
+) -> dict[str, Any]:
     """The deployability view: the best layer-granularity plan at the same budget, and what rounding the
     plan up to one width per (layer, projection) would cost."""
     from alphaq.planning.planner import make_plan
 
     def brief(p: Plan) -> dict[str, Any]:
-        return {"objective": expert_alpha_objective(p, details, config.gamma),
-                "solver_objective": p.provenance["solver"]["objective"], "status": p.provenance["solver"]["status"],
-                "average_payload_bits": p.summary.get("average_payload_bits"),
-                "expert_bytes": p.summary.get("expert_bytes"), "total_bytes": p.summary.get("total_bytes"),
-                "predicted_error": p.summary.get("predicted_error")}
+        return {
+            "objective": expert_alpha_objective(p, details, config.gamma),
+            "solver_objective": p.provenance["solver"]["objective"],
+            "status": p.provenance["solver"]["status"],
+            "average_payload_bits": p.summary.get("average_payload_bits"),
+            "expert_bytes": p.summary.get("expert_bytes"),
+            "total_bytes": p.summary.get("total_bytes"),
+            "predicted_error": p.summary.get("predicted_error"),
+        }
 
-    result: dict[str, Any] = {"granularity": config.granularity, "expert_plan": brief(plan),
-                              "engines": {"per_expert": list(PER_EXPERT_ENGINES), "layer": list(LAYER_ENGINES)},
-                              "deployable_on": list(LAYER_ENGINES if config.granularity == "layer" else PER_EXPERT_ENGINES)}
+    result: dict[str, Any] = {
+        "granularity": config.granularity,
+        "expert_plan": brief(plan),
+        "engines": {"per_expert": list(PER_EXPERT_ENGINES), "layer": list(LAYER_ENGINES)},
+        "deployable_on": list(LAYER_ENGINES if config.granularity == "layer" else PER_EXPERT_ENGINES),
+    }
     if config.granularity != "layer":
         layer_config = dataclasses.replace(config, granularity="layer")
         try:
-            layer_plan = make_plan(details, None, layer_config, provenance=provenance, routing_shares=shares, errors=errors)
+            layer_plan = make_plan(
+                details, None, layer_config, provenance=provenance, routing_shares=shares, errors=errors
+            )
             result["layer_plan"] = brief(layer_plan)
         except AlphaQError as error:
             result["layer_plan"] = {"status": "infeasible", "message": str(error)}

@@ -78,13 +78,15 @@ def relative_gap(objective: float, bound: float) -> float:
     return diff / abs(objective)
 
 
-def _validate(cost: np.ndarray, weight: np.ndarray, capacity: float,
-              allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _validate(
+    cost: np.ndarray, weight: np.ndarray, capacity: float, allowed: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     cost = np.asarray(cost, dtype=np.float64)
     weight = np.asarray(weight, dtype=np.float64)
     if cost.ndim != 2 or cost.shape != weight.shape or cost.shape[0] == 0 or cost.shape[1] == 0:
-        raise ValueError(f"cost and weight must be non-empty [U, W] arrays of one shape, got "
-                         f"{cost.shape} and {weight.shape}")
+        raise ValueError(
+            f"cost and weight must be non-empty [U, W] arrays of one shape, got {cost.shape} and {weight.shape}"
+        )
     mask = np.ones(cost.shape, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
     if mask.shape != cost.shape:
         raise ValueError(f"allowed_mask shape {mask.shape} differs from cost shape {cost.shape}")
@@ -99,8 +101,10 @@ def _validate(cost: np.ndarray, weight: np.ndarray, capacity: float,
         raise ValueError(f"capacity must be finite, got {capacity}")
     lightest = float(np.where(mask, weight, np.inf).min(axis=1).sum())
     if lightest > capacity:
-        raise PlanError(f"infeasible: the lightest allowed choice weighs {lightest:.6g} > capacity "
-                        f"{capacity:.6g}; raise the budget or lower --min-bits")
+        raise PlanError(
+            f"infeasible: the lightest allowed choice weighs {lightest:.6g} > capacity "
+            f"{capacity:.6g}; raise the budget or lower --min-bits"
+        )
     return cost, weight, mask
 
 
@@ -123,7 +127,7 @@ def normalize_weights(weight: np.ndarray, capacity: float, mask: np.ndarray) -> 
     """
     shift = np.where(mask, weight, np.inf).min(axis=1, keepdims=True)  # [U, 1]
     shifted = np.where(mask, weight - shift, 0.0)
-    integral = (np.abs(weight[mask]) < 2.0 ** 53).all() and (weight[mask] == np.floor(weight[mask])).all()
+    integral = (np.abs(weight[mask]) < 2.0**53).all() and (weight[mask] == np.floor(weight[mask])).all()
     if not integral:
         return shifted, capacity - float(shift.sum()), 1.0
     ints = shifted.astype(np.int64)
@@ -139,8 +143,7 @@ def _lightest(cost: np.ndarray, weight: np.ndarray, mask: np.ndarray) -> np.ndar
     return np.where(at_min, cost, np.inf).argmin(axis=1)
 
 
-def _hull_segments(cost: np.ndarray, weight: np.ndarray, mask: np.ndarray,
-                   start: np.ndarray) -> tuple[np.ndarray, ...]:
+def _hull_segments(cost: np.ndarray, weight: np.ndarray, mask: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, ...]:
     """Segments of every unit's lower convex hull, from its lightest option towards its cheapest.
 
     Returns:
@@ -166,8 +169,16 @@ def _hull_segments(cost: np.ndarray, weight: np.ndarray, mask: np.ndarray,
         has = valid.any(axis=1)
         units = rows[has]
         to = nxt[has]
-        out.append((units, to, np.full(units.size, step), cost[units, to] - c0[has, 0],
-                    weight[units, to] - w0[has, 0], best[has, 0]))
+        out.append(
+            (
+                units,
+                to,
+                np.full(units.size, step),
+                cost[units, to] - c0[has, 0],
+                weight[units, to] - w0[has, 0],
+                best[has, 0],
+            )
+        )
         cur = np.where(has, nxt, cur)
         active = has
     if not out:
@@ -176,8 +187,9 @@ def _hull_segments(cost: np.ndarray, weight: np.ndarray, mask: np.ndarray,
     return tuple(np.concatenate([part[k] for part in out]) for k in range(6))
 
 
-def _greedy_fill(cost: np.ndarray, weight: np.ndarray, mask: np.ndarray, choice: np.ndarray,
-                 remaining: float) -> tuple[np.ndarray, float]:
+def _greedy_fill(
+    cost: np.ndarray, weight: np.ndarray, mask: np.ndarray, choice: np.ndarray, remaining: float
+) -> tuple[np.ndarray, float]:
     """Repeatedly apply the single-unit change with the largest cost decrease that still fits."""
     rows = np.arange(cost.shape[0])
     for _ in range(cost.shape[0] * cost.shape[1]):
@@ -193,8 +205,9 @@ def _greedy_fill(cost: np.ndarray, weight: np.ndarray, mask: np.ndarray, choice:
     return choice, remaining
 
 
-def _lagrangian_core(cost: np.ndarray, weight: np.ndarray, capacity: float,
-                     mask: np.ndarray) -> tuple[np.ndarray, float, float]:
+def _lagrangian_core(
+    cost: np.ndarray, weight: np.ndarray, capacity: float, mask: np.ndarray
+) -> tuple[np.ndarray, float, float]:
     """(feasible choice [U], multiplier lambda*, LP/Lagrangian lower bound)."""
     rows = np.arange(cost.shape[0])
     choice = _lightest(cost, weight, mask)
@@ -215,7 +228,7 @@ def _lagrangian_core(cost: np.ndarray, weight: np.ndarray, capacity: float,
     multiplier = float(-slope[crit])
     bound = objective_lp + float(d_cost[crit]) * (remaining / float(d_weight[crit]))
     blocked = {int(units[crit])}
-    for seg in order[fits + 1:]:
+    for seg in order[fits + 1 :]:
         unit = int(units[seg])
         if unit in blocked:
             continue
@@ -228,8 +241,9 @@ def _lagrangian_core(cost: np.ndarray, weight: np.ndarray, capacity: float,
     return choice, multiplier, bound
 
 
-def solve_lagrangian(cost: np.ndarray, weight: np.ndarray, capacity: float,
-                     allowed_mask: np.ndarray | None = None) -> Solution:
+def solve_lagrangian(
+    cost: np.ndarray, weight: np.ndarray, capacity: float, allowed_mask: np.ndarray | None = None
+) -> Solution:
     """Fast feasible solution with a proven lower bound (see the module docstring).
 
     Args:
@@ -251,19 +265,44 @@ def solve_lagrangian(cost: np.ndarray, weight: np.ndarray, capacity: float,
     return _finish(cost, weight, choice, bound, "heuristic", start, "lagrangian", multiplier / divisor)
 
 
-def _finish(cost: np.ndarray, weight: np.ndarray, choice: np.ndarray, bound: float, status: str,
-            start: float, method: str, multiplier: float, core_units: int = 0) -> Solution:
+def _finish(
+    cost: np.ndarray,
+    weight: np.ndarray,
+    choice: np.ndarray,
+    bound: float,
+    status: str,
+    start: float,
+    method: str,
+    multiplier: float,
+    core_units: int = 0,
+) -> Solution:
     rows = np.arange(cost.shape[0])
     objective = float(cost[rows, choice].sum())
     bound = min(bound, objective)
-    return Solution(choice=choice.astype(np.int64), objective=objective, bound=bound,
-                    gap=relative_gap(objective, bound), status=status, seconds=time.perf_counter() - start,
-                    method=method, multiplier=multiplier, weight=float(weight[rows, choice].sum()),
-                    core_units=core_units)
+    return Solution(
+        choice=choice.astype(np.int64),
+        objective=objective,
+        bound=bound,
+        gap=relative_gap(objective, bound),
+        status=status,
+        seconds=time.perf_counter() - start,
+        method=method,
+        multiplier=multiplier,
+        weight=float(weight[rows, choice].sum()),
+        core_units=core_units,
+    )
 
 
-def solve_exact(cost: np.ndarray, weight: np.ndarray, capacity: float, allowed_mask: np.ndarray | None = None,
-                *, time_limit: float = 60.0, mip_rel_gap: float = 1e-6, core: CoreMethod = "auto") -> Solution:
+def solve_exact(
+    cost: np.ndarray,
+    weight: np.ndarray,
+    capacity: float,
+    allowed_mask: np.ndarray | None = None,
+    *,
+    time_limit: float = 60.0,
+    mip_rel_gap: float = 1e-6,
+    core: CoreMethod = "auto",
+) -> Solution:
     """Optimal multiple-choice knapsack: Lagrangian bound, reduced-cost fixing, then an exact core solve.
 
     Binary ``x[u, w]``, ``sum_w x[u, w] = 1`` per unit, ``sum weight * x <= capacity``. Options whose
@@ -319,8 +358,9 @@ def solve_exact(cost: np.ndarray, weight: np.ndarray, capacity: float, allowed_m
     if core == "dp" and not integral:
         raise ValueError("core='dp' needs integer weights; use core='milp' or 'auto'")
     if core in ("auto", "dp") and integral:
-        result = solve_core_dp(cost[free], weight[free], keep[free], reduced[free], core_capacity, gap_abs,
-                                start + time_limit)
+        result = solve_core_dp(
+            cost[free], weight[free], keep[free], reduced[free], core_capacity, gap_abs, start + time_limit
+        )
         if result == "too_large" and core == "dp":
             raise ValueError("the DP state range exceeds DP_MAX_CELLS for this instance; use core='milp' or 'auto'")
     if result is None or result == "too_large":

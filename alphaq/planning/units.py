@@ -27,14 +27,31 @@ if TYPE_CHECKING:
 Granularity = Literal["expert", "matrix", "layer"]
 GRANULARITIES: tuple[str, ...] = ("expert", "matrix", "layer")
 #: Columns of the inspect ``details`` table the planner reads.
-REQUIRED_COLUMNS: tuple[str, ...] = ("name", "tensor", "layer", "expert", "proj", "role", "rows", "cols",
-                                     "params", "alpha", "status")
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "name",
+    "tensor",
+    "layer",
+    "expert",
+    "proj",
+    "role",
+    "rows",
+    "cols",
+    "params",
+    "alpha",
+    "status",
+)
 #: Width meaning "keep unquantized in bf16".
 KEEP_BF16 = 16
 #: Policy role names -> ``role`` values of the details table.
-KEEP_ROLES: dict[str, str] = {"attention": "attention", "router": "router", "shared": "shared_expert",
-                              "dense": "dense_mlp", "embedding": "embedding", "lm_head": "lm_head",
-                              "other": "other"}
+KEEP_ROLES: dict[str, str] = {
+    "attention": "attention",
+    "router": "router",
+    "shared": "shared_expert",
+    "dense": "dense_mlp",
+    "embedding": "embedding",
+    "lm_head": "lm_head",
+    "other": "other",
+}
 _PROJ_ORDER = {"gate": 0, "up": 1, "down": 2}
 
 
@@ -89,8 +106,9 @@ def check_details(details: pd.DataFrame) -> None:
     """Raise :class:`PlanError` if ``details`` lacks a planner column or has duplicate names."""
     missing = [c for c in REQUIRED_COLUMNS if c not in details.columns]
     if missing:
-        raise PlanError(f"inspect details lack column(s) {', '.join(missing)}; re-run `alphaq inspect` "
-                        "with this alphaq version")
+        raise PlanError(
+            f"inspect details lack column(s) {', '.join(missing)}; re-run `alphaq inspect` with this alphaq version"
+        )
     dupes = details["name"][details["name"].duplicated()]
     if len(dupes):
         raise PlanError(f"inspect details name matrix {dupes.iloc[0]!r} twice; re-run `alphaq inspect`")
@@ -101,8 +119,10 @@ def expert_rows(details: pd.DataFrame) -> pd.DataFrame:
     check_details(details)
     rows = details[details["role"] == "expert"].copy()
     if rows.empty:
-        raise PlanError("no routed-expert matrix in the inspect details; inspect an MoE checkpoint (or pass "
-                        "--pattern-file so its experts are recognised)")
+        raise PlanError(
+            "no routed-expert matrix in the inspect details; inspect an MoE checkpoint (or pass "
+            "--pattern-file so its experts are recognised)"
+        )
     rows["_layer"] = [(-math.inf if _opt_int(v) is None else _opt_int(v)) for v in rows["layer"]]
     rows["_expert"] = [(-math.inf if _opt_int(v) is None else _opt_int(v)) for v in rows["expert"]]
     rows["_proj"] = [_PROJ_ORDER.get(str(p), 3) for p in rows["proj"]]
@@ -151,13 +171,24 @@ def _make_unit(key: tuple[Any, ...], records: list[dict[str, Any]]) -> Unit:
     else:
         name, expert, proj = str(first["name"]), _opt_int(first["expert"]), _opt_str(first["proj"])
     params = [int(r["params"]) for r in records]
-    fitted = [(float(r["alpha"]), p) for r, p in zip(records, params)
-              if r["status"] == "success" and r["alpha"] is not None and math.isfinite(float(r["alpha"]))]
+    fitted = [
+        (float(r["alpha"]), p)
+        for r, p in zip(records, params)
+        if r["status"] == "success" and r["alpha"] is not None and math.isfinite(float(r["alpha"]))
+    ]
     alpha = sum(a * p for a, p in fitted) / sum(p for _, p in fitted) if fitted else math.nan
     status = "success" if len(fitted) == len(records) else ("partial" if fitted else "failed")
-    return Unit(key=name, layer=layer, expert=expert, proj=proj, matrices=tuple(str(r["name"]) for r in records),
-                params=sum(params), shapes=tuple((int(r["rows"]), int(r["cols"])) for r in records),
-                alpha=alpha, status=status)
+    return Unit(
+        key=name,
+        layer=layer,
+        expert=expert,
+        proj=proj,
+        matrices=tuple(str(r["name"]) for r in records),
+        params=sum(params),
+        shapes=tuple((int(r["rows"]), int(r["cols"])) for r in records),
+        alpha=alpha,
+        status=status,
+    )
 
 
 @dataclass(frozen=True)
@@ -192,7 +223,9 @@ class KeepPolicy:
                 continue
             role, sep, value = part.partition("=")
             if not sep or not value.strip().isdigit():
-                raise ConfigError(f"keep policy entry {part!r} is malformed; write ROLE=BITS, e.g. attention=16,shared=8")
+                raise ConfigError(
+                    f"keep policy entry {part!r} is malformed; write ROLE=BITS, e.g. attention=16,shared=8"
+                )
             widths[role.strip()] = int(value)
         return cls(widths)
 
@@ -228,8 +261,9 @@ def kept_rows(details: pd.DataFrame, policy: KeepPolicy, group_size: int) -> pd.
     check_details(details)
     rows = details[details["role"] != "expert"].copy()
     rows["bits"] = [policy.bits_for(str(role)) for role in rows["role"]]
-    rows["bytes"] = [matrix_nbytes(int(r), int(c), int(b), group_size)
-                     for r, c, b in zip(rows["rows"], rows["cols"], rows["bits"])]
+    rows["bytes"] = [
+        matrix_nbytes(int(r), int(c), int(b), group_size) for r, c, b in zip(rows["rows"], rows["cols"], rows["bits"])
+    ]
     return rows.reset_index(drop=True)
 
 

@@ -32,10 +32,7 @@ _LAZY = {
     "unpack": ("alphaq.quantization.packing", "unpack"),
 }
 
-__all__ = [
-    "QuantBytes", "QuantSpec", "dense_nbytes", "num_groups", "packed_row_bytes", "quantized_nbytes",
-    *_LAZY,
-]
+__all__ = ["QuantBytes", "QuantSpec", "dense_nbytes", "num_groups", "packed_row_bytes", "quantized_nbytes", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

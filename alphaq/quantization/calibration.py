@@ -76,8 +76,9 @@ def _expert_modules(model: Any) -> list[tuple[int, Any]]:
     return found
 
 
-def capture_hessians(model: Any, windows: torch.Tensor, *, linear_names: Iterable[str] = (),
-                     batch_windows: int = BATCH_WINDOWS) -> HessianSums:
+def capture_hessians(
+    model: Any, windows: torch.Tensor, *, linear_names: Iterable[str] = (), batch_windows: int = BATCH_WINDOWS
+) -> HessianSums:
     """Run ``windows`` through ``model`` and add up the inputs of its routed experts and of ``linear_names``.
 
     Args:
@@ -97,12 +98,14 @@ def capture_hessians(model: Any, windows: torch.Tensor, *, linear_names: Iterabl
     sums = HessianSums()
     experts = _expert_modules(model)
     if not experts:
-        raise ConfigError(f"--method gptq: {type(model).__name__} holds no fused routed-experts module "
-                          "(gate_up_proj [E, 2I, H], down_proj [E, H, I]); use a data-free --method")
+        raise ConfigError(
+            f"--method gptq: {type(model).__name__} holds no fused routed-experts module "
+            "(gate_up_proj [E, 2I, H], down_proj [E, H, I]); use a data-free --method"
+        )
 
     def expert_hook(layer: int) -> Any:
         def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            values = list(args) + [kwargs.get(k) for k in ("hidden_states", "top_k_index")[len(args):]]
+            values = list(args) + [kwargs.get(k) for k in ("hidden_states", "top_k_index")[len(args) :]]
             hidden, top_k = values[0], values[1]
             x_all = hidden.reshape(-1, hidden.shape[-1]).to(torch.float32)  # [T, H]
             top_k = top_k.reshape(x_all.shape[0], -1)  # [T, k]
@@ -114,11 +117,13 @@ def capture_hessians(model: Any, windows: torch.Tensor, *, linear_names: Iterabl
                 sums.add((layer, e, "in"), x)
                 gate, up = (x @ module.gate_up_proj[e].to(torch.float32).T).chunk(2, dim=-1)  # [n, I] x2
                 sums.add((layer, e, "down"), module.act_fn(gate) * up)
+
         return hook
 
     def linear_hook(name: str) -> Any:
         def hook(module: Any, args: tuple[Any, ...]) -> None:
             sums.add(name, args[0].reshape(-1, args[0].shape[-1]).to(torch.float32))
+
         return hook
 
     handles = [module.register_forward_pre_hook(expert_hook(layer), with_kwargs=True) for layer, module in experts]
@@ -127,7 +132,7 @@ def capture_hessians(model: Any, windows: torch.Tensor, *, linear_names: Iterabl
     try:
         with torch.no_grad():
             for start in range(0, windows.shape[0], batch_windows):
-                model(input_ids=windows[start:start + batch_windows], use_cache=False)
+                model(input_ids=windows[start : start + batch_windows], use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
@@ -158,8 +163,14 @@ class Calibration:
         return None if module is None else self.sums.hessian(module)
 
 
-def calibrate(checkpoint: str | Path, refs: Iterable[MatrixRef], text_path: str | Path, *,
-              windows: int = DEFAULT_WINDOWS, device: str = "cpu") -> Calibration:
+def calibrate(
+    checkpoint: str | Path,
+    refs: Iterable[MatrixRef],
+    text_path: str | Path,
+    *,
+    windows: int = DEFAULT_WINDOWS,
+    device: str = "cpu",
+) -> Calibration:
     """Load the original model, run the calibration windows and capture the Hessians of ``refs``.
 
     Args:
@@ -191,26 +202,43 @@ def calibrate(checkpoint: str | Path, refs: Iterable[MatrixRef], text_path: str 
     context = model_context(model)
     starts = window_starts(int(ids.numel()), context, context)
     if not starts:
-        raise ConfigError(f"{text_path}: {ids.numel()} tokens, shorter than one window of {context}; pass a longer "
-                          "--calibration-text")
+        raise ConfigError(
+            f"{text_path}: {ids.numel()} tokens, shorter than one window of {context}; pass a longer --calibration-text"
+        )
     used = starts[:windows]
-    batch = torch.stack([ids[s:s + context] for s in used]).to(device)  # [N, L]
+    batch = torch.stack([ids[s : s + context] for s in used]).to(device)  # [N, L]
     refs = list(refs)
     modules = {name for name, _ in model.named_modules()}
-    linear = {r.tensor: r.tensor.removesuffix(".weight") for r in refs
-              if r.role.value != "expert" and r.tensor.removesuffix(".weight") in modules}
+    linear = {
+        r.tensor: r.tensor.removesuffix(".weight")
+        for r in refs
+        if r.role.value != "expert" and r.tensor.removesuffix(".weight") in modules
+    }
     sums = capture_hessians(model, batch, linear_names=sorted(set(linear.values())))
     del model
     warnings = []
     if len(used) < windows:
-        warnings.append(f"the calibration text holds {len(starts)} window(s) of {context} tokens, fewer than the "
-                        f"{windows} asked: GPTQ was calibrated on {len(used)}")
-    calib = Calibration(sums, linear, {"text": text_record(text_path), "windows": len(used),
-                                       "windows_asked": windows, "context": context, "tokens": len(used) * context})
+        warnings.append(
+            f"the calibration text holds {len(starts)} window(s) of {context} tokens, fewer than the "
+            f"{windows} asked: GPTQ was calibrated on {len(used)}"
+        )
+    calib = Calibration(
+        sums,
+        linear,
+        {
+            "text": text_record(text_path),
+            "windows": len(used),
+            "windows_asked": windows,
+            "context": context,
+            "tokens": len(used) * context,
+        },
+    )
     blind = [r.name for r in refs if calib.hessian(r) is None]
     if blind:
-        warnings.append(f"{len(blind)} matrix(es) received no calibration input (first: {blind[0]}) and were "
-                        "quantized with plain round-to-nearest")
+        warnings.append(
+            f"{len(blind)} matrix(es) received no calibration input (first: {blind[0]}) and were "
+            "quantized with plain round-to-nearest"
+        )
     return Calibration(sums, linear, calib.record, tuple(warnings))
 
 

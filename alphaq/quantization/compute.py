@@ -22,9 +22,17 @@ if TYPE_CHECKING:
 ROW_BLOCK_VALUES = 1 << 18
 
 
-def quantize_matrix(w: torch.Tensor, spec: QuantSpec, method: str, *, device: str = "cpu",
-                    kernels: bool = False, integer_zeros: bool = False,
-                    hessian: torch.Tensor | None = None, gptq: GptqOptions | None = None) -> tuple[PackedTensor, float]:
+def quantize_matrix(
+    w: torch.Tensor,
+    spec: QuantSpec,
+    method: str,
+    *,
+    device: str = "cpu",
+    kernels: bool = False,
+    integer_zeros: bool = False,
+    hessian: torch.Tensor | None = None,
+    gptq: GptqOptions | None = None,
+) -> tuple[PackedTensor, float]:
     """Quantize and pack one matrix; return it (on the CPU) and its relative Frobenius reconstruction error.
 
     Args:
@@ -71,8 +79,9 @@ def quantize_matrix(w: torch.Tensor, spec: QuantSpec, method: str, *, device: st
     if packed is None:
         packed = pack(qt.q, spec.bits)
     error = reconstruction_error(w, qt)
-    return PackedTensor(packed=packed.cpu(), scale=qt.scale.cpu(), zero=qt.zero.cpu(), spec=spec,
-                            shape=(rows, cols)), error
+    return PackedTensor(
+        packed=packed.cpu(), scale=qt.scale.cpu(), zero=qt.zero.cpu(), spec=spec, shape=(rows, cols)
+    ), error
 
 
 def quantize_rows(w: torch.Tensor, spec: QuantSpec, method: str) -> QuantizedTensor:
@@ -96,10 +105,17 @@ def quantize_rows(w: torch.Tensor, spec: QuantSpec, method: str) -> QuantizedTen
     step = max(1, ROW_BLOCK_VALUES // cols)
     if step >= rows:
         return quantize_groupwise(w, spec, clip_search=method == "rtn_clip")
-    parts = [quantize_groupwise(w[start:start + step], spec, clip_search=method == "rtn_clip")
-             for start in range(0, rows, step)]
-    return QuantizedTensor(q=torch.cat([p.q for p in parts]), scale=torch.cat([p.scale for p in parts]),
-                           zero=torch.cat([p.zero for p in parts]), spec=spec, shape=(rows, cols))
+    parts = [
+        quantize_groupwise(w[start : start + step], spec, clip_search=method == "rtn_clip")
+        for start in range(0, rows, step)
+    ]
+    return QuantizedTensor(
+        q=torch.cat([p.q for p in parts]),
+        scale=torch.cat([p.scale for p in parts]),
+        zero=torch.cat([p.zero for p in parts]),
+        spec=spec,
+        shape=(rows, cols),
+    )
 
 
 def reconstruction_error(w: torch.Tensor, qt: QuantizedTensor, *, chunk_values: int = ROW_BLOCK_VALUES) -> float:
@@ -128,8 +144,13 @@ def reconstruction_error(w: torch.Tensor, qt: QuantizedTensor, *, chunk_values: 
     diff_sq = norm_sq = 0.0
     for start in range(0, rows, step):
         block = slice(start, min(start + step, rows))
-        part = QuantizedTensor(q=qt.q[block], scale=qt.scale[block], zero=qt.zero[block], spec=qt.spec,
-                               shape=(block.stop - block.start, cols))
+        part = QuantizedTensor(
+            q=qt.q[block],
+            scale=qt.scale[block],
+            zero=qt.zero[block],
+            spec=qt.spec,
+            shape=(block.stop - block.start, cols),
+        )
         ref = w[block].to(torch.float64)
         diff_sq += float((ref - dequantize_groupwise(part).to(device=ref.device, dtype=torch.float64)).square().sum())
         norm_sq += float(ref.square().sum())

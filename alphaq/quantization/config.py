@@ -50,8 +50,9 @@ class QuantizeConfig:
         if not str(self.plan):
             raise ConfigError("no plan given; pass the plan.json written by `alphaq plan`")
         if self.method is not None and self.method not in QUANTIZE_METHODS:
-            raise ConfigError(f"unknown quantization method {self.method!r}; use --method with one of "
-                              f"{', '.join(QUANTIZE_METHODS)}")
+            raise ConfigError(
+                f"unknown quantization method {self.method!r}; use --method with one of {', '.join(QUANTIZE_METHODS)}"
+            )
         if self.zero_points not in ("float", "integer"):
             raise ConfigError(f"zero_points must be float or integer, got {self.zero_points!r}")
         if self.device not in ("cpu", "cuda"):
@@ -64,8 +65,9 @@ class QuantizeConfig:
         if self.ray_address is not None and not self.ray_address.strip():
             raise ConfigError("--ray-address is empty; pass a cluster address such as ray://head:10001, or omit it")
         if self.backend == "ray" and self.method in CALIBRATED_METHODS:
-            raise ConfigError(f"--backend ray does not run calibrated methods (--method {self.method}) yet; "
-                              "use --backend local")
+            raise ConfigError(
+                f"--backend ray does not run calibrated methods (--method {self.method}) yet; use --backend local"
+            )
 
     def _check_calibration(self) -> None:
         calibrated = self.method in CALIBRATED_METHODS

@@ -87,15 +87,16 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float = DAMP) -> torch.T
     base = float(h.diagonal().mean())
     for attempt in range(DAMP_RETRIES + 1):
         damped = h.clone()
-        damped[diag, diag] += damp * (10.0 ** attempt) * base
+        damped[diag, diag] += damp * (10.0**attempt) * base
         chol, info = torch.linalg.cholesky_ex(damped)
         if int(info) == 0:
             inverse = torch.cholesky_inverse(chol)
             upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
             if int(info) == 0:
                 return upper
-    raise ValueError("the calibration Hessian is not positive definite even with 1000x the dampening; "
-                     "calibrate on more text")
+    raise ValueError(
+        "the calibration Hessian is not positive definite even with 1000x the dampening; calibrate on more text"
+    )
 
 
 def _block_bounds(cols: int, group_size: int, block_size: int) -> list[int]:
@@ -103,8 +104,14 @@ def _block_bounds(cols: int, group_size: int, block_size: int) -> list[int]:
     return sorted(set(range(0, cols, block_size)) | set(range(0, cols, group_size))) + [cols]
 
 
-def quantize_gptq(w: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec,
-                  options: GptqOptions | None = None, *, integer_zeros: bool = False) -> QuantizedTensor:
+def quantize_gptq(
+    w: torch.Tensor,
+    hessian: torch.Tensor,
+    spec: QuantSpec,
+    options: GptqOptions | None = None,
+    *,
+    integer_zeros: bool = False,
+) -> QuantizedTensor:
     """GPTQ of one matrix into alphaq's group-wise format.
 
     Args:
@@ -125,12 +132,7 @@ def quantize_gptq(w: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec,
     import torch
 
     from alphaq.quantization.layout import num_groups
-    from alphaq.quantization.primitives import (
-        QuantizedTensor,
-        as_float_matrix,
-        codes,
-        group_params,
-    )
+    from alphaq.quantization.primitives import QuantizedTensor, as_float_matrix, codes, group_params
 
     opts = options or GptqOptions()
     weight = as_float_matrix(w).clone()  # [R, C], updated in place as errors are spread
@@ -148,7 +150,7 @@ def quantize_gptq(w: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec,
     s = z = weight.new_empty(rows, 1)
     for i1, i2 in itertools.pairwise(bounds):
         if i1 % gs == 0:  # a group starts: min-max on its current (error-updated) weights
-            group = weight[:, i1:min(i1 + gs, cols)]  # [R, n]
+            group = weight[:, i1 : min(i1 + gs, cols)]  # [R, n]
             scale16, zero16 = group_params(group.amin(dim=1), group.amax(dim=1), max_code)  # [R]
             if integer_zeros:
                 zero16 = torch.round(zero16.to(torch.float32)).clamp_(0, max_code).to(torch.float16)
@@ -158,12 +160,12 @@ def quantize_gptq(w: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec,
         err = torch.zeros_like(block)  # [R, B]
         h_block = hinv[i1:i2, i1:i2]  # [B, B]
         for i in range(i2 - i1):
-            col = block[:, i:i + 1]  # [R, 1]
+            col = block[:, i : i + 1]  # [R, 1]
             code = codes(col, s, z, max_code)  # [R, 1]
-            q[:, i1 + i:i1 + i + 1] = code
+            q[:, i1 + i : i1 + i + 1] = code
             e = (col - (code - z) * s) / h_block[i, i]  # [R, 1]
-            block[:, i:] -= e @ h_block[i:i + 1, i:]
-            err[:, i:i + 1] = e
+            block[:, i:] -= e @ h_block[i : i + 1, i:]
+            err[:, i : i + 1] = e
         weight[:, i2:] -= err @ hinv[i1:i2, i2:]
     return QuantizedTensor(q=q.to(torch.uint8), scale=scales, zero=zeros, spec=spec, shape=(rows, cols))
 

@@ -72,8 +72,9 @@ def _check_params(iters: int, lp_norm: float, beta: float, kappa: float) -> None
         raise ConfigError(f"hqq kappa={kappa!r} must be >= 1 (1.01 is the default)")
 
 
-def _least_squares_scale(target: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
-                         zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _least_squares_scale(
+    target: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit ``target ~ (q - zero) * scale`` per group; keep the old values where the fit is degenerate.
 
     Args:
@@ -114,8 +115,9 @@ def _score(w_scaled: torch.Tensor, zero: torch.Tensor, scale: torch.Tensor, max_
     return residual.square_().sum(dim=-1) * scale.squeeze(-1).square()
 
 
-def hqq_block(block: torch.Tensor, max_code: int, *, iters: int, lp_norm: float, beta: float,
-              kappa: float, optimize_scale: bool) -> GroupParams:
+def hqq_block(
+    block: torch.Tensor, max_code: int, *, iters: int, lp_norm: float, beta: float, kappa: float, optimize_scale: bool
+) -> GroupParams:
     """HQQ on one block of groups [R, G, n], starting from min-max RTN.
 
     Works in code units (``w / scale``). The iterate (scale, zero) stays in float32 as in the reference
@@ -149,8 +151,9 @@ def hqq_block(block: torch.Tensor, max_code: int, *, iters: int, lp_norm: float,
         scale16 = to_fp16_scale(scale.squeeze(-1)) if optimize_scale else best_scale
         zero16 = to_fp16_zero(zero.squeeze(-1))
         scale32 = scale16.to(torch.float32).unsqueeze(-1)
-        err = _score(block / scale32 if optimize_scale else w_scaled, zero16.to(torch.float32).unsqueeze(-1),
-                     scale32, max_code)  # [R, G]
+        err = _score(
+            block / scale32 if optimize_scale else w_scaled, zero16.to(torch.float32).unsqueeze(-1), scale32, max_code
+        )  # [R, G]
         # A margin keeps float32 near-ties (two parameter sets with the same error) on the earlier one.
         better = err < best_err * (1.0 - 1e-6)
         best_err = torch.where(better, err, best_err)
@@ -160,13 +163,20 @@ def hqq_block(block: torch.Tensor, max_code: int, *, iters: int, lp_norm: float,
         if total >= previous_total:
             break
         previous_total = total
-    q = codes(block, best_scale.to(torch.float32).unsqueeze(-1), best_zero.to(torch.float32).unsqueeze(-1),
-              max_code)
+    q = codes(block, best_scale.to(torch.float32).unsqueeze(-1), best_zero.to(torch.float32).unsqueeze(-1), max_code)
     return q, best_scale, best_zero
 
 
-def quantize_hqq(w: torch.Tensor, spec: QuantSpec, *, iters: int = 20, lp_norm: float = 0.7,
-                 beta: float = 10.0, kappa: float = 1.01, optimize_scale: bool = False) -> QuantizedTensor:
+def quantize_hqq(
+    w: torch.Tensor,
+    spec: QuantSpec,
+    *,
+    iters: int = 20,
+    lp_norm: float = 0.7,
+    beta: float = 10.0,
+    kappa: float = 1.01,
+    optimize_scale: bool = False,
+) -> QuantizedTensor:
     """Group-wise quantization with HQQ's half-quadratic zero-point optimisation (data-free).
 
     Args:
@@ -188,7 +198,16 @@ def quantize_hqq(w: torch.Tensor, spec: QuantSpec, *, iters: int = 20, lp_norm: 
     _check_params(iters, lp_norm, beta, kappa)
     w32 = as_float_matrix(w)
     q, scale, zero = map_groups(
-        w32, spec.group_size,
-        lambda block: hqq_block(block, spec.max_code, iters=iters, lp_norm=float(lp_norm), beta=float(beta),
-                                kappa=float(kappa), optimize_scale=optimize_scale))
+        w32,
+        spec.group_size,
+        lambda block: hqq_block(
+            block,
+            spec.max_code,
+            iters=iters,
+            lp_norm=float(lp_norm),
+            beta=float(beta),
+            kappa=float(kappa),
+            optimize_scale=optimize_scale,
+        ),
+    )
     return QuantizedTensor(q=q, scale=scale, zero=zero, spec=spec, shape=(w32.shape[0], w32.shape[1]))

@@ -30,10 +30,11 @@ def check_bits(bits: int) -> int:
 
 def check_group_size(group_size: int) -> int:
     """Return ``group_size`` if it is a positive multiple of 8, else raise :class:`ConfigError`."""
-    if (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0
-            or group_size % PACK_VALUES):
-        raise ConfigError(f"group_size={group_size!r} is not supported; use a positive multiple of "
-                          f"{PACK_VALUES} such as 32, 64 or 128")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0 or group_size % PACK_VALUES:
+        raise ConfigError(
+            f"group_size={group_size!r} is not supported; use a positive multiple of "
+            f"{PACK_VALUES} such as 32, 64 or 128"
+        )
     return group_size
 
 

@@ -73,8 +73,9 @@ class _ExpertSource:
     name: str  # base name (quantized, dense) or MatrixRef.name (matrix)
 
 
-def load_quantized(path: str | os.PathLike[str], *, device: str | torch.device = "cpu",
-                   dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_quantized(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a quantized checkpoint folder (``alphaq quantize --out``) as a causal LM that generates text.
 
     The routed experts run from their packed weights (:class:`~alphaq.quantization.modules.QuantLinear`: the fused
@@ -101,14 +102,17 @@ def load_quantized(path: str | os.PathLike[str], *, device: str | torch.device =
 
     folder = Path(path).expanduser()
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"{folder} is not a checkpoint folder (no config.json); pass a folder written by "
-                              "`alphaq quantize`")
+        raise CheckpointError(
+            f"{folder} is not a checkpoint folder (no config.json); pass a folder written by `alphaq quantize`"
+        )
     quant = read_quantization_config(folder)
     model_type = str(read_config(folder / "config.json").get("model_type"))
     layout = EXPERT_LAYOUTS.get(model_type)
     if layout is None:
-        raise CheckpointError(f"{folder}: load_quantized does not support model_type {model_type!r} yet (supported: "
-                              f"{', '.join(sorted(EXPERT_LAYOUTS))}); dequantize it or load the source checkpoint")
+        raise CheckpointError(
+            f"{folder}: load_quantized does not support model_type {model_type!r} yet (supported: "
+            f"{', '.join(sorted(EXPERT_LAYOUTS))}); dequantize it or load the source checkpoint"
+        )
     _check_experts_only(folder, quant)
     dtype = torch.float32 if dtype is None else dtype
     ckpt = open_checkpoint(folder)
@@ -122,13 +126,18 @@ def load_quantized(path: str | os.PathLike[str], *, device: str | torch.device =
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     except transformers_load_errors() as exc:  # a config.json field of another type, or sizes that do not fit
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{folder}/config.json: transformers cannot build the model from it ({first_line}); "
-                              "fix it or re-run alphaq quantize") from exc
-    experts_modules = [(name, module) for name, module in model.named_modules()
-                       if type(module).__name__ in layout.experts_classes]
+        raise CheckpointError(
+            f"{folder}/config.json: transformers cannot build the model from it ({first_line}); "
+            "fix it or re-run alphaq quantize"
+        ) from exc
+    experts_modules = [
+        (name, module) for name, module in model.named_modules() if type(module).__name__ in layout.experts_classes
+    ]
     if not experts_modules:
-        raise CheckpointError(f"{folder}: no {'/'.join(layout.experts_classes)} module in the {model_type} model of "
-                              "this transformers version; use the transformers version alphaq supports")
+        raise CheckpointError(
+            f"{folder}: no {'/'.join(layout.experts_classes)} module in the {model_type} model of "
+            "this transformers version; use the transformers version alphaq supports"
+        )
 
     consumed = _quantized_tensor_names(quant)
     for name, module in experts_modules:
@@ -136,8 +145,9 @@ def load_quantized(path: str | os.PathLike[str], *, device: str | torch.device =
         if match is None:
             raise CheckpointError(f"{name}: cannot tell the decoder layer of this experts module; report this model")
         layer = int(match.group(1))
-        new_module, used = _build_experts(ckpt, folder, quant, sources, layer, int(module.num_experts), module.act_fn,
-                                          dtype, _expert_shapes(module))
+        new_module, used = _build_experts(
+            ckpt, folder, quant, sources, layer, int(module.num_experts), module.act_fn, dtype, _expert_shapes(module)
+        )
         consumed |= used
         model.set_submodule(name, new_module)
 
@@ -148,8 +158,10 @@ def load_quantized(path: str | os.PathLike[str], *, device: str | torch.device =
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{folder}: cannot load the tokenizer ({first_line}); copy the source checkpoint's "
-                              "tokenizer files into this folder") from exc
+        raise CheckpointError(
+            f"{folder}: cannot load the tokenizer ({first_line}); copy the source checkpoint's "
+            "tokenizer files into this folder"
+        ) from exc
     return model, tokenizer
 
 
@@ -158,8 +170,10 @@ def _check_experts_only(folder: Path, quant: Mapping[str, Any]) -> None:
     for section in ("tensors", "dense_tensors"):
         for base, entry in quant.get(section, {}).items():
             if entry.get("expert") is None or entry.get("layer") is None or entry.get("proj") not in _PROJS:
-                raise CheckpointError(f"{folder}: {base} is quantized but is not a routed-expert gate/up/down matrix; "
-                                      "load_quantized only runs quantized experts so far, re-plan it at 16 bits")
+                raise CheckpointError(
+                    f"{folder}: {base} is quantized but is not a routed-expert gate/up/down matrix; "
+                    "load_quantized only runs quantized experts so far, re-plan it at 16 bits"
+                )
 
 
 def _quantized_tensor_names(quant: Mapping[str, Any]) -> set[str]:
@@ -192,9 +206,17 @@ def _expert_shapes(module: Any) -> dict[str, tuple[int, int]]:
     return {"gate": (inter, hidden), "up": (inter, hidden), "down": (hidden, inter)}
 
 
-def _build_experts(ckpt: Checkpoint, folder: Path, quant: Mapping[str, Any],
-                   sources: Mapping[tuple[int, int, str], _ExpertSource], layer: int, num_experts: int, act_fn: Any,
-                   dtype: torch.dtype, shapes: Mapping[str, tuple[int, int]]) -> tuple[Any, set[str]]:
+def _build_experts(
+    ckpt: Checkpoint,
+    folder: Path,
+    quant: Mapping[str, Any],
+    sources: Mapping[tuple[int, int, str], _ExpertSource],
+    layer: int,
+    num_experts: int,
+    act_fn: Any,
+    dtype: torch.dtype,
+    shapes: Mapping[str, tuple[int, int]],
+) -> tuple[Any, set[str]]:
     """The :class:`QuantizedExperts` of one layer and the checkpoint tensors it consumed.
 
     Raises:
@@ -207,10 +229,16 @@ def _build_experts(ckpt: Checkpoint, folder: Path, quant: Mapping[str, Any],
     refs: dict[str, MatrixRef] = {r.name: r for r in ckpt.matrices}
     missing = [f"expert {e} {p}" for e in range(num_experts) for p in _PROJS if (layer, e, p) not in sources]
     if missing:
-        raise CheckpointError(f"{folder}: layer {layer} has no stored matrix for {len(missing)} expert projection(s) "
-                              f"(first: {missing[0]}); re-run alphaq quantize")
-    wanted = [sources[(layer, e, p)].name for e in range(num_experts) for p in _PROJS
-              if sources[(layer, e, p)].kind == "quantized"]
+        raise CheckpointError(
+            f"{folder}: layer {layer} has no stored matrix for {len(missing)} expert projection(s) "
+            f"(first: {missing[0]}); re-run alphaq quantize"
+        )
+    wanted = [
+        sources[(layer, e, p)].name
+        for e in range(num_experts)
+        for p in _PROJS
+        if sources[(layer, e, p)].kind == "quantized"
+    ]
     packed = read_quantized_tensors(folder, wanted)
     used: set[str] = set()
     experts = []
@@ -222,8 +250,9 @@ def _build_experts(ckpt: Checkpoint, folder: Path, quant: Mapping[str, Any],
                 pt = packed[source.name]
                 _check_shape(folder, source.name, tuple(pt.shape), shapes[proj], layer, e, proj)
                 try:
-                    modules[proj] = QuantLinear(pt.packed, pt.scale, pt.zero, pt.spec.bits, pt.spec.group_size,
-                                                pt.shape[1])
+                    modules[proj] = QuantLinear(
+                        pt.packed, pt.scale, pt.zero, pt.spec.bits, pt.spec.group_size, pt.shape[1]
+                    )
                 except ValueError as exc:
                     raise CheckpointError(f"{folder}: {source.name}: {exc}; re-run alphaq quantize") from exc
             elif source.kind == "dense":
@@ -239,24 +268,29 @@ def _build_experts(ckpt: Checkpoint, folder: Path, quant: Mapping[str, Any],
     return QuantizedExperts(experts, act_fn), used
 
 
-def _check_shape(folder: Path, name: str, shape: tuple[int, ...], expected: tuple[int, int], layer: int, expert: int,
-                 proj: str) -> None:
+def _check_shape(
+    folder: Path, name: str, shape: tuple[int, ...], expected: tuple[int, int], layer: int, expert: int, proj: str
+) -> None:
     if tuple(shape) != tuple(expected):
-        raise CheckpointError(f"{folder}: {name} (layer {layer} expert {expert} {proj}) is {list(shape)} but "
-                              f"config.json (hidden_size, intermediate_size) gives {list(expected)}; the checkpoint does not fit "
-                              "its config: re-run alphaq quantize on the source checkpoint")
+        raise CheckpointError(
+            f"{folder}: {name} (layer {layer} expert {expert} {proj}) is {list(shape)} but "
+            f"config.json (hidden_size, intermediate_size) gives {list(expected)}; the checkpoint does not fit "
+            "its config: re-run alphaq quantize on the source checkpoint"
+        )
 
 
 def _read_tensor(ckpt: Checkpoint, name: str) -> torch.Tensor:
     info = ckpt.tensors.get(name)
     if info is None:
-        raise CheckpointError(f"{ckpt.path}: tensor {name} listed in quantization_config is not stored; "
-                              "re-run alphaq quantize")
+        raise CheckpointError(
+            f"{ckpt.path}: tensor {name} listed in quantization_config is not stored; re-run alphaq quantize"
+        )
     return ckpt.read_tensor(name)
 
 
-def _load_remaining(model: Any, ckpt: Checkpoint, layout: ExpertsLayout, consumed: set[str],
-                    dtype: torch.dtype) -> None:
+def _load_remaining(
+    model: Any, ckpt: Checkpoint, layout: ExpertsLayout, consumed: set[str], dtype: torch.dtype
+) -> None:
     """Load every tensor not consumed by the experts into ``model`` (renamed), then tie and materialize buffers."""
     import torch
     from safetensors import SafetensorError, safe_open
@@ -278,11 +312,15 @@ def _load_remaining(model: Any, ckpt: Checkpoint, layout: ExpertsLayout, consume
         result = model.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as exc:  # a stored tensor whose shape is not the model's
         detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc)[:200])
-        raise CheckpointError(f"{ckpt.path}: a tensor does not fit the model its config.json describes ({detail}); "
-                              "re-run alphaq quantize on the source checkpoint") from exc
+        raise CheckpointError(
+            f"{ckpt.path}: a tensor does not fit the model its config.json describes ({detail}); "
+            "re-run alphaq quantize on the source checkpoint"
+        ) from exc
     if result.unexpected_keys:
-        raise CheckpointError(f"{ckpt.path}: {len(result.unexpected_keys)} tensor(s) match no model weight (first: "
-                              f"{result.unexpected_keys[0]}); the checkpoint does not fit this model class")
+        raise CheckpointError(
+            f"{ckpt.path}: {len(result.unexpected_keys)} tensor(s) match no model weight (first: "
+            f"{result.unexpected_keys[0]}); the checkpoint does not fit this model class"
+        )
     model.tie_weights()
     # Non-persistent buffers (rotary inv_freq) are not in the checkpoint: materialize them on the CPU and let the
     # model's own initializer recompute them, as transformers' from_pretrained does after a meta-device build.
@@ -296,8 +334,10 @@ def _load_remaining(model: Any, ckpt: Checkpoint, layout: ExpertsLayout, consume
         model._init_weights(model.get_submodule(owner_name))
     on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
     if on_meta:
-        raise CheckpointError(f"{ckpt.path}: {len(on_meta)} model weight(s) are not in the checkpoint (first: "
-                              f"{on_meta[0]}); the checkpoint is incomplete")
+        raise CheckpointError(
+            f"{ckpt.path}: {len(on_meta)} model weight(s) are not in the checkpoint (first: "
+            f"{on_meta[0]}); the checkpoint is incomplete"
+        )
 
 
 def _non_persistent_buffers(model: Any) -> list[tuple[str, Any]]:

@@ -45,15 +45,26 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     manifest = read_json(path, fix=rerun)
     if manifest.get("schema_version") != QUANTIZE_SCHEMA_VERSION:
         version = manifest.get("schema_version")
-        raise AlphaQError(f"{path}: schema_version {version!r}, this alphaq reads {QUANTIZE_SCHEMA_VERSION}; "
-                          "re-run `alphaq quantize`")
+        raise AlphaQError(
+            f"{path}: schema_version {version!r}, this alphaq reads {QUANTIZE_SCHEMA_VERSION}; re-run `alphaq quantize`"
+        )
     return manifest
 
 
-def build_manifest(ckpt: Checkpoint, plan: Plan, plan_path: str | Path, shards: Sequence[OutputShard],
-                   finished: Mapping[str, Mapping[str, Any]], *, options: Mapping[str, Any], resumed: set[str],
-                   files: Sequence[str], warnings: Sequence[str], seconds: float,
-                   out_dir: str | Path | None = None) -> dict[str, Any]:
+def build_manifest(
+    ckpt: Checkpoint,
+    plan: Plan,
+    plan_path: str | Path,
+    shards: Sequence[OutputShard],
+    finished: Mapping[str, Mapping[str, Any]],
+    *,
+    options: Mapping[str, Any],
+    resumed: set[str],
+    files: Sequence[str],
+    warnings: Sequence[str],
+    seconds: float,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Assemble quantize.json from the per-shard records of the run.
 
     Args:
@@ -87,21 +98,38 @@ def build_manifest(ckpt: Checkpoint, plan: Plan, plan_path: str | Path, shards: 
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "format": FORMAT,
         # paths relative to the quantized folder (the bundled model by name): alphaq.runfolder.record_path
-        "checkpoint": {"path": record_path(ckpt.path, base=out), "fingerprint": ckpt.fingerprint,
-                       "model_type": ckpt.model_type},
-        "plan": {"path": record_path(plan_path, base=out), "fingerprint": plan.plan_fingerprint,
-                 "created": prov.get("created"), "allocator": plan_options.get("allocator"),
-                 "granularity": plan_options.get("granularity"), "quant_method": plan_options.get("quant_method"),
-                 "error_model": plan_options.get("error_model"),
-                 "budget": (prov.get("budget") or {}).get("given"), "total_bytes": summary.get("total_bytes"),
-                 "expert_bytes": summary.get("expert_bytes"),
-                 "average_payload_bits": summary.get("average_payload_bits")},
+        "checkpoint": {
+            "path": record_path(ckpt.path, base=out),
+            "fingerprint": ckpt.fingerprint,
+            "model_type": ckpt.model_type,
+        },
+        "plan": {
+            "path": record_path(plan_path, base=out),
+            "fingerprint": plan.plan_fingerprint,
+            "created": prov.get("created"),
+            "allocator": plan_options.get("allocator"),
+            "granularity": plan_options.get("granularity"),
+            "quant_method": plan_options.get("quant_method"),
+            "error_model": plan_options.get("error_model"),
+            "budget": (prov.get("budget") or {}).get("given"),
+            "total_bytes": summary.get("total_bytes"),
+            "expert_bytes": summary.get("expert_bytes"),
+            "average_payload_bits": summary.get("average_payload_bits"),
+        },
         "options": dict(options),
         "tensors": tensors,
         "copied": copied,
-        "shards": [{"name": s.name, "source_file": s.source_file, "bytes": finished[s.name]["bytes"],
-                    "sha256": finished[s.name]["sha256"], "tensors": len(s.tensors), "resumed": s.name in resumed}
-                   for s in shards],
+        "shards": [
+            {
+                "name": s.name,
+                "source_file": s.source_file,
+                "bytes": finished[s.name]["bytes"],
+                "sha256": finished[s.name]["sha256"],
+                "tensors": len(s.tensors),
+                "resumed": s.name in resumed,
+            }
+            for s in shards
+        ],
         "files": list(files),
         "totals": totals(records, shards, ckpt, summary),
         "timing": timing(records, resumed, seconds),
@@ -109,8 +137,9 @@ def build_manifest(ckpt: Checkpoint, plan: Plan, plan_path: str | Path, shards: 
     }
 
 
-def totals(records: Sequence[Mapping[str, Any]], shards: Sequence[OutputShard], ckpt: Checkpoint,
-           summary: Mapping[str, Any]) -> dict[str, Any]:
+def totals(
+    records: Sequence[Mapping[str, Any]], shards: Sequence[OutputShard], ckpt: Checkpoint, summary: Mapping[str, Any]
+) -> dict[str, Any]:
     """Counts, bytes (written vs plan) and error averages of a run."""
     quantized = [r for r in records if r["kind"] == "quantized"]
     dense = [r for r in records if r["kind"] == "dense"]
@@ -122,25 +151,32 @@ def totals(records: Sequence[Mapping[str, Any]], shards: Sequence[OutputShard], 
     quantized_bytes = sum(r["bytes"] for r in quantized)
     predicted_bytes = sum(r["predicted_bytes"] for r in quantized if r["predicted_bytes"] is not None)
     return {
-        "quantized_tensors": len(quantized), "dense_tensors": len(dense), "copied_tensors": len(copied),
+        "quantized_tensors": len(quantized),
+        "dense_tensors": len(dense),
+        "copied_tensors": len(copied),
         "quantized_params": params,
         "payload_bytes": sum(r["payload_bytes"] for r in quantized),
         "scale_bytes": sum(r["scale_bytes"] for r in quantized),
         "zero_bytes": sum(r["zero_bytes"] for r in quantized),
-        "quantized_bytes": quantized_bytes, "predicted_bytes": predicted_bytes,
+        "quantized_bytes": quantized_bytes,
+        "predicted_bytes": predicted_bytes,
         "bytes_match_plan": quantized_bytes == predicted_bytes,
         "expert_quantized_bytes": sum(r["bytes"] for r in experts),
         "expert_predicted_bytes": sum(r["predicted_bytes"] or 0 for r in experts),
-        "dense_bytes": sum(r["bytes"] for r in dense), "copied_bytes": sum(r["bytes"] for r in copied),
-        "output_bytes": sum(s.nbytes for s in shards), "shards": len(shards),
+        "dense_bytes": sum(r["bytes"] for r in dense),
+        "copied_bytes": sum(r["bytes"] for r in copied),
+        "output_bytes": sum(s.nbytes for s in shards),
+        "shards": len(shards),
         "plan_total_bytes": summary.get("total_bytes"),
         "source_bytes": sum(info.nbytes for info in ckpt.tensors.values()),
         "source_quantized_bytes": sum(r["source_bytes"] for r in quantized),
         "average_payload_bits": sum(r["bits"] * r["rows"] * r["cols"] for r in quantized) / params if params else None,
-        "mean_rel_error": (sum(r["rel_error"] * r["rows"] * r["cols"] for r in quantized) / params
-                           if params else None),
-        "mean_predicted_error": (sum(r["predicted_error"] * r["rows"] * r["cols"] for r in predicted)
-                                 / predicted_params if predicted_params else None),
+        "mean_rel_error": (sum(r["rel_error"] * r["rows"] * r["cols"] for r in quantized) / params if params else None),
+        "mean_predicted_error": (
+            sum(r["predicted_error"] * r["rows"] * r["cols"] for r in predicted) / predicted_params
+            if predicted_params
+            else None
+        ),
     }
 
 

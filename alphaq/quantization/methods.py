@@ -36,9 +36,11 @@ def check_method(method: str, option: str = "--method") -> None:
         ConfigError: ``method`` is not one of :data:`METHODS` (a calibrated one gets its own message).
     """
     if method in CALIBRATED_METHODS:
-        raise ConfigError(f"{option} {method} is calibrated on text and cannot be used by the data-free paths (the "
-                          f"plan's measured error model, simulation); use {', '.join(METHODS)} here and "
-                          f"`alphaq quantize --method {method} --calibration-text FILE`")
+        raise ConfigError(
+            f"{option} {method} is calibrated on text and cannot be used by the data-free paths (the "
+            f"plan's measured error model, simulation); use {', '.join(METHODS)} here and "
+            f"`alphaq quantize --method {method} --calibration-text FILE`"
+        )
     if method not in METHODS:
         raise ConfigError(f"unknown quantization method {method!r}; use {option} with one of {', '.join(METHODS)}")
 
@@ -66,8 +68,9 @@ def quantize_with(w: torch.Tensor, spec: QuantSpec, method: Method = "rtn") -> Q
     return quantize_groupwise(w, spec, clip_search=method == "rtn_clip")
 
 
-def quantize_dequantize(w: torch.Tensor, spec: QuantSpec, *, method: Method = "rtn",
-                        dtype: torch.dtype | None = None) -> torch.Tensor:
+def quantize_dequantize(
+    w: torch.Tensor, spec: QuantSpec, *, method: Method = "rtn", dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Fake quantization: quantize ``w`` with ``method`` and dequantize it again.
 
     Args:
@@ -84,4 +87,12 @@ def quantize_dequantize(w: torch.Tensor, spec: QuantSpec, *, method: Method = "r
     return dequantize_groupwise(quantize_with(w, spec, method), dtype=w.dtype if dtype is None else dtype)
 
 
-__all__ = ["CALIBRATED_METHODS", "METHODS", "QUANTIZE_METHODS", "Method", "check_method", "quantize_dequantize", "quantize_with"]
+__all__ = [
+    "CALIBRATED_METHODS",
+    "METHODS",
+    "QUANTIZE_METHODS",
+    "Method",
+    "check_method",
+    "quantize_dequantize",
+    "quantize_with",
+]

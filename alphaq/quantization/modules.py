@@ -46,19 +46,33 @@ class QuantLinear(nn.Module):
             reference elsewhere).
     """
 
-    def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int, group_size: int,
-                 in_features: int, bias: torch.Tensor | None = None, *, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        qweight: torch.Tensor,
+        scales: torch.Tensor,
+        zeros: torch.Tensor,
+        bits: int,
+        group_size: int,
+        in_features: int,
+        bias: torch.Tensor | None = None,
+        *,
+        backend: str = "auto",
+    ) -> None:
         super().__init__()
         spec = QuantSpec(bits, group_size)
         rows = int(qweight.shape[0])
-        expected = {"qweight": (torch.uint8, (rows, packed_row_bytes(in_features, bits))),
-                    "scales": (torch.float16, (rows, num_groups(in_features, group_size))),
-                    "zeros": (torch.float16, (rows, num_groups(in_features, group_size)))}
+        expected = {
+            "qweight": (torch.uint8, (rows, packed_row_bytes(in_features, bits))),
+            "scales": (torch.float16, (rows, num_groups(in_features, group_size))),
+            "zeros": (torch.float16, (rows, num_groups(in_features, group_size))),
+        }
         for name, tensor in (("qweight", qweight), ("scales", scales), ("zeros", zeros)):
             dtype, shape = expected[name]
             if tensor.dtype != dtype or tuple(tensor.shape) != shape:
-                raise ValueError(f"QuantLinear {name}: expected {dtype} {shape} for a {rows}x{in_features} matrix at "
-                                 f"{bits} bits, group {group_size}; got {tensor.dtype} {tuple(tensor.shape)}")
+                raise ValueError(
+                    f"QuantLinear {name}: expected {dtype} {shape} for a {rows}x{in_features} matrix at "
+                    f"{bits} bits, group {group_size}; got {tensor.dtype} {tuple(tensor.shape)}"
+                )
         self.bits = spec.bits
         self.group_size = spec.group_size
         self.in_features = int(in_features)
@@ -73,20 +87,31 @@ class QuantLinear(nn.Module):
         """``x [..., in] -> [..., out]`` of ``x.dtype`` (accumulated in float32 by the torch reference)."""
         from alphaq.kernels import dequant_matmul
 
-        y = dequant_matmul(x, self.qweight, self.scales, self.zeros, self.bits, self.group_size, self.in_features,
-                           backend=self.backend)  # [..., out]
+        y = dequant_matmul(
+            x, self.qweight, self.scales, self.zeros, self.bits, self.group_size, self.in_features, backend=self.backend
+        )  # [..., out]
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The dequantized weight ``[out, in]`` (a fresh tensor; the module keeps only the packed form)."""
         from alphaq.kernels import unpack_dequantize
 
-        return unpack_dequantize(self.qweight, self.scales, self.zeros, self.bits, self.group_size,
-                                 self.in_features, dtype, backend=self.backend)
+        return unpack_dequantize(
+            self.qweight,
+            self.scales,
+            self.zeros,
+            self.bits,
+            self.group_size,
+            self.in_features,
+            dtype,
+            backend=self.backend,
+        )
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
-                f"group_size={self.group_size}, bias={self.bias is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+            f"group_size={self.group_size}, bias={self.bias is not None}"
+        )
 
 
 def dense_linear(weight: torch.Tensor, dtype: torch.dtype) -> nn.Linear:
@@ -115,8 +140,9 @@ class QuantizedExperts(nn.Module):
         self.num_experts = len(self.experts)
         self.act_fn = act_fn
 
-    def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
-                top_k_weights: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
+    ) -> torch.Tensor:
         """Mixture of the chosen experts.
 
         Args:

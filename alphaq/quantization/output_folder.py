@@ -44,8 +44,10 @@ def resume_state(out: Path, key: Mapping[str, Any]) -> tuple[dict[str, Any], boo
     leftovers = [p for p in out.iterdir() if p.name != PROGRESS_FILE and not is_temporary(p)]
     if not finished and not leftovers:  # a run that stopped before its first shard: nothing to keep
         return {}, False
-    raise AlphaQError(f"{out}: out directory holds an unfinished run of another plan, checkpoint or options "
-                      "(method, device); re-run with the same ones to resume, or choose another --out or remove it")
+    raise AlphaQError(
+        f"{out}: out directory holds an unfinished run of another plan, checkpoint or options "
+        "(method, device); re-run with the same ones to resume, or choose another --out or remove it"
+    )
 
 
 def is_temporary(path: Path) -> bool:
@@ -87,16 +89,20 @@ def check_written_bytes(finished: Mapping[str, Any], layout: Any) -> None:
     written = sum(r["bytes"] for r in records)
     predicted = sum(r["predicted_bytes"] for r in records)
     if written != predicted:
-        raise RuntimeError(f"quantized tensors take {written} bytes but the plan predicts {predicted} "
-                           "(bug in alphaq, please report it)")
+        raise RuntimeError(
+            f"quantized tensors take {written} bytes but the plan predicts {predicted} "
+            "(bug in alphaq, please report it)"
+        )
 
 
 def check_free_space(out: Path, needed: int) -> None:
     folder = next(p for p in (out, *out.resolve().parents) if p.is_dir())
     free = shutil.disk_usage(folder).free
     if free < needed:
-        raise AlphaQError(f"{out}: {_gb(free)} free but the quantized checkpoint needs {_gb(needed)} more; free "
-                          "space or choose another --out")
+        raise AlphaQError(
+            f"{out}: {_gb(free)} free but the quantized checkpoint needs {_gb(needed)} more; free "
+            "space or choose another --out"
+        )
 
 
 def disk_error(exc: OSError, out: Path) -> AlphaQError:
@@ -117,5 +123,13 @@ def _gb(nbytes: float) -> str:
     return f"{nbytes / 1e9:.2f} GB"
 
 
-__all__ = ["PROGRESS_FILE", "check_free_space", "check_written_bytes", "disk_error", "is_temporary", "resume_state",
-           "reusable_shard", "start_output"]
+__all__ = [
+    "PROGRESS_FILE",
+    "check_free_space",
+    "check_written_bytes",
+    "disk_error",
+    "is_temporary",
+    "resume_state",
+    "reusable_shard",
+    "start_output",
+]

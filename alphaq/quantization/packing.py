@@ -29,8 +29,9 @@ def _check_packable(q: torch.Tensor, bits: int) -> None:
         got = f"{q.dtype} with shape {tuple(q.shape)}" if isinstance(q, torch.Tensor) else type(q).__name__
         raise ValueError(f"pack expects a 2-D uint8 tensor [R, C], got {got}")
     if q.numel() and int(q.max()) >> bits:
-        raise ValueError(f"pack: value {int(q.max())} does not fit in {bits} bits; quantize to "
-                         f"0..{(1 << bits) - 1} first")
+        raise ValueError(
+            f"pack: value {int(q.max())} does not fit in {bits} bits; quantize to 0..{(1 << bits) - 1} first"
+        )
 
 
 def pack(q: torch.Tensor, bits: int) -> torch.Tensor:
@@ -76,13 +77,18 @@ def unpack(packed: torch.Tensor, bits: int, cols: int) -> torch.Tensor:
     """
     check_bits(bits)
     if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8 or packed.dim() != 2:
-        got = (f"{packed.dtype} with shape {tuple(packed.shape)}" if isinstance(packed, torch.Tensor)
-               else type(packed).__name__)
+        got = (
+            f"{packed.dtype} with shape {tuple(packed.shape)}"
+            if isinstance(packed, torch.Tensor)
+            else type(packed).__name__
+        )
         raise ValueError(f"unpack expects a 2-D uint8 tensor, got {got}")
     expected = packed_row_bytes(cols, bits)
     if packed.shape[1] != expected:
-        raise ValueError(f"unpack: packed rows have {packed.shape[1]} bytes but {cols} values at {bits} bits "
-                         f"need {expected}; pass the original column count")
+        raise ValueError(
+            f"unpack: packed rows have {packed.shape[1]} bytes but {cols} values at {bits} bits "
+            f"need {expected}; pass the original column count"
+        )
     rows = packed.shape[0]
     groups = -(-cols // PACK_VALUES)
     if bits == 8:
@@ -98,4 +104,3 @@ def unpack(packed: torch.Tensor, bits: int, cols: int) -> torch.Tensor:
         values = (words.unsqueeze(-1) >> value_shifts) & mask  # [r, n8, 8]
         out[rows_slice] = values.to(torch.uint8).reshape(chunk.shape[0], groups * PACK_VALUES)
     return out[:, :cols].contiguous() if cols % PACK_VALUES else out
-

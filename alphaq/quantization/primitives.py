@@ -53,12 +53,14 @@ class QuantizedTensor:
         rows, cols = self.shape
         groups = (rows, num_groups(cols, self.spec.group_size))
         if self.q.dtype != torch.uint8 or tuple(self.q.shape) != (rows, cols):
-            raise ValueError(f"QuantizedTensor.q must be uint8 {(rows, cols)}, got {self.q.dtype} "
-                             f"{tuple(self.q.shape)}")
+            raise ValueError(
+                f"QuantizedTensor.q must be uint8 {(rows, cols)}, got {self.q.dtype} {tuple(self.q.shape)}"
+            )
         for name, tensor in (("scale", self.scale), ("zero", self.zero)):
             if tensor.dtype != torch.float16 or tuple(tensor.shape) != groups:
-                raise ValueError(f"QuantizedTensor.{name} must be float16 {groups}, got {tensor.dtype} "
-                                 f"{tuple(tensor.shape)}")
+                raise ValueError(
+                    f"QuantizedTensor.{name} must be float16 {groups}, got {tensor.dtype} {tuple(tensor.shape)}"
+                )
 
     @property
     def nbytes(self) -> QuantBytes:
@@ -74,8 +76,10 @@ def as_float_matrix(w: torch.Tensor) -> torch.Tensor:
     """Validate a weight and return it as float32 [R, C] (raises ValueError on bad shape or NaN/Inf)."""
     if not isinstance(w, torch.Tensor) or w.dim() != 2:
         got = f"shape {tuple(w.shape)}" if isinstance(w, torch.Tensor) else type(w).__name__
-        raise ValueError(f"expected a 2-D weight tensor [out, in], got {got}; reshape 3-D expert tensors "
-                         f"to one [out, in] matrix per expert")
+        raise ValueError(
+            f"expected a 2-D weight tensor [out, in], got {got}; reshape 3-D expert tensors "
+            f"to one [out, in] matrix per expert"
+        )
     if not w.is_floating_point():
         raise ValueError(f"expected a floating-point weight, got {w.dtype}")
     if w.numel() == 0:
@@ -84,13 +88,16 @@ def as_float_matrix(w: torch.Tensor) -> torch.Tensor:
     if not bool(torch.isfinite(w32).all()):
         raise ValueError("weight contains NaN or Inf values; fix the checkpoint before quantizing")
     if float(w32.abs().max()) > FP16_MAX:
-        raise ValueError(f"weight has values beyond +-{FP16_MAX:g}, which the float16 scales and zeros of "
-                         f"the format cannot hold; keep this matrix unquantized")
+        raise ValueError(
+            f"weight has values beyond +-{FP16_MAX:g}, which the float16 scales and zeros of "
+            f"the format cannot hold; keep this matrix unquantized"
+        )
     return w32
 
 
-def map_groups(w: torch.Tensor, group_size: int,
-               fn: Callable[[torch.Tensor], GroupParams]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def map_groups(
+    w: torch.Tensor, group_size: int, fn: Callable[[torch.Tensor], GroupParams]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Apply ``fn`` to the full groups [R, G_full, group_size] and to the partial tail [R, 1, tail].
 
     Args:
@@ -105,9 +112,9 @@ def map_groups(w: torch.Tensor, group_size: int,
     full = cols // group_size
     blocks = []
     if full:
-        blocks.append(w[:, :full * group_size].reshape(rows, full, group_size))  # [R, G_full, gs]
+        blocks.append(w[:, : full * group_size].reshape(rows, full, group_size))  # [R, G_full, gs]
     if cols % group_size:
-        blocks.append(w[:, full * group_size:].reshape(rows, 1, cols % group_size))  # [R, 1, tail]
+        blocks.append(w[:, full * group_size :].reshape(rows, 1, cols % group_size))  # [R, 1, tail]
     results = [fn(block) for block in blocks]
     q = torch.cat([block_codes.reshape(rows, -1) for block_codes, _, _ in results], dim=1)  # [R, C]
     scale = torch.cat([s for _, s, _ in results], dim=1)  # [R, G]
@@ -126,8 +133,10 @@ def to_fp16_scale(scale: torch.Tensor) -> torch.Tensor:
     up = torch.nextafter(scale16, torch.full_like(scale16, math.inf))
     scale16 = torch.where(scale16.to(torch.float32) < scale, up, scale16)
     if not bool(torch.isfinite(scale16).all()):
-        raise ValueError("a group's range max(w, 0) - min(w, 0) is too wide for a float16 scale at this "
-                         "width (over 65504 per code step); use more bits or keep this matrix unquantized")
+        raise ValueError(
+            "a group's range max(w, 0) - min(w, 0) is too wide for a float16 scale at this "
+            "width (over 65504 per code step); use more bits or keep this matrix unquantized"
+        )
     return scale16
 
 
@@ -184,8 +193,9 @@ def minmax_params(lo: torch.Tensor, hi: torch.Tensor, max_code: int) -> tuple[to
     return scale16, zero16
 
 
-def group_params(w_min: torch.Tensor, w_max: torch.Tensor, max_code: int,
-                 shrink: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def group_params(
+    w_min: torch.Tensor, w_max: torch.Tensor, max_code: int, shrink: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Min-max float16 (scale, zero) per group from the group's extremes.
 
     The range is ``[min(w_min, 0), max(w_max, 0)]`` scaled by ``shrink``. A constant group ``c``
@@ -307,8 +317,9 @@ def round_zero_points(w: torch.Tensor, qt: QuantizedTensor) -> QuantizedTensor:
     scale_cols = qt.scale.to(torch.float32).repeat_interleave(gs, dim=1)[:, :cols]  # [R, C]
     zero_cols = zero.repeat_interleave(gs, dim=1)[:, :cols]  # [R, C]
     q = torch.round(w.to(torch.float32) / scale_cols + zero_cols).clamp_(0, max_code)
-    return QuantizedTensor(q=q.to(torch.uint8), scale=qt.scale, zero=zero.to(torch.float16), spec=qt.spec,
-                           shape=qt.shape)
+    return QuantizedTensor(
+        q=q.to(torch.uint8), scale=qt.scale, zero=zero.to(torch.float16), spec=qt.spec, shape=qt.shape
+    )
 
 
 def relative_error(w: torch.Tensor, w_hat: torch.Tensor) -> float:

@@ -98,11 +98,22 @@ class _Job:
 
 
 @locks_output("out_dir", "quantize")
-def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str | Path, *, method: str | None = None,
-                 device: str = "cpu", progress: ProgressFn | None = None, on_bytes: Callable[[int], None] | None = None,
-                 max_shard_bytes: int = fmt.DEFAULT_MAX_SHARD_BYTES, zero_points: str = "float",
-                 calibration_text: str | Path | None = None, calibration_windows: int = 128,
-                 gptq: GptqOptions | None = None, backend: RayBackend | None = None) -> QuantizeResult:
+def run_quantize(
+    model: str | Path | None,
+    plan_path: str | Path,
+    out_dir: str | Path,
+    *,
+    method: str | None = None,
+    device: str = "cpu",
+    progress: ProgressFn | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+    max_shard_bytes: int = fmt.DEFAULT_MAX_SHARD_BYTES,
+    zero_points: str = "float",
+    calibration_text: str | Path | None = None,
+    calibration_windows: int = 128,
+    gptq: GptqOptions | None = None,
+    backend: RayBackend | None = None,
+) -> QuantizeResult:
     """Quantize a checkpoint as a plan says and write the quantized checkpoint into ``out_dir``.
 
     Args:
@@ -147,8 +158,11 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
         method = planned if planned in METHODS else "rtn"
     kernels = _check_options(method, device, max_shard_bytes)
     if (method in CALIBRATED_METHODS) != (calibration_text is not None):
-        raise ConfigError(f"{method} is calibrated on text; pass --calibration-text FILE" if calibration_text is None
-                          else f"--calibration-text is used by --method gptq only, not {method}; drop it")
+        raise ConfigError(
+            f"{method} is calibrated on text; pass --calibration-text FILE"
+            if calibration_text is None
+            else f"--calibration-text is used by --method gptq only, not {method}; drop it"
+        )
     if gptq is not None and method not in CALIBRATED_METHODS:
         raise ConfigError(f"gptq options are used by method gptq only, not {method}; drop them")
     if zero_points not in ZERO_POINTS:
@@ -165,8 +179,14 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
     scale_tensors = {s.name for s in ckpt.skipped if s.reason == "quantization scales"}
     layout = fmt.build_layout(ckpt.tensors, ckpt.matrices, widths, scale_tensors, max_shard_bytes=max_shard_bytes)
     out = Path(out_dir)
-    key = {"plan_fingerprint": plan.plan_fingerprint, "checkpoint_fingerprint": ckpt.fingerprint, "method": method,
-           "device": device, "format": fmt.FORMAT, "layout": fmt.layout_fingerprint(layout)}
+    key = {
+        "plan_fingerprint": plan.plan_fingerprint,
+        "checkpoint_fingerprint": ckpt.fingerprint,
+        "method": method,
+        "device": device,
+        "format": fmt.FORMAT,
+        "layout": fmt.layout_fingerprint(layout),
+    }
     if zero_points != "float":  # older progress files (float zeros) keep matching
         key["zero_points"] = zero_points
     if calibration is not None:
@@ -176,17 +196,30 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
     finished, resuming = resume_state(out, key)
     check_free_space(out, sum(s.nbytes for s in layout if s.name not in finished))
     start_output(out, key, resuming=resuming)
-    job = _Job(ckpt, {m.name: m for m in ckpt.matrices}, {t.name: t for t in plan.tensors}, method, device,
-               kernels, progress, on_bytes, total=sum(len(s.units) for s in layout),
-               integer_zeros=zero_points == "integer", calibration=calibration, gptq=gptq)
+    job = _Job(
+        ckpt,
+        {m.name: m for m in ckpt.matrices},
+        {t.name: t for t in plan.tensors},
+        method,
+        device,
+        kernels,
+        progress,
+        on_bytes,
+        total=sum(len(s.units) for s in layout),
+        integer_zeros=zero_points == "integer",
+        calibration=calibration,
+        gptq=gptq,
+    )
     resumed: set[str] = set()
     todo: list[fmt.OutputShard] = []
     try:
         for shard in layout:
             record = reusable_shard(out, shard, finished.get(shard.name))
             if record is None and shard.name in finished:
-                warnings.append(f"{shard.name}: the finished shard on disk does not match its recorded size and "
-                                "sha256 (damaged since it was written); quantized it again")
+                warnings.append(
+                    f"{shard.name}: the finished shard on disk does not match its recorded size and "
+                    "sha256 (damaged since it was written); quantized it again"
+                )
             if record is not None:
                 resumed.add(shard.name)
                 for unit in shard.units:
@@ -199,11 +232,22 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
             finished[shard.name] = write(job, shard, out)
             write_json(out / PROGRESS_FILE, {"key": key, "shards": finished})
         check_written_bytes(finished, layout)
-        config = fmt.quantized_config(ckpt.config, layout, job.refs, method=method,
-                                      plan_fingerprint=plan.plan_fingerprint, checkpoint_fingerprint=ckpt.fingerprint)
+        config = fmt.quantized_config(
+            ckpt.config,
+            layout,
+            job.refs,
+            method=method,
+            plan_fingerprint=plan.plan_fingerprint,
+            checkpoint_fingerprint=ckpt.fingerprint,
+        )
         files = fmt.write_checkpoint_files(ckpt.path, out, config, layout)
-        options = {"method": method, "device": device, "backend": "triton" if kernels else "torch",
-                   "max_shard_bytes": max_shard_bytes, "zero_points": zero_points}
+        options = {
+            "method": method,
+            "device": device,
+            "backend": "triton" if kernels else "torch",
+            "max_shard_bytes": max_shard_bytes,
+            "zero_points": zero_points,
+        }
         if backend is not None:
             options["executor"] = backend.describe()
         if calibration is not None:
@@ -212,8 +256,19 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
             text = calibration.record.get("text")  # path relative to the quantized folder (data:NAME in data/)
             text = {**text, "path": record_path(text["path"], base=out)} if text else text
             options["calibration"] = {**calibration.record, "text": text, **(gptq or _default_gptq()).record()}
-        manifest = build_manifest(ckpt, plan, plan_path, layout, finished, options=options, resumed=resumed,
-                                  files=files, warnings=warnings, seconds=time.perf_counter() - start, out_dir=out)
+        manifest = build_manifest(
+            ckpt,
+            plan,
+            plan_path,
+            layout,
+            finished,
+            options=options,
+            resumed=resumed,
+            files=files,
+            warnings=warnings,
+            seconds=time.perf_counter() - start,
+            out_dir=out,
+        )
         write_json(out / QUANTIZE_JSON, manifest)
         (out / PROGRESS_FILE).unlink(missing_ok=True)
     except OSError as exc:
@@ -221,9 +276,14 @@ def run_quantize(model: str | Path | None, plan_path: str | Path, out_dir: str |
     return QuantizeResult(out_dir=out, manifest=manifest)
 
 
-def quantize_with_config(model: str | Path | None, config: QuantizeConfig, out_dir: str | Path, *,
-                         progress: ProgressFn | None = None,
-                         on_bytes: Callable[[int], None] | None = None) -> QuantizeResult:
+def quantize_with_config(
+    model: str | Path | None,
+    config: QuantizeConfig,
+    out_dir: str | Path,
+    *,
+    progress: ProgressFn | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> QuantizeResult:
     """:func:`run_quantize` as a :class:`~alphaq.quantization.config.QuantizeConfig` says, on its backend
     (``local``, or Ray: connected for the run, and disconnected at its end if the run started it).
 
@@ -240,10 +300,20 @@ def quantize_with_config(model: str | Path | None, config: QuantizeConfig, out_d
     from alphaq.distributed import backend_session
 
     with backend_session(config.backend, config.ray_address) as backend:
-        return run_quantize(model, config.plan, out_dir, method=config.method, device=config.device,
-                            progress=progress, on_bytes=on_bytes, zero_points=config.zero_points,
-                            calibration_text=config.calibration_text, calibration_windows=config.calibration_windows,
-                            gptq=config.gptq, backend=backend)
+        return run_quantize(
+            model,
+            config.plan,
+            out_dir,
+            method=config.method,
+            device=config.device,
+            progress=progress,
+            on_bytes=on_bytes,
+            zero_points=config.zero_points,
+            calibration_text=config.calibration_text,
+            calibration_windows=config.calibration_windows,
+            gptq=config.gptq,
+            backend=backend,
+        )
 
 
 def _default_gptq() -> GptqOptions:
@@ -278,8 +348,9 @@ def _check_options(method: str, device: str, max_shard_bytes: int) -> bool:
     return bool(triton_available())
 
 
-def plan_widths(plan: Plan, ckpt: Checkpoint, method: str, *,
-                source: str = "plan") -> tuple[dict[str, tuple[int, int | None]], list[str]]:
+def plan_widths(
+    plan: Plan, ckpt: Checkpoint, method: str, *, source: str = "plan"
+) -> tuple[dict[str, tuple[int, int | None]], list[str]]:
     """Check that ``plan`` fits ``ckpt`` and ``method``; return matrix name -> (bits, group_size) and warnings.
 
     Raises:
@@ -292,32 +363,43 @@ def plan_widths(plan: Plan, ckpt: Checkpoint, method: str, *,
     recorded = (plan.provenance.get("checkpoint") or {}).get("fingerprint")
     warnings: list[str] = []
     if recorded and recorded != ckpt.fingerprint:
-        raise PlanError(f"{source} was made for another checkpoint (fingerprint {recorded}, {ckpt.path} has "
-                        f"{ckpt.fingerprint}); run `alphaq plan` on this checkpoint")
+        raise PlanError(
+            f"{source} was made for another checkpoint (fingerprint {recorded}, {ckpt.path} has "
+            f"{ckpt.fingerprint}); run `alphaq plan` on this checkpoint"
+        )
     if not recorded:
         warnings.append("the plan records no checkpoint fingerprint: it was matched by tensor names and shapes only")
     missing = [t.name for t in plan.tensors if t.name not in refs]
     if missing:
-        raise PlanError(f"{source} names {len(missing)} matrix(es) not in the checkpoint (first: {missing[0]}); the "
-                        "plan was made for another checkpoint: run `alphaq plan` on this one")
+        raise PlanError(
+            f"{source} names {len(missing)} matrix(es) not in the checkpoint (first: {missing[0]}); the "
+            "plan was made for another checkpoint: run `alphaq plan` on this one"
+        )
     for t in plan.tensors:
         if (t.rows, t.cols) != refs[t.name].shape:
-            raise PlanError(f"{source}: {t.name} is {t.rows}x{t.cols} in the plan but {refs[t.name].shape[0]}x"
-                            f"{refs[t.name].shape[1]} in the checkpoint; run `alphaq plan` on this checkpoint")
+            raise PlanError(
+                f"{source}: {t.name} is {t.rows}x{t.cols} in the plan but {refs[t.name].shape[0]}x"
+                f"{refs[t.name].shape[1]} in the checkpoint; run `alphaq plan` on this checkpoint"
+            )
     planned = {t.name for t in plan.tensors}
     unplanned = [m for m in ckpt.matrices if m.name not in planned]
     experts = [m.name for m in unplanned if m.role is Role.EXPERT]
     if experts:
-        raise PlanError(f"{len(experts)} routed-expert matrix(es) of the checkpoint are not in {source} (first: "
-                        f"{experts[0]}); re-create the plan with `alphaq plan` on this checkpoint")
+        raise PlanError(
+            f"{len(experts)} routed-expert matrix(es) of the checkpoint are not in {source} (first: "
+            f"{experts[0]}); re-create the plan with `alphaq plan` on this checkpoint"
+        )
     if unplanned:
-        warnings.append(f"{len(unplanned)} non-expert matrix(es) not in the plan are copied unchanged "
-                        f"(first: {unplanned[0].name})")
+        warnings.append(
+            f"{len(unplanned)} non-expert matrix(es) not in the plan are copied unchanged (first: {unplanned[0].name})"
+        )
     for t in plan.tensors:
         if t.bits != fmt.KEEP_BITS and t.bits not in METHOD_BITS[method]:
             widths = ", ".join(str(b) for b in METHOD_BITS[method])
-            raise ConfigError(f"--method {method} cannot write {t.bits}-bit weights ({t.name}); it supports widths "
-                              f"{widths}: choose another --method or re-plan with --widths among them")
+            raise ConfigError(
+                f"--method {method} cannot write {t.bits}-bit weights ({t.name}); it supports widths "
+                f"{widths}: choose another --method or re-plan with --widths among them"
+            )
     return {t.name: (t.bits, t.group_size) for t in plan.tensors}, warnings
 
 
@@ -345,17 +427,35 @@ def _run_unit(job: _Job, unit: fmt.WorkUnit, writer: st.ShardWriter, shard: str)
     if unit.kind == "copy":
         output = unit.outputs[0]
         writer.write(output.name, st.tensor_bytes(job.ckpt.read_tensor(unit.source)))
-        return {"kind": "copy", "name": output.name, "dtype": output.dtype, "shape": list(output.shape),
-                "bytes": output.nbytes, "seconds": round(time.perf_counter() - start, 6), "shard": shard}
+        return {
+            "kind": "copy",
+            "name": output.name,
+            "dtype": output.dtype,
+            "shape": list(output.shape),
+            "bytes": output.nbytes,
+            "seconds": round(time.perf_counter() - start, 6),
+            "shard": shard,
+        }
     ref, planned = job.refs[unit.source], job.plan.get(unit.source)
     w = job.ckpt.read_matrix(ref, dtype=torch.float32)  # [out, in]
     record: dict[str, Any] = {
-        "kind": "quantized" if unit.kind == "quantize" else "dense", "name": ref.name, "base": unit.key,
-        "tensor": ref.tensor, "layer": ref.layer, "expert": ref.expert, "proj": ref.proj, "role": ref.role.value,
-        "rows": ref.shape[0], "cols": ref.shape[1], "bits": unit.bits, "group_size": unit.group_size,
+        "kind": "quantized" if unit.kind == "quantize" else "dense",
+        "name": ref.name,
+        "base": unit.key,
+        "tensor": ref.tensor,
+        "layer": ref.layer,
+        "expert": ref.expert,
+        "proj": ref.proj,
+        "role": ref.role.value,
+        "rows": ref.shape[0],
+        "cols": ref.shape[1],
+        "bits": unit.bits,
+        "group_size": unit.group_size,
         "predicted_error": planned.error if planned is not None else None,
-        "predicted_bytes": planned.bytes if planned is not None else None, "source_bytes": unit.source_bytes,
-        "shard": shard}
+        "predicted_bytes": planned.bytes if planned is not None else None,
+        "source_bytes": unit.source_bytes,
+        "shard": shard,
+    }
     if unit.kind == "dense":
         output = unit.outputs[0]
         dense = w.to(_torch_dtype(output.dtype))
@@ -365,8 +465,16 @@ def _run_unit(job: _Job, unit: fmt.WorkUnit, writer: st.ShardWriter, shard: str)
         spec = QuantSpec(int(unit.bits or 0), int(unit.group_size or 0))
         try:
             hessian = job.calibration.hessian(ref) if job.calibration is not None else None
-            packed, error = quantize_matrix(w, spec, job.method, device=job.device, kernels=job.kernels,
-                                            integer_zeros=job.integer_zeros, hessian=hessian, gptq=job.gptq)
+            packed, error = quantize_matrix(
+                w,
+                spec,
+                job.method,
+                device=job.device,
+                kernels=job.kernels,
+                integer_zeros=job.integer_zeros,
+                hessian=hessian,
+                gptq=job.gptq,
+            )
         except ValueError as exc:
             raise AlphaQError(f"{ref.name}: cannot quantize ({exc}); plan it at 16 bits or fix the checkpoint") from exc
         qweight, scales, zeros = (t.name for t in unit.outputs)
@@ -375,10 +483,17 @@ def _run_unit(job: _Job, unit: fmt.WorkUnit, writer: st.ShardWriter, shard: str)
         sizes = quantized_nbytes(ref.shape[0], ref.shape[1], spec)
         written = packed.packed.numel() + 2 * packed.scale.numel() + 2 * packed.zero.numel()
         if written != sizes.total or (planned is not None and planned.bytes != written):
-            raise RuntimeError(f"{ref.name}: wrote {written} bytes, the format says {sizes.total} and the plan "
-                               f"{planned.bytes if planned else '?'} (bug in alphaq, please report it)")
-        record.update(rel_error=error, payload_bytes=sizes.payload, scale_bytes=sizes.scales, zero_bytes=sizes.zeros,
-                      bytes=sizes.total)
+            raise RuntimeError(
+                f"{ref.name}: wrote {written} bytes, the format says {sizes.total} and the plan "
+                f"{planned.bytes if planned else '?'} (bug in alphaq, please report it)"
+            )
+        record.update(
+            rel_error=error,
+            payload_bytes=sizes.payload,
+            scale_bytes=sizes.scales,
+            zero_bytes=sizes.zeros,
+            bytes=sizes.total,
+        )
     record["seconds"] = round(time.perf_counter() - start, 6)
     return record
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alphaq.atomic import atomic_path
-from alphaq.provenance import sha256_file
 from alphaq.errors import AlphaQError
+from alphaq.provenance import sha256_file
 from alphaq.quantization.layout import QuantSpec, packed_row_bytes
 
 if TYPE_CHECKING:
@@ -33,9 +33,33 @@ INDEX_FILE = "model.safetensors.index.json"
 SHARD_METADATA = {"format": "pt"}
 #: safetensors' dtype order: the library stores tensors by descending rank, then name, which keeps each
 #: tensor aligned to its element size. Mirrored so that our shards are byte-identical to ``save_file``'s.
-_DTYPE_RANK = {name: rank for rank, name in enumerate((
-    "BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16", "U16", "F16", "BF16",
-    "I32", "U32", "F32", "C64", "F64", "I64", "U64"))}
+_DTYPE_RANK = {
+    name: rank
+    for rank, name in enumerate(
+        (
+            "BOOL",
+            "F4",
+            "F6_E2M3",
+            "F6_E3M2",
+            "U8",
+            "I8",
+            "F8_E5M2",
+            "F8_E4M3",
+            "F8_E8M0",
+            "I16",
+            "U16",
+            "F16",
+            "BF16",
+            "I32",
+            "U32",
+            "F32",
+            "C64",
+            "F64",
+            "I64",
+            "U64",
+        )
+    )
+}
 
 
 def quantized_names(base: str) -> tuple[str, str, str]:
@@ -56,14 +80,20 @@ def shard_header(tensors: Sequence[OutputTensor]) -> tuple[bytes, dict[str, tupl
     entries: dict[str, Any] = {"__metadata__": SHARD_METADATA}
     offset = 0
     for tensor in ordered:
-        entries[tensor.name] = {"dtype": tensor.dtype, "shape": list(tensor.shape),
-                                "data_offsets": [offset, offset + tensor.nbytes]}
+        entries[tensor.name] = {
+            "dtype": tensor.dtype,
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + tensor.nbytes],
+        }
         offset += tensor.nbytes
     text = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)
     start = 8 + len(text)
-    spans = {name: (start + e["data_offsets"][0], start + e["data_offsets"][1])
-             for name, e in entries.items() if name != "__metadata__"}
+    spans = {
+        name: (start + e["data_offsets"][0], start + e["data_offsets"][1])
+        for name, e in entries.items()
+        if name != "__metadata__"
+    }
     return len(text).to_bytes(8, "little") + text, spans
 
 
@@ -91,8 +121,9 @@ class ShardWriter:
         return sorted(set(self._spans) - self._written)
 
 
-def write_shard(path: str | os.PathLike[str], tensors: Sequence[OutputTensor],
-                fill: Callable[[ShardWriter], None]) -> tuple[str, int]:
+def write_shard(
+    path: str | os.PathLike[str], tensors: Sequence[OutputTensor], fill: Callable[[ShardWriter], None]
+) -> tuple[str, int]:
     """Write one safetensors shard atomically: header first, then ``fill(writer)`` writes every tensor.
 
     Peak memory is what ``fill`` holds at once (one tensor at a time in :mod:`alphaq.quantization.run`).
@@ -132,8 +163,10 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
 def check_dtype(dtype: str) -> int:
     """Return the storage rank of a safetensors dtype; raise :class:`AlphaQError` for one the writer lacks."""
     if dtype not in _DTYPE_RANK:
-        raise AlphaQError(f"safetensors dtype {dtype!r} is not supported by the writer; keep that tensor out of "
-                          "the checkpoint or convert it")
+        raise AlphaQError(
+            f"safetensors dtype {dtype!r} is not supported by the writer; keep that tensor out of "
+            "the checkpoint or convert it"
+        )
     return _DTYPE_RANK[dtype]
 
 
@@ -190,13 +223,16 @@ def read_quantization_config(directory: str | os.PathLike[str]) -> dict[str, Any
     if not isinstance(quant, dict) or quant.get("quant_method") != QUANT_METHOD:
         raise AlphaQError(f"{config_file}: no alphaq quantization_config; pass a folder written by `alphaq quantize`")
     if quant.get("format") != FORMAT:
-        raise AlphaQError(f"{config_file}: format {quant.get('format')!r}, this alphaq reads {FORMAT}; "
-                          "re-quantize with this alphaq version")
+        raise AlphaQError(
+            f"{config_file}: format {quant.get('format')!r}, this alphaq reads {FORMAT}; "
+            "re-quantize with this alphaq version"
+        )
     return quant
 
 
-def read_quantized_tensors(directory: str | os.PathLike[str],
-                           names: Iterable[str] | None = None) -> dict[str, PackedTensor]:
+def read_quantized_tensors(
+    directory: str | os.PathLike[str], names: Iterable[str] | None = None
+) -> dict[str, PackedTensor]:
     """Read the quantized matrices of a checkpoint written by ``alphaq quantize``.
 
     Args:
@@ -218,11 +254,12 @@ def read_quantized_tensors(directory: str | os.PathLike[str],
     wanted = list(entries) if names is None else list(names)
     unknown = [n for n in wanted if n not in entries]
     if unknown:
-        raise AlphaQError(f"{folder}: {unknown[0]!r} is not a quantized tensor of this checkpoint; see "
-                          "config.json quantization_config.tensors")
+        raise AlphaQError(
+            f"{folder}: {unknown[0]!r} is not a quantized tensor of this checkpoint; see "
+            "config.json quantization_config.tensors"
+        )
     index_file = folder / INDEX_FILE
-    weight_map = (json.loads(index_file.read_text(encoding="utf-8"))["weight_map"] if index_file.is_file()
-                  else None)
+    weight_map = json.loads(index_file.read_text(encoding="utf-8"))["weight_map"] if index_file.is_file() else None
     out: dict[str, PackedTensor] = {}
     with contextlib.ExitStack() as stack:
         handles: dict[str, Any] = {}
@@ -238,7 +275,9 @@ def read_quantized_tensors(directory: str | os.PathLike[str],
             packed = handle.get_tensor(qweight)
             scale, zero = handle.get_tensor(scales), handle.get_tensor(zeros)
             if tuple(packed.shape) != (rows, packed_row_bytes(cols, spec.bits)):
-                raise AlphaQError(f"{folder}: {qweight} has shape {tuple(packed.shape)}, config says {[rows, cols]} "
-                                  f"at {spec.bits} bits; the checkpoint is corrupt, re-quantize it")
+                raise AlphaQError(
+                    f"{folder}: {qweight} has shape {tuple(packed.shape)}, config says {[rows, cols]} "
+                    f"at {spec.bits} bits; the checkpoint is corrupt, re-quantize it"
+                )
             out[base] = PackedTensor(packed=packed, scale=scale, zero=zero, spec=spec, shape=(rows, cols))
     return out

@@ -47,9 +47,22 @@ if TYPE_CHECKING:
     from alphaq.load.checkpoint import MatrixRef
     from alphaq.load.safetensors_files import TensorInfo
 
-__all__ = ["FORMAT", "INDEX_FILE", "QUANT_METHOD", "PackedTensor", "read_quantization_config",
-           "read_quantized_tensors", "quantized_names", "base_name", "build_layout", "OutputTensor", "WorkUnit",
-           "OutputShard", "quantized_config", "write_checkpoint_files"]
+__all__ = [
+    "FORMAT",
+    "INDEX_FILE",
+    "QUANT_METHOD",
+    "PackedTensor",
+    "read_quantization_config",
+    "read_quantized_tensors",
+    "quantized_names",
+    "base_name",
+    "build_layout",
+    "OutputTensor",
+    "WorkUnit",
+    "OutputShard",
+    "quantized_config",
+    "write_checkpoint_files",
+]
 
 #: Width meaning "not quantized" in a plan.
 KEEP_BITS = 16
@@ -57,9 +70,22 @@ KEEP_BITS = 16
 DEFAULT_MAX_SHARD_BYTES = 2 * 10**9
 #: Files copied from the source folder beside the shards (tokenizer, generation config, remote code).
 AUX_FILE_PATTERNS: tuple[str, ...] = (
-    "tokenizer*.json", "tokenizer.model", "*.tiktoken", "special_tokens_map.json", "added_tokens.json",
-    "vocab.json", "vocab.txt", "merges.txt", "spiece.model", "generation_config.json", "chat_template.*",
-    "preprocessor_config.json", "configuration_*.py", "modeling_*.py", "tokenization_*.py")
+    "tokenizer*.json",
+    "tokenizer.model",
+    "*.tiktoken",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "spiece.model",
+    "generation_config.json",
+    "chat_template.*",
+    "preprocessor_config.json",
+    "configuration_*.py",
+    "modeling_*.py",
+    "tokenization_*.py",
+)
 _DENSE_DTYPES = ("BF16", "F16", "F32")
 _ELEMENT_BYTES = {"BF16": 2, "F16": 2, "F32": 4}
 _SCALE_SUFFIXES = ("_scale_inv", "_scale", "_scales")
@@ -148,9 +174,14 @@ class OutputShard:
         return sum(unit.nbytes for unit in self.units)
 
 
-def build_layout(tensors: Mapping[str, TensorInfo], matrices: Sequence[MatrixRef],
-                 widths: Mapping[str, tuple[int, int | None]], scale_tensors: Iterable[str], *,
-                 max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> tuple[OutputShard, ...]:
+def build_layout(
+    tensors: Mapping[str, TensorInfo],
+    matrices: Sequence[MatrixRef],
+    widths: Mapping[str, tuple[int, int | None]],
+    scale_tensors: Iterable[str],
+    *,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+) -> tuple[OutputShard, ...]:
     """Decide every output tensor and shard (pure: depends on headers and the plan only).
 
     A stored tensor whose matrices are all planned at 16 bits (or not planned) is copied, with its FP8/MXFP4
@@ -190,8 +221,11 @@ def build_layout(tensors: Mapping[str, TensorInfo], matrices: Sequence[MatrixRef
         shares = _apportion(sum(tensors[n].nbytes for n in stored), [r.params for r in refs])
         for ref, share in zip(refs, shares):
             bits, group = widths.get(ref.name, (KEEP_BITS, None))
-            unit = (_quantize_unit(ref, bits, int(group or 0), share) if bits != KEEP_BITS else
-                    _dense_unit(ref, dtype if dtype in _DENSE_DTYPES else "BF16", share))
+            unit = (
+                _quantize_unit(ref, bits, int(group or 0), share)
+                if bits != KEEP_BITS
+                else _dense_unit(ref, dtype if dtype in _DENSE_DTYPES else "BF16", share)
+            )
             units.setdefault(home, []).append(unit)
     for name, info in tensors.items():
         if name not in consumed:
@@ -213,8 +247,9 @@ def build_layout(tensors: Mapping[str, TensorInfo], matrices: Sequence[MatrixRef
             size += unit.nbytes
         chunks.append((file, current))
     count = len(chunks)
-    return tuple(OutputShard(shard_file_name(i, count), file.name, tuple(group))
-                 for i, (file, group) in enumerate(chunks))
+    return tuple(
+        OutputShard(shard_file_name(i, count), file.name, tuple(group)) for i, (file, group) in enumerate(chunks)
+    )
 
 
 def shard_file_name(index: int, count: int) -> str:
@@ -239,9 +274,11 @@ def _quantize_unit(ref: MatrixRef, bits: int, group_size: int, source_bytes: int
     sizes = quantized_nbytes(rows, cols, QuantSpec(bits, group_size))
     groups = num_groups(cols, group_size)
     qweight, scales, zeros = quantized_names(base)
-    outputs = (OutputTensor(qweight, "U8", (rows, packed_row_bytes(cols, bits)), sizes.payload),
-               OutputTensor(scales, "F16", (rows, groups), sizes.scales),
-               OutputTensor(zeros, "F16", (rows, groups), sizes.zeros))
+    outputs = (
+        OutputTensor(qweight, "U8", (rows, packed_row_bytes(cols, bits)), sizes.payload),
+        OutputTensor(scales, "F16", (rows, groups), sizes.scales),
+        OutputTensor(zeros, "F16", (rows, groups), sizes.zeros),
+    )
     return WorkUnit("quantize", base, ref.name, outputs, source_bytes, bits, group_size)
 
 
@@ -265,18 +302,25 @@ def _check_unique(units: Iterable[WorkUnit]) -> None:
     for unit in units:
         for tensor in unit.outputs:
             if tensor.name in seen:
-                raise AlphaQError(f"output tensor {tensor.name!r} would be written for both {seen[tensor.name]!r} "
-                                  f"and {unit.source!r}; rename one in the checkpoint or keep it at 16 bits")
+                raise AlphaQError(
+                    f"output tensor {tensor.name!r} would be written for both {seen[tensor.name]!r} "
+                    f"and {unit.source!r}; rename one in the checkpoint or keep it at 16 bits"
+                )
             seen[tensor.name] = unit.source
-
-
 
 
 # -- config.json, the index and the copied files -------------------------------------------------------
 
 
-def quantized_config(source_config: Mapping[str, Any], shards: Sequence[OutputShard], refs: Mapping[str, MatrixRef],
-                     *, method: str, plan_fingerprint: str, checkpoint_fingerprint: str) -> dict[str, Any]:
+def quantized_config(
+    source_config: Mapping[str, Any],
+    shards: Sequence[OutputShard],
+    refs: Mapping[str, MatrixRef],
+    *,
+    method: str,
+    plan_fingerprint: str,
+    checkpoint_fingerprint: str,
+) -> dict[str, Any]:
     """The output ``config.json``: the source config with an alphaq ``quantization_config``.
 
     ``quantization_config`` holds ``quant_method`` ("alphaq"), ``format``, ``method``, ``alphaq_version``, the plan
@@ -296,15 +340,23 @@ def quantized_config(source_config: Mapping[str, Any], shards: Sequence[OutputSh
         else:
             dense[unit.key] = {"dtype": unit.outputs[0].dtype, "shape": list(ref.shape), **origin}
         if ref.fused:
-            entry = fused.setdefault(ref.tensor, {"split": ref.split, "orientation": ref.orientation, "parts": [],
-                                                  "num_experts": 0})
+            entry = fused.setdefault(
+                ref.tensor, {"split": ref.split, "orientation": ref.orientation, "parts": [], "num_experts": 0}
+            )
             if ref.fused_part not in entry["parts"]:
                 entry["parts"].append(ref.fused_part)
             entry["num_experts"] = max(entry["num_experts"], int(ref.expert or 0) + 1)
     quant: dict[str, Any] = {
-        "quant_method": QUANT_METHOD, "format": FORMAT, "method": method, "alphaq_version": __version__,
-        "plan_fingerprint": plan_fingerprint, "checkpoint_fingerprint": checkpoint_fingerprint,
-        "tensors": tensors, "dense_tensors": dense, "fused_tensors": fused}
+        "quant_method": QUANT_METHOD,
+        "format": FORMAT,
+        "method": method,
+        "alphaq_version": __version__,
+        "plan_fingerprint": plan_fingerprint,
+        "checkpoint_fingerprint": checkpoint_fingerprint,
+        "tensors": tensors,
+        "dense_tensors": dense,
+        "fused_tensors": fused,
+    }
     if source_config.get("quantization_config"):
         quant["source_quantization_config"] = source_config["quantization_config"]
     return {**dict(source_config), "quantization_config": quant}
@@ -316,8 +368,9 @@ def index_json(shards: Sequence[OutputShard]) -> dict[str, Any]:
     return {"metadata": {"total_size": sum(s.nbytes for s in shards)}, "weight_map": weight_map}
 
 
-def write_checkpoint_files(source_dir: Path, out: Path, config: Mapping[str, Any],
-                           shards: Sequence[OutputShard]) -> list[str]:
+def write_checkpoint_files(
+    source_dir: Path, out: Path, config: Mapping[str, Any], shards: Sequence[OutputShard]
+) -> list[str]:
     """Copy the tokenizer/generation files, then write config.json and the index (each atomically).
 
     Returns:

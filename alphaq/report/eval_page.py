@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from alphaq.evaluation.artifacts import load_eval_run
 from alphaq.report.page import (
     Section,
     empty_note,
@@ -22,7 +23,6 @@ from alphaq.report.page import (
     table_html,
     write_page,
 )
-from alphaq.evaluation.artifacts import load_eval_run
 from alphaq.runfolder import EVAL_HTML, EVAL_TENSORS_CSV
 
 if TYPE_CHECKING:
@@ -80,8 +80,14 @@ def routing_figure(experts: pd.DataFrame) -> Figure | None:
         ax.set_ylabel(f"L{int(layer)}", rotation=0, labelpad=14, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[-1].set_xlabel("expert")
-    axes[0].legend(handles=[Patch(color=colour[w], label=f"{w:g} bits") for w in widths], loc="lower left",
-                   bbox_to_anchor=(0.0, 1.02), fontsize=8, ncols=len(widths), frameon=False)
+    axes[0].legend(
+        handles=[Patch(color=colour[w], label=f"{w:g} bits") for w in widths],
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.02),
+        fontsize=8,
+        ncols=len(widths),
+        frameon=False,
+    )
     axes[0].set_title("share of each layer's routed selections", fontsize=9, loc="right")
     fig.tight_layout()
     return fig
@@ -101,35 +107,66 @@ def _integer_columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFr
 def _summary(record: dict[str, Any]) -> str:
     base = record.get("baseline") or {}
     memory = record.get("memory") or {}
-    cards = [("Perplexity", _num(record.get("ppl")), f"{record.get('source', {}).get('kind', '?')} model"),
-             ("Original perplexity", _num(base.get("ppl")), "same windows" if base else "not evaluated"),
-             ("Increase", _num(record.get("ppl_increase"), "{:+.4f}"), "quantized \u2212 original"),
-             ("Windows", record.get("windows", _DASH), (f"{record.get('context', '?')} tokens each; "
-                                                       f"{record.get('tokens', 0):,} scored"))]
+    cards = [
+        ("Perplexity", _num(record.get("ppl")), f"{record.get('source', {}).get('kind', '?')} model"),
+        ("Original perplexity", _num(base.get("ppl")), "same windows" if base else "not evaluated"),
+        ("Increase", _num(record.get("ppl_increase"), "{:+.4f}"), "quantized \u2212 original"),
+        (
+            "Windows",
+            record.get("windows", _DASH),
+            (f"{record.get('context', '?')} tokens each; {record.get('tokens', 0):,} scored"),
+        ),
+    ]
     kld = record.get("kld")
     if isinstance(kld, dict):
         interval = kld.get("mean_kld_interval") or {}
         same = kld.get("same_top_interval") or {}
-        cards += [("Mean KL divergence", _num(kld.get("mean_kld"), "{:.5f}"),
-                   (f"95% CI [{_num(interval.get('low'), '{:.5f}')}, {_num(interval.get('high'), '{:.5f}')}]; "
+        cards += [
+            (
+                "Mean KL divergence",
+                _num(kld.get("mean_kld"), "{:.5f}"),
+                (
+                    f"95% CI [{_num(interval.get('low'), '{:.5f}')}, {_num(interval.get('high'), '{:.5f}')}]; "
                     f"median {_num(kld.get('median_kld'), '{:.5f}')}, p99 {_num(kld.get('p99_kld'), '{:.4f}')}; "
-                    f"{kld.get('windows', '?')} windows")),
-                  ("Same top token", _num(100 * kld["same_top"], "{:.2f} %") if kld.get("same_top") is not None
-                   else _DASH,
-                   f"95% CI [{_num(100 * same['low'], '{:.2f}')}, {_num(100 * same['high'], '{:.2f}')}] %"
-                   if same else "as the original's")]
+                    f"{kld.get('windows', '?')} windows"
+                ),
+            ),
+            (
+                "Same top token",
+                _num(100 * kld["same_top"], "{:.2f} %") if kld.get("same_top") is not None else _DASH,
+                f"95% CI [{_num(100 * same['low'], '{:.2f}')}, {_num(100 * same['high'], '{:.2f}')}] %"
+                if same
+                else "as the original's",
+            ),
+        ]
     if memory.get("expert_bytes") is not None:
-        cards.append(("Expert bytes", fmt_bytes(memory["expert_bytes"]),
-                      f"plan {fmt_bytes(memory.get('plan_expert_bytes'))}"
-                      + (" (equal)" if memory.get("bytes_match_plan") else "")))
+        cards.append(
+            (
+                "Expert bytes",
+                fmt_bytes(memory["expert_bytes"]),
+                f"plan {fmt_bytes(memory.get('plan_expert_bytes'))}"
+                + (" (equal)" if memory.get("bytes_match_plan") else ""),
+            )
+        )
     elif memory.get("plan_expert_bytes") is not None:
         cards.append(("Expert bytes (plan)", fmt_bytes(memory["plan_expert_bytes"]), "simulated run: predicted"))
     if memory.get("checkpoint_bytes") is not None:
-        cards.append(("Checkpoint on disk", fmt_bytes(memory["checkpoint_bytes"]),
-                      f"original {fmt_bytes(memory.get('original_checkpoint_bytes'))}"))
-    cards.append(("Model in memory", fmt_bytes(memory.get("model_bytes")),
-                  f"original {fmt_bytes(memory.get('original_model_bytes'))}" if memory.get("original_model_bytes")
-                  else "parameters and buffers"))
+        cards.append(
+            (
+                "Checkpoint on disk",
+                fmt_bytes(memory["checkpoint_bytes"]),
+                f"original {fmt_bytes(memory.get('original_checkpoint_bytes'))}",
+            )
+        )
+    cards.append(
+        (
+            "Model in memory",
+            fmt_bytes(memory.get("model_bytes")),
+            f"original {fmt_bytes(memory.get('original_model_bytes'))}"
+            if memory.get("original_model_bytes")
+            else "parameters and buffers",
+        )
+    )
     return stat_cards(cards)
 
 
@@ -140,11 +177,13 @@ def _verification(record: dict[str, Any], tensors: pd.DataFrame) -> str:
     from alphaq.planning.costs import prediction_units
 
     label, number, units = prediction_units((record.get("source") or {}).get("error_model"))
-    cards = stat_cards([
-        ("Measured error", _num(check.get("mean_rel_error"), "{:.5f}"), "parameter-weighted ||W-W\u0302||/||W||"),
-        (label.capitalize(), _num(check.get("mean_predicted_error"), number), f"the plan's error model: {units}"),
-        ("Spearman (per tensor)", _num(check.get("error_spearman"), "{:.3f}"), f"{check['tensors']} tensors"),
-    ])
+    cards = stat_cards(
+        [
+            ("Measured error", _num(check.get("mean_rel_error"), "{:.5f}"), "parameter-weighted ||W-W\u0302||/||W||"),
+            (label.capitalize(), _num(check.get("mean_predicted_error"), number), f"the plan's error model: {units}"),
+            ("Spearman (per tensor)", _num(check.get("error_spearman"), "{:.3f}"), f"{check['tensors']} tensors"),
+        ]
+    )
     fig = error_figure(tensors)
     return cards + (figure_html(fig, alt="measured vs predicted error per tensor") if fig is not None else "")
 
@@ -155,14 +194,19 @@ def _routing(record: dict[str, Any], experts: pd.DataFrame) -> str:
         return empty_note("no routed expert was quantized")
     cards = stat_cards([(f"Selections at {k} bits", f"{v:.1%}", "mean over layers") for k, v in by_bits.items()])
     fig = routing_figure(experts)
-    table = table_html(_integer_columns(experts, ("params", "bytes", "predicted_bytes")), float_format="{:.4f}", caption="One row per routed expert (eval_experts.csv): "
-                       "mean width, parameter-weighted errors, bytes, routing share (quantized and original model) "
-                       "and mean alpha from the inspect stage.")
+    table = table_html(
+        _integer_columns(experts, ("params", "bytes", "predicted_bytes")),
+        float_format="{:.4f}",
+        caption="One row per routed expert (eval_experts.csv): "
+        "mean width, parameter-weighted errors, bytes, routing share (quantized and original model) "
+        "and mean alpha from the inspect stage.",
+    )
     return cards + (figure_html(fig, alt="routing share per expert") if fig is not None else "") + table
 
 
-def eval_page_html(record: dict[str, Any], tensors: pd.DataFrame, experts: pd.DataFrame, *,
-                   run_dir: str | Path | None = None) -> str:
+def eval_page_html(
+    record: dict[str, Any], tensors: pd.DataFrame, experts: pd.DataFrame, *, run_dir: str | Path | None = None
+) -> str:
     """The eval page's HTML.
 
     Args:
@@ -178,31 +222,51 @@ def eval_page_html(record: dict[str, Any], tensors: pd.DataFrame, experts: pd.Da
     protocol = record.get("protocol") or {}
     sections = [
         Section("Summary", _summary(record), "Standard protocol: non-overlapping windows, remainder dropped."),
-        Section("Plan verification", _verification(record, tensors),
-                "Each quantized tensor's measured reconstruction error against the plan's data-free prediction."),
-        Section("Routing on the eval text", _routing(record, experts),
-                "Which experts the text actually uses, by stored width (counted in the perplexity passes)."),
+        Section(
+            "Plan verification",
+            _verification(record, tensors),
+            "Each quantized tensor's measured reconstruction error against the plan's data-free prediction.",
+        ),
+        Section(
+            "Routing on the eval text",
+            _routing(record, experts),
+            "Which experts the text actually uses, by stored width (counted in the perplexity passes).",
+        ),
     ]
     if not tensors.empty:
-        shown = _integer_columns(tensors, ("layer", "expert", "bits", "group_size", "params", "bytes", "predicted_bytes"))
+        shown = _integer_columns(
+            tensors, ("layer", "expert", "bits", "group_size", "params", "bytes", "predicted_bytes")
+        )
         sections.append(Section("Tensors", table_html(shown, float_format="{:.4f}"), EVAL_TENSORS_CSV))
     eval_text = record.get("eval_text") or {}
     checkpoint = record.get("checkpoint") or {}
     path = str(checkpoint.get("path") or source.get("original") or source.get("path") or "")
-    provenance = {"model": Path(path).name if path else "", "model_type": checkpoint.get("model_type"), "path": path,
-                  "fingerprint": checkpoint.get("fingerprint"),
-                  "alphaq_version": (record.get("versions") or {}).get("alphaq"), "created": record.get("created"),
-                  "Source": f"{source.get('kind', '?')}: {source.get('path', '')}",
-                  "Plan fingerprint": source.get("plan_fingerprint"), "Eval text": eval_text.get("path"),
-                  "Eval text sha256": eval_text.get("sha256")}
+    provenance = {
+        "model": Path(path).name if path else "",
+        "model_type": checkpoint.get("model_type"),
+        "path": path,
+        "fingerprint": checkpoint.get("fingerprint"),
+        "alphaq_version": (record.get("versions") or {}).get("alphaq"),
+        "created": record.get("created"),
+        "Source": f"{source.get('kind', '?')}: {source.get('path', '')}",
+        "Plan fingerprint": source.get("plan_fingerprint"),
+        "Eval text": eval_text.get("path"),
+        "Eval text sha256": eval_text.get("sha256"),
+    }
     warnings = []
     if protocol.get("max_windows") is not None:
         warnings.append(f"only the first {protocol['max_windows']} windows of the eval text were evaluated")
     if source.get("baseline_note"):
         warnings.append(source["baseline_note"])
-    return render_page(f"alphaq eval \u2014 {provenance['model'] or source.get('kind', '')}", provenance, sections,
-                       warnings=warnings, run_dir=run_dir, current=EVAL_HTML,
-                       subtitle="Perplexity, memory and plan verification")
+    return render_page(
+        f"alphaq eval \u2014 {provenance['model'] or source.get('kind', '')}",
+        provenance,
+        sections,
+        warnings=warnings,
+        run_dir=run_dir,
+        current=EVAL_HTML,
+        subtitle="Perplexity, memory and plan verification",
+    )
 
 
 def render_eval(run_dir: str | Path) -> Path:

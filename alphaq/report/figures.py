@@ -31,8 +31,14 @@ ANNOTATE_MAX_CELLS = 256
 RUG_MAX_POINTS = 600
 _NAN_COLOR = "#c9cdd4"
 _FLAG_COLOR = "#e4572e"
-_STYLE = {"axes.edgecolor": "#9aa3b0", "grid.color": "#e6e9ee", "axes.labelcolor": "#2b3240",
-          "xtick.color": "#4a5262", "ytick.color": "#4a5262", "font.family": "sans-serif"}
+_STYLE = {
+    "axes.edgecolor": "#9aa3b0",
+    "grid.color": "#e6e9ee",
+    "axes.labelcolor": "#2b3240",
+    "xtick.color": "#4a5262",
+    "ytick.color": "#4a5262",
+    "font.family": "sans-serif",
+}
 
 
 @dataclass(frozen=True)
@@ -98,11 +104,27 @@ def alpha_heatmap(experts: pd.DataFrame) -> Figure | None:
     fig = _figure(width, height)
     ax = fig.add_subplot()
     ax.set_facecolor(_NAN_COLOR)
-    sns.heatmap(grid, ax=ax, cmap="viridis", vmin=vmin, vmax=vmax, annot=annotate, fmt=".2f",
-                annot_kws={"fontsize": 8}, linewidths=0.4 if annotate else 0.0, linecolor="white",
-                cbar_kws={"label": "mean \u03b1 (lower = heavier tail)", "pad": 0.015, "fraction": 0.035, "aspect": 45,
-                          "extend": extend},
-                xticklabels="auto", yticklabels="auto")
+    sns.heatmap(
+        grid,
+        ax=ax,
+        cmap="viridis",
+        vmin=vmin,
+        vmax=vmax,
+        annot=annotate,
+        fmt=".2f",
+        annot_kws={"fontsize": 8},
+        linewidths=0.4 if annotate else 0.0,
+        linecolor="white",
+        cbar_kws={
+            "label": "mean \u03b1 (lower = heavier tail)",
+            "pad": 0.015,
+            "fraction": 0.035,
+            "aspect": 45,
+            "extend": extend,
+        },
+        xticklabels="auto",
+        yticklabels="auto",
+    )
     ax.collections[0].set_rasterized(True)
     if annotate:
         for row, col in zip(*np.where(~np.isfinite(values))):
@@ -111,8 +133,10 @@ def alpha_heatmap(experts: pd.DataFrame) -> Figure | None:
     if not flagged.empty:
         row_of = {layer: i for i, layer in enumerate(grid.index)}
         col_of = {expert: j for j, expert in enumerate(grid.columns)}
-        boxes = [Rectangle((col_of[int(expert)] + 0.06, row_of[int(layer)] + 0.06), 0.88, 0.88)
-                 for layer, expert in zip(flagged["layer"], flagged["expert"])]
+        boxes = [
+            Rectangle((col_of[int(expert)] + 0.06, row_of[int(layer)] + 0.06), 0.88, 0.88)
+            for layer, expert in zip(flagged["layer"], flagged["expert"])
+        ]
         outline = PatchCollection(boxes, facecolor="none", edgecolor=_FLAG_COLOR, linewidth=1.6 if annotate else 1.0)
         outline.set_rasterized(not annotate)  # one image with the cells instead of thousands of SVG paths
         ax.add_collection(outline)
@@ -154,24 +178,64 @@ def alpha_distribution(details: pd.DataFrame) -> Figure | None:
     fig = _figure(12.0, 3.6)
     with sns.axes_style("whitegrid", _STYLE):
         axes = fig.subplots(1, 2)
-        for ax, frame, hue, title in ((axes[0], ok, "role", "all matrices by role"),
-                                      (axes[1], right, "proj", right_title)):
+        for ax, frame, hue, title in (
+            (axes[0], ok, "role", "all matrices by role"),
+            (axes[1], right, "proj", right_title),
+        ):
             order = sorted(frame[hue].astype(str).unique())
             palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
             data = frame.assign(**{hue: frame[hue].astype(str)})
-            sns.histplot(data=data, x="alpha_shown", hue=hue, hue_order=order, palette=palette, bins=bins,
-                         stat="density", common_norm=False, element="step", fill=True, alpha=0.18, linewidth=1.2,
-                         ax=ax)
+            sns.histplot(
+                data=data,
+                x="alpha_shown",
+                hue=hue,
+                hue_order=order,
+                palette=palette,
+                bins=bins,
+                stat="density",
+                common_norm=False,
+                element="step",
+                fill=True,
+                alpha=0.18,
+                linewidth=1.2,
+                ax=ax,
+            )
             if len(data) <= RUG_MAX_POINTS:
-                sns.rugplot(data=data, x="alpha_shown", hue=hue, hue_order=order, palette=palette, height=0.04,
-                            linewidth=0.8, alpha=0.7, legend=False, ax=ax)
+                sns.rugplot(
+                    data=data,
+                    x="alpha_shown",
+                    hue=hue,
+                    hue_order=order,
+                    palette=palette,
+                    height=0.04,
+                    linewidth=0.8,
+                    alpha=0.7,
+                    legend=False,
+                    ax=ax,
+                )
             _style_axes(ax)
             for bound in ALPHA_BOUNDS:
                 ax.axvline(bound, color="#7a8291", linestyle="--", linewidth=0.9)
-            ax.text(ALPHA_BOUNDS[0], 1.0, " over-trained \u2190", transform=ax.get_xaxis_transform(), ha="right",
-                    va="bottom", fontsize=7.5, color="#5b6475")
-            ax.text(ALPHA_BOUNDS[1], 1.0, "\u2192 under-trained ", transform=ax.get_xaxis_transform(), ha="left",
-                    va="bottom", fontsize=7.5, color="#5b6475")
+            ax.text(
+                ALPHA_BOUNDS[0],
+                1.0,
+                " over-trained \u2190",
+                transform=ax.get_xaxis_transform(),
+                ha="right",
+                va="bottom",
+                fontsize=7.5,
+                color="#5b6475",
+            )
+            ax.text(
+                ALPHA_BOUNDS[1],
+                1.0,
+                "\u2192 under-trained ",
+                transform=ax.get_xaxis_transform(),
+                ha="left",
+                va="bottom",
+                fontsize=7.5,
+                color="#5b6475",
+            )
             ax.set_title(f"{title} (n={len(data)})", fontsize=10, pad=14)
             label = "\u03b1 (power-law exponent)"
             ax.set_xlabel(label + (f"; {clipped} values > {upper:.1f} clipped" if clipped and frame is ok else ""))
@@ -208,8 +272,16 @@ def esd_figure(panels: Sequence[EsdPanel]) -> Figure | None:
         for color, curve in zip(colors, panel.curves):
             drawn += _draw_curve(ax, curve, color)
         if not drawn:
-            ax.text(0.5, 0.5, "spectra not saved", transform=ax.transAxes, ha="center", va="center",
-                    color="#6b7280", fontsize=9)
+            ax.text(
+                0.5,
+                0.5,
+                "spectra not saved",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                color="#6b7280",
+                fontsize=9,
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             continue
@@ -249,18 +321,26 @@ def esd_panels(details: pd.DataFrame, experts: pd.DataFrame, spectra: Mapping[st
     panels: list[EsdPanel] = []
     used: set[str] = set()
     last = len(routed) - 1
-    picks = [(0, "Best"), (len(routed) // 2, "Median"), (last, "Worst")] if last >= 2 else \
-        [(0, "Best")] + ([(last, "Worst")] if last > 0 else [])
-    for position, label in (picks if not routed.empty else []):
+    picks = (
+        [(0, "Best"), (len(routed) // 2, "Median"), (last, "Worst")]
+        if last >= 2
+        else [(0, "Best")] + ([(last, "Worst")] if last > 0 else [])
+    )
+    for position, label in picks if not routed.empty else []:
         row = routed.iloc[position]
         mask = (details["layer"] == row["layer"]) & (details["expert"] == row["expert"]) & (details["role"] == "expert")
         names = [n for n in details.loc[mask, "name"] if n in spectra]
         used.update(names)
-        panels.append(EsdPanel(f"{label}: layer {row['layer']}, expert {row['expert']} "
-                               f"(mean \u03b1 {float(row['alpha_mean']):.2f})",
-                               tuple(curve(str(by_name.at[n, "proj"]), n) for n in names)))
-    others = sorted((n for n in spectra if n not in used),
-                    key=lambda n: -spectra[n].alpha if math.isfinite(spectra[n].alpha) else math.inf)
+        panels.append(
+            EsdPanel(
+                f"{label}: layer {row['layer']}, expert {row['expert']} (mean \u03b1 {float(row['alpha_mean']):.2f})",
+                tuple(curve(str(by_name.at[n, "proj"]), n) for n in names),
+            )
+        )
+    others = sorted(
+        (n for n in spectra if n not in used),
+        key=lambda n: -spectra[n].alpha if math.isfinite(spectra[n].alpha) else math.inf,
+    )
     if others:
         title = "Highest-\u03b1 matrices" if panels else "Saved spectra (highest \u03b1 first)"
         panels.append(EsdPanel(title, tuple(curve(_short_name(n, by_name), n) for n in others[:4])))
@@ -347,10 +427,19 @@ def _draw_curve(ax: Axes, curve: EsdCurve, color: tuple[float, float, float]) ->
         if start < x.size:
             c0 = float(ccdf[start])
             xs = np.array([curve.xmin, x[-1]])
-            ax.plot(xs, c0 * (xs / curve.xmin) ** (1.0 - curve.alpha), color=color, linestyle="--", linewidth=1.1,
-                    alpha=0.9)
-            ax.plot([curve.xmin], [c0], marker="o", markersize=4, color=color, markeredgecolor="white",
-                    markeredgewidth=0.6, linestyle="none")
+            ax.plot(
+                xs, c0 * (xs / curve.xmin) ** (1.0 - curve.alpha), color=color, linestyle="--", linewidth=1.1, alpha=0.9
+            )
+            ax.plot(
+                [curve.xmin],
+                [c0],
+                marker="o",
+                markersize=4,
+                color=color,
+                markeredgecolor="white",
+                markeredgewidth=0.6,
+                linestyle="none",
+            )
     return 1
 
 

@@ -44,31 +44,69 @@ def gguf_section(record: Mapping[str, Any] | None, plan_fingerprint: str) -> Sec
     tensors = [t for t in check.get("tensors") or [] if t.get("role") == "expert"]
     params = (record.get("cost") or {}).get("expert_params")
     bpw = record.get("expert_bits_per_weight")
-    cards = stat_cards([
-        ("Types as planned", "yes" if check.get("ok") else "NO", f"{len(tensors)} expert tensors read back with gguf"),
-        ("GGUF file", fmt_bytes(check.get("file_bytes")), f"{fmt_bytes(check.get('metadata_bytes'))} metadata and vocabulary"),
-        ("Expert bytes in the file", fmt_bytes(check.get("expert_bytes")),
-         f"predicted {fmt_bytes(check.get('predicted_expert_bytes'))}; plan {fmt_bytes(check.get('plan_expert_bytes'))}"),
-        ("Expert bits per weight", f"{bpw:.4f}" if isinstance(bpw, (int, float)) else "\u2014",
-         f"{params:,} expert weights" if isinstance(params, int) else ""),
-    ])
+    cards = stat_cards(
+        [
+            (
+                "Types as planned",
+                "yes" if check.get("ok") else "NO",
+                f"{len(tensors)} expert tensors read back with gguf",
+            ),
+            (
+                "GGUF file",
+                fmt_bytes(check.get("file_bytes")),
+                f"{fmt_bytes(check.get('metadata_bytes'))} metadata and vocabulary",
+            ),
+            (
+                "Expert bytes in the file",
+                fmt_bytes(check.get("expert_bytes")),
+                f"predicted {fmt_bytes(check.get('predicted_expert_bytes'))}; plan {fmt_bytes(check.get('plan_expert_bytes'))}",
+            ),
+            (
+                "Expert bits per weight",
+                f"{bpw:.4f}" if isinstance(bpw, (int, float)) else "\u2014",
+                f"{params:,} expert weights" if isinstance(params, int) else "",
+            ),
+        ]
+    )
     import pandas as pd
 
-    rows = pd.DataFrame([{"tensor": t.get("name"), "planned": t.get("planned"), "stored": t.get("stored"),
-                          "bytes": t.get("stored_bytes"), "check": "ok" if t.get("ok") else "MISMATCH"}
-                         for t in tensors])
+    rows = pd.DataFrame(
+        [
+            {
+                "tensor": t.get("name"),
+                "planned": t.get("planned"),
+                "stored": t.get("stored"),
+                "bytes": t.get("stored_bytes"),
+                "check": "ok" if t.get("ok") else "MISMATCH",
+            }
+            for t in tensors
+        ]
+    )
     parts = [cards]
     if (record.get("plan") or {}).get("fingerprint") != plan_fingerprint:
         parts.append(empty_note("This gguf_export.json was written for another plan than the one on this page."))
     if check.get("fallbacks"):
-        parts.append(empty_note(f"{len(check['fallbacks'])} tensor(s) stored as llama.cpp's shape fallback "
-                                "(row length not a multiple of 256)."))
-    parts.append(table_html(rows, caption="Every ffn_*_exps tensor of the GGUF: the type the plan asked for and the "
-                                          "type gguf.GGUFReader found") if len(rows) else empty_note("no expert tensor"))
+        parts.append(
+            empty_note(
+                f"{len(check['fallbacks'])} tensor(s) stored as llama.cpp's shape fallback "
+                "(row length not a multiple of 256)."
+            )
+        )
+    parts.append(
+        table_html(
+            rows,
+            caption="Every ffn_*_exps tensor of the GGUF: the type the plan asked for and the "
+            "type gguf.GGUFReader found",
+        )
+        if len(rows)
+        else empty_note("no expert tensor")
+    )
     tools = record.get("llama_cpp") or {}
-    note = (f"{Path(str(record.get('gguf', '?'))).name}: written by llama.cpp's convert_hf_to_gguf.py and llama-quantize "
-            f"(llama-cpp-python {tools.get('llama_cpp_python', '?')}, llama.cpp {tools.get('llama_cpp_commit', '?')}), "
-            "read back and checked against the plan.")
+    note = (
+        f"{Path(str(record.get('gguf', '?'))).name}: written by llama.cpp's convert_hf_to_gguf.py and llama-quantize "
+        f"(llama-cpp-python {tools.get('llama_cpp_python', '?')}, llama.cpp {tools.get('llama_cpp_commit', '?')}), "
+        "read back and checked against the plan."
+    )
     return Section("GGUF export (llama.cpp)", "".join(parts), note)
 
 

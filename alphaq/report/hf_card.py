@@ -35,13 +35,28 @@ def _audit(run: RunSummary) -> list[str]:
         return []
     fit = ((run.inspect or {}).get("options") or {}).get("fit", "ww")
     flags = ", ".join(f"{k}: {v}" for k, v in a["quality"].items()) or _DASH
-    return ["### Data-free HT-SR audit", "",
-            f"Power-law exponent alpha of each expert matrix's eigenvalue spectrum (fit `{fit}`, no data used); "
-            "lower alpha = heavier tail = better trained.", "",
-            *_table(["experts", "alpha min", "alpha median", "alpha max", "quality flags"],
-                    [[a["experts"], _num(a["alpha_min"], "{:.2f}"), _num(a["alpha_median"], "{:.2f}"),
-                      _num(a["alpha_max"], "{:.2f}"), flags]]), "",
-            f"Best trained experts: {', '.join(a['best'])}. Weakest: {', '.join(a['weakest'])}.", ""]
+    return [
+        "### Data-free HT-SR audit",
+        "",
+        f"Power-law exponent alpha of each expert matrix's eigenvalue spectrum (fit `{fit}`, no data used); "
+        "lower alpha = heavier tail = better trained.",
+        "",
+        *_table(
+            ["experts", "alpha min", "alpha median", "alpha max", "quality flags"],
+            [
+                [
+                    a["experts"],
+                    _num(a["alpha_min"], "{:.2f}"),
+                    _num(a["alpha_median"], "{:.2f}"),
+                    _num(a["alpha_max"], "{:.2f}"),
+                    flags,
+                ]
+            ],
+        ),
+        "",
+        f"Best trained experts: {', '.join(a['best'])}. Weakest: {', '.join(a['weakest'])}.",
+        "",
+    ]
 
 
 def _allocation(run: RunSummary) -> list[str]:
@@ -51,27 +66,47 @@ def _allocation(run: RunSummary) -> list[str]:
     options = prov.get("options", {})
     shares = s.get("param_share_by_width", {})
     layers = s.get("average_bits_by_layer", {})
-    lines = ["### Bit allocation", "",
-             f"Allocator `{options.get('allocator', 'alphaq')}` at budget {prov.get('budget', {}).get('given', '?')} "
-             f"(granularity {options.get('granularity', 'expert')}, group size {options.get('group_size', '?')}, "
-             f"quantizer {options.get('quant_method', 'rtn')}): heavier-tailed experts get more bits, under a "
-             "global budget, minimising the alpha-weighted quantization error.", "",
-             *_table(["what", "value"], [
-                 ["average payload bits (routed experts)", _num(s.get("average_payload_bits"))],
-                 ["effective bits incl. scales/zeros", _num(s.get("effective_bits"))],
-                 ["share of expert weights per width", ", ".join(f"{k}-bit {v:.0%}" for k, v in shares.items())],
-                 ["expert memory", f"{fmt_bytes(s.get('expert_bytes_bf16'))} (bf16) \u2192 "
-                                   f"{fmt_bytes(s.get('expert_bytes'))}"],
-                 ["whole model", f"{fmt_bytes(s.get('total_bytes_bf16'))} \u2192 {fmt_bytes(s.get('total_bytes'))} "
-                                 f"({_num(s.get('compression_ratio'), '{:.2f}')}x smaller)"],
-                 ["plan fingerprint", f"`{str(run.plan.get('plan_fingerprint', ''))[:16]}`"]]), ""]
+    lines = [
+        "### Bit allocation",
+        "",
+        f"Allocator `{options.get('allocator', 'alphaq')}` at budget {prov.get('budget', {}).get('given', '?')} "
+        f"(granularity {options.get('granularity', 'expert')}, group size {options.get('group_size', '?')}, "
+        f"quantizer {options.get('quant_method', 'rtn')}): heavier-tailed experts get more bits, under a "
+        "global budget, minimising the alpha-weighted quantization error.",
+        "",
+        *_table(
+            ["what", "value"],
+            [
+                ["average payload bits (routed experts)", _num(s.get("average_payload_bits"))],
+                ["effective bits incl. scales/zeros", _num(s.get("effective_bits"))],
+                ["share of expert weights per width", ", ".join(f"{k}-bit {v:.0%}" for k, v in shares.items())],
+                [
+                    "expert memory",
+                    f"{fmt_bytes(s.get('expert_bytes_bf16'))} (bf16) \u2192 {fmt_bytes(s.get('expert_bytes'))}",
+                ],
+                [
+                    "whole model",
+                    f"{fmt_bytes(s.get('total_bytes_bf16'))} \u2192 {fmt_bytes(s.get('total_bytes'))} "
+                    f"({_num(s.get('compression_ratio'), '{:.2f}')}x smaller)",
+                ],
+                ["plan fingerprint", f"`{str(run.plan.get('plan_fingerprint', ''))[:16]}`"],
+            ],
+        ),
+        "",
+    ]
     if layers:
         lines += ["Average bits per layer: " + ", ".join(f"L{k} {_num(v, '{:.2f}')}" for k, v in layers.items()), ""]
     if run.quantize is not None:
         t = run.quantize.get("totals", {})
-        lines += [f"Quantized experts on disk: {t.get('quantized_bytes', 0):,} bytes "
-                  + ("(equal to the plan's prediction)." if t.get("bytes_match_plan") else
-                     f"(plan: {t.get('predicted_bytes', 0):,})."), ""]
+        lines += [
+            f"Quantized experts on disk: {t.get('quantized_bytes', 0):,} bytes "
+            + (
+                "(equal to the plan's prediction)."
+                if t.get("bytes_match_plan")
+                else f"(plan: {t.get('predicted_bytes', 0):,})."
+            ),
+            "",
+        ]
     return lines
 
 
@@ -83,22 +118,43 @@ def _evaluation(run: RunSummary) -> list[str]:
         text = Path(str((e.get("eval_text") or {}).get("path", "?"))).name
         kld = e.get("kld") if isinstance(e.get("kld"), dict) else {}
         rows = [["original (bf16)", _num(base.get("ppl")), _DASH, _DASH, _DASH, _DASH]] if base else []
-        rows.append([e.get("source", {}).get("kind", "?"), _num(e.get("ppl")), _num(e.get("ppl_increase"), "{:+.3f}"),
-                     _num(kld.get("mean_kld"), "{:.5f}"), _num(kld.get("p99_kld"), "{:.4f}"),
-                     _num(100 * kld["same_top"], "{:.2f} %") if isinstance(kld.get("same_top"), float) else _DASH])
-        lines += ["### Evaluation", "",
-                  f"Perplexity on `{text}` (standard protocol: {e.get('windows', '?')} non-overlapping windows of "
-                  f"{e.get('context', '?')} tokens, remainder dropped); KL divergence of the next-token distributions "
-                  f"from the original's on the first {kld.get('windows', '?')} windows (mean, 99th percentile) and "
-                  "how often the most likely token is the original's.", "",
-                  *_table(["model", "perplexity", "increase", "mean KLD", "p99 KLD", "same top token"], rows), ""]
+        rows.append(
+            [
+                e.get("source", {}).get("kind", "?"),
+                _num(e.get("ppl")),
+                _num(e.get("ppl_increase"), "{:+.3f}"),
+                _num(kld.get("mean_kld"), "{:.5f}"),
+                _num(kld.get("p99_kld"), "{:.4f}"),
+                _num(100 * kld["same_top"], "{:.2f} %") if isinstance(kld.get("same_top"), float) else _DASH,
+            ]
+        )
+        lines += [
+            "### Evaluation",
+            "",
+            f"Perplexity on `{text}` (standard protocol: {e.get('windows', '?')} non-overlapping windows of "
+            f"{e.get('context', '?')} tokens, remainder dropped); KL divergence of the next-token distributions "
+            f"from the original's on the first {kld.get('windows', '?')} windows (mean, 99th percentile) and "
+            "how often the most likely token is the original's.",
+            "",
+            *_table(["model", "perplexity", "increase", "mean KLD", "p99 KLD", "same top token"], rows),
+            "",
+        ]
     table = compare_rows(run.compare)
     if not table.empty:
         protocol = (run.compare or {}).get("protocol") or {}
-        lines += [f"Allocators compared at matched budgets (`alphaq compare`, simulated quantization, "
-                  f"{protocol.get('windows', '?')} windows of {protocol.get('context', '?')} tokens):", "",
-                  *_table(list(table.columns), [[_num(v) if isinstance(v, float) else (v if v is not None else _DASH)
-                                                 for v in row] for row in table.itertuples(index=False)]), ""]
+        lines += [
+            f"Allocators compared at matched budgets (`alphaq compare`, simulated quantization, "
+            f"{protocol.get('windows', '?')} windows of {protocol.get('context', '?')} tokens):",
+            "",
+            *_table(
+                list(table.columns),
+                [
+                    [_num(v) if isinstance(v, float) else (v if v is not None else _DASH) for v in row]
+                    for row in table.itertuples(index=False)
+                ],
+            ),
+            "",
+        ]
     return lines
 
 
@@ -130,17 +186,32 @@ def model_card_markdown(run: RunSummary) -> str:
     budget = ((run.plan or {}).get("provenance", {}).get("budget") or {}).get("given", "3.5")
     version = (run.quantize or run.inspect or {}).get("alphaq_version", "")
     target = "" if _is_bundled(ckpt.get("path")) else f"{display_path(ckpt.get('path', 'MODEL'))} "
-    lines = ["## Quantization with alphaq", "",
-             f"This checkpoint is `{model}` (fingerprint `{ckpt.get('fingerprint', '?')}`, "
-             f"{ckpt.get('model_type', '?')}) with its routed experts quantized to mixed precision by "
-             f"alphaq {version}, calibration-free: bit-widths come from the "
-             "heavy-tailed self-regularization (HT-SR) metrics of the weights alone.", "",
-             *_audit(run), *_allocation(run), *_evaluation(run),
-             "### How to reproduce", "", "```bash",
-             f"alphaq run {target}--budget {budget} --out alphaq-run --model-card",
-             "```", "", "Load the quantized checkpoint:", "", "```python",
-             "from alphaq import load_quantized", "",
-             'model, tokenizer = load_quantized("alphaq-run/quantized")', "```", ""]
+    lines = [
+        "## Quantization with alphaq",
+        "",
+        f"This checkpoint is `{model}` (fingerprint `{ckpt.get('fingerprint', '?')}`, "
+        f"{ckpt.get('model_type', '?')}) with its routed experts quantized to mixed precision by "
+        f"alphaq {version}, calibration-free: bit-widths come from the "
+        "heavy-tailed self-regularization (HT-SR) metrics of the weights alone.",
+        "",
+        *_audit(run),
+        *_allocation(run),
+        *_evaluation(run),
+        "### How to reproduce",
+        "",
+        "```bash",
+        f"alphaq run {target}--budget {budget} --out alphaq-run --model-card",
+        "```",
+        "",
+        "Load the quantized checkpoint:",
+        "",
+        "```python",
+        "from alphaq import load_quantized",
+        "",
+        'model, tokenizer = load_quantized("alphaq-run/quantized")',
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -12,27 +12,66 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alphaq.audit.artifacts import InspectRun, load_inspect_run
-from alphaq.runfolder import INSPECT_HTML
 from alphaq.report.page import (
-    Section, bullet_list, chip, empty_note, figure_html, fmt_count, fmt_seconds, provenance_from_manifest,
-    render_page, stat_cards, table_html, write_page,
+    Section,
+    bullet_list,
+    chip,
+    empty_note,
+    figure_html,
+    fmt_count,
+    fmt_seconds,
+    provenance_from_manifest,
+    render_page,
+    stat_cards,
+    table_html,
+    write_page,
 )
+from alphaq.runfolder import INSPECT_HTML
 
 if TYPE_CHECKING:
     import pandas as pd
 
 #: Rows shown at each end of the expert ranking.
 TOP_N = 10
-_QUALITY_CLASS = {"ok": "q-ok", "outlier-low": "q-warn", "outlier-high": "q-warn", "over-trained": "q-warn",
-                  "under-trained": "q-bad", "failed": "q-bad"}
+_QUALITY_CLASS = {
+    "ok": "q-ok",
+    "outlier-low": "q-warn",
+    "outlier-high": "q-warn",
+    "over-trained": "q-warn",
+    "under-trained": "q-bad",
+    "failed": "q-bad",
+}
 _STATUS_CLASS = {"success": "q-ok", "partial": "q-warn", "skipped": "na", "failed": "q-bad", "nonfinite": "q-bad"}
-_HEADERS = {"rank_global": "rank", "alpha_mean": "\u03b1 mean", "alpha_min": "\u03b1 min", "alpha_max": "\u03b1 max",
-            "alpha_median": "\u03b1 median", "weakest_proj": "weakest proj", "weakest_alpha": "weakest \u03b1",
-            "robust_z": "robust z", "rank_in_layer": "rank in layer", "stable_rank_mean": "stable rank",
-            "non_expert_alpha_mean": "non-expert \u03b1 mean", "in_2_6": "share in [2, 6]",
-            "flagged_matrices": "flagged matrices"}
-_RANK_COLUMNS = ["rank_global", "layer", "expert", "alpha_mean", "alpha_min", "alpha_max", "weakest_proj",
-                 "weakest_alpha", "robust_z", "rank_in_layer", "stable_rank_mean", "quality", "status"]
+_HEADERS = {
+    "rank_global": "rank",
+    "alpha_mean": "\u03b1 mean",
+    "alpha_min": "\u03b1 min",
+    "alpha_max": "\u03b1 max",
+    "alpha_median": "\u03b1 median",
+    "weakest_proj": "weakest proj",
+    "weakest_alpha": "weakest \u03b1",
+    "robust_z": "robust z",
+    "rank_in_layer": "rank in layer",
+    "stable_rank_mean": "stable rank",
+    "non_expert_alpha_mean": "non-expert \u03b1 mean",
+    "in_2_6": "share in [2, 6]",
+    "flagged_matrices": "flagged matrices",
+}
+_RANK_COLUMNS = [
+    "rank_global",
+    "layer",
+    "expert",
+    "alpha_mean",
+    "alpha_min",
+    "alpha_max",
+    "weakest_proj",
+    "weakest_alpha",
+    "robust_z",
+    "rank_in_layer",
+    "stable_rank_mean",
+    "quality",
+    "status",
+]
 
 
 def render_inspect(run_dir: str | Path) -> Path:
@@ -77,10 +116,19 @@ def inspect_page_html(run: InspectRun, *, run_dir: str | Path | None = None, top
     warnings = [str(w) for w in manifest.get("warnings") or []] + list(run.load_warnings)
     name = Path(str(ckpt.get("path") or "checkpoint")).name
     options = manifest.get("options") or {}
-    subtitle = (f"Data-free heavy-tailed self-regularization audit \u00b7 fit {options.get('fit', '?')}, "
-                f"{options.get('dtype', '?')}, {options.get('device', '?')}")
-    return render_page(f"alphaq inspect \u2014 {name}", provenance_from_manifest(manifest), sections,
-                       warnings=warnings, run_dir=run_dir, current=INSPECT_HTML, subtitle=subtitle)
+    subtitle = (
+        f"Data-free heavy-tailed self-regularization audit \u00b7 fit {options.get('fit', '?')}, "
+        f"{options.get('dtype', '?')}, {options.get('device', '?')}"
+    )
+    return render_page(
+        f"alphaq inspect \u2014 {name}",
+        provenance_from_manifest(manifest),
+        sections,
+        warnings=warnings,
+        run_dir=run_dir,
+        current=INSPECT_HTML,
+        subtitle=subtitle,
+    )
 
 
 # -- sections ----------------------------------------------------------------------------------------
@@ -99,34 +147,55 @@ def _summary_html(run: InspectRun) -> str:
     layers = options.get("layers")
     cards = [
         ("Model", Path(str(ckpt.get("path") or "?")).name, str(ckpt.get("model_type") or "")),
-        ("Layers", fmt_count(ckpt.get("num_layers")),
-         f"analysed: {', '.join(map(str, layers))}" if layers else "all analysed"),
-        ("Experts per layer", fmt_count(num_experts) if num_experts else "none (dense)",
-         f"{len(routed)} routed" + (f" + {len(shared)} shared" if len(shared) else "") + " experts scored"),
+        (
+            "Layers",
+            fmt_count(ckpt.get("num_layers")),
+            f"analysed: {', '.join(map(str, layers))}" if layers else "all analysed",
+        ),
+        (
+            "Experts per layer",
+            fmt_count(num_experts) if num_experts else "none (dense)",
+            f"{len(routed)} routed" + (f" + {len(shared)} shared" if len(shared) else "") + " experts scored",
+        ),
         ("Matrices", fmt_count(timing.get("matrices", len(details))), f"{n_ok} fitted successfully"),
-        ("Fit", str(options.get("fit", "?")), f"{options.get('dtype', '?')} on {options.get('device', '?')}"
-         + (", experts only" if options.get("experts_only") else "")
-         + (", computed by weightwatcher" if options.get("engine") == "weightwatcher" else "")),
+        (
+            "Fit",
+            str(options.get("fit", "?")),
+            f"{options.get('dtype', '?')} on {options.get('device', '?')}"
+            + (", experts only" if options.get("experts_only") else "")
+            + (", computed by weightwatcher" if options.get("engine") == "weightwatcher" else ""),
+        ),
         ("Time", fmt_seconds(timing.get("seconds")), ""),
     ]
     if alphas.size:
-        cards.append(("Expert alpha (median)", f"{alphas.median():.2f}",
-                      f"min {alphas.min():.2f} \u00b7 max {alphas.max():.2f} (mean \u03b1 per routed expert)"))
+        cards.append(
+            (
+                "Expert alpha (median)",
+                f"{alphas.median():.2f}",
+                f"min {alphas.min():.2f} \u00b7 max {alphas.max():.2f} (mean \u03b1 per routed expert)",
+            )
+        )
     else:
         cards.append(("Expert alpha", "\u2014", "no routed expert with a fit"))
     out = [stat_cards(cards)]
     if not experts.empty:
         quality = experts["quality"].value_counts()
-        chips = "".join(chip(f"{count} {label}", _QUALITY_CLASS.get(str(label), ""))
-                        for label, count in sorted(quality.items(), key=lambda kv: (kv[0] != "ok", str(kv[0]))))
+        chips = "".join(
+            chip(f"{count} {label}", _QUALITY_CLASS.get(str(label), ""))
+            for label, count in sorted(quality.items(), key=lambda kv: (kv[0] != "ok", str(kv[0])))
+        )
         out.append(f"<h3>Expert quality flags</h3><p>{chips}</p>")
-    status_chips = "".join(chip(f"{count} {label}", _STATUS_CLASS.get(str(label), ""))
-                           for label, count in sorted(counts.items(), key=lambda kv: (kv[0] != "success", str(kv[0]))))
+    status_chips = "".join(
+        chip(f"{count} {label}", _STATUS_CLASS.get(str(label), ""))
+        for label, count in sorted(counts.items(), key=lambda kv: (kv[0] != "success", str(kv[0])))
+    )
     out.append(f"<h3>Matrix fits</h3><p>{status_chips}</p>")
     bad = details[details["status"] != "success"]
     if not bad.empty:
-        shown = [f"{name} \u2014 {status}" + (f": {message}" if message else "")
-                 for name, status, message in zip(bad["name"].head(8), bad["status"].head(8), bad["message"].head(8))]
+        shown = [
+            f"{name} \u2014 {status}" + (f": {message}" if message else "")
+            for name, status, message in zip(bad["name"].head(8), bad["status"].head(8), bad["message"].head(8))
+        ]
         if len(bad) > 8:
             shown.append(f"\u2026 and {len(bad) - 8} more (see Warnings)")
         out.append("<h3>Failed / skipped fits</h3>" + bullet_list(shown))
@@ -139,10 +208,18 @@ def _heatmap_section(run: InspectRun) -> Section:
     title, note = "Alpha heatmap", "Mean \u03b1 of each routed expert's matrices, layer \u00d7 expert."
     fig = alpha_heatmap(run.experts)
     if fig is None:
-        return Section(title, empty_note("No routed experts in this checkpoint (dense model, or experts not "
-                                         "recognised): there is no layer \u00d7 expert map."), note)
-    caption = ("Lower \u03b1 (darker) = heavier-tailed spectrum = better trained. Grey cells: no successful fit. "
-               "Red outline: expert flagged (outlier, over- or under-trained).")
+        return Section(
+            title,
+            empty_note(
+                "No routed experts in this checkpoint (dense model, or experts not "
+                "recognised): there is no layer \u00d7 expert map."
+            ),
+            note,
+        )
+    caption = (
+        "Lower \u03b1 (darker) = heavier-tailed spectrum = better trained. Grey cells: no successful fit. "
+        "Red outline: expert flagged (outlier, over- or under-trained)."
+    )
     return Section(title, figure_html(fig, caption=caption, alt="alpha heatmap, layer by expert"), note)
 
 
@@ -161,8 +238,11 @@ def _distribution_section(run: InspectRun) -> Section:
     table = grouped.agg(matrices="size", alpha_median="median", alpha_min="min", alpha_max="max").reset_index()
     low, high = 2.0, 6.0
     table["in_2_6"] = grouped.apply(lambda a: float(((a >= low) & (a <= high)).mean())).to_numpy()
-    html = figure_html(fig, caption="Dashed lines: \u03b1 = 2 and \u03b1 = 6, weightwatcher's over-/under-trained bounds.",
-                       alt="alpha distribution by role and projection")
+    html = figure_html(
+        fig,
+        caption="Dashed lines: \u03b1 = 2 and \u03b1 = 6, weightwatcher's over-/under-trained bounds.",
+        alt="alpha distribution by role and projection",
+    )
     html += "<h3>By role and projection</h3>" + table_html(table, max_rows=60, headers=_HEADERS)
     return Section(title, html, note)
 
@@ -171,10 +251,15 @@ def _esd_section(run: InspectRun) -> Section:
     from alphaq.report.figures import esd_figure, esd_panels
 
     title = "Spectra (ESD)"
-    which = ("the best, median and worst routed experts' matrices" if not _routed(run.experts).empty
-             else "the saved matrices")
-    note = (f"Eigenvalue CCDF on log-log axes for {which}; dashed: the fitted power-law tail from xmin (dot) "
-            "with slope 1 \u2212 \u03b1.")
+    which = (
+        "the best, median and worst routed experts' matrices"
+        if not _routed(run.experts).empty
+        else "the saved matrices"
+    )
+    note = (
+        f"Eigenvalue CCDF on log-log axes for {which}; dashed: the fitted power-law tail from xmin (dot) "
+        "with slope 1 \u2212 \u03b1."
+    )
     if not run.spectra:
         return Section(title, empty_note("No spectra saved (spectra.npz missing or empty): ESD plots omitted."), note)
     fig = esd_figure(esd_panels(run.details, run.experts, run.spectra))
@@ -196,20 +281,28 @@ def _ranking_section(run: InspectRun, top_n: int) -> Section:
     if len(ranked) <= 2 * top_n + 5:
         html = table_html(ranked, max_rows=len(ranked) + 1, cell_class=styles, headers=_HEADERS)
     else:
-        html = (f"<h3>Top {top_n} (lowest \u03b1)</h3>"
-                + table_html(with_rank.head(top_n), cell_class=styles, headers=_HEADERS)
-                + f"<h3>Bottom {top_n} (highest \u03b1, worst first)</h3>"
-                + table_html(with_rank.tail(top_n).iloc[::-1], cell_class=styles, headers=_HEADERS)
-                + f"<p class=\"tablecap\">{len(ranked)} routed experts in all; the full table is experts.csv.</p>")
+        html = (
+            f"<h3>Top {top_n} (lowest \u03b1)</h3>"
+            + table_html(with_rank.head(top_n), cell_class=styles, headers=_HEADERS)
+            + f"<h3>Bottom {top_n} (highest \u03b1, worst first)</h3>"
+            + table_html(with_rank.tail(top_n).iloc[::-1], cell_class=styles, headers=_HEADERS)
+            + f'<p class="tablecap">{len(ranked)} routed experts in all; the full table is experts.csv.</p>'
+        )
         unranked = ranked[ranked["rank_global"].isna()]
         if not unranked.empty:
-            html += "<h3>Not ranked (no successful fit)</h3>" + table_html(unranked, cell_class=styles, headers=_HEADERS)
+            html += "<h3>Not ranked (no successful fit)</h3>" + table_html(
+                unranked, cell_class=styles, headers=_HEADERS
+            )
     shared = run.experts[run.experts["role"] == "shared_expert"]
     if not shared.empty:
-        shared_cols = [c for c in _RANK_COLUMNS if c in shared.columns and c not in ("rank_global", "rank_in_layer",
-                                                                                      "robust_z", "expert")]
-        html += ("<h3>Shared experts</h3>"
-                 + table_html(shared.sort_values("layer")[shared_cols], max_rows=80, cell_class=styles, headers=_HEADERS))
+        shared_cols = [
+            c
+            for c in _RANK_COLUMNS
+            if c in shared.columns and c not in ("rank_global", "rank_in_layer", "robust_z", "expert")
+        ]
+        html += "<h3>Shared experts</h3>" + table_html(
+            shared.sort_values("layer")[shared_cols], max_rows=80, cell_class=styles, headers=_HEADERS
+        )
     return Section(title, html, note)
 
 
@@ -227,8 +320,10 @@ def _layer_section(run: InspectRun) -> Section:
         other = _layer_alpha(run.details[~run.details["role"].isin(["expert", "shared_expert"])])
         if not other.empty:
             table["non_expert_alpha_mean"] = table["layer"].map(other).astype(float)
-        note = ("Mean / min / max of the routed experts' mean \u03b1 per layer; outliers: |robust z| > 2.5 "
-                "within the layer; flagged: any quality label other than ok.")
+        note = (
+            "Mean / min / max of the routed experts' mean \u03b1 per layer; outliers: |robust z| > 2.5 "
+            "within the layer; flagged: any quality label other than ok."
+        )
     else:
         ok = run.details[(run.details["status"] == "success") & run.details["layer"].notna()].copy()
         ok["alpha"] = ok["alpha"].astype(float)
@@ -250,14 +345,19 @@ def _warnings_section(run: InspectRun) -> Section:
     details = run.details
     flags = details.loc[details["warning"] != "", "warning"].value_counts()
     if not flags.empty:
-        parts.append("<h3>Matrix flags</h3><p>" + "".join(chip(f"{n} {label}", "q-warn") for label, n in flags.items())
-                     + "</p>")
+        parts.append(
+            "<h3>Matrix flags</h3><p>" + "".join(chip(f"{n} {label}", "q-warn") for label, n in flags.items()) + "</p>"
+        )
     bad = details[details["status"] != "success"]
-    columns = [c for c in ("name", "layer", "expert", "proj", "role", "rows", "cols", "status", "message")
-               if c in bad.columns]
+    columns = [
+        c for c in ("name", "layer", "expert", "proj", "role", "rows", "cols", "status", "message") if c in bad.columns
+    ]
     parts.append("<h3>Matrices without a successful fit</h3>")
-    parts.append(table_html(bad[columns], max_rows=200, cell_class={"status": _status_class})
-                 if not bad.empty else empty_note("None: every selected matrix was fitted."))
+    parts.append(
+        table_html(bad[columns], max_rows=200, cell_class={"status": _status_class})
+        if not bad.empty
+        else empty_note("None: every selected matrix was fitted.")
+    )
     return Section(title, "".join(parts), note)
 
 
@@ -279,5 +379,3 @@ def _quality_class(value: Any) -> str:
 
 def _status_class(value: Any) -> str:
     return _STATUS_CLASS.get(str(value), "")
-
-

@@ -20,7 +20,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alphaq._version import __version__
-from alphaq.runfolder import display_paths, COMPARE_DIR, COMPARE_HTML, COMPARE_JSON, EVAL_HTML, EVAL_JSON, INDEX_HTML, INSPECT_HTML, INSPECT_JSON, PLAN_HTML, PLAN_JSON, QUANTIZED_DIR, QUANTIZE_HTML, QUANTIZE_JSON
+from alphaq.runfolder import (
+    COMPARE_DIR,
+    COMPARE_HTML,
+    COMPARE_JSON,
+    EVAL_HTML,
+    EVAL_JSON,
+    INDEX_HTML,
+    INSPECT_HTML,
+    INSPECT_JSON,
+    PLAN_HTML,
+    PLAN_JSON,
+    QUANTIZE_HTML,
+    QUANTIZE_JSON,
+    QUANTIZED_DIR,
+    display_paths,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,9 +89,16 @@ class Section:
             object.__setattr__(self, "anchor", slug)
 
 
-def render_page(title: str, provenance: Mapping[str, Any], sections: Sequence[Section], *,
-                warnings: Iterable[str] = (), run_dir: str | Path | None = None, current: str | None = None,
-                subtitle: str = "") -> str:
+def render_page(
+    title: str,
+    provenance: Mapping[str, Any],
+    sections: Sequence[Section],
+    *,
+    warnings: Iterable[str] = (),
+    run_dir: str | Path | None = None,
+    current: str | None = None,
+    subtitle: str = "",
+) -> str:
     """Render a complete, self-contained HTML page.
 
     Args:
@@ -104,11 +126,19 @@ def render_page(title: str, provenance: Mapping[str, Any], sections: Sequence[Se
         if anchor != section.anchor:
             section = Section(section.title, section.html, section.note, anchor)
         unique_sections.append(section)
-    return _environment().get_template("base.html").render(
-        title=title, subtitle=subtitle, version=__version__, provenance=_provenance_items(provenance),
-        nav=_nav_items(run_dir, current), sections=unique_sections,
-        warnings=[str(w) for w in warnings if str(w).strip()],
-        created=str(provenance.get("created") or ""),
+    return (
+        _environment()
+        .get_template("base.html")
+        .render(
+            title=title,
+            subtitle=subtitle,
+            version=__version__,
+            provenance=_provenance_items(provenance),
+            nav=_nav_items(run_dir, current),
+            sections=unique_sections,
+            warnings=[str(w) for w in warnings if str(w).strip()],
+            created=str(provenance.get("created") or ""),
+        )
     )
 
 
@@ -119,10 +149,17 @@ def write_page(path: str | Path, html: str) -> Path:
     return write_text(path, html)
 
 
-def table_html(df: pd.DataFrame, *, max_rows: int = 100, float_format: str | Callable[[float], str] = "{:.3f}",
-               sortable: bool = True, index: bool = False, caption: str = "",
-               cell_class: Mapping[str, Callable[[Any], str]] | None = None,
-               headers: Mapping[str, str] | None = None) -> str:
+def table_html(
+    df: pd.DataFrame,
+    *,
+    max_rows: int = 100,
+    float_format: str | Callable[[float], str] = "{:.3f}",
+    sortable: bool = True,
+    index: bool = False,
+    caption: str = "",
+    cell_class: Mapping[str, Callable[[Any], str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> str:
     """An HTML table from a DataFrame (values escaped; NaN/NA shown as an em dash).
 
     Args:
@@ -149,21 +186,24 @@ def table_html(df: pd.DataFrame, *, max_rows: int = 100, float_format: str | Cal
     total = len(frame)
     if total > max_rows:
         half = max(max_rows // 2, 1)
-        parts = [(frame.iloc[:half], False), (None, True), (frame.iloc[total - half:], False)]
+        parts = [(frame.iloc[:half], False), (None, True), (frame.iloc[total - half :], False)]
         shown = 2 * half
     else:
         parts, shown = [(frame, False)], total
     classes = "data sortable" if sortable else "data"
-    out = [f'<div class="tablewrap"><table class="{classes}" data-total-rows="{total}" data-shown-rows="{shown}">',
-           "<thead><tr>"]
+    out = [
+        f'<div class="tablewrap"><table class="{classes}" data-total-rows="{total}" data-shown-rows="{shown}">',
+        "<thead><tr>",
+    ]
     for col in columns:
         cls = ' class="num"' if numeric[col] else ""
         out.append(f"<th{cls}>{_esc(headers.get(str(col), str(col)))}</th>")
     out.append("</tr></thead><tbody>")
     for part, is_gap in parts:
         if is_gap:
-            out.append(f'<tr class="gap"><td colspan="{len(columns)}">&#8942; {total - shown} rows not shown &#8942;'
-                       "</td></tr>")
+            out.append(
+                f'<tr class="gap"><td colspan="{len(columns)}">&#8942; {total - shown} rows not shown &#8942;</td></tr>'
+            )
             continue
         for row in part.itertuples(index=False, name=None):
             out.append("<tr>")
@@ -198,7 +238,11 @@ def figure_html(fig: Figure, *, fmt: str = "svg", caption: str = "", alt: str = 
 
     if fmt not in ("svg", "png"):
         raise ValueError(f"figure format must be 'svg' or 'png', not {fmt!r}")
-    rc = {"svg.hashsalt": SVG_HASHSALT, "svg.fonttype": "none", "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"]}
+    rc = {
+        "svg.hashsalt": SVG_HASHSALT,
+        "svg.fonttype": "none",
+        "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
+    }
     with matplotlib.rc_context(rc):
         if fmt == "svg":
             buf = io.StringIO()
@@ -302,7 +346,10 @@ def _environment() -> Any:
 
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
-        autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
     )
 
 
@@ -335,8 +382,13 @@ def _nav_items(run_dir: str | Path | None, current: str | None) -> list[tuple[st
 
 #: The artifact from which ``alphaq report`` renders each stage page: links go to a page whose artifact
 #: exists, so pages can be rendered in any order and still link each other.
-PAGE_ARTIFACTS = {INSPECT_HTML: INSPECT_JSON, PLAN_HTML: PLAN_JSON, QUANTIZE_HTML: QUANTIZE_JSON,
-                  EVAL_HTML: EVAL_JSON, COMPARE_HTML: COMPARE_JSON}
+PAGE_ARTIFACTS = {
+    INSPECT_HTML: INSPECT_JSON,
+    PLAN_HTML: PLAN_JSON,
+    QUANTIZE_HTML: QUANTIZE_JSON,
+    EVAL_HTML: EVAL_JSON,
+    COMPARE_HTML: COMPARE_JSON,
+}
 #: Sub-folders of a run folder that hold a stage's own folder (``alphaq run`` and the gallery).
 RUN_SUBFOLDERS = (QUANTIZED_DIR, COMPARE_DIR)
 #: Files that mark a run folder (the parent of a stage sub-folder).

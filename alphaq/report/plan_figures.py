@@ -22,8 +22,14 @@ if TYPE_CHECKING:
 #: Allocator drawn in the accent colour on the sweep figure.
 HIGHLIGHT_ALLOCATOR = "alphaq"
 #: Display names of the registered allocators (others are shown as given).
-ALLOCATOR_LABELS = {"alphaq": "AlphaQ", "uniform": "uniform", "random": "random", "alpha_ratio": "alpha ratio",
-                    "weight_norm": "weight norm", "frequency": "routing frequency"}
+ALLOCATOR_LABELS = {
+    "alphaq": "AlphaQ",
+    "uniform": "uniform",
+    "random": "random",
+    "alpha_ratio": "alpha ratio",
+    "weight_norm": "weight norm",
+    "frequency": "routing frequency",
+}
 #: Order of the projections on a layer x projection map.
 PROJ_ORDER = ("gate", "gate_proj", "w1", "up", "up_proj", "w3", "down", "down_proj", "w2")
 #: Seed of the vertical jitter of the alpha-vs-bits scatter (fixed: pages are reproducible).
@@ -58,19 +64,30 @@ def bits_grid(tensors: pd.DataFrame, column: str) -> pd.DataFrame:
     rows = tensors[tensors["layer"].notna() & tensors[column].notna()]
     if rows.empty:
         return pd.DataFrame(dtype=float)
-    weighted = rows.assign(_pb=rows["params"].astype(float) * rows["bits"].astype(float),
-                           _p=rows["params"].astype(float), _c=rows[column].astype(object))
+    weighted = rows.assign(
+        _pb=rows["params"].astype(float) * rows["bits"].astype(float),
+        _p=rows["params"].astype(float),
+        _c=rows[column].astype(object),
+    )
     sums = weighted.groupby([weighted["layer"].astype(int), "_c"])[["_pb", "_p"]].sum()
     grid = (sums["_pb"] / sums["_p"]).unstack("_c")  # [L, E] or [L, P]
-    order = sorted(grid.columns, key=lambda c: (PROJ_ORDER.index(c) if c in PROJ_ORDER else len(PROJ_ORDER), str(c))) \
-        if column == "proj" else sorted(grid.columns, key=int)
+    order = (
+        sorted(grid.columns, key=lambda c: (PROJ_ORDER.index(c) if c in PROJ_ORDER else len(PROJ_ORDER), str(c)))
+        if column == "proj"
+        else sorted(grid.columns, key=int)
+    )
     grid = grid.sort_index()[order].astype(float)
     grid.index.name, grid.columns.name = "layer", column
     return grid
 
 
-def bits_heatmap(grid: pd.DataFrame, *, widths: Sequence[int] = (), failed: Collection[tuple[int, object]] = (),
-                 xlabel: str = "expert") -> Figure | None:
+def bits_heatmap(
+    grid: pd.DataFrame,
+    *,
+    widths: Sequence[int] = (),
+    failed: Collection[tuple[int, object]] = (),
+    xlabel: str = "expert",
+) -> Figure | None:
     """Layer x expert (or projection) map of the planned widths.
 
     Integral grids (one width per cell) get a discrete colour per candidate width; mean widths (matrix
@@ -113,16 +130,29 @@ def bits_heatmap(grid: pd.DataFrame, *, widths: Sequence[int] = (), failed: Coll
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
     image.set_rasterized(True)
-    bar = fig.colorbar(image, ax=ax, pad=0.015, fraction=0.035, aspect=40,
-                       **({"ticks": ticks, "spacing": "uniform"} if discrete else {}))
+    bar = fig.colorbar(
+        image,
+        ax=ax,
+        pad=0.015,
+        fraction=0.035,
+        aspect=40,
+        **({"ticks": ticks, "spacing": "uniform"} if discrete else {}),
+    )
     bar.set_label("planned bits" + ("" if discrete else " (parameter-weighted mean)"), fontsize=9)
     bar.ax.tick_params(labelsize=8)
     if annotate:
         for (row, col), value in np.ndenumerate(values):
             if math.isfinite(value):
                 text = f"{value:.0f}" if discrete else f"{value:.2f}"
-                ax.text(col, row, text, ha="center", va="center", fontsize=8,
-                        color="white" if value < (ticks[0] + ticks[-1]) / 2 else "#1d2330")
+                ax.text(
+                    col,
+                    row,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if value < (ticks[0] + ticks[-1]) / 2 else "#1d2330",
+                )
         ax.set_xticks(np.arange(n_cols) - 0.5, minor=True)
         ax.set_yticks(np.arange(n_rows) - 0.5, minor=True)
         ax.grid(which="minor", color="white", linewidth=1.2)
@@ -132,8 +162,16 @@ def bits_heatmap(grid: pd.DataFrame, *, widths: Sequence[int] = (), failed: Coll
         col_of = {str(v): j for j, v in enumerate(grid.columns)}
         for layer, key in sorted(failed, key=str):
             if int(layer) in row_of and str(key) in col_of:
-                ax.add_patch(Rectangle((col_of[str(key)] - 0.44, row_of[int(layer)] - 0.44), 0.88, 0.88,
-                                       facecolor="none", edgecolor=_FAILED, linewidth=1.6 if annotate else 0.8))
+                ax.add_patch(
+                    Rectangle(
+                        (col_of[str(key)] - 0.44, row_of[int(layer)] - 0.44),
+                        0.88,
+                        0.88,
+                        facecolor="none",
+                        edgecolor=_FAILED,
+                        linewidth=1.6 if annotate else 0.8,
+                    )
+                )
     _label_ticks(ax, grid, annotate)
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel("layer", fontsize=9)
@@ -167,8 +205,9 @@ def alpha_bits_scatter(points: pd.DataFrame) -> Figure | None:
     fig = _figure(7.2, 4.0)
     with sns.axes_style("whitegrid"):
         ax = fig.add_subplot()
-    dots = ax.scatter(alpha, bits + jitter, c=layers, cmap="crest", s=14 if bits.size < 2000 else 5, alpha=0.75,
-                      linewidths=0)
+    dots = ax.scatter(
+        alpha, bits + jitter, c=layers, cmap="crest", s=14 if bits.size < 2000 else 5, alpha=0.75, linewidths=0
+    )
     dots.set_rasterized(bits.size > 400)
     if np.nanmax(layers) > np.nanmin(layers):
         from matplotlib.ticker import MaxNLocator
@@ -180,8 +219,17 @@ def alpha_bits_scatter(points: pd.DataFrame) -> Figure | None:
         bar.ax.tick_params(labelsize=8)
     if np.all(bits == np.round(bits)):
         for width in np.unique(bits):
-            ax.plot([float(np.median(alpha[bits == width]))], [width], marker="D", markersize=7, color="#1d2330",
-                    markerfacecolor="white", markeredgewidth=1.4, linestyle="none", zorder=5)
+            ax.plot(
+                [float(np.median(alpha[bits == width]))],
+                [width],
+                marker="D",
+                markersize=7,
+                color="#1d2330",
+                markerfacecolor="white",
+                markeredgewidth=1.4,
+                linestyle="none",
+                zorder=5,
+            )
         ax.set_yticks(np.unique(bits))
     _style_axes(ax)
     ax.set_xlabel("expert mean \u03b1 (lower = heavier tail = better trained)")
@@ -249,24 +297,45 @@ def sweep_figure(sweep: pd.DataFrame, *, current: tuple[float, float] | None = N
     if ok.empty:
         return None
     names = list(dict.fromkeys(ok["allocator"].astype(str)))
-    names.sort(key=lambda n: (n != HIGHLIGHT_ALLOCATOR, list(ALLOCATOR_LABELS).index(n) if n in ALLOCATOR_LABELS
-                              else len(ALLOCATOR_LABELS), n))
+    names.sort(
+        key=lambda n: (
+            n != HIGHLIGHT_ALLOCATOR,
+            list(ALLOCATOR_LABELS).index(n) if n in ALLOCATOR_LABELS else len(ALLOCATOR_LABELS),
+            n,
+        )
+    )
     palette = iter(sns.color_palette("colorblind", len(names) + 1)[1:])
     fig = _figure(7.6, 4.0)
     ax = fig.add_subplot()
     for name in names:
         rows = ok[ok["allocator"].astype(str) == name].sort_values("average_payload_bits", kind="mergesort")
         main = name == HIGHLIGHT_ALLOCATOR
-        ax.plot(rows["average_payload_bits"].astype(float), rows["predicted_error"].astype(float),
-                color=_ACCENT if main else next(palette), linewidth=2.6 if main else 1.2, marker="o",
-                markersize=5 if main else 3.5, alpha=1.0 if main else 0.85, zorder=4 if main else 2,
-                label=ALLOCATOR_LABELS.get(name, name))
+        ax.plot(
+            rows["average_payload_bits"].astype(float),
+            rows["predicted_error"].astype(float),
+            color=_ACCENT if main else next(palette),
+            linewidth=2.6 if main else 1.2,
+            marker="o",
+            markersize=5 if main else 3.5,
+            alpha=1.0 if main else 0.85,
+            zorder=4 if main else 2,
+            label=ALLOCATOR_LABELS.get(name, name),
+        )
     values = ok["predicted_error"].astype(float)
     if float(values.min()) > 0 and float(values.max()) / float(values.min()) > 20:
         ax.set_yscale("log")
     if current is not None and all(math.isfinite(v) for v in current):
-        ax.plot([current[0]], [current[1]], marker="*", markersize=14, color=_FAILED, markeredgecolor="white",
-                linestyle="none", zorder=6, label="this plan")
+        ax.plot(
+            [current[0]],
+            [current[1]],
+            marker="*",
+            markersize=14,
+            color=_FAILED,
+            markeredgecolor="white",
+            linestyle="none",
+            zorder=6,
+            label="this plan",
+        )
     _style_axes(ax)
     ax.grid(True, which="major", color="#e6e9ee", linewidth=0.6)
     ax.set_xlabel("average payload bits per expert weight")

@@ -17,17 +17,40 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alphaq.errors import AlphaQError
-from alphaq.report.page import (
-    Section, chip, fmt_bytes, fmt_count, fmt_seconds,
-    provenance_from_manifest, render_page, stat_cards, write_page,
-)
 from alphaq.report.gguf_section import gguf_section
+from alphaq.report.page import (
+    Section,
+    chip,
+    fmt_bytes,
+    fmt_count,
+    fmt_seconds,
+    provenance_from_manifest,
+    render_page,
+    stat_cards,
+    write_page,
+)
 from alphaq.report.plan_sections import (
-    as_float, as_mapping, deployability_section, failed_fits_section, fmt_number, heatmap_section, histogram_section,
-    memory_section, scatter_section, sweep_section, tensor_section,
+    as_float,
+    as_mapping,
+    deployability_section,
+    failed_fits_section,
+    fmt_number,
+    heatmap_section,
+    histogram_section,
+    memory_section,
+    scatter_section,
+    sweep_section,
+    tensor_section,
 )
 from alphaq.runfolder import (
-    DETAILS_CSV, EXPERTS_CSV, INSPECT_JSON, PLAN_COMPARISON_JSON, PLAN_HTML, PLAN_JSON, SWEEP_CSV, one_line,
+    DETAILS_CSV,
+    EXPERTS_CSV,
+    INSPECT_JSON,
+    PLAN_COMPARISON_JSON,
+    PLAN_HTML,
+    PLAN_JSON,
+    SWEEP_CSV,
+    one_line,
 )
 
 if TYPE_CHECKING:
@@ -40,8 +63,11 @@ INSPECT_FILES = (INSPECT_JSON, DETAILS_CSV, EXPERTS_CSV)
 #: Rows of the per-tensor table (largest predicted error first).
 TOP_TENSORS = 100
 _SWEEP_TEXT = ("allocator", "budget", "budget_kind", "status", "message")
-_GRANULARITY_HINT = {"expert": "one width per expert (gate, up, down together)", "matrix": "one width per matrix",
-                     "layer": "one width per (layer, projection)"}
+_GRANULARITY_HINT = {
+    "expert": "one width per expert (gate, up, down together)",
+    "matrix": "one width per matrix",
+    "layer": "one width per (layer, projection)",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,10 +209,19 @@ def plan_page_html(run: PlanArtifacts, *, run_dir: str | Path | None = None, top
     ]
     budget = as_mapping(provenance.get("budget"))
     described = as_mapping(budget.get("resolved")).get("description") or budget.get("given") or "?"
-    subtitle = (f"Alpha-guided mixed-precision plan \u00b7 {options.get('allocator', '?')} allocator, "
-                f"{options.get('granularity', '?')} granularity, budget {described}")
-    return render_page(f"alphaq plan \u2014 {_model_name(run)}", _provenance(run), sections,
-                       warnings=_page_warnings(run), run_dir=run_dir, current=PLAN_HTML, subtitle=subtitle)
+    subtitle = (
+        f"Alpha-guided mixed-precision plan \u00b7 {options.get('allocator', '?')} allocator, "
+        f"{options.get('granularity', '?')} granularity, budget {described}"
+    )
+    return render_page(
+        f"alphaq plan \u2014 {_model_name(run)}",
+        _provenance(run),
+        sections,
+        warnings=_page_warnings(run),
+        run_dir=run_dir,
+        current=PLAN_HTML,
+        subtitle=subtitle,
+    )
 
 
 # -- sections ----------------------------------------------------------------------------------------
@@ -202,44 +237,84 @@ def _summary_html(run: PlanArtifacts) -> str:
     method = solver.get("method") or ("heuristic" if solver else "not recorded")
     granularity = str(options.get("granularity") or "?")
     widths = ", ".join(str(w) for w in options.get("widths") or []) or "?"
-    error_hint = f"{options.get('quant_method', '?')} quantizer" if options.get("error_model") == "measured" else \
-        "Var(W)\u00b72^(\u22122b)" if options.get("error_model") == "analytic" else ""
+    error_hint = (
+        f"{options.get('quant_method', '?')} quantizer"
+        if options.get("error_model") == "measured"
+        else "Var(W)\u00b72^(\u22122b)"
+        if options.get("error_model") == "analytic"
+        else ""
+    )
     cards = [
         ("Allocator", str(options.get("allocator") or "?"), f"widths {widths}, group size {group or '?'}"),
-        ("Granularity", granularity, f"{fmt_count(summary.get('units'))} units: "
-         + _GRANULARITY_HINT.get(granularity, "")),
-        ("Budget", str(budget.get("given") or budget.get("value") or "?"),
-         f"resolved: {resolved.get('description', '?')}"
-         + (f"; capacity {capacity:,.0f} {resolved.get('counts', '')}" if math.isfinite(capacity) else "")),
-        ("Average payload bits", fmt_number(summary.get("average_payload_bits"), "{:.3f}"),
-         "parameter-weighted over the routed experts"),
-        ("Effective bits", fmt_number(summary.get("effective_bits"), "{:.3f}"),
-         f"payload + fp16 scale and zero per {group or '?'} weights"),
-        ("Expert bytes", fmt_bytes(summary.get("expert_bytes")),
-         f"bf16 {fmt_bytes(summary.get('expert_bytes_bf16'))} \u00b7 "
-         f"{fmt_number(summary.get('expert_compression_ratio'), '{:.2f}')}\u00d7 smaller"),
-        ("Compression ratio", fmt_number(summary.get("compression_ratio"), "{:.2f}\u00d7"),
-         f"whole model: {fmt_bytes(summary.get('total_bytes'))} vs {fmt_bytes(summary.get('total_bytes_bf16'))} bf16"),
-        ("Solver", str(solver.get("status") or "?"),
-         f"{method} \u00b7 objective {fmt_number(solver.get('objective'), '{:.4g}')} \u00b7 "
-         f"gap {fmt_number(gap * 100, '{:.3g}%')} \u00b7 {fmt_seconds(solver.get('seconds'))}"),
+        (
+            "Granularity",
+            granularity,
+            f"{fmt_count(summary.get('units'))} units: " + _GRANULARITY_HINT.get(granularity, ""),
+        ),
+        (
+            "Budget",
+            str(budget.get("given") or budget.get("value") or "?"),
+            f"resolved: {resolved.get('description', '?')}"
+            + (f"; capacity {capacity:,.0f} {resolved.get('counts', '')}" if math.isfinite(capacity) else ""),
+        ),
+        (
+            "Average payload bits",
+            fmt_number(summary.get("average_payload_bits"), "{:.3f}"),
+            "parameter-weighted over the routed experts",
+        ),
+        (
+            "Effective bits",
+            fmt_number(summary.get("effective_bits"), "{:.3f}"),
+            f"payload + fp16 scale and zero per {group or '?'} weights",
+        ),
+        (
+            "Expert bytes",
+            fmt_bytes(summary.get("expert_bytes")),
+            f"bf16 {fmt_bytes(summary.get('expert_bytes_bf16'))} \u00b7 "
+            f"{fmt_number(summary.get('expert_compression_ratio'), '{:.2f}')}\u00d7 smaller",
+        ),
+        (
+            "Compression ratio",
+            fmt_number(summary.get("compression_ratio"), "{:.2f}\u00d7"),
+            f"whole model: {fmt_bytes(summary.get('total_bytes'))} vs {fmt_bytes(summary.get('total_bytes_bf16'))} bf16",
+        ),
+        (
+            "Solver",
+            str(solver.get("status") or "?"),
+            f"{method} \u00b7 objective {fmt_number(solver.get('objective'), '{:.4g}')} \u00b7 "
+            f"gap {fmt_number(gap * 100, '{:.3g}%')} \u00b7 {fmt_seconds(solver.get('seconds'))}",
+        ),
         ("Gamma", fmt_number(options.get("gamma"), "{:g}"), "importance (median \u03b1 / \u03b1)^\u03b3"),
         ("Error model", str(options.get("error_model") or "?"), error_hint),
-        ("Predicted error", fmt_number(summary.get("predicted_error"), "{:.4g}"),
-         f"\u03b1-weighted objective {fmt_number(summary.get('alpha_objective'), '{:.4g}')}"),
-        ("Kept outside the budget", str(options.get("keep") or "\u2014"),
-         f"{fmt_bytes(summary.get('kept_bytes'))} (bf16 {fmt_bytes(summary.get('kept_bytes_bf16'))})"),
+        (
+            "Predicted error",
+            fmt_number(summary.get("predicted_error"), "{:.4g}"),
+            f"\u03b1-weighted objective {fmt_number(summary.get('alpha_objective'), '{:.4g}')}",
+        ),
+        (
+            "Kept outside the budget",
+            str(options.get("keep") or "\u2014"),
+            f"{fmt_bytes(summary.get('kept_bytes'))} (bf16 {fmt_bytes(summary.get('kept_bytes_bf16'))})",
+        ),
     ]
     shares = as_mapping(summary.get("param_share_by_width"))
     out = [stat_cards(cards)]
     if shares:
-        out.append("<h3>Routed-expert parameters by width</h3><p>" + "".join(
-            chip(f"{k} bits: {100 * as_float(v):.1f}%") for k, v in sorted(shares.items(), key=lambda kv: int(kv[0])))
-            + "</p>")
+        out.append(
+            "<h3>Routed-expert parameters by width</h3><p>"
+            + "".join(
+                chip(f"{k} bits: {100 * as_float(v):.1f}%")
+                for k, v in sorted(shares.items(), key=lambda kv: int(kv[0]))
+            )
+            + "</p>"
+        )
     failed = list(prov.get("failed_fits") or [])
     if failed:
-        out.append("<p>" + chip(f"{_plural(len(failed), 'unit')} without a fitted \u03b1", "q-warn")
-                   + ' <a href="#failed-fits-and-notes">see below</a></p>')
+        out.append(
+            "<p>"
+            + chip(f"{_plural(len(failed), 'unit')} without a fitted \u03b1", "q-warn")
+            + ' <a href="#failed-fits-and-notes">see below</a></p>'
+        )
     return "".join(out)
 
 
@@ -252,16 +327,20 @@ def _page_warnings(run: PlanArtifacts) -> list[str]:
     solver = as_mapping(prov.get("solver"))
     if solver.get("status") not in (None, "optimal", "heuristic"):
         gap = fmt_number(solver.get("gap"), "{:.3g}")
-        lines.append(f"solver status {solver.get('status')!r} (gap {gap}): the plan is feasible but not proven "
-                     "optimal; raise --time-limit for a tighter plan")
+        lines.append(
+            f"solver status {solver.get('status')!r} (gap {gap}): the plan is feasible but not proven "
+            "optimal; raise --time-limit for a tighter plan"
+        )
     failed = list(prov.get("failed_fits") or [])
     if failed:
         lines.append(f"{_plural(len(failed), 'unit')} without a fitted \u03b1 planned with importance 1 (the median)")
     total = int(run.tensors["bytes"].sum())
     recorded = as_float(summary.get("total_bytes"))
     if math.isfinite(recorded) and recorded != total:
-        lines.append(f"plan.json summary gives {summary['total_bytes']} total bytes but its tensors add up to {total}; "
-                     "re-create the plan with `alphaq plan`")
+        lines.append(
+            f"plan.json summary gives {summary['total_bytes']} total bytes but its tensors add up to {total}; "
+            "re-create the plan with `alphaq plan`"
+        )
     return lines
 
 
@@ -270,8 +349,11 @@ def _provenance(run: PlanArtifacts) -> dict[str, Any]:
     ckpt = prov.get("checkpoint")
     ckpt = dict(ckpt) if isinstance(ckpt, Mapping) else ({"path": ckpt} if isinstance(ckpt, str) else {})
     fallback = as_mapping(as_mapping(run.inspect_manifest).get("checkpoint"))
-    aliases_of = {"path": ("path", "checkpoint_path"), "fingerprint": ("fingerprint", "checkpoint_fingerprint"),
-                  "model_type": ("model_type",)}
+    aliases_of = {
+        "path": ("path", "checkpoint_path"),
+        "fingerprint": ("fingerprint", "checkpoint_fingerprint"),
+        "model_type": ("model_type",),
+    }
     for key, aliases in aliases_of.items():
         ckpt.setdefault(key, next((prov[a] for a in aliases if isinstance(prov.get(a), str)), fallback.get(key)))
     diagnostics = as_mapping(prov.get("diagnostics"))
@@ -279,9 +361,15 @@ def _provenance(run: PlanArtifacts) -> dict[str, Any]:
     manifest = {"checkpoint": ckpt, "alphaq_version": prov.get("alphaq_version"), "created": prov.get("created")}
     out = provenance_from_manifest(manifest, plan=run.plan.plan_fingerprint, inspect=str(inspect_fp))
     if diagnostics.get("fit") or diagnostics.get("inspect_created"):
-        out["alpha_source"] = " ".join(filter(None, (f"{diagnostics['fit']} fit" if diagnostics.get("fit") else "",
-                                                     f"(inspect run {diagnostics['inspect_created']})"
-                                                     if diagnostics.get("inspect_created") else "")))
+        out["alpha_source"] = " ".join(
+            filter(
+                None,
+                (
+                    f"{diagnostics['fit']} fit" if diagnostics.get("fit") else "",
+                    f"(inspect run {diagnostics['inspect_created']})" if diagnostics.get("inspect_created") else "",
+                ),
+            )
+        )
     if prov.get("calibration_text"):
         out["calibration_text"] = str(prov["calibration_text"])
     return out
@@ -300,15 +388,21 @@ def _read_sweep(path: Path, warnings: list[str]) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        frame = pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN", "None", "null"],
-                            dtype={c: str for c in _SWEEP_TEXT})
+        frame = pd.read_csv(
+            path,
+            keep_default_na=False,
+            na_values=["", "nan", "NaN", "None", "null"],
+            dtype={c: str for c in _SWEEP_TEXT},
+        )
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as err:
         warnings.append(f"{path.name} is unreadable ({one_line(err)}): the budget sweep is omitted")
         return None
     missing = [c for c in ("allocator", "average_payload_bits", "predicted_error") if c not in frame.columns]
     if missing:
-        warnings.append(f"{path.name} lacks column(s) {', '.join(missing)}: the budget sweep is omitted; re-run "
-                        "`alphaq plan --sweep` with this alphaq version")
+        warnings.append(
+            f"{path.name} lacks column(s) {', '.join(missing)}: the budget sweep is omitted; re-run "
+            "`alphaq plan --sweep` with this alphaq version"
+        )
         return None
     for column in SWEEP_COLUMNS:
         if column not in frame.columns:
@@ -328,11 +422,16 @@ def _read_comparison(path: Path, warnings: list[str]) -> Mapping[str, Any] | Non
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         warnings.append(f"{path.name} is unreadable ({one_line(err)}): the deployability comparison is omitted")
         return None
-    plans_ok = isinstance(data, dict) and isinstance(data.get("expert_plan"), dict) and \
-        isinstance(data.get("layer_plan", {}), dict)
+    plans_ok = (
+        isinstance(data, dict)
+        and isinstance(data.get("expert_plan"), dict)
+        and isinstance(data.get("layer_plan", {}), dict)
+    )
     if not plans_ok:
-        warnings.append(f"{path.name} lacks the expert_plan (and layer_plan) objects: the deployability comparison "
-                        "is omitted; re-run `alphaq plan` with this alphaq version")
+        warnings.append(
+            f"{path.name} lacks the expert_plan (and layer_plan) objects: the deployability comparison "
+            "is omitted; re-run `alphaq plan` with this alphaq version"
+        )
         return None
     return data
 

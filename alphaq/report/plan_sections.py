@@ -20,8 +20,21 @@ if TYPE_CHECKING:
 
     from alphaq.report.plan_page import PlanArtifacts
 
-_TENSOR_COLUMNS = ["name", "layer", "expert", "proj", "role", "rows", "cols", "bits", "group_size", "bytes", "error",
-                   "alpha", "unit"]
+_TENSOR_COLUMNS = [
+    "name",
+    "layer",
+    "expert",
+    "proj",
+    "role",
+    "rows",
+    "cols",
+    "bits",
+    "group_size",
+    "bytes",
+    "error",
+    "alpha",
+    "unit",
+]
 #: Rows of the per-tensor table above which it scrolls in a box of its own.
 _SCROLL_ROWS = 25
 #: Layers above which the per-layer table starts folded.
@@ -35,9 +48,12 @@ def heatmap_section(run: PlanArtifacts) -> Section:
     layer = run.options.get("granularity") == "layer"
     column = "proj" if layer else "expert"
     title = "Bit-width map"
-    note = ("Planned width per (layer, projection), shared by all experts of the layer." if layer else
-            "Planned width per routed expert, layer \u00d7 expert"
-            + (" (parameter-weighted mean of its matrices)." if run.options.get("granularity") == "matrix" else "."))
+    note = (
+        "Planned width per (layer, projection), shared by all experts of the layer."
+        if layer
+        else "Planned width per routed expert, layer \u00d7 expert"
+        + (" (parameter-weighted mean of its matrices)." if run.options.get("granularity") == "matrix" else ".")
+    )
     routed = run.routed
     grid = bits_grid(routed, column)
     failed_units = set(str(u) for u in run.plan.provenance.get("failed_fits") or [])
@@ -46,15 +62,29 @@ def heatmap_section(run: PlanArtifacts) -> Section:
     fig = bits_heatmap(grid, widths=run.options.get("widths") or (), failed=cells, xlabel=column)
     if fig is None:
         return Section(title, empty_note("No routed expert with a layer in this plan: nothing to map."), note)
-    html = figure_html(fig, caption="Brighter = more bits. Red outline: unit without a fitted \u03b1 "
-                                    "(importance 1, the median).", alt="planned bits, layer by " + column)
+    html = figure_html(
+        fig,
+        caption="Brighter = more bits. Red outline: unit without a fitted \u03b1 (importance 1, the median).",
+        alt="planned bits, layer by " + column,
+    )
     per_layer = _layer_table(run)
     if not per_layer.empty:
-        table = table_html(per_layer, max_rows=400, headers={
-            "bits_mean": "mean bits", "bits_min": "min bits", "bits_max": "max bits", "alpha_mean": "\u03b1 mean",
-            "plan_bytes": "plan bytes"})
-        html += (f"<h3>Per layer</h3>{table}" if len(per_layer) <= _OPEN_LAYER_ROWS else
-                 f"<details><summary>Per layer ({len(per_layer)} layers)</summary>{table}</details>")
+        table = table_html(
+            per_layer,
+            max_rows=400,
+            headers={
+                "bits_mean": "mean bits",
+                "bits_min": "min bits",
+                "bits_max": "max bits",
+                "alpha_mean": "\u03b1 mean",
+                "plan_bytes": "plan bytes",
+            },
+        )
+        html += (
+            f"<h3>Per layer</h3>{table}"
+            if len(per_layer) <= _OPEN_LAYER_ROWS
+            else f"<details><summary>Per layer ({len(per_layer)} layers)</summary>{table}</details>"
+        )
     return Section(title, html, note)
 
 
@@ -63,22 +93,30 @@ def scatter_section(run: PlanArtifacts) -> Section:
     from alphaq.report.plan_figures import alpha_bits_scatter
 
     title = "Alpha vs bits"
-    note = ("Each routed expert's mean \u03b1 (experts.csv) against its planned width; lower \u03b1 should get "
-            "more bits.")
+    note = (
+        "Each routed expert's mean \u03b1 (experts.csv) against its planned width; lower \u03b1 should get more bits."
+    )
     points = _expert_points(run)
     if points is None:
-        return Section(title, empty_note("No inspect artifacts (experts.csv, details.csv, inspect.json) in this "
-                                         "folder: \u03b1 per expert is unknown, the scatter is omitted."), note)
+        return Section(
+            title,
+            empty_note(
+                "No inspect artifacts (experts.csv, details.csv, inspect.json) in this "
+                "folder: \u03b1 per expert is unknown, the scatter is omitted."
+            ),
+            note,
+        )
     fig = alpha_bits_scatter(points)
     if fig is None:
         return Section(title, empty_note("No routed expert of the plan has a fitted \u03b1."), note)
     ok = points[np.isfinite(points["alpha"])]
     varied = len(ok) > 2 and ok["alpha"].nunique() > 1 and ok["bits"].nunique() > 1
     rho = ok["alpha"].corr(ok["bits"], method="spearman") if varied else math.nan
-    caption = (f"{len(ok)} experts; Spearman \u03c1(\u03b1, bits) = {fmt_number(rho, '{:.2f}')}. Widths jittered "
-               "vertically; white diamonds: median \u03b1 at each width."
-               + (f" {len(points) - len(ok)} experts without a fitted \u03b1 are not drawn." if len(ok) < len(points)
-                  else ""))
+    caption = (
+        f"{len(ok)} experts; Spearman \u03c1(\u03b1, bits) = {fmt_number(rho, '{:.2f}')}. Widths jittered "
+        "vertically; white diamonds: median \u03b1 at each width."
+        + (f" {len(points) - len(ok)} experts without a fitted \u03b1 are not drawn." if len(ok) < len(points) else "")
+    )
     return Section(title, figure_html(fig, caption=caption, alt="expert alpha against planned bits"), note)
 
 
@@ -110,30 +148,51 @@ def memory_section(run: PlanArtifacts) -> Section:
     table = pd.DataFrame(rows)
     table["share"] = 100.0 * table["plan_bytes"] / float(tensors["bytes"].sum())
     table = table[["part", "matrices", "params", "bits", "bf16", "plan", "plan_bytes", "share", "compression"]]
-    headers = {"bf16": "bf16 size", "plan": "plan size", "plan_bytes": "plan bytes", "share": "share of plan (%)",
-               "compression": "compression (\u00d7)"}
-    html = table_html(table, max_rows=100, float_format="{:.2f}", sortable=False, headers=headers,
-                      caption="Kept roles sit outside the budget at the widths of the keep policy (16 = bf16).")
+    headers = {
+        "bf16": "bf16 size",
+        "plan": "plan size",
+        "plan_bytes": "plan bytes",
+        "share": "share of plan (%)",
+        "compression": "compression (\u00d7)",
+    }
+    html = table_html(
+        table,
+        max_rows=100,
+        float_format="{:.2f}",
+        sortable=False,
+        headers=headers,
+        caption="Kept roles sit outside the budget at the widths of the keep policy (16 = bf16).",
+    )
     return Section(title, html, note)
 
 
 def deployability_section(run: PlanArtifacts) -> Section:
     """Which engines run the plan unchanged, and what the per-expert plan gains over a layer plan."""
     title = "Deployability"
-    note = ("Layer-granularity engines need one width per (layer, projection); a per-expert plan runs on the "
-            "alphaq runtime, or must be rounded up per layer (plan_comparison.json).")
+    note = (
+        "Layer-granularity engines need one width per (layer, projection); a per-expert plan runs on the "
+        "alphaq runtime, or must be rounded up per layer (plan_comparison.json)."
+    )
     routed = run.routed[run.routed["layer"].notna()]
     groups = routed.groupby([routed["layer"].astype(int), routed["proj"].astype(str)])["bits"].nunique()
     mixed = int((groups > 1).sum())
-    uniform = ("The plan has no routed expert with a layer." if groups.empty else
-               f"Every (layer, projection) of this plan has one width ({len(groups)} groups): layer-granularity "
-               "engines can load it as is." if mixed == 0 else
-               f"{mixed} of {len(groups)} (layer, projection) groups mix widths across experts.")
+    uniform = (
+        "The plan has no routed expert with a layer."
+        if groups.empty
+        else f"Every (layer, projection) of this plan has one width ({len(groups)} groups): layer-granularity "
+        "engines can load it as is."
+        if mixed == 0
+        else f"{mixed} of {len(groups)} (layer, projection) groups mix widths across experts."
+    )
     parts = [f"<p>{uniform}</p>"]
     comparison = run.comparison
     if comparison is None:
-        parts.append(empty_note("No plan_comparison.json in this folder: the per-expert vs layer-plan comparison "
-                                "and the engine list are omitted."))
+        parts.append(
+            empty_note(
+                "No plan_comparison.json in this folder: the per-expert vs layer-plan comparison "
+                "and the engine list are omitted."
+            )
+        )
         return Section(title, "".join(parts), note)
     engines = as_mapping(comparison.get("engines"))
     layer_engines = [str(e) for e in engines.get("layer") or []]
@@ -150,8 +209,10 @@ def deployability_section(run: PlanArtifacts) -> Section:
     elif not math.isfinite(layer_obj):
         gain_hint = f"no layer plan to compare: {layer_plan.get('status') or 'not recorded'}"
     else:
-        gain_hint = (f"lower objective than the best layer plan: {fmt_number(layer_obj, '{:.4g}')} \u2192 "
-                     f"{fmt_number(expert_obj, '{:.4g}')}")
+        gain_hint = (
+            f"lower objective than the best layer plan: {fmt_number(layer_obj, '{:.4g}')} \u2192 "
+            f"{fmt_number(expert_obj, '{:.4g}')}"
+        )
     rounded = as_float(comparison.get("rounded_up_per_layer_bytes"))
     basis = "expert_bytes" if "expert_bytes" in expert_plan else "total_bytes"
     reference = as_float(expert_plan.get(basis))
@@ -160,13 +221,17 @@ def deployability_section(run: PlanArtifacts) -> Section:
     cards = [
         ("Runs unchanged on", ", ".join(runs_on) or "\u2014", "engines that can load this plan's widths as they are"),
         ("Per-expert gain at equal memory", fmt_number(gain * 100, "{:.1f}%"), gain_hint),
-        ("Rounded up per layer", fmt_bytes(rounded if math.isfinite(rounded) else None),
-         f"{fmt_number(extra * 100, '{:+.1f}%')} vs this plan's {fmt_bytes(reference if reference > 0 else None)} "
-         f"{what}: every expert of a (layer, projection) at its widest"),
+        (
+            "Rounded up per layer",
+            fmt_bytes(rounded if math.isfinite(rounded) else None),
+            f"{fmt_number(extra * 100, '{:+.1f}%')} vs this plan's {fmt_bytes(reference if reference > 0 else None)} "
+            f"{what}: every expert of a (layer, projection) at its widest",
+        ),
     ]
     parts.append(stat_cards(cards))
-    chips = "".join(chip(e, "q-ok") for e in runs_on) + "".join(chip(f"{e}: round up per layer", "q-warn")
-                                                                  for e in blocked)
+    chips = "".join(chip(e, "q-ok") for e in runs_on) + "".join(
+        chip(f"{e}: round up per layer", "q-warn") for e in blocked
+    )
     if chips:
         parts.append(f"<h3>Engines</h3><p>{chips}</p>")
     parts.append("<h3>At equal memory</h3>" + _comparison_table(layer_plan, expert_plan))
@@ -180,18 +245,37 @@ def _comparison_table(layer_plan: Mapping[str, Any], expert_plan: Mapping[str, A
     rows = []
     for label, entry in (("best layer plan", layer_plan), ("this plan", expert_plan)):
         if entry:
-            rows.append({"plan": label, **{k: as_float(entry.get(k)) for k in numbers},
-                         "status": str(entry.get("status") or ""), "message": str(entry.get("message") or "")})
+            rows.append(
+                {
+                    "plan": label,
+                    **{k: as_float(entry.get(k)) for k in numbers},
+                    "status": str(entry.get("status") or ""),
+                    "message": str(entry.get("message") or ""),
+                }
+            )
     table = pd.DataFrame(rows)
-    shown = [c for c in table.columns if c in ("plan", "status") or (c in numbers and table[c].notna().any())
-             or (c == "message" and table[c].astype(bool).any())]
+    shown = [
+        c
+        for c in table.columns
+        if c in ("plan", "status")
+        or (c in numbers and table[c].notna().any())
+        or (c == "message" and table[c].astype(bool).any())
+    ]
     table = table[shown]
     for column in ("expert_bytes", "total_bytes"):
         if column in table and table[column].notna().all():
             table[column] = table[column].astype("Int64")
-    return table_html(table, float_format=lambda v: f"{v:.4g}", sortable=False,
-                      headers={"average_payload_bits": "avg payload bits", "total_bytes": "total bytes",
-                               "expert_bytes": "expert bytes", "predicted_error": "predicted error"})
+    return table_html(
+        table,
+        float_format=lambda v: f"{v:.4g}",
+        sortable=False,
+        headers={
+            "average_payload_bits": "avg payload bits",
+            "total_bytes": "total bytes",
+            "expert_bytes": "expert bytes",
+            "predicted_error": "predicted error",
+        },
+    )
 
 
 def sweep_section(run: PlanArtifacts) -> Section:
@@ -208,11 +292,23 @@ def sweep_section(run: PlanArtifacts) -> Section:
     summary = run.plan.summary
     current = (as_float(summary.get("average_payload_bits")), as_float(summary.get("predicted_error")))
     fig = sweep_figure(sweep, current=current)
-    parts = [figure_html(fig, alt="predicted error against average bits per allocator",
-                         caption="Thick line: AlphaQ (\u03b1-guided). Star: this plan.") if fig is not None
-             else empty_note("No feasible sweep point to plot.")]
-    names = sorted(dict.fromkeys(sweep["allocator"]), key=lambda n: (n != HIGHLIGHT_ALLOCATOR,
-                   list(ALLOCATOR_LABELS).index(n) if n in ALLOCATOR_LABELS else len(ALLOCATOR_LABELS), n))
+    parts = [
+        figure_html(
+            fig,
+            alt="predicted error against average bits per allocator",
+            caption="Thick line: AlphaQ (\u03b1-guided). Star: this plan.",
+        )
+        if fig is not None
+        else empty_note("No feasible sweep point to plot.")
+    ]
+    names = sorted(
+        dict.fromkeys(sweep["allocator"]),
+        key=lambda n: (
+            n != HIGHLIGHT_ALLOCATOR,
+            list(ALLOCATOR_LABELS).index(n) if n in ALLOCATOR_LABELS else len(ALLOCATOR_LABELS),
+            n,
+        ),
+    )
     rows = []
     for budget, group in sweep.groupby("budget", sort=False):
         error = {str(a): float(e) for a, e in zip(group["allocator"], group["predicted_error"])}
@@ -227,12 +323,21 @@ def sweep_section(run: PlanArtifacts) -> Section:
             row["vs_best_other"] = 100 * (ours / min(others) - 1) if others and min(others) > 0 else math.nan
         rows.append(row)
     pivot = pd.DataFrame(rows)
-    parts.append("<h3>Predicted error by budget</h3>" + table_html(
-        pivot, max_rows=200, float_format=lambda v: f"{v:.4g}",
-        headers={"avg_bits": "avg payload bits", "vs_best_other": "AlphaQ vs best other (%)"},
-        caption="Negative percentages: AlphaQ predicts less error than every other allocator at that budget."))
-    parts.append(f"<details><summary>All sweep rows ({len(sweep)})</summary>"
-                 + table_html(sweep, max_rows=400, float_format=lambda v: f"{v:.4g}") + "</details>")
+    parts.append(
+        "<h3>Predicted error by budget</h3>"
+        + table_html(
+            pivot,
+            max_rows=200,
+            float_format=lambda v: f"{v:.4g}",
+            headers={"avg_bits": "avg payload bits", "vs_best_other": "AlphaQ vs best other (%)"},
+            caption="Negative percentages: AlphaQ predicts less error than every other allocator at that budget.",
+        )
+    )
+    parts.append(
+        f"<details><summary>All sweep rows ({len(sweep)})</summary>"
+        + table_html(sweep, max_rows=400, float_format=lambda v: f"{v:.4g}")
+        + "</details>"
+    )
     return Section(title, "".join(parts), note)
 
 
@@ -251,10 +356,16 @@ def failed_fits_section(run: PlanArtifacts) -> Section:
         rows = []
         for key in failed:
             members = routed[routed["unit"] == key]
-            rows.append({"unit": key, "layer": members["layer"].iloc[0] if len(members) else pd.NA,
-                         "expert": members["expert"].iloc[0] if len(members) else pd.NA,
-                         "matrices": len(members), "params": int(members["params"].sum()),
-                         "bits": ", ".join(str(b) for b in sorted(members["bits"].unique()))})
+            rows.append(
+                {
+                    "unit": key,
+                    "layer": members["layer"].iloc[0] if len(members) else pd.NA,
+                    "expert": members["expert"].iloc[0] if len(members) else pd.NA,
+                    "matrices": len(members),
+                    "params": int(members["params"].sum()),
+                    "bits": ", ".join(str(b) for b in sorted(members["bits"].unique())),
+                }
+            )
         table = pd.DataFrame(rows)
         table[["layer", "expert"]] = table[["layer", "expert"]].astype("Int64")
         parts.append(table_html(table, max_rows=200))
@@ -273,12 +384,20 @@ def tensor_section(run: PlanArtifacts, top_n: int) -> Section:
     shown = ordered.head(top_n)[columns]
     hidden = len(tensors) - len(shown)
     caption = f"{hidden} not shown; plan.json lists all {len(tensors)} tensors." if hidden else ""
-    html = table_html(shown, max_rows=max(len(shown), 1), float_format=lambda v: f"{v:.4g}", caption=caption,
-                      cell_class={"bits": _bits_class}, headers={"group_size": "group", "error": "predicted error"})
+    html = table_html(
+        shown,
+        max_rows=max(len(shown), 1),
+        float_format=lambda v: f"{v:.4g}",
+        caption=caption,
+        cell_class={"bits": _bits_class},
+        headers={"group_size": "group", "error": "predicted error"},
+    )
     if len(shown) > _SCROLL_ROWS:  # a scroll box of its own; the header row stays in view
         html = f'<div style="max-height: 640px; overflow-y: auto;">{html}</div>'
-    note = (f"Every matrix with its width, stored bytes and predicted error; the {len(shown)} with the largest "
-            "predicted error first (kept bf16 matrices have error 0).")
+    note = (
+        f"Every matrix with its width, stored bytes and predicted error; the {len(shown)} with the largest "
+        "predicted error first (kept bf16 matrices have error 0)."
+    )
     return Section(title, html, note)
 
 
@@ -295,8 +414,9 @@ def _expert_points(run: PlanArtifacts) -> pd.DataFrame | None:
     routed = routed[routed["layer"].notna() & routed["expert"].notna()]
     if routed.empty:
         return pd.DataFrame({"layer": [], "expert": [], "bits": [], "alpha": []}, dtype=float)
-    keyed = routed.assign(_pb=routed["params"] * routed["bits"], layer=routed["layer"].astype(int),
-                          expert=routed["expert"].astype(int))
+    keyed = routed.assign(
+        _pb=routed["params"] * routed["bits"], layer=routed["layer"].astype(int), expert=routed["expert"].astype(int)
+    )
     sums = keyed.groupby(["layer", "expert"])[["_pb", "params"]].sum()
     points = (sums["_pb"] / sums["params"]).rename("bits").reset_index()
     experts = run.experts
@@ -314,9 +434,14 @@ def _layer_table(run: PlanArtifacts) -> pd.DataFrame:
         return pd.DataFrame()
     keyed = routed.assign(layer=routed["layer"].astype(int), _pb=routed["params"] * routed["bits"])
     grouped = keyed.groupby("layer")
-    table = pd.DataFrame({"units": grouped["unit"].nunique(),
-                          "bits_mean": grouped["_pb"].sum() / grouped["params"].sum(),
-                          "bits_min": grouped["bits"].min(), "bits_max": grouped["bits"].max()})
+    table = pd.DataFrame(
+        {
+            "units": grouped["unit"].nunique(),
+            "bits_mean": grouped["_pb"].sum() / grouped["params"].sum(),
+            "bits_min": grouped["bits"].min(),
+            "bits_max": grouped["bits"].max(),
+        }
+    )
     points = _expert_points(run)
     if points is not None:
         table["alpha_mean"] = points.groupby("layer")["alpha"].mean()
@@ -327,14 +452,22 @@ def _layer_table(run: PlanArtifacts) -> pd.DataFrame:
 def _memory_row(part: str, frame: pd.DataFrame, *, mean: bool = False) -> dict[str, Any]:
     widths = sorted(int(b) for b in frame["bits"].unique())
     if mean and widths:
-        text = (f"{widths[0]}\u2013{widths[-1]}" if len(widths) > 1 else str(widths[0])) + \
-            f" (mean {float((frame['params'] * frame['bits']).sum()) / float(frame['params'].sum()):.2f})"
+        text = (
+            f"{widths[0]}\u2013{widths[-1]}" if len(widths) > 1 else str(widths[0])
+        ) + f" (mean {float((frame['params'] * frame['bits']).sum()) / float(frame['params'].sum()):.2f})"
     else:
         text = ", ".join("16 (bf16)" if w == 16 else str(w) for w in widths)
     bf16, plan = int(frame["bf16_bytes"].sum()), int(frame["bytes"].sum())
-    return {"part": part, "matrices": len(frame), "params": int(frame["params"].sum()), "bits": text,
-            "bf16": fmt_bytes(bf16), "plan": fmt_bytes(plan), "plan_bytes": plan,
-            "compression": bf16 / plan if plan else math.nan}
+    return {
+        "part": part,
+        "matrices": len(frame),
+        "params": int(frame["params"].sum()),
+        "bits": text,
+        "bf16": fmt_bytes(bf16),
+        "plan": fmt_bytes(plan),
+        "plan_bytes": plan,
+        "compression": bf16 / plan if plan else math.nan,
+    }
 
 
 def _bits_class(value: Any) -> str:

@@ -8,13 +8,7 @@ from pathlib import Path
 from alphaq.errors import AlphaQError
 from alphaq.locking import locks_output
 from alphaq.report.page import RUN_SUBFOLDERS
-from alphaq.runfolder import (
-    COMPARE_JSON,
-    EVAL_JSON,
-    INSPECT_JSON,
-    PLAN_JSON,
-    QUANTIZE_JSON,
-)
+from alphaq.runfolder import COMPARE_JSON, EVAL_JSON, INSPECT_JSON, PLAN_JSON, QUANTIZE_JSON
 
 #: (artifact that marks a stage, "module:function" that renders its page), in pipeline order.
 STAGE_PAGES: tuple[tuple[str, str], ...] = (
@@ -60,8 +54,10 @@ def render_run(run_dir: str | Path, *, model_card: bool = False) -> list[Path]:
     subfolders = [folder / sub for sub in RUN_SUBFOLDERS if (folder / sub).is_dir()]
     stages = [f for f in (folder, *subfolders) for marker, _ in STAGE_PAGES if (f / marker).is_file()]
     if not stages:
-        raise AlphaQError(f"{folder}: no stage artifacts ({', '.join(m for m, _ in STAGE_PAGES)}); "
-                          "run an alphaq stage with --out pointing here first")
+        raise AlphaQError(
+            f"{folder}: no stage artifacts ({', '.join(m for m, _ in STAGE_PAGES)}); "
+            "run an alphaq stage with --out pointing here first"
+        )
     written = []
     if model_card:
         from alphaq.report.hf_card import write_model_card

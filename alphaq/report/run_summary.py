@@ -14,10 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from alphaq.report.page import RUN_SUBFOLDERS
 from alphaq.audit.artifacts import read_experts
 from alphaq.errors import AlphaQError
-from alphaq.runfolder import read_json, COMPARE_JSON, EVAL_JSON, EXPERTS_CSV, INSPECT_JSON, PLAN_JSON, QUANTIZE_JSON
+from alphaq.report.page import RUN_SUBFOLDERS
+from alphaq.runfolder import COMPARE_JSON, EVAL_JSON, EXPERTS_CSV, INSPECT_JSON, PLAN_JSON, QUANTIZE_JSON, read_json
 
 QUANTIZED_DIR, COMPARE_DIR = RUN_SUBFOLDERS
 
@@ -60,8 +60,13 @@ class RunSummary:
     @property
     def stages(self) -> list[str]:
         """Stages present, in pipeline order."""
-        present = {"inspect": self.inspect, "plan": self.plan, "quantize": self.quantize, "eval": self.eval,
-                   "compare": self.compare}
+        present = {
+            "inspect": self.inspect,
+            "plan": self.plan,
+            "quantize": self.quantize,
+            "eval": self.eval,
+            "compare": self.compare,
+        }
         return [name for name, record in present.items() if record is not None]
 
 
@@ -119,12 +124,17 @@ def read_run(run_dir: str | Path) -> RunSummary:
     quantize_dir = _first(folder, QUANTIZED_DIR, QUANTIZE_JSON)
     compare_dir = _first(folder, COMPARE_DIR, COMPARE_JSON)
     return RunSummary(
-        folder=folder, inspect=_json(folder / INSPECT_JSON, bad), experts=experts,
+        folder=folder,
+        inspect=_json(folder / INSPECT_JSON, bad),
+        experts=experts,
         plan=_plan_json(folder / PLAN_JSON, bad),
-        quantize=_json(quantize_dir / QUANTIZE_JSON, bad) if quantize_dir else None, quantize_dir=quantize_dir,
+        quantize=_json(quantize_dir / QUANTIZE_JSON, bad) if quantize_dir else None,
+        quantize_dir=quantize_dir,
         eval=_json(folder / EVAL_JSON, bad),
-        compare=_json(compare_dir / COMPARE_JSON, bad) if compare_dir else None, compare_dir=compare_dir,
-        unreadable=bad)
+        compare=_json(compare_dir / COMPARE_JSON, bad) if compare_dir else None,
+        compare_dir=compare_dir,
+        unreadable=bad,
+    )
 
 
 def alpha_summary(experts: pd.DataFrame | None) -> dict[str, Any]:
@@ -134,12 +144,16 @@ def alpha_summary(experts: pd.DataFrame | None) -> dict[str, Any]:
     fitted = experts.dropna(subset=["alpha_mean"]).sort_values("alpha_mean")
     label = [f"L{int(r.layer)}.E{int(r.expert)} ({r.alpha_mean:.2f})" for r in fitted.itertuples()]
     flags = experts["quality"].value_counts().to_dict() if "quality" in experts.columns else {}
-    return {"experts": len(experts), "fitted": len(fitted),
-            "alpha_min": float(fitted["alpha_mean"].min()) if len(fitted) else math.nan,
-            "alpha_median": float(fitted["alpha_mean"].median()) if len(fitted) else math.nan,
-            "alpha_max": float(fitted["alpha_mean"].max()) if len(fitted) else math.nan,
-            "quality": {str(k): int(v) for k, v in flags.items()},
-            "best": label[:3], "weakest": label[-3:][::-1]}
+    return {
+        "experts": len(experts),
+        "fitted": len(fitted),
+        "alpha_min": float(fitted["alpha_mean"].min()) if len(fitted) else math.nan,
+        "alpha_median": float(fitted["alpha_mean"].median()) if len(fitted) else math.nan,
+        "alpha_max": float(fitted["alpha_mean"].max()) if len(fitted) else math.nan,
+        "quality": {str(k): int(v) for k, v in flags.items()},
+        "best": label[:3],
+        "weakest": label[-3:][::-1],
+    }
 
 
 def compare_rows(compare: dict[str, Any] | None) -> pd.DataFrame:

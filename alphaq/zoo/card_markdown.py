@@ -79,8 +79,11 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         "`training_log.jsonl` holds the loss curve (train loss every few steps, held-out evaluations).",
         "",
-        *(["Notes on the recipe:", "", *[f"* {note}" for note in training["notes"]], ""]
-          if training.get("notes") else []),
+        *(
+            ["Notes on the recipe:", "", *[f"* {note}" for note in training["notes"]], ""]
+            if training.get("notes")
+            else []
+        ),
         "## Held-out perplexity",
         "",
         f"Non-overlapping windows of {arch['context']} tokens over the whole tokenized text, mean next-token",
@@ -88,10 +91,22 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         _fmt_table(
             ["text", "tokens", "windows", "ppl", f"ppl, first {wiki['prefix_windows']} windows"],
-            [["WikiText-2 test", f"{wiki['tokens']:,}", wiki["windows"], f"{wiki['ppl']:.2f}",
-              f"{wiki['ppl_first_%d_windows' % wiki['prefix_windows']]:.2f}"],
-             ["Tiny Shakespeare, last 10 %", f"{shake['tokens']:,}", shake["windows"], f"{shake['ppl']:.2f}",
-              f"{shake['ppl_first_%d_windows' % shake['prefix_windows']]:.2f}"]],
+            [
+                [
+                    "WikiText-2 test",
+                    f"{wiki['tokens']:,}",
+                    wiki["windows"],
+                    f"{wiki['ppl']:.2f}",
+                    f"{wiki['ppl_first_{}_windows'.format(wiki['prefix_windows'])]:.2f}",
+                ],
+                [
+                    "Tiny Shakespeare, last 10 %",
+                    f"{shake['tokens']:,}",
+                    shake["windows"],
+                    f"{shake['ppl']:.2f}",
+                    f"{shake['ppl_first_{}_windows'.format(shake['prefix_windows'])]:.2f}",
+                ],
+            ],
         ),
         "",
         "Perplexities are per BPE token of this 4096-token vocabulary; they are not comparable with",
@@ -113,16 +128,25 @@ def render_card(card: dict[str, Any]) -> str:
         f"* all {3 * arch['layers'] * arch['experts']} expert matrices: {_spread_line(alpha['spread_all_matrices'], '.2f')}",
         *[f"* {kind}: {_spread_line(s, '.2f')}" for kind, s in alpha["spread_by_kind"].items()],
         f"* per-expert mean of w1/w2/w3: {_spread_line(alpha['spread_expert_mean'], '.2f')}",
-        *([f"* Spearman correlation of per-expert mean alpha with routing share on WikiText-2 test: "
-           f"{alpha['spearman_vs_routing_share']:+.2f} (rarely used experts are less trained and keep"
-           " larger alphas)."] if "spearman_vs_routing_share" in alpha else []),
+        *(
+            [
+                f"* Spearman correlation of per-expert mean alpha with routing share on WikiText-2 test: "
+                f"{alpha['spearman_vs_routing_share']:+.2f} (rarely used experts are less trained and keep"
+                " larger alphas)."
+            ]
+            if "spearman_vs_routing_share" in alpha
+            else []
+        ),
         "",
         "Per-expert mean alpha:",
         "",
         _matrix_table(alpha["per_expert_mean"], ".2f"),
         "",
-        *[line for kind in ("w1", "w2", "w3")
-          for line in (f"alpha of {kind}:", "", _matrix_table(alpha["per_matrix"][kind], ".2f"), "")],
+        *[
+            line
+            for kind in ("w1", "w2", "w3")
+            for line in (f"alpha of {kind}:", "", _matrix_table(alpha["per_matrix"][kind], ".2f"), "")
+        ],
         "## Licence and data",
         "",
         "Weights: Apache-2.0 (as alphaq). Training text: WikiText-2 (CC BY-SA 3.0), Project Gutenberg",
@@ -143,9 +167,18 @@ def _sensitivity_lines(card: dict[str, Any]) -> list[str]:
         f"perplexity on all {sens['windows']} windows of WikiText-2 test (original {sens['original_ppl']:.2f}),",
         "with 95 % paired-bootstrap intervals over the windows (`alphaq compare --allocators uniform`):",
         "",
-        _fmt_table(["uniform bits", "ppl", "increase", "95 % interval"],
-                   [[r["budget"], f"{r['ppl']:.2f}", f"+{r['increase']:.2f} ({r['increase_pct']:+.1f} %)",
-                     f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]"] for r in sens["rows"]]),
+        _fmt_table(
+            ["uniform bits", "ppl", "increase", "95 % interval"],
+            [
+                [
+                    r["budget"],
+                    f"{r['ppl']:.2f}",
+                    f"+{r['increase']:.2f} ({r['increase_pct']:+.1f} %)",
+                    f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]",
+                ]
+                for r in sens["rows"]
+            ],
+        ),
         "",
     ]
 
@@ -165,8 +198,10 @@ def _matrix_table(values: Sequence[Sequence[float]], fmt: str) -> str:
 
 
 def _spread_line(s: dict[str, float], fmt: str) -> str:
-    return (f"min {format(s['min'], fmt)}, median {format(s['median'], fmt)}, "
-            f"max {format(s['max'], fmt)} (std {format(s['std'], fmt)})")
+    return (
+        f"min {format(s['min'], fmt)}, median {format(s['median'], fmt)}, "
+        f"max {format(s['max'], fmt)} (std {format(s['std'], fmt)})"
+    )
 
 
 __all__ = ["render_card"]

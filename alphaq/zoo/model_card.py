@@ -90,12 +90,7 @@ def expert_alphas(model_dir: Path, num_layers: int, num_experts: int) -> tuple[d
 def spread(values: Sequence[float]) -> dict[str, float]:
     """Min / median / max / std of a list of numbers."""
     vals = [float(v) for v in values]
-    return {
-        "min": min(vals),
-        "median": statistics.median(vals),
-        "max": max(vals),
-        "std": statistics.pstdev(vals),
-    }
+    return {"min": min(vals), "median": statistics.median(vals), "max": max(vals), "std": statistics.pstdev(vals)}
 
 
 def measure(model_dir: Path, *, texts: dict[str, str], batch_size: int = 8) -> dict[str, Any]:
@@ -228,12 +223,23 @@ def measure_sensitivity(model_dir: Path) -> dict[str, Any]:
         config = CompareConfig(budgets=SENSITIVITY_BUDGETS, allocators=("uniform",), seeds=(0,))
         table = run_compare(model_dir, config, Path(tmp) / "compare")
     original = table[table["entry"] == "original"].iloc[0]
-    rows = [{"budget": str(r["budget"]), "ppl": float(r["ppl"]), "increase": float(r["ppl_increase"]),
-             "increase_pct": 100 * float(r["ppl_increase"]) / float(original["ppl"]),
-             "ci": [float(r["ci_low"]), float(r["ci_high"])]}
-            for _, r in table[table["entry"] == "uniform"].iterrows()]
-    return {"text": "wikitext-2/test.txt", "windows": int(original["windows"]), "method": "rtn, group 128",
-            "original_ppl": float(original["ppl"]), "rows": rows}
+    rows = [
+        {
+            "budget": str(r["budget"]),
+            "ppl": float(r["ppl"]),
+            "increase": float(r["ppl_increase"]),
+            "increase_pct": 100 * float(r["ppl_increase"]) / float(original["ppl"]),
+            "ci": [float(r["ci_low"]), float(r["ci_high"])],
+        }
+        for _, r in table[table["entry"] == "uniform"].iterrows()
+    ]
+    return {
+        "text": "wikitext-2/test.txt",
+        "windows": int(original["windows"]),
+        "method": "rtn, group 128",
+        "original_ppl": float(original["ppl"]),
+        "rows": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -89,9 +89,24 @@ class DemoTrainConfig:
     experts_implementation: str = "eager"
 
     def __post_init__(self) -> None:
-        positive = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_experts",
-                    "top_k", "num_heads", "num_kv_heads", "context", "batch_size", "max_steps",
-                    "eval_every", "eval_windows", "patience", "log_every", "threads")
+        positive = (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_layers",
+            "num_experts",
+            "top_k",
+            "num_heads",
+            "num_kv_heads",
+            "context",
+            "batch_size",
+            "max_steps",
+            "eval_every",
+            "eval_windows",
+            "patience",
+            "log_every",
+            "threads",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be positive; pass a value >= 1")
@@ -222,7 +237,9 @@ def train_demo(cfg: DemoTrainConfig) -> Path:
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8,
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+        eps=1e-8,
     )
     generator = torch.Generator().manual_seed(cfg.seed)
     records: list[dict[str, Any]] = []
@@ -231,8 +248,9 @@ def train_demo(cfg: DemoTrainConfig) -> Path:
     train_started = time.time()
     Path(cfg.log_file).parent.mkdir(parents=True, exist_ok=True)
     with open(cfg.log_file, "w", encoding="utf-8") as log:
-        _log(log, records, {"event": "start", "train_tokens": int(train_ids.numel()),
-                            "config": dataclasses.asdict(cfg)})
+        _log(
+            log, records, {"event": "start", "train_tokens": int(train_ids.numel()), "config": dataclasses.asdict(cfg)}
+        )
         for step in range(1, cfg.max_steps + 1):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step - 1, cfg)
@@ -246,18 +264,38 @@ def train_demo(cfg: DemoTrainConfig) -> Path:
             elapsed = time.time() - train_started
             if step % cfg.log_every == 0 or step == 1:
                 aux = float(out.aux_loss.detach()) if out.aux_loss is not None else float("nan")
-                _log(log, records, {"event": "train", "step": step, "loss": round(float(out.loss.detach()), 4),
-                                    "aux_loss": round(aux, 4), "grad_norm": round(float(grad_norm), 4),
-                                    "lr": lr_at(step - 1, cfg), "tokens": step * cfg.batch_size * cfg.context,
-                                    "elapsed_s": round(elapsed, 1)})
+                _log(
+                    log,
+                    records,
+                    {
+                        "event": "train",
+                        "step": step,
+                        "loss": round(float(out.loss.detach()), 4),
+                        "aux_loss": round(aux, 4),
+                        "grad_norm": round(float(grad_norm), 4),
+                        "lr": lr_at(step - 1, cfg),
+                        "tokens": step * cfg.batch_size * cfg.context,
+                        "elapsed_s": round(elapsed, 1),
+                    },
+                )
             out_of_time = elapsed > cfg.max_minutes * 60
             if step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time:
-                evals = {name: perplexity(model, ids, cfg.context, max_windows=cfg.eval_windows)
-                         for name, ids in held_out.items()}
+                evals = {
+                    name: perplexity(model, ids, cfg.context, max_windows=cfg.eval_windows)
+                    for name, ids in held_out.items()
+                }
                 held = sum(e.nll for e in evals.values()) / len(evals)
-                _log(log, records, {"event": "eval", "step": step, "held_out_loss": round(held, 4),
-                                    **{f"{k}_ppl": round(e.ppl, 3) for k, e in evals.items()},
-                                    "elapsed_s": round(time.time() - train_started, 1)})
+                _log(
+                    log,
+                    records,
+                    {
+                        "event": "eval",
+                        "step": step,
+                        "held_out_loss": round(held, 4),
+                        **{f"{k}_ppl": round(e.ppl, 3) for k, e in evals.items()},
+                        "elapsed_s": round(time.time() - train_started, 1),
+                    },
+                )
                 if held < best["loss"]:
                     best = {"loss": held, "step": step, "state": copy.deepcopy(model.state_dict())}
                     bad_evals = 0
@@ -270,8 +308,17 @@ def train_demo(cfg: DemoTrainConfig) -> Path:
                 stopped_by = "max_minutes"
                 break
         train_seconds = time.time() - train_started
-        _log(log, records, {"event": "end", "step": step, "best_step": best["step"],
-                            "stopped_by": stopped_by, "train_seconds": round(train_seconds, 1)})
+        _log(
+            log,
+            records,
+            {
+                "event": "end",
+                "step": step,
+                "best_step": best["step"],
+                "stopped_by": stopped_by,
+                "train_seconds": round(train_seconds, 1),
+            },
+        )
     model.load_state_dict(best["state"])
     out_dir = Path(cfg.out_dir)
     save_checkpoint(model, to_transformers(tokenizer, cfg.context), out_dir)
@@ -290,8 +337,11 @@ def train_demo(cfg: DemoTrainConfig) -> Path:
         "total_seconds": round(time.time() - started, 1),
         "machine": machine_description(cfg),
         "notes": list(RECIPE_NOTES),
-        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
-                     "tokenizers": __import__("tokenizers").__version__},
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__,
+            "tokenizers": __import__("tokenizers").__version__,
+        },
     }
     write_json(out_dir / model_card.CARD_JSON, {"training": training})  # survives a failing card step
     model_card.write_demo_card(out_dir, training)
@@ -309,8 +359,11 @@ def save_checkpoint(model: Any, tokenizer: Any, out_dir: Path) -> None:
     model = model.to("cpu", dtype=torch.bfloat16)
     model.config.output_router_logits = False
     model.generation_config = GenerationConfig(
-        bos_token_id=model.config.bos_token_id, eos_token_id=model.config.eos_token_id,
-        pad_token_id=model.config.pad_token_id, do_sample=False, max_new_tokens=64,
+        bos_token_id=model.config.bos_token_id,
+        eos_token_id=model.config.eos_token_id,
+        pad_token_id=model.config.pad_token_id,
+        do_sample=False,
+        max_new_tokens=64,
     )
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
@@ -349,8 +402,9 @@ def parse_args(argv: list[str] | None = None) -> DemoTrainConfig:
     for field in dataclasses.fields(DemoTrainConfig):
         default = field.default
         kind = type(default)
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=default,
-                            help=f"(default: {default})")
+        parser.add_argument(
+            f"--{field.name.replace('_', '-')}", type=kind, default=default, help=f"(default: {default})"
+        )
     return DemoTrainConfig(**vars(parser.parse_args(argv)))
 
 

@@ -61,9 +61,21 @@ def _cdiv(a, b):
 
 
 @triton.jit
-def _load_codes(packed_ptr, stride_pr, row_idx, unit_idx, mask, value_idx, row_bytes, BITS: tl.constexpr,
-                UNIT_BYTES: tl.constexpr, WIDE: tl.constexpr, BYTE_MASK: tl.constexpr, SOURCE: tl.constexpr,
-                SCALED: tl.constexpr = False):
+def _load_codes(
+    packed_ptr,
+    stride_pr,
+    row_idx,
+    unit_idx,
+    mask,
+    value_idx,
+    row_bytes,
+    BITS: tl.constexpr,
+    UNIT_BYTES: tl.constexpr,
+    WIDE: tl.constexpr,
+    BYTE_MASK: tl.constexpr,
+    SOURCE: tl.constexpr,
+    SCALED: tl.constexpr = False,
+):
     """Codes [..., V] (float32, exact) of the units ``unit_idx`` of rows ``row_idx``; masked units read 0.
 
     ``row_idx``, ``unit_idx`` and ``mask`` broadcast to the tile's shape [..., 1] (its last dim of
@@ -138,12 +150,31 @@ def _value_unscale(value_idx, BITS: tl.constexpr):
 
 
 @triton.jit
-def quantize_pack_kernel(w_ptr, packed_ptr, scale_ptr, zero_ptr, R, C, G, row_bytes,
-                         stride_wr, stride_wc, stride_pr, stride_sr, stride_zr,
-                         BITS: tl.constexpr, GROUP_SIZE: tl.constexpr, UNIT_BYTES: tl.constexpr,
-                         LOAD_BYTES: tl.constexpr, UNIT_VALUES: tl.constexpr, WIDE: tl.constexpr,
-                         BYTE_MASK: tl.constexpr, UNITS_PER_GROUP: tl.constexpr, UNITS_P2: tl.constexpr,
-                         BLOCK_R: tl.constexpr):
+def quantize_pack_kernel(
+    w_ptr,
+    packed_ptr,
+    scale_ptr,
+    zero_ptr,
+    R,
+    C,
+    G,
+    row_bytes,
+    stride_wr,
+    stride_wc,
+    stride_pr,
+    stride_sr,
+    stride_zr,
+    BITS: tl.constexpr,
+    GROUP_SIZE: tl.constexpr,
+    UNIT_BYTES: tl.constexpr,
+    LOAD_BYTES: tl.constexpr,
+    UNIT_VALUES: tl.constexpr,
+    WIDE: tl.constexpr,
+    BYTE_MASK: tl.constexpr,
+    UNITS_PER_GROUP: tl.constexpr,
+    UNITS_P2: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+):
     """One program: BLOCK_R rows x one group: min-max RTN parameters, codes, packed bytes."""
     pid_r = tl.program_id(0)
     g = tl.program_id(1)
@@ -193,25 +224,53 @@ def quantize_pack_kernel(w_ptr, packed_ptr, scale_ptr, zero_ptr, R, C, G, row_by
     if LOAD_BYTES != UNIT_BYTES:
         store_mask = store_mask & (j < UNIT_BYTES)[None, None, :]
     store_mask = store_mask & (byte_idx < row_bytes)[None, :, :]
-    tl.store(packed_ptr + rows[:, None, None].to(tl.int64) * stride_pr + byte_idx[None, :, :], data,
-             mask=store_mask)
+    tl.store(packed_ptr + rows[:, None, None].to(tl.int64) * stride_pr + byte_idx[None, :, :], data, mask=store_mask)
 
 
 @triton.jit
-def unpack_dequantize_kernel(packed_ptr, scale_ptr, zero_ptr, out_ptr, R, C, G, row_bytes, n_units,
-                             stride_pr, stride_sr, stride_zr, stride_or,
-                             BITS: tl.constexpr, GROUP_SIZE: tl.constexpr, UNIT_BYTES: tl.constexpr,
-                             UNIT_VALUES: tl.constexpr, WIDE: tl.constexpr,
-                             BYTE_MASK: tl.constexpr, SOURCE: tl.constexpr, BLOCK_R: tl.constexpr,
-                             BLOCK_U: tl.constexpr):
+def unpack_dequantize_kernel(
+    packed_ptr,
+    scale_ptr,
+    zero_ptr,
+    out_ptr,
+    R,
+    C,
+    G,
+    row_bytes,
+    n_units,
+    stride_pr,
+    stride_sr,
+    stride_zr,
+    stride_or,
+    BITS: tl.constexpr,
+    GROUP_SIZE: tl.constexpr,
+    UNIT_BYTES: tl.constexpr,
+    UNIT_VALUES: tl.constexpr,
+    WIDE: tl.constexpr,
+    BYTE_MASK: tl.constexpr,
+    SOURCE: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_U: tl.constexpr,
+):
     """One program: a [BLOCK_R, BLOCK_U units] tile of W = (q - zero) * scale, in float32, then cast."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BR]
     units = tl.program_id(1) * BLOCK_U + tl.arange(0, BLOCK_U)  # [BU]
     row_mask = rows < R
     unit_mask = units < n_units
-    q = _load_codes(packed_ptr, stride_pr, rows[:, None, None], units[None, :, None],
-                    row_mask[:, None, None] & unit_mask[None, :, None], tl.arange(0, UNIT_VALUES)[None, None, :],
-                    row_bytes, BITS, UNIT_BYTES, WIDE, BYTE_MASK, SOURCE)  # [BR, BU, V]
+    q = _load_codes(
+        packed_ptr,
+        stride_pr,
+        rows[:, None, None],
+        units[None, :, None],
+        row_mask[:, None, None] & unit_mask[None, :, None],
+        tl.arange(0, UNIT_VALUES)[None, None, :],
+        row_bytes,
+        BITS,
+        UNIT_BYTES,
+        WIDE,
+        BYTE_MASK,
+        SOURCE,
+    )  # [BR, BU, V]
     groups = (units * UNIT_VALUES) // GROUP_SIZE  # [BU]
     p_mask = row_mask[:, None] & (groups < G)[None, :]
     p_off = rows[:, None].to(tl.int64)
@@ -220,8 +279,11 @@ def unpack_dequantize_kernel(packed_ptr, scale_ptr, zero_ptr, out_ptr, R, C, G, 
     w = (q - zero[:, :, None]) * scale[:, :, None]  # [BR, BU, V]
     cols = units[:, None] * UNIT_VALUES + tl.arange(0, UNIT_VALUES)[None, :]  # [BU, V]
     mask = row_mask[:, None, None] & (cols < C)[None, :, :]
-    tl.store(out_ptr + rows[:, None, None].to(tl.int64) * stride_or + cols[None, :, :],
-             w.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(
+        out_ptr + rows[:, None, None].to(tl.int64) * stride_or + cols[None, :, :],
+        w.to(out_ptr.dtype.element_ty),
+        mask=mask,
+    )
 
 
 @triton.jit
@@ -240,11 +302,38 @@ def _gemv_groups(q, x_ptrs, col_mask, x_unscale, scale, zero):
 
 
 @triton.jit
-def gemv_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, out_ptr, R, C, G, row_bytes, n_units, SPLIT_K,
-                stride_xm, stride_xc, stride_pr, stride_sr, stride_zr, stride_os, stride_om,
-                M: tl.constexpr, BITS: tl.constexpr, GROUP_SIZE: tl.constexpr, UNIT_BYTES: tl.constexpr,
-                UNIT_VALUES: tl.constexpr, WIDE: tl.constexpr, BYTE_MASK: tl.constexpr, SOURCE: tl.constexpr,
-                BLOCK_R: tl.constexpr, GPT: tl.constexpr, UPGT: tl.constexpr, STAGES: tl.constexpr):
+def gemv_kernel(
+    x_ptr,
+    packed_ptr,
+    scale_ptr,
+    zero_ptr,
+    out_ptr,
+    R,
+    C,
+    G,
+    row_bytes,
+    n_units,
+    SPLIT_K,
+    stride_xm,
+    stride_xc,
+    stride_pr,
+    stride_sr,
+    stride_zr,
+    stride_os,
+    stride_om,
+    M: tl.constexpr,
+    BITS: tl.constexpr,
+    GROUP_SIZE: tl.constexpr,
+    UNIT_BYTES: tl.constexpr,
+    UNIT_VALUES: tl.constexpr,
+    WIDE: tl.constexpr,
+    BYTE_MASK: tl.constexpr,
+    SOURCE: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    GPT: tl.constexpr,
+    UPGT: tl.constexpr,
+    STAGES: tl.constexpr,
+):
     """Decode: y[m, r] = sum_c x[m, c] * W[r, c] for M <= 4 rows of x.
 
     Program (pid_r, pid_k) streams the packed rows ``pid_r * BLOCK_R ...`` over its share of tiles
@@ -286,9 +375,21 @@ def gemv_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, out_ptr, R, C, G, row_by
     for t in tl.range(t_start, t_end, num_stages=STAGES):
         units = t * BLOCK_U + unit_off  # [GPT, UPGT]
         units4 = units[None, :, :, None]
-        q = _load_codes(packed_ptr, stride_pr, rows4, units4, row_mask4 & (units4 < n_units),
-                        v_off[None, None, None, :], row_bytes, BITS, UNIT_BYTES, WIDE, BYTE_MASK, SOURCE,
-                        SCALED)  # [BR, GPT, UPGT, V], times 2**shift when SCALED
+        q = _load_codes(
+            packed_ptr,
+            stride_pr,
+            rows4,
+            units4,
+            row_mask4 & (units4 < n_units),
+            v_off[None, None, None, :],
+            row_bytes,
+            BITS,
+            UNIT_BYTES,
+            WIDE,
+            BYTE_MASK,
+            SOURCE,
+            SCALED,
+        )  # [BR, GPT, UPGT, V], times 2**shift when SCALED
         groups = ((t * BLOCK_U + group_off) * UNIT_VALUES) // GROUP_SIZE  # [GPT]
         p_mask = row_mask[:, None] & (groups < G)[None, :]
         scale = tl.load(scale_ptrs + groups[None, :], mask=p_mask, other=0.0).to(tl.float32)  # [BR, GPT]
@@ -321,12 +422,38 @@ def _row_sums(acc):
 
 
 @triton.jit
-def dot_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, out_ptr, M, R, C, G, row_bytes, n_units, SPLIT_K,
-               stride_xm, stride_xc, stride_pr, stride_sr, stride_zr, stride_os, stride_om,
-               BITS: tl.constexpr, GROUP_SIZE: tl.constexpr, UNIT_BYTES: tl.constexpr,
-               UNIT_VALUES: tl.constexpr, WIDE: tl.constexpr,
-               BYTE_MASK: tl.constexpr, SOURCE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-               BLOCK_U: tl.constexpr, DOT_KIND: tl.constexpr):
+def dot_kernel(
+    x_ptr,
+    packed_ptr,
+    scale_ptr,
+    zero_ptr,
+    out_ptr,
+    M,
+    R,
+    C,
+    G,
+    row_bytes,
+    n_units,
+    SPLIT_K,
+    stride_xm,
+    stride_xc,
+    stride_pr,
+    stride_sr,
+    stride_zr,
+    stride_os,
+    stride_om,
+    BITS: tl.constexpr,
+    GROUP_SIZE: tl.constexpr,
+    UNIT_BYTES: tl.constexpr,
+    UNIT_VALUES: tl.constexpr,
+    WIDE: tl.constexpr,
+    BYTE_MASK: tl.constexpr,
+    SOURCE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_U: tl.constexpr,
+    DOT_KIND: tl.constexpr,
+):
     """Prefill: y[BM, BN] tiles of x @ W.T with W dequantized in registers, then tl.dot.
 
     DOT_KIND: 0 float16 operands, 1 bfloat16, 2 float32 (ieee). Program (pid, pid_k): pid walks
@@ -354,9 +481,20 @@ def dot_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, out_ptr, M, R, C, G, row_
     acc = tl.full([BLOCK_M, BLOCK_N], 0.0, tl.float32)
     for t in range(t_start, t_end):
         units = t * BLOCK_U + u_off  # [BU]
-        q = _load_codes(packed_ptr, stride_pr, rows_n[:, None, None], units[None, :, None],
-                        n_mask[:, None, None] & (units < n_units)[None, :, None], v_off[None, None, :], row_bytes,
-                        BITS, UNIT_BYTES, WIDE, BYTE_MASK, SOURCE)  # [BN, BU, V]
+        q = _load_codes(
+            packed_ptr,
+            stride_pr,
+            rows_n[:, None, None],
+            units[None, :, None],
+            n_mask[:, None, None] & (units < n_units)[None, :, None],
+            v_off[None, None, :],
+            row_bytes,
+            BITS,
+            UNIT_BYTES,
+            WIDE,
+            BYTE_MASK,
+            SOURCE,
+        )  # [BN, BU, V]
         groups = (units * UNIT_VALUES) // GROUP_SIZE  # [BU]
         p_mask = n_mask[:, None] & (groups < G)[None, :]
         scale = tl.load(scale_ptr + s_off + groups[None, :], mask=p_mask, other=0.0).to(tl.float32)  # [BN, BU]
@@ -364,8 +502,9 @@ def dot_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, out_ptr, M, R, C, G, row_
         w = (q - zero[:, :, None]) * scale[:, :, None]  # [BN, BU, V]
         w = tl.reshape(w, (BLOCK_N, BLOCK_U * UNIT_VALUES))  # [BN, BK]
         cols = t * (BLOCK_U * UNIT_VALUES) + k_off  # [BK]
-        x = tl.load(x_rows + cols[None, :].to(tl.int64) * stride_xc, mask=m_mask[:, None] & (cols < C)[None, :],
-                    other=0.0)  # [BM, BK]
+        x = tl.load(
+            x_rows + cols[None, :].to(tl.int64) * stride_xc, mask=m_mask[:, None] & (cols < C)[None, :], other=0.0
+        )  # [BM, BK]
         if DOT_KIND == 0:
             acc = tl.dot(x.to(tl.float16), tl.trans(w.to(tl.float16)), acc)
         elif DOT_KIND == 1:

@@ -70,16 +70,28 @@ def compile_launch(launch: Launch, arch: int = 90) -> CompiledKernel:
     fn = getattr(jit_module(False), launch.kernel)
     target = GPUTarget("cuda", arch, 32)
     backend = make_backend(target)
-    kwargs = {**launch.meta, **launch.constexprs, **launch.options, "num_warps": launch.num_warps,
-              "num_stages": launch.num_stages}
+    kwargs = {
+        **launch.meta,
+        **launch.constexprs,
+        **launch.options,
+        "num_warps": launch.num_warps,
+        "num_stages": launch.num_stages,
+    }
     signature, constexprs, attrs, options = _bind(fn, backend, launch.args, kwargs)
     compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=target, options=options.__dict__)
     ptx = compiled.asm["ptx"]
     registers, spills = _ptxas_usage(compiled)
     loads = Counter(re.findall(r"\bld\.global(?:\.[a-z0-9]+)*", ptx))
-    return CompiledKernel(kernel=launch.kernel, arch=arch, registers=registers, spills=spills,
-                          shared_bytes=int(getattr(compiled.metadata, "shared", 0)), global_loads=dict(loads),
-                          shuffles=len(re.findall(r"\bshfl\.sync", ptx)), ptx=ptx)
+    return CompiledKernel(
+        kernel=launch.kernel,
+        arch=arch,
+        registers=registers,
+        spills=spills,
+        shared_bytes=int(getattr(compiled.metadata, "shared", 0)),
+        global_loads=dict(loads),
+        shuffles=len(re.findall(r"\bshfl\.sync", ptx)),
+        ptx=ptx,
+    )
 
 
 def _ptxas_usage(compiled: Any) -> tuple[float, float]:
@@ -97,8 +109,9 @@ def _ptxas_usage(compiled: Any) -> tuple[float, float]:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as handle:
         handle.write(cubin)
         handle.flush()
-        out = subprocess.run([tool, "--dump-resource-usage", handle.name], capture_output=True, text=True,
-                             check=False).stdout
+        out = subprocess.run(
+            [tool, "--dump-resource-usage", handle.name], capture_output=True, text=True, check=False
+        ).stdout
     regs = re.search(r"REG:(\d+)", out)
     stack = re.search(r"STACK:(\d+)", out)
     return (float(regs.group(1)) if regs else float("nan"), float(stack.group(1)) if stack else float("nan"))

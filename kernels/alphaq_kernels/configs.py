@@ -57,13 +57,27 @@ DOT_GPU_BYTES = DotConfig(block_n=32, block_k=64, num_warps=4, num_stages=3)
 DOT_GPU_FP32 = DotConfig(block_n=32, block_k=32, num_warps=8, num_stages=2)
 #: Autotuning candidates on a GPU (the first call per shape times each).
 GEMV_AUTOTUNE: tuple[GemvConfig, ...] = (
-    GemvConfig(16, 512, 2, 3), GemvConfig(16, 512, 4, 3), GemvConfig(16, 512, 8, 3), GemvConfig(32, 512, 4, 3),
-    GemvConfig(8, 512, 1, 3), GemvConfig(16, 1024, 4, 3), GemvConfig(16, 256, 2, 4), GemvConfig(32, 256, 2, 4),
-    GemvConfig(64, 256, 4, 3), GemvConfig(16, 512, 2, 2), GemvConfig(8, 1024, 2, 3),
+    GemvConfig(16, 512, 2, 3),
+    GemvConfig(16, 512, 4, 3),
+    GemvConfig(16, 512, 8, 3),
+    GemvConfig(32, 512, 4, 3),
+    GemvConfig(8, 512, 1, 3),
+    GemvConfig(16, 1024, 4, 3),
+    GemvConfig(16, 256, 2, 4),
+    GemvConfig(32, 256, 2, 4),
+    GemvConfig(64, 256, 4, 3),
+    GemvConfig(16, 512, 2, 2),
+    GemvConfig(8, 1024, 2, 3),
 )
 DOT_AUTOTUNE: tuple[DotConfig, ...] = (
-    DOT_GPU, DotConfig(32, 128, 4, 3), DotConfig(128, 64, 8, 3), DotConfig(64, 64, 4, 4), DotConfig(32, 256, 4, 2),
-    DotConfig(128, 128, 8, 3), DotConfig(64, 256, 8, 2), DOT_GPU_BYTES,
+    DOT_GPU,
+    DotConfig(32, 128, 4, 3),
+    DotConfig(128, 64, 8, 3),
+    DotConfig(64, 64, 4, 4),
+    DotConfig(32, 256, 4, 2),
+    DotConfig(128, 128, 8, 3),
+    DotConfig(64, 256, 8, 2),
+    DOT_GPU_BYTES,
 )
 
 
@@ -96,8 +110,12 @@ def gemv_meta(layout: UnitLayout, config: GemvConfig, cols: int | None = None) -
     """The GEMV kernel's tile constants for ``config`` (tiles no wider than a row when ``cols`` is given)."""
     block_k = config.block_k if cols is None else min(config.block_k, next_power_of_2(cols))
     tiling = gemv_tiling(layout, block_k)
-    return {"BLOCK_R": config.block_r, "GPT": tiling.groups_per_tile, "UPGT": tiling.units_per_group_in_tile,
-            "STAGES": config.num_stages}
+    return {
+        "BLOCK_R": config.block_r,
+        "GPT": tiling.groups_per_tile,
+        "UPGT": tiling.units_per_group_in_tile,
+        "STAGES": config.num_stages,
+    }
 
 
 def dot_meta(layout: UnitLayout, config: DotConfig, block_m: int, cols: int | None = None) -> dict[str, Any]:

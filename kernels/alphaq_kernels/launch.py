@@ -99,8 +99,14 @@ def run(launch: Launch, interpret: bool, autotune: bool = False) -> None:
     elif autotune and launch.tune is not None:
         _tuner(*launch.tune, kernel)[launch.grid](*launch.args, **launch.constexprs, **launch.options)
     else:
-        kernel[launch.grid(launch.meta)](*launch.args, **launch.meta, **launch.constexprs, **launch.options,
-                                         num_warps=launch.num_warps, num_stages=launch.num_stages)
+        kernel[launch.grid(launch.meta)](
+            *launch.args,
+            **launch.meta,
+            **launch.constexprs,
+            **launch.options,
+            num_warps=launch.num_warps,
+            num_stages=launch.num_stages,
+        )
 
 
 def _tuner(kind: str, layout: UnitLayout, block_m: int, kernel: Any) -> Any:
@@ -111,12 +117,16 @@ def _tuner(kind: str, layout: UnitLayout, block_m: int, kernel: Any) -> Any:
     with _LOCK:
         if key not in _TUNERS:
             if kind == "gemv":
-                candidates = [triton.Config(configs.gemv_meta(layout, c), num_warps=c.num_warps,
-                                            num_stages=c.num_stages) for c in configs.GEMV_AUTOTUNE]
+                candidates = [
+                    triton.Config(configs.gemv_meta(layout, c), num_warps=c.num_warps, num_stages=c.num_stages)
+                    for c in configs.GEMV_AUTOTUNE
+                ]
                 keys = ["R", "C", "M", "SPLIT_K"]
             else:
-                candidates = [triton.Config(configs.dot_meta(layout, c, block_m), num_warps=c.num_warps,
-                                            num_stages=c.num_stages) for c in configs.DOT_AUTOTUNE]
+                candidates = [
+                    triton.Config(configs.dot_meta(layout, c, block_m), num_warps=c.num_warps, num_stages=c.num_stages)
+                    for c in configs.DOT_AUTOTUNE
+                ]
                 keys = ["R", "C", "SPLIT_K", "DOT_KIND"]  # M: bucketed by block_m
             _TUNERS[key] = triton.autotune(configs=candidates, key=keys)(kernel)
         return _TUNERS[key]
@@ -124,24 +134,35 @@ def _tuner(kind: str, layout: UnitLayout, block_m: int, kernel: Any) -> Any:
 
 def _writer_args(layout: UnitLayout, geo: RowGeometry) -> dict[str, Any]:
     """Constants of the quantize kernel (a ``"bytes"`` layout)."""
-    return {"BITS": layout.bits, "GROUP_SIZE": layout.group_size, "UNIT_BYTES": layout.unit_bytes,
-            "LOAD_BYTES": layout.load_bytes, "UNIT_VALUES": layout.unit_values, "WIDE": layout.wide_word,
-            "BYTE_MASK": geo.byte_mask}
+    return {
+        "BITS": layout.bits,
+        "GROUP_SIZE": layout.group_size,
+        "UNIT_BYTES": layout.unit_bytes,
+        "LOAD_BYTES": layout.load_bytes,
+        "UNIT_VALUES": layout.unit_values,
+        "WIDE": layout.wide_word,
+        "BYTE_MASK": geo.byte_mask,
+    }
 
 
 def _reader_layout(packed: torch.Tensor, bits: int, group_size: int, cols: int) -> tuple[UnitLayout, RowGeometry]:
     """The unit layout of the kernels that read ``packed``: int32 loads where its rows allow them."""
-    aligned = (packed_row_bytes(cols, bits) % 4 == 0 and packed.stride(0) % 4 == 0
-               and packed.data_ptr() % 4 == 0)
+    aligned = packed_row_bytes(cols, bits) % 4 == 0 and packed.stride(0) % 4 == 0 and packed.data_ptr() % 4 == 0
     layout = unit_layout(bits, group_size, word_aligned=aligned)
     return layout, row_geometry(cols, layout)
 
 
 def _reader_args(layout: UnitLayout, geo: RowGeometry) -> dict[str, Any]:
     """Constants of the kernels that read packed codes."""
-    return {"BITS": layout.bits, "GROUP_SIZE": layout.group_size, "UNIT_BYTES": layout.unit_bytes,
-            "UNIT_VALUES": layout.unit_values, "WIDE": layout.wide_word, "BYTE_MASK": geo.byte_mask,
-            "SOURCE": layout.source_index}
+    return {
+        "BITS": layout.bits,
+        "GROUP_SIZE": layout.group_size,
+        "UNIT_BYTES": layout.unit_bytes,
+        "UNIT_VALUES": layout.unit_values,
+        "WIDE": layout.wide_word,
+        "BYTE_MASK": geo.byte_mask,
+        "SOURCE": layout.source_index,
+    }
 
 
 def _store_dtype(dtype: torch.dtype, interpret: bool) -> torch.dtype:
@@ -158,8 +179,9 @@ def _sm_count(device: torch.device) -> int:
     return int(torch.cuda.get_device_properties(device).multi_processor_count)
 
 
-def plan_quantize_pack(w: torch.Tensor, bits: int, group_size: int, interpret: bool,
-                       block_r: int | None = None) -> tuple[Launch, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def plan_quantize_pack(
+    w: torch.Tensor, bits: int, group_size: int, interpret: bool, block_r: int | None = None
+) -> tuple[Launch, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Plan the quantize-and-pack kernel (one program per BLOCK_R rows and group).
 
     Returns:
@@ -179,16 +201,32 @@ def plan_quantize_pack(w: torch.Tensor, bits: int, group_size: int, interpret: b
     groups = geo.groups
     launch = Launch(
         kernel="quantize_pack_kernel",
-        args=(w, packed, scale, zero, rows, cols, geo.groups, geo.row_bytes, w.stride(0), w.stride(1),
-              packed.stride(0), scale.stride(0), zero.stride(0)),
+        args=(
+            w,
+            packed,
+            scale,
+            zero,
+            rows,
+            cols,
+            geo.groups,
+            geo.row_bytes,
+            w.stride(0),
+            w.stride(1),
+            packed.stride(0),
+            scale.stride(0),
+            zero.stride(0),
+        ),
         constexprs={"UNITS_PER_GROUP": layout.units_per_group, "UNITS_P2": units_p2, **_writer_args(layout, geo)},
-        meta={"BLOCK_R": block_r}, grid=lambda meta: (-(-rows // meta["BLOCK_R"]), groups),
-        options={"enable_fp_fusion": False})  # bit-exact rounding: no fused multiply-adds
+        meta={"BLOCK_R": block_r},
+        grid=lambda meta: (-(-rows // meta["BLOCK_R"]), groups),
+        options={"enable_fp_fusion": False},
+    )  # bit-exact rounding: no fused multiply-adds
     return launch, (packed, scale, zero)
 
 
-def quantize_pack(w: torch.Tensor, bits: int, group_size: int,
-                  block_r: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize_pack(
+    w: torch.Tensor, bits: int, group_size: int, block_r: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the quantize-and-pack kernel.
 
     Returns:
@@ -200,9 +238,18 @@ def quantize_pack(w: torch.Tensor, bits: int, group_size: int,
     return outputs
 
 
-def plan_unpack_dequantize(packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
-                           group_size: int, cols: int, dtype: torch.dtype, interpret: bool,
-                           block_r: int | None = None, values_per_tile: int = 512) -> tuple[Launch, torch.Tensor]:
+def plan_unpack_dequantize(
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    group_size: int,
+    cols: int,
+    dtype: torch.dtype,
+    interpret: bool,
+    block_r: int | None = None,
+    values_per_tile: int = 512,
+) -> tuple[Launch, torch.Tensor]:
     """Plan the unpack-and-dequantize kernel (one program per [BLOCK_R, BLOCK_U units] tile).
 
     Returns:
@@ -219,30 +266,65 @@ def plan_unpack_dequantize(packed: torch.Tensor, scale: torch.Tensor, zero: torc
     units = geo.units
     launch = Launch(
         kernel="unpack_dequantize_kernel",
-        args=(packed, scale, zero, out, rows, cols, geo.groups, geo.row_bytes, geo.units,
-              packed.stride(0), scale.stride(0), zero.stride(0), out.stride(0)),
-        constexprs=_reader_args(layout, geo), meta={"BLOCK_R": block_r, "BLOCK_U": block_u},
+        args=(
+            packed,
+            scale,
+            zero,
+            out,
+            rows,
+            cols,
+            geo.groups,
+            geo.row_bytes,
+            geo.units,
+            packed.stride(0),
+            scale.stride(0),
+            zero.stride(0),
+            out.stride(0),
+        ),
+        constexprs=_reader_args(layout, geo),
+        meta={"BLOCK_R": block_r, "BLOCK_U": block_u},
         grid=lambda meta: (-(-rows // meta["BLOCK_R"]), -(-units // meta["BLOCK_U"])),
-        options={"enable_fp_fusion": False})
+        options={"enable_fp_fusion": False},
+    )
     return launch, out
 
 
-def unpack_dequantize(packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, group_size: int,
-                      cols: int, dtype: torch.dtype, block_r: int | None = None,
-                      values_per_tile: int = 512) -> torch.Tensor:
+def unpack_dequantize(
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    group_size: int,
+    cols: int,
+    dtype: torch.dtype,
+    block_r: int | None = None,
+    values_per_tile: int = 512,
+) -> torch.Tensor:
     """Run the unpack-and-dequantize kernel; returns W [R, cols] of ``dtype``."""
     interpret = packed.device.type != "cuda"
-    launch, out = plan_unpack_dequantize(packed, scale, zero, bits, group_size, cols, dtype, interpret, block_r,
-                                         values_per_tile)
+    launch, out = plan_unpack_dequantize(
+        packed, scale, zero, bits, group_size, cols, dtype, interpret, block_r, values_per_tile
+    )
     run(launch, interpret)
     return out.to(dtype)
 
 
-def plan_dequant_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
-                        group_size: int, cols: int, interpret: bool, *, sm_count: int | None = None,
-                        splits: int | None = None, gemv_config: GemvConfig | None = None,
-                        dot_config: DotConfig | None = None,
-                        use_gemv: bool | None = None) -> tuple[Launch, torch.Tensor]:
+def plan_dequant_matmul(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    group_size: int,
+    cols: int,
+    interpret: bool,
+    *,
+    sm_count: int | None = None,
+    splits: int | None = None,
+    gemv_config: GemvConfig | None = None,
+    dot_config: DotConfig | None = None,
+    use_gemv: bool | None = None,
+) -> tuple[Launch, torch.Tensor]:
     """Plan the fused matmul (arguments as :func:`dequant_matmul`; ``sm_count`` for a GPU-less plan).
 
     Returns:
@@ -262,8 +344,9 @@ def plan_dequant_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tens
         meta = configs.gemv_meta(layout, config, cols)
         block_m, programs, tile_units = 1, -(-rows // meta["BLOCK_R"]), meta["GPT"] * meta["UPGT"]
     else:
-        config = dot_config or (configs.DOT_CPU if interpret
-                                else configs.default_dot_config(layout.source, x.dtype == torch.float32))
+        config = dot_config or (
+            configs.DOT_CPU if interpret else configs.default_dot_config(layout.source, x.dtype == torch.float32)
+        )
         block_m = min(64, max(16, next_power_of_2(m_rows)))
         meta = configs.dot_meta(layout, config, block_m, cols)
         programs, tile_units = -(-m_rows // block_m) * -(-rows // meta["BLOCK_N"]), meta["BLOCK_U"]
@@ -273,9 +356,25 @@ def plan_dequant_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tens
         out = torch.empty((m_rows, rows), dtype=_store_dtype(x.dtype, interpret), device=x.device)
     else:
         out = torch.empty((splits, m_rows, rows), dtype=torch.float32, device=x.device)
-    args = (x, packed, scale, zero, out) + (() if gemv else (m_rows,)) + (
-        rows, cols, geo.groups, geo.row_bytes, geo.units, splits, x.stride(0), x.stride(1), packed.stride(0),
-        scale.stride(0), zero.stride(0), out.stride(0) if splits > 1 else 0, out.stride(-2))
+    args = (
+        (x, packed, scale, zero, out)
+        + (() if gemv else (m_rows,))
+        + (
+            rows,
+            cols,
+            geo.groups,
+            geo.row_bytes,
+            geo.units,
+            splits,
+            x.stride(0),
+            x.stride(1),
+            packed.stride(0),
+            scale.stride(0),
+            zero.stride(0),
+            out.stride(0) if splits > 1 else 0,
+            out.stride(-2),
+        )
+    )
     constexprs = _reader_args(layout, geo)
     n_splits = splits
     grid: Grid
@@ -287,17 +386,35 @@ def plan_dequant_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tens
         constexprs["DOT_KIND"] = 2 if interpret and dot_kind == 1 else dot_kind  # bf16 tl.dot: wrong if interpreted
         grid = lambda meta_: (-(-m_rows // meta_["BLOCK_M"]) * -(-rows // meta_["BLOCK_N"]), n_splits)  # noqa: E731
     tunable = (gemv_config if gemv else dot_config) is None
-    launch = Launch(kernel="gemv_kernel" if gemv else "dot_kernel", args=args, constexprs=constexprs, meta=meta,
-                    grid=grid, num_warps=config.num_warps, num_stages=config.num_stages,
-                    tune=("gemv" if gemv else "dot", layout, block_m) if tunable else None,
-                    options={"enable_fp_fusion": True})  # fused multiply-adds (explicit: triton's default changes)
+    launch = Launch(
+        kernel="gemv_kernel" if gemv else "dot_kernel",
+        args=args,
+        constexprs=constexprs,
+        meta=meta,
+        grid=grid,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+        tune=("gemv" if gemv else "dot", layout, block_m) if tunable else None,
+        options={"enable_fp_fusion": True},
+    )  # fused multiply-adds (explicit: triton's default changes)
     return launch, out
 
 
-def dequant_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
-                   group_size: int, cols: int, *, autotune: bool = True, splits: int | None = None,
-                   gemv_config: GemvConfig | None = None, dot_config: DotConfig | None = None,
-                   use_gemv: bool | None = None) -> torch.Tensor:
+def dequant_matmul(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    group_size: int,
+    cols: int,
+    *,
+    autotune: bool = True,
+    splits: int | None = None,
+    gemv_config: GemvConfig | None = None,
+    dot_config: DotConfig | None = None,
+    use_gemv: bool | None = None,
+) -> torch.Tensor:
     """Run the fused ``x @ dequant(W).T`` kernel: GEMV for M <= 4, tl.dot tiles above.
 
     Args:
@@ -318,7 +435,19 @@ def dequant_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, z
         y [M, R] of ``x.dtype``.
     """
     interpret = x.device.type != "cuda"
-    launch, out = plan_dequant_matmul(x, packed, scale, zero, bits, group_size, cols, interpret, splits=splits,
-                                      gemv_config=gemv_config, dot_config=dot_config, use_gemv=use_gemv)
+    launch, out = plan_dequant_matmul(
+        x,
+        packed,
+        scale,
+        zero,
+        bits,
+        group_size,
+        cols,
+        interpret,
+        splits=splits,
+        gemv_config=gemv_config,
+        dot_config=dot_config,
+        use_gemv=use_gemv,
+    )
     run(launch, interpret, autotune)
     return (out if out.dim() == 2 else out.sum(dim=0)).to(x.dtype)

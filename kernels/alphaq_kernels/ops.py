@@ -62,8 +62,10 @@ def check_weight(w: torch.Tensor) -> None:
 
     if not isinstance(w, torch.Tensor) or w.dim() != 2:
         got = f"shape {tuple(w.shape)}" if isinstance(w, torch.Tensor) else type(w).__name__
-        raise ValueError(f"expected a 2-D weight tensor [out, in], got {got}; reshape 3-D expert tensors "
-                         f"to one [out, in] matrix per expert")
+        raise ValueError(
+            f"expected a 2-D weight tensor [out, in], got {got}; reshape 3-D expert tensors "
+            f"to one [out, in] matrix per expert"
+        )
     if w.dtype not in _float_dtypes():
         raise ValueError(f"expected a float16, bfloat16 or float32 weight, got {w.dtype}; convert it with .float()")
     if w.numel() == 0:
@@ -71,12 +73,15 @@ def check_weight(w: torch.Tensor) -> None:
     if not bool(torch.isfinite(w).all()):
         raise ValueError("weight contains NaN or Inf values; fix the checkpoint before quantizing")
     if float(w.abs().max()) > FP16_MAX:
-        raise ValueError(f"weight has values beyond +-{FP16_MAX:g}, which the float16 scales and zeros of "
-                         f"the format cannot hold; keep this matrix unquantized")
+        raise ValueError(
+            f"weight has values beyond +-{FP16_MAX:g}, which the float16 scales and zeros of "
+            f"the format cannot hold; keep this matrix unquantized"
+        )
 
 
-def check_quantized(packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, group_size: int,
-                    cols: int) -> None:
+def check_quantized(
+    packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, group_size: int, cols: int
+) -> None:
     """Raise ValueError (or ConfigError for the format) unless the tensors form one quantized [R, cols] matrix."""
     import torch
 
@@ -85,18 +90,22 @@ def check_quantized(packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tenso
     if isinstance(cols, bool) or not isinstance(cols, int) or cols <= 0:
         raise ValueError(f"cols={cols!r} must be a positive integer (the matrix's input features C)")
     if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8 or packed.dim() != 2:
-        got = (f"{packed.dtype} with shape {tuple(packed.shape)}" if isinstance(packed, torch.Tensor)
-               else type(packed).__name__)
+        got = (
+            f"{packed.dtype} with shape {tuple(packed.shape)}"
+            if isinstance(packed, torch.Tensor)
+            else type(packed).__name__
+        )
         raise ValueError(f"packed must be a 2-D uint8 tensor [R, ceil(C / 8) * bits], got {got}")
     rows, row_bytes = packed.shape[0], packed_row_bytes(cols, bits)
     if packed.shape[1] != row_bytes:
-        raise ValueError(f"packed rows have {packed.shape[1]} bytes but {cols} values at {bits} bits need "
-                         f"{row_bytes}; pass the original column count and width")
+        raise ValueError(
+            f"packed rows have {packed.shape[1]} bytes but {cols} values at {bits} bits need "
+            f"{row_bytes}; pass the original column count and width"
+        )
     groups = (rows, num_groups(cols, group_size))
     for name, tensor in (("scale", scale), ("zero", zero)):
         if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.float16 or tuple(tensor.shape) != groups:
-            got = (f"{tensor.dtype} {tuple(tensor.shape)}" if isinstance(tensor, torch.Tensor)
-                   else type(tensor).__name__)
+            got = f"{tensor.dtype} {tuple(tensor.shape)}" if isinstance(tensor, torch.Tensor) else type(tensor).__name__
             raise ValueError(f"{name} must be float16 {groups} for group_size={group_size}, got {got}")
     _check_same_device(packed=packed, scale=scale, zero=zero)
 
@@ -105,8 +114,9 @@ def _row_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def quantize_pack(w: torch.Tensor, bits: int, group_size: int = 128, *,
-                  backend: Backend = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize_pack(
+    w: torch.Tensor, bits: int, group_size: int = 128, *, backend: Backend = "auto"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Quantize ``w`` group-wise (min-max round-to-nearest) and pack the codes.
 
     Bit-exact with ``quantize_groupwise(w, QuantSpec(bits, group_size))`` followed by ``pack``.
@@ -137,13 +147,24 @@ def quantize_pack(w: torch.Tensor, bits: int, group_size: int = 128, *,
 
     packed, scale, zero = launch.quantize_pack(w, bits, group_size)
     if not bool(torch.isfinite(scale).all()):
-        raise ValueError("a group's value range exceeds what a float16 scale can hold; the weight has "
-                         "values beyond +-65504 (check the checkpoint, or keep this matrix unquantized)")
+        raise ValueError(
+            "a group's value range exceeds what a float16 scale can hold; the weight has "
+            "values beyond +-65504 (check the checkpoint, or keep this matrix unquantized)"
+        )
     return packed, scale, zero
 
 
-def unpack_dequantize(packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, group_size: int,
-                      cols: int, dtype: torch.dtype | None = None, *, backend: Backend = "auto") -> torch.Tensor:
+def unpack_dequantize(
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    group_size: int,
+    cols: int,
+    dtype: torch.dtype | None = None,
+    *,
+    backend: Backend = "auto",
+) -> torch.Tensor:
     """Unpack and dequantize: ``W[r, c] = (q[r, c] - zero[r, g]) * scale[r, g]`` in float32, then cast.
 
     Equal to ``dequantize_groupwise`` (exactly in float32; the same rounding of the float32 value for
@@ -174,12 +195,22 @@ def unpack_dequantize(packed: torch.Tensor, scale: torch.Tensor, zero: torch.Ten
         return reference.unpack_dequantize(packed, scale, zero, bits, group_size, cols, dtype)
     from alphaq.kernels import launch
 
-    return launch.unpack_dequantize(_row_contiguous(packed), _row_contiguous(scale), _row_contiguous(zero),
-                                    bits, group_size, cols, dtype)
+    return launch.unpack_dequantize(
+        _row_contiguous(packed), _row_contiguous(scale), _row_contiguous(zero), bits, group_size, cols, dtype
+    )
 
 
-def dequant_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
-                   group_size: int, cols: int, *, backend: Backend = "auto") -> torch.Tensor:
+def dequant_matmul(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    group_size: int,
+    cols: int,
+    *,
+    backend: Backend = "auto",
+) -> torch.Tensor:
     """Fused ``x @ W.T`` with W kept packed: W is dequantized in registers, never written to memory.
 
     Batches of at most 4 rows run a GEMV kernel (decode), larger ones tiles of ``tl.dot`` (prefill).
@@ -217,6 +248,7 @@ def dequant_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, z
     else:
         from alphaq.kernels import launch
 
-        y = launch.dequant_matmul(x2, _row_contiguous(packed), _row_contiguous(scale), _row_contiguous(zero), bits,
-                                  group_size, cols)
+        y = launch.dequant_matmul(
+            x2, _row_contiguous(packed), _row_contiguous(scale), _row_contiguous(zero), bits, group_size, cols
+        )
     return y.reshape(*lead, rows)

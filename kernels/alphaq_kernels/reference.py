@@ -30,8 +30,15 @@ def quantize_pack(w: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Te
     return pack(qt.q, bits), qt.scale, qt.zero
 
 
-def unpack_dequantize(packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, group_size: int,
-                      cols: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def unpack_dequantize(
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    group_size: int,
+    cols: int,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """``(q - zero) * scale`` in float32, cast to ``dtype``.
 
     Args:
@@ -46,13 +53,25 @@ def unpack_dequantize(packed: torch.Tensor, scale: torch.Tensor, zero: torch.Ten
     Returns:
         W [R, cols] of ``dtype`` (``dequantize_groupwise`` of the unpacked codes).
     """
-    qt = QuantizedTensor(q=unpack(packed, bits, cols), scale=scale, zero=zero, spec=QuantSpec(bits, group_size),
-                         shape=(packed.shape[0], cols))
+    qt = QuantizedTensor(
+        q=unpack(packed, bits, cols),
+        scale=scale,
+        zero=zero,
+        spec=QuantSpec(bits, group_size),
+        shape=(packed.shape[0], cols),
+    )
     return dequantize_groupwise(qt, dtype=dtype)
 
 
-def dequant_matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
-                   group_size: int, cols: int) -> torch.Tensor:
+def dequant_matmul(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    group_size: int,
+    cols: int,
+) -> torch.Tensor:
     """``x @ W.T`` with ``W = unpack_dequantize(...)``, computed in float32.
 
     Args:

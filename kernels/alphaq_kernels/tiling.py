@@ -120,8 +120,13 @@ def row_geometry(cols: int, layout: UnitLayout) -> RowGeometry:
     """The :class:`RowGeometry` of rows of ``cols`` values under ``layout``."""
     row_bytes = packed_row_bytes(cols, layout.bits)
     units = -(-row_bytes // layout.unit_bytes)
-    return RowGeometry(cols=cols, row_bytes=row_bytes, groups=num_groups(cols, layout.group_size), units=units,
-                       byte_mask=row_bytes % layout.unit_bytes != 0)
+    return RowGeometry(
+        cols=cols,
+        row_bytes=row_bytes,
+        groups=num_groups(cols, layout.group_size),
+        units=units,
+        byte_mask=row_bytes % layout.unit_bytes != 0,
+    )
 
 
 @dataclass(frozen=True)

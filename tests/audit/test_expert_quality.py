@@ -11,9 +11,20 @@ def _details(alphas: dict[tuple[int, int], list[float]]) -> pd.DataFrame:
     rows = []
     for (layer, expert), values in alphas.items():
         for proj, alpha in zip(("gate", "up", "down"), values):
-            rows.append({"layer": layer, "expert": expert, "proj": proj, "role": "expert", "params": 100,
-                         "alpha": alpha, "alpha_weighted": alpha, "log_norm": 1.0, "stable_rank": 2.0,
-                         "status": "success" if np.isfinite(alpha) else "failed"})
+            rows.append(
+                {
+                    "layer": layer,
+                    "expert": expert,
+                    "proj": proj,
+                    "role": "expert",
+                    "params": 100,
+                    "alpha": alpha,
+                    "alpha_weighted": alpha,
+                    "log_norm": 1.0,
+                    "stable_rank": 2.0,
+                    "status": "success" if np.isfinite(alpha) else "failed",
+                }
+            )
     return pd.DataFrame(rows)
 
 

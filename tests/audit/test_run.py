@@ -14,7 +14,9 @@ from alphaq.errors import AlphaQError
 
 
 def _checkpoint(tmp_path, tensors):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mixtral", "hidden_size": 64, "num_hidden_layers": 1}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "mixtral", "hidden_size": 64, "num_hidden_layers": 1})
+    )
     save_file(tensors, str(tmp_path / "model.safetensors"))
     return tmp_path
 
@@ -24,8 +26,14 @@ def test_nonfinite_and_tiny_matrices_get_a_status_and_the_run_continues(tmp_path
     bad = torch.randn(96, 64, generator=g)
     bad[3, 5] = float("nan")
     p = "model.layers.0.block_sparse_moe"
-    path = _checkpoint(tmp_path, {f"{p}.experts.0.w1.weight": bad, f"{p}.experts.1.w1.weight": torch.randn(96, 64, generator=g),
-                                  f"{p}.gate.weight": torch.randn(4, 64, generator=g)})
+    path = _checkpoint(
+        tmp_path,
+        {
+            f"{p}.experts.0.w1.weight": bad,
+            f"{p}.experts.1.w1.weight": torch.randn(96, 64, generator=g),
+            f"{p}.gate.weight": torch.randn(4, 64, generator=g),
+        },
+    )
     result = inspect(path)
     by_name = result.details.set_index("name")
     assert by_name.loc[f"{p}.experts.0.w1.weight", "status"] == "nonfinite"
@@ -53,7 +61,9 @@ def test_float64_inspect_equals_weightwatcher_fit_on_the_same_matrix(tmp_path):
 
 def test_farms_is_deterministic_for_a_seed(tmp_path):
     g = torch.Generator().manual_seed(2)
-    path = _checkpoint(tmp_path, {"model.layers.0.block_sparse_moe.experts.0.w1.weight": torch.randn(512, 384, generator=g)})
+    path = _checkpoint(
+        tmp_path, {"model.layers.0.block_sparse_moe.experts.0.w1.weight": torch.randn(512, 384, generator=g)}
+    )
     a = inspect(path, InspectConfig(farms=True, fit="hill", seed=3)).details.iloc[0]
     b = inspect(path, InspectConfig(farms=True, fit="hill", seed=3)).details.iloc[0]
     assert a["alpha"] == b["alpha"] and a["num_evals"] == 12 * 128  # 4 x 3 blocks of 128
@@ -72,11 +82,13 @@ def test_cpu_inspect_command_does_not_import_torch(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys\nfrom alphaq.cli.app import main\n"
-            f"sys.argv = ['alphaq', 'inspect', '--out', {str(tmp_path / 'run')!r}, '--no-html']\n"
-            "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
-            "for name in ('torch',):\n"
-            "    assert name not in sys.modules, name + ' imported'\n")
+    code = (
+        "import sys\nfrom alphaq.cli.app import main\n"
+        f"sys.argv = ['alphaq', 'inspect', '--out', {str(tmp_path / 'run')!r}, '--no-html']\n"
+        "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
+        "for name in ('torch',):\n"
+        "    assert name not in sys.modules, name + ' imported'\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "run" / "details.csv").is_file() and (tmp_path / "run" / "details.parquet").is_file()
@@ -95,9 +107,15 @@ def test_saved_tables_are_what_pandas_writes(tmp_path):
     bad[0, 0] = float("inf")
     p = "model.layers.0.block_sparse_moe"
     (tmp_path / "ckpt").mkdir()
-    path = _checkpoint(tmp_path / "ckpt", {f"{p}.experts.0.w1.weight": bad, f"{p}.experts.0.w2.weight": torch.randn(64, 96, generator=g),
-                                           f"{p}.experts.1.w1.weight": torch.randn(96, 64, generator=g),
-                                           f"{p}.gate.weight": torch.randn(4, 64, generator=g)})
+    path = _checkpoint(
+        tmp_path / "ckpt",
+        {
+            f"{p}.experts.0.w1.weight": bad,
+            f"{p}.experts.0.w2.weight": torch.randn(64, 96, generator=g),
+            f"{p}.experts.1.w1.weight": torch.randn(96, 64, generator=g),
+            f"{p}.gate.weight": torch.randn(4, 64, generator=g),
+        },
+    )
     result = inspect(path)
     out = save_inspect(result, tmp_path / "run")
     assert (out / "details.csv").read_text() == result.details.to_csv(index=False)
@@ -115,7 +133,16 @@ def test_schedule_runs_the_costliest_first_and_keeps_shapes_together():
 
     from alphaq.audit.analysis import schedule_matrices
 
-    refs = [SimpleNamespace(name=n, shape=s) for n, s in [("router", (8, 64)), ("up0", (128, 64)), ("down0", (64, 128)),
-                                                          ("big", (256, 512)), ("up1", (128, 64)), ("down1", (64, 128))]]
+    refs = [
+        SimpleNamespace(name=n, shape=s)
+        for n, s in [
+            ("router", (8, 64)),
+            ("up0", (128, 64)),
+            ("down0", (64, 128)),
+            ("big", (256, 512)),
+            ("up1", (128, 64)),
+            ("down1", (64, 128)),
+        ]
+    ]
     order = [ref.name for ref in schedule_matrices(refs)]
     assert order == ["big", "down0", "down1", "up0", "up1", "router"]  # [64,128] and [128,64]: equal cost, by shape

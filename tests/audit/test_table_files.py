@@ -12,13 +12,37 @@ from alphaq.audit.table_files import column_kinds, is_missing, write_csv, write_
 
 COLUMNS = ["name", "layer", "count", "ratio", "flag", "maybe_flag", "note", "absent", "mixed"]
 ROWS = [
-    {"name": "a,b", "layer": 0, "count": 3, "ratio": 0.1, "flag": True, "maybe_flag": True, "note": 'say "hi"',
-     "mixed": 2},
-    {"name": "line\nbreak", "layer": None, "count": 4, "ratio": 1e-05, "flag": False, "maybe_flag": None, "note": "",
-     "mixed": 2.5},
+    {
+        "name": "a,b",
+        "layer": 0,
+        "count": 3,
+        "ratio": 0.1,
+        "flag": True,
+        "maybe_flag": True,
+        "note": 'say "hi"',
+        "mixed": 2,
+    },
+    {
+        "name": "line\nbreak",
+        "layer": None,
+        "count": 4,
+        "ratio": 1e-05,
+        "flag": False,
+        "maybe_flag": None,
+        "note": "",
+        "mixed": 2.5,
+    },
     {"name": "c", "layer": 7, "count": 5, "ratio": math.nan, "flag": np.bool_(True), "note": None, "mixed": 1e16},
-    {"name": "d", "layer": np.int64(2), "count": np.int64(6), "ratio": np.float64(123456789.123), "flag": False,
-     "maybe_flag": False, "note": "x", "mixed": None},
+    {
+        "name": "d",
+        "layer": np.int64(2),
+        "count": np.int64(6),
+        "ratio": np.float64(123456789.123),
+        "flag": False,
+        "maybe_flag": False,
+        "note": "x",
+        "mixed": None,
+    },
 ]
 
 
@@ -31,8 +55,17 @@ def _pandas_frame(rows, int_columns=("layer",), columns=COLUMNS):
 
 def test_kinds_follow_pandas_inference():
     kinds = column_kinds(ROWS, COLUMNS, ("layer",))
-    assert kinds == {"name": "text", "layer": "nullable_int", "count": "int", "ratio": "float", "flag": "bool",
-                     "maybe_flag": "text", "note": "text", "absent": "float", "mixed": "float"}
+    assert kinds == {
+        "name": "text",
+        "layer": "nullable_int",
+        "count": "int",
+        "ratio": "float",
+        "flag": "bool",
+        "maybe_flag": "text",
+        "note": "text",
+        "absent": "float",
+        "mixed": "float",
+    }
 
 
 @pytest.mark.parametrize("rows", [ROWS, ROWS[:1], ROWS[2:], []], ids=["all", "one", "two", "empty"])
@@ -43,7 +76,9 @@ def test_csv_is_byte_equal_to_pandas(tmp_path, rows):
 
 def test_one_empty_column_is_quoted_as_pandas_does(tmp_path):
     write_csv(tmp_path / "t.csv", [{"x": math.nan}, {"x": 1.5}], ["x"])
-    assert (tmp_path / "t.csv").read_text() == 'x\n""\n1.5\n' == pd.DataFrame({"x": [math.nan, 1.5]}).to_csv(index=False)
+    assert (
+        (tmp_path / "t.csv").read_text() == 'x\n""\n1.5\n' == pd.DataFrame({"x": [math.nan, 1.5]}).to_csv(index=False)
+    )
 
 
 def test_parquet_reads_back_with_the_same_values_and_nullable_ints(tmp_path):
@@ -62,11 +97,17 @@ def test_parquet_reads_back_with_the_same_values_and_nullable_ints(tmp_path):
 def _random_rows(count: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     gaps = rng.random((4, count)) < 0.3  # [4, count] missing cells
-    return [{"layer": None if gaps[0, i] else int(rng.integers(-2**62, 2**62)),
-             "alpha": math.nan if gaps[1, i] else float(rng.standard_normal() * 1e6),
-             "ok": bool(rng.random() < 0.5),
-             "name": None if gaps[3, i] else f"layer.{i}.é\u4e2d,\"q\"\n" * (i % 3),
-             "rows": i, "nothing": None} for i in range(count)]
+    return [
+        {
+            "layer": None if gaps[0, i] else int(rng.integers(-(2**62), 2**62)),
+            "alpha": math.nan if gaps[1, i] else float(rng.standard_normal() * 1e6),
+            "ok": bool(rng.random() < 0.5),
+            "name": None if gaps[3, i] else f'layer.{i}.é\u4e2d,"q"\n' * (i % 3),
+            "rows": i,
+            "nothing": None,
+        }
+        for i in range(count)
+    ]
 
 
 RANDOM_COLUMNS = ["layer", "alpha", "ok", "name", "rows", "nothing"]
@@ -87,8 +128,11 @@ def test_parquet_holds_every_value_and_null_with_pandas_types(tmp_path, count):
     assert list(back.columns) == RANDOM_COLUMNS and len(back) == count and str(back["layer"].dtype) == "Int64"
     assert back["layer"].tolist() == [pd.NA if row["layer"] is None else row["layer"] for row in rows]  # exact int64
     if count:
-        assert {c: str(back[c].dtype) for c in ("alpha", "ok", "rows")} == {"alpha": "float64", "ok": "bool",
-                                                                             "rows": "int64"}
+        assert {c: str(back[c].dtype) for c in ("alpha", "ok", "rows")} == {
+            "alpha": "float64",
+            "ok": "bool",
+            "rows": "int64",
+        }
     np.testing.assert_array_equal(back["alpha"].to_numpy(dtype=float), [row["alpha"] for row in rows])  # NaN = NaN
     assert back["ok"].tolist() == [row["ok"] for row in rows] and back["rows"].tolist() == list(range(count))
     for column in ("name", "nothing"):  # text: missing cells read back as missing (None or NaN by pandas version)

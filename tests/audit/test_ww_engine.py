@@ -21,7 +21,9 @@ P = "model.layers.0.block_sparse_moe"
 
 
 def _checkpoint(tmp_path, tensors):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mixtral", "hidden_size": 64, "num_hidden_layers": 1}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "mixtral", "hidden_size": 64, "num_hidden_layers": 1})
+    )
     save_file(tensors, str(tmp_path / "model.safetensors"))
     return tmp_path
 
@@ -62,14 +64,23 @@ def test_weightwatcher_engine_statuses_and_no_side_effects(tmp_path):
     column; weightwatcher's import leaves the root logger as it was."""
     bad = _heavy_tailed(96, 64, 0)
     bad[3, 5] = float("nan")
-    path = _checkpoint(tmp_path, {f"{P}.experts.0.w1.weight": bad, f"{P}.experts.1.w1.weight": _heavy_tailed(96, 64, 1),
-                                  f"{P}.gate.weight": _heavy_tailed(4, 64, 2)})
+    path = _checkpoint(
+        tmp_path,
+        {
+            f"{P}.experts.0.w1.weight": bad,
+            f"{P}.experts.1.w1.weight": _heavy_tailed(96, 64, 1),
+            f"{P}.gate.weight": _heavy_tailed(4, 64, 2),
+        },
+    )
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     result = inspect(path, InspectConfig(engine="weightwatcher"))
     assert list(root.handlers) == handlers and root.level == level
     rows = {row["name"]: row for row in result.detail_rows}
-    assert rows[f"{P}.experts.0.w1.weight"]["status"] == "nonfinite" and "1 NaN/Inf" in rows[f"{P}.experts.0.w1.weight"]["message"]
+    assert (
+        rows[f"{P}.experts.0.w1.weight"]["status"] == "nonfinite"
+        and "1 NaN/Inf" in rows[f"{P}.experts.0.w1.weight"]["message"]
+    )
     assert rows[f"{P}.gate.weight"]["status"] == "skipped"
     fitted = rows[f"{P}.experts.1.w1.weight"]
     assert fitted["status"] == "success" and fitted["fit"] == "ww"
@@ -111,12 +122,15 @@ def test_tail_test_is_the_same_through_both_engines(tmp_path):
         assert theirs[column] == pytest.approx(ours[column], rel=1e-6, abs=1e-9), column
 
 
-@pytest.mark.parametrize("options, needle", [
-    ({"engine": "magic"}, "unknown engine 'magic'"),
-    ({"engine": "weightwatcher", "fit": "hill"}, "drop --fit hill"),
-    ({"engine": "weightwatcher", "farms": True}, "drop --farms"),
-    ({"engine": "weightwatcher", "device": "cuda"}, "drop --device cuda"),
-])
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"engine": "magic"}, "unknown engine 'magic'"),
+        ({"engine": "weightwatcher", "fit": "hill"}, "drop --fit hill"),
+        ({"engine": "weightwatcher", "farms": True}, "drop --farms"),
+        ({"engine": "weightwatcher", "device": "cuda"}, "drop --device cuda"),
+    ],
+)
 def test_engine_options_are_validated(options, needle):
     with pytest.raises(ConfigError, match=needle):
         InspectConfig(**options)

@@ -33,7 +33,9 @@ def test_console_entry_point_is_the_application(tmp_path):
 
     def alphaq(*args: str) -> subprocess.CompletedProcess:
         code = "import sys\nfrom alphaq.cli.app import main\nsys.argv[0] = 'alphaq'\nmain()\n"
-        return subprocess.run([sys.executable, "-c", code, *args], check=False, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], check=False, capture_output=True, text=True, timeout=300
+        )
 
     done = alphaq("inspect", "--out", str(tmp_path / "run"), "--no-html")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -41,8 +43,9 @@ def test_console_entry_point_is_the_application(tmp_path):
     # the same tables; the last digits may differ (float32 Gram products: this process has imported torch, whose
     # BLAS threading differs from a fresh process's), so floats compare at 1e-6 relative, far inside alpha's 1e-4
     for name in ("details.csv", "experts.csv"):
-        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "run" / name), pd.read_csv(tmp_path / "full" / name),
-                                      check_exact=False, rtol=1e-6)
+        pd.testing.assert_frame_equal(
+            pd.read_csv(tmp_path / "run" / name), pd.read_csv(tmp_path / "full" / name), check_exact=False, rtol=1e-6
+        )
     listing = alphaq("--help")
     assert listing.returncode == 0 and all(f" {name} " in listing.stdout for name in ("inspect", "compare", "llamacpp"))
     unknown = alphaq("nope")
@@ -51,8 +54,10 @@ def test_console_entry_point_is_the_application(tmp_path):
 
 def test_inspect_tiny_qwen2_moe(tiny_checkpoints, tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["inspect", str(tiny_checkpoints["qwen2_moe"]), "--out", str(out), "--float64",
-                                 "--tail-test", "--layers", "1"])
+    result = runner.invoke(
+        app,
+        ["inspect", str(tiny_checkpoints["qwen2_moe"]), "--out", str(out), "--float64", "--tail-test", "--layers", "1"],
+    )
     assert result.exit_code == 0, result.output
     for name in ("details.csv", "details.parquet", "experts.csv", "spectra.npz", "inspect.json", "inspect.html"):
         assert (out / name).is_file(), name
@@ -71,23 +76,37 @@ def test_inspect_tiny_qwen2_moe(tiny_checkpoints, tmp_path):
 
 def test_inspect_layers_and_experts_only(tiny_checkpoints, tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["inspect", str(tiny_checkpoints["mixtral"]), "--out", str(out), "--layers", "1",
-                                 "--experts-only", "--no-html"])
+    result = runner.invoke(
+        app,
+        [
+            "inspect",
+            str(tiny_checkpoints["mixtral"]),
+            "--out",
+            str(out),
+            "--layers",
+            "1",
+            "--experts-only",
+            "--no-html",
+        ],
+    )
     assert result.exit_code == 0, result.output
     details = pd.read_csv(out / "details.csv")
     assert set(details["layer"]) == {1} and set(details["role"]) == {"expert"}
     assert not (out / "inspect.html").exists()
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["inspect", "/nonexistent/model"], "no such checkpoint folder"),
-    (["inspect", "{tiny}", "--layers", "x"], "--layers"),
-    (["inspect", "{tiny}", "--fit", "magic"], "unknown fit"),
-    (["inspect", "{tiny}", "--layers", "99"], "no matrix selected"),
-    (["inspect", "{tiny}", "--engine", "magic"], "unknown engine 'magic'"),
-    (["inspect", "{tiny}", "--engine", "weightwatcher", "--fit", "hill"], "drop --fit hill"),
-    (["inspect", "{tiny}", "--engine", "weightwatcher", "--farms"], "drop --farms"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["inspect", "/nonexistent/model"], "no such checkpoint folder"),
+        (["inspect", "{tiny}", "--layers", "x"], "--layers"),
+        (["inspect", "{tiny}", "--fit", "magic"], "unknown fit"),
+        (["inspect", "{tiny}", "--layers", "99"], "no matrix selected"),
+        (["inspect", "{tiny}", "--engine", "magic"], "unknown engine 'magic'"),
+        (["inspect", "{tiny}", "--engine", "weightwatcher", "--fit", "hill"], "drop --fit hill"),
+        (["inspect", "{tiny}", "--engine", "weightwatcher", "--farms"], "drop --farms"),
+    ],
+)
 def test_bad_input_one_line_error_no_output(args, needle, tiny_checkpoints, tmp_path):
     out = tmp_path / "run"
     args = [a.replace("{tiny}", str(tiny_checkpoints["olmoe"])) for a in args] + ["--out", str(out)]
@@ -104,8 +123,10 @@ def test_inspect_engine_weightwatcher_with_tail_test(tiny_checkpoints, tmp_path)
     model = str(tiny_checkpoints["qwen2_moe"])
     own, ww = tmp_path / "own", tmp_path / "ww"
     assert runner.invoke(app, ["inspect", model, "--out", str(own), "--layers", "1", "--no-html"]).exit_code == 0
-    result = runner.invoke(app, ["inspect", model, "--out", str(ww), "--layers", "1", "--no-html",
-                                 "--engine", "weightwatcher", "--tail-test"])
+    result = runner.invoke(
+        app,
+        ["inspect", model, "--out", str(ww), "--layers", "1", "--no-html", "--engine", "weightwatcher", "--tail-test"],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((ww / "inspect.json").read_text())
     assert manifest["options"]["engine"] == "weightwatcher" and manifest["options"]["tail_test"] is True
@@ -125,8 +146,22 @@ def test_plan_reuses_inspect_and_writes_plan(tiny_checkpoints, tmp_path):
     out = tmp_path / "run"
     model = str(tiny_checkpoints["qwen2_moe"])
     assert runner.invoke(app, ["inspect", model, "--out", str(out), "--no-html"]).exit_code == 0
-    result = runner.invoke(app, ["plan", model, "--out", str(out), "--budget", "3", "--sweep", "2.5,3,4",
-                                 "--keep", "attention=16,shared=8", "--no-html"])
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            model,
+            "--out",
+            str(out),
+            "--budget",
+            "3",
+            "--sweep",
+            "2.5,3,4",
+            "--keep",
+            "attention=16,shared=8",
+            "--no-html",
+        ],
+    )
     assert result.exit_code == 0, result.output
     plan = load_plan(out / "plan.json")
     experts = [t for t in plan.tensors if t.role == "expert"]
@@ -135,7 +170,10 @@ def test_plan_reuses_inspect_and_writes_plan(tiny_checkpoints, tmp_path):
     assert sum(t.params * t.bits for t in experts) / params <= 3.0 + 1e-12
     shared = [t for t in plan.tensors if t.role == "shared_expert"]
     assert shared and {t.bits for t in shared} == {8}
-    assert plan.provenance["checkpoint"]["fingerprint"] == json.loads((out / "inspect.json").read_text())["checkpoint"]["fingerprint"]
+    assert (
+        plan.provenance["checkpoint"]["fingerprint"]
+        == json.loads((out / "inspect.json").read_text())["checkpoint"]["fingerprint"]
+    )
     sweep = pd.read_csv(out / "sweep.csv")
     assert set(sweep["allocator"]) >= {"alphaq", "uniform", "random"} and len(sweep) >= 9
     comparison = json.loads((out / "plan_comparison.json").read_text())

@@ -20,12 +20,14 @@ def test_docs_cli_md_is_current() -> None:
 
 def test_every_registered_command_has_a_section() -> None:
     text = cli_reference_markdown()
-    names = [f"{name} {sub}" if hasattr(command, "commands") else name  # groups: one section per subcommand
-             for name, command in typer.main.get_command(app).commands.items()
-             for sub in (getattr(command, "commands", None) or [None])]
+    names = [
+        f"{name} {sub}" if hasattr(command, "commands") else name  # groups: one section per subcommand
+        for name, command in typer.main.get_command(app).commands.items()
+        for sub in (getattr(command, "commands", None) or [None])
+    ]
     assert {"inspect", "plan", "quantize", "eval", "compare", "report", "gallery", "export"} <= set(names)
     assert {"llamacpp build", "llamacpp where"} <= set(names)
-    headings = [line[len("## alphaq "):] for line in text.splitlines() if line.startswith("## alphaq ")]
+    headings = [line[len("## alphaq ") :] for line in text.splitlines() if line.startswith("## alphaq ")]
     assert headings == names  # one section each, in the app's order
 
 

@@ -10,26 +10,41 @@ import numpy as np
 import pytest
 import torch
 
-from alphaq.diagnostics.esd_metrics import (
-    ESDMetrics,
-    detx_constraint,
-    esd_metrics,
-    matrix_entropy,
-    matrix_rank,
-)
+from alphaq.diagnostics.esd_metrics import ESDMetrics, detx_constraint, esd_metrics, matrix_entropy, matrix_rank
 from alphaq.diagnostics.spectrum import eigenvalues
 
 #: Columns compared with weightwatcher's analyze() (same names here and there).
 _WW_COLUMNS = [
-    "alpha", "D", "xmin", "xmax", "sigma", "num_pl_spikes", "num_evals", "lambda_max", "norm", "log_norm",
-    "spectral_norm", "log_spectral_norm", "alpha_weighted", "log_alpha_norm", "stable_rank", "matrix_rank", "entropy",
+    "alpha",
+    "D",
+    "xmin",
+    "xmax",
+    "sigma",
+    "num_pl_spikes",
+    "num_evals",
+    "lambda_max",
+    "norm",
+    "log_norm",
+    "spectral_norm",
+    "log_spectral_norm",
+    "alpha_weighted",
+    "log_alpha_norm",
+    "stable_rank",
+    "matrix_rank",
+    "entropy",
 ]
 #: A few MiniLM layers: every kind of Linear (384x384, 1536x384, 384x1536) from the first and last block.
 _MINILM_LAYERS = [
     f"encoder.layer.{layer}.{name}.weight"
     for layer in (0, 5)
-    for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                 "intermediate.dense", "output.dense")
+    for name in (
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    )
 ] + ["pooler.dense.weight"]
 
 

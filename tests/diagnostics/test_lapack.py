@@ -26,9 +26,10 @@ def test_two_stage_driver_is_found_and_matches_scipy_in_float64() -> None:
     assert got.dtype == np.float64 and np.all(np.diff(got) >= 0)
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * ref[-1])
     np.testing.assert_array_equal(eigvalsh(gram, two_stage=False), ref)  # the one-stage path is scipy's evd
-    np.testing.assert_array_equal(eigvalsh(gram.astype(np.float32), two_stage=False),
-                                  scipy.linalg.eigh(gram.astype(np.float32).astype(np.float64), eigvals_only=True,
-                                                    driver="evd"))  # float32 is computed in float64
+    np.testing.assert_array_equal(
+        eigvalsh(gram.astype(np.float32), two_stage=False),
+        scipy.linalg.eigh(gram.astype(np.float32).astype(np.float64), eigvals_only=True, driver="evd"),
+    )  # float32 is computed in float64
     np.testing.assert_allclose(ref, np.linalg.eigvalsh(gram), rtol=0, atol=1e-12 * ref[-1])
 
 

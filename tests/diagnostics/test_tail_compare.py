@@ -19,8 +19,14 @@ def test_power_law_sample_gives_finite_ratios_quietly(capsys: pytest.CaptureFixt
         warnings.simplefilter("error")  # powerlaw's warnings must not leak out
         result = compare_power_law(evals, fit.xmin)
     assert result.status == "success" and result.message == ""
-    for value in (result.R_lognormal, result.p_lognormal, result.R_exponential, result.p_exponential,
-                  result.R_truncated, result.p_truncated):
+    for value in (
+        result.R_lognormal,
+        result.p_lognormal,
+        result.R_exponential,
+        result.p_exponential,
+        result.R_truncated,
+        result.p_truncated,
+    ):
         assert math.isfinite(value)
     assert result.R_exponential > 0  # a power law beats an exponential tail
     assert 0.0 <= result.p_lognormal <= 1.0 and 0.0 <= result.p_exponential <= 1.0
@@ -41,10 +47,27 @@ def test_unusable_inputs_are_skipped_with_nan() -> None:
     for xmin, status in ((math.nan, "skipped"), (-1.0, "skipped"), (1e9, "skipped")):
         result = compare_power_law(evals, xmin)
         assert result.status == status and result.message
-        assert all(math.isnan(v) for v in (result.R_lognormal, result.p_lognormal, result.R_exponential,
-                                           result.p_exponential, result.R_truncated, result.p_truncated))
+        assert all(
+            math.isnan(v)
+            for v in (
+                result.R_lognormal,
+                result.p_lognormal,
+                result.R_exponential,
+                result.p_exponential,
+                result.R_truncated,
+                result.p_truncated,
+            )
+        )
     assert set(compare_power_law(evals, 1.0).to_dict()) == {
-        "R_lognormal", "p_lognormal", "R_exponential", "p_exponential", "R_truncated", "p_truncated", "status", "message"}
+        "R_lognormal",
+        "p_lognormal",
+        "R_exponential",
+        "p_exponential",
+        "R_truncated",
+        "p_truncated",
+        "status",
+        "message",
+    }
 
 
 def test_powerlaw_errors_give_failed_status(monkeypatch: pytest.MonkeyPatch) -> None:

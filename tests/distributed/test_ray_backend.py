@@ -56,10 +56,17 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.C
     # started outside pytest's fd capture: Ray's processes must not inherit (and keep) the capture's file
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
-        ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, _temp_dir=temp,
-                 log_to_driver=False, runtime_env={
-                     "env_vars": {"PYTHONPATH": str(ROOT), FAULTS_ENV: str(faults), "OMP_NUM_THREADS": "1"},
-                     "worker_process_setup_hook": "tests.fixtures.ray_faults.kill_once_when_armed"})
+        ray.init(
+            num_cpus=2,
+            object_store_memory=200 * 2**20,
+            include_dashboard=False,
+            _temp_dir=temp,
+            log_to_driver=False,
+            runtime_env={
+                "env_vars": {"PYTHONPATH": str(ROOT), FAULTS_ENV: str(faults), "OMP_NUM_THREADS": "1"},
+                "worker_process_setup_hook": "tests.fixtures.ray_faults.kill_once_when_armed",
+            },
+        )
     try:
         yield faults
     finally:
@@ -155,8 +162,9 @@ def test_inspect_on_ray_equals_local_on_the_bundled_model(ray_cluster, tmp_path:
     config = InspectConfig(layers=(0, 1))
     save_inspect(inspect(None, config), tmp_path / "local")
     ticks: list[str] = []
-    result = runner.invoke(app, ["inspect", "--layers", "0,1", "--backend", "ray", "--no-html", "--out",
-                                 str(tmp_path / "ray")])
+    result = runner.invoke(
+        app, ["inspect", "--layers", "0,1", "--backend", "ray", "--no-html", "--out", str(tmp_path / "ray")]
+    )
     assert result.exit_code == 0, result.output
     assert_same_inspect(tmp_path / "local", tmp_path / "ray")
     manifest = json.loads((tmp_path / "ray" / "inspect.json").read_text())
@@ -179,8 +187,10 @@ def test_inspect_on_ray_equals_local_on_a_sharded_checkpoint(ray_cluster, tiny_c
 @needs_ray
 def test_quantize_on_ray_writes_the_same_bytes(ray_cluster, sharded, tmp_path: Path) -> None:
     model, plan, local = sharded
-    result = runner.invoke(app, ["quantize", str(model), "--plan", str(plan), "--out", str(tmp_path / "ray"),
-                                 "--backend", "ray", "--no-html"])
+    result = runner.invoke(
+        app,
+        ["quantize", str(model), "--plan", str(plan), "--out", str(tmp_path / "ray"), "--backend", "ray", "--no-html"],
+    )
     assert result.exit_code == 0, result.output
     assert_same_checkpoint(local, tmp_path / "ray")
     executor = json.loads((tmp_path / "ray" / "quantize.json").read_text())["options"]["executor"]
@@ -222,8 +232,10 @@ def test_a_stopped_quantize_on_ray_resumes_to_the_same_bytes(ray_cluster, sharde
     out = tmp_path / "ray"
     with pytest.raises(KeyboardInterrupt):
         qrun.run_quantize(model, plan, out, progress=stop_in_second_shard, backend=RayBackend())
-    assert sorted(p.name for p in out.iterdir()) == [".alphaq-quantize-progress.json",
-                                                     "model-00001-of-00003.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".alphaq-quantize-progress.json",
+        "model-00001-of-00003.safetensors",
+    ]
     result = qrun.run_quantize(model, plan, out, backend=RayBackend())
     assert [s["resumed"] for s in result.manifest["shards"]] == [True, False, False]
     assert_same_checkpoint(local, out)
@@ -232,11 +244,13 @@ def test_a_stopped_quantize_on_ray_resumes_to_the_same_bytes(ray_cluster, sharde
 @needs_ray
 def test_a_failed_task_names_the_tensor_in_one_line(ray_cluster, tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
-    tensors = {f"model.layers.0.block_sparse_moe.experts.{e}.w1.weight": torch.randn(16, 32, generator=g)
-               for e in range(2)}
+    tensors = {
+        f"model.layers.0.block_sparse_moe.experts.{e}.w1.weight": torch.randn(16, 32, generator=g) for e in range(2)
+    }
     tensors["model.layers.0.block_sparse_moe.experts.1.w1.weight"][3, 5] = float("nan")
-    model = write_checkpoint(tmp_path / "nan", {"model_type": "mixtral", "hidden_size": 32, "num_hidden_layers": 1},
-                             tensors)
+    model = write_checkpoint(
+        tmp_path / "nan", {"model_type": "mixtral", "hidden_size": 32, "num_hidden_layers": 1}, tensors
+    )
     plan = make_plan(open_checkpoint(model), tmp_path / "plan.json", lambda m: 4)
     with pytest.raises(AlphaQError) as local:
         qrun.run_quantize(model, plan, tmp_path / "local")

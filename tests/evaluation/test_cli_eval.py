@@ -20,8 +20,9 @@ def test_eval_command_original_and_missing_text(tmp_path: Path) -> None:
     text = tmp_path / "t.txt"
     text.write_text("a small text about rivers and hills and stone walls " * 80, encoding="utf-8")
     runner = CliRunner()
-    result = runner.invoke(_app(), ["eval", "--out", str(tmp_path / "run"), "--text-file", str(text),
-                                    "--max-windows", "1"])
+    result = runner.invoke(
+        _app(), ["eval", "--out", str(tmp_path / "run"), "--text-file", str(text), "--max-windows", "1"]
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert record["source"]["kind"] == "original" and record["windows"] == 1 and record["tokens"] == 255
@@ -33,8 +34,22 @@ def test_compare_command_writes_table_and_page(tmp_path: Path) -> None:
     text = tmp_path / "t.txt"
     text.write_text("a small text about rivers and hills and stone walls " * 80, encoding="utf-8")
     out = tmp_path / "cmp"
-    result = CliRunner().invoke(_app(), ["compare", "--out", str(out), "--text-file", str(text), "--budgets", "3",
-                                         "--allocators", "uniform,random", "--max-windows", "1"])
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "compare",
+            "--out",
+            str(out),
+            "--text-file",
+            str(text),
+            "--budgets",
+            "3",
+            "--allocators",
+            "uniform,random",
+            "--max-windows",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (out / "compare.csv").is_file() and (out / "compare.html").is_file()
     assert "uniform" in result.output and "random" in result.output
@@ -42,9 +57,11 @@ def test_compare_command_writes_table_and_page(tmp_path: Path) -> None:
 
 def test_compare_command_refuses_bad_options_in_one_line(tmp_path: Path) -> None:
     runner = CliRunner()
-    for args, message in ((["--seeds", "0,x"], "--seeds '0,x' must be integers"),
-                          (["--budgets", ","], "no budget given; pass --budgets 2.5,3,3.5"),
-                          (["--allocators", "alphaq,best"], "unknown allocator 'best'")):
+    for args, message in (
+        (["--seeds", "0,x"], "--seeds '0,x' must be integers"),
+        (["--budgets", ","], "no budget given; pass --budgets 2.5,3,3.5"),
+        (["--allocators", "alphaq,best"], "unknown allocator 'best'"),
+    ):
         result = runner.invoke(_app(), ["compare", "--out", str(tmp_path / "cmp"), *args])
         assert result.exit_code == 2 and message in result.output, result.output
         assert not (tmp_path / "cmp").exists()
@@ -60,8 +77,9 @@ def test_dataset_option_fetches_through_datasets_and_caches(tmp_path, monkeypatc
     fake.load_dataset = lambda *args, **kwargs: {"text": [text, "", text]}  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "datasets", fake)
     monkeypatch.setenv("ALPHAQ_CACHE_DIR", str(tmp_path / "cache"))
-    result = CliRunner().invoke(_app(), ["eval", "--out", str(tmp_path / "run"), "--dataset", "wikitext2",
-                                         "--max-windows", "1"])
+    result = CliRunner().invoke(
+        _app(), ["eval", "--out", str(tmp_path / "run"), "--dataset", "wikitext2", "--max-windows", "1"]
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert record["eval_text"]["path"].startswith("../cache/")  # recorded relative to the run folder
@@ -69,8 +87,9 @@ def test_dataset_option_fetches_through_datasets_and_caches(tmp_path, monkeypatc
 
     cached = resolve_recorded_path(record["eval_text"]["path"], base=tmp_path / "run")
     assert cached.is_file() and cached.resolve().is_relative_to((tmp_path / "cache").resolve())
-    both = CliRunner().invoke(_app(), ["eval", "--out", str(tmp_path / "x"), "--dataset", "wikitext2",
-                                       "--text-file", str(cached)])
+    both = CliRunner().invoke(
+        _app(), ["eval", "--out", str(tmp_path / "x"), "--dataset", "wikitext2", "--text-file", str(cached)]
+    )
     assert both.exit_code == 2 and "not both" in both.output
 
 

@@ -21,15 +21,26 @@ def _text(path: Path) -> Path:
 
 
 def test_expand_allocators() -> None:
-    assert expand_allocators(["alphaq", "frequency", "uniform"]) == ["alphaq", "frequency-in", "frequency-out", "uniform"]
+    assert expand_allocators(["alphaq", "frequency", "uniform"]) == [
+        "alphaq",
+        "frequency-in",
+        "frequency-out",
+        "uniform",
+    ]
     with pytest.raises(ConfigError):
         expand_allocators(["nope"])
 
 
 def test_prediction_check_spearman() -> None:
-    table = pd.DataFrame({"entry": ["original", "a", "b", "c", "d"], "ppl": [1.0, 2.0, 3.0, 4.0, 5.0],
-                          "ppl_increase": [0.0, 1.0, 2.0, 3.0, 4.0], "predicted_error": [None, 0.1, 0.2, 0.3, 0.4],
-                          "alpha_objective": [None, 0.4, 0.3, 0.2, 0.1]})
+    table = pd.DataFrame(
+        {
+            "entry": ["original", "a", "b", "c", "d"],
+            "ppl": [1.0, 2.0, 3.0, 4.0, 5.0],
+            "ppl_increase": [0.0, 1.0, 2.0, 3.0, 4.0],
+            "predicted_error": [None, 0.1, 0.2, 0.3, 0.4],
+            "alpha_objective": [None, 0.4, 0.3, 0.2, 0.1],
+        }
+    )
     check = prediction_check(table)
     assert check["predicted_error"]["rho"] == pytest.approx(1.0)
     assert check["alpha_objective"]["rho"] == pytest.approx(-1.0)
@@ -42,8 +53,11 @@ def test_compare_two_budgets_two_allocators(tmp_path: Path) -> None:
 
     text = _text(tmp_path / "eval.txt")
     out = tmp_path / "run"
-    table = run_compare(None, CompareConfig(budgets=("2.5", "3.5"), allocators=("alphaq", "uniform"), text_file=text,
-                                            max_windows=2), out)
+    table = run_compare(
+        None,
+        CompareConfig(budgets=("2.5", "3.5"), allocators=("alphaq", "uniform"), text_file=text, max_windows=2),
+        out,
+    )
     assert list(table.columns) == COMPARE_COLUMNS + INTERVAL_COLUMNS
     assert list(table["entry"]) == ["original", "alphaq", "uniform", "alphaq", "uniform"]
     plans = table.iloc[1:]
@@ -68,8 +82,18 @@ def test_compare_two_budgets_two_allocators(tmp_path: Path) -> None:
 def test_random_seeds_and_intervals(tmp_path: Path) -> None:
     text = _text(tmp_path / "eval.txt")
     out = tmp_path / "run"
-    table = run_compare(None, CompareConfig(budgets="2.5", allocators="uniform,random,alphaq", text_file=text,
-                                            max_windows=4, seeds=(0, 1, 2), resamples=200), out)
+    table = run_compare(
+        None,
+        CompareConfig(
+            budgets="2.5",
+            allocators="uniform,random,alphaq",
+            text_file=text,
+            max_windows=4,
+            seeds=(0, 1, 2),
+            resamples=200,
+        ),
+        out,
+    )
     assert list(table["entry"]) == ["original", "uniform", "random", "random", "random", "alphaq"]
     assert table["seed"].tolist()[2:5] == [0, 1, 2]
     plans = table.iloc[1:]
@@ -110,9 +134,11 @@ def test_plan_predictors_known_values() -> None:
 
     from alphaq.evaluation.compare_stats import plan_predictors
 
-    tensors = [SimpleNamespace(name="a", unit="0.0", error=0.5, layer=0, expert=0),
-               SimpleNamespace(name="b", unit="0.1", error=0.1, layer=1, expert=1),
-               SimpleNamespace(name="embed", unit=None, error=0.0, layer=None, expert=None)]
+    tensors = [
+        SimpleNamespace(name="a", unit="0.0", error=0.5, layer=0, expert=0),
+        SimpleNamespace(name="b", unit="0.1", error=0.1, layer=1, expert=1),
+        SimpleNamespace(name="embed", unit=None, error=0.0, layer=None, expert=None),
+    ]
     sq_norm, alpha = {"a": 4.0, "b": 100.0}, {"a": 2.0, "b": 4.0}
     got = plan_predictors(tensors, sq_norm, alpha, num_layers=2, routing_prior={(0, 0): 0.75, (1, 1): 0.25})
     assert got["abs_sq_error"] == pytest.approx(4 * 0.25 + 100 * 0.01)  # 2.0

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from alphaq.evaluation import datasets
 from alphaq.errors import AlphaQError
+from alphaq.evaluation import datasets
 
 
 def _make_data(root: Path) -> Path:

@@ -22,10 +22,22 @@ MISSING = "lm-evaluation-harness is not installed; pip install 'alphaq[lmeval]'"
 def _results(tasks: list[str], limit: int | None, batch_size: int) -> dict[str, Any]:
     """What lm_eval 0.4's simple_evaluate returns (trimmed), for arc_easy and hellaswag."""
     per_task = {
-        "arc_easy": {"name": "arc_easy", "alias": "arc_easy", "sample_len": 2376, "acc,none": 0.5, "acc_stderr,none": 0.05, "acc_norm,none": 0.625,
-                     "acc_norm_stderr,none": 0.0484},
-        "hellaswag": {"alias": "hellaswag", "acc_norm,none": 0.3, "acc_norm_stderr,none": 0.0458, "acc,none": 0.25,
-                      "acc_stderr,none": "N/A"},
+        "arc_easy": {
+            "name": "arc_easy",
+            "alias": "arc_easy",
+            "sample_len": 2376,
+            "acc,none": 0.5,
+            "acc_stderr,none": 0.05,
+            "acc_norm,none": 0.625,
+            "acc_norm_stderr,none": 0.0484,
+        },
+        "hellaswag": {
+            "alias": "hellaswag",
+            "acc_norm,none": 0.3,
+            "acc_norm_stderr,none": 0.0458,
+            "acc,none": 0.25,
+            "acc_stderr,none": "N/A",
+        },
     }
     original = {"arc_easy": 2376, "hellaswag": 10042}
     return {
@@ -35,8 +47,7 @@ def _results(tasks: list[str], limit: int | None, batch_size: int) -> dict[str, 
         "versions": {t: 1.0 for t in tasks},
         "n-shot": {t: 0 for t in tasks},
         "higher_is_better": {t: {"acc": True, "acc_norm": True} for t in tasks},
-        "n-samples": {t: {"original": original[t], "effective": min(limit or original[t], original[t])}
-                      for t in tasks},
+        "n-samples": {t: {"original": original[t], "effective": min(limit or original[t], original[t])} for t in tasks},
         "config": {"model": "HFLM", "model_args": None, "batch_size": batch_size, "limit": limit},
         "git_hash": None,
         "date": 1767225600.0,
@@ -88,8 +99,9 @@ def test_run_lm_eval_on_the_demo_model_writes_the_table(tmp_path: Path, monkeypa
     from alphaq._version import __version__
 
     fake = _Fake().install(monkeypatch)
-    record = lm_harness.run_lm_eval(None, tasks=["arc_easy", "hellaswag"], limit=10, batch_size=4,
-                                    out_dir=tmp_path / "run")
+    record = lm_harness.run_lm_eval(
+        None, tasks=["arc_easy", "hellaswag"], limit=10, batch_size=4, out_dir=tmp_path / "run"
+    )
 
     pretrained = fake.hflm_kwargs["pretrained"]
     assert isinstance(pretrained, PreTrainedModel) and not pretrained.training
@@ -101,23 +113,31 @@ def test_run_lm_eval_on_the_demo_model_writes_the_table(tmp_path: Path, monkeypa
     assert fake.evaluate_kwargs["num_fewshot"] == 0 and fake.evaluate_kwargs["limit"] == 10
 
     rows = [(r["task"], r["metric"], r["value"], r["stderr"]) for r in record["rows"]]
-    assert rows[:3] == [("arc_easy", "acc", 0.5, 0.05), ("arc_easy", "acc_norm", 0.625, 0.0484),
-                        ("hellaswag", "acc", 0.25, rows[2][3])]
+    assert rows[:3] == [
+        ("arc_easy", "acc", 0.5, 0.05),
+        ("arc_easy", "acc_norm", 0.625, 0.0484),
+        ("hellaswag", "acc", 0.25, rows[2][3]),
+    ]
     assert math.isnan(rows[2][3])  # lm-eval's "N/A" stderr
     assert rows[3] == ("hellaswag", "acc_norm", 0.3, 0.0458) and len(rows) == 4
 
     written = json.loads((tmp_path / "run" / "lmeval.json").read_text())
     assert written["versions"] == {"alphaq": __version__, "lm_eval": "0.4.9-fake"}
     assert written["source"] == {"kind": "original", "model": "alphaq:demo-moe", "quantized": None}  # by name
-    assert written["options"] == {"tasks": ["arc_easy", "hellaswag"], "num_fewshot": 0, "limit": 10,
-                                  "batch_size": 4, "device": "cpu"}
-    assert written["n_samples"] == {"arc_easy": {"original": 2376, "effective": 10},
-                                    "hellaswag": {"original": 10042, "effective": 10}}
+    assert written["options"] == {
+        "tasks": ["arc_easy", "hellaswag"],
+        "num_fewshot": 0,
+        "limit": 10,
+        "batch_size": 4,
+        "device": "cpu",
+    }
+    assert written["n_samples"] == {
+        "arc_easy": {"original": 2376, "effective": 10},
+        "hellaswag": {"original": 10042, "effective": 10},
+    }
     assert written["task_versions"] == {"arc_easy": 1.0, "hellaswag": 1.0}
-    assert written["rows"][2] == {"task": "hellaswag", "metric": "acc", "filter": "none", "value": 0.25,
-                                  "stderr": None}
-    assert written["rows"][0] == {"task": "arc_easy", "metric": "acc", "filter": "none", "value": 0.5,
-                                  "stderr": 0.05}
+    assert written["rows"][2] == {"task": "hellaswag", "metric": "acc", "filter": "none", "value": 0.25, "stderr": None}
+    assert written["rows"][0] == {"task": "arc_easy", "metric": "acc", "filter": "none", "value": 0.5, "stderr": 0.05}
 
 
 def test_run_lm_eval_loads_a_quantized_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,9 +171,12 @@ def test_missing_lm_eval_is_a_one_line_error_before_loading(monkeypatch: pytest.
 
 def test_bad_options_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     _no_lm_eval(monkeypatch)  # options are checked first
-    for kwargs, match in [({"tasks": [" ", ""]}, "no lm-eval task"), ({"tasks": "a", "num_fewshot": -1}, "num_fewshot"),
-                          ({"tasks": "a", "limit": 0}, "limit must be >= 1"),
-                          ({"tasks": "a", "batch_size": 0}, "batch_size")]:
+    for kwargs, match in [
+        ({"tasks": [" ", ""]}, "no lm-eval task"),
+        ({"tasks": "a", "num_fewshot": -1}, "num_fewshot"),
+        ({"tasks": "a", "limit": 0}, "limit must be >= 1"),
+        ({"tasks": "a", "batch_size": 0}, "batch_size"),
+    ]:
         with pytest.raises(ConfigError, match=match):
             lm_harness.run_lm_eval(None, **kwargs)
 
@@ -170,16 +193,31 @@ def test_parse_tasks_and_metric_rows() -> None:
     assert lm_harness.parse_tasks(" arc_easy, ,hellaswag,arc_easy ") == ("arc_easy", "hellaswag")
     assert lm_harness.parse_tasks(["piqa", "arc_easy,winogrande"]) == ("piqa", "arc_easy", "winogrande")
     results = {
-        "gsm8k": {"alias": "gsm8k", "exact_match,strict-match": 0.1, "exact_match_stderr,strict-match": 0.01,
-                  "exact_match,flexible-extract": 0.2, "exact_match_stderr,flexible-extract": "N/A"},
-        "wikitext": {"alias": "wikitext", "word_perplexity,none": 30.5, "word_perplexity_stderr,none": "N/A",
-                     "bits_per_byte,none": 0.9, "note,none": "text"},
+        "gsm8k": {
+            "alias": "gsm8k",
+            "exact_match,strict-match": 0.1,
+            "exact_match_stderr,strict-match": 0.01,
+            "exact_match,flexible-extract": 0.2,
+            "exact_match_stderr,flexible-extract": "N/A",
+        },
+        "wikitext": {
+            "alias": "wikitext",
+            "word_perplexity,none": 30.5,
+            "word_perplexity_stderr,none": "N/A",
+            "bits_per_byte,none": 0.9,
+            "note,none": "text",
+        },
         "piqa": {"sample_len": 1838, "acc_norm,none": 0.7, "acc,none": 0.69, "acc_stderr,none": 0.01},
     }
     rows = [(r["task"], r["metric"], r["filter"], r["value"]) for r in lm_harness.metric_rows(results)]
-    assert rows == [("gsm8k", "exact_match", "strict-match", 0.1), ("gsm8k", "exact_match", "flexible-extract", 0.2),
-                    ("wikitext", "word_perplexity", "none", 30.5), ("wikitext", "bits_per_byte", "none", 0.9),
-                    ("piqa", "acc", "none", 0.69), ("piqa", "acc_norm", "none", 0.7)]
+    assert rows == [
+        ("gsm8k", "exact_match", "strict-match", 0.1),
+        ("gsm8k", "exact_match", "flexible-extract", 0.2),
+        ("wikitext", "word_perplexity", "none", 30.5),
+        ("wikitext", "bits_per_byte", "none", 0.9),
+        ("piqa", "acc", "none", 0.69),
+        ("piqa", "acc_norm", "none", 0.7),
+    ]
     table = lm_harness.format_rows(lm_harness.metric_rows(results)).splitlines()
     assert table[0].split() == ["task", "metric", "value", "stderr"]
     assert table[1].split() == ["gsm8k", "exact_match", "(strict-match)", "0.1000", "0.0100"]
@@ -202,8 +240,9 @@ def _app() -> typer.Typer:
 def test_lmeval_command_prints_the_table_and_writes_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _Fake().install(monkeypatch)
     out = tmp_path / "run"
-    result = CliRunner().invoke(_app(), ["lmeval", "--out", str(out), "--tasks", "arc_easy, hellaswag", "--limit", "5",
-                                         "--batch-size", "2"])
+    result = CliRunner().invoke(
+        _app(), ["lmeval", "--out", str(out), "--tasks", "arc_easy, hellaswag", "--limit", "5", "--batch-size", "2"]
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert ["arc_easy", "acc", "0.5000", "0.0500"] in [line.split() for line in lines]

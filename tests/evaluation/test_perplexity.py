@@ -28,7 +28,7 @@ def hand_nll(model: TinyLM, ids: list[int], context: int) -> tuple[float, int]:
     total, count = 0.0, 0
     with torch.no_grad():
         for w in range(len(ids) // context):
-            window = ids[w * context:(w + 1) * context]
+            window = ids[w * context : (w + 1) * context]
             for t in range(context - 1):
                 logits = model.head(model.emb(torch.tensor([window[t]])))[0]
                 total -= float(torch.log_softmax(logits.double(), dim=-1)[window[t + 1]])

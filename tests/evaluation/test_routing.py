@@ -19,7 +19,7 @@ def test_routing_counts_match_the_model_router_logits(tiny_checkpoints):
     expected = np.zeros((L, E), dtype=np.int64)
     with torch.no_grad():
         for w in range(2):
-            out = model(ids[w * 32:(w + 1) * 32].unsqueeze(0), output_router_logits=True)
+            out = model(ids[w * 32 : (w + 1) * 32].unsqueeze(0), output_router_logits=True)
             for layer, logits in enumerate(out.router_logits):
                 expected[layer] += torch.bincount(logits.topk(2, dim=-1).indices.reshape(-1), minlength=E).numpy()
     np.testing.assert_array_equal(stats.counts, expected)

@@ -9,9 +9,9 @@ from alphaq.errors import PlanError
 from alphaq.evaluation.simulate import apply_plan, checks_frame
 from alphaq.load import open_checkpoint
 from alphaq.load.model import load_model
-from alphaq.zoo.demo import demo_model_path
 from alphaq.planning.planner import PlanConfig
 from alphaq.planning.run import run_plan
+from alphaq.zoo.demo import demo_model_path
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,11 @@ def test_fused_expert_views_match_checkpoint_tensors() -> None:
     ckpt = open_checkpoint(demo_model_path())
     experts = model.model.layers[1].mlp.experts
     inter = experts.gate_up_proj.shape[1] // 2
-    for proj, expected in (("w1", experts.gate_up_proj[2, :inter]), ("w3", experts.gate_up_proj[2, inter:]),
-                           ("w2", experts.down_proj[2])):
+    for proj, expected in (
+        ("w1", experts.gate_up_proj[2, :inter]),
+        ("w3", experts.gate_up_proj[2, inter:]),
+        ("w2", experts.down_proj[2]),
+    ):
         name = f"model.layers.1.block_sparse_moe.experts.2.{proj}.weight"
         stored = ckpt.read_tensor(name).to(torch.float32)
         assert torch.equal(stored, expected.detach())
@@ -64,8 +67,9 @@ def test_plan_for_another_model_is_rejected(mixed_plan) -> None:
 
     plan = mixed_plan.plan
     bad = next(t for t in plan.tensors if t.bits < 16)
-    broken = dataclasses.replace(plan, tensors=(dataclasses.replace(bad, tensor="model.layers.0.nope.weight"),),
-                                 plan_fingerprint="")
+    broken = dataclasses.replace(
+        plan, tensors=(dataclasses.replace(bad, tensor="model.layers.0.nope.weight"),), plan_fingerprint=""
+    )
     model, _ = load_model()
     with pytest.raises(PlanError):
         apply_plan(model, broken)

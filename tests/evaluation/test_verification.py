@@ -18,12 +18,38 @@ def _tensors() -> pd.DataFrame:
     # layer 0: expert 0 at 4 bits (gate 100 params, down 300 params), expert 1 at 2 bits; one attention matrix
     for expert, bits, errors in ((0, 4, (0.1, 0.2)), (1, 2, (0.4, 0.5))):
         for proj, params, err in zip(("gate", "down"), (100, 300), errors):
-            rows.append({"name": f"l0.e{expert}.{proj}", "layer": 0, "expert": expert, "proj": proj, "role": "expert",
-                         "bits": bits, "group_size": 32, "params": params, "predicted_error": err,
-                         "rel_error": err + 0.01, "bytes": params * bits // 8, "predicted_bytes": params * bits // 8})
-    rows.append({"name": "l0.q", "layer": 0, "expert": None, "proj": "q", "role": "attention", "bits": 8,
-                 "group_size": 32, "params": 50, "predicted_error": 0.01, "rel_error": 0.01, "bytes": 50,
-                 "predicted_bytes": 50})
+            rows.append(
+                {
+                    "name": f"l0.e{expert}.{proj}",
+                    "layer": 0,
+                    "expert": expert,
+                    "proj": proj,
+                    "role": "expert",
+                    "bits": bits,
+                    "group_size": 32,
+                    "params": params,
+                    "predicted_error": err,
+                    "rel_error": err + 0.01,
+                    "bytes": params * bits // 8,
+                    "predicted_bytes": params * bits // 8,
+                }
+            )
+    rows.append(
+        {
+            "name": "l0.q",
+            "layer": 0,
+            "expert": None,
+            "proj": "q",
+            "role": "attention",
+            "bits": 8,
+            "group_size": 32,
+            "params": 50,
+            "predicted_error": 0.01,
+            "rel_error": 0.01,
+            "bytes": 50,
+            "predicted_bytes": 50,
+        }
+    )
     return pd.DataFrame(rows, columns=TENSOR_COLUMNS)
 
 
@@ -56,10 +82,26 @@ def test_empty_tables_give_nan_summary() -> None:
 
 
 def test_tensors_from_quantize_manifest_keeps_quantized_only() -> None:
-    manifest = {"tensors": [
-        {"kind": "quantized", "name": "a", "layer": 1, "expert": 2, "proj": "up", "role": "expert", "bits": 3,
-         "group_size": 64, "rows": 4, "cols": 8, "predicted_error": 0.2, "rel_error": 0.21, "bytes": 20,
-         "predicted_bytes": 20},
-        {"kind": "dense", "name": "b", "rows": 4, "cols": 8, "bits": 16}]}
+    manifest = {
+        "tensors": [
+            {
+                "kind": "quantized",
+                "name": "a",
+                "layer": 1,
+                "expert": 2,
+                "proj": "up",
+                "role": "expert",
+                "bits": 3,
+                "group_size": 64,
+                "rows": 4,
+                "cols": 8,
+                "predicted_error": 0.2,
+                "rel_error": 0.21,
+                "bytes": 20,
+                "predicted_bytes": 20,
+            },
+            {"kind": "dense", "name": "b", "rows": 4, "cols": 8, "bits": 16},
+        ]
+    }
     frame = tensors_from_quantize_manifest(manifest)
     assert list(frame["name"]) == ["a"] and frame.iloc[0]["params"] == 32

@@ -14,18 +14,16 @@ from typer.testing import CliRunner
 from alphaq.cli import app
 from alphaq.errors import CheckpointError, ConfigError, PlanError
 from alphaq.export import ct_format as ctf
-from alphaq.export.compressed_tensors import (
-    MANIFEST_FILE,
-    dequantize_compressed_tensors,
-    export_compressed_tensors,
-)
+from alphaq.export.compressed_tensors import MANIFEST_FILE, dequantize_compressed_tensors, export_compressed_tensors
 from alphaq.quantization.layout import QuantSpec
 from alphaq.quantization.primitives import dequantize_groupwise, quantize_groupwise
 
 DEMO = Path(__file__).resolve().parents[2] / "alphaq" / "data" / "demo-moe"
 IDS = torch.tensor([[1, 5, 9, 20, 33, 7, 40, 41, 2, 60, 11, 3]])  # [1, 12], inside the tiny vocab (96)
-TEXT = ("The river ran past the old mill, and the miller's sons watched the water rise. "
-        "Nobody in the village remembered a flood like it. ") * 40
+TEXT = (
+    "The river ran past the old mill, and the miller's sons watched the water rise. "
+    "Nobody in the village remembered a flood like it. "
+) * 40
 
 
 # -- the mapping, by hand ---------------------------------------------------------------------------
@@ -64,7 +62,8 @@ def test_compress_matrix_packs_the_codes_compressed_tensors_reads(bits: int, sym
     state = ctf.compress_matrix(qt, module)
     assert {f"m.{k}": (str(v.dtype), tuple(v.shape)) for k, v in state.items()} == {
         name: ({"I32": "torch.int32", "F32": "torch.float32", "I64": "torch.int64"}[dt], shape)
-        for name, dt, shape in module.tensor_specs()}
+        for name, dt, shape in module.tensor_specs()
+    }
     half = 1 << (bits - 1)
     codes = unpack_from_int32(state["weight_packed"], bits, torch.Size([24, 64]))
     assert torch.equal(codes.to(torch.int64), qt.q.to(torch.int64) - half)
@@ -113,8 +112,11 @@ def _expected_weights(model: Path, manifest: dict) -> dict[str, torch.Tensor]:
     for m in manifest["modules"]:
         w = ckpt.read_matrix(refs[m["source"]], dtype=torch.float32)
         spec = QuantSpec(m["bits"], m["group_size"])
-        qt = (ctf.symmetric_quantize(w, spec) if m["symmetric"]
-              else ctf.integer_zero_point(w, quantize_rows(w, spec, "rtn")))
+        qt = (
+            ctf.symmetric_quantize(w, spec)
+            if m["symmetric"]
+            else ctf.integer_zero_point(w, quantize_rows(w, spec, "rtn"))
+        )
         out[m["module"]] = dequantize_groupwise(qt)
     return out
 
@@ -175,8 +177,10 @@ def test_layer_granularity_loads_directly_in_transformers(tiny_checkpoints: dict
     config = json.loads((tmp_path / "ct" / "config.json").read_text())["quantization_config"]
     (group,) = config["config_groups"].values()
     assert group["weights"]["num_bits"] == 4 and group["weights"]["symmetric"] is True
-    assert group["targets"][0] == (r"re:^model\.layers\.0\.block_sparse_moe\.experts\.\d+\."
-                                   r"(w1|w2|w3|gate_proj|up_proj|down_proj)$")
+    assert group["targets"][0] == (
+        r"re:^model\.layers\.0\.block_sparse_moe\.experts\.\d+\."
+        r"(w1|w2|w3|gate_proj|up_proj|down_proj)$"
+    )
     assert result.manifest["engines"]["vllm"].startswith("yes")
     assert result.manifest["engines"]["transformers"].startswith("yes")
     direct = AutoModelForCausalLM.from_pretrained(tmp_path / "ct", dtype=torch.float32)
@@ -202,8 +206,9 @@ def test_bundled_model_export_matches_alphaq(demo_run: Path, tmp_path: Path) -> 
     from alphaq.quantization.loading import load_quantized
 
     out = tmp_path / "ct"
-    result = CliRunner().invoke(app, ["export", str(demo_run / "plan.json"), "--format", "compressed-tensors",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["export", str(demo_run / "plan.json"), "--format", "compressed-tensors", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "wrote a compressed-tensors checkpoint" in result.output and "vllm: no:" in result.output
     manifest = json.loads((out / MANIFEST_FILE).read_text())
@@ -224,8 +229,19 @@ def test_bundled_model_export_matches_alphaq(demo_run: Path, tmp_path: Path) -> 
     from alphaq.quantization.shards import read_quantized_tensors
 
     q_int = tmp_path / "q-int"
-    quantized = CliRunner().invoke(app, ["quantize", "--plan", str(demo_run / "plan.json"), "--out", str(q_int),
-                                         "--zero-points", "integer", "--no-html"])
+    quantized = CliRunner().invoke(
+        app,
+        [
+            "quantize",
+            "--plan",
+            str(demo_run / "plan.json"),
+            "--out",
+            str(q_int),
+            "--zero-points",
+            "integer",
+            "--no-html",
+        ],
+    )
     assert quantized.exit_code == 0, quantized.output
     assert json.loads((q_int / "quantize.json").read_text())["options"]["zero_points"] == "integer"
     packed = read_quantized_tensors(q_int)
@@ -262,7 +278,8 @@ def test_plan_for_another_checkpoint_is_refused(tiny_checkpoints: dict[str, Path
 
 
 def test_recorded_checkpoint_is_found_from_any_folder_and_a_missing_one_asks_for_model(
-        tiny_checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """plan.json records the checkpoint relative to its folder: export finds it from any working directory, and
     one that moved away is refused with --model in the message (not the bundled demo's fingerprint mismatch)."""
     src = tmp_path / "models" / "tiny"
@@ -301,8 +318,11 @@ def test_fused_expert_layout_is_refused(tiny_checkpoints: dict[str, Path], tmp_p
     fused = tmp_path / "fused"
     fused.mkdir()
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoints["mixtral"])
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, fused / "model.safetensors",
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        fused / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     shutil.copy(tiny_checkpoints["mixtral"] / "config.json", fused / "config.json")
     plan = _plan(fused, tmp_path / "run", budget="4", widths="4")
     code, output = _invoke(plan, tmp_path / "ct", "--model", str(fused))
@@ -311,8 +331,9 @@ def test_fused_expert_layout_is_refused(tiny_checkpoints: dict[str, Path], tmp_p
         export_compressed_tensors(plan, tmp_path / "ct", model=fused)
 
 
-def test_unsupported_architecture_and_existing_out_are_refused(tiny_checkpoints: dict[str, Path],
-                                                               tmp_path: Path) -> None:
+def test_unsupported_architecture_and_existing_out_are_refused(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
     plan = _plan(tiny_checkpoints["gpt_oss"], tmp_path / "run", budget="4", widths="4")
     code, output = _invoke(plan, tmp_path / "ct", "--model", str(tiny_checkpoints["gpt_oss"]))
     _assert_refused(code, output, tmp_path / "ct", r"not 'gpt_oss'")

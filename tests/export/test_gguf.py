@@ -31,8 +31,9 @@ def tools_or_skip() -> LlamaCppTools:
         return find_tools()
     except LlamaCppMissing as exc:
         if os.environ.get("CI"):
-            pytest.fail(f"GGUF tests need llama.cpp and CI is set (.ci/run must `{BUILD_COMMAND}`): {exc}",
-                        pytrace=False)
+            pytest.fail(
+                f"GGUF tests need llama.cpp and CI is set (.ci/run must `{BUILD_COMMAND}`): {exc}", pytrace=False
+            )
         pytest.skip(f"GGUF tests need llama.cpp (`{BUILD_COMMAND}`): {exc}")
 
 
@@ -50,8 +51,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def planned(tools: LlamaCppTools, tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``alphaq plan --target gguf --budget 3.8`` on the tiny Mixtral (between Q3_K and Q4_K: a mixture): errors measured by llama-quantize."""
     out = tmp_path_factory.mktemp("gguf-plan") / "run"
-    result = CliRunner().invoke(app, ["plan", str(tiny), "--target", "gguf", "--budget", "3.8", "--out", str(out),
-                                      "--no-html"])
+    result = CliRunner().invoke(
+        app, ["plan", str(tiny), "--target", "gguf", "--budget", "3.8", "--out", str(out), "--no-html"]
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -60,8 +62,9 @@ def planned(tools: LlamaCppTools, tiny: Path, tmp_path_factory: pytest.TempPathF
 def exported(planned: Path) -> tuple[Path, str]:
     """``alphaq export plan.json --format gguf --out tiny-alphaq.gguf --keep f16``: the GGUF and the output."""
     out = planned / "tiny-alphaq.gguf"
-    code, output = run_cli(["export", str(planned / "plan.json"), "--format", "gguf", "--out", str(out),
-                            "--keep", "f16"])
+    code, output = run_cli(
+        ["export", str(planned / "plan.json"), "--format", "gguf", "--out", str(out), "--keep", "f16"]
+    )
     assert code == 0, output
     return out, output
 
@@ -93,14 +96,18 @@ def test_plan_errors_are_measured_by_llama_cpp(planned: Path) -> None:
     assert 3.4375 < real_bits <= 3.8  # the budget is the GGUF's bits per expert weight
 
 
-def test_export_writes_the_planned_types_and_verifies_them(planned: Path, exported: tuple[Path, str],
-                                                           tools: LlamaCppTools) -> None:
+def test_export_writes_the_planned_types_and_verifies_them(
+    planned: Path, exported: tuple[Path, str], tools: LlamaCppTools
+) -> None:
     import gguf
 
     out, output = exported
     plan = json.loads((planned / "plan.json").read_text())
-    want = {f"blk.{t['layer']}.ffn_{t['proj']}_exps.weight": GGUF_WIDTH_TYPES[t["bits"]]
-            for t in plan["tensors"] if t["role"] == "expert"}
+    want = {
+        f"blk.{t['layer']}.ffn_{t['proj']}_exps.weight": GGUF_WIDTH_TYPES[t["bits"]]
+        for t in plan["tensors"]
+        if t["role"] == "expert"
+    }
     reader = gguf.GGUFReader(str(out))  # read independently of alphaq's own read-back
     stored = {t.name: t.tensor_type.name for t in reader.tensors}
     assert {n: stored[n] for n in want} == want
@@ -122,14 +129,14 @@ def test_export_writes_the_planned_types_and_verifies_them(planned: Path, export
     assert "GGUF export (llama.cpp)" in page and "Types as planned" in page and "MISMATCH" not in page
 
 
-def test_llama_perplexity_runs_and_is_parsed(exported: tuple[Path, str], tools: LlamaCppTools,
-                                            tmp_path: Path) -> None:
+def test_llama_perplexity_runs_and_is_parsed(exported: tuple[Path, str], tools: LlamaCppTools, tmp_path: Path) -> None:
     from alphaq.export.gguf_io import run_perplexity
 
     out = exported[0]
     text = tmp_path / "text.txt"
-    text.write_text("The river ran past the old mill, and the miller's sons watched the water rise. " * 40,
-                    encoding="utf-8")
+    text.write_text(
+        "The river ran past the old mill, and the miller's sons watched the water rise. " * 40, encoding="utf-8"
+    )
     result = run_perplexity(tools, out, text, ctx=64, chunks=4)
     assert result.chunks == 4 and result.n_ctx == 64
     assert np.isfinite(result.ppl) and 1.0 < result.ppl < 1e5 and result.stderr > 0
@@ -138,8 +145,9 @@ def test_llama_perplexity_runs_and_is_parsed(exported: tuple[Path, str], tools: 
 def test_plan_of_another_checkpoint_is_refused(planned: Path, tmp_path: Path) -> None:
     other = make_tiny_mixtral(tmp_path / "other", seed=1)
     out = tmp_path / "x.gguf"
-    code, output = run_cli(["export", str(planned / "plan.json"), "--format", "gguf", "--out", str(out),
-                            "--model", str(other)])
+    code, output = run_cli(
+        ["export", str(planned / "plan.json"), "--format", "gguf", "--out", str(out), "--model", str(other)]
+    )
     assert code == 2
     assert output.count("error:") == 1 and "made for another checkpoint" in output and "alphaq plan" in output
     assert gguf_files(tmp_path) == []
@@ -164,28 +172,67 @@ def test_missing_tools_name_the_build_command(tmp_path: Path) -> None:
 
 def test_missing_tools_stop_the_export_before_writing(planned: Path, tmp_path: Path) -> None:
     out = tmp_path / "x.gguf"
-    code, output = run_cli(["export", str(planned / "plan.json"), "--format", "gguf", "--out", str(out),
-                            "--llamacpp-dir", str(tmp_path / "none")])
+    code, output = run_cli(
+        [
+            "export",
+            str(planned / "plan.json"),
+            "--format",
+            "gguf",
+            "--out",
+            str(out),
+            "--llamacpp-dir",
+            str(tmp_path / "none"),
+        ]
+    )
     assert code == 2 and "llama.cpp tools not found" in output and BUILD_COMMAND in output
     assert gguf_files(tmp_path) == []
 
 
-def test_architecture_the_converter_does_not_know_is_refused(tools: LlamaCppTools, tiny_checkpoints: dict[str, Path],
-                                                              tmp_path: Path) -> None:
+def test_architecture_the_converter_does_not_know_is_refused(
+    tools: LlamaCppTools, tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
     from alphaq.load import open_checkpoint
     from alphaq.planning.plan_file import save_plan
     from alphaq.planning.planner import PlanConfig, make_plan
 
     ckpt = open_checkpoint(tiny_checkpoints["phimoe"])  # PhiMoE: alphaq reads it, convert_hf_to_gguf.py does not
-    details = pd.DataFrame([{"name": m.name, "tensor": m.tensor, "layer": m.layer, "expert": m.expert, "proj": m.proj,
-                             "role": m.role.value, "rows": m.shape[0], "cols": m.shape[1], "params": m.params,
-                             "alpha": 3.0, "status": "success"} for m in ckpt.matrices])
+    details = pd.DataFrame(
+        [
+            {
+                "name": m.name,
+                "tensor": m.tensor,
+                "layer": m.layer,
+                "expert": m.expert,
+                "proj": m.proj,
+                "role": m.role.value,
+                "rows": m.shape[0],
+                "cols": m.shape[1],
+                "params": m.params,
+                "alpha": 3.0,
+                "status": "success",
+            }
+            for m in ckpt.matrices
+        ]
+    )
     refs = {m.name: m for m in ckpt.matrices}
-    plan = make_plan(details, lambda n: ckpt.read_matrix(refs[n]), PlanConfig(budget="4", granularity="layer"),
-                     provenance={"checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint}})
+    plan = make_plan(
+        details,
+        lambda n: ckpt.read_matrix(refs[n]),
+        PlanConfig(budget="4", granularity="layer"),
+        provenance={"checkpoint": {"path": str(ckpt.path), "fingerprint": ckpt.fingerprint}},
+    )
     save_plan(plan, tmp_path / "plan.json")
-    code, output = run_cli(["export", str(tmp_path / "plan.json"), "--format", "gguf", "--out",
-                            str(tmp_path / "phimoe.gguf"), "--allow-fallback"])
+    code, output = run_cli(
+        [
+            "export",
+            str(tmp_path / "plan.json"),
+            "--format",
+            "gguf",
+            "--out",
+            str(tmp_path / "phimoe.gguf"),
+            "--allow-fallback",
+        ]
+    )
     assert code == 2 and output.count("error:") == 1
     assert "does not support architecture PhimoeForCausalLM" in output
     assert gguf_files(tmp_path) == []

@@ -24,12 +24,37 @@ def details() -> pd.DataFrame:
         for expert in range(E):
             for proj, shape in (("gate", (I, H)), ("up", (I, H)), ("down", (H, I))):
                 name = f"model.layers.{layer}.block_sparse_moe.experts.{expert}.{proj}.weight"
-                rows.append({"name": name, "tensor": name, "layer": layer, "expert": expert, "proj": proj,
-                             "role": "expert", "rows": shape[0], "cols": shape[1], "params": shape[0] * shape[1],
-                             "alpha": 3.0 + layer + 0.1 * expert, "status": "success"})
+                rows.append(
+                    {
+                        "name": name,
+                        "tensor": name,
+                        "layer": layer,
+                        "expert": expert,
+                        "proj": proj,
+                        "role": "expert",
+                        "rows": shape[0],
+                        "cols": shape[1],
+                        "params": shape[0] * shape[1],
+                        "alpha": 3.0 + layer + 0.1 * expert,
+                        "status": "success",
+                    }
+                )
         name = f"model.layers.{layer}.self_attn.q_proj.weight"
-        rows.append({"name": name, "tensor": name, "layer": layer, "expert": None, "proj": "q", "role": "attention",
-                     "rows": H, "cols": H, "params": H * H, "alpha": np.nan, "status": "not_fitted"})
+        rows.append(
+            {
+                "name": name,
+                "tensor": name,
+                "layer": layer,
+                "expert": None,
+                "proj": "q",
+                "role": "attention",
+                "rows": H,
+                "cols": H,
+                "params": H * H,
+                "alpha": np.nan,
+                "status": "not_fitted",
+            }
+        )
     frame = pd.DataFrame(rows)
     frame["layer"] = frame["layer"].astype("Int64")
     frame["expert"] = frame["expert"].astype("Int64")
@@ -47,8 +72,9 @@ def llama_errors(frame: pd.DataFrame, widths: tuple[int, ...]) -> MatrixErrors:
 def gguf_plan(budget: str):
     frame = details()
     config = PlanConfig(budget=budget, target="gguf")
-    return make_plan(frame, None, config, provenance={"checkpoint": {"fingerprint": "f"}},
-                     errors=llama_errors(frame, config.widths))
+    return make_plan(
+        frame, None, config, provenance={"checkpoint": {"fingerprint": "f"}}, errors=llama_errors(frame, config.widths)
+    )
 
 
 def test_gguf_target_defaults_widths_forces_layers_and_rejects_other_widths() -> None:
@@ -117,8 +143,12 @@ def test_verify_accepts_the_planned_file_and_names_each_mismatch() -> None:
     export = export_llamacpp(plan, ExportOptions(keep_type="f16"))
     found = {f"{t.name}.weight": (t.stored_type, t.gguf_bytes) for t in export.tensors}
     found["blk.0.attn_norm.weight"] = ("F32", 1024)
-    ok = verify_gguf(export, found, file_bytes=sum(b for _, b in found.values()) + 5000,
-                     plan_expert_bytes=plan.summary["expert_bytes"])
+    ok = verify_gguf(
+        export,
+        found,
+        file_bytes=sum(b for _, b in found.values()) + 5000,
+        plan_expert_bytes=plan.summary["expert_bytes"],
+    )
     assert ok.ok and ok.problems() == []
     assert ok.expert_bytes == ok.predicted_expert_bytes == ok.plan_expert_bytes
     assert ok.to_dict()["metadata_bytes"] == 5000
@@ -135,24 +165,33 @@ def test_verify_accepts_the_planned_file_and_names_each_mismatch() -> None:
 
 
 def test_parse_perplexity_and_tool_output() -> None:
-    out = ("perplexity: calculating perplexity over 12 chunks, n_ctx=256, batch_size=2048, n_seq=8\n"
-           "[1]90.1,[2]95.3\nFinal estimate: PPL = 99.4532 +/- 5.32053\n")
+    out = (
+        "perplexity: calculating perplexity over 12 chunks, n_ctx=256, batch_size=2048, n_seq=8\n"
+        "[1]90.1,[2]95.3\nFinal estimate: PPL = 99.4532 +/- 5.32053\n"
+    )
     result = parse_perplexity(out)
     assert (result.ppl, result.stderr, result.chunks, result.n_ctx) == (99.4532, 5.32053, 12, 256)
     with pytest.raises(ValueError, match="no 'Final estimate"):
         parse_perplexity("perplexity: tokenizing the input ..\n")
-    assert last_error_line("loading\nmain: error: failed to quantize model\nbye\n") == \
-        "main: error: failed to quantize model"
-    changelog = "## [Unreleased]\n\n## [0.3.36]\n\n- feat: update llama.cpp to ggml-org/llama.cpp@0c1e57098\n\n" \
-                "## [0.3.35]\n\n- feat: update llama.cpp to ggml-org/llama.cpp@4df29be4f\n"
+    assert (
+        last_error_line("loading\nmain: error: failed to quantize model\nbye\n")
+        == "main: error: failed to quantize model"
+    )
+    changelog = (
+        "## [Unreleased]\n\n## [0.3.36]\n\n- feat: update llama.cpp to ggml-org/llama.cpp@0c1e57098\n\n"
+        "## [0.3.35]\n\n- feat: update llama.cpp to ggml-org/llama.cpp@4df29be4f\n"
+    )
     assert vendored_commit(changelog, "0.3.36") == "0c1e57098"
     assert vendored_commit(changelog, "0.3.35") == "4df29be4f"
     assert vendored_commit(changelog, "0.1.0") is None
 
 
 def test_shim_names_only_gpt2_style_pretokenizers() -> None:
-    gpt2 = {"model": {"type": "BPE"}, "normalizer": None,
-            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}}
+    gpt2 = {
+        "model": {"type": "BPE"},
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+    }
     assert is_gpt2_pretokenizer(gpt2)
     assert not is_gpt2_pretokenizer({**gpt2, "pre_tokenizer": {**gpt2["pre_tokenizer"], "add_prefix_space": True}})
     assert not is_gpt2_pretokenizer({**gpt2, "pre_tokenizer": {"type": "Sequence", "pretokenizers": []}})

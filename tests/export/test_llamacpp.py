@@ -11,16 +11,23 @@ from typer.testing import CliRunner
 
 from alphaq.cli.export import DEFAULT_OVERRIDES_NAME, export
 from alphaq.errors import ConfigError
-from alphaq.export.llamacpp import (GGML_TYPES, WIDTH_TO_GGML, ExportOptions, export_llamacpp, format_report,
-                                    ggml_nbytes, gguf_names, width_to_ggml)
+from alphaq.export.llamacpp import (
+    GGML_TYPES,
+    WIDTH_TO_GGML,
+    ExportOptions,
+    export_llamacpp,
+    format_report,
+    ggml_nbytes,
+    gguf_names,
+    width_to_ggml,
+)
 from alphaq.planning.plan_file import Plan, PlanTensor, plan_from_dict, save_plan
 from alphaq.planning.units import matrix_nbytes
 
 H, I = 256, 512  # hidden and expert intermediate size: every k-quant block divides both
 # (gate, up, down) widths of experts 0..3, per layer. Layer 0: gate 2/3/4/2 -> 4, up all 2, down all 3.
 # Layer 1: gate 8/7/1/1 -> 8, up 5/1/1/1 -> 5, down all 6.
-WIDTHS = {0: [(2, 2, 3), (3, 2, 3), (4, 2, 3), (2, 2, 3)],
-          1: [(8, 5, 6), (7, 1, 6), (1, 1, 6), (1, 1, 6)]}
+WIDTHS = {0: [(2, 2, 3), (3, 2, 3), (4, 2, 3), (2, 2, 3)], 1: [(8, 5, 6), (7, 1, 6), (1, 1, 6), (1, 1, 6)]}
 # Every expert matrix (512x256 gate/up, 256x512 down, group 128) stores 16384*b payload bytes + 4096 bytes of
 # fp16 scales and zeros. Widest minus planned width, summed over matrices: L0 gate 2+1+0+2 = 5, L1 gate 0+1+7+7
 # = 15, L1 up 0+4+4+4 = 12, all others 0 -> 32 widths * 16384 bytes.
@@ -48,28 +55,55 @@ EXPECTED_LINES = [
 ]
 
 
-def _t(name: str, role: str, proj: str | None, rows: int, cols: int, bits: int, layer: int | None = None,
-       expert: int | None = None) -> PlanTensor:
+def _t(
+    name: str,
+    role: str,
+    proj: str | None,
+    rows: int,
+    cols: int,
+    bits: int,
+    layer: int | None = None,
+    expert: int | None = None,
+) -> PlanTensor:
     group = None if bits == 16 else 128
-    return PlanTensor(name=name, tensor=name, layer=layer, expert=expert, proj=proj, role=role, rows=rows, cols=cols,
-                      params=rows * cols, bits=bits, group_size=group, bytes=matrix_nbytes(rows, cols, bits, group or 8),
-                      error=0.0 if bits == 16 else 0.1, unit=f"L{layer}.E{expert}" if role == "expert" else None)
+    return PlanTensor(
+        name=name,
+        tensor=name,
+        layer=layer,
+        expert=expert,
+        proj=proj,
+        role=role,
+        rows=rows,
+        cols=cols,
+        params=rows * cols,
+        bits=bits,
+        group_size=group,
+        bytes=matrix_nbytes(rows, cols, bits, group or 8),
+        error=0.0 if bits == 16 else 0.1,
+        unit=f"L{layer}.E{expert}" if role == "expert" else None,
+    )
 
 
 def make_plan(layer_granularity: bool = False) -> Plan:
     """2 layers x 4 experts, attention and routers in bf16, a shared expert at 8 bits and an unknown matrix."""
-    tensors = [_t("model.embed_tokens.weight", "embedding", "embed", 1000, H, 16),
-               _t("lm_head.weight", "lm_head", "lm_head", 1000, H, 16)]
+    tensors = [
+        _t("model.embed_tokens.weight", "embedding", "embed", 1000, H, 16),
+        _t("lm_head.weight", "lm_head", "lm_head", 1000, H, 16),
+    ]
     for layer, experts in WIDTHS.items():
         widest = [max(w[i] for w in experts) for i in range(3)]
         for e, widths in enumerate(experts):
             gate, up, down = widest if layer_granularity else widths
             base = f"model.layers.{layer}.mlp.experts.{e}."
-            tensors += [_t(base + "gate_proj.weight", "expert", "gate", I, H, gate, layer, e),
-                        _t(base + "up_proj.weight", "expert", "up", I, H, up, layer, e),
-                        _t(base + "down_proj.weight", "expert", "down", H, I, down, layer, e)]
+            tensors += [
+                _t(base + "gate_proj.weight", "expert", "gate", I, H, gate, layer, e),
+                _t(base + "up_proj.weight", "expert", "up", I, H, up, layer, e),
+                _t(base + "down_proj.weight", "expert", "down", H, I, down, layer, e),
+            ]
         for proj, rows in (("q", H), ("k", 128), ("v", 128), ("o", H)):
-            tensors.append(_t(f"model.layers.{layer}.self_attn.{proj}_proj.weight", "attention", proj, rows, H, 16, layer))
+            tensors.append(
+                _t(f"model.layers.{layer}.self_attn.{proj}_proj.weight", "attention", proj, rows, H, 16, layer)
+            )
         tensors.append(_t(f"model.layers.{layer}.mlp.gate.weight", "router", "router", 4, H, 16, layer))
     tensors.append(_t("model.layers.0.mlp.shared_expert.gate_proj.weight", "shared_expert", "gate", I, H, 8, 0))
     tensors.append(_t("model.layers.0.mystery.weight", "other", "weight", 64, H, 16, 0))
@@ -90,10 +124,10 @@ def test_width_table_is_the_nearest_kquant_at_or_above():
 
 def test_ggml_bytes_and_shape_fallbacks():
     assert ggml_nbytes("Q4_K", 10, 512) == (10 * 2 * 144, "Q4_K")
-    assert ggml_nbytes("Q4_K", 10, 384) == (10 * 12 * 22, "Q5_0")   # 384 % 256 != 0 -> Q5_0 (block 32)
+    assert ggml_nbytes("Q4_K", 10, 384) == (10 * 12 * 22, "Q5_0")  # 384 % 256 != 0 -> Q5_0 (block 32)
     assert ggml_nbytes("Q3_K", 10, 384) == (10 * 12 * 18, "Q4_0")
     assert ggml_nbytes("Q6_K", 10, 96) == (10 * 3 * 34, "Q8_0")
-    assert ggml_nbytes("Q4_K", 10, 100) == (10 * 100 * 2, "F16")    # not even a multiple of 32
+    assert ggml_nbytes("Q4_K", 10, 100) == (10 * 100 * 2, "F16")  # not even a multiple of 32
     assert ggml_nbytes("BF16", 3, 7) == (42, "BF16")
 
 
@@ -164,8 +198,12 @@ def test_layer_plan_maps_exactly_without_rounding_cost():
 def test_fused_gate_up_rounds_gate_and_up_together():
     result = export_llamacpp(make_plan(), ExportOptions(fused_gate_up=True))
     lines = [line for line in result.tensor_type_lines() if "exps" in line]
-    assert lines == [r"^blk\.0\.ffn_down_exps\.weight$=q3_k", r"^blk\.0\.ffn_gate_up_exps\.weight$=q4_k",
-                     r"^blk\.1\.ffn_down_exps\.weight$=q6_k", r"^blk\.1\.ffn_gate_up_exps\.weight$=q8_0"]
+    assert lines == [
+        r"^blk\.0\.ffn_down_exps\.weight$=q3_k",
+        r"^blk\.0\.ffn_gate_up_exps\.weight$=q4_k",
+        r"^blk\.1\.ffn_down_exps\.weight$=q6_k",
+        r"^blk\.1\.ffn_gate_up_exps\.weight$=q8_0",
+    ]
     # L0 gate+up to 4: 5 + 4*2 = 13 widths; L1 gate+up to 8: 15 + (3 + 7 + 7 + 7) = 39 widths
     assert result.cost.rounding_bytes == (13 + 39) * 16384
 
@@ -187,13 +225,18 @@ def test_keep_q8_0_and_command():
     assert r"^blk\.1\.attn_v\.weight$=q8_0" in result.tensor_type_lines()
     assert result.command("run dir/types.txt", "in.gguf", "out.gguf") == (
         "llama-quantize --tensor-type-file 'run dir/types.txt' --token-embedding-type q8_0 "
-        "--output-tensor-type q8_0 in.gguf out.gguf Q8_0")
+        "--output-tensor-type q8_0 in.gguf out.gguf Q8_0"
+    )
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"base_type": "F16"}, "base type 'F16'"), ({"base_type": "IQ2_XXS"}, "base type"),
-    ({"keep_type": "fp8"}, "keep type 'fp8'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"base_type": "F16"}, "base type 'F16'"),
+        ({"base_type": "IQ2_XXS"}, "base type"),
+        ({"keep_type": "fp8"}, "keep type 'fp8'"),
+    ],
+)
 def test_bad_options(kwargs, needle):
     with pytest.raises(ConfigError, match=needle):
         ExportOptions(**kwargs)
@@ -201,8 +244,12 @@ def test_bad_options(kwargs, needle):
 
 def test_shape_fallback_is_reported():
     plan = make_plan()
-    tensors = tuple(dataclasses.replace(t, cols=384, params=t.rows * 384, bytes=matrix_nbytes(t.rows, 384, t.bits, 128))
-                    if t.role == "expert" and t.proj != "down" else t for t in plan.tensors)
+    tensors = tuple(
+        dataclasses.replace(t, cols=384, params=t.rows * 384, bytes=matrix_nbytes(t.rows, 384, t.bits, 128))
+        if t.role == "expert" and t.proj != "down"
+        else t
+        for t in plan.tensors
+    )
     result = export_llamacpp(Plan(provenance={}, summary={}, tensors=tensors))
     gate1 = {t.name: t for t in result.tensors}["blk.1.ffn_gate_exps"]
     assert (gate1.ggml_type, gate1.stored_type) == ("Q8_0", "Q8_0")  # 384 % 32 == 0
@@ -241,8 +288,10 @@ def test_cli_writes_overrides_and_prints_command_and_cost(tmp_path):
     assert result.exit_code == 0, result.output
     written = plan.parent / DEFAULT_OVERRIDES_NAME
     assert written.read_text(encoding="utf-8").splitlines() == EXPECTED_LINES
-    assert (f"llama-quantize --tensor-type-file {written} --token-embedding-type bf16 --output-tensor-type bf16 "
-            f"{tmp_path / 'm-BF16.gguf'} {tmp_path / 'm-BF16-alphaq.gguf'} Q8_0") in result.output
+    assert (
+        f"llama-quantize --tensor-type-file {written} --token-embedding-type bf16 --output-tensor-type bf16 "
+        f"{tmp_path / 'm-BF16.gguf'} {tmp_path / 'm-BF16-alphaq.gguf'} Q8_0"
+    ) in result.output
     assert "+524,288 bytes" in result.output and "note: skipped 1 matrix" in result.output
     assert sorted(p.name for p in plan.parent.iterdir()) == sorted([DEFAULT_OVERRIDES_NAME, "plan.json"])
 
@@ -258,11 +307,14 @@ def test_cli_overwrites_out_atomically(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["types.txt"]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--format", "vllm"], "unknown export format 'vllm'"),
-    (["--base-type", "bf16"], "base type 'bf16'"),
-    (["--keep-type", "int4"], "keep type 'int4'"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--format", "vllm"], "unknown export format 'vllm'"),
+        (["--base-type", "bf16"], "base type 'bf16'"),
+        (["--keep-type", "int4"], "keep type 'int4'"),
+    ],
+)
 def test_cli_bad_options_one_line_no_file(tmp_path, args, needle):
     plan = _saved_plan(tmp_path)
     result = runner.invoke(cli, ["export", str(plan), *args])
@@ -289,9 +341,23 @@ def test_patterns_match_only_their_own_weight():
     import re
 
     result = export_llamacpp(make_plan())
-    names = [f"blk.{b}.{kind}.weight" for b in (0, 1, 10, 11) for kind in (
-        "attn_q", "attn_q_norm", "attn_k", "attn_v", "attn_output", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps",
-        "ffn_gate_inp", "ffn_gate_shexp", "ffn_gate_inp_shexp")] + ["token_embd.weight", "output.weight"]
+    names = [
+        f"blk.{b}.{kind}.weight"
+        for b in (0, 1, 10, 11)
+        for kind in (
+            "attn_q",
+            "attn_q_norm",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_gate_exps",
+            "ffn_up_exps",
+            "ffn_down_exps",
+            "ffn_gate_inp",
+            "ffn_gate_shexp",
+            "ffn_gate_inp_shexp",
+        )
+    ] + ["token_embd.weight", "output.weight"]
     for line in result.tensor_type_lines():
         pattern = line.rsplit("=", 1)[0]
         assert pattern == pattern.lower()  # llama-quantize lower-cases the pattern

@@ -44,8 +44,9 @@ def test_quantize_and_dequantize_kernels_build(compile_launch) -> None:
     compiled = compile_launch(launch.plan_quantize_pack(w, 3, 128, interpret=False)[0])
     assert compiled.spills == 0 or compiled.spills != compiled.spills  # NaN when cuobjdump is missing
     packed, scale, zero = _quantized(256, 512, 3)
-    compiled = compile_launch(launch.plan_unpack_dequantize(packed, scale, zero, 3, 128, 512, torch.bfloat16,
-                                                            interpret=False)[0])
+    compiled = compile_launch(
+        launch.plan_unpack_dequantize(packed, scale, zero, 3, 128, 512, torch.bfloat16, interpret=False)[0]
+    )
     assert compiled.spills == 0 or compiled.spills != compiled.spills
 
 

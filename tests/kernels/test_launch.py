@@ -22,8 +22,9 @@ WIDTHS = (2, 3, 4, 8)
 GROUP_SIZES = (32, 64, 128)
 
 
-def make_weight(rows: int, cols: int, dtype: torch.dtype = torch.float16, seed: int = 0,
-                huge: bool = True) -> torch.Tensor:
+def make_weight(
+    rows: int, cols: int, dtype: torch.dtype = torch.float16, seed: int = 0, huge: bool = True
+) -> torch.Tensor:
     """Gaussian weights with the awkward cases: a zero row, a constant row, tiny and (``huge``) huge groups."""
     gen = torch.Generator().manual_seed(seed)
     w = torch.randn(rows, cols, generator=gen)
@@ -65,29 +66,32 @@ def test_quantize_pack_and_unpack_dequantize_are_exact(rows: int, cols: int, bit
     assert torch.equal(w_hat, reference.unpack_dequantize(packed, scale, zero, bits, group_size, cols))
 
 
-@pytest.mark.parametrize(("rows", "cols", "bits", "group_size"), [
-    (5, 40, 2, 32),  # C % 8 == 0 but the 4-byte units run past the row end (byte mask)
-    (5, 44, 1, 32),  # C % 8 != 0: the last unit holds padding
-    (7, 13, 3, 8),
-    (3, 100, 4, 64),  # partial last group
-    (9, 96, 3, 96),  # group size not a power of two
-    (4, 72, 5, 24),
-    (6, 200, 8, 40),
-    (33, 24, 6, 16),
-])
+@pytest.mark.parametrize(
+    ("rows", "cols", "bits", "group_size"),
+    [
+        (5, 40, 2, 32),  # C % 8 == 0 but the 4-byte units run past the row end (byte mask)
+        (5, 44, 1, 32),  # C % 8 != 0: the last unit holds padding
+        (7, 13, 3, 8),
+        (3, 100, 4, 64),  # partial last group
+        (9, 96, 3, 96),  # group size not a power of two
+        (4, 72, 5, 24),
+        (6, 200, 8, 40),
+        (33, 24, 6, 16),
+    ],
+)
 def test_odd_shapes_are_exact(rows: int, cols: int, bits: int, group_size: int) -> None:
     w = make_weight(rows, cols, seed=1)
     packed, scale, zero = launch.quantize_pack(w, bits, group_size, block_r=4)
     ref = reference.quantize_pack(w, bits, group_size)
     assert torch.equal(packed, ref[0]) and torch.equal(scale, ref[1]) and torch.equal(zero, ref[2])
-    w_hat = launch.unpack_dequantize(packed, scale, zero, bits, group_size, cols, torch.float32, block_r=4,
-                                     values_per_tile=32)
+    w_hat = launch.unpack_dequantize(
+        packed, scale, zero, bits, group_size, cols, torch.float32, block_r=4, values_per_tile=32
+    )
     assert torch.equal(w_hat, reference.unpack_dequantize(packed, scale, zero, bits, group_size, cols))
     x = torch.randn(3, cols, dtype=torch.float32)  # float32: the 60000 group stays finite
     y_ref = reference.dequant_matmul(x, packed, scale, zero, bits, group_size, cols)
     assert_matmul_close(launch.dequant_matmul(x, packed, scale, zero, bits, group_size, cols), y_ref)
-    assert_matmul_close(launch.dequant_matmul(x, packed, scale, zero, bits, group_size, cols, use_gemv=False),
-                        y_ref)
+    assert_matmul_close(launch.dequant_matmul(x, packed, scale, zero, bits, group_size, cols, use_gemv=False), y_ref)
 
 
 @pytest.mark.parametrize("w_dtype", [torch.bfloat16, torch.float32])
@@ -152,9 +156,19 @@ def test_dequant_matmul_many_tiles_and_split_k(use_gemv: bool, splits: int, bits
     packed, scale, zero = quantized(rows, cols, bits, group_size)
     m = 3 if use_gemv else 33
     x = torch.randn(m, cols, dtype=torch.float16)
-    y = launch.dequant_matmul(x, packed, scale, zero, bits, group_size, cols, splits=splits, use_gemv=use_gemv,
-                              gemv_config=GemvConfig(block_r=16, block_k=64),
-                              dot_config=DotConfig(block_n=16, block_k=32))
+    y = launch.dequant_matmul(
+        x,
+        packed,
+        scale,
+        zero,
+        bits,
+        group_size,
+        cols,
+        splits=splits,
+        use_gemv=use_gemv,
+        gemv_config=GemvConfig(block_r=16, block_k=64),
+        dot_config=DotConfig(block_n=16, block_k=32),
+    )
     assert_matmul_close(y, reference.dequant_matmul(x, packed, scale, zero, bits, group_size, cols))
 
 
@@ -165,19 +179,29 @@ def test_dequant_matmul_strided_activations_and_m_above_64() -> None:
     assert_matmul_close(y, reference.dequant_matmul(x, packed, scale, zero, 4, 32, 128))
 
 
-@pytest.mark.parametrize(("bits", "cols", "group_size", "source"), [
-    (4, 256, 64, "word"), (2, 64, 32, "word"), (8, 256, 128, "word"),
-    (3, 256, 64, "words"), (5, 256, 64, "words"),
-    (3, 96, 96, "words"), (2, 40, 32, "bytes"), (3, 13, 8, "bytes"), (1, 44, 32, "bytes"),
-])
+@pytest.mark.parametrize(
+    ("bits", "cols", "group_size", "source"),
+    [
+        (4, 256, 64, "word"),
+        (2, 64, 32, "word"),
+        (8, 256, 128, "word"),
+        (3, 256, 64, "words"),
+        (5, 256, 64, "words"),
+        (3, 96, 96, "words"),
+        (2, 40, 32, "bytes"),
+        (3, 13, 8, "bytes"),
+        (1, 44, 32, "bytes"),
+    ],
+)
 def test_the_test_shapes_cover_every_unit_source(bits: int, cols: int, group_size: int, source: str) -> None:
     """The grids above run each way of reading units (tiling.SOURCES) in every kernel."""
     from alphaq.kernels.tiling import SOURCES
 
     packed, scale, zero = quantized(4, cols, bits, group_size)
     for m in (1, 16):
-        plan, _ = launch.plan_dequant_matmul(torch.zeros(m, cols), packed, scale, zero, bits, group_size, cols,
-                                             interpret=True)
+        plan, _ = launch.plan_dequant_matmul(
+            torch.zeros(m, cols), packed, scale, zero, bits, group_size, cols, interpret=True
+        )
         assert SOURCES[plan.constexprs["SOURCE"]] == source
 
 

@@ -30,15 +30,9 @@ def test_transformers_loads_a_model_from_the_repository_root() -> None:
     # transformers 5.25 requires the real `kernels` package (huggingface/kernels); it must be installed here.
     assert importlib.metadata.version("kernels")
     result = subprocess.run(
-        [sys.executable, "-c", LOAD_FROM_ROOT],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        [sys.executable, "-c", LOAD_FROM_ROOT], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0, result.stderr[-2000:]
     kernels_file, model_class = result.stdout.split()[-2:]
     assert REPO_ROOT / "kernels" not in Path(kernels_file).resolve().parents
     assert model_class.endswith("ForCausalLM")
-

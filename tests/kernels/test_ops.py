@@ -14,6 +14,7 @@ from alphaq.quantization import QuantSpec, quantize_dequantize
 @pytest.fixture()
 def no_triton_launch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail if a Triton kernel is launched."""
+
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("the Triton kernel was launched")
 
@@ -45,8 +46,9 @@ def test_forced_triton_on_cpu_matches_the_reference() -> None:
     got = ops.quantize_pack(w, 4, 64, backend="triton")
     ref = reference.quantize_pack(w, 4, 64)
     assert all(torch.equal(a, b) for a, b in zip(got, ref))
-    assert torch.equal(ops.unpack_dequantize(*got, 4, 64, 96, backend="triton"),
-                       reference.unpack_dequantize(*ref, 4, 64, 96))
+    assert torch.equal(
+        ops.unpack_dequantize(*got, 4, 64, 96, backend="triton"), reference.unpack_dequantize(*ref, 4, 64, 96)
+    )
     x = torch.randn(3, 2, 96, dtype=torch.float16)
     y = ops.dequant_matmul(x, *got, 4, 64, 96, backend="triton")
     y_ref = reference.dequant_matmul(x.reshape(6, 96), *ref, 4, 64, 96).reshape(3, 2, 16)
@@ -118,7 +120,9 @@ def test_quantized_validation() -> None:
 
 
 def test_importing_the_package_imports_neither_triton_nor_torch() -> None:
-    code = ("import sys, alphaq.kernels, alphaq.kernels.ops, alphaq.kernels.launch, alphaq.kernels.tiling; "
-            "print('triton' in sys.modules, 'torch' in sys.modules)")
+    code = (
+        "import sys, alphaq.kernels, alphaq.kernels.ops, alphaq.kernels.launch, alphaq.kernels.tiling; "
+        "print('triton' in sys.modules, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

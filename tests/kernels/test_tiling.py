@@ -18,24 +18,32 @@ def test_power_of_2_helpers() -> None:
     assert [largest_power_of_2_dividing(n) for n in (1, 12, 96, 128, 7)] == [1, 4, 32, 128, 1]
 
 
-@pytest.mark.parametrize(("bits", "group_size", "unit_bytes", "load_bytes", "unit_values", "wide"), [
-    (1, 128, 4, 4, 32, False),
-    (1, 16, 2, 2, 16, False),  # 32 values would straddle two groups of 16
-    (1, 8, 1, 1, 8, False),
-    (2, 128, 4, 4, 16, False),
-    (2, 24, 2, 2, 8, False),
-    (4, 32, 4, 4, 8, False),
-    (8, 8, 4, 4, 4, False),
-    (3, 128, 3, 4, 8, False),
-    (5, 64, 5, 8, 8, True),
-    (6, 32, 6, 8, 8, True),
-    (7, 128, 7, 8, 8, True),
-])
-def test_unit_layout(bits: int, group_size: int, unit_bytes: int, load_bytes: int, unit_values: int,
-                     wide: bool) -> None:
+@pytest.mark.parametrize(
+    ("bits", "group_size", "unit_bytes", "load_bytes", "unit_values", "wide"),
+    [
+        (1, 128, 4, 4, 32, False),
+        (1, 16, 2, 2, 16, False),  # 32 values would straddle two groups of 16
+        (1, 8, 1, 1, 8, False),
+        (2, 128, 4, 4, 16, False),
+        (2, 24, 2, 2, 8, False),
+        (4, 32, 4, 4, 8, False),
+        (8, 8, 4, 4, 4, False),
+        (3, 128, 3, 4, 8, False),
+        (5, 64, 5, 8, 8, True),
+        (6, 32, 6, 8, 8, True),
+        (7, 128, 7, 8, 8, True),
+    ],
+)
+def test_unit_layout(
+    bits: int, group_size: int, unit_bytes: int, load_bytes: int, unit_values: int, wide: bool
+) -> None:
     layout = unit_layout(bits, group_size)
     assert (layout.unit_bytes, layout.load_bytes, layout.unit_values, layout.wide_word) == (
-        unit_bytes, load_bytes, unit_values, wide)
+        unit_bytes,
+        load_bytes,
+        unit_values,
+        wide,
+    )
     # A unit holds whole values, and whole units make a group.
     assert layout.unit_values * bits == layout.unit_bytes * 8 or layout.unit_bytes == bits
     assert group_size % layout.unit_values == 0

@@ -9,7 +9,7 @@ import torch
 
 from alphaq.load import Role, open_checkpoint
 from alphaq.load.architectures import match_tensor, spec_for
-from tests.fixtures.tiny_models import E, H, I, L, SPECS
+from tests.fixtures.tiny_models import SPECS, E, H, I, L
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.model_type for s in SPECS])
@@ -67,7 +67,7 @@ def _module_expert_forward(model, layer, expert, x, model_type):
             gate, up = (x @ gate_up.T).chunk(2, dim=-1)
         else:
             gate, up = (x @ gate_up).chunk(2, dim=-1)
-        down_out = (torch.nn.functional.silu(gate) * up)
+        down_out = torch.nn.functional.silu(gate) * up
         return down_out @ (down.T if down.shape[-1] == I else down)
     if hasattr(moe, "input_linear"):
         gate, up = (x @ moe.input_linear.weight[expert].T).chunk(2, dim=-1)

@@ -34,7 +34,10 @@ def _write(directory: Path, config: dict, tensors: dict[str, torch.Tensor], shar
 
 def _mixtral_tensors(layers=2, experts=3, hidden=16, inter=24, seed=0):
     g = torch.Generator().manual_seed(seed)
-    t = {"model.embed_tokens.weight": torch.randn(50, hidden, generator=g), "lm_head.weight": torch.randn(50, hidden, generator=g)}
+    t = {
+        "model.embed_tokens.weight": torch.randn(50, hidden, generator=g),
+        "lm_head.weight": torch.randn(50, hidden, generator=g),
+    }
     for layer in range(layers):
         p = f"model.layers.{layer}.block_sparse_moe"
         t[f"{p}.gate.weight"] = torch.randn(experts, hidden, generator=g)
@@ -48,8 +51,12 @@ def _mixtral_tensors(layers=2, experts=3, hidden=16, inter=24, seed=0):
 
 def test_sharded_checkpoint_reads_every_tensor(tmp_path):
     tensors = _mixtral_tensors()
-    path = _write(tmp_path / "m", {"model_type": "mixtral", "hidden_size": 16, "num_hidden_layers": 2,
-                                   "num_local_experts": 3}, tensors, shards=3)
+    path = _write(
+        tmp_path / "m",
+        {"model_type": "mixtral", "hidden_size": 16, "num_hidden_layers": 2, "num_local_experts": 3},
+        tensors,
+        shards=3,
+    )
     ckpt = open_checkpoint(path)
     assert len({t.file for t in ckpt.tensors.values()}) == 3
     assert len(ckpt.experts()) == 2 * 3 * 3
@@ -70,13 +77,21 @@ def test_transformers_v5_fused_experts_out_in(tmp_path):
     g = torch.Generator().manual_seed(0)
     gate_up = torch.randn(4, 2 * 24, 16, generator=g)  # [E, 2I, H]
     down = torch.randn(4, 16, 24, generator=g)  # [E, H, I]
-    path = _write(tmp_path / "v5", {"model_type": "qwen3_moe", "hidden_size": 16, "num_hidden_layers": 1},
-                  {"model.layers.0.mlp.experts.gate_up_proj": gate_up, "model.layers.0.mlp.experts.down_proj": down,
-                   "model.layers.0.mlp.gate.weight": torch.randn(4, 16, generator=g)})
+    path = _write(
+        tmp_path / "v5",
+        {"model_type": "qwen3_moe", "hidden_size": 16, "num_hidden_layers": 1},
+        {
+            "model.layers.0.mlp.experts.gate_up_proj": gate_up,
+            "model.layers.0.mlp.experts.down_proj": down,
+            "model.layers.0.mlp.gate.weight": torch.randn(4, 16, generator=g),
+        },
+    )
     ckpt = open_checkpoint(path)
     refs = {m.name: m for m in ckpt.experts()}
     assert len(refs) == 12
-    torch.testing.assert_close(ckpt.read_matrix(refs["model.layers.0.mlp.experts.gate_up_proj[1].gate"]), gate_up[1, :24])
+    torch.testing.assert_close(
+        ckpt.read_matrix(refs["model.layers.0.mlp.experts.gate_up_proj[1].gate"]), gate_up[1, :24]
+    )
     torch.testing.assert_close(ckpt.read_matrix(refs["model.layers.0.mlp.experts.gate_up_proj[1].up"]), gate_up[1, 24:])
     torch.testing.assert_close(ckpt.read_matrix(refs["model.layers.0.mlp.experts.down_proj[3]"]), down[3])
 
@@ -87,10 +102,17 @@ def test_fp8_block_dequantization_and_mtp_layer_ignored(tmp_path):
     scale_inv = torch.rand(2, 3, generator=g) + 0.5  # one scale per 128x128 block
     w8 = (w / scale_inv.repeat_interleave(128, 0).repeat_interleave(128, 1)).to(torch.float8_e4m3fn)
     name = "model.layers.0.mlp.experts.0.gate_proj.weight"
-    tensors = {name: w8, name + "_scale_inv": scale_inv,
-               "model.layers.1.mlp.experts.0.gate_proj.weight": torch.randn(256, 384, generator=g)}  # MTP layer
-    config = {"model_type": "deepseek_v3", "hidden_size": 384, "num_hidden_layers": 1,
-              "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}}
+    tensors = {
+        name: w8,
+        name + "_scale_inv": scale_inv,
+        "model.layers.1.mlp.experts.0.gate_proj.weight": torch.randn(256, 384, generator=g),
+    }  # MTP layer
+    config = {
+        "model_type": "deepseek_v3",
+        "hidden_size": 384,
+        "num_hidden_layers": 1,
+        "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]},
+    }
     ckpt = open_checkpoint(_write(tmp_path / "fp8", config, tensors))
     (ref,) = ckpt.experts()
     got = ckpt.read_matrix(ref)
@@ -116,8 +138,11 @@ def test_gpt_oss_mxfp4_experts(tmp_path):
     blocks = torch.randint(0, 256, (2, 48, 1, 16), dtype=torch.uint8, generator=g)  # [E, 2I, H/32, 16], H=32
     scales = torch.randint(120, 130, (2, 48, 1), dtype=torch.uint8, generator=g)
     prefix = "model.layers.0.mlp.experts.gate_up_proj"
-    path = _write(tmp_path / "oss", {"model_type": "gpt_oss", "hidden_size": 32, "num_hidden_layers": 1},
-                  {prefix + "_blocks": blocks, prefix + "_scales": scales})
+    path = _write(
+        tmp_path / "oss",
+        {"model_type": "gpt_oss", "hidden_size": 32, "num_hidden_layers": 1},
+        {prefix + "_blocks": blocks, prefix + "_scales": scales},
+    )
     ckpt = open_checkpoint(path)
     refs = {m.name: m for m in ckpt.experts()}
     gate = ckpt.read_matrix(refs[prefix + "[1].gate"])
@@ -126,8 +151,19 @@ def test_gpt_oss_mxfp4_experts(tmp_path):
     torch.testing.assert_close(gate, full[0::2])
 
 
-@pytest.mark.parametrize("problem", ["missing", "file", "no_config", "no_safetensors", "truncated", "bad_json",
-                                     "index_missing_tensor", "index_missing_shard"])
+@pytest.mark.parametrize(
+    "problem",
+    [
+        "missing",
+        "file",
+        "no_config",
+        "no_safetensors",
+        "truncated",
+        "bad_json",
+        "index_missing_tensor",
+        "index_missing_shard",
+    ],
+)
 def test_bad_input_gives_one_line_error(tmp_path, problem):
     path = tmp_path / "ckpt"
     cfg = {"model_type": "mixtral", "hidden_size": 16, "num_hidden_layers": 2}
@@ -166,8 +202,9 @@ def test_bad_input_gives_one_line_error(tmp_path, problem):
 
 
 def test_roles_of_non_expert_matrices(tmp_path):
-    ckpt = open_checkpoint(_write(tmp_path / "m", {"model_type": "mixtral", "hidden_size": 16, "num_hidden_layers": 2},
-                                  _mixtral_tensors()))
+    ckpt = open_checkpoint(
+        _write(tmp_path / "m", {"model_type": "mixtral", "hidden_size": 16, "num_hidden_layers": 2}, _mixtral_tensors())
+    )
     roles = {m.name: m.role for m in ckpt.matrices}
     assert roles["model.embed_tokens.weight"] is Role.EMBEDDING
     assert roles["lm_head.weight"] is Role.LM_HEAD
@@ -183,8 +220,13 @@ def test_read_array_equals_read_matrix_for_plain_and_fused_tensors(tmp_path, dty
     tensors["model.layers.0.mlp.experts.gate_up_proj"] = torch.randn(3, 2 * 24, 16, generator=g).to(dtype)  # [E, 2I, H]
     tensors["model.layers.0.mlp.experts.down_proj"] = torch.randn(3, 24, 16, generator=g).to(dtype)  # [E, I, H]: in_out
     plain = open_checkpoint(_write(tmp_path / "plain", {"model_type": "mixtral", "hidden_size": 16}, tensors))
-    fused = open_checkpoint(_write(tmp_path / "fused", {"model_type": "qwen3_moe", "hidden_size": 16}, {
-        k: v for k, v in tensors.items() if ".mlp." in k}))
+    fused = open_checkpoint(
+        _write(
+            tmp_path / "fused",
+            {"model_type": "qwen3_moe", "hidden_size": 16},
+            {k: v for k, v in tensors.items() if ".mlp." in k},
+        )
+    )
     refs = plain.matrices + fused.matrices
     assert any(r.fused and r.orientation == "in_out" for r in fused.matrices)
     assert {r.fused_part for r in fused.matrices} >= {"gate", "up"}

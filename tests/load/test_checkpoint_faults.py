@@ -54,9 +54,11 @@ def _negative_shape(header: dict) -> None:
     header[EXPERT]["shape"] = [-256, -8]
 
 
-DAMAGE = {"unknown dtype": (_unknown_dtype, r"unknown dtype 'F7'"),
-          "overlapping offsets": (_overlap, r"overlaps the tensor before it"),
-          "negative shape": (_negative_shape, r"has shape \[-256, -8\]; a shape is a list of non-negative integers")}
+DAMAGE = {
+    "unknown dtype": (_unknown_dtype, r"unknown dtype 'F7'"),
+    "overlapping offsets": (_overlap, r"overlaps the tensor before it"),
+    "negative shape": (_negative_shape, r"has shape \[-256, -8\]; a shape is a list of non-negative integers"),
+}
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
@@ -67,9 +69,11 @@ def test_damaged_header_is_one_line_for_every_command(tiny: Path, tmp_path: Path
         open_checkpoint(model)
     assert "model.safetensors" in str(caught.value) and EXPERT in str(caught.value)
     plan = make_plan(open_checkpoint(tiny), tmp_path / "plan.json")
-    for args in (["inspect", model, "--out", tmp_path / "i", "--no-html"],
-                 ["plan", model, "--out", tmp_path / "p", "--no-html", "--error-model", "analytic"],
-                 ["quantize", model, "--plan", plan, "--out", tmp_path / "q", "--no-html"]):
+    for args in (
+        ["inspect", model, "--out", tmp_path / "i", "--no-html"],
+        ["plan", model, "--out", tmp_path / "p", "--no-html", "--error-model", "analytic"],
+        ["quantize", model, "--plan", plan, "--out", tmp_path / "q", "--no-html"],
+    ):
         result = invoke(args)
         assert_one_line_or_success(result, args, allow_success=False)
         assert "F7" in result.stderr if damage == "unknown dtype" else EXPERT in result.stderr
@@ -85,9 +89,11 @@ def test_config_field_of_the_wrong_type_is_one_line(tiny: Path, tmp_path: Path) 
         open_checkpoint(model)
     text = tmp_path / "text.txt"
     text.write_text(TEXT)
-    for args in (["inspect", model, "--out", tmp_path / "i", "--no-html"],
-                 ["plan", model, "--out", tmp_path / "p", "--no-html"],
-                 ["eval", model, "--out", tmp_path / "e", "--text-file", text, "--max-windows", "1", "--no-html"]):
+    for args in (
+        ["inspect", model, "--out", tmp_path / "i", "--no-html"],
+        ["plan", model, "--out", tmp_path / "p", "--no-html"],
+        ["eval", model, "--out", tmp_path / "e", "--text-file", text, "--max-windows", "1", "--no-html"],
+    ):
         result = invoke(args)
         assert_one_line_or_success(result, args, allow_success=False)
         assert "config.json" in result.stderr and expected in result.stderr
@@ -95,12 +101,18 @@ def test_config_field_of_the_wrong_type_is_one_line(tiny: Path, tmp_path: Path) 
         assert snapshot(tmp_path / out) == {}
 
 
-@pytest.mark.parametrize(("field", "value", "why"), [
-    ("hidden_size", 0, "a positive integer"), ("num_local_experts", 2.5, "a positive integer"),
-    ("num_hidden_layers", True, "a positive integer"), ("first_k_dense_replace", -1, "a non-negative integer"),
-    ("model_type", 7, "a string"), ("text_config", [], "an object or null"),
-    ("quantization_config", "fp8", "an object or null"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("hidden_size", 0, "a positive integer"),
+        ("num_local_experts", 2.5, "a positive integer"),
+        ("num_hidden_layers", True, "a positive integer"),
+        ("first_k_dense_replace", -1, "a non-negative integer"),
+        ("model_type", 7, "a string"),
+        ("text_config", [], "an object or null"),
+        ("quantization_config", "fp8", "an object or null"),
+    ],
+)
 def test_config_fields_are_checked_for_type_and_range(field: str, value: object, why: str) -> None:
     with pytest.raises(CheckpointError, match=f"field '{field}' is .*{why}"):
         check_config({"model_type": "mixtral", field: value}, "m/config.json")
@@ -109,7 +121,10 @@ def test_config_fields_are_checked_for_type_and_range(field: str, value: object,
     with pytest.raises(CheckpointError, match=r"weight_block_size' is \[128\]"):
         check_config({"quantization_config": {"weight_block_size": [128]}}, "m/config.json")
     assert check_config({"hidden_size": 32, "head_dim": None, "text_config": None}) == {
-        "hidden_size": 32, "head_dim": None, "text_config": None}
+        "hidden_size": 32,
+        "head_dim": None,
+        "text_config": None,
+    }
 
 
 def test_huge_weights_are_analysed_in_float64(tiny: Path, tmp_path: Path) -> None:
@@ -147,8 +162,10 @@ def test_header_checks_follow_the_safetensors_rules(tmp_path: Path) -> None:
     save_file({"a": torch.zeros(2, 3), "b": torch.zeros(4, dtype=torch.float16)}, str(file))
     header, data = read_raw_header(file)
     tensors, _ = read_header(file)
-    assert {n: (t.dtype, t.shape, t.nbytes) for n, t in tensors.items()} == {"a": ("F32", (2, 3), 24),
-                                                                             "b": ("F16", (4,), 8)}
+    assert {n: (t.dtype, t.shape, t.nbytes) for n, t in tensors.items()} == {
+        "a": ("F32", (2, 3), 24),
+        "b": ("F16", (4,), 8),
+    }
     cases = {
         "gap": ({**header, "a": {**header["a"], "data_offsets": [0, 24]}}, data + b"\0" * 4, "data bytes"),
         "float shape": ({**header, "a": {**header["a"], "shape": [2.0, 3]}}, data, "non-negative integers"),

@@ -29,17 +29,28 @@ from tests.fixtures.bad_input import (
 )
 
 #: Few examples in CI (the suite's time); ALPHAQ_FUZZ_EXAMPLES=500 for a longer hunt.
-FUZZ = settings(max_examples=int(os.environ.get("ALPHAQ_FUZZ_EXAMPLES", "25")), derandomize=True, deadline=None,
-                database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=int(os.environ.get("ALPHAQ_FUZZ_EXAMPLES", "25")),
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 COMMANDS = ("api", "inspect", "plan", "quantize", "eval", "export compressed-tensors")
 
 #: JSON values of every kind, biased to the ones a damaged file holds: near-miss integers, strings, nulls.
 json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-300, 1 << 40), st.floats(allow_nan=True),
-              st.sampled_from(["F7", "F32", "BF16", "", "four", "\u00e9"]), st.text(max_size=8)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-300, 1 << 40),
+        st.floats(allow_nan=True),
+        st.sampled_from(["F7", "F32", "BF16", "", "four", "\u00e9"]),
+        st.text(max_size=8),
+    ),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-    max_leaves=6)
+    max_leaves=6,
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +80,41 @@ def _exercise(command: str, model: Path, plans: dict[str, Path], text_file: Path
         "inspect": ["inspect", model, "--out", out, "--no-html"],
         "plan": ["plan", model, "--out", out, "--no-html", "--budget", "3.5", "--group-size", "32"],
         "quantize": ["quantize", model, "--plan", plans["alphaq"], "--out", out, "--no-html"],
-        "eval": ["eval", model, "--out", out, "--text-file", text_file, "--max-windows", "1", "--context", "32",
-                 "--no-baseline", "--no-html"],
-        "export compressed-tensors": ["export", plans["alphaq"], "--format", "compressed-tensors", "--model", model,
-                                      "--out", out],
+        "eval": [
+            "eval",
+            model,
+            "--out",
+            out,
+            "--text-file",
+            text_file,
+            "--max-windows",
+            "1",
+            "--context",
+            "32",
+            "--no-baseline",
+            "--no-html",
+        ],
+        "export compressed-tensors": [
+            "export",
+            plans["alphaq"],
+            "--format",
+            "compressed-tensors",
+            "--model",
+            model,
+            "--out",
+            out,
+        ],
     }[command]
     result = invoke(args)
     assert_one_line_or_success(result, args)
     if result.exit_code == 2:
-        assert_nothing_partial(out, {}, allowed=("inspect.json", "details.csv", "details.parquet", "experts.csv",
-                                                 "spectra.npz") if command == "plan" else ())
+        assert_nothing_partial(
+            out,
+            {},
+            allowed=("inspect.json", "details.csv", "details.parquet", "experts.csv", "spectra.npz")
+            if command == "plan"
+            else (),
+        )
 
 
 def _mutate_entry(header: dict[str, Any], name: str, field: str, value: Any) -> None:
@@ -96,10 +132,13 @@ def test_mutated_safetensors_header(plans: dict[str, Path], text_file: Path, dat
     header, blob = read_raw_header(plans["model"] / "model.safetensors")
     name = data.draw(st.sampled_from(sorted(header)), label="tensor")
     field = data.draw(st.sampled_from(["dtype", "shape", "data_offsets", "<entry>", "<drop>"]), label="field")
-    near = {"shape": st.lists(st.integers(-4, 70), min_size=0, max_size=3),
-            "data_offsets": st.tuples(st.integers(-8, 1 << 20), st.integers(-8, 1 << 20)).map(list),
-            "dtype": st.sampled_from(["F7", "F16", "BF16", "F64", "I8", "U8", "F4", "F6_E2M3", "C64", "BOOL",
-                                      "F8_E4M3", "f32"])}
+    near = {
+        "shape": st.lists(st.integers(-4, 70), min_size=0, max_size=3),
+        "data_offsets": st.tuples(st.integers(-8, 1 << 20), st.integers(-8, 1 << 20)).map(list),
+        "dtype": st.sampled_from(
+            ["F7", "F16", "BF16", "F64", "I8", "U8", "F4", "F6_E2M3", "C64", "BOOL", "F8_E4M3", "f32"]
+        ),
+    }
     value = data.draw(st.one_of(near[field], json_values) if field in near else json_values, label="value")
     _mutate_entry(header, name, field, value)
     trim = data.draw(st.sampled_from([0, 0, 0, 4, -4]), label="bytes removed from the end")
@@ -115,12 +154,28 @@ def test_mutated_safetensors_header(plans: dict[str, Path], text_file: Path, dat
 @FUZZ
 def test_mutated_config_json(plans: dict[str, Path], text_file: Path, data: st.DataObject) -> None:
     config = json.loads((plans["model"] / "config.json").read_text())
-    field = data.draw(st.sampled_from(["num_hidden_layers", "hidden_size", "num_local_experts", "intermediate_size",
-                                       "model_type", "text_config", "quantization_config", "num_attention_heads",
-                                       "vocab_size", "rms_norm_eps", "max_position_embeddings", "<whole>"]),
-                      label="field")
-    value = data.draw(st.one_of(st.sampled_from([0, -1, 1, 3, 2**31, "four", None, 2.5, [], {}]), json_values),
-                      label="value")
+    field = data.draw(
+        st.sampled_from(
+            [
+                "num_hidden_layers",
+                "hidden_size",
+                "num_local_experts",
+                "intermediate_size",
+                "model_type",
+                "text_config",
+                "quantization_config",
+                "num_attention_heads",
+                "vocab_size",
+                "rms_norm_eps",
+                "max_position_embeddings",
+                "<whole>",
+            ]
+        ),
+        label="field",
+    )
+    value = data.draw(
+        st.one_of(st.sampled_from([0, -1, 1, 3, 2**31, "four", None, 2.5, [], {}]), json_values), label="value"
+    )
     if field == "<whole>":
         config = value
     else:
@@ -132,8 +187,16 @@ def test_mutated_config_json(plans: dict[str, Path], text_file: Path, data: st.D
         _exercise(command, model, plans, text_file, Path(tmp))
 
 
-@pytest.mark.parametrize("raw", [b"", b"\x01\x00\x00", (10**9).to_bytes(8, "little") + b"{}",
-                                 (2).to_bytes(8, "little") + b"[]", (4).to_bytes(8, "little") + b"\xff\xfe{}"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"\x01\x00\x00",
+        (10**9).to_bytes(8, "little") + b"{}",
+        (2).to_bytes(8, "little") + b"[]",
+        (4).to_bytes(8, "little") + b"\xff\xfe{}",
+    ],
+)
 def test_raw_file_damage_is_one_line(plans: dict[str, Path], tmp_path: Path, raw: bytes) -> None:
     model = copy_checkpoint(plans["model"], tmp_path / "model")
     (model / "model.safetensors").write_bytes(raw)

@@ -32,10 +32,18 @@ def lay_out_cache(cache: Path, repo_id: str, source: Path) -> Path:
     return snapshot
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("Qwen/Qwen1.5-MoE-A2.7B", True), ("org/model@v1.0", True), ("./org/model", False), ("/abs/path", False),
-    ("a/b/c", False), ("~/models", False), ("model", False),
-])
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("Qwen/Qwen1.5-MoE-A2.7B", True),
+        ("org/model@v1.0", True),
+        ("./org/model", False),
+        ("/abs/path", False),
+        ("a/b/c", False),
+        ("~/models", False),
+        ("model", False),
+    ],
+)
 def test_model_id_grammar(spec: str, expected: bool) -> None:
     assert looks_like_model_id(spec) is expected
 
@@ -72,7 +80,8 @@ def test_cli_inspects_a_cached_model_id(tmp_path: Path) -> None:
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run" / "experts.csv").is_file()
-    absent = subprocess.run([*cmd[:2], "acme/absent", *cmd[3:]], env=env, capture_output=True, text=True, timeout=300,
-                            check=False)
+    absent = subprocess.run(
+        [*cmd[:2], "acme/absent", *cmd[3:]], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert absent.returncode == 2
     assert absent.stderr.strip().count("\n") == 0 and "hf download acme/absent" in absent.stderr

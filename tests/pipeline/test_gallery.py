@@ -14,11 +14,31 @@ from alphaq.pipeline.gallery import build_gallery
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
 #: The saved artifacts the committed pages are rendered from (the quantized weights are not committed).
-ARTIFACTS = ("inspect.json", "details.csv", "experts.csv", "spectra.npz", "plan.json", "plan_comparison.json",
-             "sweep.csv", "eval.json", "eval_tensors.csv", "eval_experts.csv", "quantized/quantize.json",
-             "compare/compare.json", "compare/compare.csv", "compare/expert_verification.csv")
-PAGES = ("index.html", "inspect.html", "plan.html", "eval.html", "quantized/quantize.html", "compare/compare.html",
-         "quantized/model_card.md")
+ARTIFACTS = (
+    "inspect.json",
+    "details.csv",
+    "experts.csv",
+    "spectra.npz",
+    "plan.json",
+    "plan_comparison.json",
+    "sweep.csv",
+    "eval.json",
+    "eval_tensors.csv",
+    "eval_experts.csv",
+    "quantized/quantize.json",
+    "compare/compare.json",
+    "compare/compare.csv",
+    "compare/expert_verification.csv",
+)
+PAGES = (
+    "index.html",
+    "inspect.html",
+    "plan.html",
+    "eval.html",
+    "quantized/quantize.html",
+    "compare/compare.html",
+    "quantized/model_card.md",
+)
 
 
 def test_gallery_without_compare_renders_every_stage(tmp_path: Path, shared_data_dir: Path) -> None:
@@ -27,8 +47,14 @@ def test_gallery_without_compare_renders_every_stage(tmp_path: Path, shared_data
     (out / "quantized" / "stale.bin").write_bytes(b"old")  # the gallery's own folder is redone from scratch
     pages = build_gallery(out, compare=False, eval_windows=1)
     names = {p.relative_to(out).as_posix() for p in pages}
-    assert names == {"inspect.html", "plan.html", "eval.html", "quantized/quantize.html", "quantized/model_card.md",
-                     "index.html"}
+    assert names == {
+        "inspect.html",
+        "plan.html",
+        "eval.html",
+        "quantized/quantize.html",
+        "quantized/model_card.md",
+        "index.html",
+    }
     assert not (out / "quantized" / "stale.bin").exists()
     assert "## Quantization with alphaq" in (out / "quantized" / "model_card.md").read_text(encoding="utf-8")
 
@@ -62,8 +88,9 @@ def test_committed_pages_are_what_the_current_code_renders(tmp_path: Path, monke
     monkeypatch.chdir(REPORTS.parent)  # pages show paths relative to where the command ran
     render_run(copy, model_card=True)
     for name in PAGES:
-        assert (copy / name).read_bytes() == (REPORTS / name).read_bytes(), \
+        assert (copy / name).read_bytes() == (REPORTS / name).read_bytes(), (
             f"reports/{name} differs from what this alphaq renders; run `alphaq gallery --out reports`"
+        )
 
 
 def test_committed_plan_is_what_the_planner_makes_now(tmp_path: Path) -> None:
@@ -76,12 +103,19 @@ def test_committed_plan_is_what_the_planner_makes_now(tmp_path: Path) -> None:
     for name in ("inspect.json", "details.csv", "experts.csv", "spectra.npz"):
         shutil.copy2(REPORTS / name, tmp_path / name)
     options = committed["provenance"]["options"]
-    config = PlanConfig(budget=GALLERY_BUDGET, widths=tuple(options["widths"]), group_size=options["group_size"],
-                        granularity=options["granularity"], allocator=options["allocator"], gamma=options["gamma"],
-                        quant_method=options["quant_method"])
+    config = PlanConfig(
+        budget=GALLERY_BUDGET,
+        widths=tuple(options["widths"]),
+        group_size=options["group_size"],
+        granularity=options["granularity"],
+        allocator=options["allocator"],
+        gamma=options["gamma"],
+        quant_method=options["quant_method"],
+    )
     result = run_plan(None, config, tmp_path)
-    assert result.plan.plan_fingerprint == committed["plan_fingerprint"], \
+    assert result.plan.plan_fingerprint == committed["plan_fingerprint"], (
         "reports/plan.json is not what the planner makes now; run `alphaq gallery --out reports`"
+    )
 
 
 #: An absolute POSIX path in text (not a URL, not a closing tag, not a ratio such as GB/s), or a Windows drive path.
@@ -122,18 +156,24 @@ def test_absolute_path_detector_catches_every_form(tmp_path: Path) -> None:
     (tmp_path / "b.csv").write_text("entry,calibration\nfrequency-in,/data/wikitext-2/valid.txt\n", encoding="utf-8")
     (tmp_path / "c.html").write_text("<td>C:\\Users\\me\\model</td>", encoding="utf-8")
     (tmp_path / "d.md").write_text("run `alphaq eval --quantized /scratch/run/quantized`", encoding="utf-8")
-    (tmp_path / "ok.html").write_text('<a href="https://x.org/a/b">GB/s</a> data:wikitext-2/test.txt ../plan.json '
-                                      'alphaq:demo-moe 2/3 <img src="data:image/png;base64,iVBO/x/y+z=">',
-                                      encoding="utf-8")
+    (tmp_path / "ok.html").write_text(
+        '<a href="https://x.org/a/b">GB/s</a> data:wikitext-2/test.txt ../plan.json '
+        'alphaq:demo-moe 2/3 <img src="data:image/png;base64,iVBO/x/y+z=">',
+        encoding="utf-8",
+    )
     for name in ("a.json", "b.csv", "c.html", "d.md"):
         assert _absolute_paths(tmp_path / name), name
     assert _absolute_paths(tmp_path / "ok.html") == []
 
 
-@pytest.mark.parametrize("name", sorted(n for n in {*ARTIFACTS, *PAGES} if n.endswith((".json", ".csv", ".md", ".html"))))
+@pytest.mark.parametrize(
+    "name", sorted(n for n in {*ARTIFACTS, *PAGES} if n.endswith((".json", ".csv", ".md", ".html")))
+)
 def test_committed_artifacts_hold_no_absolute_path(name: str) -> None:
     """Artifacts record paths relative to their folder, the bundled model by name and data files by their name
     in the data folder: none holds the absolute path of the machine that wrote it."""
     found = _absolute_paths(REPORTS / name)
-    assert not found, (f"reports/{name} holds absolute path(s) {sorted(set(found))[:3]}; regenerate with "
-                       "`alphaq gallery --out reports`")
+    assert not found, (
+        f"reports/{name} holds absolute path(s) {sorted(set(found))[:3]}; regenerate with "
+        "`alphaq gallery --out reports`"
+    )

@@ -14,9 +14,22 @@ from alphaq.planning.planner import PlanConfig
 
 
 def test_run_writes_every_stage_and_links_them(demo_run: Path) -> None:
-    for name in ("inspect.json", "experts.csv", "plan.json", "eval.json", "eval_tensors.csv", "eval_experts.csv",
-                 "index.html", "inspect.html", "plan.html", "eval.html", "quantized/quantize.json",
-                 "quantized/quantize.html", "quantized/model.safetensors", "quantized/model_card.md"):
+    for name in (
+        "inspect.json",
+        "experts.csv",
+        "plan.json",
+        "eval.json",
+        "eval_tensors.csv",
+        "eval_experts.csv",
+        "index.html",
+        "inspect.html",
+        "plan.html",
+        "eval.html",
+        "quantized/quantize.json",
+        "quantized/quantize.html",
+        "quantized/model.safetensors",
+        "quantized/model_card.md",
+    ):
         assert (demo_run / name).is_file(), name
     index = (demo_run / "index.html").read_text(encoding="utf-8")
     for href in ("inspect.html", "plan.html", "quantized/quantize.html", "eval.html", "quantized/model_card.md"):
@@ -92,19 +105,20 @@ def test_report_rebuilds_the_same_pages(demo_run: Path) -> None:
 def test_simulated_plan_agrees_with_the_quantized_checkpoint(demo_run: Path, tmp_path: Path) -> None:
     from alphaq.evaluation.eval_run import run_eval
     from alphaq.evaluation.options import EvalOptions
-
     from alphaq.runfolder import resolve_recorded_path
 
     record = json.loads((demo_run / "eval.json").read_text(encoding="utf-8"))
     text = resolve_recorded_path(record["eval_text"]["path"], base=demo_run)  # data:wikitext-2/test.txt
-    simulated = run_eval(None, tmp_path, plan_file=demo_run / "plan.json", text_file=text,
-                         options=EvalOptions(max_windows=2)).record
+    simulated = run_eval(
+        None, tmp_path, plan_file=demo_run / "plan.json", text_file=text, options=EvalOptions(max_windows=2)
+    ).record
     assert simulated["source"]["kind"] == "simulated"
     assert simulated["checkpoint"]["fingerprint"] == record["checkpoint"]["fingerprint"]
     assert simulated["baseline"]["ppl"] == pytest.approx(record["baseline"]["ppl"], rel=1e-9)
     assert simulated["ppl"] == pytest.approx(record["ppl"], rel=1e-4)
     assert simulated["verification"]["mean_rel_error"] == pytest.approx(
-        record["verification"]["mean_rel_error"], rel=1e-6)
+        record["verification"]["mean_rel_error"], rel=1e-6
+    )
 
 
 def test_run_config_and_missing_text(tmp_path: Path) -> None:
@@ -126,8 +140,12 @@ def test_unsupported_packed_loader_falls_back_to_simulation(tmp_path: Path, monk
     monkeypatch.setattr(loading, "EXPERT_LAYOUTS", {})
     text = tmp_path / "t.txt"
     text.write_text("stone walls and rivers and hills " * 200, encoding="utf-8")
-    config = RunConfig(plan=PlanConfig(budget="3"), sweep_budgets=(), text_file=text,
-                       eval_options=EvalOptions(max_windows=1, baseline=False))
+    config = RunConfig(
+        plan=PlanConfig(budget="3"),
+        sweep_budgets=(),
+        text_file=text,
+        eval_options=EvalOptions(max_windows=1, baseline=False),
+    )
     result = run_pipeline(None, config, tmp_path / "run")
     assert result.evaluation is not None and result.evaluation.kind == "simulated"
     assert result.eval_record == result.evaluation.record

@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from alphaq.errors import ConfigError, PlanError
-from alphaq.planning.allocators import ALLOCATORS, AlphaQAllocator, FrequencyAllocator, RandomAllocator, \
-    UniformAllocator, create_allocator
+from alphaq.planning.allocators import (
+    ALLOCATORS,
+    AlphaQAllocator,
+    FrequencyAllocator,
+    RandomAllocator,
+    UniformAllocator,
+    create_allocator,
+)
 from alphaq.planning.budget import Bounds, Budget, allowed_mask, budget_constraint
 from alphaq.planning.costs import MatrixErrors, build_cost_table
 from alphaq.planning.units import build_units, expert_rows
@@ -21,10 +27,13 @@ def make_table(details, widths=(2, 3, 4, 8), group_size=32, gamma=1.0, curve=Non
     if curve is not None:
         error = np.tile(np.asarray(curve, dtype=float), (len(rows), 1))
     else:
-        error = rng.uniform(0.5, 2.0, (len(rows), 1)) * 2.0 ** -bits * rng.uniform(0.9, 1.1, (len(rows), len(bits)))
+        error = rng.uniform(0.5, 2.0, (len(rows), 1)) * 2.0**-bits * rng.uniform(0.9, 1.1, (len(rows), len(bits)))
         error = np.minimum.accumulate(error, axis=1)
-    sq_norm = rng.uniform(0.5, 2.0, len(rows)) * rows["params"].to_numpy() if rng is not None else \
-        rows["params"].to_numpy(dtype=float)
+    sq_norm = (
+        rng.uniform(0.5, 2.0, len(rows)) * rows["params"].to_numpy()
+        if rng is not None
+        else rows["params"].to_numpy(dtype=float)
+    )
     errors = MatrixErrors(tuple(rows["name"]), tuple(widths), error, sq_norm, "measured")
     return build_cost_table(build_units(details, granularity), errors, group_size, gamma)
 
@@ -37,8 +46,9 @@ def random_case(rng):
     details = make_details(layers, experts, alphas=alphas, extra=False, shapes=shapes)
     widths = tuple(sorted(rng.choice(np.arange(1, 9), size=int(rng.integers(1, 5)), replace=False).tolist()))
     granularity = str(rng.choice(["expert", "matrix", "layer"]))
-    table = make_table(details, widths, int(rng.choice([8, 32, 128])), float(rng.uniform(0, 3)), rng=rng,
-                       granularity=granularity)
+    table = make_table(
+        details, widths, int(rng.choice([8, 32, 128])), float(rng.uniform(0, 3)), rng=rng, granularity=granularity
+    )
     bounds = Bounds.parse(f"0:{widths[-1]}") if rng.random() < 0.2 else Bounds()
     mask = allowed_mask(table.units, widths, bounds)
     kind = "bits" if rng.random() < 0.5 else "bytes"
@@ -62,7 +72,9 @@ def test_every_allocator_respects_budget_and_bounds_and_uses_the_budget(name) ->
     for trial in range(40):
         table, budget, bounds, mask = random_case(rng)
         shares = {(u.layer, u.expert): float(rng.uniform(0, 1)) for u in table.units if u.expert is not None}
-        alloc = create_allocator(name, seed=trial, routing_shares=shares or {(0, 0): 1.0}).allocate(table, budget, bounds)
+        alloc = create_allocator(name, seed=trial, routing_shares=shares or {(0, 0): 1.0}).allocate(
+            table, budget, bounds
+        )
         units = np.arange(len(table.units))
         assert mask[units, alloc.choice].all()
         params = table.params
@@ -103,7 +115,9 @@ def test_random_is_seeded() -> None:
 
 def test_alphaq_gives_lower_alpha_at_least_the_bits_of_higher_alpha() -> None:
     rng = np.random.default_rng(0)
-    alphas = {(l, e): float(a) for (l, e), a in zip([(l, e) for l in range(2) for e in range(8)], rng.uniform(2, 6, 16))}
+    alphas = {
+        (l, e): float(a) for (l, e), a in zip([(l, e) for l in range(2) for e in range(8)], rng.uniform(2, 6, 16))
+    }
     details = make_details(layers=2, experts=8, alphas=alphas, extra=False)
     for gamma in (0.5, 1.0, 4.0):
         table = make_table(details, curve=[0.4, 0.2, 0.1, 0.01], gamma=gamma)
@@ -143,8 +157,9 @@ def test_frequency_uses_routing_shares() -> None:
 def test_weight_norm_prefers_large_weights() -> None:
     details = make_details(layers=1, experts=2, alphas={(0, 0): 3.0, (0, 1): 3.0}, extra=False)
     rows = expert_rows(details)
-    errors = MatrixErrors(tuple(rows["name"]), (2, 4), np.tile([0.4, 0.1], (6, 1)),
-                          np.array([1.0] * 3 + [9.0] * 3) * 2048, "measured")
+    errors = MatrixErrors(
+        tuple(rows["name"]), (2, 4), np.tile([0.4, 0.1], (6, 1)), np.array([1.0] * 3 + [9.0] * 3) * 2048, "measured"
+    )
     table = build_cost_table(build_units(details, "expert"), errors, 32)
     alloc = create_allocator("weight_norm").allocate(table, Budget.parse("3"))
     assert alloc.bits.tolist() == [2, 4]

@@ -12,16 +12,32 @@ from tests.planning.test_units import make_details
 
 def table_for(details, widths=(2, 3, 4, 8), group_size=32):
     rows = expert_rows(details)
-    errors = MatrixErrors(tuple(rows["name"]), tuple(widths), np.tile(2.0 ** -np.asarray(widths, float), (len(rows), 1)),
-                          np.ones(len(rows)), "measured")
+    errors = MatrixErrors(
+        tuple(rows["name"]),
+        tuple(widths),
+        np.tile(2.0 ** -np.asarray(widths, float), (len(rows), 1)),
+        np.ones(len(rows)),
+        "measured",
+    )
     return build_cost_table(build_units(details, "expert"), errors, group_size)
 
 
-@pytest.mark.parametrize(("text", "kind", "value"), [
-    ("3.5", "bits", 3.5), ("3.5bits", "bits", 3.5), (" 2 bit ", "bits", 2.0), (3, "bits", 3.0),
-    ("12GB", "bytes", 12e9), ("800MB", "bytes", 800e6), ("1.5GiB", "bytes", 1.5 * 2 ** 30),
-    ("100 kB", "bytes", 1e5), ("64KiB", "bytes", 65536), ("1000000B", "bytes", 1e6), ("2tb", "bytes", 2e12),
-])
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("3.5", "bits", 3.5),
+        ("3.5bits", "bits", 3.5),
+        (" 2 bit ", "bits", 2.0),
+        (3, "bits", 3.0),
+        ("12GB", "bytes", 12e9),
+        ("800MB", "bytes", 800e6),
+        ("1.5GiB", "bytes", 1.5 * 2**30),
+        ("100 kB", "bytes", 1e5),
+        ("64KiB", "bytes", 65536),
+        ("1000000B", "bytes", 1e6),
+        ("2tb", "bytes", 2e12),
+    ],
+)
 def test_budget_parse(text, kind, value) -> None:
     budget = Budget.parse(text)
     assert budget.kind == kind and budget.value == pytest.approx(value)

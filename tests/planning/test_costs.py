@@ -64,7 +64,9 @@ def test_matrix_errors_problems() -> None:
 
 
 def test_alpha_importance_median_and_failed() -> None:
-    details = make_details(layers=1, experts=4, extra=False, alphas={(0, 0): 2.0, (0, 1): 3.0, (0, 2): 6.0, (0, 3): 4.0})
+    details = make_details(
+        layers=1, experts=4, extra=False, alphas={(0, 0): 2.0, (0, 1): 3.0, (0, 2): 6.0, (0, 3): 4.0}
+    )
     details.loc[details["expert"] == 3, "status"] = "failed"
     units = build_units(details, "expert")
     importance, failed = alpha_importance(units, gamma=2.0)
@@ -77,8 +79,13 @@ def test_alpha_importance_median_and_failed() -> None:
 def test_cost_table_aggregates_param_weighted() -> None:
     details = make_details(layers=1, experts=2, extra=False, shapes={"gate": (8, 16), "down": (16, 24)})
     names = tuple(expert_rows(details)["name"])
-    errors = MatrixErrors(names, (2, 4), np.array([[1.0, 0.5], [4.0, 1.0], [1.0, 0.5], [4.0, 1.0]]),
-                          np.array([128.0, 384.0, 128.0, 384.0]), "measured")
+    errors = MatrixErrors(
+        names,
+        (2, 4),
+        np.array([[1.0, 0.5], [4.0, 1.0], [1.0, 0.5], [4.0, 1.0]]),
+        np.array([128.0, 384.0, 128.0, 384.0]),
+        "measured",
+    )
     table = build_cost_table(build_units(details, "expert"), errors, group_size=8, gamma=1.0)
     # gate 128 params, down 384 params
     assert table.error[0].tolist() == pytest.approx([(128 * 1 + 384 * 4) / 512, (128 * 0.5 + 384 * 1) / 512])

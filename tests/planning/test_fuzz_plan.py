@@ -28,16 +28,27 @@ from tests.fixtures.bad_input import (
 )
 
 #: Few examples in CI (the suite's time); ALPHAQ_FUZZ_EXAMPLES=500 for a longer hunt.
-FUZZ = settings(max_examples=int(os.environ.get("ALPHAQ_FUZZ_EXAMPLES", "40")), derandomize=True, deadline=None,
-                database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=int(os.environ.get("ALPHAQ_FUZZ_EXAMPLES", "40")),
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 COMMANDS = ("api", "quantize", "export llama.cpp", "export gguf", "export compressed-tensors", "eval", "report")
 
 json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-3, 1 << 40), st.floats(allow_nan=True),
-              st.sampled_from(["", "gguf", "alphaq", "rtn", "hqq", "expert", "16", "\u00e9", "/nonexistent"]),
-              st.text(max_size=6)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 1 << 40),
+        st.floats(allow_nan=True),
+        st.sampled_from(["", "gguf", "alphaq", "rtn", "hqq", "expert", "16", "\u00e9", "/nonexistent"]),
+        st.text(max_size=6),
+    ),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
-    max_leaves=5)
+    max_leaves=5,
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +68,12 @@ def _fake_llamacpp_tools() -> Iterator[None]:
     """`export --format gguf` looks for llama.cpp first; a stand-in lets it go on to read the plan."""
     from alphaq.export import llamacpp_tools
 
-    fake = llamacpp_tools.LlamaCppTools(root=Path("/nonexistent"), quantize=Path("/nonexistent/llama-quantize"),
-                                        perplexity=Path("/nonexistent/llama-perplexity"),
-                                        converter=Path("/nonexistent/convert_hf_to_gguf.py"))
+    fake = llamacpp_tools.LlamaCppTools(
+        root=Path("/nonexistent"),
+        quantize=Path("/nonexistent/llama-quantize"),
+        perplexity=Path("/nonexistent/llama-perplexity"),
+        converter=Path("/nonexistent/convert_hf_to_gguf.py"),
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(llamacpp_tools, "find_tools", lambda *args, **kwargs: fake)
         yield
@@ -94,10 +108,10 @@ def mutated_plans(draw: st.DrawFn, original: bytes) -> bytes:
     """A plan.json damaged one way: a value replaced or dropped anywhere, re-encoded, or cut short."""
     kind = draw(st.sampled_from(["value", "value", "value", "drop", "latin-1", "truncate", "bytes"]), label="kind")
     if kind == "truncate":
-        return original[:draw(st.integers(0, len(original) - 1), label="cut at")]
+        return original[: draw(st.integers(0, len(original) - 1), label="cut at")]
     if kind == "bytes":
         at = draw(st.integers(0, len(original) - 1), label="at")
-        return original[:at] + draw(st.binary(min_size=1, max_size=4), label="bytes") + original[at + 1:]
+        return original[:at] + draw(st.binary(min_size=1, max_size=4), label="bytes") + original[at + 1 :]
     data = json.loads(original)
     if kind == "latin-1":
         data["provenance"]["notes"] = ["\u00e9t\u00e9"]
@@ -133,10 +147,32 @@ def test_mutated_plan_json(plans: dict[str, Path], text_file: Path, data: st.Dat
             "quantize": ["quantize", model, "--plan", plan, "--out", out, "--no-html"],
             "export llama.cpp": ["export", plan, "--out", out / "types.txt"],
             "export gguf": ["export", plan, "--format", "gguf", "--model", model, "--out", out / "m.gguf"],
-            "export compressed-tensors": ["export", plan, "--format", "compressed-tensors", "--model", model,
-                                          "--out", out],
-            "eval": ["eval", model, "--plan", plan, "--out", out, "--text-file", text_file, "--max-windows", "1",
-                     "--context", "32", "--no-baseline", "--no-html"],
+            "export compressed-tensors": [
+                "export",
+                plan,
+                "--format",
+                "compressed-tensors",
+                "--model",
+                model,
+                "--out",
+                out,
+            ],
+            "eval": [
+                "eval",
+                model,
+                "--plan",
+                plan,
+                "--out",
+                out,
+                "--text-file",
+                text_file,
+                "--max-windows",
+                "1",
+                "--context",
+                "32",
+                "--no-baseline",
+                "--no-html",
+            ],
             "report": ["report", run],
         }[command]
         before = snapshot(out)

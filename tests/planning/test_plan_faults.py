@@ -14,7 +14,6 @@ from alphaq.cli import app
 from alphaq.errors import PlanError
 from alphaq.planning.costs import prediction_units
 from alphaq.planning.plan_file import load_plan, tensor_totals
-
 from tests.quantization.quantize_helpers import write_checkpoint
 
 runner = CliRunner()
@@ -22,11 +21,15 @@ runner = CliRunner()
 
 def _checkpoint_with(tmp_path: Path, value: float) -> Path:
     g = torch.Generator().manual_seed(0)
-    tensors = {f"model.layers.0.block_sparse_moe.experts.{e}.{p}.weight": torch.randn(*shape, generator=g)
-               for e in range(4) for p, shape in (("w1", (64, 32)), ("w3", (64, 32)), ("w2", (32, 64)))}
+    tensors = {
+        f"model.layers.0.block_sparse_moe.experts.{e}.{p}.weight": torch.randn(*shape, generator=g)
+        for e in range(4)
+        for p, shape in (("w1", (64, 32)), ("w3", (64, 32)), ("w2", (32, 64)))
+    }
     tensors["model.layers.0.block_sparse_moe.experts.2.w3.weight"][7, 3] = value
-    return write_checkpoint(tmp_path / f"ckpt-{value}", {"model_type": "mixtral", "hidden_size": 32,
-                                                         "num_hidden_layers": 1}, tensors)
+    return write_checkpoint(
+        tmp_path / f"ckpt-{value}", {"model_type": "mixtral", "hidden_size": 32, "num_hidden_layers": 1}, tensors
+    )
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
@@ -34,8 +37,10 @@ def _checkpoint_with(tmp_path: Path, value: float) -> Path:
 def test_nonfinite_weight_is_one_line_naming_the_matrix(tmp_path: Path, value: float, error_model: str) -> None:
     model = _checkpoint_with(tmp_path, value)
     out = tmp_path / "run"
-    result = runner.invoke(app, ["plan", str(model), "--budget", "3", "--group-size", "32", "--error-model",
-                                 error_model, "--out", str(out)])
+    result = runner.invoke(
+        app,
+        ["plan", str(model), "--budget", "3", "--group-size", "32", "--error-model", error_model, "--out", str(out)],
+    )
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
     assert "experts.2.w3" in result.output and "NaN/Inf" in result.output
@@ -174,15 +179,17 @@ def test_full_disk_is_one_line_and_leaves_nothing(tiny_checkpoints, tmp_path: Pa
     import tempfile
 
     from alphaq.load import open_checkpoint
-
     from tests.quantization.quantize_helpers import make_plan
 
     model = tiny_checkpoints["mixtral"]
     plan = make_plan(open_checkpoint(model), tmp_path / "plan.json", lambda m: 4 if m.role.value == "expert" else 16)
     out = tmp_path / "out"
-    args = {"inspect": ["inspect", str(model)], "plan": ["plan", str(model), "--budget", "3", "--group-size", "32"],
-            "quantize": ["quantize", str(model), "--plan", str(plan)],
-            "export": ["export", str(plan), "--format", "compressed-tensors", "--model", str(model)]}[command]
+    args = {
+        "inspect": ["inspect", str(model)],
+        "plan": ["plan", str(model), "--budget", "3", "--group-size", "32"],
+        "quantize": ["quantize", str(model), "--plan", str(plan)],
+        "export": ["export", str(plan), "--format", "compressed-tensors", "--model", str(model)],
+    }[command]
     real = tempfile.mkstemp
 
     def full(*a, **k):  # noqa: ANN002, ANN003 - every new file in out fails as on a full disk
@@ -202,8 +209,12 @@ def test_full_disk_is_one_line_and_leaves_nothing(tiny_checkpoints, tmp_path: Pa
     assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
     assert "No space left on device" in result.output and "Traceback" not in result.output
     leftovers = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
-    assert not [p for p in leftovers if p.name in ("plan.json", "inspect.json", "quantize.json", "config.json")
-                or p.suffix in (".safetensors", ".tmp")], leftovers
+    assert not [
+        p
+        for p in leftovers
+        if p.name in ("plan.json", "inspect.json", "quantize.json", "config.json")
+        or p.suffix in (".safetensors", ".tmp")
+    ], leftovers
 
 
 def test_default_gamma_moves_bits_at_a_candidate_width_and_gamma_1_says_uniform_is_optimal(tmp_path: Path) -> None:

@@ -7,20 +7,56 @@ from pathlib import Path
 import pytest
 
 from alphaq.errors import PlanError
-from alphaq.planning.plan_file import (PLAN_SCHEMA_VERSION, Plan, PlanTensor, load_plan, save_plan, tensor_totals,
-                                       tensors_fingerprint)
+from alphaq.planning.plan_file import (
+    PLAN_SCHEMA_VERSION,
+    Plan,
+    PlanTensor,
+    load_plan,
+    save_plan,
+    tensor_totals,
+    tensors_fingerprint,
+)
 
 
 def tiny_plan() -> Plan:
     tensors = (
-        PlanTensor(name="L0.E0.gate", tensor="model.layers.0.mlp.experts.0.gate_proj.weight", layer=0, expert=0,
-                   proj="gate", role="expert", rows=32, cols=64, params=2048, bits=3, group_size=32,
-                   bytes=32 * 8 * 3 + 2 * 32 * 2 * 2, error=0.12, unit="L0.E0"),
-        PlanTensor(name="L0.q", tensor="model.layers.0.self_attn.q_proj.weight", layer=0, expert=None, proj="q",
-                   role="attention", rows=64, cols=64, params=4096, bits=16, group_size=None, bytes=8192, error=0.0),
+        PlanTensor(
+            name="L0.E0.gate",
+            tensor="model.layers.0.mlp.experts.0.gate_proj.weight",
+            layer=0,
+            expert=0,
+            proj="gate",
+            role="expert",
+            rows=32,
+            cols=64,
+            params=2048,
+            bits=3,
+            group_size=32,
+            bytes=32 * 8 * 3 + 2 * 32 * 2 * 2,
+            error=0.12,
+            unit="L0.E0",
+        ),
+        PlanTensor(
+            name="L0.q",
+            tensor="model.layers.0.self_attn.q_proj.weight",
+            layer=0,
+            expert=None,
+            proj="q",
+            role="attention",
+            rows=64,
+            cols=64,
+            params=4096,
+            bits=16,
+            group_size=None,
+            bytes=8192,
+            error=0.0,
+        ),
     )
-    return Plan(provenance={"alphaq_version": "0.1.0", "gamma": 1.0, "bound": math.nan, "widths": (2, 3)},
-                summary=tensor_totals(tensors), tensors=tensors)
+    return Plan(
+        provenance={"alphaq_version": "0.1.0", "gamma": 1.0, "bound": math.nan, "widths": (2, 3)},
+        summary=tensor_totals(tensors),
+        tensors=tensors,
+    )
 
 
 def write(tmp_path: Path, data) -> Path:
@@ -66,24 +102,27 @@ def broken(**changes):
     return data
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ("{not json", r"not valid JSON \(line 1, column 2"),
-    ("[1, 2]", "JSON list, not a plan object"),
-    (broken(schema_version=2), "schema_version 2, this alphaq reads 1; re-create it"),
-    (broken(schema_version=KeyError), "schema_version None"),
-    (broken(summary=KeyError), r"lacks field\(s\) summary"),
-    (broken(tensors=[]), "tensors must be a non-empty list"),
-    (broken(t0_bits=KeyError), r"tensor L0.E0.gate lacks field\(s\) bits"),
-    (broken(t0_bits=9), "bits=9; widths must be 1..8"),
-    (broken(t0_bits=0), "bits=0; widths must be 1..8"),
-    (broken(t0_bits=3.5), "bits=3.5 of the wrong type"),
-    (broken(t0_group_size=12), "group_size=12; use a positive multiple of 8"),
-    (broken(t0_group_size=None), "group_size=None; use a positive multiple of 8"),
-    (broken(t0_bytes=1), "bytes=1 but 3-bit storage takes 1024"),
-    (broken(t0_params=7), "disagree"),
-    (broken(t0_error=-1.0), "error=-1.0"),
-    (broken(plan_fingerprint="0" * 64), "plan_fingerprint does not match its tensors"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("{not json", r"not valid JSON \(line 1, column 2"),
+        ("[1, 2]", "JSON list, not a plan object"),
+        (broken(schema_version=2), "schema_version 2, this alphaq reads 1; re-create it"),
+        (broken(schema_version=KeyError), "schema_version None"),
+        (broken(summary=KeyError), r"lacks field\(s\) summary"),
+        (broken(tensors=[]), "tensors must be a non-empty list"),
+        (broken(t0_bits=KeyError), r"tensor L0.E0.gate lacks field\(s\) bits"),
+        (broken(t0_bits=9), "bits=9; widths must be 1..8"),
+        (broken(t0_bits=0), "bits=0; widths must be 1..8"),
+        (broken(t0_bits=3.5), "bits=3.5 of the wrong type"),
+        (broken(t0_group_size=12), "group_size=12; use a positive multiple of 8"),
+        (broken(t0_group_size=None), "group_size=None; use a positive multiple of 8"),
+        (broken(t0_bytes=1), "bytes=1 but 3-bit storage takes 1024"),
+        (broken(t0_params=7), "disagree"),
+        (broken(t0_error=-1.0), "error=-1.0"),
+        (broken(plan_fingerprint="0" * 64), "plan_fingerprint does not match its tensors"),
+    ],
+)
 def test_validation_errors(tmp_path: Path, data, message) -> None:
     with pytest.raises(PlanError, match=message):
         load_plan(write(tmp_path, data))

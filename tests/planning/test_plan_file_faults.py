@@ -11,13 +11,7 @@ import pytest
 
 from alphaq.errors import PlanError
 from alphaq.planning.plan_file import load_plan
-from tests.fixtures.bad_input import (
-    assert_nothing_partial,
-    assert_one_line_or_success,
-    invoke,
-    shared_plans,
-    snapshot,
-)
+from tests.fixtures.bad_input import assert_nothing_partial, assert_one_line_or_success, invoke, shared_plans, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +24,12 @@ def _fake_llamacpp_tools() -> Iterator[None]:
     """`export --format gguf` looks for llama.cpp first; a stand-in lets it go on to read the plan."""
     from alphaq.export import llamacpp_tools
 
-    fake = llamacpp_tools.LlamaCppTools(root=Path("/nonexistent"), quantize=Path("/nonexistent/llama-quantize"),
-                                        perplexity=Path("/nonexistent/llama-perplexity"),
-                                        converter=Path("/nonexistent/convert_hf_to_gguf.py"))
+    fake = llamacpp_tools.LlamaCppTools(
+        root=Path("/nonexistent"),
+        quantize=Path("/nonexistent/llama-quantize"),
+        perplexity=Path("/nonexistent/llama-perplexity"),
+        converter=Path("/nonexistent/convert_hf_to_gguf.py"),
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(llamacpp_tools, "find_tools", lambda *args, **kwargs: fake)
         yield
@@ -43,10 +40,14 @@ def plan_commands(plan: Path, model: Path, tmp: Path) -> dict[str, tuple[list, P
     return {
         "quantize": (["quantize", model, "--plan", plan, "--out", tmp / "q", "--no-html"], tmp / "q"),
         "export llama.cpp": (["export", plan, "--out", tmp / "x" / "types.txt"], tmp / "x"),
-        "export gguf": (["export", plan, "--format", "gguf", "--model", model, "--out", tmp / "g" / "m.gguf"],
-                        tmp / "g"),
-        "export compressed-tensors": (["export", plan, "--format", "compressed-tensors", "--model", model, "--out",
-                                       tmp / "ct"], tmp / "ct"),
+        "export gguf": (
+            ["export", plan, "--format", "gguf", "--model", model, "--out", tmp / "g" / "m.gguf"],
+            tmp / "g",
+        ),
+        "export compressed-tensors": (
+            ["export", plan, "--format", "compressed-tensors", "--model", model, "--out", tmp / "ct"],
+            tmp / "ct",
+        ),
     }
 
 
@@ -118,16 +119,17 @@ def test_plan_that_is_not_utf8_is_one_line(plans: dict[str, Path], tmp_path: Pat
     _run_all(bad, plans["model"], tmp_path, tuple(plan_commands(bad, plans["model"], tmp_path)), "not UTF-8")
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("checkpoint", "demo-moe"), ("options", ["rtn"]), ("budget", "3.5"), ("diagnostics", [1]), ("notes", "none"),
-])
-def test_provenance_fields_of_other_types_are_one_line(plans: dict[str, Path], tmp_path: Path, field: str,
-                                                       value: object) -> None:
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("checkpoint", "demo-moe"), ("options", ["rtn"]), ("budget", "3.5"), ("diagnostics", [1]), ("notes", "none")],
+)
+def test_provenance_fields_of_other_types_are_one_line(
+    plans: dict[str, Path], tmp_path: Path, field: str, value: object
+) -> None:
     bad = _edited(plans["alphaq"], tmp_path / "plan.json", lambda d: d["provenance"].update({field: value}))
     with pytest.raises(PlanError, match=f"provenance.{field} is .*; it must be"):
         load_plan(bad)
-    _run_all(bad, plans["model"], tmp_path, tuple(plan_commands(bad, plans["model"], tmp_path)),
-             f"provenance.{field}")
+    _run_all(bad, plans["model"], tmp_path, tuple(plan_commands(bad, plans["model"], tmp_path)), f"provenance.{field}")
 
 
 def test_checkpoint_path_that_is_a_number_is_one_line(plans: dict[str, Path], tmp_path: Path) -> None:
@@ -143,13 +145,20 @@ def test_checkpoint_path_that_is_a_number_is_one_line(plans: dict[str, Path], tm
             assert not out.exists()
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (lambda d: d["provenance"]["options"].update(target="onnx"), "target is \"onnx\"; plans target alphaq or gguf"),
-    (lambda d: d.update(plan_fingerprint=7), "plan_fingerprint is 7"),
-    (lambda d: d["tensors"][0].update(group_size=1 << 20, bits=4), "group_size=1048576"),
-])
-def test_other_field_edits_are_one_line(plans: dict[str, Path], tmp_path: Path, edit,  # noqa: ANN001
-                                        message: str) -> None:
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["provenance"]["options"].update(target="onnx"), 'target is "onnx"; plans target alphaq or gguf'),
+        (lambda d: d.update(plan_fingerprint=7), "plan_fingerprint is 7"),
+        (lambda d: d["tensors"][0].update(group_size=1 << 20, bits=4), "group_size=1048576"),
+    ],
+)
+def test_other_field_edits_are_one_line(
+    plans: dict[str, Path],
+    tmp_path: Path,
+    edit,  # noqa: ANN001
+    message: str,
+) -> None:
     bad = _edited(plans["alphaq"], tmp_path / "plan.json", edit)
     with pytest.raises(PlanError, match=message.replace("(", r"\(")):
         load_plan(bad)

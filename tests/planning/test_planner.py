@@ -11,8 +11,11 @@ from alphaq.planning import PlanConfig, load_plan, make_plan, save_plan, sweep
 from alphaq.planning.planner import SWEEP_COLUMNS
 from tests.planning.test_units import make_details, make_reader
 
-PROVENANCE = {"checkpoint": {"path": "/ckpt", "fingerprint": "abc123"}, "model_type": "qwen2_moe",
-              "diagnostics": {"fit": "ww", "inspect_fingerprint": "def456"}}
+PROVENANCE = {
+    "checkpoint": {"path": "/ckpt", "fingerprint": "abc123"},
+    "model_type": "qwen2_moe",
+    "diagnostics": {"fit": "ww", "inspect_fingerprint": "def456"},
+}
 
 
 class CountingReader:
@@ -90,8 +93,9 @@ def test_failed_fits_are_listed_and_frequency_needs_shares() -> None:
     with pytest.raises(PlanError, match="routing shares"):
         make_plan(details, make_reader(details), PlanConfig("3", allocator="frequency"), provenance={})
     shares = {(0, 0): 0.7, (0, 1): 0.1, (0, 2): 0.1, (0, 3): 0.1}
-    freq = make_plan(details, make_reader(details), PlanConfig("3", allocator="frequency"), provenance={},
-                     routing_shares=shares)
+    freq = make_plan(
+        details, make_reader(details), PlanConfig("3", allocator="frequency"), provenance={}, routing_shares=shares
+    )
     assert freq.provenance["options"]["allocator"] == "frequency"
 
 
@@ -110,25 +114,28 @@ def test_sweep_reads_weights_once_and_compares_allocators() -> None:
     assert (frame.loc[frame["budget"] == "1", "status"] == "infeasible").all()
     bits = feasible[feasible["budget_kind"] == "bits"]
     assert (bits["average_payload_bits"] <= bits["budget"].astype(float) + 1e-12).all()
-    for budget, group in feasible.groupby("budget"):
+    for _budget, group in feasible.groupby("budget"):
         best = group.set_index("allocator")["alpha_objective"]
         assert best["alphaq"] <= best.min() + 1e-12
     with pytest.raises(ConfigError, match="unknown allocator"):
         sweep(details, reader, PlanConfig("3"), ["3"], ["nope"])
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"budget": "3.5x"}, "unknown budget unit"),
-    ({"budget": "3", "widths": "2,9"}, "subset of 1..8"),
-    ({"budget": "3", "group_size": 100}, "group_size=100"),
-    ({"budget": "3", "granularity": "model"}, "--granularity"),
-    ({"budget": "3", "error_model": "guess"}, "--error-model"),
-    ({"budget": "3", "allocator": "best"}, "--allocator"),
-    ({"budget": "3", "solver": "cplex"}, "--solver"),
-    ({"budget": "3", "gamma": -1.0}, "--gamma"),
-    ({"budget": "3", "min_bits": "5", "max_bits": "4"}, "exceeds --max-bits"),
-    ({"budget": "3", "keep": "attention=3.5"}, "malformed"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"budget": "3.5x"}, "unknown budget unit"),
+        ({"budget": "3", "widths": "2,9"}, "subset of 1..8"),
+        ({"budget": "3", "group_size": 100}, "group_size=100"),
+        ({"budget": "3", "granularity": "model"}, "--granularity"),
+        ({"budget": "3", "error_model": "guess"}, "--error-model"),
+        ({"budget": "3", "allocator": "best"}, "--allocator"),
+        ({"budget": "3", "solver": "cplex"}, "--solver"),
+        ({"budget": "3", "gamma": -1.0}, "--gamma"),
+        ({"budget": "3", "min_bits": "5", "max_bits": "4"}, "exceeds --max-bits"),
+        ({"budget": "3", "keep": "attention=3.5"}, "malformed"),
+    ],
+)
 def test_config_validation(kwargs, message) -> None:
     with pytest.raises(ConfigError, match=message):
         PlanConfig(**kwargs)

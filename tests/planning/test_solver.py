@@ -57,7 +57,7 @@ def test_dp_core_on_structured_instance_is_optimal_and_beats_greedy() -> None:
     # 120 units with equal weights 2,3,4,8 and near-equal convex costs: the Lagrangian greedy leaves a gap
     rng = np.random.default_rng(0)
     widths = np.array([2.0, 3.0, 4.0, 8.0])
-    cost = rng.uniform(0.8, 1.2, (120, 1)) * 2.0 ** -widths * (1 + 0.02 * rng.standard_normal((120, 4)))
+    cost = rng.uniform(0.8, 1.2, (120, 1)) * 2.0**-widths * (1 + 0.02 * rng.standard_normal((120, 4)))
     weight = np.broadcast_to(widths * 1000, (120, 4)).copy()
     capacity = (588 + 3) * 1000.0
     fast = solve_lagrangian(cost, weight, capacity)
@@ -75,8 +75,9 @@ def test_deterministic() -> None:
     first = solve_exact(cost, weight, capacity, mip_rel_gap=0.0)
     second = solve_exact(cost, weight, capacity, mip_rel_gap=0.0)
     np.testing.assert_array_equal(first.choice, second.choice)
-    np.testing.assert_array_equal(solve_lagrangian(cost, weight, capacity).choice,
-                                  solve_lagrangian(cost, weight, capacity).choice)
+    np.testing.assert_array_equal(
+        solve_lagrangian(cost, weight, capacity).choice, solve_lagrangian(cost, weight, capacity).choice
+    )
 
 
 def test_slack_capacity_takes_cheapest_everywhere() -> None:
@@ -116,7 +117,7 @@ def test_relative_gap() -> None:
 def test_time_limit_returns_the_lagrangian_incumbent() -> None:
     rng = np.random.default_rng(0)
     widths = np.array([2.0, 3.0, 4.0, 8.0])
-    cost = rng.uniform(0.8, 1.2, (120, 1)) * 2.0 ** -widths * (1 + 0.02 * rng.standard_normal((120, 4)))
+    cost = rng.uniform(0.8, 1.2, (120, 1)) * 2.0**-widths * (1 + 0.02 * rng.standard_normal((120, 4)))
     weight = np.broadcast_to(widths * 1000, (120, 4)).copy()
     capacity = (588 + 3) * 1000.0
     fast = solve_lagrangian(cost, weight, capacity)

@@ -14,8 +14,14 @@ from alphaq.planning.units import KeepPolicy, build_units, kept_bytes_by_role, k
 SHAPES = {"gate": (32, 64), "up": (32, 64), "down": (64, 32)}
 
 
-def make_details(layers: int = 2, experts: int = 4, *, alphas: dict[tuple[int, int], float] | None = None,
-                 extra: bool = True, shapes: dict[str, tuple[int, int]] | None = None) -> pd.DataFrame:
+def make_details(
+    layers: int = 2,
+    experts: int = 4,
+    *,
+    alphas: dict[tuple[int, int], float] | None = None,
+    extra: bool = True,
+    shapes: dict[str, tuple[int, int]] | None = None,
+) -> pd.DataFrame:
     """A hand-built inspect details table: routed experts (gate/up/down) plus attention, router, shared."""
     shapes = shapes or SHAPES
     rows = []
@@ -23,22 +29,83 @@ def make_details(layers: int = 2, experts: int = 4, *, alphas: dict[tuple[int, i
         for expert in range(experts):
             alpha = (alphas or {}).get((layer, expert), 2.0 + 0.5 * expert + 0.1 * layer)
             for proj, (r, c) in shapes.items():
-                rows.append({"name": f"L{layer}.E{expert}.{proj}", "tensor": f"model.layers.{layer}.mlp.experts.{expert}.{proj}_proj.weight",
-                             "layer": layer, "expert": expert, "proj": proj, "role": "expert", "rows": r, "cols": c,
-                             "params": r * c, "alpha": alpha, "status": "success"})
+                rows.append(
+                    {
+                        "name": f"L{layer}.E{expert}.{proj}",
+                        "tensor": f"model.layers.{layer}.mlp.experts.{expert}.{proj}_proj.weight",
+                        "layer": layer,
+                        "expert": expert,
+                        "proj": proj,
+                        "role": "expert",
+                        "rows": r,
+                        "cols": c,
+                        "params": r * c,
+                        "alpha": alpha,
+                        "status": "success",
+                    }
+                )
         if extra:
-            rows.append({"name": f"L{layer}.q", "tensor": f"model.layers.{layer}.self_attn.q_proj.weight", "layer": layer,
-                         "expert": pd.NA, "proj": "q", "role": "attention", "rows": 64, "cols": 64, "params": 4096,
-                         "alpha": 3.0, "status": "success"})
-            rows.append({"name": f"L{layer}.router", "tensor": f"model.layers.{layer}.mlp.gate.weight", "layer": layer,
-                         "expert": pd.NA, "proj": "router", "role": "router", "rows": experts, "cols": 64,
-                         "params": experts * 64, "alpha": math.nan, "status": "skipped"})
-            rows.append({"name": f"L{layer}.shared.up", "tensor": f"model.layers.{layer}.mlp.shared_expert.up_proj.weight",
-                         "layer": layer, "expert": pd.NA, "proj": "up", "role": "shared_expert", "rows": 32, "cols": 64,
-                         "params": 2048, "alpha": 3.0, "status": "success"})
+            rows.append(
+                {
+                    "name": f"L{layer}.q",
+                    "tensor": f"model.layers.{layer}.self_attn.q_proj.weight",
+                    "layer": layer,
+                    "expert": pd.NA,
+                    "proj": "q",
+                    "role": "attention",
+                    "rows": 64,
+                    "cols": 64,
+                    "params": 4096,
+                    "alpha": 3.0,
+                    "status": "success",
+                }
+            )
+            rows.append(
+                {
+                    "name": f"L{layer}.router",
+                    "tensor": f"model.layers.{layer}.mlp.gate.weight",
+                    "layer": layer,
+                    "expert": pd.NA,
+                    "proj": "router",
+                    "role": "router",
+                    "rows": experts,
+                    "cols": 64,
+                    "params": experts * 64,
+                    "alpha": math.nan,
+                    "status": "skipped",
+                }
+            )
+            rows.append(
+                {
+                    "name": f"L{layer}.shared.up",
+                    "tensor": f"model.layers.{layer}.mlp.shared_expert.up_proj.weight",
+                    "layer": layer,
+                    "expert": pd.NA,
+                    "proj": "up",
+                    "role": "shared_expert",
+                    "rows": 32,
+                    "cols": 64,
+                    "params": 2048,
+                    "alpha": 3.0,
+                    "status": "success",
+                }
+            )
     if extra:
-        rows.append({"name": "embed", "tensor": "model.embed_tokens.weight", "layer": pd.NA, "expert": pd.NA, "proj": pd.NA,
-                     "role": "embedding", "rows": 100, "cols": 64, "params": 6400, "alpha": math.nan, "status": "skipped"})
+        rows.append(
+            {
+                "name": "embed",
+                "tensor": "model.embed_tokens.weight",
+                "layer": pd.NA,
+                "expert": pd.NA,
+                "proj": pd.NA,
+                "role": "embedding",
+                "rows": 100,
+                "cols": 64,
+                "params": 6400,
+                "alpha": math.nan,
+                "status": "skipped",
+            }
+        )
     frame = pd.DataFrame(rows)
     frame["layer"] = frame["layer"].astype("Int64")
     frame["expert"] = frame["expert"].astype("Int64")
@@ -111,8 +178,12 @@ def test_keep_policy_parse_and_bytes() -> None:
     assert set(kept["role"]) == {"attention", "router", "shared_expert", "embedding"}
     # shared 32x64 at 8 bits, group 32: payload 32*8*8 = 2048, scales = zeros = 32*2*2 = 128
     assert kept.loc[kept["role"] == "shared_expert", "bytes"].item() == 2048 + 2 * 128
-    assert kept_bytes_by_role(kept) == {"attention": 64 * 64 * 2, "embedding": 100 * 64 * 2,
-                                        "router": 4 * 64 * 2, "shared_expert": 2304}
+    assert kept_bytes_by_role(kept) == {
+        "attention": 64 * 64 * 2,
+        "embedding": 100 * 64 * 2,
+        "router": 4 * 64 * 2,
+        "shared_expert": 2304,
+    }
 
 
 def test_unit_bytes_match_hand_computation() -> None:

@@ -22,8 +22,10 @@ from alphaq.quantization.writer import base_name
 from tests.quantization.quantize_helpers import make_plan
 
 runner = CliRunner()
-TEXT = ("The river ran past the old mill, and the miller's sons watched the water rise over the stones. "
-        "In the evening they walked to the village, where the baker sold bread and the smith mended tools. ")
+TEXT = (
+    "The river ran past the old mill, and the miller's sons watched the water rise over the stones. "
+    "In the evening they walked to the village, where the baker sold bread and the smith mended tools. "
+)
 
 
 def correlated_inputs(n: int, cols: int, seed: int = 0) -> torch.Tensor:
@@ -42,13 +44,13 @@ def plain_gptq(w: torch.Tensor, h: torch.Tensor, spec: QuantSpec, damp: float = 
     out = torch.zeros_like(w)
     for j in range(cols):
         if j % spec.group_size == 0:
-            group = w[:, j:j + spec.group_size].to(torch.float32)
+            group = w[:, j : j + spec.group_size].to(torch.float32)
             s16, z16 = group_params(group.amin(1), group.amax(1), spec.max_code)
             s, z = s16.to(torch.float64).unsqueeze(1), z16.to(torch.float64).unsqueeze(1)
-        q = codes(w[:, j:j + 1], s, z, spec.max_code)
-        out[:, j:j + 1] = (q - z) * s
-        e = (w[:, j:j + 1] - out[:, j:j + 1]) / u[j, j]
-        w[:, j:] -= e @ u[j:j + 1, j:]
+        q = codes(w[:, j : j + 1], s, z, spec.max_code)
+        out[:, j : j + 1] = (q - z) * s
+        e = (w[:, j : j + 1] - out[:, j : j + 1]) / u[j, j]
+        w[:, j:] -= e @ u[j : j + 1, j:]
     return out
 
 
@@ -116,9 +118,12 @@ def test_capture_hessians_reproduces_the_routing(tiny_checkpoints) -> None:
     windows = torch.randint(0, cfg.vocab_size, (3, 16), generator=torch.Generator().manual_seed(0))
     layers = model.model.layers
     block_inputs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(layers))}
-    hooks = [layer.mlp.register_forward_pre_hook(
-        lambda _m, args, i=i: block_inputs[i].append(args[0].reshape(-1, args[0].shape[-1]).clone()))
-        for i, layer in enumerate(layers)]
+    hooks = [
+        layer.mlp.register_forward_pre_hook(
+            lambda _m, args, i=i: block_inputs[i].append(args[0].reshape(-1, args[0].shape[-1]).clone())
+        )
+        for i, layer in enumerate(layers)
+    ]
     sums = capture_hessians(model, windows, linear_names=["model.layers.0.self_attn.o_proj"], batch_windows=2)
     for hook in hooks:
         hook.remove()
@@ -140,8 +145,9 @@ def test_capture_hessians_reproduces_the_routing(tiny_checkpoints) -> None:
             torch.testing.assert_close(h_in, 2 * routed.T @ routed / routed.shape[0], rtol=1e-4, atol=1e-6)
             gate, up = (routed @ layers[i].mlp.experts.gate_up_proj[e].T).chunk(2, dim=-1)
             act = layers[i].mlp.experts.act_fn(gate) * up
-            torch.testing.assert_close(sums.hessian((i, e, "down")), 2 * act.T @ act / act.shape[0],
-                                       rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(
+                sums.hessian((i, e, "down")), 2 * act.T @ act / act.shape[0], rtol=1e-4, atol=1e-6
+            )
     assert sums.counts["model.layers.0.self_attn.o_proj"] == tokens
 
 
@@ -150,8 +156,10 @@ def test_capture_hessians_reproduces_the_routing(tiny_checkpoints) -> None:
 
 def _layer0_plan(ckpt, path: Path) -> Path:
     """Layer 0's experts at 2/3/4 bits, the rest kept (fast; load_quantized runs quantized experts only)."""
+
     def bits(m) -> int:
         return (2, 3, 4)[int(m.expert) % 3] if m.role.value == "expert" and m.layer == 0 else 16
+
     return make_plan(ckpt, path, bits, group_size=128)
 
 
@@ -165,8 +173,23 @@ def test_quantize_gptq_end_to_end_on_the_bundled_model(tmp_path: Path) -> None:
     text = tmp_path / "calib.txt"
     text.write_text(TEXT * 30, encoding="utf-8")
     out = tmp_path / "q"
-    result = runner.invoke(app, ["quantize", "--plan", str(plan), "--out", str(out), "--method", "gptq",
-                                 "--calibration-text", str(text), "--calibration-windows", "128", "--no-html"])
+    result = runner.invoke(
+        app,
+        [
+            "quantize",
+            "--plan",
+            str(plan),
+            "--out",
+            str(out),
+            "--method",
+            "gptq",
+            "--calibration-text",
+            str(text),
+            "--calibration-windows",
+            "128",
+            "--no-html",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "quantize.json").read_text())
     calib = manifest["options"]["calibration"]
@@ -208,8 +231,7 @@ def test_python_api_runs_gptq_with_its_options_through_the_config(tmp_path: Path
     text = tmp_path / "calib.txt"
     text.write_text(TEXT * 30, encoding="utf-8")
     options = GptqOptions(damp=0.05, block_size=32)
-    config = alphaq.QuantizeConfig(plan=plan, method="gptq", calibration_text=text, calibration_windows=2,
-                                   gptq=options)
+    config = alphaq.QuantizeConfig(plan=plan, method="gptq", calibration_text=text, calibration_windows=2, gptq=options)
     result = alphaq.quantize(None, config, tmp_path / "q")
     calib = result.manifest["options"]["calibration"]
     assert result.manifest["options"]["method"] == "gptq" and (calib["damp"], calib["block_size"]) == (0.05, 32)
@@ -218,8 +240,12 @@ def test_python_api_runs_gptq_with_its_options_through_the_config(tmp_path: Path
     cal = calibrate(ckpt.path, w1s, text, windows=2)
     ref = next(m for m in w1s if cal.hessian(m) is not None)
     got = read_quantized_tensors(tmp_path / "q", [base_name(ref)])[base_name(ref)].unpack()
-    want = quantize_gptq(ckpt.read_matrix(ref, dtype=torch.float32), cal.hessian(ref),
-                         QuantSpec((2, 3, 4)[int(ref.expert) % 3], 128), options)
+    want = quantize_gptq(
+        ckpt.read_matrix(ref, dtype=torch.float32),
+        cal.hessian(ref),
+        QuantSpec((2, 3, 4)[int(ref.expert) % 3], 128),
+        options,
+    )
     assert torch.equal(got.q, want.q) and torch.equal(got.scale, want.scale) and torch.equal(got.zero, want.zero)
 
 

@@ -50,7 +50,8 @@ def test_hqq_improves_rtn_on_average_by_known_margin() -> None:
     w = gaussian(256, 1024)
     spec = QuantSpec(4, 128)
     ratio = relative_error(w, quantize_dequantize(w, spec, method="hqq", dtype=torch.float32)) / relative_error(
-        w, quantize_dequantize(w, spec, dtype=torch.float32))
+        w, quantize_dequantize(w, spec, dtype=torch.float32)
+    )
     assert 0.95 < ratio < 0.985
 
 
@@ -100,9 +101,9 @@ def test_hqq_degenerate_inputs() -> None:
         quantize_hqq(torch.tensor([[float("nan")] * 8]), QuantSpec(4, 8))
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"iters": -1}, {"iters": 2.5}, {"lp_norm": 0.0}, {"lp_norm": 1.5}, {"beta": 0.0}, {"kappa": 0.9},
-])
+@pytest.mark.parametrize(
+    "kwargs", [{"iters": -1}, {"iters": 2.5}, {"lp_norm": 0.0}, {"lp_norm": 1.5}, {"beta": 0.0}, {"kappa": 0.9}]
+)
 def test_hqq_rejects_bad_parameters(kwargs: dict) -> None:
     with pytest.raises(ConfigError, match="hqq"):
         quantize_hqq(torch.ones(2, 8), QuantSpec(4, 8), **kwargs)

@@ -43,18 +43,38 @@ def test_quant_spec_is_frozen_and_hashable() -> None:
     assert {spec: 1}[QuantSpec(3, 64)] == 1
 
 
-@pytest.mark.parametrize(("cols", "bits", "expected"), [
-    (0, 3, 0), (1, 3, 3), (8, 3, 3), (9, 3, 6), (10, 3, 6), (12, 4, 8), (13, 8, 16), (2816, 4, 1408),
-    (4096, 2, 1024), (1000, 1, 125),
-])
+@pytest.mark.parametrize(
+    ("cols", "bits", "expected"),
+    [
+        (0, 3, 0),
+        (1, 3, 3),
+        (8, 3, 3),
+        (9, 3, 6),
+        (10, 3, 6),
+        (12, 4, 8),
+        (13, 8, 16),
+        (2816, 4, 1408),
+        (4096, 2, 1024),
+        (1000, 1, 125),
+    ],
+)
 def test_packed_row_bytes(cols: int, bits: int, expected: int) -> None:
     assert packed_row_bytes(cols, bits) == expected
 
 
-@pytest.mark.parametrize(("cols", "group_size", "expected"), [
-    (0, 128, 0), (1, 128, 1), (128, 128, 1), (129, 128, 2), (1000, 128, 8), (2816, 128, 22), (2816, 64, 44),
-    (100, 32, 4),
-])
+@pytest.mark.parametrize(
+    ("cols", "group_size", "expected"),
+    [
+        (0, 128, 0),
+        (1, 128, 1),
+        (128, 128, 1),
+        (129, 128, 2),
+        (1000, 128, 8),
+        (2816, 128, 22),
+        (2816, 64, 44),
+        (100, 32, 4),
+    ],
+)
 def test_num_groups(cols: int, group_size: int, expected: int) -> None:
     assert num_groups(cols, group_size) == expected
 
@@ -62,7 +82,8 @@ def test_num_groups(cols: int, group_size: int, expected: int) -> None:
 def test_quantized_nbytes_by_hand() -> None:
     # 1024 x 2816, 4 bits, g128: 352 units * 4 bytes per row; 22 groups.
     assert quantized_nbytes(1024, 2816, QuantSpec(4, 128)) == QuantBytes(
-        payload=1_441_792, scales=45_056, zeros=45_056, total=1_531_904)
+        payload=1_441_792, scales=45_056, zeros=45_056, total=1_531_904
+    )
     # 3 x 1000, 3 bits, g64: 125 units * 3 bytes = 375 per row; 16 groups (last one partial).
     assert quantized_nbytes(3, 1000, QuantSpec(3, 64)) == QuantBytes(payload=1125, scales=96, zeros=96, total=1317)
     # 5 x 13, 1 bit, g8: 2 units * 1 byte per row; 2 groups.
@@ -83,10 +104,15 @@ def test_dense_nbytes() -> None:
         dense_nbytes(3, 5, dtype_bytes=0)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: packed_row_bytes(-1, 4), lambda: num_groups(-8, 128), lambda: quantized_nbytes(-1, 8, QuantSpec(4)),
-    lambda: dense_nbytes(2, 1.5),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: packed_row_bytes(-1, 4),
+        lambda: num_groups(-8, 128),
+        lambda: quantized_nbytes(-1, 8, QuantSpec(4)),
+        lambda: dense_nbytes(2, 1.5),
+    ],
+)
 def test_negative_or_non_integer_dims_are_rejected(call: object) -> None:
     with pytest.raises(ValueError):
         call()  # type: ignore[operator]

@@ -15,13 +15,15 @@ from alphaq.errors import AlphaQError, CheckpointError
 from alphaq.load import open_checkpoint
 from alphaq.load.checkpoint import MatrixRef
 from alphaq.load.model import load_model
-from alphaq.zoo.demo import demo_model_path
 from alphaq.planning.plan_file import Plan, PlanTensor, save_plan, tensor_totals
 from alphaq.planning.units import matrix_nbytes
 from alphaq.quantization.loading import EXPERT_LAYOUTS, load_quantized
 from alphaq.quantization.modules import QuantizedExperts, QuantLinear
+from alphaq.zoo.demo import demo_model_path
 
-qrun = pytest.importorskip("alphaq.quantization.run", reason="alphaq.quantization.run (the quantized writer) is not available")
+qrun = pytest.importorskip(
+    "alphaq.quantization.run", reason="alphaq.quantization.run (the quantized writer) is not available"
+)
 from alphaq.quantization.writer import read_quantization_config, read_quantized_tensors  # noqa: E402
 
 BitsFor = Callable[[MatrixRef], int]
@@ -39,17 +41,34 @@ def quantize(src: Path, out: Path, bits_for: BitsFor = cycling_bits, group_size:
     tensors = []
     for m in ckpt.matrices:
         bits = bits_for(m)
-        tensors.append(PlanTensor(
-            name=m.name, tensor=m.tensor, layer=m.layer, expert=m.expert, proj=m.proj, role=m.role.value,
-            rows=m.shape[0], cols=m.shape[1], params=m.params, bits=bits, group_size=None if bits == 16 else group_size,
-            bytes=matrix_nbytes(m.shape[0], m.shape[1], bits, group_size), error=0.0, unit=None))
-    plan = Plan(provenance={"checkpoint": {"path": str(src), "model_type": ckpt.model_type,
-                                           "fingerprint": ckpt.fingerprint},
-                            "created": "2025-01-01T00:00:00+00:00",
-                            "options": {"allocator": "test", "quant_method": "rtn", "granularity": "expert"},
-                            "budget": {"given": "test"}},
-                summary=tensor_totals(tensors),
-                tensors=tuple(tensors))
+        tensors.append(
+            PlanTensor(
+                name=m.name,
+                tensor=m.tensor,
+                layer=m.layer,
+                expert=m.expert,
+                proj=m.proj,
+                role=m.role.value,
+                rows=m.shape[0],
+                cols=m.shape[1],
+                params=m.params,
+                bits=bits,
+                group_size=None if bits == 16 else group_size,
+                bytes=matrix_nbytes(m.shape[0], m.shape[1], bits, group_size),
+                error=0.0,
+                unit=None,
+            )
+        )
+    plan = Plan(
+        provenance={
+            "checkpoint": {"path": str(src), "model_type": ckpt.model_type, "fingerprint": ckpt.fingerprint},
+            "created": "2025-01-01T00:00:00+00:00",
+            "options": {"allocator": "test", "quant_method": "rtn", "granularity": "expert"},
+            "budget": {"given": "test"},
+        },
+        summary=tensor_totals(tensors),
+        tensors=tuple(tensors),
+    )
     plan_path = out.parent / f"{out.name}-plan.json"
     save_plan(plan, plan_path)
     qrun.run_quantize(src, plan_path, out)
@@ -205,8 +224,11 @@ def test_fused_source_with_dense_and_copied_experts(tmp_path: Path) -> None:
     src = tmp_path / "fused"
     src.mkdir()
     config.save_pretrained(src)
-    save_file({k: v.contiguous() for k, v in source_model.state_dict().items()}, str(src / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in source_model.state_dict().items()},
+        str(src / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(demo_model_path() / name, src / name)
 
@@ -250,7 +272,13 @@ def test_quantized_non_expert_matrix_is_refused(demo_quantized: Path, tmp_path: 
     shutil.copytree(demo_quantized, folder)
     config = json.loads((folder / "config.json").read_text())
     config["quantization_config"]["tensors"]["model.layers.0.self_attn.q_proj"] = {
-        "bits": 4, "group_size": 32, "shape": [256, 256], "layer": 0, "expert": None, "proj": "q"}
+        "bits": 4,
+        "group_size": 32,
+        "shape": [256, 256],
+        "layer": 0,
+        "expert": None,
+        "proj": "q",
+    }
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="is not a routed-expert gate/up/down matrix"):
         load_quantized(folder)

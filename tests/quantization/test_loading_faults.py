@@ -35,8 +35,11 @@ def test_expert_of_the_wrong_shape_is_refused_at_load(quantized: Path, tmp_path:
     model, _ = load_quantized(quantized)  # the intact checkpoint loads
     assert model.model.layers[0].mlp.experts.experts[0]["gate"].in_features == 32
     bad = _with_config(quantized, tmp_path / "bad", intermediate_size=128)
-    with pytest.raises(CheckpointError, match=r"layer 0 expert 0 gate\) is \[64, 32\] but config.json "
-                                              r"\(hidden_size, intermediate_size\) gives \[128, 32\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"layer 0 expert 0 gate\) is \[64, 32\] but config.json "
+        r"\(hidden_size, intermediate_size\) gives \[128, 32\]",
+    ):
         load_quantized(bad)
     text = tmp_path / "text.txt"
     text.write_text(TEXT)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from alphaq.errors import ConfigError
 from alphaq.quantization.layout import QuantSpec, quantized_nbytes
+from alphaq.quantization.methods import quantize_dequantize
 from alphaq.quantization.packing import pack
 from alphaq.quantization.primitives import (
     CLIP_SHRINK_GRID,
@@ -17,7 +18,6 @@ from alphaq.quantization.primitives import (
     quantize_groupwise,
     relative_error,
 )
-from alphaq.quantization.methods import quantize_dequantize
 
 
 def gaussian(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
@@ -68,8 +68,9 @@ def test_rtn_error_is_at_most_half_a_step(bits: int, cols: int, group_size: int)
     rows=st.integers(1, 3),
     clip_search=st.booleans(),
 )
-def test_half_step_bound_on_arbitrary_values(bits: int, group_size: int, values: list[float], rows: int,
-                                             clip_search: bool) -> None:
+def test_half_step_bound_on_arbitrary_values(
+    bits: int, group_size: int, values: list[float], rows: int, clip_search: bool
+) -> None:
     w = torch.tensor(values, dtype=torch.float32).repeat(rows, 1) * torch.tensor([[1.0], [1e-3], [-7.0]])[:rows]
     qt = quantize_groupwise(w, QuantSpec(bits, group_size), clip_search=clip_search)
     out = dequantize_groupwise(qt)

@@ -14,12 +14,19 @@ from typer.testing import CliRunner
 from alphaq.cli import app
 from alphaq.load import open_checkpoint
 from alphaq.load.checkpoint import MatrixRef
-from alphaq.quantization import QuantSpec, dequantize_groupwise
-from alphaq.quantization import compute
-from alphaq.quantization import shards
+from alphaq.quantization import QuantSpec, compute, dequantize_groupwise, shards
 from alphaq.quantization.writer import base_name
-
-from tests.quantization.quantize_helpers import WIDTHS, assert_equals_reference, expert_widths, make_plan, quantize, reference, reshard, stored_bytes, write_checkpoint  # noqa: F401
+from tests.quantization.quantize_helpers import (  # noqa: F401
+    WIDTHS,
+    assert_equals_reference,
+    expert_widths,
+    make_plan,
+    quantize,
+    reference,
+    reshard,
+    stored_bytes,
+    write_checkpoint,
+)
 
 runner = CliRunner()
 
@@ -32,8 +39,9 @@ def test_mixtral_equals_reference_plan_bytes_and_copies(tiny_checkpoints, tmp_pa
     model = tiny_checkpoints["mixtral"]
     ticks: list[tuple[int, str, int]] = []
     seen: list[int] = []
-    result = quantize(model, tmp_path, progress=lambda n, item, total: ticks.append((n, item, total)),
-                      on_bytes=seen.append)
+    result = quantize(
+        model, tmp_path, progress=lambda n, item, total: ticks.append((n, item, total)), on_bytes=seen.append
+    )
     out, ckpt = tmp_path / "out", open_checkpoint(model)
     count = assert_equals_reference(ckpt, out, expert_widths)
     totals = result.totals
@@ -56,8 +64,13 @@ def test_mixtral_equals_reference_plan_bytes_and_copies(tiny_checkpoints, tmp_pa
         assert stored[name] == (str(source.dtype), tuple(source.shape), bytes(shards.tensor_bytes(source))), name
     assert len(stored) == 3 * count + len(copied)
     # the folder: shards, index, config, copied files, quantize.json; no temporary or progress files left
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "generation_config.json", "model.safetensors",
-                                                     "model.safetensors.index.json", "quantize.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "quantize.json",
+    ]
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert index["metadata"]["total_size"] == totals["output_bytes"] == sum(len(v[2]) for v in stored.values())
     config = json.loads((out / "config.json").read_text())
@@ -73,7 +86,8 @@ def test_mixtral_equals_reference_plan_bytes_and_copies(tiny_checkpoints, tmp_pa
     assert manifest["schema_version"] == 1 and manifest["options"]["method"] == "rtn"
     assert manifest["files"] == ["generation_config.json"] and manifest["warnings"] == []
     assert manifest["timing"]["throughput_mb_s"] > 0 and manifest["shards"][0]["sha256"] == shards.sha256_file(
-        out / "model.safetensors")
+        out / "model.safetensors"
+    )
     # progress: one tick per tensor, with the source bytes
     assert len(ticks) == len(seen) == count + len(copied) and ticks[-1][2] == len(ticks)
     assert sum(seen) == totals["source_bytes"]
@@ -125,8 +139,9 @@ def test_measured_plan_predicts_the_error_exactly(tiny_checkpoints, tmp_path: Pa
     model, run = tiny_checkpoints["qwen2_moe"], tmp_path / "run"
     planned = runner.invoke(app, ["plan", str(model), "--out", str(run), "--budget", "3", "--no-html"])
     assert planned.exit_code == 0, planned.output
-    result = runner.invoke(app, ["quantize", str(model), "--plan", str(run / "plan.json"),
-                                 "--out", str(tmp_path / "q")])
+    result = runner.invoke(
+        app, ["quantize", str(model), "--plan", str(run / "plan.json"), "--out", str(tmp_path / "q")]
+    )
     assert result.exit_code == 0, result.output
     assert "MB/s" in result.output and (tmp_path / "q" / "quantize.html").is_file()
     manifest = json.loads((tmp_path / "q" / "quantize.json").read_text())
@@ -135,8 +150,10 @@ def test_measured_plan_predicts_the_error_exactly(tiny_checkpoints, tmp_path: Pa
     assert len(experts) == 24
     for record in experts:  # both measure rtn on the full matrix (rows <= max_rows)
         assert record["rel_error"] == pytest.approx(record["predicted_error"], rel=1e-9)
-    assert manifest["totals"]["expert_quantized_bytes"] == json.loads((run / "plan.json").read_text())["summary"][
-        "expert_bytes"]
+    assert (
+        manifest["totals"]["expert_quantized_bytes"]
+        == json.loads((run / "plan.json").read_text())["summary"]["expert_bytes"]
+    )
 
 
 def test_fused_gpt_oss_experts(tiny_checkpoints, tmp_path: Path) -> None:
@@ -155,16 +172,25 @@ def test_fused_gpt_oss_experts(tiny_checkpoints, tmp_path: Path) -> None:
         source = ckpt.read_matrix(ref, dtype=torch.float32)  # the tiny checkpoint is float32
         name = base_name(ref) + ".weight"
         assert stored[name] == ("torch.float32", ref.shape, bytes(shards.tensor_bytes(source))), name
-    for name in ("model.layers.1.mlp.experts.gate_up_proj", "model.layers.1.mlp.experts.down_proj",
-                 "model.layers.0.mlp.experts.gate_up_proj_bias"):  # whole fused tensors and biases: unchanged
+    for name in (
+        "model.layers.1.mlp.experts.gate_up_proj",
+        "model.layers.1.mlp.experts.down_proj",
+        "model.layers.0.mlp.experts.gate_up_proj_bias",
+    ):  # whole fused tensors and biases: unchanged
         source = ckpt.read_tensor(name)
         assert stored[name][2] == bytes(shards.tensor_bytes(source)), name
     quant = json.loads((out / "config.json").read_text())["quantization_config"]
-    assert sorted(quant["dense_tensors"]) == ["model.layers.0.mlp.experts.1.down_proj",
-                                              "model.layers.0.mlp.experts.1.gate_proj",
-                                              "model.layers.0.mlp.experts.1.up_proj"]
+    assert sorted(quant["dense_tensors"]) == [
+        "model.layers.0.mlp.experts.1.down_proj",
+        "model.layers.0.mlp.experts.1.gate_proj",
+        "model.layers.0.mlp.experts.1.up_proj",
+    ]
     assert quant["fused_tensors"]["model.layers.0.mlp.experts.gate_up_proj"] == {
-        "split": "interleaved", "orientation": "in_out", "parts": ["gate", "up"], "num_experts": 4}
+        "split": "interleaved",
+        "orientation": "in_out",
+        "parts": ["gate", "up"],
+        "num_experts": 4,
+    }
     assert "model.layers.1.mlp.experts.gate_up_proj" not in quant["fused_tensors"]
     assert result.totals["dense_tensors"] == 3 and result.totals["bytes_match_plan"]
 
@@ -176,7 +202,8 @@ def test_sharded_input_gives_one_output_shard_per_source_shard(tiny_checkpoints,
     out = tmp_path / "out"
     assert assert_equals_reference(ckpt, out, expert_widths) == result.totals["quantized_tensors"]
     assert [(s["name"], s["source_file"]) for s in result.manifest["shards"]] == [
-        (f"model-{i:05d}-of-00003.safetensors", f"model-{i:05d}-of-00003.safetensors") for i in (1, 2, 3)]
+        (f"model-{i:05d}-of-00003.safetensors", f"model-{i:05d}-of-00003.safetensors") for i in (1, 2, 3)
+    ]
     index = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
     source = json.loads((model / "model.safetensors.index.json").read_text())["weight_map"]
     for ref in ckpt.matrices:  # each matrix lands in the shard numbered like its source shard
@@ -198,7 +225,6 @@ def test_single_file_source_is_split_above_the_shard_size(tiny_checkpoints, tmp_
     assert whole.totals["output_bytes"] == split.totals["output_bytes"]
 
 
-
 def test_fp8_source_quantized_from_dequantized_weights(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
     tensors = {"model.embed_tokens.weight": torch.randn(64, 128, generator=g).bfloat16()}
@@ -209,8 +235,11 @@ def test_fp8_source_quantized_from_dequantized_weights(tmp_path: Path) -> None:
         tensors[name] = (w / scale_inv.repeat_interleave(128, 1)).to(torch.float8_e4m3fn)
         tensors[name + "_scale_inv"] = scale_inv
     quant_config = {"quant_method": "fp8", "weight_block_size": [128, 128]}
-    model = write_checkpoint(tmp_path / "fp8", {"model_type": "deepseek_v3", "hidden_size": 128, "num_hidden_layers": 1,
-                                      "quantization_config": quant_config}, tensors)
+    model = write_checkpoint(
+        tmp_path / "fp8",
+        {"model_type": "deepseek_v3", "hidden_size": 128, "num_hidden_layers": 1, "quantization_config": quant_config},
+        tensors,
+    )
 
     def bits_for(m: MatrixRef) -> int:
         return 4 if m.expert == 0 else 16
@@ -231,11 +260,15 @@ def test_fp8_source_quantized_from_dequantized_weights(tmp_path: Path) -> None:
 def test_mxfp4_source_quantized_per_expert(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
     prefix = "model.layers.0.mlp.experts."
-    tensors = {prefix + "gate_up_proj_blocks": torch.randint(0, 256, (2, 48, 1, 16), dtype=torch.uint8, generator=g),
-               prefix + "gate_up_proj_scales": torch.randint(120, 130, (2, 48, 1), dtype=torch.uint8, generator=g),
-               prefix + "down_proj_blocks": torch.randint(0, 256, (2, 32, 1, 16), dtype=torch.uint8, generator=g),
-               prefix + "down_proj_scales": torch.randint(120, 130, (2, 32, 1), dtype=torch.uint8, generator=g)}
-    model = write_checkpoint(tmp_path / "oss", {"model_type": "gpt_oss", "hidden_size": 32, "num_hidden_layers": 1}, tensors)
+    tensors = {
+        prefix + "gate_up_proj_blocks": torch.randint(0, 256, (2, 48, 1, 16), dtype=torch.uint8, generator=g),
+        prefix + "gate_up_proj_scales": torch.randint(120, 130, (2, 48, 1), dtype=torch.uint8, generator=g),
+        prefix + "down_proj_blocks": torch.randint(0, 256, (2, 32, 1, 16), dtype=torch.uint8, generator=g),
+        prefix + "down_proj_scales": torch.randint(120, 130, (2, 32, 1), dtype=torch.uint8, generator=g),
+    }
+    model = write_checkpoint(
+        tmp_path / "oss", {"model_type": "gpt_oss", "hidden_size": 32, "num_hidden_layers": 1}, tensors
+    )
 
     def bits_for(m: MatrixRef) -> int:
         return 3 if m.proj in ("gate", "up") else 16

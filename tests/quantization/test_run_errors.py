@@ -17,8 +17,17 @@ from alphaq.load import open_checkpoint
 from alphaq.planning.plan_file import PlanTensor
 from alphaq.quantization import output_folder
 from alphaq.quantization import run as qrun
-
-from tests.quantization.quantize_helpers import WIDTHS, assert_equals_reference, expert_widths, make_plan, quantize, reference, reshard, stored_bytes, write_checkpoint  # noqa: F401
+from tests.quantization.quantize_helpers import (  # noqa: F401
+    WIDTHS,
+    assert_equals_reference,
+    expert_widths,
+    make_plan,
+    quantize,
+    reference,
+    reshard,
+    stored_bytes,
+    write_checkpoint,
+)
 
 runner = CliRunner()
 
@@ -44,8 +53,10 @@ def test_interrupted_run_resumes_to_identical_bytes(tiny_checkpoints, tmp_path: 
         qrun.run_quantize(model, plan, tmp_path / "resumed")
     resumed = tmp_path / "resumed"
     assert sorted(p.name for p in resumed.iterdir()) == [
-        ".alphaq-quantize-progress.json", ".model-00002-of-00003.safetensors.x1y2.tmp",
-        "model-00001-of-00003.safetensors"]
+        ".alphaq-quantize-progress.json",
+        ".model-00002-of-00003.safetensors.x1y2.tmp",
+        "model-00001-of-00003.safetensors",
+    ]
     first = (resumed / "model-00001-of-00003.safetensors").stat().st_mtime_ns
     monkeypatch.setattr(qrun, "_write_output_shard", real)
     result = qrun.run_quantize(model, plan, resumed)
@@ -71,18 +82,22 @@ def test_interrupted_run_resumes_to_identical_bytes(tiny_checkpoints, tmp_path: 
 # -- bad input ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("problem, error, needle", [
-    ("other_checkpoint", PlanError, "made for another checkpoint"),
-    ("unknown_tensor", PlanError, "not in the checkpoint"),
-    ("other_shape", PlanError, "in the plan but"),
-    ("unplanned_expert", PlanError, "routed-expert matrix(es) of the checkpoint are not in"),
-    ("unsupported_width", ConfigError, "cannot write 2-bit weights"),
-    ("unknown_method", ConfigError, "unknown quantization method"),
-    ("no_cuda", ConfigError, "no CUDA device"),
-    ("no_space", AlphaQError, "free but the quantized checkpoint needs"),
-])
-def test_bad_input_is_one_line_and_writes_nothing(tiny_checkpoints, tmp_path: Path, monkeypatch, problem, error,
-                                                  needle) -> None:
+@pytest.mark.parametrize(
+    "problem, error, needle",
+    [
+        ("other_checkpoint", PlanError, "made for another checkpoint"),
+        ("unknown_tensor", PlanError, "not in the checkpoint"),
+        ("other_shape", PlanError, "in the plan but"),
+        ("unplanned_expert", PlanError, "routed-expert matrix(es) of the checkpoint are not in"),
+        ("unsupported_width", ConfigError, "cannot write 2-bit weights"),
+        ("unknown_method", ConfigError, "unknown quantization method"),
+        ("no_cuda", ConfigError, "no CUDA device"),
+        ("no_space", AlphaQError, "free but the quantized checkpoint needs"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    tiny_checkpoints, tmp_path: Path, monkeypatch, problem, error, needle
+) -> None:
     model = tiny_checkpoints["qwen3_moe"]
     ckpt = open_checkpoint(model)
     kwargs: dict = {}
@@ -93,9 +108,23 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_checkpoints, tmp_path: Pa
         m = ckpt.matrices[0]
         name = "model.layers.9.mlp.gate.weight" if problem == "unknown_tensor" else m.name
         rows = m.shape[0] + (8 if problem == "other_shape" else 0)
-        plan_kwargs["extra"] = (PlanTensor(name=name, tensor=name, layer=9, expert=None, proj="router", role="router",
-                                           rows=rows, cols=m.shape[1], params=rows * m.shape[1], bits=16,
-                                           group_size=None, bytes=rows * m.shape[1] * 2, error=0.0),)
+        plan_kwargs["extra"] = (
+            PlanTensor(
+                name=name,
+                tensor=name,
+                layer=9,
+                expert=None,
+                proj="router",
+                role="router",
+                rows=rows,
+                cols=m.shape[1],
+                params=rows * m.shape[1],
+                bits=16,
+                group_size=None,
+                bytes=rows * m.shape[1] * 2,
+                error=0.0,
+            ),
+        )
         if problem == "other_shape":
             plan_kwargs["skip"] = lambda r: r.name == m.name
     elif problem == "unplanned_expert":
@@ -110,7 +139,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_checkpoints, tmp_path: Pa
             pytest.skip("a CUDA device is present")
         kwargs["device"] = "cuda"
     elif problem == "no_space":
-        monkeypatch.setattr(output_folder.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+        monkeypatch.setattr(
+            output_folder.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000)
+        )
     plan = make_plan(ckpt, tmp_path / "plan.json", **plan_kwargs)
     out = tmp_path / "new" / "out"
     with pytest.raises(error, match=needle.replace("(", r"\(").replace(")", r"\)")) as caught:
@@ -162,13 +193,19 @@ def test_disk_write_failure_names_the_path_and_free_space(tiny_checkpoints, tmp_
 
 def test_a_weight_that_cannot_be_quantized_is_named_and_the_fixed_plan_starts_afresh(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
-    tensors = {f"model.layers.0.block_sparse_moe.experts.{e}.w1.weight": torch.randn(16, 32, generator=g)
-               for e in range(2)}
+    tensors = {
+        f"model.layers.0.block_sparse_moe.experts.{e}.w1.weight": torch.randn(16, 32, generator=g) for e in range(2)
+    }
     tensors["model.layers.0.block_sparse_moe.experts.1.w1.weight"][3, 5] = float("nan")
-    model = write_checkpoint(tmp_path / "nan", {"model_type": "mixtral", "hidden_size": 32, "num_hidden_layers": 1}, tensors)
+    model = write_checkpoint(
+        tmp_path / "nan", {"model_type": "mixtral", "hidden_size": 32, "num_hidden_layers": 1}, tensors
+    )
     ckpt = open_checkpoint(model)
-    with pytest.raises(AlphaQError, match=r"experts\.1\.w1\.weight: cannot quantize \(weight contains NaN.*plan it at "
-                                          "16 bits") as caught:
+    with pytest.raises(
+        AlphaQError,
+        match=r"experts\.1\.w1\.weight: cannot quantize \(weight contains NaN.*plan it at "
+        "16 bits",
+    ) as caught:
         qrun.run_quantize(model, make_plan(ckpt, tmp_path / "plan.json", lambda m: 4), tmp_path / "out")
     assert "\n" not in str(caught.value) and not (tmp_path / "out" / "model.safetensors").exists()
     fixed = make_plan(ckpt, tmp_path / "fixed.json", lambda m: 4 if m.expert == 0 else 16)
@@ -186,8 +223,9 @@ def test_plan_without_fingerprint_is_matched_by_names_with_a_warning(tiny_checkp
 
 def test_cli_bad_input_exit_code_and_one_line(tiny_checkpoints, tmp_path: Path) -> None:
     plan = make_plan(open_checkpoint(tiny_checkpoints["mixtral"]), tmp_path / "plan.json")
-    result = runner.invoke(app, ["quantize", str(tiny_checkpoints["olmoe"]), "--plan", str(plan), "--out",
-                                 str(tmp_path / "q")])
+    result = runner.invoke(
+        app, ["quantize", str(tiny_checkpoints["olmoe"]), "--plan", str(plan), "--out", str(tmp_path / "q")]
+    )
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and "made for another checkpoint" in result.output
     assert result.output.count("\n") == 1 and not (tmp_path / "q").exists()
@@ -231,8 +269,10 @@ def test_damaged_finished_shard_is_redone_with_a_warning(tiny_checkpoints, tmp_p
     monkeypatch.setattr(qrun, "_write_output_shard", real)
     result = qrun.run_quantize(model, plan, out)
     assert [s["resumed"] for s in result.manifest["shards"]] == [False, True, False]
-    assert any(w.startswith("model-00001-of-00003.safetensors: the finished shard on disk does not match")
-               for w in result.manifest["warnings"])
+    assert any(
+        w.startswith("model-00001-of-00003.safetensors: the finished shard on disk does not match")
+        for w in result.manifest["warnings"]
+    )
 
 
 def test_interrupt_on_the_cli_says_how_to_resume(tiny_checkpoints, tmp_path: Path, monkeypatch) -> None:
@@ -248,8 +288,9 @@ def test_interrupt_on_the_cli_says_how_to_resume(tiny_checkpoints, tmp_path: Pat
     assert "interrupted" in result.output and "rerun the same command to resume" in result.output
 
 
-def test_copy_that_fills_the_disk_names_the_output_not_the_source(tiny_checkpoints, tmp_path: Path,
-                                                                   monkeypatch) -> None:
+def test_copy_that_fills_the_disk_names_the_output_not_the_source(
+    tiny_checkpoints, tmp_path: Path, monkeypatch
+) -> None:
     import alphaq.quantization.writer as writer
 
     model = tiny_checkpoints["qwen3_moe"]

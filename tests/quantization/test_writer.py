@@ -26,10 +26,33 @@ from alphaq.quantization.writer import (
 )
 
 
-def _ref(name: str, tensor: str, shape=(8, 16), *, expert=None, proj="gate", fused=False, part="",
-         role=Role.EXPERT, split="none", orientation="out_in") -> MatrixRef:
-    return MatrixRef(name=name, tensor=tensor, layer=0, expert=expert, proj=proj, role=role, shape=shape, dtype="BF16",
-                     fused=fused, fused_part=part, split=split, orientation=orientation)
+def _ref(
+    name: str,
+    tensor: str,
+    shape=(8, 16),
+    *,
+    expert=None,
+    proj="gate",
+    fused=False,
+    part="",
+    role=Role.EXPERT,
+    split="none",
+    orientation="out_in",
+) -> MatrixRef:
+    return MatrixRef(
+        name=name,
+        tensor=tensor,
+        layer=0,
+        expert=expert,
+        proj=proj,
+        role=role,
+        shape=shape,
+        dtype="BF16",
+        fused=fused,
+        fused_part=part,
+        split=split,
+        orientation=orientation,
+    )
 
 
 def _info(name: str, dtype: str, shape: tuple[int, ...], file: str = "model-1.safetensors") -> TensorInfo:
@@ -46,12 +69,28 @@ def _info(name: str, dtype: str, shape: tuple[int, ...], file: str = "model-1.sa
 def test_base_names_of_plain_and_fused_matrices() -> None:
     plain = _ref("model.layers.0.mlp.experts.3.gate_proj.weight", "model.layers.0.mlp.experts.3.gate_proj.weight")
     assert base_name(plain) == "model.layers.0.mlp.experts.3.gate_proj"
-    gate = _ref("model.layers.0.mlp.experts.gate_up_proj[3].gate", "model.layers.0.mlp.experts.gate_up_proj",
-                expert=3, fused=True, part="gate")
-    up = _ref("model.layers.0.mlp.experts.gate_up_proj[3].up", "model.layers.0.mlp.experts.gate_up_proj", expert=3,
-              proj="up", fused=True, part="up")
-    down = _ref("model.layers.0.mlp.experts.down_proj[3]", "model.layers.0.mlp.experts.down_proj", expert=3,
-                proj="down", fused=True)
+    gate = _ref(
+        "model.layers.0.mlp.experts.gate_up_proj[3].gate",
+        "model.layers.0.mlp.experts.gate_up_proj",
+        expert=3,
+        fused=True,
+        part="gate",
+    )
+    up = _ref(
+        "model.layers.0.mlp.experts.gate_up_proj[3].up",
+        "model.layers.0.mlp.experts.gate_up_proj",
+        expert=3,
+        proj="up",
+        fused=True,
+        part="up",
+    )
+    down = _ref(
+        "model.layers.0.mlp.experts.down_proj[3]",
+        "model.layers.0.mlp.experts.down_proj",
+        expert=3,
+        proj="down",
+        fused=True,
+    )
     assert base_name(gate) == "model.layers.0.mlp.experts.3.gate_proj"
     assert base_name(up) == "model.layers.0.mlp.experts.3.up_proj"
     assert base_name(down) == "model.layers.0.mlp.experts.3.down_proj"
@@ -101,8 +140,9 @@ def test_layout_drops_fp8_scales_of_quantized_matrices_only() -> None:
         "k.weight_scale_inv": _info("k.weight_scale_inv", "F32", (1, 1)),
     }
     refs = [_ref("q.weight", "q.weight"), _ref("k.weight", "k.weight")]
-    layout = build_layout(tensors, refs, {"q.weight": (8, 16), "k.weight": (16, None)},
-                          {"q.weight_scale_inv", "k.weight_scale_inv"})
+    layout = build_layout(
+        tensors, refs, {"q.weight": (8, 16), "k.weight": (16, None)}, {"q.weight_scale_inv", "k.weight_scale_inv"}
+    )
     names = [t.name for t in layout[0].tensors]
     assert names == ["k.weight", "k.weight_scale_inv", "q.qweight", "q.scales", "q.zeros"]
     assert layout[0].units[2].source_bytes == 128 + 4  # the FP8 weight and its scale
@@ -111,24 +151,47 @@ def test_layout_drops_fp8_scales_of_quantized_matrices_only() -> None:
 def test_fused_tensor_with_mixed_widths_is_split_per_expert() -> None:
     tensor = "m.layers.0.mlp.experts.gate_up_proj"
     tensors = {tensor: _info(tensor, "BF16", (2, 16, 16))}  # [E, 2I, H]
-    refs = [_ref(f"{tensor}[{e}].{p}", tensor, expert=e, proj=p, fused=True, part=p, split="halves")
-            for e in range(2) for p in ("gate", "up")]
+    refs = [
+        _ref(f"{tensor}[{e}].{p}", tensor, expert=e, proj=p, fused=True, part=p, split="halves")
+        for e in range(2)
+        for p in ("gate", "up")
+    ]
     widths = {r.name: ((3, 8) if r.expert == 0 else (16, None)) for r in refs}
     units = build_layout(tensors, refs, widths, set())[0].units
     assert [(u.kind, u.key) for u in units] == [
-        ("quantize", "m.layers.0.mlp.experts.0.gate_proj"), ("quantize", "m.layers.0.mlp.experts.0.up_proj"),
-        ("dense", "m.layers.0.mlp.experts.1.gate_proj"), ("dense", "m.layers.0.mlp.experts.1.up_proj")]
+        ("quantize", "m.layers.0.mlp.experts.0.gate_proj"),
+        ("quantize", "m.layers.0.mlp.experts.0.up_proj"),
+        ("dense", "m.layers.0.mlp.experts.1.gate_proj"),
+        ("dense", "m.layers.0.mlp.experts.1.up_proj"),
+    ]
     assert units[2].outputs[0] == OutputTensor("m.layers.0.mlp.experts.1.gate_proj.weight", "BF16", (8, 16), 256)
     assert sum(u.source_bytes for u in units) == 2 * 16 * 16 * 2
-    config = quantized_config({"model_type": "x"}, build_layout(tensors, refs, widths, set()),
-                              {r.name: r for r in refs}, method="rtn", plan_fingerprint="p", checkpoint_fingerprint="c")
+    config = quantized_config(
+        {"model_type": "x"},
+        build_layout(tensors, refs, widths, set()),
+        {r.name: r for r in refs},
+        method="rtn",
+        plan_fingerprint="p",
+        checkpoint_fingerprint="c",
+    )
     quant = config["quantization_config"]
     assert quant["tensors"]["m.layers.0.mlp.experts.0.up_proj"] == {
-        "bits": 3, "group_size": 8, "shape": [8, 16], "source": f"{tensor}[0].up", "tensor": tensor, "layer": 0,
-        "expert": 0, "proj": "up"}
+        "bits": 3,
+        "group_size": 8,
+        "shape": [8, 16],
+        "source": f"{tensor}[0].up",
+        "tensor": tensor,
+        "layer": 0,
+        "expert": 0,
+        "proj": "up",
+    }
     assert quant["dense_tensors"]["m.layers.0.mlp.experts.1.gate_proj"]["dtype"] == "BF16"
-    assert quant["fused_tensors"][tensor] == {"split": "halves", "orientation": "out_in", "parts": ["gate", "up"],
-                                              "num_experts": 2}
+    assert quant["fused_tensors"][tensor] == {
+        "split": "halves",
+        "orientation": "out_in",
+        "parts": ["gate", "up"],
+        "num_experts": 2,
+    }
     # all at 16 bits: the fused tensor is copied whole
     copied = build_layout(tensors, refs, {r.name: (16, None) for r in refs}, set())[0].units
     assert [(u.kind, u.key) for u in copied] == [("copy", tensor)]
@@ -202,10 +265,20 @@ def test_index_totals() -> None:
     layout = build_layout(tensors, [_ref("a.weight", "a.weight")], {"a.weight": (8, 16)}, set())
     index = index_json(layout)
     assert index["metadata"]["total_size"] == 8 * 16 + 2 * 8 * 1 * 2 + 12
-    assert index["weight_map"] == {"a.qweight": "model.safetensors", "a.scales": "model.safetensors",
-                                   "a.zeros": "model.safetensors", "b": "model.safetensors"}
+    assert index["weight_map"] == {
+        "a.qweight": "model.safetensors",
+        "a.scales": "model.safetensors",
+        "a.zeros": "model.safetensors",
+        "b": "model.safetensors",
+    }
 
 
 def _dtype(t: torch.Tensor) -> str:
-    return {torch.uint8: "U8", torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.bool: "BOOL",
-            torch.int64: "I64"}[t.dtype]
+    return {
+        torch.uint8: "U8",
+        torch.float16: "F16",
+        torch.bfloat16: "BF16",
+        torch.float32: "F32",
+        torch.bool: "BOOL",
+        torch.int64: "I64",
+    }[t.dtype]

@@ -17,20 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.browser_check import (
-    Browser,
-    BrowserError,
-    ChromiumNotFound,
-    PageReport,
-    check_page,
-    find_chromium,
-)
+from tests.browser_check import Browser, BrowserError, ChromiumNotFound, PageReport, check_page, find_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED_PAGES = sorted((ROOT / "reports").glob("**/*.html"))
 INSTALL = "apt-get install chromium"
 # A 1x1 PNG: an image that loads.
-PIXEL = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 
 
 def chromium_or_skip() -> str:
@@ -70,31 +63,75 @@ def write_compare_run(folder: Path) -> Path:
     """compare.json, compare.csv and expert_verification.csv as ``alphaq compare`` writes them (synthetic)."""
     from alphaq.evaluation.compare import COMPARE_COLUMNS
 
-    rows = [{"entry": "original", "allocator": "original", "status": "ok", "average_payload_bits": 16.0,
-             "ppl": 20.0, "nll": float(np.log(20.0)), "ppl_increase": 0.0, "tokens": 1024, "windows": 4}]
+    rows = [
+        {
+            "entry": "original",
+            "allocator": "original",
+            "status": "ok",
+            "average_payload_bits": 16.0,
+            "ppl": 20.0,
+            "nll": float(np.log(20.0)),
+            "ppl_increase": 0.0,
+            "tokens": 1024,
+            "windows": 4,
+        }
+    ]
     for budget in ("2.5", "3.5"):
         for i, allocator in enumerate(("alphaq", "uniform")):
             ppl = 20.0 + (4.0 - float(budget)) * (2 + i)
-            rows.append({"entry": allocator, "allocator": allocator, "budget": budget, "status": "optimal",
-                         "average_payload_bits": float(budget), "effective_bits": float(budget) + 0.25,
-                         "expert_bytes": 1000 * float(budget), "predicted_error": 0.1 / float(budget) * (1 + i),
-                         "alpha_objective": 0.2 / float(budget) * (1 + i), "measured_rel_error": 0.1 / float(budget),
-                         "ppl": ppl, "nll": float(np.log(ppl)), "ppl_increase": ppl - 20.0, "tokens": 1024,
-                         "windows": 4, "plan_fingerprint": f"{i}{budget}abc", "message": ""})
+            rows.append(
+                {
+                    "entry": allocator,
+                    "allocator": allocator,
+                    "budget": budget,
+                    "status": "optimal",
+                    "average_payload_bits": float(budget),
+                    "effective_bits": float(budget) + 0.25,
+                    "expert_bytes": 1000 * float(budget),
+                    "predicted_error": 0.1 / float(budget) * (1 + i),
+                    "alpha_objective": 0.2 / float(budget) * (1 + i),
+                    "measured_rel_error": 0.1 / float(budget),
+                    "ppl": ppl,
+                    "nll": float(np.log(ppl)),
+                    "ppl_increase": ppl - 20.0,
+                    "tokens": 1024,
+                    "windows": 4,
+                    "plan_fingerprint": f"{i}{budget}abc",
+                    "message": "",
+                }
+            )
     table = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
     table.to_csv(folder / "compare.csv", index=False)
-    meta = {"checkpoint": {"path": "/models/synthetic-moe", "fingerprint": "0123456789abcdef", "model_type": "mixtral"},
-            "created": "2025-03-04T05:06:07+00:00", "eval_text": {"path": "/data/test.txt", "sha256": "ab" * 32},
-            "original_ppl": 20.0, "versions": {"alphaq": "0.1.0"},
-            "protocol": {"context": 256, "windows": 4, "tokens": 1024, "max_windows": 4, "remainder": "dropped"},
-            "prediction_check": {"predicted_error": {"rho": 0.8, "p_value": 0.2, "plans": 4, "status": "ok"},
-                                 "alpha_objective": {"rho": 0.6, "p_value": 0.4, "plans": 4, "status": "ok"}},
-            "rows": json.loads(table.to_json(orient="records"))}
+    meta = {
+        "checkpoint": {"path": "/models/synthetic-moe", "fingerprint": "0123456789abcdef", "model_type": "mixtral"},
+        "created": "2025-03-04T05:06:07+00:00",
+        "eval_text": {"path": "/data/test.txt", "sha256": "ab" * 32},
+        "original_ppl": 20.0,
+        "versions": {"alphaq": "0.1.0"},
+        "protocol": {"context": 256, "windows": 4, "tokens": 1024, "max_windows": 4, "remainder": "dropped"},
+        "prediction_check": {
+            "predicted_error": {"rho": 0.8, "p_value": 0.2, "plans": 4, "status": "ok"},
+            "alpha_objective": {"rho": 0.6, "p_value": 0.4, "plans": 4, "status": "ok"},
+        },
+        "rows": json.loads(table.to_json(orient="records")),
+    }
     (folder / "compare.json").write_text(json.dumps(meta), encoding="utf-8")
-    verification = [{"entry": entry, "budget": budget, "name": f"model.layers.0.mlp.experts.{e}.w1", "layer": 0,
-                     "expert": e, "bits": 3, "predicted_error": 0.1, "rel_error": 0.1 + 0.01 * e,
-                     "eval_routing_share": 0.25} for entry in ("alphaq", "uniform") for budget in ("2.5", "3.5")
-                    for e in range(4)]
+    verification = [
+        {
+            "entry": entry,
+            "budget": budget,
+            "name": f"model.layers.0.mlp.experts.{e}.w1",
+            "layer": 0,
+            "expert": e,
+            "bits": 3,
+            "predicted_error": 0.1,
+            "rel_error": 0.1 + 0.01 * e,
+            "eval_routing_share": 0.25,
+        }
+        for entry in ("alphaq", "uniform")
+        for budget in ("2.5", "3.5")
+        for e in range(4)
+    ]
     pd.DataFrame(verification).to_csv(folder / "expert_verification.csv", index=False)
     return folder
 
@@ -116,8 +153,11 @@ def fresh_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     folder = write_plan_run(root / "run", layers=2, experts=4)  # plan.json, sweep, comparison, inspect artifacts
     write_inspect_run(folder, layers=2, experts=4, hidden=64, spectra=True)  # the same tables, plus spectra.npz
     model = tiny_checkpoints["gpt_oss"]
-    plan = make_plan(open_checkpoint(model), root / "quantize-plan.json",
-                     lambda m: (4 if m.expert != 1 else 16) if m.role.value == "expert" else 16)
+    plan = make_plan(
+        open_checkpoint(model),
+        root / "quantize-plan.json",
+        lambda m: (4 if m.expert != 1 else 16) if m.role.value == "expert" else 16,
+    )
     qrun.run_quantize(model, plan, root / "quantized", max_shard_bytes=60_000)
     (folder / "quantize.json").write_bytes((root / "quantized" / "quantize.json").read_bytes())
     write_compare_run(folder)
@@ -159,10 +199,12 @@ def test_pages_of_a_real_run(browser: Browser, demo_run: Path) -> None:
 
 def test_checker_reports_every_kind_of_breakage(tmp_path: Path) -> None:
     chromium_or_skip()
-    (tmp_path / "other.html").write_text('<!DOCTYPE html><p id="present">here</p><a name="named">n</a>',
-                                         encoding="utf-8")
+    (tmp_path / "other.html").write_text(
+        '<!DOCTYPE html><p id="present">here</p><a name="named">n</a>', encoding="utf-8"
+    )
     page = tmp_path / "bad.html"
-    page.write_text(f"""<!DOCTYPE html>
+    page.write_text(
+        f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>broken on purpose</title></head>
 <body>
 <h1 id="here">Broken page</h1>
@@ -179,14 +221,19 @@ def test_checker_reports_every_kind_of_breakage(tmp_path: Path) -> None:
 <a href="https://example.com/docs">outside</a>
 <script>console.error("deliberate failure", 42);</script>
 <script>window.addEventListener("load", () => {{ notDefinedAnywhere(); }});</script>
-</body></html>""", encoding="utf-8")
+</body></html>""",
+        encoding="utf-8",
+    )
     report = check_page(page, timeout=30)
     assert not report.ok
     errors = "\n".join(report.console_errors)
     assert "console.error: deliberate failure 42 (bad.html:" in errors
     assert "notDefinedAnywhere is not defined" in errors
-    assert sorted(report.broken_images) == ["<img src=https://example.com/remote.png>", "<img src=missing.png>",
-                                            "<svg image href=gone.png>"]
+    assert sorted(report.broken_images) == [
+        "<img src=https://example.com/remote.png>",
+        "<img src=missing.png>",
+        "<svg image href=gone.png>",
+    ]
     assert report.images == 4
     broken = sorted(report.broken_links)
     assert len(broken) == 3 and report.links == 7, broken
@@ -202,9 +249,12 @@ def test_a_clean_page_passes_and_one_browser_serves_many(browser: Browser, tmp_p
     pages = []
     for i in range(3):
         pages.append(tmp_path / f"p{i}.html")
-        pages[-1].write_text(f'<!DOCTYPE html><h1 id="top-{i}">P{i}</h1><img src="data:image/png;base64,{PIXEL}" '
-                             f'alt="px"><a href="p{(i + 1) % 3}.html#top-{(i + 1) % 3}">next</a><a href="#">top</a>'
-                             '<svg width="4" height="4"><rect width="4" height="4"/></svg>', encoding="utf-8")
+        pages[-1].write_text(
+            f'<!DOCTYPE html><h1 id="top-{i}">P{i}</h1><img src="data:image/png;base64,{PIXEL}" '
+            f'alt="px"><a href="p{(i + 1) % 3}.html#top-{(i + 1) % 3}">next</a><a href="#">top</a>'
+            '<svg width="4" height="4"><rect width="4" height="4"/></svg>',
+            encoding="utf-8",
+        )
     for page in pages:
         report = browser.check(page)
         assert report.ok, describe(report)

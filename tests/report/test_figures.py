@@ -7,14 +7,23 @@ import pandas as pd
 import pytest
 
 from alphaq.report.figures import (
-    COMPRESSED_TAIL, EsdCurve, EsdPanel, alpha_distribution, alpha_heatmap, esd_figure, loglog_subsample,
+    COMPRESSED_TAIL,
+    EsdCurve,
+    EsdPanel,
+    alpha_distribution,
+    alpha_heatmap,
+    esd_figure,
+    loglog_subsample,
     spectrum_ccdf,
 )
 
 
 def _experts(layers: int = 2, experts: int = 4) -> pd.DataFrame:
-    rows = [{"layer": l, "expert": e, "role": "expert", "alpha_mean": 3.0 + 0.1 * e + l, "quality": "ok"}
-            for l in range(layers) for e in range(experts)]
+    rows = [
+        {"layer": l, "expert": e, "role": "expert", "alpha_mean": 3.0 + 0.1 * e + l, "quality": "ok"}
+        for l in range(layers)
+        for e in range(experts)
+    ]
     frame = pd.DataFrame(rows)
     frame.loc[1, "alpha_mean"] = np.nan
     frame.loc[1, "quality"] = "failed"
@@ -63,9 +72,14 @@ def test_alpha_heatmap() -> None:
 
 
 def test_alpha_distribution() -> None:
-    details = pd.DataFrame({"role": ["expert"] * 6 + ["attention"] * 2, "proj": ["up", "down"] * 4,
-                            "alpha": [2.5, 3.0, 3.5, 4.0, 40.0, np.nan, 3.1, 3.2],
-                            "status": ["success"] * 5 + ["failed"] + ["success"] * 2})
+    details = pd.DataFrame(
+        {
+            "role": ["expert"] * 6 + ["attention"] * 2,
+            "proj": ["up", "down"] * 4,
+            "alpha": [2.5, 3.0, 3.5, 4.0, 40.0, np.nan, 3.1, 3.2],
+            "status": ["success"] * 5 + ["failed"] + ["success"] * 2,
+        }
+    )
     fig = alpha_distribution(details)
     left, right = fig.axes
     assert "n=7" in left.get_title() and "n=5" in right.get_title()
@@ -76,9 +90,15 @@ def test_alpha_distribution() -> None:
 def test_esd_figure_tail_line_has_slope_one_minus_alpha() -> None:
     rng = np.random.default_rng(1)
     evals = np.sort(np.concatenate([rng.uniform(0.1, 1.0, 400), (1 - rng.uniform(0, 1, 100)) ** (-1 / 2.5)]))
-    fig = esd_figure([EsdPanel("p", (EsdCurve("up", evals, xmin=1.0, alpha=3.5),
-                                     EsdCurve("nofit", evals, xmin=math.nan, alpha=math.nan))),
-                      EsdPanel("empty", ())])
+    fig = esd_figure(
+        [
+            EsdPanel(
+                "p",
+                (EsdCurve("up", evals, xmin=1.0, alpha=3.5), EsdCurve("nofit", evals, xmin=math.nan, alpha=math.nan)),
+            ),
+            EsdPanel("empty", ()),
+        ]
+    )
     ax, empty = fig.axes
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     fit = [line for line in ax.get_lines() if line.get_linestyle() == "--"]

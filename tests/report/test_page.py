@@ -11,12 +11,26 @@ import pandas as pd
 import pytest
 
 from alphaq.report.page import (
-    Section, figure_html, provenance_from_manifest, render_page, stat_cards, table_html, write_page,
+    Section,
+    figure_html,
+    provenance_from_manifest,
+    render_page,
+    stat_cards,
+    table_html,
+    write_page,
 )
 
-PROVENANCE = {"model": "tiny-moe", "model_type": "mixtral", "path": "/m/tiny-moe", "fingerprint": "feedbeef00112233",
-              "alphaq_version": "0.1.0", "created": "2025-01-02T03:04:05+00:00",
-              "stage_fingerprints": {"plan": "abcdabcd"}, "seed": 7, "empty": ""}
+PROVENANCE = {
+    "model": "tiny-moe",
+    "model_type": "mixtral",
+    "path": "/m/tiny-moe",
+    "fingerprint": "feedbeef00112233",
+    "alphaq_version": "0.1.0",
+    "created": "2025-01-02T03:04:05+00:00",
+    "stage_fingerprints": {"plan": "abcdabcd"},
+    "seed": 7,
+    "empty": "",
+}
 
 
 def _rows(html: str) -> list[str]:
@@ -46,8 +60,15 @@ def test_render_page_layout(tmp_path: Path) -> None:
     (tmp_path / "plan.html").write_text("x")
     (tmp_path / "index.html").write_text("x")
     sections = [Section("Alpha", "<p>one</p>", note="a < b"), Section("Alpha", "<p>two</p>")]
-    html = render_page("Report <1>", PROVENANCE, sections,
-                       warnings=["careful <now>", "  "], run_dir=tmp_path, current="inspect.html", subtitle="sub")
+    html = render_page(
+        "Report <1>",
+        PROVENANCE,
+        sections,
+        warnings=["careful <now>", "  "],
+        run_dir=tmp_path,
+        current="inspect.html",
+        subtitle="sub",
+    )
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
     assert "<title>Report &lt;1&gt;</title>" in html
     # provenance: known keys with labels, stage fingerprints, extra keys; empty ones left out
@@ -77,10 +98,20 @@ def test_write_page_is_atomic(tmp_path: Path) -> None:
 
 
 def test_table_html_values_and_escaping() -> None:
-    df = pd.DataFrame({"name": ["<b>", "ok"], "alpha": [2.34567, np.nan], "n": pd.array([3, None], dtype="Int64"),
-                       "quality": ["ok", "failed"]})
-    html = table_html(df, float_format="{:.2f}", cell_class={"quality": lambda q: "q-bad" if q == "failed" else ""},
-                      headers={"alpha": "\u03b1"})
+    df = pd.DataFrame(
+        {
+            "name": ["<b>", "ok"],
+            "alpha": [2.34567, np.nan],
+            "n": pd.array([3, None], dtype="Int64"),
+            "quality": ["ok", "failed"],
+        }
+    )
+    html = table_html(
+        df,
+        float_format="{:.2f}",
+        cell_class={"quality": lambda q: "q-bad" if q == "failed" else ""},
+        headers={"alpha": "\u03b1"},
+    )
     assert 'data-total-rows="2"' in html and len(_rows(html)) == 2
     assert "&lt;b&gt;" in html and "<b>" not in html
     assert '<td class="num" data-v="2.34567">2.35</td>' in html
@@ -127,16 +158,24 @@ def test_figure_png_is_base64_and_deterministic() -> None:
 def test_stat_cards_and_provenance_from_manifest() -> None:
     html = stat_cards([("Layers", 3, "all"), ("Model", "<m>", "")])
     assert html.count('class="stat"') == 2 and "&lt;m&gt;" in html and html.count('class="hint"') == 1
-    prov = provenance_from_manifest({"alphaq_version": "0.1.0", "created": "c",
-                                     "checkpoint": {"path": "/a/b/Mixtral-8x7B", "fingerprint": "f",
-                                                    "model_type": "mixtral"}},
-                                    plan="p1")
-    assert prov["model"] == "Mixtral-8x7B" and prov["fingerprint"] == "f" and prov["stage_fingerprints"] == {"plan": "p1"}
+    prov = provenance_from_manifest(
+        {
+            "alphaq_version": "0.1.0",
+            "created": "c",
+            "checkpoint": {"path": "/a/b/Mixtral-8x7B", "fingerprint": "f", "model_type": "mixtral"},
+        },
+        plan="p1",
+    )
+    assert (
+        prov["model"] == "Mixtral-8x7B" and prov["fingerprint"] == "f" and prov["stage_fingerprints"] == {"plan": "p1"}
+    )
 
 
 def test_imports_have_no_heavy_side_effects() -> None:
-    code = ("import sys, alphaq.report, alphaq.report.page, alphaq.report.figures, alphaq.report.inspect_page; "
-            "print(sorted(m for m in ('matplotlib', 'seaborn', 'jinja2', 'pandas', 'scipy', 'torch') if m in sys.modules))")
+    code = (
+        "import sys, alphaq.report, alphaq.report.page, alphaq.report.figures, alphaq.report.inspect_page; "
+        "print(sorted(m for m in ('matplotlib', 'seaborn', 'jinja2', 'pandas', 'scipy', 'torch') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 

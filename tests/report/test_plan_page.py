@@ -18,8 +18,17 @@ from alphaq.report.page import fmt_bytes
 from alphaq.report.plan_page import PlanArtifacts, load_plan_run, plan_page_html, render_plan
 from tests.report.test_inspect_page import FAILED_EXPERT, parse, section_html, tables_in, write_inspect_run
 
-SECTION_IDS = ("summary", "bit-width-map", "alpha-vs-bits", "bit-width-histogram", "memory", "deployability",
-               "budget-sweep", "failed-fits-and-notes", "per-tensor-plan")
+SECTION_IDS = (
+    "summary",
+    "bit-width-map",
+    "alpha-vs-bits",
+    "bit-width-histogram",
+    "memory",
+    "deployability",
+    "budget-sweep",
+    "failed-fits-and-notes",
+    "per-tensor-plan",
+)
 BUDGETS = ("2.5", "3", "3.5", "4", "5")
 ALLOCATORS = ("alphaq", "uniform", "random", "alpha_ratio")
 ENGINES = {"per_expert": ["alphaq runtime"], "layer": ["llama.cpp (GGUF)", "vLLM fused-MoE", "TensorRT-LLM"]}
@@ -29,8 +38,16 @@ CHECKPOINT = {"path": "/models/synthetic-moe-3x8", "fingerprint": "0123456789abc
 # -- fixture builder: a plan run folder as `alphaq plan` writes it, next to the inspect artifacts ---------
 
 
-def write_plan_run(folder: Path, *, layers: int = 3, experts: int = 8, granularity: str = "expert",
-                   sweep_csv: bool = True, comparison: bool = True, inspect: bool = True) -> Path:
+def write_plan_run(
+    folder: Path,
+    *,
+    layers: int = 3,
+    experts: int = 8,
+    granularity: str = "expert",
+    sweep_csv: bool = True,
+    comparison: bool = True,
+    inspect: bool = True,
+) -> Path:
     """Inspect artifacts (synthetic), then a real plan via the planner API (analytic error model, no weights)."""
     from alphaq.audit.artifacts import load_inspect_run
 
@@ -38,18 +55,26 @@ def write_plan_run(folder: Path, *, layers: int = 3, experts: int = 8, granulari
     details = load_inspect_run(folder).details
     details["var"] = 4e-4 * (1.0 + 0.2 * details["layer"].fillna(0).astype(float))
     config = PlanConfig(budget="3.5", error_model="analytic", keep="attention=8", granularity=granularity)
-    provenance = {"checkpoint": CHECKPOINT, "diagnostics": {"fit": "ww", "inspect_fingerprint": "feedface"},
-                  "created": "2025-02-03T04:05:06+00:00"}
+    provenance = {
+        "checkpoint": CHECKPOINT,
+        "diagnostics": {"fit": "ww", "inspect_fingerprint": "feedface"},
+        "created": "2025-02-03T04:05:06+00:00",
+    }
     plan = make_plan(details, None, config, provenance=provenance)
     save_plan(plan, folder / "plan.json")
     if sweep_csv:
         sweep(details, None, config, BUDGETS, ALLOCATORS).to_csv(folder / "sweep.csv", index=False)
     if comparison:
         layer = make_plan(details, None, replace(config, granularity="layer"), provenance={})
-        entry = {name: {"objective": p.summary["alpha_objective"], "status": p.provenance["solver"]["status"],
-                        "average_payload_bits": p.summary["average_payload_bits"],
-                        "total_bytes": p.summary["total_bytes"]}
-                 for name, p in (("layer_plan", layer), ("expert_plan", plan))}
+        entry = {
+            name: {
+                "objective": p.summary["alpha_objective"],
+                "status": p.provenance["solver"]["status"],
+                "average_payload_bits": p.summary["average_payload_bits"],
+                "total_bytes": p.summary["total_bytes"],
+            }
+            for name, p in (("layer_plan", layer), ("expert_plan", plan))
+        }
         entry["rounded_up_per_layer_bytes"] = rounded_up_per_layer(plan)
         entry["engines"] = ENGINES
         (folder / "plan_comparison.json").write_text(json.dumps(entry), encoding="utf-8")
@@ -65,8 +90,10 @@ def rounded_up_per_layer(plan: Plan) -> int:
     for t in plan.tensors:
         if t.unit is not None:
             widest[(t.layer, t.proj)] = max(widest.get((t.layer, t.proj), 0), t.bits)
-    return sum(matrix_nbytes(t.rows, t.cols, widest[(t.layer, t.proj)], t.group_size) if t.unit is not None
-               else t.bytes for t in plan.tensors)
+    return sum(
+        matrix_nbytes(t.rows, t.cols, widest[(t.layer, t.proj)], t.group_size) if t.unit is not None else t.bytes
+        for t in plan.tensors
+    )
 
 
 def big_plan_run(folder: Path, layers: int, experts: int) -> Path:
@@ -81,27 +108,74 @@ def big_plan_run(folder: Path, layers: int, experts: int) -> Path:
             bits = 4 if alpha[layer, expert] < cut[0] else 2 if alpha[layer, expert] > cut[1] else 3
             for proj, (rows, cols) in (("gate_proj", (64, 128)), ("up_proj", (64, 128)), ("down_proj", (128, 64))):
                 name = f"model.layers.{layer}.mlp.experts.{expert}.{proj}"
-                tensors.append(PlanTensor(name, name + ".weight", layer, expert, proj, "expert", rows, cols,
-                                          rows * cols, bits, 128, matrix_nbytes(rows, cols, bits, 128),
-                                          1e-3 * 4.0 ** -bits, f"L{layer}.E{expert}"))
+                tensors.append(
+                    PlanTensor(
+                        name,
+                        name + ".weight",
+                        layer,
+                        expert,
+                        proj,
+                        "expert",
+                        rows,
+                        cols,
+                        rows * cols,
+                        bits,
+                        128,
+                        matrix_nbytes(rows, cols, bits, 128),
+                        1e-3 * 4.0**-bits,
+                        f"L{layer}.E{expert}",
+                    )
+                )
                 details.append((name, layer, expert, proj, "expert", float(alpha[layer, expert]), "success"))
         name = f"model.layers.{layer}.self_attn.q_proj"
-        tensors.append(PlanTensor(name, name + ".weight", layer, None, "q_proj", "attention", 64, 64, 4096, 16, None,
-                                  matrix_nbytes(64, 64, 16, 128), 0.0))
+        tensors.append(
+            PlanTensor(
+                name,
+                name + ".weight",
+                layer,
+                None,
+                "q_proj",
+                "attention",
+                64,
+                64,
+                4096,
+                16,
+                None,
+                matrix_nbytes(64, 64, 16, 128),
+                0.0,
+            )
+        )
     summary = {**tensor_totals(tensors), "units": layers * experts}
-    provenance = {"checkpoint": {"path": "/models/big"}, "options": {"granularity": "expert", "allocator": "alphaq",
-                                                                    "widths": [2, 3, 4, 8]}}
+    provenance = {
+        "checkpoint": {"path": "/models/big"},
+        "options": {"granularity": "expert", "allocator": "alphaq", "widths": [2, 3, 4, 8]},
+    }
     save_plan(Plan(provenance, summary, tuple(tensors)), folder / "plan.json")
     table = pd.DataFrame(details, columns=["name", "layer", "expert", "proj", "role", "alpha", "status"])
     table.to_csv(folder / "details.csv", index=False)
-    experts_csv = pd.DataFrame({"layer": np.repeat(np.arange(layers), experts),
-                                "expert": np.tile(np.arange(experts), layers), "role": "expert",
-                                "alpha_mean": alpha.ravel(), "quality": "ok"})
+    experts_csv = pd.DataFrame(
+        {
+            "layer": np.repeat(np.arange(layers), experts),
+            "expert": np.tile(np.arange(experts), layers),
+            "role": "expert",
+            "alpha_mean": alpha.ravel(),
+            "quality": "ok",
+        }
+    )
     experts_csv.to_csv(folder / "experts.csv", index=False)
     (folder / "inspect.json").write_text(json.dumps({"schema_version": 1, "stage": "inspect", "checkpoint": {}}))
-    rows = [{"allocator": a, "budget": str(b), "budget_kind": "bits", "status": "optimal", "average_payload_bits": b,
-             "predicted_error": 1e-3 * 4.0 ** -b * (1 + i / 4)} for b in (2, 2.5, 3, 3.5, 4, 5, 6)
-            for i, a in enumerate(("alphaq", "uniform", "random", "alpha_ratio", "weight_norm", "frequency"))]
+    rows = [
+        {
+            "allocator": a,
+            "budget": str(b),
+            "budget_kind": "bits",
+            "status": "optimal",
+            "average_payload_bits": b,
+            "predicted_error": 1e-3 * 4.0**-b * (1 + i / 4),
+        }
+        for b in (2, 2.5, 3, 3.5, 4, 5, 6)
+        for i, a in enumerate(("alphaq", "uniform", "random", "alpha_ratio", "weight_norm", "frequency"))
+    ]
     pd.DataFrame(rows).to_csv(folder / "sweep.csv", index=False)
     return folder
 
@@ -162,8 +236,16 @@ def test_sections_figures_and_provenance(plan_run: Path, plan_html: str) -> None
     assert plan_html.count('<figure class="fig">') == 4 and plan_html.count("<svg") == 4
     assert plan_html.count("data:image/png;base64,") >= 1  # the heatmap's cells
     fingerprint = load_plan(plan_run / "plan.json").plan_fingerprint
-    for text in ("synthetic-moe-3x8", "mixtral", "0123456789abcdef", "feedface", "2025-02-03T04:05:06+00:00",
-                 "plan fingerprint", fingerprint, "inspect fingerprint"):
+    for text in (
+        "synthetic-moe-3x8",
+        "mixtral",
+        "0123456789abcdef",
+        "feedface",
+        "2025-02-03T04:05:06+00:00",
+        "plan fingerprint",
+        fingerprint,
+        "inspect fingerprint",
+    ):
         assert text in plan_html, text
     assert '<span class="current">Plan</span>' in plan_html
     warnings = plan_html.split("<main>", 1)[1].split("</div>", 1)[0]
@@ -173,10 +255,20 @@ def test_sections_figures_and_provenance(plan_run: Path, plan_html: str) -> None
 def test_summary_cards(plan_run: Path, plan_html: str) -> None:
     summary = section_html(plan_html, "summary")
     plan = load_plan(plan_run / "plan.json")
-    for text in ("alphaq", "expert", "3.5 bits/weight", "3.500", f"{plan.summary['effective_bits']:.3f}",
-                 fmt_bytes(plan.summary["expert_bytes"]), fmt_bytes(plan.summary["expert_bytes_bf16"]),
-                 f"{plan.summary['compression_ratio']:.2f}\u00d7", "optimal", "analytic", "attention=8",
-                 "24 units"):
+    for text in (
+        "alphaq",
+        "expert",
+        "3.5 bits/weight",
+        "3.500",
+        f"{plan.summary['effective_bits']:.3f}",
+        fmt_bytes(plan.summary["expert_bytes"]),
+        fmt_bytes(plan.summary["expert_bytes_bf16"]),
+        f"{plan.summary['compression_ratio']:.2f}\u00d7",
+        "optimal",
+        "analytic",
+        "attention=8",
+        "24 units",
+    ):
         assert text in summary, text
     assert ">16<" in summary  # gamma (the default)
 
@@ -184,8 +276,15 @@ def test_summary_cards(plan_run: Path, plan_html: str) -> None:
 def test_memory_table(plan_run: Path, plan_html: str) -> None:
     plan = load_plan(plan_run / "plan.json")
     rows = _rows_of(plan_html, "memory")
-    assert [r[0] for r in rows] == ["routed experts", "kept: attention", "kept: embedding", "kept: lm_head",
-                                    "kept: router", "kept, all roles", "total"]
+    assert [r[0] for r in rows] == [
+        "routed experts",
+        "kept: attention",
+        "kept: embedding",
+        "kept: lm_head",
+        "kept: router",
+        "kept, all roles",
+        "total",
+    ]
     by_part = {r[0]: r for r in rows}
     assert by_part["total"][6] == str(plan.summary["total_bytes"])
     assert by_part["routed experts"][6] == str(plan.summary["expert_bytes"])
@@ -304,20 +403,25 @@ def test_real_plan_run_renders(tiny_checkpoints: dict[str, Path], tmp_path: Path
     assert "kept: shared_expert" in section_html(html, "memory")
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("sweep_garbage", "sweep.csv lacks column(s) allocator"),
-    ("sweep_binary", "sweep.csv is unreadable"),
-    ("comparison_json", "plan_comparison.json is unreadable"),
-    ("comparison_shape", "plan_comparison.json lacks the expert_plan"),
-    ("experts_empty", "inspect artifacts unreadable"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("sweep_garbage", "sweep.csv lacks column(s) allocator"),
+        ("sweep_binary", "sweep.csv is unreadable"),
+        ("comparison_json", "plan_comparison.json is unreadable"),
+        ("comparison_shape", "plan_comparison.json lacks the expert_plan"),
+        ("experts_empty", "inspect artifacts unreadable"),
+    ],
+)
 def test_bad_optional_files_are_warnings(tmp_path: Path, damage: str, message: str) -> None:
     folder = write_plan_run(tmp_path / "run", layers=1, experts=4)
-    target, content = {"sweep_garbage": ("sweep.csv", b"a,b\n1,2\n"),
-                       "sweep_binary": ("sweep.csv", b"\xff\xfe\x00\x81"),
-                       "comparison_json": ("plan_comparison.json", b"{oops"),
-                       "comparison_shape": ("plan_comparison.json", b"[1, 2]"),
-                       "experts_empty": ("experts.csv", b"")}[damage]
+    target, content = {
+        "sweep_garbage": ("sweep.csv", b"a,b\n1,2\n"),
+        "sweep_binary": ("sweep.csv", b"\xff\xfe\x00\x81"),
+        "comparison_json": ("plan_comparison.json", b"{oops"),
+        "comparison_shape": ("plan_comparison.json", b"[1, 2]"),
+        "experts_empty": ("experts.csv", b""),
+    }[damage]
     (folder / target).write_bytes(content)
     run = load_plan_run(folder)
     assert len(run.load_warnings) == 1 and message in run.load_warnings[0] and "\n" not in run.load_warnings[0]
@@ -326,15 +430,18 @@ def test_bad_optional_files_are_warnings(tmp_path: Path, damage: str, message: s
     assert tuple(parse(html).section_ids) == SECTION_IDS
 
 
-@pytest.mark.parametrize("breakage, message", [
-    ("no_folder", "plan run folder not found"),
-    ("no_plan", "no plan.json"),
-    ("bad_json", "is not valid JSON"),
-    ("schema", "schema_version 2"),
-    ("fingerprint", "plan_fingerprint does not match"),
-    ("bits", "has bits=9"),
-    ("empty", "tensors must be a non-empty list"),
-])
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("no_folder", "plan run folder not found"),
+        ("no_plan", "no plan.json"),
+        ("bad_json", "is not valid JSON"),
+        ("schema", "schema_version 2"),
+        ("fingerprint", "plan_fingerprint does not match"),
+        ("bits", "has bits=9"),
+        ("empty", "tensors must be a non-empty list"),
+    ],
+)
 def test_bad_folders_give_one_line_errors(tmp_path: Path, breakage: str, message: str) -> None:
     folder = write_plan_run(tmp_path / "run", layers=1, experts=4, sweep_csv=False, comparison=False)
     data = json.loads((folder / "plan.json").read_text())
@@ -372,7 +479,13 @@ def test_inspect_artifacts_of_another_checkpoint_are_ignored(tmp_path: Path) -> 
 
 def test_fmt_bytes() -> None:
     assert [fmt_bytes(v) for v in (512, 76_800, 118_016, 12.35e9, None, float("nan"))] == [
-        "512 B", "76.80 kB", "118.0 kB", "12.35 GB", "\u2014", "\u2014"]
+        "512 B",
+        "76.80 kB",
+        "118.0 kB",
+        "12.35 GB",
+        "\u2014",
+        "\u2014",
+    ]
 
 
 def test_large_plan_page_stays_small(tmp_path: Path) -> None:

@@ -25,8 +25,11 @@ SECTION_IDS = ("summary", "totals-vs-plan", "error-vs-bits", "per-tensor-results
 def quantized(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("quantize")
     model = tiny_checkpoints["gpt_oss"]
-    plan = make_plan(open_checkpoint(model), folder / "plan.json",
-                     lambda m: (4 if m.expert != 1 else 16) if m.role.value == "expert" else 16)
+    plan = make_plan(
+        open_checkpoint(model),
+        folder / "plan.json",
+        lambda m: (4 if m.expert != 1 else 16) if m.role.value == "expert" else 16,
+    )
     qrun.run_quantize(model, plan, folder / "out", max_shard_bytes=60_000)
     return folder / "out"
 
@@ -47,8 +50,13 @@ def test_page_is_one_offline_file_with_every_section(quantized: Path, page: str)
     assert page.count('<figure class="fig">') == 1 and page.count("<svg") == 1
     assert '<span class="current">Quantize</span>' in page
     manifest = manifest_of(quantized)
-    for text in (manifest["checkpoint"]["fingerprint"], manifest["plan"]["fingerprint"], "plan fingerprint",
-                 "alphaq-groupwise-v1", "gpt_oss"):
+    for text in (
+        manifest["checkpoint"]["fingerprint"],
+        manifest["plan"]["fingerprint"],
+        "plan fingerprint",
+        "alphaq-groupwise-v1",
+        "gpt_oss",
+    ):
         assert text in page, text
     assert not list(quantized.glob(".quantize.html.*"))
 
@@ -105,9 +113,9 @@ def test_nothing_quantized(quantized: Path) -> None:
     assert "<svg" not in html
 
 
-@pytest.mark.parametrize("breakage, message", [
-    ("missing", "no quantize.json"), ("bad_json", "unreadable"), ("version", "schema_version 7"),
-])
+@pytest.mark.parametrize(
+    "breakage, message", [("missing", "no quantize.json"), ("bad_json", "unreadable"), ("version", "schema_version 7")]
+)
 def test_bad_folders_give_one_line_errors(tmp_path: Path, breakage: str, message: str) -> None:
     tmp_path.mkdir(exist_ok=True)
     if breakage == "bad_json":

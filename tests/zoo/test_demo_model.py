@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from alphaq.errors import AlphaQError, CheckpointError, ConfigError
-from alphaq.load.model import load_model, tokenize_text
-from alphaq.zoo.demo import demo_model_path
 from alphaq.evaluation.perplexity import perplexity
+from alphaq.load.model import load_model, tokenize_text
 from alphaq.zoo import model_card
+from alphaq.zoo.demo import demo_model_path
 from alphaq.zoo.train_demo import DemoTrainConfig, cli_args, lr_at, parse_args
 
 EXPECTED_LAYERS, EXPECTED_EXPERTS = 4, 8
@@ -73,7 +73,7 @@ def test_greedy_generation_is_deterministic(demo):
     runs = [model.generate(**prompt, max_new_tokens=8, do_sample=False) for _ in range(2)]
     assert runs[0].shape == (1, prompt["input_ids"].shape[1] + 8)
     assert torch.equal(runs[0], runs[1])
-    assert tokenizer.decode(runs[0][0, prompt["input_ids"].shape[1]:]).strip()
+    assert tokenizer.decode(runs[0][0, prompt["input_ids"].shape[1] :]).strip()
 
 
 def test_wikitext2_perplexity_matches_the_card(demo, card):
