@@ -63,22 +63,6 @@ def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fake_llamacpp_tools() -> Iterator[None]:
-    """`export --format gguf` looks for llama.cpp first; a stand-in lets it go on to read the plan."""
-    from alphaq.export import llamacpp_tools
-
-    fake = llamacpp_tools.LlamaCppTools(
-        root=Path("/nonexistent"),
-        quantize=Path("/nonexistent/llama-quantize"),
-        perplexity=Path("/nonexistent/llama-perplexity"),
-        converter=Path("/nonexistent/convert_hf_to_gguf.py"),
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(llamacpp_tools, "find_tools", lambda *args, **kwargs: fake)
-        yield
-
-
 def _paths(value: Any, prefix: tuple = ()) -> Iterator[tuple]:
     """Every path (tuple of keys and indexes) into a JSON value, the first three tensors' only."""
     yield prefix
