@@ -65,22 +65,28 @@ __all__ = ["__version__", "compare", "evaluate", "inspect", "plan", "quantize", 
 
 
 def inspect(
-    model: PathLike | None = None,
+    model: PathLike | Any | None = None,
     config: InspectConfig | None = None,
     out: PathLike | None = None,
     *,
     pattern_file: PathLike | None = None,
     progress: ProgressFn | None = None,
+    model_config: Any = None,
 ) -> InspectResult:
     """HT-SR metrics of every matrix and a per-expert quality ranking, without data.
 
     Args:
-        model: checkpoint folder (``None``: the bundled demo MoE).
+        model: checkpoint folder or Hub model id (``None``: the bundled demo MoE); or a loaded
+            ``transformers.PreTrainedModel``, or a state dict (name -> ``torch.Tensor``), read in memory: the same
+            metrics as its saved folder, tensors named as in memory (transformers 5 fuses the experts:
+            ``mlp.experts.gate_up_proj[3].gate``).
         config: :class:`InspectConfig` (``None``: ww fit, float32, cpu, every matrix).
         out: run folder to save into (``details.csv``, ``experts.csv``, ``spectra.npz``, ``inspect.json``);
             ``None`` saves nothing.
         pattern_file: JSON tensor patterns for an architecture the table does not know.
         progress: ``progress(advance, item, total)``.
+        model_config: for a state dict, its model config (dict or ``PretrainedConfig``; its ``model_type`` picks
+            the tensor patterns). Without it the names alone must tell the architecture, else a ConfigError.
 
     Returns:
         The :class:`InspectResult` (row tables with ``details`` / ``experts`` DataFrame views, ``manifest``).
@@ -89,10 +95,11 @@ def inspect(
     from alphaq.audit.run import save_inspect
     from alphaq.locking import output_lock
 
+    options = dict(pattern_file=pattern_file, progress=progress, model_config=model_config)
     if out is None:
-        return inspect_checkpoint(model, config, pattern_file=pattern_file, progress=progress)
+        return inspect_checkpoint(model, config, **options)
     with output_lock(out, "inspect"):
-        result = inspect_checkpoint(model, config, pattern_file=pattern_file, progress=progress)
+        result = inspect_checkpoint(model, config, **options)
         save_inspect(result, out)
     return result
 

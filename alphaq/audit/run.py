@@ -145,22 +145,27 @@ class InspectResult:
 
 
 def inspect(
-    path: str | Path | None = None,
+    path: str | Path | Any | None = None,
     config: InspectConfig | None = None,
     *,
     pattern_file: str | Path | None = None,
     progress: ProgressFn | None = None,
     backend: Any = None,
+    model_config: Any = None,
 ) -> InspectResult:
     """Fit HT-SR metrics to every matrix of a checkpoint, without data.
 
     Args:
-        path: checkpoint folder; the bundled demo model when None.
+        path: checkpoint folder or Hub model id; the bundled demo model when None. Or, in memory, a loaded
+            ``transformers.PreTrainedModel`` or a state dict (name -> ``torch.Tensor``), read without saving
+            (:func:`alphaq.load.in_memory.open_in_memory`; the same metrics as its saved folder, tensors named as
+            in memory).
         config: options (defaults: ww fit, float32, cpu, every matrix).
         pattern_file: JSON tensor patterns for an architecture the table does not know.
         progress: called as ``progress(1, matrix name, total)`` after each matrix.
         backend: None (local) or an :class:`alphaq.distributed.RayBackend`: the matrices are analysed by Ray
-            tasks (identical results).
+            tasks (identical results); checkpoint folders only.
+        model_config: a state dict's model config (dict or ``PretrainedConfig``), for its ``model_type``.
 
     Returns:
         The :class:`InspectResult`.
@@ -169,14 +174,25 @@ def inspect(
         AlphaQError: unreadable checkpoint, no matrix selected.
     """
     from alphaq.load import open_checkpoint
+    from alphaq.load.in_memory import is_in_memory, open_in_memory
 
     config = config or InspectConfig()
-    if path is None:
-        from alphaq.zoo.demo import demo_model_path
-
-        path = demo_model_path()
     start = time.perf_counter()
-    ckpt = open_checkpoint(path, pattern_file=pattern_file)
+    if is_in_memory(path):
+        if backend is not None:
+            raise AlphaQError(
+                "a Ray backend reads the checkpoint from a folder every node sees; save the model "
+                "(save_pretrained) and pass that folder, or drop the backend"
+            )
+        ckpt = open_in_memory(path, model_config=model_config, pattern_file=pattern_file)
+    else:
+        if model_config is not None:
+            raise ConfigError("model_config is for a state dict; a checkpoint folder's config.json is used")
+        if path is None:
+            from alphaq.zoo.demo import demo_model_path
+
+            path = demo_model_path()
+        ckpt = open_checkpoint(path, pattern_file=pattern_file)
     refs = select_matrices(ckpt.matrices, config)
     if not refs:
         raise AlphaQError(
@@ -245,6 +261,7 @@ def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
     from alphaq.atomic import staged_files
     from alphaq.audit.expert_quality import EXPERT_COLUMNS, EXPERT_INT_COLUMNS
     from alphaq.audit.table_files import column_kinds, write_csv, write_parquet
+    from alphaq.load.in_memory import IN_MEMORY_PREFIX
     from alphaq.runfolder import record_path
 
     out = Path(out_dir)
@@ -264,9 +281,8 @@ def save_inspect(result: InspectResult, out_dir: str | Path) -> Path:
         files.write_with(EXPERTS_CSV, lambda p: write_csv(p, experts, EXPERT_COLUMNS, EXPERT_INT_COLUMNS))
         files.write_with(SPECTRA_NPZ, lambda p: _save_npz(p, arrays))
         ckpt = result.manifest["checkpoint"]  # its path as the run folder records paths (runfolder.record_path)
-        files.write_json(
-            INSPECT_JSON, {**result.manifest, "checkpoint": {**ckpt, "path": record_path(ckpt["path"], base=out)}}
-        )
+        path = ckpt["path"] if ckpt["path"].startswith(IN_MEMORY_PREFIX) else record_path(ckpt["path"], base=out)
+        files.write_json(INSPECT_JSON, {**result.manifest, "checkpoint": {**ckpt, "path": path}})
     return out
 
 

@@ -24,31 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from alphaq.audit.analysis import DETAIL_COLUMNS
+
 if TYPE_CHECKING:
     from alphaq.audit.run import InspectConfig
 
-#: weightwatcher's analyze() columns copied into a details row (same names in both).
-WW_COLUMNS = (
-    "num_evals",
-    "alpha",
-    "alpha_weighted",
-    "D",
-    "sigma",
-    "xmin",
-    "xmax",
-    "num_pl_spikes",
-    "lambda_max",
-    "norm",
-    "log_norm",
-    "spectral_norm",
-    "log_spectral_norm",
-    "log_alpha_norm",
-    "stable_rank",
-    "matrix_rank",
-    "entropy",
-    "detX_num",
-    "detX_val",
-)
+#: weightwatcher's analyze() columns copied into a details row (same names in both): the details table's
+#: ``num_evals`` .. ``detX_val`` run.
+WW_COLUMNS = tuple(DETAIL_COLUMNS[DETAIL_COLUMNS.index("num_evals") : DETAIL_COLUMNS.index("detX_val") + 1])
 #: Columns that depend on the power-law fit: NaN when weightwatcher's fit did not succeed (it writes -1).
 FIT_COLUMNS = ("alpha", "alpha_weighted", "D", "sigma", "xmin", "num_pl_spikes", "log_alpha_norm")
 _INT_COLUMNS = frozenset({"num_evals", "num_pl_spikes", "matrix_rank", "detX_num"})
