@@ -10,232 +10,39 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from alphaq.errors import CheckpointError, ConfigError
-
-
-class Role(str, Enum):
-    """What a weight matrix does in the network."""
-
-    EXPERT = "expert"
-    SHARED_EXPERT = "shared_expert"
-    ROUTER = "router"
-    ATTENTION = "attention"
-    DENSE_MLP = "dense_mlp"
-    EMBEDDING = "embedding"
-    LM_HEAD = "lm_head"
-    OTHER = "other"
-
-
-#: Canonical projection names: every alias a checkpoint uses maps to one of gate/up/down/q/k/v/o/...
-PROJ_ALIASES: dict[str, str] = {
-    "w1": "gate",
-    "w3": "up",
-    "w2": "down",
-    "gate_proj": "gate",
-    "up_proj": "up",
-    "down_proj": "down",
-    "fc1": "up",
-    "fc2": "down",
-    "c_fc": "up",
-    "c_proj": "down",
-    "dense_h_to_4h": "up",
-    "dense_4h_to_h": "down",
-    "q_proj": "q",
-    "k_proj": "k",
-    "v_proj": "v",
-    "o_proj": "o",
-    "wq": "q",
-    "wk": "k",
-    "wv": "v",
-    "wo": "o",
-    "gate_up_proj": "gate_up",
-    "input_linear": "gate_up",
-    "output_linear": "down",
-}
-
-FusedSplit = Literal["halves", "interleaved", "none"]
-FusedOrientation = Literal["out_in", "in_out", "auto"]
-
-
-@dataclass(frozen=True)
-class TensorRule:
-    """One row of the pattern table.
-
-    Attributes:
-        pattern: regex (``re.search``) with optional named groups ``layer``, ``expert``, ``proj``.
-        role: role of the matched matrices.
-        proj: fixed projection name; when ``None`` the ``proj`` group (through ``PROJ_ALIASES``) names it.
-        fused: True for a 3-D tensor holding every expert of a layer, [E, out, in] or [E, in, out].
-        split: how a fused gate+up tensor stacks gate and up along its output dimension.
-        orientation: ``out_in`` ([E, out, in], transformers v5), ``in_out`` ([E, in, out], GPT-OSS), or
-            ``auto`` (decided from ``hidden_size``).
-    """
-
-    pattern: str
-    role: Role
-    proj: str | None = None
-    fused: bool = False
-    split: FusedSplit = "none"
-    orientation: FusedOrientation = "auto"
-
-    def __post_init__(self) -> None:
-        try:
-            re.compile(self.pattern)
-        except re.error as exc:
-            raise ConfigError(f"invalid tensor pattern {self.pattern!r}: {exc}; fix the regex") from exc
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """How to read one architecture: its tensor rules and the config keys it uses.
-
-    Attributes:
-        model_type: ``config.json`` ``model_type`` values this spec serves.
-        rules: pattern rows tried in order; the first match wins.
-        num_experts_keys: config keys that hold the number of routed experts.
-        ignore_layers_from_key: config key; layers with an index >= its value are ignored (DeepSeek-V3's
-            multi-token-prediction layer).
-    """
-
-    model_types: tuple[str, ...]
-    rules: tuple[TensorRule, ...]
-    num_experts_keys: tuple[str, ...] = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
-    ignore_layers_from_key: str | None = None
-    notes: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-_L = r"(?:^|\.)layers\.(?P<layer>\d+)\."
-_MOE = r"(?:mlp|block_sparse_moe|feed_forward|moe)"
-_EXPERT_PROJ = r"(?P<proj>gate_proj|up_proj|down_proj|w1|w2|w3)"
-
-# Rows shared by every architecture, most specific first.
-_ROUTED_EXPERTS = TensorRule(_L + _MOE + r"\.experts\.(?P<expert>\d+)\." + _EXPERT_PROJ + r"\.weight$", Role.EXPERT)
-_FUSED_GATE_UP = TensorRule(
-    _L + _MOE + r"\.experts\.(?P<proj>gate_up_proj)(?:\.weight)?$", Role.EXPERT, fused=True, split="halves"
-)
-_FUSED_DOWN = TensorRule(_L + _MOE + r"\.experts\.(?P<proj>down_proj)(?:\.weight)?$", Role.EXPERT, fused=True)
-_SHARED = TensorRule(_L + r"mlp\.shared_experts?\.(?P<proj>gate_proj|up_proj|down_proj)\.weight$", Role.SHARED_EXPERT)
-_SHARED_GATE = TensorRule(_L + r"mlp\.shared_expert_gate\.weight$", Role.ROUTER, proj="shared_gate")
-_ROUTER = TensorRule(_L + _MOE + r"\.(?:gate|router(?:\.layer)?)\.weight$", Role.ROUTER, proj="router")
-_ATTENTION = TensorRule(
-    _L + r"(?:self_attn|attention|attn)\.(?P<proj>q_proj|k_proj|v_proj|o_proj|q_a_proj|q_b_proj|"
-    r"kv_a_proj_with_mqa|kv_b_proj|qkv_proj|query_key_value|dense|wq|wk|wv|wo)\.weight$",
-    Role.ATTENTION,
-)
-_DENSE_MLP = TensorRule(
-    _L + r"(?:mlp|feed_forward)\.(?P<proj>gate_proj|up_proj|down_proj|fc1|fc2|c_fc|c_proj|"
-    r"dense_h_to_4h|dense_4h_to_h|w1|w2|w3)\.weight$",
-    Role.DENSE_MLP,
-)
-_EMBED = TensorRule(
-    r"(?:^|\.)(?:embed_tokens|wte|word_embeddings|tok_embeddings)\.weight$", Role.EMBEDDING, proj="embed"
-)
-_LM_HEAD = TensorRule(r"(?:^|\.)lm_head\.weight$", Role.LM_HEAD, proj="lm_head")
-
-_COMMON: tuple[TensorRule, ...] = (
-    _ROUTED_EXPERTS,
-    _FUSED_GATE_UP,
-    _FUSED_DOWN,
-    _SHARED,
-    _SHARED_GATE,
-    _ROUTER,
-    _ATTENTION,
-    _DENSE_MLP,
-    _EMBED,
-    _LM_HEAD,
+from alphaq.load.arch_table import (
+    ARCHITECTURES,
+    COMMON,
+    GENERIC,
+    PROJ_ALIASES,
+    ArchSpec,
+    FusedOrientation,
+    FusedSplit,
+    Role,
+    TensorRule,
 )
 
-#: The table. Order of rules inside a row matters (first match wins).
-ARCHITECTURES: tuple[ArchSpec, ...] = (
-    ArchSpec(
-        ("mixtral", "phimoe"),
-        _COMMON,
-        notes="per-expert block_sparse_moe.experts.{e}.w1/w3/w2 = gate/up/down; router block_sparse_moe.gate",
-    ),
-    ArchSpec(
-        ("qwen2_moe",),
-        _COMMON,
-        notes="mlp.experts.{e}.*_proj, mlp.shared_expert.* (outside the budget), mlp.shared_expert_gate",
-    ),
-    ArchSpec(
-        ("qwen3_moe", "olmoe", "qwen3_next", "minimax", "dots1", "ernie4_5_moe", "hunyuan_v1_moe"),
-        _COMMON,
-        notes="mlp.experts.{e}.*_proj, router mlp.gate",
-    ),
-    ArchSpec(
-        ("deepseek_v2", "deepseek_v3", "glm4_moe", "kimi_k2"),
-        _COMMON,
-        ignore_layers_from_key="num_hidden_layers",
-        notes="first_k_dense_replace dense layers, mlp.shared_experts, FP8 weight_scale_inv blocks, "
-        "MTP layers (index >= num_hidden_layers) ignored",
-    ),
-    ArchSpec(
-        ("gpt_oss",),
-        (
-            TensorRule(
-                _L + r"mlp\.experts\.(?P<proj>gate_up_proj)$",
-                Role.EXPERT,
-                fused=True,
-                split="interleaved",
-                orientation="in_out",
-            ),
-            TensorRule(_L + r"mlp\.experts\.(?P<proj>down_proj)$", Role.EXPERT, fused=True, orientation="in_out"),
-            TensorRule(_L + r"mlp\.router\.weight$", Role.ROUTER, proj="router"),
-            *_COMMON,
-        ),
-        notes="fused [E, H, 2I] gate_up (gate/up interleaved) and [E, I, H] down; MXFP4 *_blocks/*_scales",
-    ),
-    ArchSpec(
-        ("granitemoe", "granitemoeshared", "jetmoe"),
-        (
-            TensorRule(
-                _L + r"block_sparse_moe\.(?P<proj>input_linear)\.weight$",
-                Role.EXPERT,
-                fused=True,
-                split="halves",
-                orientation="out_in",
-            ),
-            TensorRule(
-                _L + r"block_sparse_moe\.(?P<proj>output_linear)\.weight$",
-                Role.EXPERT,
-                fused=True,
-                orientation="out_in",
-            ),
-            TensorRule(_L + r"shared_mlp\.(?P<proj>input_linear|output_linear)\.weight$", Role.SHARED_EXPERT),
-            *_COMMON,
-        ),
-        notes="fused input_linear [E, 2I, H] (gate|up) and output_linear [E, H, I]; router block_sparse_moe.router.layer",
-    ),
-    ArchSpec(
-        ("llama4", "llama4_text"),
-        (
-            TensorRule(
-                _L + r"feed_forward\.experts\.(?P<proj>gate_up_proj)$",
-                Role.EXPERT,
-                fused=True,
-                split="halves",
-                orientation="in_out",
-            ),
-            TensorRule(
-                _L + r"feed_forward\.experts\.(?P<proj>down_proj)$", Role.EXPERT, fused=True, orientation="in_out"
-            ),
-            TensorRule(
-                _L + r"feed_forward\.shared_expert\.(?P<proj>gate_proj|up_proj|down_proj)\.weight$", Role.SHARED_EXPERT
-            ),
-            *_COMMON,
-        ),
-        notes="fused [E, H, 2I] gate_up and [E, I, H] down",
-    ),
-)
-
-#: Generic fallback for an unknown model_type: the common rows.
-GENERIC = ArchSpec(("*",), _COMMON, notes="generic patterns")
+__all__ = [
+    "ARCHITECTURES",
+    "GENERIC",
+    "PROJ_ALIASES",
+    "ArchSpec",
+    "FusedOrientation",
+    "FusedSplit",
+    "Match",
+    "Role",
+    "TensorRule",
+    "architectures_markdown",
+    "check_config",
+    "load_pattern_file",
+    "match_tensor",
+    "spec_for",
+]
 
 
 def spec_for(model_type: str | None) -> ArchSpec:
@@ -266,6 +73,7 @@ def load_pattern_file(path: Path) -> ArchSpec:
                 fused=bool(r.get("fused", False)),
                 split=r.get("split", "none"),
                 orientation=r.get("orientation", "auto"),
+                stacked=bool(r.get("stacked", False)),
             )
             for r in raw["rules"]
         )
@@ -277,7 +85,7 @@ def load_pattern_file(path: Path) -> ArchSpec:
             f"with roles {[r.value for r in Role]}"
         ) from exc
     keys = tuple(raw.get("num_experts_keys", GENERIC.num_experts_keys))
-    return ArchSpec(("custom",), rules + _COMMON, num_experts_keys=keys, notes=f"user patterns from {path}")
+    return ArchSpec(("custom",), rules + COMMON, num_experts_keys=keys, notes=f"user patterns from {path}")
 
 
 #: Integer fields of ``config.json`` that alphaq (and transformers, for ``eval``) reads: name -> smallest value.
@@ -397,12 +205,12 @@ def architectures_markdown() -> str:
     """The pattern table as a Markdown table (docs/architectures.md is generated from it)."""
     lines = ["| model_type | expert layout | notes |", "|---|---|---|"]
     for spec in ARCHITECTURES:
-        own_fused = [r for r in spec.rules if r.fused and r.role is Role.EXPERT and r not in _COMMON]
-        layout = (
-            f"fused 3-D {own_fused[0].orientation.replace('_', '-')}, gate/up {own_fused[0].split}"
-            if own_fused
-            else "per-expert 2-D (fused 3-D [E, out, in] also read)"
-        )
+        own_fused = [r for r in spec.rules if r.fused and r.role is Role.EXPERT and r not in COMMON]
+        layout = "per-expert 2-D (fused 3-D [E, out, in] also read)"
+        if own_fused:
+            first = own_fused[0]
+            kind = "stacked 2-D [E*out, in]" if first.stacked else f"fused 3-D {first.orientation.replace('_', '-')}"
+            layout = f"{kind}, gate/up " + (first.split if first.split != "none" else "separate")
         lines.append(f"| {', '.join(f'`{t}`' for t in spec.model_types)} | {layout} | {spec.notes} |")
     lines.append(f"| any other | generic patterns | {GENERIC.notes}; or `--pattern-file` |")
     return "\n".join(lines) + "\n"

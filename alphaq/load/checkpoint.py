@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +239,10 @@ class Checkpoint:
         info = self._info(name)
         try:
             with safe_open(str(info.file), framework="pt") as fh:
-                return fh.get_slice(name)[index]
+                tensor_slice = fh.get_slice(name)
+                if len(tensor_slice.get_shape()) < len(info.shape):  # experts stacked on dim 0 of a 2-D tensor
+                    return tensor_slice[index * info.shape[1] : (index + 1) * info.shape[1]]
+                return tensor_slice[index]
         except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
             raise CheckpointError(
                 f"{info.file}: cannot read tensor {name!r} ({exc}); the shard may be corrupt"
@@ -321,6 +324,11 @@ def classify(
         if match is not None and max_layers is not None and match.layer is not None and match.layer >= int(max_layers):
             skipped.append(SkippedTensor(name, "multi-token-prediction layer (not part of the decoder)"))
             continue
+        if match is not None and match.rule.stacked and len(shape) == 2:  # DBRX: [E * out, in] -> [E, out, in]
+            num_experts = _config_value(config, spec.num_experts_keys)
+            if num_experts and shape[0] % int(num_experts) == 0:
+                shape = (int(num_experts), shape[0] // int(num_experts), shape[1])
+                tensors[name] = replace(info, shape=shape)
         if match is not None and match.rule.fused and len(shape) == 3:
             orientation = (
                 "out_in" if logical != name else _orientation(match.rule.orientation, match.proj, shape, hidden)
@@ -410,7 +418,7 @@ def _read_config(directory: Path) -> dict[str, Any]:
 
 
 def _config_value(config: dict[str, Any], keys: Iterable[str | None]) -> Any:
-    for source in (config, config.get("text_config") or {}):
+    for source in (config, config.get("text_config") or {}, config.get("ffn_config") or {}):
         for key in keys:
             if key and source.get(key) is not None:
                 return source[key]
