@@ -40,7 +40,7 @@ def main() -> None:
 
     from alphaq.atomic import write_json
     from alphaq.evaluation import datasets
-    from alphaq.evaluation.compare import _tokens
+    from alphaq.evaluation.compare_job import text_tokens as _tokens
     from alphaq.evaluation.compare_stats import plan_predictors
     from alphaq.evaluation.perplexity import model_context
     from alphaq.evaluation.routing import random_token_routing, routing_stats

@@ -41,7 +41,9 @@ def main() -> None:
     from alphaq.audit.artifacts import expert_alphas
     from alphaq.evaluation import datasets
     from alphaq.evaluation.bootstrap import paired_bootstrap
-    from alphaq.evaluation.compare import _restore, _snapshot, _tokens
+    from alphaq.evaluation.compare_job import restore_weights as _restore
+    from alphaq.evaluation.compare_job import snapshot_weights as _snapshot
+    from alphaq.evaluation.compare_job import text_tokens as _tokens
     from alphaq.evaluation.perplexity import model_context, perplexity
     from alphaq.evaluation.routing import PRIOR_SEED, PRIOR_WINDOWS, random_token_routing
     from alphaq.evaluation.simulate import apply_plan

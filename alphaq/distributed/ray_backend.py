@@ -9,7 +9,7 @@ does and writes every output itself; the Ray tasks only compute:
   eigenvalues of a batch are computed matrix by matrix, so the cut changes no value. Results are taken in
   submission order, so details.csv / experts.csv are identical to a local run's.
 - quantize: one task per quantized (or dense) matrix, running the local unit code
-  (:func:`alphaq.quantization.run._run_unit`) and returning the bytes of its output tensors and its record; the
+  (:func:`alphaq.quantization.run_units.run_unit`) and returning the bytes of its output tensors and its record; the
   driver writes each output shard with the local writer (copied tensors it reads itself), records it in the
   progress file and so resumes exactly as a local run does. At most :attr:`RayBackend.inflight_bytes` of
   results are outstanding at once.
@@ -227,12 +227,10 @@ def _quantize_task(
     path: str, fingerprint: str, job: Any, unit: Any, shard: str
 ) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
     """Worker: run one quantize/dense unit; the bytes of its output tensors (name order of the unit) and its record."""
-    from alphaq.quantization import run as qrun
+    from alphaq.quantization.run_units import run_unit
 
     collected = _Collector()
-    record = qrun._run_unit(
-        dataclasses.replace(job, ckpt=_open_checkpoint(path, None, fingerprint)), unit, collected, shard
-    )
+    record = run_unit(dataclasses.replace(job, ckpt=_open_checkpoint(path, None, fingerprint)), unit, collected, shard)
     return collected.items, record
 
 
@@ -283,15 +281,15 @@ class _ShardPipeline:
         self._bytes = 0
 
     def __call__(self, job: Any, shard: Any, out: Path) -> dict[str, Any]:
-        from alphaq.quantization import run as qrun
         from alphaq.quantization import shards as st
+        from alphaq.quantization.run_units import run_unit
 
         units: list[dict[str, Any]] = []
 
         def fill(writer: Any) -> None:
             for unit in shard.units:
                 if unit.kind == "copy":  # read and written here: no compute, and no bytes through the object store
-                    units.append(qrun._run_unit(job, unit, writer, shard.name))
+                    units.append(run_unit(job, unit, writer, shard.name))
                 else:
                     items, record = self._take(shard.name, unit)
                     for name, data in items:

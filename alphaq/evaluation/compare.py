@@ -6,6 +6,9 @@ and undone before the next. Written into ``out_dir``: ``compare.csv`` (one row p
 ``routed_sq_error`` predictor; ``measured_rel_error`` is the
 parameter-weighted mean relative error of the quantized matrices, on the scale of ``predicted_error``), ``expert_verification.csv`` (per matrix:
 measured vs predicted error and the expert's routing share on the eval text) and ``plans/*.json``.
+
+This module holds the run (:func:`run_compare`) and the writing of its outputs; the per-plan work (make a plan,
+apply it, score it, undo it) is in :mod:`alphaq.evaluation.compare_job`.
 """
 
 from __future__ import annotations
@@ -14,32 +17,21 @@ import contextlib
 import dataclasses
 import math
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from alphaq.errors import AlphaQError, ConfigError
-from alphaq.evaluation.compare_stats import (
-    ORIGINAL,
-    add_intervals,
-    plan_predictors,
-    prediction_check,
-    row_key,
-    seed_spread,
-)
-from alphaq.evaluation.divergence import DivergenceMeter, ReferenceLogprobs
+from alphaq.evaluation.compare_job import CompareJob, evaluate_entry, expert_shares, snapshot_weights, text_tokens
+from alphaq.evaluation.compare_stats import ORIGINAL, add_intervals, prediction_check, seed_spread
+from alphaq.evaluation.divergence import ReferenceLogprobs
 from alphaq.evaluation.options import FREQUENCY_ENTRIES, CompareConfig, expand_allocators
 from alphaq.evaluation.routing import PRIOR_SEED, PRIOR_WINDOWS, random_token_routing
 from alphaq.locking import locks_output
 from alphaq.progress import ProgressFn
 from alphaq.provenance import text_record, versions
 from alphaq.runfolder import COMPARE_CSV, COMPARE_JSON, COMPARE_PLANS_DIR, EXPERT_VERIFICATION_CSV
-
-if TYPE_CHECKING:
-    from alphaq.planning.costs import MatrixErrors
-    from alphaq.planning.planner import PlanConfig
 
 COMPARE_COLUMNS = [
     "entry",
@@ -73,41 +65,12 @@ COMPARE_COLUMNS = [
 CALIBRATION_WINDOWS = 64
 
 
-def _tokens(tokenizer: Any, path: Path) -> Any:
-    import torch
-
-    from alphaq.evaluation.datasets import read_text
-    from alphaq.load.model import tokenize_text
-
-    return torch.tensor(tokenize_text(tokenizer, read_text(path)), dtype=torch.long)
-
-
-def _snapshot(model: Any) -> dict[str, Any]:
-    """Copies of the parameters a plan may change (routed experts and every 2-D weight)."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.dim() >= 2}
-
-
-def _restore(model: Any, snapshot: dict[str, Any]) -> None:
-    import torch
-
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in snapshot.items():
-            params[name].data.copy_(value)
-
-
 def original_windows(ids: Any, context: int, max_windows: int | None) -> int:
     """Full windows of ``context`` tokens the perplexity passes score (at most ``max_windows``)."""
     from alphaq.evaluation.perplexity import window_starts
 
     windows = len(window_starts(int(ids.numel()), context, context))
     return min(windows, max_windows) if max_windows else windows
-
-
-def _shares(model: Any, ids: Any, context: int, max_windows: int | None) -> dict[tuple[int, int], float]:
-    from alphaq.evaluation.routing import routing_stats
-
-    return routing_stats(model, ids, context=context, max_windows=max_windows).shares()
 
 
 @locks_output("out_dir", "compare")
@@ -184,13 +147,13 @@ def _compare(
         raise ConfigError(f"device {device} requested but CUDA is not available; pass --device cpu")
     lm, tokenizer = load_model(ckpt.path, device=options.device, dtype=getattr(torch, options.dtype))
     window = context or model_context(lm)
-    ids = _tokens(tokenizer, eval_path)
+    ids = text_tokens(tokenizer, eval_path)
     shares = {
-        side: _shares(lm, _tokens(tokenizer, path), window, CALIBRATION_WINDOWS)
+        side: expert_shares(lm, text_tokens(tokenizer, path), window, CALIBRATION_WINDOWS)
         for side, path in calib_paths.items()
         if side in needs and path is not None
     }
-    eval_shares = _shares(lm, ids, window, max_windows)
+    eval_shares = expert_shares(lm, ids, window, max_windows)
     prior = random_token_routing(lm, context=window).shares()  # data-free: no text is read
     n_windows = original_windows(ids, window, max_windows)
     reference = ReferenceLogprobs(
@@ -213,12 +176,12 @@ def _compare(
             "inspect_dir": record_path(inspect_dir or out, base=out),
         },
     }
-    job = _Job(
+    job = CompareJob(
         lm=lm,
         ids=ids,
         window=window,
         max_windows=max_windows,
-        snapshot=_snapshot(lm),
+        snapshot=snapshot_weights(lm),
         details=details,
         errors=errors,
         provenance=provenance,
@@ -267,7 +230,7 @@ def _compare(
             **({"seed": seed} if seed is not None else {}),
         )
         calibration = record_path(calib_paths[side], base=out) if side else None
-        row = _evaluate_entry(
+        row = evaluate_entry(
             job, cfg, entry, budget, seed, calibration=calibration, routing_shares=shares.get(side) if side else None
         )
         rows.append(row)
@@ -306,121 +269,7 @@ def _compare(
     return table
 
 
-@dataclasses.dataclass
-class _Job:
-    """What every plan of one compare run shares: the loaded model, its text, the cost tables, the outputs."""
-
-    lm: Any
-    ids: Any
-    window: int
-    max_windows: int | None
-    snapshot: dict[str, Any]
-    details: pd.DataFrame
-    errors: MatrixErrors
-    provenance: dict[str, Any]
-    shares: dict[str, Any]
-    eval_shares: dict[tuple[int, int], float]
-    routing_prior: dict[tuple[int, int], float]
-    out: Path
-    original_ppl: float
-    num_layers: int
-    sq_norm: dict[str, float]
-    alpha: dict[str, float]
-    reference: Any = None
-    windows: dict[str, tuple[Sequence[float], Sequence[int]]] = dataclasses.field(default_factory=dict)
-    kld_windows: dict[str, tuple[Sequence[float], Sequence[int]]] = dataclasses.field(default_factory=dict)
-    verification: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-
-
-def _evaluate_entry(
-    job: _Job,
-    cfg: PlanConfig,
-    entry: str,
-    budget: str,
-    seed: int | None,
-    *,
-    calibration: str | None,
-    routing_shares: Any,
-) -> dict[str, Any]:
-    """Plan one (budget, allocator[, seed]) with the plan stage's own make_plan, apply it, score it, undo it."""
-    from alphaq.evaluation.perplexity import perplexity
-    from alphaq.evaluation.simulate import apply_plan
-    from alphaq.planning.plan_file import save_plan
-    from alphaq.planning.planner import make_plan
-
-    row: dict[str, Any] = {
-        "entry": entry,
-        "allocator": cfg.allocator,
-        "budget": budget,
-        "seed": seed,
-        "calibration": calibration,
-    }
-    try:
-        plan = make_plan(
-            job.details,
-            None,
-            cfg,
-            errors=job.errors,
-            routing_shares=routing_shares,
-            provenance={**job.provenance, "calibration_text": calibration},
-        )
-    except AlphaQError as error:
-        return {**row, "status": "infeasible", "message": str(error)}
-    suffix = "" if seed is None else f"-seed{seed}"
-    save_plan(plan, job.out / COMPARE_PLANS_DIR / f"{entry}-{budget}{suffix}.json")
-    meter = DivergenceMeter(job.reference)
-    try:
-        sim = apply_plan(job.lm, plan)
-        result = perplexity(job.lm, job.ids, job.window, max_windows=job.max_windows, on_logits=meter.record)
-    finally:
-        _restore(job.lm, job.snapshot)
-    job.windows[row_key(row)] = (result.window_nll, result.window_tokens)
-    divergence = meter.result()
-    job.kld_windows[row_key(row)] = (divergence.window_kld, divergence.window_tokens)
-    params = {t.name: t.params for t in plan.tensors}
-    weight = sum(params[c.name] for c in sim.checks)
-    measured = sum(params[c.name] * c.rel_error for c in sim.checks) / weight if weight else math.nan
-    for c in sim.checks:
-        share = job.eval_shares.get((c.layer, c.expert), math.nan) if c.expert is not None else math.nan
-        job.verification.append(
-            {
-                "entry": entry,
-                "budget": budget,
-                "seed": seed,
-                "name": c.name,
-                "layer": c.layer,
-                "expert": c.expert,
-                "bits": c.bits,
-                "predicted_error": c.predicted_error,
-                "rel_error": c.rel_error,
-                "eval_routing_share": share,
-            }
-        )
-    return {
-        **row,
-        "status": plan.provenance["solver"]["status"],
-        "average_payload_bits": plan.summary["average_payload_bits"],
-        "effective_bits": plan.summary["effective_bits"],
-        "expert_bytes": plan.summary["expert_bytes"],
-        "predicted_error": plan.summary["predicted_error"],
-        "alpha_objective": plan.summary["alpha_objective"],
-        **plan_predictors(plan.tensors, job.sq_norm, job.alpha, job.num_layers, job.routing_prior),
-        "measured_rel_error": measured,
-        "ppl": result.ppl,
-        "nll": result.nll,
-        "ppl_increase": result.ppl - job.original_ppl,
-        "mean_kld": divergence.mean_kld,
-        "median_kld": divergence.median_kld,
-        "p99_kld": divergence.p99_kld,
-        "same_top": divergence.same_top,
-        "tokens": result.tokens,
-        "windows": result.windows,
-        "plan_fingerprint": plan.plan_fingerprint,
-        "message": "; ".join(plan.provenance.get("notes") or []),
-    }
-
-
-def _prior_record(job: _Job) -> dict[str, Any]:
+def _prior_record(job: CompareJob) -> dict[str, Any]:
     """How the data-free routing prior was drawn, its shares, and (a diagnostic, from the evaluation text) how well
     it ranks the experts' shares on that text."""
     from scipy.stats import spearmanr
@@ -444,7 +293,7 @@ def _prior_record(job: _Job) -> dict[str, Any]:
 def _write_compare(
     out: Path,
     table: pd.DataFrame,
-    job: _Job,
+    job: CompareJob,
     *,
     eval_path: Path,
     calib_texts: dict[str, Any],

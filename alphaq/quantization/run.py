@@ -7,6 +7,9 @@ memory is about one matrix. Every shard is written to a temporary file and renam
 finished shard's sha256 so an interrupted run resumes where it stopped and ends byte-identical to an
 uninterrupted one. ``model.safetensors.index.json``, ``config.json`` (with ``quantization_config``), the tokenizer
 files and ``quantize.json`` are written last. The format is described in ``docs/quantize.md``.
+
+The checks made before anything is written are in :mod:`alphaq.quantization.run_checks`, the per-unit work in
+:mod:`alphaq.quantization.run_units`; their public names are importable from here too.
 """
 
 from __future__ import annotations
@@ -18,14 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alphaq.atomic import write_json
-from alphaq.errors import AlphaQError, ConfigError, PlanError
+from alphaq.errors import ConfigError
 from alphaq.locking import locks_output
 from alphaq.progress import ProgressFn
 from alphaq.quantization import shards as st
 from alphaq.quantization import writer as fmt
-from alphaq.quantization.compute import quantize_matrix
-from alphaq.quantization.layout import QuantSpec, quantized_nbytes
-from alphaq.quantization.methods import CALIBRATED_METHODS, METHODS, QUANTIZE_METHODS
+from alphaq.quantization.methods import CALIBRATED_METHODS, METHODS
 from alphaq.quantization.output_folder import (
     PROGRESS_FILE,
     check_free_space,
@@ -35,21 +36,16 @@ from alphaq.quantization.output_folder import (
     reusable_shard,
     start_output,
 )
+from alphaq.quantization.run_checks import DEVICES, METHOD_BITS, ZERO_POINTS, check_options, plan_widths
+from alphaq.quantization.run_units import QuantizeJob, run_unit
 from alphaq.runfolder import QUANTIZE_JSON
 
 if TYPE_CHECKING:
     from alphaq.distributed.ray_backend import RayBackend
-    from alphaq.load.checkpoint import Checkpoint
-    from alphaq.planning.plan_file import Plan
     from alphaq.quantization.config import QuantizeConfig
     from alphaq.quantization.gptq import GptqOptions
 
 # QUANTIZE_JSON (quantize.json) is written last: its presence marks a finished run
-#: How zero points are stored: the quantizer's own (float) or rounded to integers (what compressed-tensors holds).
-ZERO_POINTS: tuple[str, ...] = ("float", "integer")
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
-#: Widths each method can write (the torch reference handles 1..8 for all three).
-METHOD_BITS: dict[str, tuple[int, ...]] = {method: tuple(range(1, 9)) for method in QUANTIZE_METHODS}
 
 
 @dataclass(frozen=True)
@@ -71,30 +67,6 @@ class QuantizeResult:
     @property
     def timing(self) -> Mapping[str, Any]:
         return self.manifest["timing"]
-
-
-@dataclass
-class _Job:
-    ckpt: Checkpoint
-    refs: Mapping[str, Any]  # matrix name -> MatrixRef
-    plan: Mapping[str, Any]  # matrix name -> PlanTensor
-    method: str
-    device: str
-    kernels: bool
-    progress: ProgressFn | None
-    on_bytes: Callable[[int], None] | None
-    total: int
-    integer_zeros: bool = False
-    calibration: Any = None  # gptq: the alphaq.quantization.calibration.Calibration
-    gptq: GptqOptions | None = None  # gptq: the protocol (None: the paper's)
-    done: int = 0
-
-    def tick(self, unit: fmt.WorkUnit) -> None:
-        self.done += 1
-        if self.on_bytes is not None:
-            self.on_bytes(unit.source_bytes)
-        if self.progress is not None:
-            self.progress(1, unit.key, self.total)
 
 
 @locks_output("out_dir", "quantize")
@@ -156,7 +128,7 @@ def run_quantize(
     if method is None:
         planned = (plan.provenance.get("options") or {}).get("quant_method")
         method = planned if planned in METHODS else "rtn"
-    kernels = _check_options(method, device, max_shard_bytes)
+    kernels = check_options(method, device, max_shard_bytes)
     if (method in CALIBRATED_METHODS) != (calibration_text is not None):
         raise ConfigError(
             f"{method} is calibrated on text; pass --calibration-text FILE"
@@ -196,7 +168,7 @@ def run_quantize(
     finished, resuming = resume_state(out, key)
     check_free_space(out, sum(s.nbytes for s in layout if s.name not in finished))
     start_output(out, key, resuming=resuming)
-    job = _Job(
+    job = QuantizeJob(
         ckpt,
         {m.name: m for m in ckpt.matrices},
         {t.name: t for t in plan.tensors},
@@ -322,183 +294,28 @@ def _default_gptq() -> GptqOptions:
     return GptqOptions()
 
 
-# -- validation --------------------------------------------------------------------------------------
+# -- the local shard writer (--backend ray replaces it with RayBackend.shard_writer) --------------------
 
 
-def _check_options(method: str, device: str, max_shard_bytes: int) -> bool:
-    """Validate the options; return whether the Triton quantize-pack kernel is used (rtn on CUDA)."""
-    if method not in QUANTIZE_METHODS:
-        raise ConfigError(f"unknown quantization method {method!r}; use one of {', '.join(QUANTIZE_METHODS)}")
-    if device not in DEVICES:
-        raise ConfigError(f"unknown device {device!r}; use cpu or cuda")
-    if isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, int) or max_shard_bytes <= 0:
-        raise ConfigError(f"max_shard_bytes={max_shard_bytes!r} must be a positive integer")
-    if device == "cpu":
-        return False
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available to torch; use --device cpu")
-    if method != "rtn":
-        return False
-    try:
-        from alphaq.kernels import triton_available
-    except ImportError:
-        return False
-    return bool(triton_available())
-
-
-def plan_widths(
-    plan: Plan, ckpt: Checkpoint, method: str, *, source: str = "plan"
-) -> tuple[dict[str, tuple[int, int | None]], list[str]]:
-    """Check that ``plan`` fits ``ckpt`` and ``method``; return matrix name -> (bits, group_size) and warnings.
-
-    Raises:
-        PlanError: another checkpoint's plan, planned matrices missing or of other shapes, experts not planned.
-        ConfigError: a width ``method`` cannot write.
-    """
-    from alphaq.load import Role
-
-    refs = {m.name: m for m in ckpt.matrices}
-    recorded = (plan.provenance.get("checkpoint") or {}).get("fingerprint")
-    warnings: list[str] = []
-    if recorded and recorded != ckpt.fingerprint:
-        raise PlanError(
-            f"{source} was made for another checkpoint (fingerprint {recorded}, {ckpt.path} has "
-            f"{ckpt.fingerprint}); run `alphaq plan` on this checkpoint"
-        )
-    if not recorded:
-        warnings.append("the plan records no checkpoint fingerprint: it was matched by tensor names and shapes only")
-    missing = [t.name for t in plan.tensors if t.name not in refs]
-    if missing:
-        raise PlanError(
-            f"{source} names {len(missing)} matrix(es) not in the checkpoint (first: {missing[0]}); the "
-            "plan was made for another checkpoint: run `alphaq plan` on this one"
-        )
-    for t in plan.tensors:
-        if (t.rows, t.cols) != refs[t.name].shape:
-            raise PlanError(
-                f"{source}: {t.name} is {t.rows}x{t.cols} in the plan but {refs[t.name].shape[0]}x"
-                f"{refs[t.name].shape[1]} in the checkpoint; run `alphaq plan` on this checkpoint"
-            )
-    planned = {t.name for t in plan.tensors}
-    unplanned = [m for m in ckpt.matrices if m.name not in planned]
-    experts = [m.name for m in unplanned if m.role is Role.EXPERT]
-    if experts:
-        raise PlanError(
-            f"{len(experts)} routed-expert matrix(es) of the checkpoint are not in {source} (first: "
-            f"{experts[0]}); re-create the plan with `alphaq plan` on this checkpoint"
-        )
-    if unplanned:
-        warnings.append(
-            f"{len(unplanned)} non-expert matrix(es) not in the plan are copied unchanged (first: {unplanned[0].name})"
-        )
-    for t in plan.tensors:
-        if t.bits != fmt.KEEP_BITS and t.bits not in METHOD_BITS[method]:
-            widths = ", ".join(str(b) for b in METHOD_BITS[method])
-            raise ConfigError(
-                f"--method {method} cannot write {t.bits}-bit weights ({t.name}); it supports widths "
-                f"{widths}: choose another --method or re-plan with --widths among them"
-            )
-    return {t.name: (t.bits, t.group_size) for t in plan.tensors}, warnings
-
-
-# -- the work ----------------------------------------------------------------------------------------
-
-
-def _write_output_shard(job: _Job, shard: fmt.OutputShard, out: Path) -> dict[str, Any]:
+def _write_output_shard(job: QuantizeJob, shard: fmt.OutputShard, out: Path) -> dict[str, Any]:
     units: list[dict[str, Any]] = []
 
     def fill(writer: st.ShardWriter) -> None:
         for unit in shard.units:
-            units.append(_run_unit(job, unit, writer, shard.name))
+            units.append(run_unit(job, unit, writer, shard.name))
             job.tick(unit)
 
     digest, size = st.write_shard(out / shard.name, shard.tensors, fill)
     return {"sha256": digest, "bytes": size, "units": units}
 
 
-def _run_unit(job: _Job, unit: fmt.WorkUnit, writer: st.ShardWriter, shard: str) -> dict[str, Any]:
-    import torch
-
-    from alphaq.quantization.primitives import relative_error
-
-    start = time.perf_counter()
-    if unit.kind == "copy":
-        output = unit.outputs[0]
-        writer.write(output.name, st.tensor_bytes(job.ckpt.read_tensor(unit.source)))
-        return {
-            "kind": "copy",
-            "name": output.name,
-            "dtype": output.dtype,
-            "shape": list(output.shape),
-            "bytes": output.nbytes,
-            "seconds": round(time.perf_counter() - start, 6),
-            "shard": shard,
-        }
-    ref, planned = job.refs[unit.source], job.plan.get(unit.source)
-    w = job.ckpt.read_matrix(ref, dtype=torch.float32)  # [out, in]
-    record: dict[str, Any] = {
-        "kind": "quantized" if unit.kind == "quantize" else "dense",
-        "name": ref.name,
-        "base": unit.key,
-        "tensor": ref.tensor,
-        "layer": ref.layer,
-        "expert": ref.expert,
-        "proj": ref.proj,
-        "role": ref.role.value,
-        "rows": ref.shape[0],
-        "cols": ref.shape[1],
-        "bits": unit.bits,
-        "group_size": unit.group_size,
-        "predicted_error": planned.error if planned is not None else None,
-        "predicted_bytes": planned.bytes if planned is not None else None,
-        "source_bytes": unit.source_bytes,
-        "shard": shard,
-    }
-    if unit.kind == "dense":
-        output = unit.outputs[0]
-        dense = w.to(_torch_dtype(output.dtype))
-        writer.write(output.name, st.tensor_bytes(dense))
-        record.update(rel_error=relative_error(w, dense), bytes=output.nbytes, dtype=output.dtype)
-    else:
-        spec = QuantSpec(int(unit.bits or 0), int(unit.group_size or 0))
-        try:
-            hessian = job.calibration.hessian(ref) if job.calibration is not None else None
-            packed, error = quantize_matrix(
-                w,
-                spec,
-                job.method,
-                device=job.device,
-                kernels=job.kernels,
-                integer_zeros=job.integer_zeros,
-                hessian=hessian,
-                gptq=job.gptq,
-            )
-        except ValueError as exc:
-            raise AlphaQError(f"{ref.name}: cannot quantize ({exc}); plan it at 16 bits or fix the checkpoint") from exc
-        qweight, scales, zeros = (t.name for t in unit.outputs)
-        for name, tensor in ((qweight, packed.packed), (scales, packed.scale), (zeros, packed.zero)):
-            writer.write(name, st.tensor_bytes(tensor))
-        sizes = quantized_nbytes(ref.shape[0], ref.shape[1], spec)
-        written = packed.packed.numel() + 2 * packed.scale.numel() + 2 * packed.zero.numel()
-        if written != sizes.total or (planned is not None and planned.bytes != written):
-            raise RuntimeError(
-                f"{ref.name}: wrote {written} bytes, the format says {sizes.total} and the plan "
-                f"{planned.bytes if planned else '?'} (bug in alphaq, please report it)"
-            )
-        record.update(
-            rel_error=error,
-            payload_bytes=sizes.payload,
-            scale_bytes=sizes.scales,
-            zero_bytes=sizes.zeros,
-            bytes=sizes.total,
-        )
-    record["seconds"] = round(time.perf_counter() - start, 6)
-    return record
-
-
-def _torch_dtype(name: str) -> Any:
-    import torch
-
-    return {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}[name]
+__all__ = [
+    "DEVICES",
+    "METHOD_BITS",
+    "PROGRESS_FILE",
+    "ZERO_POINTS",
+    "QuantizeResult",
+    "plan_widths",
+    "quantize_with_config",
+    "run_quantize",
+]
