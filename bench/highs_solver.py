@@ -19,16 +19,25 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
-import scipy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from plan_scale import EXPERTS, GROUP_SIZE, LAYERS, SHAPES, WIDTHS, highs_full, synthetic_details, synthetic_errors  # noqa: E402  (the same synthetic problem)
+# the same synthetic problem as bench/plan_scale.py
+from plan_scale import (
+    EXPERTS,
+    GROUP_SIZE,
+    LAYERS,
+    SHAPES,
+    WIDTHS,
+    highs_full,
+    machine_record,
+    synthetic_details,
+    synthetic_errors,
+)
 
 RESULT = Path(__file__).resolve().parent / "results" / "highs_solver.json"
 BUDGETS = ("2.5", "3.37", "3.5", "4.37", "4.9")
@@ -89,13 +98,7 @@ def main() -> int:
     payload = {
         "benchmark": "highs_solver",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-        },
+        "machine": machine_record(),
         "problem": {
             "moe_layers": len(LAYERS),
             "experts": EXPERTS,

@@ -39,6 +39,17 @@ BUDGETS = ("2.5", "3.0", "3.37", "3.5", "4.37", "4.9", "250GB")
 RESULT = Path(__file__).resolve().parent / "results" / "plan_scale.json"
 
 
+def machine_record() -> dict:
+    """Where the benchmark ran: CPUs, platform and the numerical libraries' versions."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+    }
+
+
 def synthetic_details(rng: np.random.Generator) -> pd.DataFrame:
     """Details rows of every routed-expert matrix, alphas drifting with depth plus per-expert spread."""
     rows = []
@@ -181,13 +192,7 @@ def main() -> int:
     payload = {
         "benchmark": "plan_scale",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-        },
+        "machine": machine_record(),
         "problem": {
             "moe_layers": len(LAYERS),
             "experts": EXPERTS,

@@ -65,14 +65,6 @@ COMPARE_COLUMNS = [
 CALIBRATION_WINDOWS = 64
 
 
-def original_windows(ids: Any, context: int, max_windows: int | None) -> int:
-    """Full windows of ``context`` tokens the perplexity passes score (at most ``max_windows``)."""
-    from alphaq.evaluation.perplexity import window_starts
-
-    windows = len(window_starts(int(ids.numel()), context, context))
-    return min(windows, max_windows) if max_windows else windows
-
-
 @locks_output("out_dir", "compare")
 def run_compare(
     model: str | Path | None, config: CompareConfig, out_dir: str | Path, *, progress: ProgressFn | None = None
@@ -107,7 +99,7 @@ def _compare(
     import torch
 
     from alphaq.evaluation import datasets
-    from alphaq.evaluation.perplexity import model_context, perplexity
+    from alphaq.evaluation.perplexity import model_context, perplexity, scored_windows
     from alphaq.load import open_checkpoint
     from alphaq.load.model import load_model
     from alphaq.planning.planner import PlanConfig, measure_errors
@@ -155,7 +147,7 @@ def _compare(
     }
     eval_shares = expert_shares(lm, ids, window, max_windows)
     prior = random_token_routing(lm, context=window).shares()  # data-free: no text is read
-    n_windows = original_windows(ids, window, max_windows)
+    n_windows = scored_windows(int(ids.numel()), window, max_windows=max_windows)
     reference = ReferenceLogprobs(
         max(1, min(n_windows, options.kld_windows or n_windows)),
         spill_dir=stack.enter_context(tempfile.TemporaryDirectory(prefix="alphaq-kld-")),

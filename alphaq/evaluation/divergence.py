@@ -251,11 +251,9 @@ def divergence_between(
     """
     import torch
 
-    from alphaq.evaluation.perplexity import perplexity, window_starts
+    from alphaq.evaluation.perplexity import perplexity, scored_windows
 
-    n_windows = len(window_starts(torch.as_tensor(ids).numel(), context, context))
-    if max_windows is not None:
-        n_windows = min(n_windows, max_windows)
+    n_windows = scored_windows(torch.as_tensor(ids).numel(), context, max_windows=max_windows)
     if n_windows == 0:
         raise ConfigError(f"the text is shorter than one window of {context} tokens; pass a longer text")
     store = ReferenceLogprobs(n_windows, spill_dir=spill_dir)

@@ -81,13 +81,12 @@ def _prepare(
     import torch
 
     from alphaq.evaluation.datasets import read_text
-    from alphaq.evaluation.perplexity import model_context, window_starts
+    from alphaq.evaluation.perplexity import model_context, scored_windows
     from alphaq.load.model import tokenize_text
 
     window = opts.context or model_context(lm)
     ids = torch.tensor(tokenize_text(tokenizer, read_text(eval_path)), dtype=torch.long)
-    windows = len(window_starts(int(ids.numel()), window, opts.stride or window))
-    windows = min(windows, opts.max_windows) if opts.max_windows else windows
+    windows = scored_windows(int(ids.numel()), window, opts.stride, opts.max_windows)
     return _Setup(ids=ids, window=window, options=opts, progress=progress, total=windows * passes, windows=windows)
 
 

@@ -81,6 +81,13 @@ def window_starts(n_tokens: int, context: int, stride: int) -> list[int]:
     return list(range(0, n_tokens - context + 1, stride))
 
 
+def scored_windows(n_tokens: int, context: int, stride: int | None = None, max_windows: int | None = None) -> int:
+    """How many windows :func:`perplexity` scores: the full windows of ``context`` tokens, ``stride`` apart
+    (``None``: ``context``), at most ``max_windows``."""
+    windows = len(window_starts(n_tokens, context, stride or context))
+    return min(windows, max_windows) if max_windows else windows
+
+
 def perplexity(
     model: Any,
     ids: Sequence[int] | Any,
@@ -250,5 +257,6 @@ __all__ = [
     "model_context",
     "perplexity",
     "perplexity_and_routing",
+    "scored_windows",
     "window_starts",
 ]

@@ -5,51 +5,36 @@ line (no traceback), and a refused command leaves nothing partial in its output 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from alphaq.errors import AlphaQError
 from alphaq.load import open_checkpoint
 from tests.fixtures.bad_input import (
-    TEXT,
     assert_nothing_partial,
     assert_one_line_or_success,
     copy_checkpoint,
+    fuzz_settings,
     invoke,
+    json_value_strategy,
     read_raw_header,
     shared_plans,
+    shared_text,
     snapshot,
     write_raw_header,
 )
 
-#: Few examples in CI (the suite's time); ALPHAQ_FUZZ_EXAMPLES=500 for a longer hunt.
-FUZZ = settings(
-    max_examples=int(os.environ.get("ALPHAQ_FUZZ_EXAMPLES", "25")),
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(25)
 COMMANDS = ("api", "inspect", "plan", "quantize", "eval", "export compressed-tensors")
 
-#: JSON values of every kind, biased to the ones a damaged file holds: near-miss integers, strings, nulls.
-json_values = st.recursive(
-    st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(-300, 1 << 40),
-        st.floats(allow_nan=True),
-        st.sampled_from(["F7", "F32", "BF16", "", "four", "\u00e9"]),
-        st.text(max_size=8),
-    ),
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-    max_leaves=6,
+#: JSON values of every kind, biased to the ones a damaged header or config holds.
+json_values = json_value_strategy(
+    ["F7", "F32", "BF16", "", "four", "\u00e9"], min_int=-300, text_size=8, key_size=6, list_size=4, leaves=6
 )
 
 
@@ -60,9 +45,7 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("text") / "text.txt"
-    path.write_text(TEXT)
-    return path
+    return shared_text(tmp_path_factory)
 
 
 def _exercise(command: str, model: Path, plans: dict[str, Path], text_file: Path, tmp: Path) -> None:

@@ -5,7 +5,6 @@ end) fed to :func:`load_plan` and to every command that reads a plan. Each eithe
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,41 +12,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from alphaq.errors import PlanError
 from alphaq.planning.plan_file import load_plan
 from tests.fixtures.bad_input import (
-    TEXT,
     assert_nothing_partial,
     assert_one_line_or_success,
+    fuzz_settings,
     invoke,
+    json_value_strategy,
     shared_plans,
+    shared_text,
     snapshot,
 )
 
-#: Few examples in CI (the suite's time); ALPHAQ_FUZZ_EXAMPLES=500 for a longer hunt.
-FUZZ = settings(
-    max_examples=int(os.environ.get("ALPHAQ_FUZZ_EXAMPLES", "40")),
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(40)
 COMMANDS = ("api", "quantize", "export llama.cpp", "export gguf", "export compressed-tensors", "eval", "report")
 
-json_values = st.recursive(
-    st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(-3, 1 << 40),
-        st.floats(allow_nan=True),
-        st.sampled_from(["", "gguf", "alphaq", "rtn", "hqq", "expert", "16", "\u00e9", "/nonexistent"]),
-        st.text(max_size=6),
-    ),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
-    max_leaves=5,
+#: JSON values of every kind, biased to the ones a damaged plan holds.
+json_values = json_value_strategy(
+    ["", "gguf", "alphaq", "rtn", "hqq", "expert", "16", "\u00e9", "/nonexistent"],
+    min_int=-3,
+    text_size=6,
+    key_size=5,
+    list_size=3,
+    leaves=5,
 )
 
 
@@ -58,9 +49,7 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("text") / "text.txt"
-    path.write_text(TEXT)
-    return path
+    return shared_text(tmp_path_factory)
 
 
 def _paths(value: Any, prefix: tuple = ()) -> Iterator[tuple]:
