@@ -8,7 +8,7 @@
 #   tests        the CUDA tests: pytest -k cuda over tests/kernels and tests/quantization/test_loading.py (compiled
 #                Triton kernels against the reference; the quantized demo on CUDA against the CPU)
 #                                                                             -> kernels_tests.xml, kernels_tests.json
-#   kernels      bench/kernels.py --no-autotune: fused dequant-matmul vs torch bf16 at Mixtral, Qwen1.5-MoE, Qwen3-MoE
+#   kernels      bench/kernel_speed.py --no-autotune: fused dequant-matmul vs torch bf16 at Mixtral, Qwen1.5-MoE, Qwen3-MoE
 #                and DeepSeek-V3 expert shapes, batch 1/2/4/8/16, widths 2/3/4/8, GB/s against the HBM peak
 #                                                                             -> kernels.json (rewritten after each shape)
 #   layer        one Qwen1.5-MoE-shaped MoE layer: 60 experts x gate/up 1408x2048, down 2048x1408, bf16 safetensors
@@ -74,7 +74,7 @@ if [ -f "$OUT_DIR/kernels_tests.xml" ]; then
     "$PY" bench/gpu_check_steps.py junit "$OUT_DIR/kernels_tests.xml" "$OUT_DIR/kernels_tests.json" > /dev/null
 fi
 # shellcheck disable=SC2086  # AUTOTUNE is empty or one flag
-step kernels 140 "$PY" bench/kernels.py $AUTOTUNE --out "$OUT_DIR/kernels.json"
+step kernels 140 "$PY" bench/kernel_speed.py $AUTOTUNE --out "$OUT_DIR/kernels.json"
 step layer 40 "$PY" bench/gpu_check_steps.py layer "$WORK/qwen15-moe-layer" --record "$OUT_DIR/layer.json"
 step inspect 80 "${ALPHAQ[@]}" inspect "$WORK/qwen15-moe-layer" --device cuda --out "$OUT_DIR/inspect" --no-html
 step quantize 50 "$PY" bench/gpu_check_steps.py quantize "$WORK/qwen15-moe-layer" "$OUT_DIR/quantize.json" --device cuda

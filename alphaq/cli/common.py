@@ -21,7 +21,11 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder to write i
 DEFAULT_OUT = Path("alphaq-run")
 # plan options, declared once for `alphaq plan`, `alphaq run` (and `alphaq compare` where they apply)
 BudgetOpt = Annotated[
-    str, typer.Option(help="Average payload bits per expert weight (3.5) or total expert bytes (12GB).")
+    str,
+    typer.Option(
+        help="Average payload bits per expert weight (3.5) or total expert bytes (12GB); with --target gguf the GGUF "
+        "file: its size (7.5MB), bits per weight of the whole file (3.5) or a llama-quantize preset (Q3_K_M)."
+    ),
 ]
 WidthsOpt = Annotated[
     str | None,
@@ -33,7 +37,8 @@ WidthsOpt = Annotated[
 TargetOpt = Annotated[
     str,
     typer.Option(
-        help="alphaq (alphaq's packed checkpoint) | gguf (llama.cpp: Q2_K..Q6_K/Q8_0 bytes, errors measured with llama-quantize, one type per layer)."
+        help="alphaq (alphaq's packed checkpoint) | gguf (a whole-model llama.cpp plan: one type per GGUF tensor, "
+        "Q2_K..Q6_K/Q8_0/F16, bytes and errors measured with llama-quantize, the budget is the file)."
     ),
 ]
 GroupSizeOpt = Annotated[int, typer.Option(help="Columns per scale/zero group (128, 64, 32).")]

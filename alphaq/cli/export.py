@@ -77,7 +77,7 @@ def export(
     granularity: Annotated[
         str,
         typer.Option(
-            help="compressed-tensors: expert (plan widths, zero points) | layer (one symmetric 4/8-bit scheme per layer, for vLLM)."
+            help="compressed-tensors: expert (plan widths, zero points) | layer (one symmetric 4/8-bit scheme per layer, for vLLM) | model (one symmetric scheme for every routed expert at the widest planned width: loads with transformers' from_pretrained)."
         ),
     ] = "expert",
     allow_fallback: Annotated[

@@ -17,7 +17,7 @@ from alphaq.cli.common import user_errors
 
 app = typer.Typer(
     name="llamacpp",
-    help="llama.cpp's own tools (converter, llama-quantize, llama-perplexity), "
+    help="llama.cpp's own tools (converter, llama-quantize, llama-perplexity, llama-imatrix), "
     "built from the llama-cpp-python sdist on PyPI.",
     no_args_is_help=True,
 )
@@ -43,7 +43,7 @@ def build(
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel compile jobs.")] = 2,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the tools are already there.")] = False,
 ) -> None:
-    """Download the llama-cpp-python sdist, build llama-quantize and llama-perplexity with cmake, install them and the converter."""
+    """Download the llama-cpp-python sdist, build llama-quantize, llama-perplexity and llama-imatrix with cmake, install them and the converter."""
     from alphaq.export.llamacpp_tools import (
         LLAMA_CPP_PYTHON_VERSION,
         LlamaCppMissing,
@@ -59,8 +59,11 @@ def build(
             try:
                 tools = find_tools(target)
             except LlamaCppMissing:
-                pass
+                tools = None
             else:
+                if tools.imatrix is None:  # a folder built before llama-imatrix was part of the build
+                    tools = None
+            if tools is not None:
                 typer.echo(f"llama.cpp tools already built in {tools.root} (pass --force to rebuild)")
                 return
         start = time.perf_counter()

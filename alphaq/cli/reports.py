@@ -1,5 +1,5 @@
-"""Report commands: ``report`` (rebuild a run folder's pages from its artifacts) and ``gallery`` (the example
-reports of the bundled model)."""
+"""Report commands: ``report`` (rebuild a run folder's pages from its artifacts), ``gallery`` (the example
+reports of the bundled model) and ``gguf_presets`` (the page of ``bench/gguf_presets.py``'s saved results)."""
 
 from __future__ import annotations
 
@@ -38,4 +38,19 @@ def gallery(
         typer.echo(str(page))
 
 
-__all__ = ["gallery", "report"]
+def gguf_presets(
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="gguf_presets_<model>.json files of bench/gguf_presets.py, and gguf_study_<model>.json."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder of gguf_presets.html.")],
+) -> None:
+    """Render gguf_presets.html: alphaq's GGUF plans against llama.cpp's presets, from the saved benchmark JSON."""
+    from alphaq.report.gguf_page import render_gguf_presets
+
+    with user_errors():
+        page = render_gguf_presets(files, out)
+    typer.echo(str(page))
+
+
+__all__ = ["gallery", "gguf_presets", "report"]

@@ -148,6 +148,16 @@ def plan(
         Path | None, typer.Option(help="Reuse this inspect run (default: the run folder's, if of the same model).")
     ] = None,
     pattern_file: PatternFileOpt = None,
+    importance: Annotated[
+        str,
+        typer.Option(
+            help="--target gguf: error weighting: fisher (default: the model's self-Fisher, no data), alpha (AlphaQ), "
+            "fisher_alpha, kurtosis, absolute, uniform, relative."
+        ),
+    ] = "fisher",
+    fisher_sequences: Annotated[
+        int, typer.Option(help="--target gguf: sequences the model writes for its self-Fisher.")
+    ] = 64,
     html: Annotated[bool, typer.Option(help="Write plan.html.")] = True,
 ) -> None:
     """Optimal per-expert bit-widths for a memory budget: plan.json, preview of memory and predicted error."""
@@ -179,6 +189,8 @@ def plan(
             calibration_text=calibration_text,
             inspect_dir=inspect_dir,
             pattern_file=pattern_file,
+            importance=importance,
+            fisher_sequences=fisher_sequences,
         )
         with progress_bar("plan") as advance:
             result = run_plan(model, config, out, progress=advance)

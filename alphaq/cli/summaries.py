@@ -14,6 +14,9 @@ def print_plan_summary(result: Any) -> None:
     from rich.table import Table
 
     summary, prov = result.plan.summary, result.plan.provenance
+    if "gguf" in prov:
+        print_gguf_plan_summary(result)
+        return
     console = Console()
     table = Table(
         title=f"alphaq plan: budget {prov['budget']['given']} ({prov['options']['allocator']}, "
@@ -27,10 +30,11 @@ def print_plan_summary(result: Any) -> None:
         "bits histogram (share of expert weights)",
         ", ".join(f"{k}b: {v:.0%}" for k, v in summary["param_share_by_width"].items()),
     )
+    ref = _reference_label((prov.get("checkpoint") or {}).get("dtype"))
     table.add_row(
-        "expert memory bf16 -> plan", f"{_mb(summary['expert_bytes_bf16'])} -> {_mb(summary['expert_bytes'])}"
+        f"expert memory {ref} -> plan", f"{_mb(summary['expert_bytes_bf16'])} -> {_mb(summary['expert_bytes'])}"
     )
-    table.add_row("total memory bf16 -> plan", f"{_mb(summary['total_bytes_bf16'])} -> {_mb(summary['total_bytes'])}")
+    table.add_row(f"total memory {ref} -> plan", f"{_mb(summary['total_bytes_bf16'])} -> {_mb(summary['total_bytes'])}")
     table.add_row(
         "compression (experts / total)",
         f"{summary['expert_compression_ratio']:.2f}x / {summary['compression_ratio']:.2f}x",
@@ -53,6 +57,39 @@ def print_plan_summary(result: Any) -> None:
     console.print(table)
     for warning in prov.get("warnings") or []:
         console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def _reference_label(dtype: str | None) -> str:
+    """What the plan's 16-bit reference sizes are called: the checkpoint's own type when it is 16-bit."""
+    if dtype in ("BF16", "F16"):
+        return dtype.lower()
+    if dtype in ("F32", "F64"):
+        return f"16-bit (the {dtype} source takes {2 if dtype == 'F32' else 4}x)"
+    return f"16-bit (source {dtype})" if dtype else "16-bit"
+
+
+def print_gguf_plan_summary(result: Any) -> None:
+    """A whole-model GGUF plan: file size against the budget, types by share, predicted KL divergence."""
+    from rich.console import Console
+    from rich.table import Table
+
+    summary, prov = result.plan.summary, result.plan.provenance
+    gguf, budget = prov["gguf"], prov["budget"]
+    table = Table(title=f"alphaq plan --target gguf: budget {budget['given']} ({prov['options']['importance']} importance)")
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("GGUF file (predicted exactly)", f"{gguf['file_bytes']:,} bytes ({_mb(gguf['file_bytes'])})")
+    table.add_row("budget", f"{gguf['capacity']:,} bytes ({gguf['file_bytes'] / gguf['capacity']:.2%} used)")
+    table.add_row("bits per weight (whole file)", f"{summary['gguf_bits_per_weight']:.3f}")
+    table.add_row(
+        "types (share of planned weights)",
+        ", ".join(f"{t}: {v:.0%}" for t, v in summary["gguf_param_share_by_type"].items()),
+    )
+    if summary.get("predicted_kld") is not None:
+        table.add_row("predicted KL divergence (self-Fisher, nats/token)", f"{summary['predicted_kld']:.5f}")
+    table.add_row("solver", f"{prov['solver']['method']} {prov['solver']['status']}")
+    table.add_row("written to", str(result.run_dir / PLAN_JSON))
+    Console().print(table)
 
 
 def print_quantize_summary(result: Any) -> None:

@@ -82,10 +82,12 @@ def _prepare(
 
     from alphaq.evaluation.datasets import read_text
     from alphaq.evaluation.perplexity import model_context, scored_windows
-    from alphaq.load.model import tokenize_text
+    from alphaq.load.model import check_token_ids, tokenize_text
 
     window = opts.context or model_context(lm)
-    ids = torch.tensor(tokenize_text(tokenizer, read_text(eval_path)), dtype=torch.long)
+    token_ids = tokenize_text(tokenizer, read_text(eval_path))
+    check_token_ids(token_ids, lm, str(eval_path))
+    ids = torch.tensor(token_ids, dtype=torch.long)
     windows = scored_windows(int(ids.numel()), window, opts.stride, opts.max_windows)
     return _Setup(ids=ids, window=window, options=opts, progress=progress, total=windows * passes, windows=windows)
 

@@ -109,7 +109,8 @@ def perplexity(
         stride: step between window starts; ``None`` = ``context`` (standard, non-overlapping). With a
             smaller stride every window after the first scores only its last ``stride`` tokens
             (sliding-window evaluation), so every token is still scored once.
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass at most; capped to what fits in half the device's available memory
+            (:func:`alphaq.evaluation.batch_memory.memory_batch_size`: the logits of a large vocabulary dominate).
         progress: ``progress(windows_done, total_windows)`` after each forward pass.
         on_logits: ``on_logits(window_index, logits)`` after each forward pass, with the index of each window of the
             batch in the pass and its float32 logits at every predicted position, ``[B, T-1, V]`` (KL divergence:
@@ -123,6 +124,8 @@ def perplexity(
     """
     import torch
     import torch.nn.functional as F
+
+    from alphaq.evaluation.batch_memory import memory_batch_size
 
     step = context if stride is None else int(stride)
     if context < 2:
@@ -148,6 +151,7 @@ def perplexity(
             status="no_window",
         )
     device = next(model.parameters()).device
+    batch_size = memory_batch_size(model, context, batch_size, device)
     total_nll, total_tokens = 0.0, 0
     window_nll: list[float] = []
     window_tokens: list[int] = []

@@ -2,18 +2,15 @@
 
 Each planned matrix below 16 bits is replaced by its quantize-dequantized copy, so a forward pass computes what
 the quantized checkpoint computes, without writing one (the fast path of a sweep). Plan tensors carry checkpoint
-names; transformers 5.x Mixtral holds the routed experts fused in memory:
-
-* ``model.layers.L.mlp.experts.gate_up_proj`` ``[E, 2I, H]``: ``w1`` (gate) is rows ``[:I]``, ``w3`` (up) ``[I:]``
-  (``MixtralExperts.forward``: ``gate, up = linear(x, gate_up_proj[e]).chunk(2, dim=-1)``);
-* ``model.layers.L.mlp.experts.down_proj`` ``[E, H, I]``: ``w2``.
-
-Checkpoints whose names are also the model's parameter names (unfused models) map one to one.
+names; :mod:`alphaq.quantization.expert_map` finds the model parameter and slice of each with transformers' own
+weight conversion mapping: per-expert checkpoint matrices merged into a fused ``gate_up_proj`` [E, 2I, H] /
+``down_proj`` [E, H, I] (laid out as the experts class declares: transposed, gate|up interleaved...), fused 3-D
+checkpoint tensors sliced as alphaq read them (GPT-OSS's [E, H, 2I] interleaved, Llama 4's [E, H, 2I]), DBRX's
+stacked 2-D [E * I, H], and plain matrices one to one.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,14 +18,7 @@ from typing import TYPE_CHECKING, Any
 from alphaq.errors import PlanError
 
 if TYPE_CHECKING:
-    from alphaq.planning.plan_file import Plan
-
-_EXPERT_TENSOR = re.compile(
-    r"^(?P<prefix>.*\.layers\.(?P<layer>\d+))\.(?:block_sparse_moe|mlp)\.experts\."
-    r"(?P<expert>\d+)\.(?P<proj>w1|w2|w3|gate_proj|up_proj|down_proj)\.weight$"
-)
-_GATE = ("w1", "gate_proj")
-_UP = ("w3", "up_proj")
+    from alphaq.planning.plan_file import Plan, PlanTensor
 
 
 @dataclass(frozen=True)
@@ -71,26 +61,40 @@ class SimulationResult:
     kept: int
 
 
-def _views(model: Any) -> Callable[[str], Any]:
-    """``checkpoint tensor name -> writable 2-D view`` of the model's parameter (fused experts sliced)."""
-    params = dict(model.named_parameters())
+def _views(model: Any, plan: Plan) -> Callable[[PlanTensor], Any]:
+    """``plan tensor -> writable 2-D view`` [out, in] of the model parameter that holds it (fused experts sliced)."""
+    from alphaq.load.architectures import match_tensor, spec_for
+    from alphaq.load.checkpoint import _orientation
+    from alphaq.quantization.expert_map import ModelNames, expert_slot, slot_view
 
-    def view(tensor: str) -> Any:
-        if tensor in params and params[tensor].dim() == 2:
-            return params[tensor].data
-        m = _EXPERT_TENSOR.match(tensor)
-        if m is not None:
-            base, e, proj = f"{m['prefix']}.mlp.experts", int(m["expert"]), m["proj"]
-            if proj in ("w2", "down_proj") and f"{base}.down_proj" in params:
-                return params[f"{base}.down_proj"].data[e]  # [H, I]
-            fused = params.get(f"{base}.gate_up_proj")
-            if fused is not None and proj in _GATE + _UP:
-                half = fused.shape[1] // 2
-                return fused.data[e, :half] if proj in _GATE else fused.data[e, half:]  # [I, H]
-        raise PlanError(
-            f"plan tensor {tensor} has no parameter in the loaded model; apply a plan made for this "
-            "checkpoint (fused experts supported: mlp.experts.gate_up_proj / down_proj)"
-        )
+    names = ModelNames(model)
+    config = model.config.to_dict()
+    text = config.get("text_config") or {}
+    spec = spec_for(config.get("model_type"))
+    hidden = config.get("hidden_size") or text.get("hidden_size")
+    experts: dict[str, int] = {}
+    for t in plan.tensors:
+        if t.expert is not None:
+            experts[t.tensor] = max(experts.get(t.tensor, 0), int(t.expert) + 1)
+
+    def view(t: PlanTensor) -> Any:
+        fused, part = None, ""
+        if t.name.startswith(t.tensor + "["):  # one expert's slice of a fused checkpoint tensor
+            part = t.name.rpartition("].")[2] if "]." in t.name else ""
+            match = match_tensor(spec, t.tensor)
+            split = match.rule.split if match is not None else "none"
+            orientation = "out_in"
+            key, _ = names.key(t.tensor)
+            if match is not None and key is not None:
+                shape = tuple(names.state_keys[key].shape)
+                shape3 = shape if len(shape) == 3 else (experts.get(t.tensor, 1), -1, shape[-1])
+                orientation = _orientation(match.rule.orientation, match.proj, shape3, hidden)
+            fused = {"split": split, "orientation": orientation, "stacked": experts.get(t.tensor, 0)}
+        slot, reason = expert_slot(names, t.tensor, t.expert, t.proj, fused, part)
+        if slot is None:
+            raise PlanError(f"plan tensor {t.name}: {reason}; apply a plan made for this checkpoint and model class")
+        param = getattr(model.get_submodule(slot.module), slot.param)
+        return slot_view(param.data, slot)
 
     return view
 
@@ -116,7 +120,7 @@ def apply_plan(model: Any, plan: Plan, *, method: str | None = None) -> Simulati
     from alphaq.quantization.primitives import relative_error
 
     quant = method or (plan.provenance.get("options") or {}).get("quant_method") or "rtn"
-    view = _views(model)
+    view = _views(model, plan)
     checks: list[TensorCheck] = []
     kept = 0
     with torch.no_grad():
@@ -124,7 +128,7 @@ def apply_plan(model: Any, plan: Plan, *, method: str | None = None) -> Simulati
             if t.bits >= 16:
                 kept += 1
                 continue
-            target = view(t.tensor)
+            target = view(t)
             if tuple(target.shape) != (t.rows, t.cols):
                 raise PlanError(
                     f"plan tensor {t.tensor} is {t.rows}x{t.cols} but the model holds "

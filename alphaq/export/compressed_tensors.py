@@ -2,16 +2,18 @@
 
 The source checkpoint is streamed shard by shard as ``alphaq quantize`` does: each output shard's safetensors header
 is computed from the tensor shapes alone, then every planned matrix is read, quantized (alphaq's ``--method``, zero
-points rounded to integers; or symmetric RTN for ``--granularity layer``), packed by compressed-tensors'
+points rounded to integers; or symmetric RTN for ``--granularity layer`` and ``model``), packed by compressed-tensors'
 ``PackedQuantizationCompressor`` (checked to decompress to the same values) and written at its offset; every other
 tensor is copied byte for byte. Peak memory is about one matrix. Everything is written into a temporary folder
 beside ``--out`` and renamed onto it at the end, so an error leaves no partial folder. The mapping itself lives in
-:mod:`alphaq.export.ct_format`; what each engine can load is in ``docs/export.md``.
+:mod:`alphaq.export.ct_format`; what each engine can load is in ``docs/compressed-tensors.md``.
 
-Supported layouts: checkpoints that store one 2-D ``.weight`` per expert projection (Mixtral ``w1/w2/w3``, Qwen2-MoE,
-Qwen3-MoE and OLMoE ``gate/up/down_proj``; transformers 5 fuses them into 3-D parameters on load and back on save).
-Checkpoints that store all experts of a layer in one 3-D tensor (gpt-oss, Granite-MoE, some transformers-5 saves)
-have no per-expert module for compressed-tensors to name, and are refused.
+Supported layouts: checkpoints that store one 2-D ``.weight`` per expert projection, whatever the model type (Mixtral
+``w1/w2/w3``, the ``gate/up/down_proj`` of Qwen, DeepSeek, GLM, MiniMax...: 49 of the MoE types transformers 5.25
+builds; transformers 5 fuses them into 3-D parameters on load and back on save). Checkpoints that store all experts of
+a layer in one tensor (gpt-oss, Llama 4, DBRX, Granite-MoE...) have no per-expert module for compressed-tensors to
+name, and are refused with the reason. Which matrices are written at which scheme (``--granularity expert``,
+``layer`` or ``model``, the one transformers loads) is :mod:`alphaq.export.ct_modules`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from alphaq._version import __version__
 from alphaq.errors import AlphaQError, CheckpointError, ConfigError
 from alphaq.export import ct_format as ctf
+from alphaq.export.ct_modules import GRANULARITIES, model_conversions, plan_modules, transformers_blocker, widened
 from alphaq.locking import locks_output
 from alphaq.progress import ProgressFn
 
@@ -39,9 +42,6 @@ if TYPE_CHECKING:
 #: Provenance file written beside the checkpoint.
 MANIFEST_FILE = "alphaq-export.json"
 MANIFEST_SCHEMA_VERSION = 1
-#: ``model_type`` values whose checkpoints keep per-expert 2-D matrices that transformers loads back.
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
-_DENSE_DTYPES = ("BF16", "F16", "F32")
 _NBYTES = {"I32": 4, "F32": 4, "I64": 8}
 
 
@@ -69,17 +69,20 @@ def export_compressed_tensors(
         plan_path: ``plan.json`` of ``alphaq plan``.
         out_dir: the folder to create (must not exist, or be empty).
         model: the checkpoint (None: the plan's recorded checkpoint path, else the bundled demo model).
-        method: ``rtn``, ``rtn_clip`` or ``hqq`` (``expert`` granularity; None: the plan's quantizer, else rtn).
-        granularity: ``expert`` (the plan's widths, asymmetric, integer zero points) or ``layer`` (one symmetric
-            scheme per MoE layer at its widest planned width, which must be 4 or 8 bits: what vLLM serves).
+        method: ``rtn``, ``rtn_clip`` or ``hqq`` (``expert`` granularity only; None: the plan's quantizer, else
+            rtn).
+        granularity: ``expert`` (the plan's widths, asymmetric, integer zero points), ``layer`` (one symmetric
+            scheme per MoE layer at its widest planned width, which must be 4 or 8 bits: what vLLM serves) or
+            ``model`` (one symmetric scheme for every routed expert at the widest planned expert width: what
+            ``AutoModelForCausalLM.from_pretrained`` loads).
         progress: ``progress(1, tensor name, total)`` after each tensor.
 
     Returns:
         The :class:`CtExportResult`.
 
     Raises:
-        PlanError: the plan is for another checkpoint. ConfigError: a width, group size or granularity the format
-            or vLLM cannot hold. CheckpointError: an unsupported architecture or fused 3-D experts.
+        PlanError: the plan is for another checkpoint. ConfigError: a width, group size or granularity the format,
+            vLLM (``layer``) or transformers (``model``) cannot hold. CheckpointError: fused multi-expert tensors.
             AlphaQError: ``out_dir`` exists and is not empty, or a write fails.
     """
     import torch
@@ -93,10 +96,15 @@ def export_compressed_tensors(
     from alphaq.zoo.demo import demo_model_path
 
     start = time.perf_counter()
-    if granularity not in ctf.GRANULARITIES:
-        raise ConfigError(f"unknown --granularity {granularity!r}; use expert or layer")
+    if granularity not in GRANULARITIES:
+        raise ConfigError(f"unknown --granularity {granularity!r}; use {', '.join(GRANULARITIES)}")
     plan = load_plan(plan_path)
     require_target(plan, plan_path, "alphaq export --format compressed-tensors")
+    if method is not None and granularity != "expert":
+        raise ConfigError(
+            f"--method {method} applies to --granularity expert only: transformers and vLLM decode experts without "
+            f"zero points, so a {granularity} export is symmetric RTN; drop --method (or use --granularity expert)"
+        )
     if method is None:
         planned = (plan.provenance.get("options") or {}).get("quant_method")
         method = planned if planned in METHODS else "rtn"
@@ -108,6 +116,16 @@ def export_compressed_tensors(
     ckpt = open_checkpoint(model if model is not None else _plan_checkpoint(plan, plan_path) or demo_model_path())
     widths, warnings = plan_widths(plan, ckpt, method, source=str(plan_path))
     modules = plan_modules(ckpt, widths, granularity)
+    blocker = transformers_blocker(
+        str(ckpt.model_type),
+        model_conversions(ckpt.path, str(ckpt.model_type)),
+        ckpt.tensors,
+        (m.module + ".weight" for m in modules.values()),
+    )
+    if blocker is not None and granularity == "model":
+        raise CheckpointError(blocker)
+    wider = widened(modules)
+    warnings = [*warnings, *([wider] if wider else [])]
     refs = {m.name: m for m in ckpt.matrices}
     by_tensor = {refs[m.source].tensor: m for m in modules.values()}
     groups = ctf.config_groups(modules.values(), granularity=granularity)
@@ -169,6 +187,7 @@ def export_compressed_tensors(
             warnings=warnings,
             seconds=time.perf_counter() - start,
             out_dir=out,
+            blocker=blocker,
         )
         _write_json(tmp / MANIFEST_FILE, manifest)
         if out.is_dir():
@@ -230,76 +249,11 @@ def _plan_checkpoint(plan: Plan, plan_path: str | Path) -> Path | None:
     return path
 
 
-def plan_modules(
-    ckpt: Checkpoint, widths: Mapping[str, tuple[int, int | None]], granularity: str
-) -> dict[str, ctf.CtModule]:
-    """The quantized modules of the export (pure: checkpoint headers and plan widths only).
-
-    Raises:
-        CheckpointError: an unsupported architecture, fused 3-D experts or a non-float stored matrix.
-        ConfigError: a group size that does not divide a matrix, or (``layer``) a layer whose widest width is not
-            one vLLM's fused-MoE kernels take.
-    """
-    if ckpt.model_type not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(
-            f"{ckpt.path}: the compressed-tensors export supports model_type "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)} (per-expert 2-D weights), not {ckpt.model_type!r}; "
-            "use alphaq quantize or --format llama.cpp"
-        )
-    refs = {m.name: m for m in ckpt.matrices}
-    planned = {name: wg for name, wg in widths.items() if wg[0] != 16}
-    for name in planned:
-        ref = refs[name]
-        if ref.fused or not ref.tensor.endswith(".weight"):
-            raise CheckpointError(
-                f"{ref.tensor}: this checkpoint stores all experts of a layer in one 3-D tensor "
-                "(fused layout), which compressed-tensors cannot target per module; export a "
-                "checkpoint with one 2-D weight per expert projection (Mixtral w1/w2/w3, Qwen "
-                "gate/up/down_proj)"
-            )
-        if ref.dtype not in _DENSE_DTYPES:
-            raise CheckpointError(
-                f"{ref.tensor}: stored as {ref.dtype}; the export reads BF16/F16/F32 weights only "
-                "(dequantize the checkpoint first)"
-            )
-    layer_bits: dict[int, int] = {}
-    if granularity == "layer":
-        for name, (bits, _) in planned.items():
-            ref = refs[name]
-            if ref.expert is not None and ref.layer is not None:
-                layer_bits[ref.layer] = max(layer_bits.get(ref.layer, 0), bits)
-        for layer, bits in sorted(layer_bits.items()):
-            if bits not in ctf.VLLM_MOE_BITS:
-                raise ConfigError(
-                    f"--granularity layer: layer {layer}'s widest expert width is {bits} bits, but "
-                    "vLLM's fused-MoE kernels take 4 or 8; re-plan with --widths 4,8 (or export with "
-                    "--granularity expert for transformers)"
-                )
-    modules: dict[str, ctf.CtModule] = {}
-    for name, (bits, group) in planned.items():
-        ref = refs[name]
-        is_expert = ref.expert is not None and ref.layer is not None
-        written = layer_bits[ref.layer] if granularity == "layer" and is_expert else bits  # type: ignore[index]
-        modules[name] = ctf.CtModule(
-            module=ref.tensor[: -len(".weight")],
-            source=name,
-            bits=written,
-            group_size=int(group or 0),
-            symmetric=granularity == "layer",
-            rows=ref.shape[0],
-            cols=ref.shape[1],
-            layer=ref.layer,
-            expert=ref.expert if is_expert else None,
-            planned_bits=bits,
-        )
-    return modules
-
-
 def quantize_module(w: Any, module: ctf.CtModule, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Quantize one matrix for the export and pack it; return its tensors and its manifest record.
 
     ``expert`` modules: alphaq's ``method`` then :func:`~alphaq.export.ct_format.integer_zero_point`; the record
-    holds alphaq's own relative error and the exported one. ``layer`` modules: symmetric RTN.
+    holds alphaq's own relative error and the exported one. ``layer`` / ``model`` modules: symmetric RTN.
     """
     from alphaq.quantization.compute import quantize_rows, reconstruction_error
     from alphaq.quantization.layout import QuantSpec
@@ -347,9 +301,12 @@ def build_manifest(
     warnings: list[str],
     seconds: float,
     out_dir: str | Path | None = None,
+    blocker: str | None = None,
 ) -> dict[str, Any]:
     """``alphaq-export.json``: schema version, versions, plan and checkpoint fingerprints, options, per-module records,
-    totals and which engines can serve the export (paths relative to ``out_dir``, the bundled model by name)."""
+    totals and which engines can serve the export (paths relative to ``out_dir``, the bundled model by name;
+    ``blocker``: why transformers loads no compressed-tensors checkpoint of this type, see
+    :func:`alphaq.export.ct_modules.transformers_blocker`)."""
     import compressed_tensors
 
     from alphaq.runfolder import record_path
@@ -373,7 +330,7 @@ def build_manifest(
             "granularity": granularity,
             "zero_points": "integer (rounded, codes re-chosen)" if granularity == "expert" else "none",
         },
-        "engines": ctf.engines(list(modules.values()), granularity=granularity),
+        "engines": ctf.engines(list(modules.values()), granularity=granularity, blocker=blocker),
         "modules": sorted(records, key=lambda r: r["module"]),
         "totals": {
             "quantized_modules": len(records),

@@ -10,6 +10,11 @@ declares exactly GPT-2's pre-tokenization (a lone ``ByteLevel`` pre-tokenizer wi
 ``add_prefix_space: false``, no normalizer), it answers ``gpt-2``, the name llama.cpp's vocabulary loader maps
 to that regex (``LLAMA_VOCAB_PRE_TYPE_GPT2``). Any other tokenizer still fails as before. Everything else,
 tensor mapping and writing included, is the converter's own code.
+
+Before running the converter it refuses, with one line and exit status 1, a checkpoint the GGUF export cannot
+make the planned types from (:func:`unsupported_reason`): GPT-OSS experts stored in MXFP4, which the converter
+copies into the GGUF as MXFP4 and ``llama-quantize`` then cannot requantize, and the architectures of
+:data:`UNMAPPED_ARCHITECTURES`.
 """
 
 from __future__ import annotations
@@ -37,10 +42,50 @@ def is_gpt2_pretokenizer(tokenizer_json: dict[str, Any]) -> bool:
     )
 
 
+#: Architectures the converter writes under names the plan's mapping (:func:`alphaq.export.llamacpp.gguf_names`)
+#: cannot give, each with its one-line reason.
+UNMAPPED_ARCHITECTURES: dict[str, str] = {
+    "GraniteMoeSWAForCausalLM": (
+        "GraniteMoeSWA is not supported by the GGUF export: its converter keeps gate and up fused (ffn_gate_up_exps, "
+        "ffn_up_shexp), which the plan mapping cannot tell from GraniteMoeShared's split ones; use --format "
+        "llama.cpp --fused-gate-up"
+    )
+}
+
+
+def unsupported_reason(config: dict[str, Any]) -> str | None:
+    """Why a checkpoint (its ``config.json``) cannot be exported to planned GGUF types, or None.
+
+    Args:
+        config: the checkpoint's ``config.json``.
+
+    Returns:
+        One line naming the problem and the fix, or None when the converter may run.
+    """
+    architectures = config.get("architectures") or []
+    for arch in architectures if isinstance(architectures, list) else []:
+        if arch in UNMAPPED_ARCHITECTURES:
+            return UNMAPPED_ARCHITECTURES[arch]
+    quant = config.get("quantization_config") or {}
+    method = str(quant.get("quant_method", "")).lower() if isinstance(quant, dict) else ""
+    if method == "mxfp4":
+        return (  # under 300 characters: gguf_io keeps that much of the converter's last error line
+            "MXFP4 experts (quantization_config mxfp4) are not supported by the GGUF export: llama-quantize cannot "
+            "requantize them to the planned types; plan and export a bf16 copy (Mxfp4Config(dequantize=True))"
+        )
+    return None
+
+
 def main(argv: list[str]) -> None:
     """Run the converter at ``argv[0]`` on ``argv[1:]`` (its own command line) with the pre-tokenizer fallback."""
     converter, args = Path(argv[0]).resolve(), argv[1:]
     model_dir = next((Path(a) for a in args if not a.startswith("-") and Path(a).is_dir()), None)
+    config_path = model_dir / "config.json" if model_dir is not None else None
+    if config_path is not None and config_path.is_file():
+        reason = unsupported_reason(json.loads(config_path.read_text(encoding="utf-8")))
+        if reason is not None:
+            print(f"alphaq: {reason}", file=sys.stderr)
+            raise SystemExit(1)
     sys.path.insert(0, str(converter.parent))
     sys.path.insert(1, str(converter.parent / "gguf-py"))
     from conversion.base import TextModel  # llama.cpp's converter package, beside convert_hf_to_gguf.py

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 
 #: The compressed-tensors format written (``quantization_config.format``).
 CT_FORMAT = "pack-quantized"
-#: ``--granularity`` values: per-matrix schemes (asymmetric) or one symmetric scheme per MoE layer (vLLM).
-GRANULARITIES: tuple[str, ...] = ("expert", "layer")
+#: ``--granularity`` values: per-matrix schemes (asymmetric), one symmetric scheme per MoE layer (vLLM) or one for
+#: every routed expert of the model (transformers; see :mod:`alphaq.export.ct_modules`).
+GRANULARITIES: tuple[str, ...] = ("expert", "layer", "model")
 #: Widths vLLM's fused-MoE kernels for compressed-tensors int weights take (``WNA16_SUPPORTED_BITS`` of the
 #: Marlin/Triton MoE methods: uint4b8 and uint8b128).
 VLLM_MOE_BITS: tuple[int, ...] = (4, 8)
@@ -206,8 +207,8 @@ def compress_matrix(qt: QuantizedTensor, module: CtModule) -> dict[str, torch.Te
 def config_groups(modules: Iterable[CtModule], *, granularity: str) -> dict[str, Any]:
     """One config group per (bits, group size, symmetric), targets naming its modules.
 
-    ``expert`` granularity names every module; ``layer`` granularity targets each MoE layer's experts with a
-    ``re:`` pattern (``re:^model\\.layers\\.3\\.mlp\\.experts\\.\\d+\\.(w1|...|down_proj)$``) that matches the
+    ``expert`` granularity names every module; ``layer`` and ``model`` granularity target each MoE layer's experts
+    with a ``re:`` pattern (``re:^model\\.layers\\.3\\.mlp\\.experts\\.\\d+\\.(w1|...|down_proj)$``) that matches the
     projection names of both naming styles, as vLLM looks up expert 0's ``gate_proj``/``up_proj``/``down_proj``.
 
     Returns:
@@ -217,7 +218,7 @@ def config_groups(modules: Iterable[CtModule], *, granularity: str) -> dict[str,
 
     by_key: dict[tuple[int, int, bool], list[str]] = {}
     for m in modules:
-        target = _layer_target(m.module) if granularity == "layer" and m.expert is not None else m.module
+        target = _layer_target(m.module) if granularity != "expert" and m.expert is not None else m.module
         targets = by_key.setdefault((m.bits, m.group_size, m.symmetric), [])
         if target not in targets:
             targets.append(target)
@@ -273,21 +274,22 @@ def quantization_config(groups: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def engines(modules: Sequence[CtModule], *, granularity: str) -> dict[str, str]:
-    """Which engine can serve this export, one line each (see docs/export.md for the sources).
+def engines(modules: Sequence[CtModule], *, granularity: str, blocker: str | None = None) -> dict[str, str]:
+    """Which engine can serve this export, one line each (see docs/compressed-tensors.md for the sources).
 
     Args:
         modules: the quantized modules.
-        granularity: ``expert`` or ``layer``.
+        granularity: ``expert``, ``layer`` or ``model``.
+        blocker: why transformers cannot load any compressed-tensors checkpoint of this type (then its line is
+            ``no: ...``), or None.
 
     Returns:
         Engine -> ``yes: ...`` / ``no: ...`` / ``via ...``.
     """
     experts = [m for m in modules if m.expert is not None]
     schemes = {(m.bits, m.group_size, m.symmetric) for m in experts}
-    others = [m for m in modules if m.expert is None]
-    layer_ok = granularity == "layer" and all(m.bits in VLLM_MOE_BITS for m in experts)
-    direct = len(schemes) <= 1 and all(m.symmetric for m in experts) and not others
+    layer_ok = granularity != "expert" and all(m.bits in VLLM_MOE_BITS for m in experts)
+    direct = len(schemes) <= 1 and all(m.symmetric for m in modules)
     return {
         "vllm": (
             "yes: one symmetric 4/8-bit scheme per MoE layer (vLLM's fused-MoE WNA16 kernels)"
@@ -296,10 +298,12 @@ def engines(modules: Sequence[CtModule], *, granularity: str) -> dict[str, str]:
             "export with --granularity layer and --widths 4,8"
         ),
         "transformers": (
-            "yes: AutoModelForCausalLM.from_pretrained (one symmetric scheme for all experts)"
+            f"no: {blocker}"
+            if blocker
+            else "yes: AutoModelForCausalLM.from_pretrained (one symmetric scheme for every routed expert)"
             if direct
             else "via alphaq.export.compressed_tensors.dequantize_compressed_tensors (compressed-tensors' "
             "own dequantizer, then from_pretrained): transformers 5.x decodes every fused expert "
-            "with one symmetric scheme and drops zero points"
+            "with the first expert scheme and no zero point; export with --granularity model to load directly"
         ),
     }

@@ -60,6 +60,7 @@ class GgufVerification:
         expert_bytes: bytes of its routed-expert tensors.
         predicted_expert_bytes: what the export predicted for them.
         plan_expert_bytes: the plan's own expert bytes (equal to the prediction for a ``--target gguf`` plan).
+        predicted_file_bytes: the file size a whole-model plan predicted (None: not predicted).
     """
 
     tensors: tuple[TensorCheck, ...]
@@ -69,11 +70,17 @@ class GgufVerification:
     expert_bytes: int
     predicted_expert_bytes: int
     plan_expert_bytes: int
+    predicted_file_bytes: int | None = None
 
     @property
     def ok(self) -> bool:
-        """Every planned tensor has its type and bytes, and the expert bytes are the predicted ones."""
-        return all(t.ok for t in self.tensors) and self.expert_bytes == self.predicted_expert_bytes
+        """Every planned tensor has its type and bytes, the expert bytes (and the file's, when a whole-model plan
+        predicted it) are the predicted ones."""
+        return (
+            all(t.ok for t in self.tensors)
+            and self.expert_bytes == self.predicted_expert_bytes
+            and self.predicted_file_bytes in (None, self.file_bytes)
+        )
 
     def problems(self) -> list[str]:
         """One line per mismatch (empty when :attr:`ok`)."""
@@ -85,6 +92,8 @@ class GgufVerification:
         ]
         if self.expert_bytes != self.predicted_expert_bytes:
             lines.append(f"expert tensors take {self.expert_bytes:,} bytes, predicted {self.predicted_expert_bytes:,}")
+        if self.predicted_file_bytes not in (None, self.file_bytes):
+            lines.append(f"the file takes {self.file_bytes:,} bytes, the plan predicted {self.predicted_file_bytes:,}")
         return lines
 
     @property
@@ -103,6 +112,7 @@ class GgufVerification:
             "expert_bytes": self.expert_bytes,
             "predicted_expert_bytes": self.predicted_expert_bytes,
             "plan_expert_bytes": self.plan_expert_bytes,
+            "predicted_file_bytes": self.predicted_file_bytes,
             "fallbacks": [t.name for t in self.fallbacks],
             "tensors": [{**asdict(t), "ok": t.ok} for t in self.tensors],
             "other": dict(sorted(self.other.items())),
@@ -110,7 +120,11 @@ class GgufVerification:
 
 
 def verify_gguf(
-    export: LlamaCppExport, found: Mapping[str, tuple[str, int]], file_bytes: int, plan_expert_bytes: int
+    export: LlamaCppExport,
+    found: Mapping[str, tuple[str, int]],
+    file_bytes: int,
+    plan_expert_bytes: int,
+    predicted_file_bytes: int | None = None,
 ) -> GgufVerification:
     """Compare a read-back GGUF with the export it was quantized from.
 
@@ -119,6 +133,7 @@ def verify_gguf(
         found: GGUF weight name -> (type name, bytes), as ``gguf.GGUFReader`` reads it.
         file_bytes: the file's size.
         plan_expert_bytes: the plan's expert bytes (``plan.summary["expert_bytes"]``).
+        predicted_file_bytes: the file size a whole-model plan predicted (checked when given).
 
     Returns:
         The :class:`GgufVerification`.
@@ -150,6 +165,7 @@ def verify_gguf(
         expert_bytes=int(sum(b for n, (_, b) in found.items() if n in experts)),
         predicted_expert_bytes=int(export.cost.expert_gguf_bytes),
         plan_expert_bytes=int(plan_expert_bytes),
+        predicted_file_bytes=None if predicted_file_bytes is None else int(predicted_file_bytes),
     )
 
 

@@ -69,6 +69,33 @@ class GgufExportResult:
     record: dict[str, Any]
 
 
+def _planned_source(plan_path: Path, fingerprint: str, tools: LlamaCppTools) -> Path | None:
+    """The F16 GGUF a whole-model plan was measured on (``gguf/model-f16.gguf`` beside it), when still current."""
+    import json
+
+    folder = plan_path.parent / "gguf"
+    try:
+        key = json.loads((folder / "model-f16.json").read_text(encoding="utf-8")).get("key") or {}
+    except (OSError, ValueError):
+        return None
+    current = key == {"fingerprint": fingerprint, "llama_cpp_python": tools.info.get("llama_cpp_python")}
+    return folder / "model-f16.gguf" if current and (folder / "model-f16.gguf").is_file() else None
+
+
+def whole_model_types(plan: Any) -> dict[str, str] | None:
+    """GGUF name -> type of a whole-model plan (``alphaq plan --target gguf``), else None."""
+    gguf = plan.provenance.get("gguf")
+    types = gguf.get("types") if isinstance(gguf, dict) else None
+    return {str(k): str(v) for k, v in types.items()} if isinstance(types, dict) else None
+
+
+def whole_model_lines(types: dict[str, str]) -> list[str]:
+    """``--tensor-type-file`` lines naming every tensor exactly (anchored: llama-quantize uses regex_search)."""
+    import re
+
+    return [f"^{re.escape(name)}$={ggml.lower()}" for name, ggml in types.items()]
+
+
 def check_plan_for(plan: Any, fingerprint: str, model_dir: Path) -> None:
     """Raise unless ``plan`` was made on the checkpoint with ``fingerprint``."""
     planned = (plan.provenance.get("checkpoint") or {}).get("fingerprint")
@@ -141,7 +168,9 @@ def export_gguf(
     model_dir = Path(model) if model is not None else _plan_checkpoint(plan, plan_path)
     ckpt = open_checkpoint(model_dir)
     check_plan_for(plan, ckpt.fingerprint, model_dir)
-    export = export_llamacpp(plan, ExportOptions(base_type="Q8_0", keep_type=options.keep_type))
+    whole = whole_model_types(plan)  # `alphaq plan --target gguf`: every GGUF tensor's type, by name
+    keep_type = "f16" if whole is not None else options.keep_type  # its 16-bit choices are F16
+    export = export_llamacpp(plan, ExportOptions(base_type="Q8_0", keep_type=keep_type))
     fallbacks = [t for t in export.tensors if t.role == "expert" and t.stored_type != t.ggml_type]
     if fallbacks and not options.allow_fallback:
         f = fallbacks[0]
@@ -158,6 +187,8 @@ def export_gguf(
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         work = Path(tmp)
         start = time.perf_counter()
+        if source_gguf is None and whole is not None:
+            source_gguf = _planned_source(plan_path, ckpt.fingerprint, tools)  # the F16 the plan was measured on
         if source_gguf is None:
             say(f"converting {model_dir} with llama.cpp's convert_hf_to_gguf.py")
             source = convert_checkpoint(tools, model_dir, work / "source.gguf", outtype=options.outtype)
@@ -165,15 +196,29 @@ def export_gguf(
             source = Path(source_gguf)
         seconds["convert"] = time.perf_counter() - start
         overrides = work / "tensor-types.txt"
-        overrides.write_text(export.tensor_type_file_text(), encoding="utf-8")
+        lines = export.tensor_type_lines() if whole is None else whole_model_lines(whole)
+        overrides.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         start = time.perf_counter()
-        say(f"quantizing with llama-quantize ({len(export.tensor_type_lines())} overrides)")
+        say(f"quantizing with llama-quantize ({len(lines)} overrides)")
         staged = work / out.name
-        quantize_gguf(tools, source, staged, tensor_type_file=overrides, flags=export.flags(), threads=options.threads)
+        flags = export.flags() if whole is None else []
+        quantize_gguf(tools, source, staged, tensor_type_file=overrides, flags=flags, threads=options.threads)
         seconds["quantize"] = time.perf_counter() - start
+        found = read_types(staged)
         verification = verify_gguf(
-            export, read_types(staged), staged.stat().st_size, int(plan.summary.get("expert_bytes", 0))
+            export,
+            found,
+            staged.stat().st_size,
+            int(plan.summary.get("expert_bytes", 0)),
+            predicted_file_bytes=int(plan.provenance["gguf"]["file_bytes"]) if whole is not None else None,
         )
+        wrong = [n for n, t in (whole or {}).items() if found.get(n, ("missing", 0))[0] != t]
+        if wrong:
+            got = found.get(wrong[0], ("no such tensor", 0))[0]
+            raise AlphaQError(
+                f"the GGUF llama-quantize wrote stores {wrong[0]} as {got}, not the planned {whole[wrong[0]]} "
+                f"({len(wrong)} tensor(s) differ); no file was written"
+            )
         if not verification.ok:
             problems = verification.problems()
             raise AlphaQError(

@@ -19,7 +19,7 @@ from typing import Any
 
 from alphaq.errors import AlphaQError
 from alphaq.export.gguf_check import Perplexity, last_error_line, parse_perplexity
-from alphaq.export.llamacpp_tools import LlamaCppFailed, LlamaCppTools, run_tool
+from alphaq.export.llamacpp_tools import LlamaCppFailed, LlamaCppTools, run_parsed, run_tool
 
 #: ``blk.N.ffn_{gate,up,down}_exps.weight`` (and a fused ``gate_up``).
 EXPERT_TENSOR = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)_exps\.weight$")
@@ -162,8 +162,4 @@ def run_perplexity(
     ]
     if chunks is not None:
         args += ["--chunks", str(chunks)]
-    done = run_tool(args, what="llama-perplexity", timeout=timeout)
-    try:
-        return parse_perplexity(done.stdout + done.stderr)
-    except ValueError as error:
-        raise LlamaCppFailed(f"{error}: {last_error_line(done.stdout + done.stderr)}") from None
+    return run_parsed(args, parse_perplexity, what="llama-perplexity", timeout=timeout)

@@ -53,8 +53,15 @@ _ATTENTION = {
     "q_a_proj": ("attn_q_a",),
     "q_b_proj": ("attn_q_b",),
     "kv_a_proj_with_mqa": ("attn_kv_a_mqa",),
-    "kv_b_proj": ("attn_kv_b", "attn_k_b", "attn_v_b"),
+    "qkv": ("attn_qkv",),
+    "gate": ("attn_gate",),  # AFMoE's gated attention (self_attn.gate_proj)
 }
+#: Attention matrices the converter splits along their rows: proj -> GGUF names of the halves (first half first).
+#: MLA's kv_b_proj [n_head * (qk_nope + v), kv_lora] becomes attn_k_b (the qk_nope rows of every head, transposed)
+#: and attn_v_b (the v rows); older converters wrote one attn_kv_b, kept as an alias of the first half.
+_SPLIT_ATTENTION = {"kv_b_proj": (("attn_k_b", "attn_kv_b"), ("attn_v_b",))}
+#: LFM2's short convolutions (``layers.N.conv.in_proj`` / ``out_proj``, labelled attention): ``blk.N.shortconv.*``.
+_SHORTCONV = re.compile(r"(?:^|\.)conv\.(in_proj|out_proj)\.weight$")
 _FFN_SUFFIX = {"expert": "_exps", "shared_expert": "_shexp", "dense_mlp": ""}
 _TOKEN_EMBD, _OUTPUT, _ROUTER = "token_embd", "output", "ffn_gate_inp"
 
@@ -244,10 +251,12 @@ def export_llamacpp(plan: Plan, options: ExportOptions | None = None) -> LlamaCp
 
 
 def gguf_names(t: PlanTensor, *, fused_gate_up: bool = False) -> list[tuple[tuple[str, ...], int]] | None:
-    """GGUF names of one plan matrix: ``[(names, rows), ...]`` (a fused shared gate_up splits in two halves).
+    """GGUF names of one plan matrix: ``[(names, rows), ...]`` (a fused shared gate_up splits in two halves, MLA's
+    kv_b_proj in attn_k_b and attn_v_b), as the vendored ``convert_hf_to_gguf.py`` names them.
 
     Args:
-        t: the plan matrix (its ``role``, ``proj`` and ``layer``).
+        t: the plan matrix (its ``role``, ``proj`` and ``layer``; its source ``tensor`` tells LFM2's short
+            convolutions from attention).
         fused_gate_up: routed gate and up share ``ffn_gate_up_exps``.
 
     Returns:
@@ -262,8 +271,17 @@ def gguf_names(t: PlanTensor, *, fused_gate_up: bool = False) -> list[tuple[tupl
     if layer is None:
         return None
     blk = f"blk.{layer}."
+    conv = _SHORTCONV.search(t.tensor or t.name) if t.role == "attention" else None
+    if conv is not None:
+        return [((f"{blk}shortconv.{conv.group(1)}",), t.rows)]
     if t.role == "attention" and proj in _ATTENTION:
         return [(tuple(blk + n for n in _ATTENTION[proj]), t.rows)]
+    if t.role == "attention" and proj in _SPLIT_ATTENTION:
+        first, second = _SPLIT_ATTENTION[proj]
+        # the split is by head dims (qk_nope_head_dim vs v_head_dim) the plan does not record: halves, as in
+        # DeepSeek-V2/V3 and Kimi-K2 (128 + 128); other ratios keep the types but not the per-tensor bytes
+        half = t.rows // 2
+        return [(tuple(blk + n for n in first), half), (tuple(blk + n for n in second), t.rows - half)]
     if t.role == "router":
         name = {"router": _ROUTER, "shared_gate": "ffn_gate_inp_shexp"}.get(str(proj))
         return None if name is None else [((blk + name,), t.rows)]
@@ -302,7 +320,7 @@ def _gguf_tensor(
 ) -> GgufTensor:
     first = members[0]
     bits = max(t.bits for t in members)
-    if name.endswith(_ROUTER) and first.role == "router":
+    if _ROUTER in name and first.role == "router":  # ffn_gate_inp, ffn_gate_inp_shexp: F32, never quantized
         via, ggml = "unquantized", "F32"
     elif bits == KEEP_BF16 and options.keep_type == "base":
         via, ggml = "base", _base_choice(name, options.base_type)

@@ -5,7 +5,7 @@ builds ``llama-quantize`` and ``llama-perplexity`` with cmake and copies them, w
 (``convert_hf_to_gguf.py``, its ``conversion`` package and ``gguf-py``), into a cache folder::
 
     ${ALPHAQ_LLAMACPP_DIR:-~/.cache/alphaq/llama.cpp/<llama-cpp-python version>}/
-        bin/llama-quantize  bin/llama-perplexity  convert_hf_to_gguf.py  conversion/  gguf-py/  build.json
+        bin/llama-quantize  bin/llama-perplexity  bin/llama-imatrix  convert_hf_to_gguf.py  conversion/  gguf-py/  build.json
 
 :func:`find_tools` looks there (or in a folder given explicitly, which may also be a llama.cpp checkout with
 ``build/bin``), then on ``PATH`` for the binaries, and raises :class:`LlamaCppMissing` with one line naming
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alphaq.errors import AlphaQError
 
@@ -34,7 +35,10 @@ LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 #: Environment variable naming the tools folder.
 ENV_DIR = "ALPHAQ_LLAMACPP_DIR"
 BUILD_COMMAND = "alphaq llamacpp build"
-BINARIES: tuple[str, ...] = ("llama-quantize", "llama-perplexity")
+BINARIES: tuple[str, ...] = ("llama-quantize", "llama-perplexity", "llama-imatrix")
+#: Binaries a tools folder must have; ``llama-imatrix`` (only the calibrated reference presets use it) may be
+#: missing from folders built before it was added.
+REQUIRED_BINARIES: tuple[str, ...] = ("llama-quantize", "llama-perplexity")
 CONVERTER = "convert_hf_to_gguf.py"
 #: cmake options: portable (no -march=native), static, no network code, only what the tools need.
 CMAKE_FLAGS: tuple[str, ...] = (
@@ -76,6 +80,8 @@ class LlamaCppTools:
         root: the folder searched (holds the converter).
         quantize: ``llama-quantize``.
         perplexity: ``llama-perplexity``.
+        imatrix: ``llama-imatrix`` (importance matrices for the calibrated reference presets), None when the
+            folder predates it (:meth:`require_imatrix` names the rebuild).
         converter: ``convert_hf_to_gguf.py`` (with ``conversion/`` and ``gguf-py/`` beside it).
         info: ``build.json`` written by :func:`build_tools` (empty for other builds).
     """
@@ -83,8 +89,17 @@ class LlamaCppTools:
     root: Path
     quantize: Path
     perplexity: Path
+    imatrix: Path | None
     converter: Path
     info: dict[str, Any] = field(default_factory=dict)
+
+    def require_imatrix(self) -> Path:
+        """``llama-imatrix``, or :class:`LlamaCppMissing` naming the rebuild that adds it."""
+        if self.imatrix is None:
+            raise LlamaCppMissing(
+                f"llama-imatrix is missing in {self.root} (built before alphaq used it); rerun `{BUILD_COMMAND}`"
+            )
+        return self.imatrix
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready paths and build facts (recorded in ``gguf_export.json``)."""
@@ -92,6 +107,7 @@ class LlamaCppTools:
             "root": str(self.root),
             "quantize": str(self.quantize),
             "perplexity": str(self.perplexity),
+            "imatrix": str(self.imatrix) if self.imatrix is not None else None,
             "converter": str(self.converter),
             "llama_cpp_python": self.info.get("llama_cpp_python"),
             "llama_cpp_commit": self.info.get("llama_cpp_commit"),
@@ -122,7 +138,7 @@ def find_tools(directory: str | Path | None = None) -> LlamaCppTools:
             on_path = shutil.which(name) if directory is None else None
             if on_path:
                 found[name] = Path(on_path)
-    missing = [n for n in BINARIES if n not in found]
+    missing = [n for n in REQUIRED_BINARIES if n not in found]
     if not (root / CONVERTER).is_file():
         missing.append(CONVERTER)
     if missing:
@@ -136,9 +152,43 @@ def find_tools(directory: str | Path | None = None) -> LlamaCppTools:
         root=root,
         quantize=found["llama-quantize"],
         perplexity=found["llama-perplexity"],
+        imatrix=found.get("llama-imatrix"),
         converter=root / CONVERTER,
         info=info,
     )
+
+
+#: Runs of a tool whose summary is missing from its log (see :func:`run_parsed`).
+ATTEMPTS = 6
+#: A line of llama.cpp's log that reports an error.
+ERROR_LINE = re.compile(r"^\S+ E |error|failed", re.M | re.I)
+T = TypeVar("T")
+
+
+def run_parsed(
+    args: Sequence[str | Path], parse: Callable[[str], T], *, what: str, timeout: float, attempts: int = ATTEMPTS
+) -> T:
+    """Run a tool and parse its output, rerunning it when the summary is missing without any error line.
+
+    llama.cpp's tools log through an asynchronous queue (common/log.cpp) that is not flushed at exit
+    (ggml-org/llama.cpp#22142), so on a busy machine the last lines (the statistics) are sometimes lost although
+    the run succeeded (exit 0).
+
+    Raises:
+        LlamaCppFailed: an error line in the output, or no summary in ``attempts`` runs.
+    """
+    from alphaq.export.gguf_check import last_error_line
+
+    output = ""
+    for _ in range(attempts):
+        done = run_tool(args, what=what, timeout=timeout)
+        output = done.stdout + done.stderr
+        try:
+            return parse(output)
+        except ValueError as error:
+            if ERROR_LINE.search(output):
+                raise LlamaCppFailed(f"{what}: {error}: {last_error_line(output)}") from None
+    raise LlamaCppFailed(f"{what} printed no results in {attempts} runs (its log was cut): {last_error_line(output)}")
 
 
 def run_tool(

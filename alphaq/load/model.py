@@ -128,4 +128,24 @@ def tokenize_text(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
-__all__ = ["load_model", "read_config", "tokenize_text", "transformers_load_errors"]
+def check_token_ids(ids: list[int], model: Any, source: str) -> None:
+    """Refuse token ids the model's embedding cannot look up (a tokenizer that does not belong to the model).
+
+    Raises:
+        CheckpointError: an id at or above ``model.config.vocab_size`` (one line naming both sizes).
+    """
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    get_text_config = getattr(getattr(model, "config", None), "get_text_config", None)
+    if vocab is None and callable(get_text_config):
+        vocab = getattr(get_text_config(), "vocab_size", None)
+    if not ids or not isinstance(vocab, int):
+        return
+    top = max(ids)
+    if top >= vocab:
+        raise CheckpointError(
+            f"{source}: the tokenizer gives token id {top} but the model's vocabulary has {vocab} entries; "
+            "the tokenizer files do not belong to this model: put the model's own tokenizer beside its config.json"
+        )
+
+
+__all__ = ["check_token_ids", "load_model", "read_config", "tokenize_text", "transformers_load_errors"]

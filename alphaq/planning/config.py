@@ -54,9 +54,15 @@ class PlanConfig:
         seed: seed of the ``random`` allocator.
         quant_method: quantizer the ``measured`` model uses (``rtn``, ``rtn_clip``, ``hqq``).
         max_rows: rows measured per matrix (evenly spaced) by the ``measured`` model.
-        target: ``alphaq`` (the packed checkpoint: bytes of alphaq's layout) or ``gguf`` (llama.cpp: widths
-            2,3,4,5,6,8 are Q2_K..Q6_K and Q8_0, bytes and bits from the ggml types, measured errors from
-            llama-quantize; forces ``granularity="layer"``, one type per GGUF expert tensor).
+        target: ``alphaq`` (the packed checkpoint: bytes of alphaq's layout) or ``gguf`` (a whole-model llama.cpp
+            plan: one type per GGUF tensor, attention, experts, shared experts, embedding and head; widths
+            2,3,4,5,6,8 are Q2_K..Q6_K and Q8_0, F16 where it pays; bytes and errors measured with llama-quantize;
+            the budget is the GGUF file: ``"7.5MB"``, bits per weight of the whole file ``"3.5"``, or a
+            llama-quantize preset ``"Q3_K_M"``; see :mod:`alphaq.planning.gguf_run`).
+        importance: ``gguf`` target only: how each tensor's error is weighted (:data:`alphaq.planning.gguf_model.
+            IMPORTANCE_FORMS`); ``fisher`` (default, chosen on held-out text) is the model's self-Fisher, ``alpha``
+            the AlphaQ principle.
+        fisher_sequences: sequences the model writes for its self-Fisher (``gguf`` target, ``fisher*`` importances).
 
         The plan stage's inputs (used by :func:`alphaq.plan` / :func:`alphaq.planning.run.run_plan`; they
         change what the stage reads and writes, not the allocation, and are not recorded in the plan's options):
@@ -91,13 +97,29 @@ class PlanConfig:
     calibration_text: str | Path | None = None
     inspect_dir: str | Path | None = None
     pattern_file: str | Path | None = None
+    importance: str = "fisher"
+    fisher_sequences: int = 64
 
     def __post_init__(self) -> None:
+        from alphaq.planning.gguf_model import IMPORTANCE_FORMS, GgufBudget
+
         self._check_stage_inputs()
-        object.__setattr__(self, "budget", Budget.parse(self.budget))
         if self.target not in TARGETS:
             raise ConfigError(f"--target {self.target!r} is unknown; use one of {', '.join(TARGETS)}")
         gguf = self.target == "gguf"
+        if gguf:
+            budget = self.budget.text if isinstance(self.budget, (Budget, GgufBudget)) else self.budget
+            object.__setattr__(self, "budget", GgufBudget.parse(budget))
+        else:
+            object.__setattr__(self, "budget", Budget.parse(self.budget))
+        if self.importance not in IMPORTANCE_FORMS:
+            raise ConfigError(f"--importance {self.importance!r} is unknown; use one of {', '.join(IMPORTANCE_FORMS)}")
+        if (
+            isinstance(self.fisher_sequences, bool)
+            or not isinstance(self.fisher_sequences, int)
+            or self.fisher_sequences < 1
+        ):
+            raise ConfigError(f"fisher_sequences={self.fisher_sequences!r} must be a positive integer (default 64)")
         default = GGUF_WIDTHS if gguf else DEFAULT_WIDTHS
         object.__setattr__(self, "widths", parse_widths(default if self.widths is None else self.widths))
         if gguf:

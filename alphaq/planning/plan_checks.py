@@ -97,11 +97,35 @@ def check_provenance(provenance: Mapping[str, Any], source: str) -> None:
             f"{source}: provenance.options.widths is {short_value(widths)}; it must be a list of integer "
             f"widths; fix it or {REMAKE}"
         )
+    _check_gguf_types(provenance.get("gguf"), source)
     target = (provenance.get("options") or {}).get("target")
     if target is not None and target not in PLAN_TARGETS:
         raise PlanError(
             f"{source}: provenance.options.target is {short_value(target)}; plans target "
             f"{' or '.join(PLAN_TARGETS)}; fix it or {REMAKE}"
+        )
+
+
+def _check_gguf_types(gguf: Any, source: str) -> None:
+    """A whole-model GGUF plan's ``provenance.gguf``: tensor name -> a planned ggml type, and a positive file size."""
+    if gguf is None:
+        return
+    from alphaq.export.gguf_measure import MODEL_TYPES
+
+    types = gguf.get("types") if isinstance(gguf, dict) else None
+    size = gguf.get("file_bytes") if isinstance(gguf, dict) else None
+    bad = (
+        not isinstance(types, dict)
+        or not types
+        or not all(isinstance(k, str) and v in MODEL_TYPES for k, v in types.items())
+        or isinstance(size, bool)
+        or not isinstance(size, int)
+        or size <= 0
+    )
+    if bad:
+        raise PlanError(
+            f"{source}: provenance.gguf must map GGUF tensor names to {', '.join(MODEL_TYPES)} and give a positive "
+            f"file_bytes (edited by hand?); fix it or {REMAKE}"
         )
 
 
@@ -215,7 +239,7 @@ def check_tensor_entry(entry: Any, index: int, source: str, target: str = "alpha
             f"{source}: tensor {label} has shape {entry['rows']}x{entry['cols']} and params "
             f"{entry['params']}, which disagree; {REMAKE}"
         )
-    if target == "gguf" and entry["role"] == "expert":  # `alphaq plan --target gguf`: ggml types' bytes
+    if target == "gguf" and bits != KEEP_BF16:  # `alphaq plan --target gguf`: ggml types' bytes
         from alphaq.export.ggml_types import gguf_matrix_nbytes
 
         expected = gguf_matrix_nbytes(entry["rows"], entry["cols"], bits)

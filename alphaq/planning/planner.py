@@ -47,16 +47,22 @@ def cost_table(
     Returns:
         The :class:`alphaq.planning.costs.CostTable`.
     """
+    _refuse_gguf(config)
     units = build_units(details, config.granularity)
     if errors is None:
         errors = measure_errors(details, read_matrix, config, progress=progress)
     elif errors.widths != tuple(config.widths) or errors.model != config.error_model:
         raise ConfigError("the given errors were measured for other widths or another error model; re-measure them")
-    if config.target == "gguf":
-        return build_cost_table(
-            units, errors, config.group_size, config.gamma, matrix_bytes=gguf_matrix_nbytes, real_bits=True
-        )
     return build_cost_table(units, errors, config.group_size, config.gamma)
+
+
+def _refuse_gguf(config: PlanConfig) -> None:
+    """Whole-model GGUF plans need llama.cpp (conversion, measured errors, the file's size): another path."""
+    if config.target == "gguf":
+        raise PlanError(
+            "--target gguf plans the whole GGUF file with llama.cpp's own tools; make it with `alphaq plan --target "
+            "gguf` or alphaq.plan(model, PlanConfig(target='gguf', ...), out) (alphaq.planning.gguf_run)"
+        )
 
 
 def measure_errors(
@@ -67,14 +73,9 @@ def measure_errors(
     Reuse the result across granularities, allocators and budgets (``errors=`` of the other functions).
 
     Raises:
-        PlanError: the ``gguf`` target with the ``measured`` model: its errors come from llama.cpp
-            (:func:`alphaq.export.gguf_errors.measure_gguf_errors`, run by ``alphaq plan --target gguf``).
+        PlanError: the ``gguf`` target (whole-model plans: :mod:`alphaq.planning.gguf_run`).
     """
-    if config.target == "gguf" and config.error_model == "measured":
-        raise PlanError(
-            "the gguf target measures errors with llama.cpp; run `alphaq plan --target gguf` or pass "
-            "errors= from alphaq.export.gguf_errors.measure_gguf_errors"
-        )
+    _refuse_gguf(config)
     return matrix_errors(
         details,
         read_matrix,

@@ -158,35 +158,14 @@ def run_plan(
         ckpt, out, inspect_dir=Path(inspect_dir) if inspect_dir else None, progress=progress
     )
     refs = {m.name: m for m in ckpt.matrices}
-    if getattr(config, "target", "alphaq") == "gguf" and config.error_model == "measured":
-        from alphaq.export.gguf_errors import measure_gguf_errors  # errors measured with llama.cpp itself
-
-        errors = measure_gguf_errors(
-            details,
-            lambda name: ckpt.read_matrix(refs[name]),
-            config.widths,
-            model_dir=ckpt.path,
-            fingerprint=ckpt.fingerprint,
-            run_dir=out,
-            progress=progress,
-        )
-    else:
-        errors = measure_errors(details, lambda name: ckpt.read_matrix(refs[name]), config, progress=progress)
     from alphaq.runfolder import record_path  # paths relative to the run folder, the bundled model by name
 
-    provenance = {
-        "checkpoint": {
-            "path": record_path(ckpt.path, base=out),
-            "fingerprint": ckpt.fingerprint,
-            "model_type": ckpt.model_type,
-        },
-        "diagnostics": {
-            "fit": inspect_manifest["options"]["fit"],
-            "inspect_created": inspect_manifest["created"],
-            "inspect_dir": record_path(Path(inspect_dir) if inspect_dir else out, base=out),
-        },
-        "calibration_text": record_path(calibration_text, base=out) if needs_shares else None,
-    }
+    if config.target == "gguf":  # a whole-model GGUF plan, measured with llama.cpp
+        return _run_gguf(ckpt, details, inspect_manifest, config, out, progress)
+    errors = measure_errors(details, lambda name: ckpt.read_matrix(refs[name]), config, progress=progress)
+
+    provenance = plan_provenance(ckpt, details, inspect_manifest, out, inspect_dir)
+    provenance["calibration_text"] = record_path(calibration_text, base=out) if needs_shares else None
     plan = make_plan(details, None, config, provenance=provenance, routing_shares=shares, errors=errors)
     comparison = layer_comparison(plan, details, config, errors, provenance, shares)
     table = None
@@ -198,6 +177,58 @@ def run_plan(
         files.write_json(PLAN_COMPARISON_JSON, comparison)
         files.write_json(PLAN_JSON, plan.to_dict())
     return PlanStageResult(plan=plan, comparison=comparison, sweep=table, run_dir=out)
+
+
+def _run_gguf(
+    ckpt: Checkpoint,
+    details: pd.DataFrame,
+    inspect_manifest: dict[str, Any],
+    config: PlanConfig,
+    out: Path,
+    progress: ProgressFn | None,
+) -> PlanStageResult:
+    from alphaq.atomic import staged_files
+    from alphaq.planning.gguf_run import run_gguf_plan
+
+    if config.sweep_budgets:
+        raise AlphaQError("--sweep is not available with --target gguf; plan each file size with its own --budget")
+    provenance = plan_provenance(ckpt, details, inspect_manifest, out, config.inspect_dir)
+    provenance["calibration_text"] = None
+    plan = run_gguf_plan(ckpt, details, config, out, provenance, progress=progress)
+    comparison = {"target": "gguf", "note": "a whole-model GGUF plan has one type per GGUF tensor by construction"}
+    with staged_files(out) as files:
+        files.write_json(PLAN_COMPARISON_JSON, comparison)
+        files.write_json(PLAN_JSON, plan.to_dict())
+    return PlanStageResult(plan=plan, comparison=comparison, sweep=None, run_dir=out)
+
+
+def plan_provenance(
+    ckpt: Checkpoint, details: pd.DataFrame, inspect_manifest: dict[str, Any], out: Path, inspect_dir: Any
+) -> dict[str, Any]:
+    """The checkpoint and diagnostics a plan records (paths relative to the run folder)."""
+    from alphaq.runfolder import record_path
+
+    return {
+        "checkpoint": {
+            "path": record_path(ckpt.path, base=out),
+            "fingerprint": ckpt.fingerprint,
+            "model_type": ckpt.model_type,
+            "dtype": source_dtype(details),
+        },
+        "diagnostics": {
+            "fit": inspect_manifest["options"]["fit"],
+            "inspect_created": inspect_manifest["created"],
+            "inspect_dir": record_path(Path(inspect_dir) if inspect_dir else out, base=out),
+        },
+    }
+
+
+def source_dtype(details: pd.DataFrame) -> str | None:
+    """The checkpoint's storage type of most weight parameters (``BF16``, ``F16``, ``F32``), from the details."""
+    if "dtype" not in details.columns or details.empty:
+        return None
+    counts = details.groupby("dtype")["params"].sum()
+    return str(counts.idxmax()) if len(counts) else None
 
 
 def layer_comparison(

@@ -1,10 +1,19 @@
 """Load a checkpoint written by ``alphaq quantize`` as a runnable transformers model (``alphaq.load_quantized``).
 
-The model is built from its config on the meta device (no weight is allocated twice), each MoE layer's fused
-experts module is replaced by a :class:`~alphaq.quantization.modules.QuantizedExperts` whose per-expert gate/up/down
-are :class:`~alphaq.quantization.modules.QuantLinear` (quantized matrices) or ``nn.Linear`` (matrices kept at 16
-bits), and every other tensor of the checkpoint is loaded into the model as in the source. Which architectures
-are supported, and how the checkpoint names map onto the model, is the table :data:`EXPERT_LAYOUTS`.
+The model is transformers' own class built from its config on the meta device (no weight is allocated twice).
+Every other tensor of the checkpoint is loaded with transformers' own renames and merges, then each MoE block's
+experts module, whatever it is called, is found from where transformers puts the routed-expert tensors
+(:mod:`alphaq.quantization.expert_map`) and replaced:
+
+- a ``@use_experts_implementation`` experts class (nearly every MoE of transformers 5) by a
+  :class:`~alphaq.quantization.modules.QuantizedExperts` with one :class:`~alphaq.quantization.modules.QuantLinear`
+  (quantized) or ``nn.Linear`` (kept at 16 bits) per expert projection, running the class's own gating;
+- a per-expert ``nn.Linear`` by a :class:`~alphaq.quantization.modules.QuantLinear`;
+- any other experts class (DBRX, JetMoE, Llama 4, ERGO) keeps its forward: its fused parameters are filled from the
+  packed experts while its block runs (:class:`~alphaq.quantization.modules.PackedExpertWeights`).
+
+The router and the rest of each block are transformers' own. Types that cannot be served are
+:data:`UNSUPPORTED_MODEL_TYPES`, each with its one-line reason.
 """
 
 from __future__ import annotations
@@ -22,55 +31,45 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from alphaq.load.checkpoint import Checkpoint, MatrixRef
+    from alphaq.load.checkpoint import Checkpoint
 
-__all__ = ["ExpertsLayout", "EXPERT_LAYOUTS", "load_quantized"]
+__all__ = ["EXPERT_LAYOUTS", "UNSUPPORTED_MODEL_TYPES", "load_quantized", "supports_model_type"]
 
-_LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _PROJS = ("gate", "up", "down")
 
-
-@dataclass(frozen=True)
-class ExpertsLayout:
-    """How one architecture holds its routed experts in transformers, and how checkpoint names map onto it.
-
-    Attributes:
-        experts_classes: class names of the fused experts modules to replace; each must have the forward
-            ``(hidden_states [T, H], top_k_index [T, K], top_k_weights [T, K]) -> [T, H]`` of ``MixtralExperts``
-            and an ``act_fn``.
-        renames: ``(regex, replacement)`` applied in order to every checkpoint tensor name that is loaded as is
-            (legacy names of the source checkpoint -> transformers' module names).
-    """
-
-    experts_classes: tuple[str, ...]
-    renames: tuple[tuple[str, str], ...] = ()
-
-    def __post_init__(self) -> None:
-        if not self.experts_classes:
-            raise ValueError("ExpertsLayout needs at least one experts class name")
-
-    def rename(self, name: str) -> str:
-        """The model's name of checkpoint tensor ``name``."""
-        for pattern, replacement in self.renames:
-            name = re.sub(pattern, replacement, name)
-        return name
+#: model_type -> why load_quantized cannot serve it (one line); every other MoE type of transformers is served.
+UNSUPPORTED_MODEL_TYPES: dict[str, str] = {}
 
 
-#: Supported ``model_type`` -> its experts layout.
-EXPERT_LAYOUTS: dict[str, ExpertsLayout] = {
-    "mixtral": ExpertsLayout(("MixtralExperts",), ((r"\.block_sparse_moe\.", ".mlp."),)),
-    "qwen2_moe": ExpertsLayout(("Qwen2MoeExperts",)),
-    "qwen3_moe": ExpertsLayout(("Qwen3MoeExperts",)),
-    "olmoe": ExpertsLayout(("OlmoeExperts",)),
-}
+def supports_model_type(model_type: str) -> bool:
+    """True unless ``model_type`` is one of :data:`UNSUPPORTED_MODEL_TYPES`."""
+    return model_type not in UNSUPPORTED_MODEL_TYPES
+
+
+class _ServedTypes:
+    """``model_type in EXPERT_LAYOUTS``: the name older callers test (every type but the unsupported ones)."""
+
+    def __contains__(self, model_type: object) -> bool:
+        return isinstance(model_type, str) and supports_model_type(model_type)
+
+
+#: Kept for callers of the former per-type table: ``model_type in EXPERT_LAYOUTS`` is :func:`supports_model_type`.
+EXPERT_LAYOUTS = _ServedTypes()
 
 
 @dataclass(frozen=True)
 class _ExpertSource:
-    """Where one expert matrix comes from: a quantized base name, a split dense ``{base}.weight``, or a matrix."""
+    """Where one expert matrix comes from: a quantized base name, a split dense ``{base}.weight``, or a matrix.
+
+    ``tensor`` is the source checkpoint tensor, ``part`` the gate/up half of a fused gate|up slice and ``fused``
+    the fused tensor's layout (split, orientation, stacked) as alphaq read it, None for a per-expert tensor.
+    """
 
     kind: str  # "quantized" | "dense" | "matrix"
     name: str  # base name (quantized, dense) or MatrixRef.name (matrix)
+    tensor: str
+    part: str = ""
+    fused: dict[str, Any] | None = None
 
 
 def load_quantized(
@@ -98,6 +97,8 @@ def load_quantized(
 
     from alphaq.load import open_checkpoint
     from alphaq.load.model import read_config, transformers_load_errors
+    from alphaq.quantization.expert_map import ModelNames
+    from alphaq.quantization.experts_swap import place_sources, swap_experts
     from alphaq.quantization.shards import read_quantization_config
 
     folder = Path(path).expanduser()
@@ -107,11 +108,9 @@ def load_quantized(
         )
     quant = read_quantization_config(folder)
     model_type = str(read_config(folder / "config.json").get("model_type"))
-    layout = EXPERT_LAYOUTS.get(model_type)
-    if layout is None:
+    if not supports_model_type(model_type):
         raise CheckpointError(
-            f"{folder}: load_quantized does not support model_type {model_type!r} yet (supported: "
-            f"{', '.join(sorted(EXPERT_LAYOUTS))}); dequantize it or load the source checkpoint"
+            f"{folder}: load_quantized cannot serve model_type {model_type!r}: {UNSUPPORTED_MODEL_TYPES[model_type]}"
         )
     _check_experts_only(folder, quant)
     dtype = torch.float32 if dtype is None else dtype
@@ -130,28 +129,12 @@ def load_quantized(
             f"{folder}/config.json: transformers cannot build the model from it ({first_line}); "
             "fix it or re-run alphaq quantize"
         ) from exc
-    experts_modules = [
-        (name, module) for name, module in model.named_modules() if type(module).__name__ in layout.experts_classes
-    ]
-    if not experts_modules:
-        raise CheckpointError(
-            f"{folder}: no {'/'.join(layout.experts_classes)} module in the {model_type} model of "
-            "this transformers version; use the transformers version alphaq supports"
-        )
-
-    consumed = _quantized_tensor_names(quant)
-    for name, module in experts_modules:
-        match = _LAYER_RE.search(name + ".")
-        if match is None:
-            raise CheckpointError(f"{name}: cannot tell the decoder layer of this experts module; report this model")
-        layer = int(match.group(1))
-        new_module, used = _build_experts(
-            ckpt, folder, quant, sources, layer, int(module.num_experts), module.act_fn, dtype, _expert_shapes(module)
-        )
-        consumed |= used
-        model.set_submodule(name, new_module)
-
-    _load_remaining(model, ckpt, layout, consumed, dtype)
+    names = ModelNames(model)
+    placed = place_sources(folder, names, sources, model_type)
+    consumed = _quantized_tensor_names(quant) | {s.tensor for s in sources.values() if s.kind == "matrix"}
+    _load_remaining(model, ckpt, consumed, dtype)
+    swap_experts(model, ckpt, folder, placed, dtype)
+    _finish(model, ckpt)
     model.to(device)
     model.eval()
     try:
@@ -184,115 +167,31 @@ def _quantized_tensor_names(quant: Mapping[str, Any]) -> set[str]:
 def _expert_sources(ckpt: Checkpoint, quant: Mapping[str, Any]) -> dict[tuple[int, int, str], _ExpertSource]:
     """(layer, expert, proj) -> where that routed-expert matrix is stored in the quantized checkpoint."""
     sources: dict[tuple[int, int, str], _ExpertSource] = {}
+    fused_tensors = quant.get("fused_tensors", {})
     for kind, section in (("quantized", "tensors"), ("dense", "dense_tensors")):
         for base, entry in quant.get(section, {}).items():
-            sources[(int(entry["layer"]), int(entry["expert"]), str(entry["proj"]))] = _ExpertSource(kind, base)
+            tensor = str(entry.get("tensor") or base)
+            layout = fused_tensors.get(tensor)
+            origin = str(entry.get("source") or "")
+            part = origin.rpartition(".")[2] if origin.endswith((".gate", ".up")) else ""
+            fused = None if layout is None else {**layout, "stacked": layout.get("num_experts", 0)}
+            key = (int(entry["layer"]), int(entry["expert"]), str(entry["proj"]))
+            sources[key] = _ExpertSource(kind, base, tensor, part, fused)
     stored = _quantized_tensor_names(quant)
     for ref in ckpt.matrices:
         if ref.role.value != "expert" or ref.tensor in stored or ref.layer is None or ref.expert is None:
             continue
-        sources.setdefault((ref.layer, ref.expert, ref.proj), _ExpertSource("matrix", ref.name))
+        fused = None
+        if ref.fused:
+            fused = {"split": ref.split, "orientation": ref.orientation, "stacked": ckpt.num_experts or 0}
+        sources.setdefault(
+            (ref.layer, ref.expert, ref.proj), _ExpertSource("matrix", ref.name, ref.tensor, ref.fused_part, fused)
+        )
     return sources
 
 
-def _expert_shapes(module: Any) -> dict[str, tuple[int, int]]:
-    """[out, in] of each projection of one expert of a transformers experts module (from its meta parameters
-    ``gate_up_proj`` [E, 2I, H] and ``down_proj`` [E, H, I])."""
-    gate_up = getattr(module, "gate_up_proj", None)
-    if gate_up is not None and gate_up.dim() == 3:
-        inter, hidden = int(gate_up.shape[1]) // 2, int(gate_up.shape[2])
-    else:
-        inter, hidden = int(module.intermediate_dim), int(module.hidden_dim)
-    return {"gate": (inter, hidden), "up": (inter, hidden), "down": (hidden, inter)}
-
-
-def _build_experts(
-    ckpt: Checkpoint,
-    folder: Path,
-    quant: Mapping[str, Any],
-    sources: Mapping[tuple[int, int, str], _ExpertSource],
-    layer: int,
-    num_experts: int,
-    act_fn: Any,
-    dtype: torch.dtype,
-    shapes: Mapping[str, tuple[int, int]],
-) -> tuple[Any, set[str]]:
-    """The :class:`QuantizedExperts` of one layer and the checkpoint tensors it consumed.
-
-    Raises:
-        CheckpointError: a stored expert matrix whose [out, in] is not the one the config gives (hidden_size,
-            intermediate_size), checked here so that the model does not fail on its first forward.
-    """
-    from alphaq.quantization.modules import QuantizedExperts, QuantLinear, dense_linear
-    from alphaq.quantization.shards import read_quantized_tensors
-
-    refs: dict[str, MatrixRef] = {r.name: r for r in ckpt.matrices}
-    missing = [f"expert {e} {p}" for e in range(num_experts) for p in _PROJS if (layer, e, p) not in sources]
-    if missing:
-        raise CheckpointError(
-            f"{folder}: layer {layer} has no stored matrix for {len(missing)} expert projection(s) "
-            f"(first: {missing[0]}); re-run alphaq quantize"
-        )
-    wanted = [
-        sources[(layer, e, p)].name
-        for e in range(num_experts)
-        for p in _PROJS
-        if sources[(layer, e, p)].kind == "quantized"
-    ]
-    packed = read_quantized_tensors(folder, wanted)
-    used: set[str] = set()
-    experts = []
-    for e in range(num_experts):
-        modules = {}
-        for proj in _PROJS:
-            source = sources[(layer, e, proj)]
-            if source.kind == "quantized":
-                pt = packed[source.name]
-                _check_shape(folder, source.name, tuple(pt.shape), shapes[proj], layer, e, proj)
-                try:
-                    modules[proj] = QuantLinear(
-                        pt.packed, pt.scale, pt.zero, pt.spec.bits, pt.spec.group_size, pt.shape[1]
-                    )
-                except ValueError as exc:
-                    raise CheckpointError(f"{folder}: {source.name}: {exc}; re-run alphaq quantize") from exc
-            elif source.kind == "dense":
-                weight = _read_tensor(ckpt, f"{source.name}.weight")
-                _check_shape(folder, source.name, tuple(weight.shape), shapes[proj], layer, e, proj)
-                modules[proj] = dense_linear(weight, dtype)
-            else:
-                ref = refs[source.name]
-                _check_shape(folder, ref.name, ref.shape, shapes[proj], layer, e, proj)
-                modules[proj] = dense_linear(ckpt.read_matrix(ref), dtype)
-                used.add(ref.tensor)
-        experts.append(modules)
-    return QuantizedExperts(experts, act_fn), used
-
-
-def _check_shape(
-    folder: Path, name: str, shape: tuple[int, ...], expected: tuple[int, int], layer: int, expert: int, proj: str
-) -> None:
-    if tuple(shape) != tuple(expected):
-        raise CheckpointError(
-            f"{folder}: {name} (layer {layer} expert {expert} {proj}) is {list(shape)} but "
-            f"config.json (hidden_size, intermediate_size) gives {list(expected)}; the checkpoint does not fit "
-            "its config: re-run alphaq quantize on the source checkpoint"
-        )
-
-
-def _read_tensor(ckpt: Checkpoint, name: str) -> torch.Tensor:
-    info = ckpt.tensors.get(name)
-    if info is None:
-        raise CheckpointError(
-            f"{ckpt.path}: tensor {name} listed in quantization_config is not stored; re-run alphaq quantize"
-        )
-    return ckpt.read_tensor(name)
-
-
-def _load_remaining(
-    model: Any, ckpt: Checkpoint, layout: ExpertsLayout, consumed: set[str], dtype: torch.dtype
-) -> None:
-    """Load every tensor not consumed by the experts into ``model`` (renamed), then tie and materialize buffers."""
-    import torch
+def _load_remaining(model: Any, ckpt: Checkpoint, consumed: set[str], dtype: torch.dtype) -> None:
+    """Load every tensor not consumed by the experts into ``model`` with transformers' renames and merges."""
     from safetensors import SafetensorError, safe_open
 
     by_file: dict[Path, list[str]] = {}
@@ -305,9 +204,44 @@ def _load_remaining(
             with safe_open(str(file), framework="pt") as handle:
                 for name in names:
                     tensor = handle.get_tensor(name)
-                    state[layout.rename(name)] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+                    state[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
         except (OSError, RuntimeError, SafetensorError) as exc:
             raise CheckpointError(f"{file}: cannot read its tensors ({exc}); re-run alphaq quantize") from exc
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import convert_and_load_state_dict_in_model
+        from transformers.modeling_utils import LoadStateDictConfig
+    except ImportError:  # another transformers: names taken as they are
+        unexpected = _assign(model, ckpt, state)
+    else:
+        config = LoadStateDictConfig(dtype=dtype, weight_mapping=get_model_conversion_mapping(model))
+        from transformers.utils import logging as hf_logging
+
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # its "Loading weights" bar would print on stderr (restored below)
+        try:
+            info, _ = convert_and_load_state_dict_in_model(model=model, state_dict=state, load_config=config)
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
+        mismatched = sorted(info.mismatched_keys)
+        if mismatched or info.conversion_errors:
+            first = mismatched[0] if mismatched else next(iter(info.conversion_errors))
+            raise CheckpointError(
+                f"{ckpt.path}: a tensor does not fit the model its config.json describes ({first}); "
+                "re-run alphaq quantize on the source checkpoint"
+            )
+        ignored = getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []
+        unexpected = [k for k in sorted(info.unexpected_keys) if not any(re.search(p, k) for p in ignored)]
+    if unexpected:
+        raise CheckpointError(
+            f"{ckpt.path}: {len(unexpected)} tensor(s) match no model weight (first: "
+            f"{unexpected[0]}); the checkpoint does not fit this model class"
+        )
+
+
+def _assign(model: Any, ckpt: Checkpoint, state: dict[str, torch.Tensor]) -> list[str]:
+    """Plain ``load_state_dict`` (no renames); returns the unexpected keys."""
     try:
         result = model.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as exc:  # a stored tensor whose shape is not the model's
@@ -316,16 +250,20 @@ def _load_remaining(
             f"{ckpt.path}: a tensor does not fit the model its config.json describes ({detail}); "
             "re-run alphaq quantize on the source checkpoint"
         ) from exc
-    if result.unexpected_keys:
-        raise CheckpointError(
-            f"{ckpt.path}: {len(result.unexpected_keys)} tensor(s) match no model weight (first: "
-            f"{result.unexpected_keys[0]}); the checkpoint does not fit this model class"
-        )
+    return list(result.unexpected_keys)
+
+
+def _finish(model: Any, ckpt: Checkpoint) -> None:
+    """Tie weights, materialize non-persistent buffers, and check that no weight is left on the meta device."""
+    import torch
+
     model.tie_weights()
     # Non-persistent buffers (rotary inv_freq) are not in the checkpoint: materialize them on the CPU and let the
     # model's own initializer recompute them, as transformers' from_pretrained does after a meta-device build.
     owners = set()
     for name, buffer in _non_persistent_buffers(model):
+        if buffer.device.type != "meta":
+            continue
         owner_name, _, attr = name.rpartition(".")
         owner = model.get_submodule(owner_name)
         owner.register_buffer(attr, torch.empty_like(buffer, device="cpu"), persistent=False)

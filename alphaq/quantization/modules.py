@@ -21,7 +21,7 @@ from torch import nn
 
 from alphaq.quantization.layout import QuantSpec, num_groups, packed_row_bytes
 
-__all__ = ["QuantLinear", "QuantizedExperts", "dense_linear"]
+__all__ = ["PackedExpertWeights", "QuantLinear", "QuantizedExperts", "dense_linear"]
 
 #: The projections of one routed expert, in the order of its ``nn.ModuleDict``.
 EXPERT_PROJS: tuple[str, ...] = ("gate", "up", "down")
@@ -123,22 +123,65 @@ def dense_linear(weight: torch.Tensor, dtype: torch.dtype) -> nn.Linear:
 
 
 class QuantizedExperts(nn.Module):
-    """Routed experts as per-expert gate/up/down linears, with the fused experts module's forward signature.
+    """Routed experts as per-expert gate/up/down linears, with the forward of transformers' experts classes.
 
-    ``experts[e]`` is an ``nn.ModuleDict`` with ``gate``, ``up`` and ``down`` (each a :class:`QuantLinear` or an
-    ``nn.Linear``). The forward is the one of transformers' ``MixtralExperts`` (also Qwen2-MoE, Qwen3-MoE, OLMoE):
-    for each expert hit by the router, ``down(act(gate(x)) * up(x)) * weight``, summed over the chosen experts.
+    ``experts[e]`` is an ``nn.ModuleDict`` with ``gate``, ``up`` and ``down`` (``up`` and ``down`` only for experts
+    without a gate), each a :class:`QuantLinear` or an ``nn.Linear``. The forward is the one every
+    ``@use_experts_implementation`` class of transformers declares (``MixtralExperts``, ``Qwen3MoeExperts``,
+    ``GptOssExperts``...): for each expert hit by the router, ``down(gate_fn(gate_up(x)) + b) * weight`` summed over
+    the chosen experts, where ``gate_up(x)`` is laid out as the replaced class lays it out (gate|up concatenated or
+    interleaved) so that the class's own ``_apply_gate`` (GPT-OSS's clamped SwiGLU...) applies unchanged.
 
     Args:
-        experts: per expert, a mapping ``{"gate", "up", "down"} -> module``.
-        act_fn: the activation of the replaced module (``act_fn``).
+        experts: per expert, a mapping ``{"gate", "up", "down"} -> module`` (no ``gate`` when not gated).
+        act_fn: the activation of the replaced module (``act_fn``; None when ``gate_fn`` gates).
+        gate_fn: ``gate_up_out [n, 2I] -> [n, I]``, the replaced class's ``_apply_gate``; None: ``act(gate) * up``.
+        concatenated: gate|up concatenated (else interleaved) in what ``gate_fn`` receives.
+        biases: the replaced module's bias parameters by name (``gate_up_proj_bias`` or ``up_proj_bias`` [E, out],
+            ``down_proj_bias`` [E, H]); kept under the same names.
+        post_norm: the replaced module's ``post_expert_norm``, applied to each expert's output, or None.
     """
 
-    def __init__(self, experts: Sequence[dict[str, nn.Module]], act_fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(
+        self,
+        experts: Sequence[dict[str, nn.Module]],
+        act_fn: Callable[[torch.Tensor], torch.Tensor] | None,
+        *,
+        gate_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        concatenated: bool = True,
+        biases: dict[str, nn.Parameter] | None = None,
+        post_norm: nn.Module | None = None,
+    ) -> None:
         super().__init__()
-        self.experts = nn.ModuleList(nn.ModuleDict({p: e[p] for p in EXPERT_PROJS}) for e in experts)
+        self.gated = "gate" in experts[0]
+        projs = EXPERT_PROJS if self.gated else ("up", "down")
+        self.experts = nn.ModuleList(nn.ModuleDict({p: e[p] for p in projs}) for e in experts)
         self.num_experts = len(self.experts)
         self.act_fn = act_fn
+        self.concatenated = concatenated
+        self._gate_fn = (gate_fn,)  # a tuple: the owner of a bound _apply_gate is not a submodule
+        self.bias_names = tuple(sorted(biases or {}))
+        for name, value in (biases or {}).items():
+            setattr(self, name, value)
+        self.post_expert_norm = post_norm
+
+    def _gate_up(self, expert: nn.ModuleDict, x: torch.Tensor, e: int) -> torch.Tensor:
+        """``act(gate(x)) * up(x)`` (or the class's gating) of expert ``e`` for ``x`` [n, H] -> [n, I]."""
+        bias = getattr(self, "gate_up_proj_bias", None) if self.gated else getattr(self, "up_proj_bias", None)
+        gate_fn = self._gate_fn[0]
+        if not self.gated:
+            up = expert["up"](x)  # [n, I]
+            return self.act_fn(up if bias is None else up + bias[e].to(up.dtype))
+        gate, up = expert["gate"](x), expert["up"](x)  # [n, I] each
+        if gate_fn is None and bias is None and self.concatenated:
+            return self.act_fn(gate) * up
+        fused = torch.cat((gate, up), -1) if self.concatenated else torch.stack((gate, up), -1).flatten(-2)  # [n, 2I]
+        if bias is not None:
+            fused = fused + bias[e].to(fused.dtype)
+        if gate_fn is None:
+            g, u = fused.chunk(2, dim=-1) if self.concatenated else (fused[..., ::2], fused[..., 1::2])
+            return self.act_fn(g) * u
+        return gate_fn(fused)
 
     def forward(
         self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
@@ -146,24 +189,85 @@ class QuantizedExperts(nn.Module):
         """Mixture of the chosen experts.
 
         Args:
-            hidden_states: ``[T, H]``.
-            top_k_index: ``[T, K]`` chosen experts (an index ``== num_experts`` is skipped, as in transformers).
+            hidden_states: ``[T, H]`` (any leading shape is flattened).
+            top_k_index: ``[T, K]`` chosen experts (an index ``>= num_experts`` is skipped, as in transformers).
             top_k_weights: ``[T, K]`` their routing weights.
 
         Returns:
             ``[T, H]`` of ``hidden_states.dtype``.
         """
+        shape = hidden_states.shape
+        hidden_states = hidden_states.reshape(-1, shape[-1])  # [T, H]
+        top_k_index = top_k_index.reshape(hidden_states.shape[0], -1)  # [T, K]
+        top_k_weights = top_k_weights.reshape(hidden_states.shape[0], -1)  # [T, K]
         final = torch.zeros_like(hidden_states)  # [T, H]
+        down_bias = getattr(self, "down_proj_bias", None)
         with torch.no_grad():
-            mask = nn.functional.one_hot(top_k_index, num_classes=self.num_experts + 1).permute(2, 1, 0)  # [E+1, K, T]
-            hit = torch.greater(mask.sum(dim=(-1, -2)), 0).nonzero()[:, 0].tolist()
+            hit = torch.unique(top_k_index).tolist()
         for e in hit:
-            if e == self.num_experts:
+            if not 0 <= e < self.num_experts:
                 continue
-            top_k_pos, token_idx = torch.where(mask[e])
+            token_idx, top_k_pos = torch.where(top_k_index == e)
             expert = self.experts[e]
             x = hidden_states[token_idx]  # [n, H]
-            h = self.act_fn(expert["gate"](x)) * expert["up"](x)  # [n, I]
-            y = expert["down"](h) * top_k_weights[token_idx, top_k_pos, None]  # [n, H]
+            y = expert["down"](self._gate_up(expert, x, e))  # [n, H]
+            if down_bias is not None:
+                y = y + down_bias[e].to(y.dtype)
+            if self.post_expert_norm is not None:
+                y = self.post_expert_norm(y)
+            y = y * top_k_weights[token_idx, top_k_pos, None]
             final.index_add_(0, token_idx, y.to(final.dtype))
-        return final
+        return final.reshape(shape)
+
+
+class PackedExpertWeights(nn.Module):
+    """Fused expert parameters of one MoE block kept packed, written out in full only while the block runs.
+
+    For experts classes whose forward alphaq does not reimplement (DBRX, JetMoE, Llama 4, ERGO): the block keeps
+    its own forward; before it runs, each fused parameter (``[E, a, b]`` or stacked ``[E * a, b]``) is filled
+    from the per-expert modules and set on its owner; afterwards it is dropped. Resident memory stays the packed
+    size plus one block's experts while that block runs.
+
+    Args:
+        owners: the modules that own the fused parameters (not registered here: they are in the model already).
+        targets: per fused parameter, ``(owner index, attribute, shape, [(slot, module), ...])`` where ``slot`` is
+            an :class:`alphaq.quantization.expert_map.ExpertSlot` and ``module`` a :class:`QuantLinear` or an
+            ``nn.Linear`` holding that expert matrix.
+        dtype: dtype of the filled parameters.
+    """
+
+    def __init__(
+        self,
+        owners: Sequence[nn.Module],
+        targets: Sequence[tuple[int, str, tuple[int, ...], Sequence[tuple[object, nn.Module]]]],
+        dtype: torch.dtype,
+    ) -> None:
+        super().__init__()
+        self._owners = tuple(owners)
+        self.dtype = dtype
+        self.parts = nn.ModuleList(module for _, _, _, pairs in targets for _, module in pairs)
+        self._targets = [(o, attr, tuple(shape), [slot for slot, _ in pairs]) for o, attr, shape, pairs in targets]
+        for owner, attr in {(self._owners[o], attr) for o, attr, _, _ in self._targets}:
+            owner._parameters.pop(attr, None)
+            setattr(owner, attr, None)
+
+    def fill(self, *_: object) -> None:
+        """Write every fused parameter from the packed experts (a forward pre-hook of the block)."""
+        from alphaq.quantization.expert_map import slot_view
+
+        index = 0
+        for o, attr, shape, slots in self._targets:
+            device = next(iter(self.parts[index].buffers()), None)
+            device = device.device if device is not None else next(self.parts[index].parameters()).device
+            full = torch.empty(shape, dtype=self.dtype, device=device)
+            for slot in slots:
+                module = self.parts[index]
+                index += 1
+                weight = module.dequantized_weight(self.dtype) if isinstance(module, QuantLinear) else module.weight
+                slot_view(full, slot).copy_(weight)  # type: ignore[arg-type]
+            setattr(self._owners[o], attr, full)
+
+    def clear(self, *_: object) -> None:
+        """Drop the filled parameters (a forward hook of the block)."""
+        for o, attr, _, _ in self._targets:
+            setattr(self._owners[o], attr, None)

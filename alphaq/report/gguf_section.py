@@ -110,4 +110,44 @@ def gguf_section(record: Mapping[str, Any] | None, plan_fingerprint: str) -> Sec
     return Section("GGUF export (llama.cpp)", "".join(parts), note)
 
 
-__all__ = ["gguf_section", "read_gguf_export"]
+def whole_model_section(provenance: Mapping[str, Any], summary: Mapping[str, Any]) -> Section | None:
+    """A whole-model GGUF plan (``alphaq plan --target gguf``): the file's size against the budget and every GGUF
+    tensor's type, from ``provenance.gguf``; None for other plans."""
+    gguf = provenance.get("gguf")
+    if not isinstance(gguf, Mapping) or not isinstance(gguf.get("types"), Mapping):
+        return None
+    import pandas as pd
+
+    options = provenance.get("options") if isinstance(provenance.get("options"), Mapping) else {}
+    budget = provenance.get("budget") if isinstance(provenance.get("budget"), Mapping) else {}
+    kld = summary.get("predicted_kld")
+    cards = stat_cards(
+        [
+            ("GGUF file", fmt_bytes(gguf.get("file_bytes")), "predicted to the byte from llama-quantize's own output"),
+            ("Budget", fmt_bytes(gguf.get("capacity")), f"--budget {budget.get('given', '?')}"),
+            (
+                "Bits per weight",
+                f"{summary['gguf_bits_per_weight']:.3f}"
+                if isinstance(summary.get("gguf_bits_per_weight"), float)
+                else "?",
+                "8 x file bytes / every tensor's parameters",
+            ),
+            (
+                "Predicted KL divergence",
+                f"{kld:.5f}" if isinstance(kld, (int, float)) else "\u2014",
+                f"importance: {options.get('importance', '?')} (nats per token, second order)",
+            ),
+        ]
+    )
+    rows = pd.DataFrame([{"GGUF tensor": name, "type": ggml} for name, ggml in gguf["types"].items()])
+    body = cards + table_html(
+        rows, caption="The type of every tensor llama-quantize quantizes (norms and routers stay F32)"
+    )
+    note = (
+        "Errors of every tensor at Q2_K..Q8_0 measured with llama-quantize --pure on the F16 GGUF; the exact knapsack "
+        "chose the types that minimise the importance-weighted error with the whole file within the budget."
+    )
+    return Section("Whole-model GGUF plan", body, note)
+
+
+__all__ = ["gguf_section", "read_gguf_export", "whole_model_section"]

@@ -174,6 +174,8 @@ def _read_comparison(path: Path, warnings: list[str]) -> Mapping[str, Any] | Non
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         warnings.append(f"{path.name} is unreadable ({one_line(err)}): the deployability comparison is omitted")
         return None
+    if isinstance(data, dict) and data.get("target") == "gguf":  # a whole-model GGUF plan: one type per tensor
+        return None
     plans_ok = (
         isinstance(data, dict)
         and isinstance(data.get("expert_plan"), dict)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from alphaq.report.gguf_section import gguf_section
+from alphaq.report.gguf_section import gguf_section, whole_model_section
 from alphaq.report.page import (
     Section,
     chip,
@@ -83,6 +83,7 @@ def plan_page_html(run: PlanArtifacts, *, run_dir: str | Path | None = None, top
     provenance, options = run.plan.provenance, run.options
     sections = [
         Section("Summary", _summary_html(run), "The plan's budget, sizes and solver, as recorded in plan.json."),
+        *([whole] if (whole := whole_model_section(provenance, run.plan.summary)) is not None else []),
         heatmap_section(run),
         scatter_section(run),
         histogram_section(run),

@@ -35,6 +35,8 @@ from typing import Any, TextIO
 from alphaq.errors import ConfigError
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parents[1] / "data" / "demo-moe"
+#: Layouts the recipe trains (transformers model types).
+ARCHITECTURES: tuple[str, ...] = ("mixtral", "qwen2_moe")
 SHAKESPEARE_TRAIN_FRACTION = 0.9
 RECIPE_NOTES = (
     "experts implementation: transformers 5.23 offers eager, grouped_mm and batched_mm for "
@@ -87,6 +89,9 @@ class DemoTrainConfig:
     device: str = "cpu"
     threads: int = 1
     experts_implementation: str = "eager"
+    architecture: str = "mixtral"
+    shared_expert_size: int = 0
+    recipe: str = "demo-moe"
 
     def __post_init__(self) -> None:
         positive = (
@@ -122,6 +127,12 @@ class DemoTrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0; pass a non-negative value")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]; pass e.g. 0.05")
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(
+                f"architecture={self.architecture!r} is not trainable here; pass one of {', '.join(ARCHITECTURES)}"
+            )
+        if self.shared_expert_size < 0 or (self.shared_expert_size and self.architecture != "qwen2_moe"):
+            raise ConfigError("shared_expert_size must be >= 0 and needs --architecture qwen2_moe; fix the recipe")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"device={self.device!r} is not supported; pass --device cpu or --device cuda")
 
@@ -169,30 +180,59 @@ def lr_at(step: int, cfg: DemoTrainConfig) -> float:
 
 
 def build_model(cfg: DemoTrainConfig, eos_id: int, pad_id: int) -> Any:
-    """A freshly initialised ``MixtralForCausalLM`` (seed set by the caller)."""
+    """A freshly initialised ``MixtralForCausalLM`` or ``Qwen2MoeForCausalLM`` (seed set by the caller)."""
+    if cfg.architecture == "qwen2_moe":
+        return _build_qwen2_moe(cfg, eos_id, pad_id)
     from transformers import MixtralConfig, MixtralForCausalLM
 
     config = MixtralConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
+        **_shared_config(cfg, eos_id, pad_id),
         intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
         num_local_experts=cfg.num_experts,
-        num_experts_per_tok=cfg.top_k,
-        max_position_embeddings=cfg.context,
-        initializer_range=cfg.init_std,
-        router_aux_loss_coef=cfg.router_aux_loss_coef,
-        output_router_logits=False,
-        tie_word_embeddings=True,
-        bos_token_id=eos_id,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
         rope_theta=10000.0,
     )
     config._experts_implementation = cfg.experts_implementation
     return MixtralForCausalLM(config)
+
+
+def _shared_config(cfg: DemoTrainConfig, eos_id: int, pad_id: int) -> dict[str, Any]:
+    """Config fields both layouts take alike (tied embeddings, the recipe's sizes and router loss)."""
+    return {
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "num_experts_per_tok": cfg.top_k,
+        "max_position_embeddings": cfg.context,
+        "initializer_range": cfg.init_std,
+        "router_aux_loss_coef": cfg.router_aux_loss_coef,
+        "output_router_logits": False,
+        "tie_word_embeddings": True,
+        "bos_token_id": eos_id,
+        "eos_token_id": eos_id,
+        "pad_token_id": pad_id,
+    }
+
+
+def _build_qwen2_moe(cfg: DemoTrainConfig, eos_id: int, pad_id: int) -> Any:
+    """Qwen2-MoE layout: every layer sparse, ``num_experts`` routed experts of width ``intermediate_size``
+    (top-``top_k``, weights not renormalised) plus a gated shared expert of width ``shared_expert_size``."""
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    config = Qwen2MoeConfig(
+        **_shared_config(cfg, eos_id, pad_id),
+        intermediate_size=cfg.shared_expert_size or cfg.intermediate_size,
+        moe_intermediate_size=cfg.intermediate_size,
+        shared_expert_intermediate_size=cfg.shared_expert_size,
+        num_experts=cfg.num_experts,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
+        use_sliding_window=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
+    config._experts_implementation = cfg.experts_implementation
+    return Qwen2MoeForCausalLM(config)
 
 
 def _log(stream: TextIO, records: list[dict[str, Any]], record: dict[str, Any]) -> None:
@@ -324,7 +364,7 @@ def train_demo(cfg: DemoTrainConfig) -> Path:
     save_checkpoint(model, to_transformers(tokenizer, cfg.context), out_dir)
     write_text(out_dir / "training_log.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     training = {
-        "config": dataclasses.asdict(cfg) | {"out_dir": "alphaq/data/demo-moe"},
+        "config": dataclasses.asdict(cfg) | {"out_dir": _recorded_out_dir(cfg)},
         "command": "python -m alphaq.zoo.train_demo " + " ".join(cli_args(cfg)),
         "train_files": list(corpora.train_names),
         "train_tokens": int(train_ids.numel()),
@@ -344,8 +384,36 @@ def train_demo(cfg: DemoTrainConfig) -> Path:
         },
     }
     write_json(out_dir / model_card.CARD_JSON, {"training": training})  # survives a failing card step
-    model_card.write_demo_card(out_dir, training)
+    if cfg.architecture == "mixtral":
+        model_card.write_demo_card(out_dir, training)
+    else:  # the demo card's measurements read the Mixtral layout; other recipes keep card.json's record
+        write_text(out_dir / "README.md", _short_card(training))
     return out_dir
+
+
+def _recorded_out_dir(cfg: DemoTrainConfig) -> str:
+    out = Path(cfg.out_dir).resolve()
+    return "alphaq/data/demo-moe" if out == DEFAULT_OUT_DIR.resolve() else f"<zoo>/{out.name}"
+
+
+def _short_card(training: dict[str, Any]) -> str:
+    cfg = training["config"]
+    return "\n".join(
+        [
+            f"# alphaq zoo: {Path(cfg['out_dir']).name}",
+            "",
+            f"{cfg['architecture']} MoE trained by alphaq's zoo on real text: {cfg['num_layers']} layers, "
+            f"{cfg['num_experts']} experts (top-{cfg['top_k']}) of width {cfg['intermediate_size']}, shared expert "
+            f"{cfg['shared_expert_size']}, hidden {cfg['hidden_size']}, vocabulary {cfg['vocab_size']}.",
+            "",
+            f"- command: `{training['command']}`",
+            f"- training files: {', '.join(training['train_files'])} ({training['train_tokens']:,} tokens)",
+            f"- steps: {training['steps']} (best {training['best_step']}, stopped by {training['stopped_by']}), "
+            f"{training['train_seconds'] / 60:.1f} min on {training['machine']}",
+            "- held out: WikiText-2 test and the last 10 % of Tiny Shakespeare (`training_log.jsonl` has the evals)",
+            "",
+        ]
+    )
 
 
 def save_checkpoint(model: Any, tokenizer: Any, out_dir: Path) -> None:
@@ -357,6 +425,8 @@ def save_checkpoint(model: Any, tokenizer: Any, out_dir: Path) -> None:
     for stale in out_dir.glob("*.safetensors"):
         stale.unlink()
     model = model.to("cpu", dtype=torch.bfloat16)
+    if model.config.model_type != "mixtral":
+        untie_embeddings(model)
     model.config.output_router_logits = False
     model.generation_config = GenerationConfig(
         bos_token_id=model.config.bos_token_id,
@@ -367,6 +437,24 @@ def save_checkpoint(model: Any, tokenizer: Any, out_dir: Path) -> None:
     )
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
+
+
+def untie_embeddings(model: Any) -> None:
+    """Give the output head its own copy of the tied embedding (the same function; in place).
+
+    llama.cpp's loaders of some layouts (``qwen2moe``) require an ``output.weight`` tensor, which the converter only
+    writes for an untied head; real Qwen-MoE checkpoints are untied too.
+    """
+    import torch
+
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return
+    head = model.get_output_embeddings()
+    head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
+    model.config.tie_word_embeddings = False
+    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
+    if text is not None and text is not model.config:
+        text.tie_word_embeddings = False
 
 
 def machine_description(cfg: DemoTrainConfig) -> str:
@@ -389,23 +477,33 @@ def machine_description(cfg: DemoTrainConfig) -> str:
 def cli_args(cfg: DemoTrainConfig) -> list[str]:
     """The command-line flags that reproduce ``cfg`` (every recipe field, so later default changes
     do not alter the recorded command; output paths left out)."""
-    args = []
+    args = ["--recipe", cfg.recipe]
     for field in dataclasses.fields(cfg):
-        if field.name not in ("out_dir", "log_file"):
+        if field.name not in ("out_dir", "log_file", "recipe"):
             args += [f"--{field.name.replace('_', '-')}", str(getattr(cfg, field.name))]
     return args
 
 
 def parse_args(argv: list[str] | None = None) -> DemoTrainConfig:
     """Build a :class:`DemoTrainConfig` from command-line flags (one flag per field)."""
+    from alphaq.zoo.recipes import RECIPES, recipe_overrides
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe", default="demo-moe", choices=tuple(RECIPES))
+    known, _ = pre.parse_known_args(argv)
+    base = recipe_overrides(known.recipe)
     parser = argparse.ArgumentParser(prog="python -m alphaq.zoo.train_demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="demo-moe", choices=tuple(RECIPES), help="named recipe (field defaults)")
     for field in dataclasses.fields(DemoTrainConfig):
-        default = field.default
+        if field.name == "recipe":
+            continue
+        default = base.get(field.name, field.default)
         kind = type(default)
         parser.add_argument(
             f"--{field.name.replace('_', '-')}", type=kind, default=default, help=f"(default: {default})"
         )
-    return DemoTrainConfig(**vars(parser.parse_args(argv)))
+    values = vars(parser.parse_args(argv))
+    return DemoTrainConfig(**values)
 
 
 def main(argv: list[str] | None = None) -> None:

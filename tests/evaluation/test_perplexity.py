@@ -74,3 +74,41 @@ def test_bad_options_raise_config_error() -> None:
     with pytest.raises(ConfigError):
         perplexity(TinyLM(), [1, 2, 3], 1)
     assert model_context(TinyLM()) == 2048
+
+
+def test_window_cost_is_dominated_by_the_logits_of_a_large_vocabulary() -> None:
+    from alphaq.evaluation.batch_memory import HIDDEN_COPIES, LOGITS_COPIES, WindowCost
+
+    cost = WindowCost(context=2048, vocab=157184, hidden=2048, heads=16)
+    logits = 2048 * 157184 * 4 * LOGITS_COPIES
+    assert cost.nbytes == int(logits + 2048 * 2048 * 4 * HIDDEN_COPIES + 16 * 2048 * 2048 * 4)
+    assert 3.8e9 < cost.nbytes < 4.5e9  # ~1.3 GB per float32 copy of the logits
+    with pytest.raises(ValueError, match="vocab"):
+        WindowCost(context=8, vocab=0, hidden=4)
+
+
+def test_fit_batch_size_caps_the_batch_to_half_the_available_memory() -> None:
+    from alphaq.evaluation.batch_memory import WindowCost, fit_batch_size
+
+    cost = WindowCost(context=2048, vocab=157184, hidden=2048, heads=16)  # ~4.2 GB a window
+    assert fit_batch_size(8, cost, 24 * 2**30) == 2  # 12 GiB usable: 2 windows, not 8 (about 20 GiB)
+    assert fit_batch_size(8, cost, 2**30) == 1  # never below one window
+    assert fit_batch_size(8, cost, 200 * 2**30) == 8  # never above the requested batch
+    assert fit_batch_size(8, cost, None) == 8  # unknown memory: as requested
+    small = WindowCost(context=64, vocab=96, hidden=32)
+    assert fit_batch_size(8, small, 2**30) == 8
+
+
+def test_memory_batch_size_reads_the_model_config_and_the_machine() -> None:
+    from alphaq.evaluation.batch_memory import available_memory, memory_batch_size
+
+    free = available_memory("cpu")
+    assert free is not None and free > 0
+    model = TinyLM()
+    assert memory_batch_size(model, 8, 8, "cpu") == 8  # no vocab_size in its config: as requested
+    model.config = SimpleNamespace(vocab_size=11, hidden_size=5)
+    assert memory_batch_size(model, 8, 8, "cpu") == 8
+    model.config = SimpleNamespace(vocab_size=10**9, hidden_size=5)  # 12 GB of logits per 8-token window... x 1000
+    assert memory_batch_size(model, 1000, 8, "cpu") == 1
+    result = perplexity(model, list(range(11)) * 3, 8)  # runs one window a pass, same numbers
+    assert result.windows == 4 and math.isfinite(result.ppl)

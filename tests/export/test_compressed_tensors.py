@@ -326,17 +326,15 @@ def test_fused_expert_layout_is_refused(tiny_checkpoints: dict[str, Path], tmp_p
     shutil.copy(tiny_checkpoints["mixtral"] / "config.json", fused / "config.json")
     plan = _plan(fused, tmp_path / "run", budget="4", widths="4")
     code, output = _invoke(plan, tmp_path / "ct", "--model", str(fused))
-    _assert_refused(code, output, tmp_path / "ct", r"experts\.(gate_up|down)_proj: .*one 3-D tensor")
+    _assert_refused(code, output, tmp_path / "ct", r"experts\.(gate_up|down)_proj: mixtral stores all experts .*fused")
     with pytest.raises(CheckpointError, match="fused layout"):
         export_compressed_tensors(plan, tmp_path / "ct", model=fused)
 
 
-def test_unsupported_architecture_and_existing_out_are_refused(
-    tiny_checkpoints: dict[str, Path], tmp_path: Path
-) -> None:
+def test_fused_architecture_and_existing_out_are_refused(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
     plan = _plan(tiny_checkpoints["gpt_oss"], tmp_path / "run", budget="4", widths="4")
     code, output = _invoke(plan, tmp_path / "ct", "--model", str(tiny_checkpoints["gpt_oss"]))
-    _assert_refused(code, output, tmp_path / "ct", r"not 'gpt_oss'")
+    _assert_refused(code, output, tmp_path / "ct", r"gpt_oss stores all experts of a layer in one tensor")
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "keep.txt").write_text("x")
@@ -344,3 +342,35 @@ def test_unsupported_architecture_and_existing_out_are_refused(
     code, output = _invoke(mixtral_plan, occupied, "--model", str(tiny_checkpoints["mixtral"]))
     assert code == 2 and "not an empty folder" in output
     assert sorted(p.name for p in occupied.iterdir()) == ["keep.txt"]
+
+
+def test_cli_model_granularity_loads_directly_and_refuses_in_one_line(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """``--granularity model``: the loadable export (one symmetric scheme for every routed expert, widened from a
+    mixed plan with a warning); a layout transformers cannot load is one error line."""
+    from transformers import AutoModelForCausalLM
+
+    src = _tiny(tiny_checkpoints, "qwen2_moe", tmp_path)
+    plan = _plan(src, tmp_path / "run", budget="5", widths="2,4,8")
+    code, output = _invoke(plan, tmp_path / "ct", "--model", str(src), "--granularity", "model")
+    assert code == 0, output
+    assert "transformers: yes: AutoModelForCausalLM.from_pretrained" in output
+    assert "warning: " in output and "wider than planned" in output
+    manifest = json.loads((tmp_path / "ct" / MANIFEST_FILE).read_text())
+    assert manifest["options"]["granularity"] == "model"
+    widest = max(m["planned_bits"] for m in manifest["modules"])
+    assert {(m["bits"], m["symmetric"]) for m in manifest["modules"] if m["expert"] is not None} == {(widest, True)}
+    direct = AutoModelForCausalLM.from_pretrained(tmp_path / "ct", dtype=torch.float32)
+    dequantize_compressed_tensors(tmp_path / "ct", tmp_path / "dense")
+    dense = AutoModelForCausalLM.from_pretrained(tmp_path / "dense", dtype=torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(direct(IDS).logits, dense(IDS).logits, rtol=1e-5, atol=1e-5)
+
+    code, output = _invoke(plan, tmp_path / "ct-hqq", "--model", str(src), "--granularity", "model", "--method", "hqq")
+    _assert_refused(code, output, tmp_path / "ct-hqq", r"--method hqq applies to --granularity expert only")
+    fused = _plan(tiny_checkpoints["gpt_oss"], tmp_path / "run-oss", budget="4", widths="4")
+    code, output = _invoke(
+        fused, tmp_path / "ct-oss", "--model", str(tiny_checkpoints["gpt_oss"]), "--granularity", "model"
+    )
+    _assert_refused(code, output, tmp_path / "ct-oss", r"gpt_oss stores all experts .*no compressed-tensors checkpoint")

@@ -18,7 +18,6 @@ import pytest
 from typer.testing import CliRunner
 
 from alphaq.cli import app
-from alphaq.export.ggml_types import GGUF_WIDTH_TYPES
 from alphaq.export.llamacpp_tools import BUILD_COMMAND, LlamaCppMissing, LlamaCppTools, find_tools
 from tests.fixtures.tiny_gguf import make_tiny_mixtral
 
@@ -49,11 +48,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def planned(tools: LlamaCppTools, tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``alphaq plan --target gguf --budget 3.8`` on the tiny Mixtral (between Q3_K and Q4_K: a mixture): errors measured by llama-quantize."""
+    """``alphaq plan --target gguf --budget Q3_K_M`` on the tiny Mixtral: a whole-model plan, errors measured by
+    llama-quantize, the budget the size llama-quantize's Q3_K_M preset gives it (self-Fisher on 2 sequences)."""
     out = tmp_path_factory.mktemp("gguf-plan") / "run"
-    result = CliRunner().invoke(
-        app, ["plan", str(tiny), "--target", "gguf", "--budget", "3.8", "--out", str(out), "--no-html"]
-    )
+    args = ["plan", str(tiny), "--target", "gguf", "--budget", "Q3_K_M", "--fisher-sequences", "2"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--no-html"])
     assert result.exit_code == 0, result.output
     return out
 
@@ -78,55 +77,65 @@ def gguf_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.gguf"))
 
 
-def test_plan_errors_are_measured_by_llama_cpp(planned: Path) -> None:
-    errors = json.loads((planned / "gguf_errors.json").read_text())
-    assert errors["types"] == {str(w): t for w, t in GGUF_WIDTH_TYPES.items()}
-    table = np.asarray(errors["error"])  # [matrices, widths]
-    assert table.shape == (2 * 4 * 3, 6)
-    assert np.all(np.diff(table, axis=1) < 0)  # every matrix: more bits, less error (Q2_K .. Q8_0)
-    assert np.all((table[:, 0] > 0.1) & (table[:, 0] < 0.6)) and np.all(table[:, -1] < 0.01)
+def test_whole_model_plan_is_measured_by_llama_cpp(planned: Path, tools: LlamaCppTools, tmp_path: Path) -> None:
+    from alphaq.export.gguf_io import quantize_gguf
+    from alphaq.export.gguf_measure import MODEL_TYPES
+
+    m = json.loads((planned / "gguf" / "measurements.json").read_text())
+    assert m["types"] == list(MODEL_TYPES)
+    names = [w["name"] for w in m["weights"]]
+    per_layer = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")
+    assert sorted(names) == sorted(["token_embd.weight"] + [f"blk.{i}.{k}.weight" for i in range(2) for k in per_layer])
+    errors = np.asarray(m["sq_error"])  # [tensors, types]
+    assert np.all(np.diff(errors, axis=1) < 0) and np.all(errors[:, -1] == 0)  # more bits, less error; F16 exact
+    rel = errors[:, 0] / np.asarray(m["sq_norm"])
+    assert np.all((rel > 0.05) & (rel < 0.15))  # Q2_K: ~9 % of the squared norm, as llama.cpp quantizes
+    fisher = np.asarray(m["weighted_error"]["fisher"])
+    assert np.all(fisher[:, :-1] > 0) and np.all(np.diff(fisher, axis=1) <= 0)
     plan = json.loads((planned / "plan.json").read_text())
+    gguf = plan["provenance"]["gguf"]
+    assert sorted(gguf["types"]) == sorted(names) and len(set(gguf["types"].values())) > 1  # a mixture
+    preset = tmp_path / "q3km.gguf"
+    quantize_gguf(tools, planned / "gguf" / "model-f16.gguf", preset, tensor_type_file=None, base_type="Q3_K_M")
+    assert gguf["capacity"] == preset.stat().st_size  # --budget Q3_K_M: the preset's real size
+    assert 0.99 * gguf["capacity"] <= gguf["file_bytes"] <= gguf["capacity"]
+    assert plan["provenance"]["budget"] | {"resolved": None} == {
+        "given": "Q3_K_M",
+        "kind": "preset",
+        "value": 0.0,
+        "resolved": None,
+    }
     experts = [t for t in plan["tensors"] if t["role"] == "expert"]
-    widths = {(t["layer"], t["proj"]): set() for t in experts}
+    widths: dict[tuple[int, str], set[int]] = {}
     for t in experts:
-        widths[(t["layer"], t["proj"])].add(t["bits"])
-    assert all(len(v) == 1 for v in widths.values())  # one type per layer and projection
-    assert len({next(iter(v)) for v in widths.values()}) > 1  # a mixture
-    real_bits = 8 * sum(t["bytes"] for t in experts) / sum(t["params"] for t in experts)
-    assert 3.4375 < real_bits <= 3.8  # the budget is the GGUF's bits per expert weight
+        widths.setdefault((t["layer"], t["proj"]), set()).add(t["bits"])
+    assert all(len(v) == 1 for v in widths.values())  # one type per GGUF expert tensor
 
 
-def test_export_writes_the_planned_types_and_verifies_them(
+def test_export_writes_every_planned_type_and_the_predicted_size(
     planned: Path, exported: tuple[Path, str], tools: LlamaCppTools
 ) -> None:
     import gguf
 
     out, output = exported
     plan = json.loads((planned / "plan.json").read_text())
-    want = {
-        f"blk.{t['layer']}.ffn_{t['proj']}_exps.weight": GGUF_WIDTH_TYPES[t["bits"]]
-        for t in plan["tensors"]
-        if t["role"] == "expert"
-    }
+    want = plan["provenance"]["gguf"]["types"]
     reader = gguf.GGUFReader(str(out))  # read independently of alphaq's own read-back
     stored = {t.name: t.tensor_type.name for t in reader.tensors}
     assert {n: stored[n] for n in want} == want
-    assert stored["blk.0.attn_q.weight"] == "F16" and stored["token_embd.weight"] == "F16"
     assert stored["blk.0.ffn_gate_inp.weight"] == "F32"  # routers: never quantized by llama.cpp
+    assert out.stat().st_size == plan["provenance"]["gguf"]["file_bytes"]  # the size predicted, to the byte
     record = json.loads((planned / "gguf_export.json").read_text())
     check = record["verification"]
     assert check["ok"] and check["problems"] == []
-    assert check["file_bytes"] == out.stat().st_size
-    assert check["expert_bytes"] == check["predicted_expert_bytes"] == check["plan_expert_bytes"]
-    expert_bytes = sum(t.n_bytes for t in reader.tensors if t.name in want)
-    assert expert_bytes == sum(t["bytes"] for t in plan["tensors"] if t["role"] == "expert")
+    assert check["file_bytes"] == check["predicted_file_bytes"] == out.stat().st_size
     assert record["llama_cpp"]["llama_cpp_python"] == tools.info.get("llama_cpp_python")
     assert "ok" in output and "MISMATCH" not in output
-    assert [p.name for p in gguf_files(planned)] == ["tiny-alphaq.gguf"]  # no temporary file left
+    assert [p.name for p in gguf_files(planned)] == ["model-f16.gguf", "tiny-alphaq.gguf"]  # no temporary file
     from alphaq.report.plan_page import render_plan
 
     page = render_plan(planned).read_text(encoding="utf-8")  # the record reaches the plan report
-    assert "GGUF export (llama.cpp)" in page and "Types as planned" in page and "MISMATCH" not in page
+    assert "GGUF export (llama.cpp)" in page and "Whole-model GGUF plan" in page and "MISMATCH" not in page
 
 
 def test_llama_perplexity_runs_and_is_parsed(exported: tuple[Path, str], tools: LlamaCppTools, tmp_path: Path) -> None:
@@ -153,13 +162,32 @@ def test_plan_of_another_checkpoint_is_refused(planned: Path, tmp_path: Path) ->
     assert gguf_files(tmp_path) == []
 
 
-def test_budget_the_gguf_types_cannot_meet_is_refused(planned: Path, tiny: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("budget", "message"),
+    [("1MB", "below the smallest GGUF these types can make"), ("Q9_K", "not a llama-quantize preset")],
+)
+def test_budgets_that_cannot_be_planned_are_refused_in_one_line(
+    planned: Path, tiny: Path, tmp_path: Path, budget: str, message: str
+) -> None:
     run = tmp_path / "run"
     shutil.copytree(planned, run, ignore=shutil.ignore_patterns("*.gguf", "plan.json"))
-    code, output = run_cli(["plan", str(tiny), "--target", "gguf", "--budget", "2.5", "--out", str(run), "--no-html"])
+    args = ["plan", str(tiny), "--target", "gguf", "--budget", budget, "--fisher-sequences", "2"]
+    code, output = run_cli([*args, "--out", str(run), "--no-html"])
     assert code == 2
-    assert output.strip().count("\n") == 0 and "below the smallest feasible value" in output and "2.625" in output
+    assert output.strip().count("\n") == 0 and message in output
     assert not (run / "plan.json").exists()
+
+
+def test_plan_without_the_tools_names_the_build_command(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALPHAQ_LLAMACPP_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    args = ["plan", str(tiny), "--target", "gguf", "--budget", "Q3_K_M", "--fisher-sequences", "2"]
+    code, output = run_cli([*args, "--out", str(tmp_path / "run"), "--no-html"])
+    assert code == 2 and output.strip().count("\n") == 0
+    assert "llama.cpp tools not found" in output and BUILD_COMMAND in output
+    assert not (tmp_path / "run" / "plan.json").exists() and gguf_files(tmp_path) == []
 
 
 def test_missing_tools_name_the_build_command(tmp_path: Path) -> None:

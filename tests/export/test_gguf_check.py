@@ -70,8 +70,9 @@ def llama_errors(frame: pd.DataFrame, widths: tuple[int, ...]) -> MatrixErrors:
 
 
 def gguf_plan(budget: str):
+    """A layer-granularity plan over the GGUF widths (what the export maps to one type per expert tensor)."""
     frame = details()
-    config = PlanConfig(budget=budget, target="gguf")
+    config = PlanConfig(budget=budget, granularity="layer", widths=GGUF_WIDTHS)
     return make_plan(
         frame, None, config, provenance={"checkpoint": {"fingerprint": "f"}}, errors=llama_errors(frame, config.widths)
     )
@@ -91,16 +92,6 @@ def test_gguf_target_defaults_widths_forces_layers_and_rejects_other_widths() ->
         PlanConfig(budget="3", target="gguf", granularity="expert")  # refused, not silently replaced
 
 
-def test_gguf_plan_rounded_up_bytes_are_ggml_bytes() -> None:
-    from alphaq.export.ggml_types import gguf_matrix_nbytes
-    from alphaq.planning.run import rounded_up_bytes
-
-    plan = gguf_plan("3")
-    experts = [t for t in plan.tensors if t.role == "expert"]
-    assert rounded_up_bytes(plan) == sum(t.bytes for t in experts)  # one type per layer: nothing to round up
-    assert rounded_up_bytes(plan) == sum(gguf_matrix_nbytes(t.rows, t.cols, t.bits) for t in experts)
-
-
 def test_gguf_bytes_are_llama_cpp_block_bytes_with_its_shape_fallback() -> None:
     assert [gguf_bits_per_weight(w) for w in GGUF_WIDTHS] == [2.625, 3.4375, 4.5, 5.5, 6.5625, 8.5]
     assert gguf_matrix_nbytes(512, 256, 2) == 512 * 84  # one Q2_K super-block per row
@@ -108,33 +99,8 @@ def test_gguf_bytes_are_llama_cpp_block_bytes_with_its_shape_fallback() -> None:
     assert gguf_matrix_nbytes(256, 384, 2) == 256 * 12 * 18  # 384 % 256 != 0: Q4_0, as llama-quantize stores it
 
 
-def test_gguf_bits_budget_counts_real_bits_per_weight() -> None:
-    plan = gguf_plan("3.0")
-    experts = [t for t in plan.tensors if t.role == "expert"]
-    params = sum(t.params for t in experts)
-    real_bits = 8 * sum(t.bytes for t in experts) / params
-    assert 2.625 <= real_bits <= 3.0  # Q2_K alone is 2.625: the budget is the GGUF's bits, not payload widths
-    assert plan.summary["effective_bits"] == pytest.approx(real_bits)
-    assert {t.bits for t in experts} <= set(GGUF_WIDTHS)
-    # one width per (layer, projection): every expert of a layer agrees
-    by_layer: dict[tuple[int, str], set[int]] = {}
-    for t in experts:
-        by_layer.setdefault((t.layer, t.proj), set()).add(t.bits)
-    assert all(len(v) == 1 for v in by_layer.values())
-    # the down projections (twice the error of gate/up at every width) get at least their layer's gate/up width
-    widths = {k: next(iter(v)) for k, v in by_layer.items()}
-    assert all(widths[(layer, "down")] >= widths[(layer, p)] for layer in (0, 1) for p in ("gate", "up"))
-    assert len(set(widths.values())) > 1  # a real mixture, not one width
-    assert plan.provenance["options"]["target"] == "gguf"
-
-
-def test_gguf_budget_below_q2k_is_refused_with_the_feasible_range() -> None:
-    with pytest.raises(PlanError, match=r"below the smallest feasible value.*2\.625 to 8\.5 bits/weight"):
-        gguf_plan("2.0")
-
-
-def test_gguf_measured_errors_must_come_from_llama_cpp() -> None:
-    with pytest.raises(PlanError, match="measures errors with llama.cpp"):
+def test_gguf_plans_are_not_made_by_the_expert_planner() -> None:
+    with pytest.raises(PlanError, match="plans the whole GGUF file with llama.cpp"):
         make_plan(details(), lambda name: None, PlanConfig(budget="3", target="gguf"), provenance={})
 
 
@@ -150,7 +116,7 @@ def test_verify_accepts_the_planned_file_and_names_each_mismatch() -> None:
         plan_expert_bytes=plan.summary["expert_bytes"],
     )
     assert ok.ok and ok.problems() == []
-    assert ok.expert_bytes == ok.predicted_expert_bytes == ok.plan_expert_bytes
+    assert ok.expert_bytes == ok.predicted_expert_bytes  # ggml bytes (the plan counts alphaq's layout)
     assert ok.to_dict()["metadata_bytes"] == 5000
     assert ok.other == {"blk.0.attn_norm.weight": "F32"}
     first = next(t for t in export.tensors if t.role == "expert")

@@ -142,7 +142,7 @@ def test_gguf_names():
     assert names("shared_expert", "gate_up") == [(["blk.5.ffn_gate_shexp"], 4), (["blk.5.ffn_up_shexp"], 4)]
     assert names("dense_mlp", "up") == [(["blk.5.ffn_up"], 8)]
     assert names("attention", "o") == [(["blk.5.attn_output"], 8)]
-    assert names("attention", "kv_b_proj") == [(["blk.5.attn_kv_b", "blk.5.attn_k_b", "blk.5.attn_v_b"], 8)]
+    assert names("attention", "kv_b_proj") == [(["blk.5.attn_k_b", "blk.5.attn_kv_b"], 4), (["blk.5.attn_v_b"], 4)]
     assert names("router", "router") == [(["blk.5.ffn_gate_inp"], 8)]
     assert names("router", "shared_gate") == [(["blk.5.ffn_gate_inp_shexp"], 8)]
     assert names("embedding", "embed", layer=None) == [(["token_embd"], 8)]

@@ -4,7 +4,7 @@ them in one line (exit 2), with no traceback and nothing written; a gguf plan go
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,22 +17,6 @@ from tests.fixtures.bad_input import assert_nothing_partial, assert_one_line_or_
 @pytest.fixture(scope="module")
 def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return shared_plans(tmp_path_factory)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _fake_llamacpp_tools() -> Iterator[None]:
-    """`export --format gguf` looks for llama.cpp first; a stand-in lets it go on to read the plan."""
-    from alphaq.export import llamacpp_tools
-
-    fake = llamacpp_tools.LlamaCppTools(
-        root=Path("/nonexistent"),
-        quantize=Path("/nonexistent/llama-quantize"),
-        perplexity=Path("/nonexistent/llama-perplexity"),
-        converter=Path("/nonexistent/convert_hf_to_gguf.py"),
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(llamacpp_tools, "find_tools", lambda *args, **kwargs: fake)
-        yield
 
 
 def plan_commands(plan: Path, model: Path, tmp: Path) -> dict[str, tuple[list, Path]]:
@@ -82,7 +66,7 @@ def test_edited_gguf_plan_is_refused_at_load_not_after_writing(plans: dict[str, 
         expert = next(t for t in data["tensors"] if t["role"] == "expert")
         from alphaq.export.ggml_types import gguf_matrix_nbytes
 
-        expert.update(bits=5, bytes=gguf_matrix_nbytes(expert["rows"], expert["cols"], 5))
+        expert.update(bits=5, group_size=256, bytes=gguf_matrix_nbytes(expert["rows"], expert["cols"], 5))
         data["plan_fingerprint"] = None
 
     edited = _edited(plans["gguf"], tmp_path / "edited.json", bits5)

@@ -15,9 +15,9 @@ GPU and prints registers, spills and load widths.
 
 Usage::
 
-    python bench/kernels.py                 # GPU timing (autotuned), or the CPU smoke
-    python bench/kernels.py --no-autotune   # default configurations only (faster first run)
-    python bench/kernels.py --compile-only  # sm_90 build report, no GPU needed
+    python bench/kernel_speed.py                 # GPU timing (autotuned), or the CPU smoke
+    python bench/kernel_speed.py --no-autotune   # default configurations only (faster first run)
+    python bench/kernel_speed.py --compile-only  # sm_90 build report, no GPU needed
 """
 
 from __future__ import annotations
