@@ -75,7 +75,9 @@ def print_gguf_plan_summary(result: Any) -> None:
 
     summary, prov = result.plan.summary, result.plan.provenance
     gguf, budget = prov["gguf"], prov["budget"]
-    table = Table(title=f"alphaq plan --target gguf: budget {budget['given']} ({prov['options']['importance']} importance)")
+    table = Table(
+        title=f"alphaq plan --target gguf: budget {budget['given']} ({prov['options']['importance']} importance)"
+    )
     table.add_column("what")
     table.add_column("value")
     table.add_row("GGUF file (predicted exactly)", f"{gguf['file_bytes']:,} bytes ({_mb(gguf['file_bytes'])})")

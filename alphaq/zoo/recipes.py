@@ -4,7 +4,9 @@
 * ``qwen2moe-16e``: a second layout for the GGUF study: Qwen2-MoE with a gated shared expert, 6 layers,
   16 routed experts (top-4) of width 256, shared expert 512, hidden 256. At ~48 MB of bf16 it is over the
   wheel's 30 MB limit, so it is a cached bench fixture: ``python -m alphaq.zoo.train_demo --recipe
-  qwen2moe-16e`` writes it to :func:`zoo_dir` (``$ALPHAQ_ZOO_DIR`` or ``~/.cache/alphaq/zoo``).
+  qwen2moe-16e`` writes it to :func:`zoo_dir` (``$ALPHAQ_ZOO_DIR`` or ``~/.cache/alphaq/zoo``). It trains with tied
+  embeddings and is saved with an untied output head (a copy of the embedding, the same function): llama.cpp's
+  ``qwen2moe`` loader requires an ``output.weight`` tensor, and real Qwen-MoE checkpoints are untied too.
 """
 
 from __future__ import annotations
