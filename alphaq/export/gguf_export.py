@@ -91,9 +91,9 @@ def whole_model_types(plan: Any) -> dict[str, str] | None:
 
 def whole_model_lines(types: dict[str, str]) -> list[str]:
     """``--tensor-type-file`` lines naming every tensor exactly (anchored: llama-quantize uses regex_search)."""
-    import re
+    from alphaq.export.llamacpp import _pattern
 
-    return [f"^{re.escape(name)}$={ggml.lower()}" for name, ggml in types.items()]
+    return [f"{_pattern(name.removesuffix('.weight'))}={ggml.lower()}" for name, ggml in types.items()]
 
 
 def check_plan_for(plan: Any, fingerprint: str, model_dir: Path) -> None:

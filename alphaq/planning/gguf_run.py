@@ -127,7 +127,7 @@ def measurements(
 def preset_bytes(tools: LlamaCppTools, ckpt: Checkpoint, folder: Path, preset: str) -> int:
     """File bytes llama-quantize's ``preset`` (no importance matrix) gives this checkpoint (cached)."""
     from alphaq.atomic import write_json
-    from alphaq.export.gguf_io import quantize_gguf
+    from alphaq.export.llamacpp_runs import preset_size
 
     key = {"fingerprint": ckpt.fingerprint, "llama_cpp_python": tools.info.get("llama_cpp_python")}
     path = folder / "presets.json"
@@ -136,9 +136,7 @@ def preset_bytes(tools: LlamaCppTools, ckpt: Checkpoint, folder: Path, preset: s
         return int(cached["bytes"][preset])
     source = f16_gguf(tools, ckpt, folder)
     with tempfile.TemporaryDirectory(prefix=".preset-", dir=folder) as tmp:
-        out = Path(tmp) / f"{preset}.gguf"
-        quantize_gguf(tools, source, out, tensor_type_file=None, base_type=preset)
-        size = out.stat().st_size
+        size = preset_size(tools, source, preset, work_dir=tmp).file_bytes  # the file is deleted after reading
     cached["bytes"][preset] = size
     write_json(path, cached)
     return size
