@@ -37,6 +37,8 @@ SPECTRA_NPZ = "spectra.npz"
 INSPECT_HTML = "inspect.html"
 # plan
 PLAN_JSON = "plan.json"
+#: The plan's measured errors, reused by later plans of the same checkpoint and options (any budget).
+PLAN_ERRORS_NPZ = "plan_errors.npz"
 #: ``alphaq export --format gguf``'s record, beside the plan (alphaq.export.gguf_export).
 GGUF_EXPORT_JSON = "gguf_export.json"
 PLAN_COMPARISON_JSON = "plan_comparison.json"

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 MIN_SIDE = 8
 #: Bytes of float32 weights stacked into one batched eigenvalue call.
 BATCH_BYTES = 256 * 1024 * 1024
+#: A tall matrix whose float32 copy exceeds this (an embedding, an output head) is never held whole on CPU: its
+#: Gram ``W^T W`` is summed over blocks of rows read straight from the file (a 151936 x 2048 head held whole,
+#: widened, next to another: the 4.3 GB peak of a Qwen1.5-MoE-sized audit; 0.6 GB with blocks).
+LARGE_MATRIX_BYTES = 256 * 1024 * 1024
+#: float32 bytes of one such block of rows.
+ROW_BLOCK_BYTES = 64 * 1024 * 1024
 #: A saved spectrum keeps every eigenvalue up to this count, else the top 256 and quantiles of the rest.
 SPECTRUM_POINTS = 1024
 _IDENTITY_COLUMNS = frozenset(
@@ -222,7 +228,7 @@ def _cpu_spectra(
 ) -> Iterator[tuple[Any, np.ndarray | None, str, str]]:
     """:func:`_spectra` on CPU without torch: numpy reads (:meth:`Checkpoint.read_array`) streamed through
     :func:`alphaq.diagnostics.spectrum.stream_eigenvalues` (the next matrix is read while others compute)."""
-    from alphaq.diagnostics.spectrum import count_nonfinite, stream_eigenvalues
+    from alphaq.diagnostics.spectrum import Gram, count_nonfinite, stream_eigenvalues
 
     problems: dict[str, tuple[str, str]] = {}
 
@@ -231,6 +237,13 @@ def _cpu_spectra(
             if min(ref.shape) < MIN_SIDE:
                 problems[ref.name] = ("skipped", too_small_message(ref))
                 yield ref, None
+                continue
+            blocks = _row_blocks(ckpt, ref)
+            if blocks is not None:  # too large to hold: its Gram, from blocks of rows
+                gram, bad = _blocked_gram(blocks, np.float64 if config.dtype == "float64" else np.float32)
+                if bad:
+                    problems[ref.name] = ("nonfinite", nonfinite_message(bad))
+                yield ref, None if gram is None else Gram(gram)
                 continue
             matrix = ckpt.read_array(ref)  # [out, in] float32
             bad = count_nonfinite(matrix)
@@ -242,6 +255,44 @@ def _cpu_spectra(
     for ref, evals in stream_eigenvalues(matrices(), dtype=config.dtype):
         status, message = problems.pop(ref.name, ("success", ""))
         yield ref, evals, status, message
+
+
+def _row_blocks(ckpt: Any, ref: Any) -> Iterator[np.ndarray] | None:
+    """Blocks of rows (float32 [b, in]) of a tall plain-float matrix larger than :data:`LARGE_MATRIX_BYTES`, read
+    from the file one at a time; None for any other matrix (read whole)."""
+    from alphaq.load.safetensors_files import NUMPY_FLOATS, read_float_array
+
+    rows, cols = ref.shape
+    info = ckpt.tensors.get(ref.tensor)
+    if (
+        rows * cols * 4 <= LARGE_MATRIX_BYTES
+        or rows < cols
+        or getattr(ref, "fused", False)
+        or info is None
+        or info.dtype not in NUMPY_FLOATS
+        or info.offset is None
+        or tuple(info.shape) != tuple(ref.shape)
+    ):
+        return None
+    step = max(1, ROW_BLOCK_BYTES // (4 * cols))
+    return (read_float_array(info, rows=(start, min(rows, start + step))) for start in range(0, rows, step))
+
+
+def _blocked_gram(blocks: Iterator[np.ndarray], work: type) -> tuple[np.ndarray | None, int]:
+    """(``sum_b B_b^T B_b`` [in, in] in ``work`` precision, or None when NaN/Inf were met; their count) over blocks
+    of rows [b, in]."""
+    from alphaq.diagnostics.spectrum import count_nonfinite
+
+    gram: np.ndarray | None = None
+    bad = 0
+    for block in blocks:
+        bad += count_nonfinite(block)
+        if bad:
+            continue
+        block = block.astype(work, copy=False)
+        part = block.T @ block  # [in, in]
+        gram = part if gram is None else np.add(gram, part, out=gram)
+    return (None if bad else gram), bad
 
 
 def too_small_message(ref: Any) -> str:

@@ -15,6 +15,7 @@ import os
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
@@ -29,6 +30,20 @@ _Key = TypeVar("_Key")
 _CHUNK_BYTES = 512 * 1024 * 1024
 #: :func:`stream_eigenvalues` holds at most this many results per worker ahead of a slower matrix.
 _LOOKAHEAD = 8
+
+
+@dataclass(frozen=True, eq=False)
+class Gram:
+    """A matrix given by its Gram matrix, computed by the caller (in row blocks, for a matrix too large to hold).
+
+    :func:`stream_eigenvalues` takes it in place of the matrix: its eigenvalues are the matrix's squared singular
+    values, the same as ``W^T W``'s.
+
+    Attributes:
+        values: [K, K] symmetric Gram (``W^T W`` of a tall matrix), float32 or float64.
+    """
+
+    values: np.ndarray
 
 
 def eigenvalues(
@@ -181,6 +196,10 @@ def _guarded_eigenvalues(
     """(eigenvalues, None), or (None, the LAPACK error) when the computation fails."""
     with np.errstate(invalid="ignore", over="ignore"):
         try:
+            if isinstance(matrix, Gram):
+                from alphaq.diagnostics.lapack import eigvalsh
+
+                return eigvalsh(np.asarray(matrix.values, dtype=work)), None
             return _matrix_eigenvalues(np.asarray(matrix, dtype=work), method), None
         except (np.linalg.LinAlgError, ValueError) as error:
             return None, error
@@ -228,7 +247,7 @@ def stream_eigenvalues(
     behind it, whose eigenvalues wait (up to 8 per worker) until it is done.
 
     Args:
-        items: (key, matrix [M, N] numpy array, or None to pass the key through) pairs.
+        items: (key, matrix [M, N] numpy array, its :class:`Gram`, or None to pass the key through) pairs.
         dtype: working precision, float32 (None) or float64 (numpy/torch dtype or name).
         method: ``"gram"`` or ``"svd"`` (see :func:`eigenvalues`).
         workers: matrices in parallel (None: :func:`default_workers`; 1: in this thread, BLAS threads as set).
@@ -248,6 +267,8 @@ def stream_eigenvalues(
     def one(matrix: np.ndarray) -> np.ndarray:
         evals, failure = _guarded_eigenvalues(matrix, work, method)
         if evals is None or not np.isfinite(evals).all():
+            if isinstance(matrix, Gram):
+                raise ValueError(f"eigenvalue computation failed ({failure}); if the weights are huge, scale them down")
             if not np.isfinite(matrix).all():
                 raise ValueError("weights hold NaN or Inf values; check finiteness before computing eigenvalues")
             if work == np.float32:  # finite weights whose Gram overflows float32 (|w| ~ 1e19): float64 holds it

@@ -33,6 +33,7 @@ from alphaq.errors import AlphaQError, CheckpointError, ConfigError
 from alphaq.export import ct_format as ctf
 from alphaq.export.ct_modules import GRANULARITIES, model_conversions, plan_modules, transformers_blocker, widened
 from alphaq.locking import locks_output
+from alphaq.parallel import thread_map
 from alphaq.progress import ProgressFn
 
 if TYPE_CHECKING:
@@ -154,15 +155,25 @@ def export_compressed_tensors(
                     ]
 
             def fill(writer: st.ShardWriter, names: list[str] = names) -> None:
-                for name in names:
+                shared = st.LockedWriter(writer)
+
+                def one(name: str) -> dict[str, Any] | None:
                     module = by_tensor.get(name)
-                    if module is None:
-                        writer.write(name, st.tensor_bytes(ckpt.read_tensor(name)))
-                    else:
-                        w = ckpt.read_matrix(refs[module.source], dtype=torch.float32)  # [out, in]
-                        state, record = quantize_module(w, module, method)
-                        for local, tensor in state.items():
-                            writer.write(f"{module.module}.{local}", st.tensor_bytes(tensor))
+                    if module is None:  # copied as stored, in chunks
+                        info = ckpt.tensors[name]
+                        if info.offset is None:
+                            shared.write(name, st.tensor_bytes(ckpt.read_tensor(name)))
+                        else:
+                            shared.copy_from(name, info.file, info.offset, info.nbytes)
+                        return None
+                    w = ckpt.read_matrix(refs[module.source], dtype=torch.float32)  # [out, in]
+                    state, record = quantize_module(w, module, method)
+                    for local, tensor in state.items():
+                        shared.write(f"{module.module}.{local}", st.tensor_bytes(tensor))
+                    return record
+
+                for name, record in zip(names, thread_map(one, names)):  # modules on several threads, in order
+                    if record is not None:
                         records.append(record)
                     if progress is not None:
                         progress(1, name, total)

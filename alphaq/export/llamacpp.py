@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from alphaq.errors import ConfigError
 from alphaq.export.ggml_types import GGML_TYPES, SHAPE_FALLBACK, WIDTH_TO_GGML, GgmlType, ggml_nbytes  # noqa: F401 - re-exported
+from alphaq.export.gguf_names import OUTPUT, ROUTER, TOKEN_EMBD, gguf_names, mla_head_dims  # noqa: F401 - re-exported
 from alphaq.planning.plan_file import Plan, PlanTensor
 from alphaq.planning.units import KEEP_BF16, matrix_nbytes
 
@@ -41,30 +42,6 @@ BASE_TYPES: dict[str, str] = {
 #: Types for the widths the plan keeps in bf16 (16); ``base`` writes no override (the base type's mixture).
 KEEP_TYPES: tuple[str, ...] = ("bf16", "f16", "q8_0", "base")
 
-#: (role, proj) -> GGUF base names (more than one when a converter version may use another name).
-_ATTENTION = {
-    "q": ("attn_q",),
-    "k": ("attn_k",),
-    "v": ("attn_v",),
-    "o": ("attn_output",),
-    "dense": ("attn_output",),
-    "qkv_proj": ("attn_qkv",),
-    "query_key_value": ("attn_qkv",),
-    "q_a_proj": ("attn_q_a",),
-    "q_b_proj": ("attn_q_b",),
-    "kv_a_proj_with_mqa": ("attn_kv_a_mqa",),
-    "qkv": ("attn_qkv",),
-    "gate": ("attn_gate",),  # AFMoE's gated attention (self_attn.gate_proj)
-}
-#: Attention matrices the converter splits along their rows: proj -> GGUF names of the halves (first half first).
-#: MLA's kv_b_proj [n_head * (qk_nope + v), kv_lora] becomes attn_k_b (the qk_nope rows of every head, transposed)
-#: and attn_v_b (the v rows); older converters wrote one attn_kv_b, kept as an alias of the first half.
-_SPLIT_ATTENTION = {"kv_b_proj": (("attn_k_b", "attn_kv_b"), ("attn_v_b",))}
-#: LFM2's short convolutions (``layers.N.conv.in_proj`` / ``out_proj``, labelled attention): ``blk.N.shortconv.*``.
-_SHORTCONV = re.compile(r"(?:^|\.)conv\.(in_proj|out_proj)\.weight$")
-_FFN_SUFFIX = {"expert": "_exps", "shared_expert": "_shexp", "dense_mlp": ""}
-_TOKEN_EMBD, _OUTPUT, _ROUTER = "token_embd", "output", "ffn_gate_inp"
-
 
 @dataclass(frozen=True)
 class ExportOptions:
@@ -75,11 +52,14 @@ class ExportOptions:
             because llama-quantize applies ``--tensor-type`` only then.
         keep_type: type of the matrices the plan keeps at 16 bits (:data:`KEEP_TYPES`).
         fused_gate_up: the GGUF was converted with ``--fuse-gate-up-exps`` (one ``ffn_gate_up_exps`` tensor).
+        mla_head_dims: ``(qk_nope_head_dim, v_head_dim)`` of an MLA checkpoint's config (:func:`mla_head_dims`):
+            how ``kv_b_proj`` splits into ``attn_k_b`` and ``attn_v_b`` (None: halves, DeepSeek's 128 + 128).
     """
 
     base_type: str = "Q8_0"
     keep_type: str = "bf16"
     fused_gate_up: bool = False
+    mla_head_dims: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         base = str(self.base_type).upper()
@@ -93,6 +73,11 @@ class ExportOptions:
             raise ConfigError(f"keep type {self.keep_type!r} is unknown; use one of {', '.join(KEEP_TYPES)}")
         object.__setattr__(self, "base_type", base)
         object.__setattr__(self, "keep_type", keep)
+        dims = self.mla_head_dims
+        if dims is not None and (
+            len(dims) != 2 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims)
+        ):
+            raise ConfigError(f"mla_head_dims={dims!r} must be two positive integers (qk_nope_head_dim, v_head_dim)")
 
 
 @dataclass(frozen=True)
@@ -229,7 +214,7 @@ def export_llamacpp(plan: Plan, options: ExportOptions | None = None) -> LlamaCp
     patterns: dict[str, tuple[str, ...]] = {}
     skipped: list[PlanTensor] = []
     for t in plan.tensors:
-        mapped = gguf_names(t, fused_gate_up=options.fused_gate_up)
+        mapped = gguf_names(t, fused_gate_up=options.fused_gate_up, mla_head_dims=options.mla_head_dims)
         if mapped is None:
             skipped.append(t)
             continue
@@ -248,53 +233,6 @@ def export_llamacpp(plan: Plan, options: ExportOptions | None = None) -> LlamaCp
         notes=tuple(_notes(tensors, skipped, options)),
         granularity=granularity,
     )
-
-
-def gguf_names(t: PlanTensor, *, fused_gate_up: bool = False) -> list[tuple[tuple[str, ...], int]] | None:
-    """GGUF names of one plan matrix: ``[(names, rows), ...]`` (a fused shared gate_up splits in two halves, MLA's
-    kv_b_proj in attn_k_b and attn_v_b), as the vendored ``convert_hf_to_gguf.py`` names them.
-
-    Args:
-        t: the plan matrix (its ``role``, ``proj`` and ``layer``; its source ``tensor`` tells LFM2's short
-            convolutions from attention).
-        fused_gate_up: routed gate and up share ``ffn_gate_up_exps``.
-
-    Returns:
-        One entry per GGUF tensor the matrix lands in: its names (the first is the one costed, the others are
-        aliases some converter versions use) and the rows it contributes; None when there is no mapping.
-    """
-    proj, layer = t.proj, t.layer
-    if t.role == "embedding":
-        return [((_TOKEN_EMBD,), t.rows)]
-    if t.role == "lm_head":
-        return [((_OUTPUT,), t.rows)]
-    if layer is None:
-        return None
-    blk = f"blk.{layer}."
-    conv = _SHORTCONV.search(t.tensor or t.name) if t.role == "attention" else None
-    if conv is not None:
-        return [((f"{blk}shortconv.{conv.group(1)}",), t.rows)]
-    if t.role == "attention" and proj in _ATTENTION:
-        return [(tuple(blk + n for n in _ATTENTION[proj]), t.rows)]
-    if t.role == "attention" and proj in _SPLIT_ATTENTION:
-        first, second = _SPLIT_ATTENTION[proj]
-        # the split is by head dims (qk_nope_head_dim vs v_head_dim) the plan does not record: halves, as in
-        # DeepSeek-V2/V3 and Kimi-K2 (128 + 128); other ratios keep the types but not the per-tensor bytes
-        half = t.rows // 2
-        return [(tuple(blk + n for n in first), half), (tuple(blk + n for n in second), t.rows - half)]
-    if t.role == "router":
-        name = {"router": _ROUTER, "shared_gate": "ffn_gate_inp_shexp"}.get(str(proj))
-        return None if name is None else [((blk + name,), t.rows)]
-    suffix = _FFN_SUFFIX.get(t.role)
-    if suffix is None:
-        return None
-    if t.role == "expert" and fused_gate_up and proj in ("gate", "up"):
-        return [((blk + "ffn_gate_up_exps",), t.rows)]
-    if proj in ("gate", "up", "down"):
-        return [((f"{blk}ffn_{proj}{suffix}",), t.rows)]
-    if proj == "gate_up" and t.role == "shared_expert":  # granite shared_mlp.input_linear, split by the converter
-        return [((f"{blk}ffn_gate{suffix}",), t.rows // 2), ((f"{blk}ffn_up{suffix}",), t.rows - t.rows // 2)]
-    return None
 
 
 def width_to_ggml(bits: int, keep_type: str = "bf16") -> str:
@@ -320,12 +258,12 @@ def _gguf_tensor(
 ) -> GgufTensor:
     first = members[0]
     bits = max(t.bits for t in members)
-    if _ROUTER in name and first.role == "router":  # ffn_gate_inp, ffn_gate_inp_shexp: F32, never quantized
+    if ROUTER in name and first.role == "router":  # ffn_gate_inp, ffn_gate_inp_shexp: F32, never quantized
         via, ggml = "unquantized", "F32"
     elif bits == KEEP_BF16 and options.keep_type == "base":
         via, ggml = "base", _base_choice(name, options.base_type)
     else:
-        via = {_TOKEN_EMBD: "token-embedding-type", _OUTPUT: "output-tensor-type"}.get(name, "tensor-type")
+        via = {TOKEN_EMBD: "token-embedding-type", OUTPUT: "output-tensor-type"}.get(name, "tensor-type")
         ggml = width_to_ggml(bits, options.keep_type)
     plan_bytes = rounded = gguf = params = 0
     stored = ggml
@@ -360,7 +298,7 @@ def _gguf_tensor(
 def _base_choice(name: str, base_type: str) -> str:
     """Type llama-quantize's mixture gives an un-overridden tensor (output.weight: Q6_K unless the base is Q8_0)."""
     main = BASE_TYPES[base_type]
-    return ("Q8_0" if main == "Q8_0" else "Q6_K") if name == _OUTPUT else main
+    return ("Q8_0" if main == "Q8_0" else "Q6_K") if name == OUTPUT else main
 
 
 def _cost(tensors: list[GgufTensor]) -> ExportCost:

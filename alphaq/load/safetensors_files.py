@@ -186,7 +186,7 @@ def _check_coverage(file: Path, tensors: dict[str, TensorInfo], data_start: int,
 NUMPY_FLOATS: dict[str, str] = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8"}
 
 
-def read_float_array(info: TensorInfo, index: int | None = None) -> Any:
+def read_float_array(info: TensorInfo, index: int | None = None, *, rows: tuple[int, int] | None = None) -> Any:
     """Read a plain float tensor (F32, F16, BF16, F64) straight from its file as a float32 numpy array.
 
     One ``numpy.fromfile`` of its bytes (no torch import, no memory map); BF16 is widened by a 16-bit shift.
@@ -194,6 +194,8 @@ def read_float_array(info: TensorInfo, index: int | None = None) -> Any:
     Args:
         info: the tensor, with a known ``offset`` and a dtype in :data:`NUMPY_FLOATS`.
         index: read only ``tensor[index]`` (one expert of a fused [E, ...] tensor), or the whole tensor.
+        rows: ``(start, stop)``: read only those rows of a 2-D tensor (a block of a matrix larger than memory
+            should hold at once); not with ``index``.
 
     Returns:
         float32 ``numpy.ndarray`` of shape ``info.shape`` (or ``info.shape[1:]`` with ``index``).
@@ -209,9 +211,15 @@ def read_float_array(info: TensorInfo, index: int | None = None) -> Any:
             "read it with Checkpoint.read_matrix"
         )
     shape = info.shape if index is None else info.shape[1:]
-    count = math.prod(shape)
     item = np.dtype(NUMPY_FLOATS[info.dtype]).itemsize
-    offset = info.offset + (0 if index is None else index * count * item)
+    offset = info.offset + (0 if index is None else index * math.prod(shape) * item)
+    if rows is not None:
+        start, stop = rows
+        if index is not None or len(shape) != 2 or not 0 <= start <= stop <= shape[0]:
+            raise ValueError(f"rows {rows} do not select rows of a 2-D tensor of shape {tuple(shape)}")
+        offset += start * shape[1] * item
+        shape = (stop - start, shape[1])
+    count = math.prod(shape)
     try:
         raw = np.fromfile(info.file, dtype=NUMPY_FLOATS[info.dtype], count=count, offset=offset)
     except OSError as exc:
@@ -220,8 +228,10 @@ def read_float_array(info: TensorInfo, index: int | None = None) -> Any:
         raise CheckpointError(
             f"{info.file}: tensor {info.name!r} is truncated ({raw.size} of {count} values); re-download the shard"
         )
-    if info.dtype == "BF16":
-        return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+    if info.dtype == "BF16":  # widened in place: one float32 copy besides the raw bytes
+        wide = raw.astype(np.uint32)
+        wide <<= 16
+        return wide.view(np.float32).reshape(shape)
     return (raw if info.dtype == "F32" else raw.astype(np.float32)).reshape(shape)
 
 

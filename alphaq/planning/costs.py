@@ -5,7 +5,9 @@ Error models, per matrix m at width b:
 - ``measured`` (default): relative Frobenius error ``||W - Q_b(W)||_F / ||W||_F`` of actually quantizing
   and dequantizing the matrix with the project's quantizer (:func:`alphaq.quantization.methods.quantize_dequantize`,
   group-wise, RTN by default). Matrices with more than ``max_rows`` rows are measured on evenly spaced
-  rows; groups run along the columns, so rows are independent and the sample is unbiased.
+  rows, as few as keep the estimate within 1 % (:mod:`alphaq.planning.error_measure`); groups run along the
+  columns, so rows are independent and the sample is unbiased. Matrices are measured several at a time
+  (:func:`alphaq.parallel.thread_map`).
 - ``analytic``: the paper's ``Var(W) * 2^(-2b)``, Var over all weights (a ``var`` column of the
   details table is used when present, else the weights are read).
 
@@ -27,6 +29,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from alphaq.errors import ConfigError, PlanError
+from alphaq.parallel import thread_map
+from alphaq.planning.error_measure import measure_matrix
 from alphaq.planning.units import Unit
 from alphaq.progress import ProgressFn
 
@@ -52,6 +56,7 @@ class MatrixErrors:
         error: [M, W] predicted error (relative Frobenius for ``measured``, MSE for ``analytic``).
         sq_norm: [M] ``||W||_F^2`` (from the weights or the ``norm`` column; NaN when unknown).
         model: the error model.
+        rows: [M] rows each matrix was measured on (``measured``; None otherwise).
     """
 
     names: tuple[str, ...]
@@ -59,17 +64,11 @@ class MatrixErrors:
     error: np.ndarray
     sq_norm: np.ndarray
     model: str
+    rows: np.ndarray | None = None
 
     def index(self) -> dict[str, int]:
         """Matrix name -> row of ``error``."""
         return {name: i for i, name in enumerate(self.names)}
-
-
-def sample_rows(num_rows: int, max_rows: int) -> np.ndarray | None:
-    """Evenly spaced row indices (first and last included), or None when all rows are kept."""
-    if num_rows <= max_rows:
-        return None
-    return np.unique(np.linspace(0, num_rows - 1, max_rows).round().astype(np.int64))
 
 
 def matrix_errors(
@@ -119,27 +118,44 @@ def matrix_errors(
     norm_col = rows["norm"].to_numpy(dtype=np.float64, na_value=np.nan) if "norm" in rows.columns else None
     error = np.zeros((len(rows), len(bits)))
     sq_norm = np.full(len(rows), np.nan) if norm_col is None else norm_col.copy()
-    for i, record in enumerate(rows[["name", "rows", "cols"]].itertuples(index=False)):
-        name, shape = str(record.name), (int(record.rows), int(record.cols))
-        if needs_weights:
-            w = _read(read_matrix, name, shape)
-            sq_norm[i] = float(w.double().square().sum())
-            if model == "measured":
-                try:
-                    error[i] = _measured(w, widths, group_size, method, max_rows)
-                except ValueError as exc:  # weights beyond the format's float16 scales (|w| > 65504)
-                    raise PlanError(
-                        f"matrix {name} cannot be quantized ({exc}), so no width can be planned for "
-                        "it; repair or replace the checkpoint's weights, then re-run inspect and "
-                        "plan"
-                    ) from exc
-            else:
-                error[i] = float(w.double().var(unbiased=False)) * 2.0 ** (-2 * bits)
-        else:
-            error[i] = float(rows["var"].iloc[i]) * 2.0 ** (-2 * bits)
+    measured_rows = np.zeros(len(rows), dtype=np.int64)
+    items = [(str(r.name), (int(r.rows), int(r.cols))) for r in rows[["name", "rows", "cols"]].itertuples(index=False)]
+
+    def one(item: tuple[str, tuple[int, int]]) -> tuple[float, np.ndarray, int]:
+        import torch
+
+        name, shape = item
+        w = _read(read_matrix, name, shape)
+        square = float(w.square().sum(dtype=torch.float64))  # squares rounded to float32: 1e-7 relative at most
+        if model == "analytic":
+            return square, float(w.double().var(unbiased=False)) * 2.0 ** (-2 * bits), shape[0]
+        try:
+            measured = measure_matrix(w, widths, group_size, method, max_rows)
+        except ValueError as exc:  # weights beyond the format's float16 scales (|w| > 65504)
+            raise PlanError(
+                f"matrix {name} cannot be quantized ({exc}), so no width can be planned for "
+                "it; repair or replace the checkpoint's weights, then re-run inspect and plan"
+            ) from exc
+        return square, measured.error, measured.rows
+
+    if needs_weights:  # several matrices at once, one torch thread each (alphaq.parallel)
+        for i, (square, err, used) in enumerate(thread_map(one, items)):
+            sq_norm[i], error[i], measured_rows[i] = square, err, used
+            if progress is not None:
+                progress(1, items[i][0], len(rows))
+    else:
+        error[:] = rows["var"].to_numpy(dtype=np.float64)[:, None] * 2.0 ** (-2 * bits)
         if progress is not None:
-            progress(1, name, len(rows))
-    return MatrixErrors(tuple(str(n) for n in rows["name"]), tuple(int(b) for b in widths), error, sq_norm, model)
+            for name, _ in items:
+                progress(1, name, len(rows))
+    return MatrixErrors(
+        tuple(str(n) for n in rows["name"]),
+        tuple(int(b) for b in widths),
+        error,
+        sq_norm,
+        model,
+        rows=measured_rows if model == "measured" else None,
+    )
 
 
 def prediction_units(error_model: str | None) -> tuple[str, str, str]:
@@ -189,6 +205,8 @@ def check_finite(name: str, w: torch.Tensor) -> torch.Tensor:
     """
     import torch
 
+    if bool(torch.isfinite(w.sum())):  # the common case in one pass: a NaN or Inf makes the sum non-finite
+        return w
     if not bool(torch.isfinite(w).all()):
         bad = int((~torch.isfinite(w)).sum())
         raise PlanError(
@@ -196,23 +214,6 @@ def check_finite(name: str, w: torch.Tensor) -> torch.Tensor:
             "planned for it; repair or replace the checkpoint's weights, then re-run inspect and plan"
         )
     return w
-
-
-def _measured(w: torch.Tensor, widths: Sequence[int], group_size: int, method: str, max_rows: int) -> np.ndarray:
-    from alphaq.quantization.layout import QuantSpec
-    from alphaq.quantization.methods import quantize_dequantize
-    from alphaq.quantization.primitives import relative_error
-
-    picked = sample_rows(w.shape[0], max_rows)
-    sample = w if picked is None else w[picked]  # [R', C]
-    return np.array(
-        [
-            relative_error(
-                sample, quantize_dequantize(sample, QuantSpec(b, group_size), method=method, dtype=sample.dtype)
-            )
-            for b in widths
-        ]
-    )
 
 
 @dataclass(frozen=True, eq=False)

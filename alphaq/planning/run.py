@@ -17,7 +17,7 @@ import pandas as pd
 from alphaq.errors import AlphaQError
 from alphaq.locking import locks_output
 from alphaq.progress import ProgressFn
-from alphaq.runfolder import INSPECT_JSON, PLAN_COMPARISON_JSON, PLAN_JSON, SWEEP_CSV
+from alphaq.runfolder import INSPECT_JSON, PLAN_COMPARISON_JSON, PLAN_ERRORS_NPZ, PLAN_JSON, SWEEP_CSV
 
 if TYPE_CHECKING:
     from alphaq.load.checkpoint import Checkpoint
@@ -139,7 +139,7 @@ def run_plan(
     """
     from alphaq.atomic import staged_files
     from alphaq.load import open_checkpoint
-    from alphaq.planning.planner import make_plan, measure_errors, sweep
+    from alphaq.planning.planner import make_plan, sweep
     from alphaq.zoo.demo import demo_model_path
 
     out = Path(run_dir)
@@ -157,12 +157,11 @@ def run_plan(
     details, inspect_manifest = plan_details(
         ckpt, out, inspect_dir=Path(inspect_dir) if inspect_dir else None, progress=progress
     )
-    refs = {m.name: m for m in ckpt.matrices}
     from alphaq.runfolder import record_path  # paths relative to the run folder, the bundled model by name
 
     if config.target == "gguf":  # a whole-model GGUF plan, measured with llama.cpp
         return _run_gguf(ckpt, details, inspect_manifest, config, out, progress)
-    errors = measure_errors(details, lambda name: ckpt.read_matrix(refs[name]), config, progress=progress)
+    errors = _plan_errors(ckpt, details, config, out / PLAN_ERRORS_NPZ, progress)
 
     provenance = plan_provenance(ckpt, details, inspect_manifest, out, inspect_dir)
     provenance["calibration_text"] = record_path(calibration_text, base=out) if needs_shares else None
@@ -177,6 +176,24 @@ def run_plan(
         files.write_json(PLAN_COMPARISON_JSON, comparison)
         files.write_json(PLAN_JSON, plan.to_dict())
     return PlanStageResult(plan=plan, comparison=comparison, sweep=table, run_dir=out)
+
+
+def _plan_errors(
+    ckpt: Any, details: pd.DataFrame, config: PlanConfig, path: Path, progress: ProgressFn | None
+) -> MatrixErrors:
+    """The measured errors: loaded from ``path`` when an earlier plan saved them for the same key, else measured
+    (and saved there for the next plan; :mod:`alphaq.planning.error_cache`)."""
+    from alphaq.planning.error_cache import errors_key, load_errors, save_errors
+    from alphaq.planning.planner import measure_errors
+    from alphaq.planning.units import expert_rows
+
+    key = errors_key(ckpt.fingerprint, [str(n) for n in expert_rows(details)["name"]], config)
+    errors = load_errors(path, key)
+    if errors is None:
+        refs = {m.name: m for m in ckpt.matrices}
+        errors = measure_errors(details, lambda name: ckpt.read_matrix(refs[name]), config, progress=progress)
+        save_errors(path, errors, key)
+    return errors
 
 
 def _run_gguf(

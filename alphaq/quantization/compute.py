@@ -151,9 +151,10 @@ def reconstruction_error(w: torch.Tensor, qt: QuantizedTensor, *, chunk_values: 
             spec=qt.spec,
             shape=(block.stop - block.start, cols),
         )
-        ref = w[block].to(torch.float64)
-        diff_sq += float((ref - dequantize_groupwise(part).to(device=ref.device, dtype=torch.float64)).square().sum())
-        norm_sq += float(ref.square().sum())
+        ref = w[block].to(torch.float64).reshape(-1)  # [b * C]
+        diff = ref - dequantize_groupwise(part).to(ref.device).reshape(-1)  # float64 (the float32 is widened)
+        diff_sq += float(torch.dot(diff, diff))
+        norm_sq += float(torch.dot(ref, ref))
     if norm_sq == 0.0:
         return 0.0 if diff_sq == 0.0 else math.inf
     return math.sqrt(diff_sq) / math.sqrt(norm_sq)

@@ -51,6 +51,19 @@ def pack(q: torch.Tensor, bits: int) -> torch.Tensor:
     padded = torch.nn.functional.pad(q, (0, groups * PACK_VALUES - cols)) if cols % PACK_VALUES else q
     if bits == 8:
         return padded.clone(memory_format=torch.contiguous_format) if padded is q else padded
+    if 8 % bits == 0:  # 1, 2, 4 bits: whole values per byte, OR-ed in uint8 (the same bytes, no int64 temporaries)
+        per_byte = 8 // bits
+        values = padded.reshape(rows, groups * bits, per_byte)  # [R, bytes, values per byte]
+        out = values[..., 0].clone()
+        for k in range(1, per_byte):
+            out |= values[..., k] << (k * bits)
+        return out
+    if bits == 3:  # 8 values -> 3 bytes, spelled out in uint8 (the generic bytes, no int64 temporaries)
+        v = [padded.reshape(rows, groups, PACK_VALUES)[..., k] for k in range(PACK_VALUES)]  # 8 x [R, n8]
+        b0 = v[0] | (v[1] << 3) | (v[2] << 6)  # uint8 shifts drop the bits past 8
+        b1 = (v[2] >> 2) | (v[3] << 1) | (v[4] << 4) | (v[5] << 7)
+        b2 = (v[5] >> 1) | (v[6] << 2) | (v[7] << 5)
+        return torch.stack((b0, b1, b2), dim=-1).reshape(rows, groups * 3)
     out = torch.empty((rows, groups * bits), dtype=torch.uint8, device=q.device)
     value_shifts = torch.arange(PACK_VALUES, device=q.device, dtype=torch.int64) * bits  # [8]
     byte_shifts = torch.arange(bits, device=q.device, dtype=torch.int64) * 8  # [bits]

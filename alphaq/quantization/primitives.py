@@ -85,9 +85,10 @@ def as_float_matrix(w: torch.Tensor) -> torch.Tensor:
     if w.numel() == 0:
         raise ValueError(f"cannot quantize an empty weight of shape {tuple(w.shape)}")
     w32 = w.detach().to(torch.float32)
-    if not bool(torch.isfinite(w32).all()):
+    low, high = (float(v) for v in torch.aminmax(w32))  # one pass; NaN propagates, Inf is an extreme
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("weight contains NaN or Inf values; fix the checkpoint before quantizing")
-    if float(w32.abs().max()) > FP16_MAX:
+    if max(-low, high) > FP16_MAX:
         raise ValueError(
             f"weight has values beyond +-{FP16_MAX:g}, which the float16 scales and zeros of "
             f"the format cannot hold; keep this matrix unquantized"

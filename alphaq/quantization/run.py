@@ -298,15 +298,32 @@ def _default_gptq() -> GptqOptions:
 
 
 def _write_output_shard(job: QuantizeJob, shard: fmt.OutputShard, out: Path) -> dict[str, Any]:
+    """Quantize a shard's units and write them; on the CPU (rtn, rtn_clip, hqq) ``workers`` units at a time, each
+    on one torch thread: many single-threaded matrices use the cores better than one matrix on every thread, above
+    all on a shared machine, where torch's threads wait on each other. The bytes do not depend on it."""
     units: list[dict[str, Any]] = []
+    workers = _unit_workers(job)
 
     def fill(writer: st.ShardWriter) -> None:
-        for unit in shard.units:
-            units.append(run_unit(job, unit, writer, shard.name))
+        from alphaq.parallel import thread_map
+
+        shared = st.LockedWriter(writer) if workers > 1 else writer
+        records = thread_map(lambda unit: run_unit(job, unit, shared, shard.name), shard.units, workers)
+        for unit, record in zip(shard.units, records):
+            units.append(record)
             job.tick(unit)
 
     digest, size = st.write_shard(out / shard.name, shard.tensors, fill)
     return {"sha256": digest, "bytes": size, "units": units}
+
+
+def _unit_workers(job: QuantizeJob) -> int:
+    """Units quantized at once: torch's thread count on the CPU for the data-free methods, else 1."""
+    from alphaq.parallel import default_workers
+
+    if job.device != "cpu" or job.kernels or job.method == "gptq" or job.calibration is not None:
+        return 1
+    return default_workers()
 
 
 __all__ = [

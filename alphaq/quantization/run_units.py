@@ -72,7 +72,11 @@ def run_unit(job: QuantizeJob, unit: fmt.WorkUnit, writer: st.ShardWriter, shard
     start = time.perf_counter()
     if unit.kind == "copy":
         output = unit.outputs[0]
-        writer.write(output.name, st.tensor_bytes(job.ckpt.read_tensor(unit.source)))
+        info = job.ckpt.tensors.get(unit.source)
+        if info is not None and info.offset is not None and info.nbytes == output.nbytes:
+            writer.copy_from(output.name, info.file, info.offset, info.nbytes)  # as stored, in chunks
+        else:
+            writer.write(output.name, st.tensor_bytes(job.ckpt.read_tensor(unit.source)))
         return {
             "kind": "copy",
             "name": output.name,
@@ -84,24 +88,7 @@ def run_unit(job: QuantizeJob, unit: fmt.WorkUnit, writer: st.ShardWriter, shard
         }
     ref, planned = job.refs[unit.source], job.plan.get(unit.source)
     w = job.ckpt.read_matrix(ref, dtype=torch.float32)  # [out, in]
-    record: dict[str, Any] = {
-        "kind": "quantized" if unit.kind == "quantize" else "dense",
-        "name": ref.name,
-        "base": unit.key,
-        "tensor": ref.tensor,
-        "layer": ref.layer,
-        "expert": ref.expert,
-        "proj": ref.proj,
-        "role": ref.role.value,
-        "rows": ref.shape[0],
-        "cols": ref.shape[1],
-        "bits": unit.bits,
-        "group_size": unit.group_size,
-        "predicted_error": planned.error if planned is not None else None,
-        "predicted_bytes": planned.bytes if planned is not None else None,
-        "source_bytes": unit.source_bytes,
-        "shard": shard,
-    }
+    record = _record(ref, unit, planned, shard)
     if unit.kind == "dense":
         output = unit.outputs[0]
         dense = w.to(_torch_dtype(output.dtype))
@@ -142,6 +129,28 @@ def run_unit(job: QuantizeJob, unit: fmt.WorkUnit, writer: st.ShardWriter, shard
         )
     record["seconds"] = round(time.perf_counter() - start, 6)
     return record
+
+
+def _record(ref: Any, unit: fmt.WorkUnit, planned: Any, shard: str) -> dict[str, Any]:
+    """The fields of a matrix unit's quantize.json record known before it is computed."""
+    return {
+        "kind": "quantized" if unit.kind == "quantize" else "dense",
+        "name": ref.name,
+        "base": unit.key,
+        "tensor": ref.tensor,
+        "layer": ref.layer,
+        "expert": ref.expert,
+        "proj": ref.proj,
+        "role": ref.role.value,
+        "rows": ref.shape[0],
+        "cols": ref.shape[1],
+        "bits": unit.bits,
+        "group_size": unit.group_size,
+        "predicted_error": planned.error if planned is not None else None,
+        "predicted_bytes": planned.bytes if planned is not None else None,
+        "source_bytes": unit.source_bytes,
+        "shard": shard,
+    }
 
 
 def _torch_dtype(name: str) -> Any:

@@ -97,6 +97,10 @@ def shard_header(tensors: Sequence[OutputTensor]) -> tuple[bytes, dict[str, tupl
     return len(text).to_bytes(8, "little") + text, spans
 
 
+#: Bytes a tensor copied from its source file moves at a time (:meth:`ShardWriter.copy_from`).
+COPY_CHUNK_BYTES = 64 * 1024 * 1024
+
+
 class ShardWriter:
     """Writes the tensors of one open shard at their offsets, in any order, each exactly once."""
 
@@ -117,8 +121,48 @@ class ShardWriter:
         self._handle.write(data)
         self._written.add(name)
 
+    def copy_from(self, name: str, file: str | os.PathLike[str], offset: int, nbytes: int) -> None:
+        """Write tensor ``name`` from ``nbytes`` bytes of ``file`` at ``offset``, in chunks of
+        :data:`COPY_CHUNK_BYTES` (a large tensor is never held whole)."""
+        if name not in self._spans or name in self._written:
+            raise ValueError(f"shard writer: {name!r} is not an unwritten tensor of this shard")
+        start, end = self._spans[name]
+        if nbytes != end - start:
+            raise ValueError(f"shard writer: {name!r} has {nbytes} bytes, its header entry {end - start}")
+        self._handle.seek(start)
+        with open(file, "rb") as source:
+            source.seek(offset)
+            left = nbytes
+            while left:
+                chunk = source.read(min(COPY_CHUNK_BYTES, left))
+                if not chunk:
+                    raise ValueError(f"{file}: ends before tensor {name!r} does; the shard is truncated")
+                self._handle.write(chunk)
+                left -= len(chunk)
+        self._written.add(name)
+
     def missing(self) -> list[str]:
         return sorted(set(self._spans) - self._written)
+
+
+class LockedWriter:
+    """A :class:`ShardWriter` shared by threads: each seek + write runs under one lock."""
+
+    def __init__(self, writer: ShardWriter) -> None:
+        import threading
+
+        self._writer = writer
+        self._lock = threading.Lock()
+
+    def write(self, name: str, data: bytes | memoryview) -> None:
+        """:meth:`ShardWriter.write` under the lock."""
+        with self._lock:
+            self._writer.write(name, data)
+
+    def copy_from(self, name: str, file: str | os.PathLike[str], offset: int, nbytes: int) -> None:
+        """:meth:`ShardWriter.copy_from` under the lock."""
+        with self._lock:
+            self._writer.copy_from(name, file, offset, nbytes)
 
 
 def write_shard(

@@ -146,3 +146,30 @@ def test_schedule_runs_the_costliest_first_and_keeps_shapes_together():
     ]
     order = [ref.name for ref in schedule_matrices(refs)]
     assert order == ["big", "down0", "down1", "up0", "up1", "router"]  # [64,128] and [128,64]: equal cost, by shape
+
+
+def test_a_matrix_too_large_to_hold_is_fitted_from_its_blocked_gram_as_when_read_whole(tmp_path, monkeypatch):
+    from alphaq.audit import analysis
+
+    g = torch.Generator().manual_seed(2)
+    p = "model.layers.0.block_sparse_moe"
+    tensors = {
+        "model.embed_tokens.weight": (torch.distributions.StudentT(3.0).sample((700, 64)) * 0.05).to(torch.bfloat16),
+        f"{p}.experts.0.w1.weight": torch.randn(96, 64, generator=g),
+        f"{p}.experts.1.w1.weight": torch.randn(96, 64, generator=g),
+    }
+    tensors["model.embed_tokens.weight"][650, 3] = float("nan")
+    tensors["lm_head.weight"] = (torch.randn(700, 64, generator=g) * 0.02).to(torch.bfloat16)
+    path = _checkpoint(tmp_path, tensors)
+    whole = inspect(path, InspectConfig(dtype="float64")).details.set_index("name")
+    monkeypatch.setattr(analysis, "LARGE_MATRIX_BYTES", 0)
+    monkeypatch.setattr(analysis, "ROW_BLOCK_BYTES", 64 * 4 * 128)  # blocks of 128 rows: 6 blocks, the last short
+    blocked = inspect(path, InspectConfig(dtype="float64")).details.set_index("name")
+    assert blocked.loc["lm_head.weight", "status"] == "success"
+    for column in ("alpha", "xmin", "lambda_max", "norm", "stable_rank"):
+        assert blocked.loc["lm_head.weight", column] == pytest.approx(whole.loc["lm_head.weight", column], rel=1e-9)
+    assert blocked.loc["model.embed_tokens.weight", "status"] == "nonfinite"  # the NaN is in the 6th block
+    assert "1 NaN/Inf" in blocked.loc["model.embed_tokens.weight", "message"]
+    # the experts (wide enough only to be blocked here) agree too
+    name = f"{p}.experts.0.w1.weight"
+    assert blocked.loc[name, "alpha"] == pytest.approx(whole.loc[name, "alpha"], rel=1e-9)

@@ -25,43 +25,15 @@ from alphaq.export import ct_format as ctf
 from alphaq.export.compressed_tensors import export_compressed_tensors
 from alphaq.export.ct_modules import model_width, plan_modules
 from alphaq.load import Role, open_checkpoint
-from tests.load.test_architectures_all import BUILT, EXPERTS_NOT_MATRICES, _torch_causal_lm, tiny_config
+from alphaq.load.support import CT_CONV1D_REASON, CT_FUSED_REASON, CT_NOT_LOADABLE
+from tests.load.test_architectures_all import BUILT, _torch_causal_lm, tiny_config
 
 IDS = torch.tensor([[1, 5, 9, 20, 33, 7]])  # [1, 6]
-FUSED_REASON = "stores all experts of a layer in one tensor (fused layout)"
-CONV1D_REASON = "drops unquantized weights"
-
+FUSED_REASON = CT_FUSED_REASON
+CONV1D_REASON = CT_CONV1D_REASON
 #: Types whose compressed-tensors export does not load in transformers 5.25, with the reason (one line each; the
 #: export's refusal contains FUSED_REASON or CONV1D_REASON).
-NOT_LOADABLE: dict[str, str] = {
-    **{
-        t: f"checkpoint {FUSED_REASON}: compressed-tensors names one 2-D module per weight"
-        for t in (
-            "aria_text",
-            "dbrx",
-            "ergo",
-            "gemma4_text",
-            "gpt_oss",
-            "granitemoe",
-            "granitemoe_swa",
-            "granitemoehybrid",
-            "granitemoeshared",
-            "hy_v4",
-            "inkling2_loop_text",
-            "inkling2_text",
-            "inkling_text",
-            "jetmoe",
-            "lara_mini",
-            "llama4",
-            "llama4_text",
-            "minimax_m3_vl_text",
-            "zaya",
-        )
-    },
-    "kimi_linear": f"transformers' loader {CONV1D_REASON} of the q/k/v_conv1d -> conv1d merge",
-    "bailing_hybrid": f"transformers' loader {CONV1D_REASON} of the q/k/v_conv1d -> conv1d merge",
-    **{t: f"no expert matrices: {reason}" for t, reason in EXPERTS_NOT_MATRICES.items()},
-}
+NOT_LOADABLE = CT_NOT_LOADABLE
 
 
 def _build(model_type: str, folder: Path) -> Any:

@@ -1,6 +1,6 @@
 """``alphaq export --format gguf`` on one tiny model per MoE family llama.cpp's converter supports (no mocks).
 
-Each family (Qwen3-MoE, DeepSeek-V3, GPT-OSS, GLM-4.5, Llama 4, LFM2-MoE, AFMoE) is built with transformers' own
+Each family (Qwen3-MoE, DeepSeek-V3, GPT-OSS, GLM-4.5, GLM-4.7-Flash, Llama 4, LFM2-MoE, AFMoE) is built with transformers' own
 class (2 layers, Llama 4 4; 4 experts; expert rows and columns of 256 so every k-quant applies), planned with the
 Python API (default alphaq target: per-expert widths, 3.5 bits), exported through the CLI with the vendored
 ``convert_hf_to_gguf.py`` and ``llama-quantize``, then read back with ``gguf.GGUFReader`` (every expert tensor
@@ -53,6 +53,12 @@ FAMILY_TENSORS: dict[str, dict[str, str]] = {
         "blk.0.ffn_up.weight": "F16",
         "blk.1.ffn_up_shexp.weight": "F16",
         "blk.1.exp_probs_b.bias": "F32",
+    },
+    "glm4_moe_lite": {  # GLM-4.7-Flash: kv_b split 32 : 64 per head, each part's bytes verified
+        "blk.1.attn_k_b.weight": "F16",
+        "blk.1.attn_v_b.weight": "F16",
+        "blk.0.ffn_up.weight": "F16",
+        "blk.1.ffn_up_shexp.weight": "F16",
     },
     "llama4_text": {  # MoE on layers 1 and 3 only; layer 0 dense, a shared expert beside the routed ones
         "blk.0.ffn_gate.weight": "F16",
@@ -233,3 +239,27 @@ def test_unsupported_reason_is_one_line_under_300_characters() -> None:
         unsupported_reason({"architectures": ["Qwen3MoeForCausalLM"], "quantization_config": {"quant_method": "fp8"}})
         is None
     )
+
+
+def test_support_table_lists_the_families_tested_here() -> None:
+    from alphaq.load.support import GGUF_REFUSED, GGUF_TESTED
+
+    assert tuple(f.name for f in FAMILIES) == GGUF_TESTED
+    assert {f.name for f in REFUSED_FAMILIES} == set(GGUF_REFUSED)
+
+
+def test_support_table_knows_which_moe_classes_the_vendored_converter_registers(tools: LlamaCppTools) -> None:
+    import re
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from alphaq.load.support import GGUF_CONVERTER_CLASSES
+    from tests.load.test_architectures_all import BUILT
+
+    sources = [Path(tools.converter), *Path(tools.converter).parent.glob("conversion/*.py")]
+    registered = set()
+    for source in sources:
+        for match in re.finditer(r"@ModelBase\.register\(([^)]*)\)", source.read_text(encoding="utf-8")):
+            registered.update(re.findall(r'"([A-Za-z0-9_]+)"', match.group(1)))
+    moe_classes = {MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[t] for t in BUILT}
+    assert moe_classes & registered == GGUF_CONVERTER_CLASSES

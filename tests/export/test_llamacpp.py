@@ -19,6 +19,7 @@ from alphaq.export.llamacpp import (
     format_report,
     ggml_nbytes,
     gguf_names,
+    mla_head_dims,
     width_to_ggml,
 )
 from alphaq.planning.plan_file import Plan, PlanTensor, plan_from_dict, save_plan
@@ -143,6 +144,11 @@ def test_gguf_names():
     assert names("dense_mlp", "up") == [(["blk.5.ffn_up"], 8)]
     assert names("attention", "o") == [(["blk.5.attn_output"], 8)]
     assert names("attention", "kv_b_proj") == [(["blk.5.attn_k_b", "blk.5.attn_kv_b"], 4), (["blk.5.attn_v_b"], 4)]
+    # GLM-4.7-Flash: qk_nope 192, v 256 per head; 2 heads -> 384 rows to attn_k_b, 512 to attn_v_b
+    glm = names("attention", "kv_b_proj", rows=2 * 448, mla_head_dims=(192, 256))
+    assert glm == [(["blk.5.attn_k_b", "blk.5.attn_kv_b"], 384), (["blk.5.attn_v_b"], 512)]
+    assert mla_head_dims({"qk_nope_head_dim": 192, "v_head_dim": 256, "kv_lora_rank": 512}) == (192, 256)
+    assert mla_head_dims({"hidden_size": 64}) is None
     assert names("router", "router") == [(["blk.5.ffn_gate_inp"], 8)]
     assert names("router", "shared_gate") == [(["blk.5.ffn_gate_inp_shexp"], 8)]
     assert names("embedding", "embed", layer=None) == [(["token_embd"], 8)]

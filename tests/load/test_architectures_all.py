@@ -16,18 +16,13 @@ import pytest
 import torch
 
 from alphaq.load import Role, open_checkpoint
+from alphaq.load.support import EXPERTS_NOT_MATRICES, NOT_BUILT, support_markdown
 
 E, H, I, L = 4, 64, 64, 2  # experts, hidden, intermediate, layers
 
 #: Attributes that hold the number of routed experts (top level, or in ``ffn_config``).
 EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts", "num_moe_experts")
 TOPK_KEYS = ("num_experts_per_tok", "num_experts_per_token", "moe_topk", "moe_k", "top_k_experts", "moe_top_k")
-
-#: Types that are not built here, each with the reason (one line).
-NOT_BUILT: dict[str, str] = {
-    "gemma4": "causal-LM class is Gemma4ForConditionalGeneration (vision+audio); its text tower gemma4_text is tested",
-    "gemma4_assistant": "an assistant (speculative) head without experts of its own",
-}
 
 #: Per-type config overrides that make the tiny model have MoE layers (hybrid layouts, opt-in MoE blocks).
 OVERRIDES: dict[str, dict[str, Any]] = {
@@ -185,12 +180,6 @@ def expected_experts(saved: dict[str, tuple[int, ...]]) -> set[str]:
     return names
 
 
-#: Types whose routed experts are not weight matrices, with the reason; the test checks none is found.
-EXPERTS_NOT_MATRICES: dict[str, str] = {
-    "doge": "its experts are single rows of mlp.up_embed/down_embed [num_experts, H] (product-key retrieval), "
-    "vectors, not matrices; the tables stay 'other' at 16 bits and mlp.router_gate is labelled router"
-}
-
 MOE_TYPES = moe_types()
 BUILT = [t for t in MOE_TYPES if t not in NOT_BUILT]
 
@@ -316,3 +305,16 @@ def test_dbrx_stacked_experts_read_as_the_module_computes(saved_tiny):
         expected = block.T if proj == "down" else block  # down is stored transposed: [out=H, in=I] after .T
         torch.testing.assert_close(ckpt.read_matrix(ref), expected.float())
         torch.testing.assert_close(torch.from_numpy(ckpt.read_array(ref)), expected.float())
+
+
+def test_docs_architectures_holds_the_current_support_table() -> None:
+    """docs/architectures.md's per-type table is generated from the expectations these tests check."""
+    from pathlib import Path
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    table = support_markdown(MOE_TYPES, dict(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES))
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "architectures.md").read_text(encoding="utf-8")
+    assert table in doc, (
+        "docs/architectures.md is stale: paste alphaq.load.support.support_markdown(...) (see its test)"
+    )

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from alphaq.errors import ConfigError, PlanError
-from alphaq.planning.costs import MatrixErrors, alpha_importance, build_cost_table, matrix_errors, sample_rows
+from alphaq.planning.costs import MatrixErrors, alpha_importance, build_cost_table, matrix_errors
+from alphaq.planning.error_measure import sample_rows
 from alphaq.planning.units import build_units, expert_rows
 from alphaq.quantization.layout import QuantSpec
 from alphaq.quantization.methods import quantize_dequantize

@@ -18,14 +18,11 @@ import pytest
 import torch
 
 from alphaq.errors import AlphaQError
+from alphaq.load.support import NOT_SERVED
 from tests.load.test_architectures_all import BUILT, _torch_causal_lm, tiny_config
 
 #: Types that alphaq does not quantize or load, with the reason (one line, matched against the raised error).
-NOT_LOADABLE: dict[str, str] = {
-    "doge": "no matrix selected",  # its experts are rows of up_embed/down_embed, not matrices: nothing to plan
-    "inkling2_text": "transformers converts the fused tensor",
-    "inkling2_loop_text": "transformers converts the fused tensor",
-}
+NOT_LOADABLE = NOT_SERVED
 
 
 def _fix_config(model_type: str, config: Any) -> Any:

@@ -281,3 +281,20 @@ def test_mxfp4_source_quantized_per_expert(tmp_path: Path) -> None:
     assert not any(n.startswith(prefix + "gate_up_proj") for n in stored)
     for name in (prefix + "down_proj_blocks", prefix + "down_proj_scales"):
         assert stored[name][2] == bytes(shards.tensor_bytes(ckpt.read_tensor(name)))
+
+
+def test_units_on_several_threads_write_the_same_bytes_as_one(tiny_checkpoints, tmp_path: Path) -> None:
+    """The quantize stage runs ``torch.get_num_threads()`` units at once (alphaq.parallel): same shards, same hashes."""
+    model = tiny_checkpoints["mixtral"]
+    threads = torch.get_num_threads()
+    outputs = {}
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            quantize(model, tmp_path / f"t{count}")
+            outputs[count] = {
+                p.name: p.read_bytes() for p in sorted((tmp_path / f"t{count}" / "out").glob("*.safetensors"))
+            }
+    finally:
+        torch.set_num_threads(threads)
+    assert outputs[1] and outputs[1] == outputs[2]

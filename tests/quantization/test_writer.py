@@ -282,3 +282,22 @@ def _dtype(t: torch.Tensor) -> str:
         torch.bool: "BOOL",
         torch.int64: "I64",
     }[t.dtype]
+
+
+def test_copy_from_writes_a_file_range_in_chunks_and_refuses_a_short_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(shards, "COPY_CHUNK_BYTES", 3)  # 10 bytes in 4 chunks
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"HEADER" + bytes(range(10)) + b"TAIL")
+    entries = [OutputTensor("a", "U8", (10,), 10), OutputTensor("b", "U8", (2,), 2)]
+
+    def fill(writer: shards.ShardWriter) -> None:
+        locked = shards.LockedWriter(writer)
+        locked.copy_from("a", source, 6, 10)
+        locked.write("b", b"\x07\x08")
+
+    shards.write_shard(tmp_path / "x.safetensors", entries, fill)
+    loaded = load_file(tmp_path / "x.safetensors")
+    assert loaded["a"].tolist() == list(range(10)) and loaded["b"].tolist() == [7, 8]
+    with pytest.raises(ValueError, match="ends before tensor 'a'"):
+        shards.write_shard(tmp_path / "y.safetensors", entries[:1], lambda w: w.copy_from("a", source, 12, 10))
+    assert not (tmp_path / "y.safetensors").exists()

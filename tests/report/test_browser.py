@@ -146,8 +146,8 @@ def fresh_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     from alphaq.report.compare_page import render_compare
     from alphaq.report.run import render_run
     from tests.quantization.quantize_helpers import make_plan
-    from tests.report.test_inspect_page import write_inspect_run
-    from tests.report.test_plan_page import write_plan_run
+    from tests.report.inspect_fixture import write_inspect_run
+    from tests.report.plan_fixture import write_plan_run
 
     root = tmp_path_factory.mktemp("browser")
     folder = write_plan_run(root / "run", layers=2, experts=4)  # plan.json, sweep, comparison, inspect artifacts

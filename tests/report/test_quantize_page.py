@@ -16,7 +16,7 @@ from alphaq.report.page import fmt_bytes
 from alphaq.report.quantize_page import TOP_TENSORS, quantize_page_html, render_quantize
 from alphaq.report.run import render_run
 from tests.quantization.test_run import make_plan
-from tests.report.test_inspect_page import parse, section_html, tables_in
+from tests.report.inspect_fixture import parse, section_html, tables_in
 
 SECTION_IDS = ("summary", "totals-vs-plan", "error-vs-bits", "per-tensor-results", "shards")
 
