@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from alphaq.planning.config import PlanConfig
     from alphaq.planning.costs import MatrixErrors
 
-#: Bumped when what is measured changes (v3: the nested adaptive row samples of alphaq.planning.error_measure).
-ERRORS_SCHEMA_VERSION = 3
+#: Bumped when what is measured changes (v4: the nested adaptive row samples of alphaq.planning.error_measure, whole when they fall short).
+ERRORS_SCHEMA_VERSION = 4
 
 
 def errors_key(fingerprint: str, names: list[str], config: PlanConfig) -> dict[str, Any]:
