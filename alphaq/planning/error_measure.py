@@ -90,9 +90,8 @@ def measure_matrix(
     import torch
 
     candidates = sample_rows(int(w.shape[0]), max_rows)
-    if candidates is None:  # measured whole
-        row_err, row_sq = _row_errors(w, widths, group_size, method)
-        return MeasuredMatrix(_ratio(row_err, row_sq), int(w.shape[0]), 0.0)
+    if candidates is None:  # measured whole, as relative_error computes it (the same bits as before sampling)
+        return MeasuredMatrix(_whole_errors(w, widths, group_size, method), int(w.shape[0]), 0.0)
     stride = 1
     while len(candidates) // (2 * stride) >= max(1, start_rows):
         stride *= 2
@@ -121,6 +120,22 @@ def measure_matrix(
         need = row_sq.numel() * (std_error / tolerance) ** 2
         while stride > 1 and len(candidates) / stride < need:
             stride //= 2
+
+
+def _whole_errors(w: torch.Tensor, widths: Sequence[int], group_size: int, method: str) -> np.ndarray:
+    """``relative_error(W, Q_b(W))`` at each width [W]."""
+    import torch
+
+    from alphaq.quantization.layout import QuantSpec
+    from alphaq.quantization.methods import quantize_dequantize
+    from alphaq.quantization.primitives import relative_error
+
+    return np.array(
+        [
+            relative_error(w, quantize_dequantize(w, QuantSpec(b, group_size), method=method, dtype=torch.float32))
+            for b in widths
+        ]
+    )
 
 
 def _row_errors(
