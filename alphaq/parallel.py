@@ -9,21 +9,14 @@ the quantize stage use it; their results do not depend on the thread count.
 
 from __future__ import annotations
 
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+from alphaq.diagnostics.spectrum import default_workers  # the inspect stage's rule: torch's thread count
+
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
-
-
-def default_workers() -> int:
-    """torch's intra-op thread count when torch is loaded (its ``set_num_threads`` sets it), else 1."""
-    torch = sys.modules.get("torch")
-    if torch is None or not hasattr(torch, "get_num_threads"):
-        return 1
-    return max(1, int(torch.get_num_threads()))
 
 
 def thread_map(fn: Callable[[_In], _Out], items: Iterable[_In], workers: int | None = None) -> Iterator[_Out]:

@@ -88,7 +88,24 @@ def run_unit(job: QuantizeJob, unit: fmt.WorkUnit, writer: st.ShardWriter, shard
         }
     ref, planned = job.refs[unit.source], job.plan.get(unit.source)
     w = job.ckpt.read_matrix(ref, dtype=torch.float32)  # [out, in]
-    record = _record(ref, unit, planned, shard)
+    record: dict[str, Any] = {
+        "kind": "quantized" if unit.kind == "quantize" else "dense",
+        "name": ref.name,
+        "base": unit.key,
+        "tensor": ref.tensor,
+        "layer": ref.layer,
+        "expert": ref.expert,
+        "proj": ref.proj,
+        "role": ref.role.value,
+        "rows": ref.shape[0],
+        "cols": ref.shape[1],
+        "bits": unit.bits,
+        "group_size": unit.group_size,
+        "predicted_error": planned.error if planned is not None else None,
+        "predicted_bytes": planned.bytes if planned is not None else None,
+        "source_bytes": unit.source_bytes,
+        "shard": shard,
+    }
     if unit.kind == "dense":
         output = unit.outputs[0]
         dense = w.to(_torch_dtype(output.dtype))
@@ -129,28 +146,6 @@ def run_unit(job: QuantizeJob, unit: fmt.WorkUnit, writer: st.ShardWriter, shard
         )
     record["seconds"] = round(time.perf_counter() - start, 6)
     return record
-
-
-def _record(ref: Any, unit: fmt.WorkUnit, planned: Any, shard: str) -> dict[str, Any]:
-    """The fields of a matrix unit's quantize.json record known before it is computed."""
-    return {
-        "kind": "quantized" if unit.kind == "quantize" else "dense",
-        "name": ref.name,
-        "base": unit.key,
-        "tensor": ref.tensor,
-        "layer": ref.layer,
-        "expert": ref.expert,
-        "proj": ref.proj,
-        "role": ref.role.value,
-        "rows": ref.shape[0],
-        "cols": ref.shape[1],
-        "bits": unit.bits,
-        "group_size": unit.group_size,
-        "predicted_error": planned.error if planned is not None else None,
-        "predicted_bytes": planned.bytes if planned is not None else None,
-        "source_bytes": unit.source_bytes,
-        "shard": shard,
-    }
 
 
 def _torch_dtype(name: str) -> Any:
