@@ -5,11 +5,15 @@
 The converter identifies a BPE tokenizer's pre-tokenizer by hashing the tokens of a fixed text and looking
 the hash up in a table of published models (``TextModel.get_vocab_base_pre``); a tokenizer trained locally,
 like the bundled demo model's, is in no such table and the converter stops with "BPE pre-tokenizer was not
-recognized". This shim changes one thing: when that lookup fails **and** the checkpoint's ``tokenizer.json``
+recognized". This shim changes three things. First, when that lookup fails **and** the checkpoint's ``tokenizer.json``
 declares exactly GPT-2's pre-tokenization (a lone ``ByteLevel`` pre-tokenizer with ``use_regex: true`` and
 ``add_prefix_space: false``, no normalizer), it answers ``gpt-2``, the name llama.cpp's vocabulary loader maps
-to that regex (``LLAMA_VOCAB_PRE_TYPE_GPT2``). Any other tokenizer still fails as before. Everything else,
-tensor mapping and writing included, is the converter's own code.
+to that regex (``LLAMA_VOCAB_PRE_TYPE_GPT2``). Any other tokenizer still fails as before. Second, a large 2-D
+tensor that the architecture passes through unchanged (the embedding, the output head) is written in row blocks
+(:mod:`alphaq.export.convert_chunks`): same bytes, a fraction of the memory. Third, config and tokenizer details
+that transformers 5 drops from what the converter reads are put back from the checkpoint's own files
+(:mod:`alphaq.export.convert_fixes`). Everything else, tensor mapping and writing included, is the converter's own
+code.
 
 Before running the converter it refuses, with one line and exit status 1, a checkpoint the GGUF export cannot
 make the planned types from (:func:`unsupported_reason`): GPT-OSS experts stored in MXFP4, which the converter
@@ -49,7 +53,11 @@ UNMAPPED_ARCHITECTURES: dict[str, str] = {
         "GraniteMoeSWA is not supported by the GGUF export: its converter keeps gate and up fused (ffn_gate_up_exps, "
         "ffn_up_shexp), which the plan mapping cannot tell from GraniteMoeShared's split ones; use --format "
         "llama.cpp --fused-gate-up"
-    )
+    ),
+    "DeepseekV4ForCausalLM": (
+        "DeepSeek-V4 is not supported by the GGUF export: the vendored converter writes its routed experts only "
+        "from the released FP4 weights, as MXFP4, which llama-quantize cannot requantize to the planned types"
+    ),
 }
 
 
@@ -88,7 +96,19 @@ def main(argv: list[str]) -> None:
             raise SystemExit(1)
     sys.path.insert(0, str(converter.parent))
     sys.path.insert(1, str(converter.parent / "gguf-py"))
-    from conversion.base import TextModel  # llama.cpp's converter package, beside convert_hf_to_gguf.py
+    import gguf
+    from conversion.base import ModelBase, TextModel  # llama.cpp's converter package, beside convert_hf_to_gguf.py
+
+    from alphaq.export import convert_chunks, convert_fixes
+
+    quantized = (
+        config_path is not None
+        and config_path.is_file()
+        and bool(json.loads(config_path.read_text(encoding="utf-8")).get("quantization_config"))
+    )
+    if model_dir is not None and not quantized:  # a quantized checkpoint's tensors are rewritten before the loop
+        big = convert_chunks.large_float_tensors(model_dir, convert_chunks.min_bytes_from_env())
+        convert_chunks.install(ModelBase, gguf.LazyChunkedTensor, big)
 
     original = TextModel.get_vocab_base_pre
 
@@ -107,6 +127,7 @@ def main(argv: list[str]) -> None:
             raise
 
     TextModel.get_vocab_base_pre = get_vocab_base_pre  # type: ignore[method-assign]
+    convert_fixes.install(model_dir)
     sys.argv = [str(converter), *args]
     runpy.run_path(str(converter), run_name="__main__")
 

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,13 @@ def export_gguf(
         else:
             source = Path(source_gguf)
         seconds["convert"] = time.perf_counter() - start
+        converted = read_types(source)
+        routers = {ty for n, (ty, _) in converted.items() if ".ffn_gate_inp" in n}
+        if len(routers) == 1 and routers != {export.options.router_type}:  # DBRX: routers at the outtype
+            export = export_llamacpp(plan, replace(export.options, router_type=routers.pop()))
+        fused = any(n.endswith(".ffn_gate_up_exps.weight") for n in converted)
+        if fused != export.options.fused_gate_up:  # Gemma 4: the converter keeps the routed gate|up fused
+            export = export_llamacpp(plan, replace(export.options, fused_gate_up=fused))
         overrides = work / "tensor-types.txt"
         lines = export.tensor_type_lines() if whole is None else whole_model_lines(whole)
         overrides.write_text("".join(line + "\n" for line in lines), encoding="utf-8")

@@ -26,7 +26,16 @@ _ATTENTION = {
     "kv_a_proj_with_mqa": ("attn_kv_a_mqa",),
     "qkv": ("attn_qkv",),
     "gate": ("attn_gate",),  # AFMoE's gated attention (self_attn.gate_proj)
+    "g_proj": ("attn_gate",),  # dots3-note's headwise attention gate (self_attn.g_proj)
+    "linear_gate": ("attn_gate",),  # HY_V4's gated MLA output (self_attn.linear_gate)
 }
+#: DeepSeek sparse attention's indexer (``self_attn.indexer.*``): proj -> GGUF name under ``blk.N.``.
+_INDEXER = {"k": "indexer.attn_k", "wk": "indexer.attn_k", "wq_b": "indexer.attn_q_b", "weights_proj": "indexer.proj"}
+_INDEXER_TENSOR = re.compile(r"(?:^|\.)indexer\.")
+#: HY_V4's iHC mixing matrices (labelled other): ``layers.N.hc_{attn,mlp}_layer.hc_pre.hc_fn`` ->
+#: ``blk.N.hc_{attn,ffn}_fn``, the final ``hc_head.hc_head_fn`` -> ``output_hc_fn``.
+_IHC = re.compile(r"(?:^|\.)(?:hc_(attn|mlp)_layer\.hc_pre\.hc_fn|hc_head\.hc_head_fn)(?:\.weight)?$")
+_IHC_WHERE = {"attn": "attn", "mlp": "ffn"}
 #: Attention matrices the converter splits along their rows: proj -> GGUF names of the halves (first half first).
 #: MLA's kv_b_proj [n_head * (qk_nope + v), kv_lora] becomes attn_k_b (the qk_nope rows of every head, transposed)
 #: and attn_v_b (the v rows); older converters wrote one attn_kv_b, kept as an alias of the first half.
@@ -67,12 +76,20 @@ def gguf_names(
         return [((TOKEN_EMBD,), t.rows)]
     if t.role == "lm_head":
         return [((OUTPUT,), t.rows)]
+    ihc = _IHC.search(t.tensor or t.name) if t.role == "other" else None
+    if ihc is not None:
+        if ihc.group(1) is None:
+            return [(("output_hc_fn",), t.rows)]
+        return None if layer is None else [((f"blk.{layer}.hc_{_IHC_WHERE[ihc.group(1)]}_fn",), t.rows)]
     if layer is None:
         return None
     blk = f"blk.{layer}."
     conv = _SHORTCONV.search(t.tensor or t.name) if t.role == "attention" else None
     if conv is not None:
         return [((f"{blk}shortconv.{conv.group(1)}",), t.rows)]
+    if t.role == "attention" and _INDEXER_TENSOR.search(t.tensor or t.name):
+        name = _INDEXER.get(str(proj))
+        return None if name is None else [((blk + name,), t.rows)]
     if t.role == "attention" and proj in _ATTENTION:
         return [(tuple(blk + n for n in _ATTENTION[proj]), t.rows)]
     if t.role == "attention" and proj in _SPLIT_ATTENTION:

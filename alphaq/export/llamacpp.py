@@ -54,12 +54,15 @@ class ExportOptions:
         fused_gate_up: the GGUF was converted with ``--fuse-gate-up-exps`` (one ``ffn_gate_up_exps`` tensor).
         mla_head_dims: ``(qk_nope_head_dim, v_head_dim)`` of an MLA checkpoint's config (:func:`mla_head_dims`):
             how ``kv_b_proj`` splits into ``attn_k_b`` and ``attn_v_b`` (None: halves, DeepSeek's 128 + 128).
+        router_type: type ``convert_hf_to_gguf.py`` wrote the routers (``ffn_gate_inp``) in, which llama-quantize
+            keeps: F32, but DBRX's converter writes them at its outtype (BF16).
     """
 
     base_type: str = "Q8_0"
     keep_type: str = "bf16"
     fused_gate_up: bool = False
     mla_head_dims: tuple[int, int] | None = None
+    router_type: str = "F32"
 
     def __post_init__(self) -> None:
         base = str(self.base_type).upper()
@@ -259,7 +262,7 @@ def _gguf_tensor(
     first = members[0]
     bits = max(t.bits for t in members)
     if ROUTER in name and first.role == "router":  # ffn_gate_inp, ffn_gate_inp_shexp: F32, never quantized
-        via, ggml = "unquantized", "F32"
+        via, ggml = "unquantized", options.router_type
     elif bits == KEEP_BF16 and options.keep_type == "base":
         via, ggml = "base", _base_choice(name, options.base_type)
     else:
@@ -333,7 +336,7 @@ def _notes(tensors: list[GgufTensor], skipped: list[PlanTensor], options: Export
     if routers:
         notes.append(
             f"{len(routers)} router tensor(s) (ffn_gate_inp) are never quantized by llama.cpp; they stay "
-            "F32 as convert_hf_to_gguf.py writes them"
+            f"{options.router_type} as convert_hf_to_gguf.py writes them"
         )
     fallbacks = [t for t in tensors if t.stored_type != t.ggml_type]
     if fallbacks:

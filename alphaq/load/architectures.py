@@ -112,6 +112,9 @@ CONFIG_INT_FIELDS: dict[str, int] = {
     "n_shared_experts": 0,
 }
 _CONFIG_INT_MAX = 2**31 - 1
+#: Fields of :data:`CONFIG_INT_FIELDS` that a released checkpoint may give per layer, as a list of such integers
+#: (Hunyuan-A13B's ``"moe_intermediate_size": [3072, ...]``).
+CONFIG_PER_LAYER_FIELDS = frozenset({"moe_intermediate_size"})
 
 
 def check_config(config: Any, source: str = "config.json") -> dict[str, Any]:
@@ -147,6 +150,13 @@ def check_config(config: Any, source: str = "config.json") -> dict[str, Any]:
             value = section.get(key)
             if value is None:
                 continue
+            if (
+                key in CONFIG_PER_LAYER_FIELDS
+                and isinstance(value, list)
+                and value
+                and all(_int_in(v, low) for v in value)
+            ):
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _CONFIG_INT_MAX:
                 kind = "a positive integer" if low else "a non-negative integer"
                 raise CheckpointError(
@@ -170,6 +180,10 @@ def check_config(config: Any, source: str = "config.json") -> dict[str, Any]:
             "be two positive integers such as [128, 128]; fix config.json or re-download the checkpoint"
         )
     return config
+
+
+def _int_in(value: Any, low: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value <= _CONFIG_INT_MAX
 
 
 def _short(value: Any) -> str:

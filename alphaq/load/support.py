@@ -67,7 +67,8 @@ CT_NOT_LOADABLE: dict[str, str] = {
     **{t: f"no expert matrices: {reason}" for t, reason in EXPERTS_NOT_MATRICES.items()},
 }
 
-#: Families exported to GGUF and run by ``llama-perplexity`` in the tests, one tiny model each.
+#: Types exported to GGUF, verified tensor by tensor and run by ``llama-perplexity`` in the tests, one tiny model each
+#: (``tests/export/test_gguf_families.py`` through the CLI, ``tests/export/test_gguf_all_types.py`` the others).
 GGUF_TESTED: tuple[str, ...] = (
     "qwen3_moe",
     "deepseek_v3",
@@ -77,10 +78,39 @@ GGUF_TESTED: tuple[str, ...] = (
     "llama4_text",
     "lfm2_moe",
     "afmoe",
+    "mixtral",
+    "qwen2_moe",
+    "olmoe",
+    "cohere2_moe",
+    "granitemoe",
+    "granitemoeshared",
+    "hy_v3",
+    "laguna",
+    "dbrx",
+    "deepseek_v2",
+    "deepseek_v32",
+    "sarvam_mla",
+    "glm_moe_dsa",
+    "dots1",
+    "dots3_note",
+    "dots3_note_text",
+    "ernie4_5_moe",
+    "exaone_moe",
+    "gemma4_text",
+    "hunyuan_v1_moe",
+    "hy_v4",
+    "llama4",
+    "mellum",
+    "minimax_m2",
+    "mimo_v2_flash",
+    "solar_open",
+    "sarvam_moe",
 )
-#: Families the GGUF export refuses, with the reason.
+#: Types the GGUF export refuses, with the reason.
 GGUF_REFUSED: dict[str, str] = {
-    "granitemoe_swa": "the converter keeps gate|up fused under names the plan mapping cannot give"
+    "granitemoe_swa": "the converter keeps gate|up fused under names the plan mapping cannot give",
+    "deepseek_v4": "the converter writes its experts only from the released FP4 weights, as MXFP4",
+    "param2moe": "the converter has no Param2MoEForCausalLM",
 }
 #: Causal-LM classes of MoE types that the vendored ``convert_hf_to_gguf.py`` (llama-cpp-python 0.3.36) registers;
 #: a test checks this against the converter when the tools are built.

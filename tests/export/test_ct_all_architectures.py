@@ -26,7 +26,8 @@ from alphaq.export.compressed_tensors import export_compressed_tensors
 from alphaq.export.ct_modules import model_width, plan_modules
 from alphaq.load import Role, open_checkpoint
 from alphaq.load.support import CT_CONV1D_REASON, CT_FUSED_REASON, CT_NOT_LOADABLE
-from tests.load.test_architectures_all import BUILT, _torch_causal_lm, tiny_config
+from tests.fixtures.tiny_all import BUILT, tiny_config
+from tests.fixtures.tiny_all import causal_lm_class as _torch_causal_lm
 
 IDS = torch.tensor([[1, 5, 9, 20, 33, 7]])  # [1, 6]
 FUSED_REASON = CT_FUSED_REASON

@@ -243,9 +243,10 @@ def test_unsupported_reason_is_one_line_under_300_characters() -> None:
 
 def test_support_table_lists_the_families_tested_here() -> None:
     from alphaq.load.support import GGUF_REFUSED, GGUF_TESTED
+    from tests.fixtures.gguf_recipes import RECIPES, REFUSED
 
-    assert tuple(f.name for f in FAMILIES) == GGUF_TESTED
-    assert {f.name for f in REFUSED_FAMILIES} == set(GGUF_REFUSED)
+    assert [f.name for f in FAMILIES] + [r.model_type for r in RECIPES] == list(GGUF_TESTED)
+    assert {f.name for f in REFUSED_FAMILIES} | {r.model_type for r, _ in REFUSED} == set(GGUF_REFUSED)
 
 
 def test_support_table_knows_which_moe_classes_the_vendored_converter_registers(tools: LlamaCppTools) -> None:
@@ -254,7 +255,7 @@ def test_support_table_knows_which_moe_classes_the_vendored_converter_registers(
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     from alphaq.load.support import GGUF_CONVERTER_CLASSES
-    from tests.load.test_architectures_all import BUILT
+    from tests.fixtures.tiny_all import BUILT
 
     sources = [Path(tools.converter), *Path(tools.converter).parent.glob("conversion/*.py")]
     registered = set()

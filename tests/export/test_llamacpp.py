@@ -156,6 +156,18 @@ def test_gguf_names():
     assert names("other", "weight") is None
     assert names("expert", "down", layer=None) is None
     assert names("attention", "mystery") is None
+    assert names("attention", "linear_gate") == [(["blk.5.attn_gate"], 8)]  # HY_V4's gated MLA output
+
+
+def test_gguf_names_of_hy_v4_hyper_connections():
+    def names(tensor, layer):
+        mapped = gguf_names(dataclasses.replace(_t("m", "other", "weight", 8, 1024, 16, layer), tensor=tensor))
+        return None if mapped is None else [(list(n), r) for n, r in mapped]
+
+    assert names("model.layers.3.hc_attn_layer.hc_pre.hc_fn", 3) == [(["blk.3.hc_attn_fn"], 8)]
+    assert names("model.layers.3.hc_mlp_layer.hc_pre.hc_fn", 3) == [(["blk.3.hc_ffn_fn"], 8)]
+    assert names("model.hc_head.hc_head_fn", None) == [(["output_hc_fn"], 8)]
+    assert names("model.layers.3.hc_attn_layer.hc_pre.hc_base", 3) is None
 
 
 def test_per_expert_plan_overrides_and_rounding_cost_by_hand():

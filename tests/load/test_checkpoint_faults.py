@@ -108,6 +108,8 @@ def test_config_field_of_the_wrong_type_is_one_line(tiny: Path, tmp_path: Path) 
         ("num_local_experts", 2.5, "a positive integer"),
         ("num_hidden_layers", True, "a positive integer"),
         ("first_k_dense_replace", -1, "a non-negative integer"),
+        ("moe_intermediate_size", [256, 0], "a positive integer"),
+        ("num_experts", [4, 4], "a positive integer"),
         ("model_type", 7, "a string"),
         ("text_config", [], "an object or null"),
         ("quantization_config", "fp8", "an object or null"),
@@ -120,6 +122,7 @@ def test_config_fields_are_checked_for_type_and_range(field: str, value: object,
         check_config({"text_config": {"hidden_size": "x"}}, "m/config.json")
     with pytest.raises(CheckpointError, match=r"weight_block_size' is \[128\]"):
         check_config({"quantization_config": {"weight_block_size": [128]}}, "m/config.json")
+    assert check_config({"moe_intermediate_size": [256, 256]})  # per layer, as Hunyuan-A13B
     assert check_config({"hidden_size": 32, "head_dim": None, "text_config": None}) == {
         "hidden_size": 32,
         "head_dim": None,

@@ -19,7 +19,8 @@ import torch
 
 from alphaq.errors import AlphaQError
 from alphaq.load.support import NOT_SERVED
-from tests.load.test_architectures_all import BUILT, _torch_causal_lm, tiny_config
+from tests.fixtures.tiny_all import BUILT, tiny_config
+from tests.fixtures.tiny_all import causal_lm_class as _torch_causal_lm
 
 #: Types that alphaq does not quantize or load, with the reason (one line, matched against the raised error).
 NOT_LOADABLE = NOT_SERVED
