@@ -15,6 +15,10 @@ that transformers 5 drops from what the converter reads are put back from the ch
 (:mod:`alphaq.export.convert_fixes`). Everything else, tensor mapping and writing included, is the converter's own
 code.
 
+When the checkpoint is of an architecture whose converter requires the multi-token-prediction layer's ``mtp.*``
+tensors (:data:`MTP_ARCHITECTURES`: Qwen3-Next, Qwen3.5) and holds none (``save_pretrained`` of transformers' class
+drops them), it adds the converter's own ``--no-mtp``: the GGUF then declares no MTP layer it has no tensors for.
+
 Before running the converter it refuses, with one line and exit status 1, a checkpoint the GGUF export cannot
 make the planned types from (:func:`unsupported_reason`): GPT-OSS experts stored in MXFP4, which the converter
 copies into the GGUF as MXFP4 and ``llama-quantize`` then cannot requantize, and the architectures of
@@ -61,6 +65,39 @@ UNMAPPED_ARCHITECTURES: dict[str, str] = {
 }
 
 
+#: Architectures whose converter (``_QwenMtpMixin``) asserts on a checkpoint without ``mtp.*`` tensors.
+MTP_ARCHITECTURES: frozenset[str] = frozenset(
+    {
+        "Qwen3NextForCausalLM",
+        "Qwen3_5ForCausalLM",
+        "Qwen3_5ForConditionalGeneration",
+        "Qwen3_5MoeForCausalLM",
+        "Qwen3_5MoeForConditionalGeneration",
+    }
+)
+
+
+def tensor_names(model_dir: Path) -> set[str]:
+    """Names of the tensors of a safetensors checkpoint folder (its index, else each shard's header)."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        return set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}))
+    names: set[str] = set()
+    for shard in sorted(model_dir.glob("*.safetensors")):
+        with shard.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            names.update(k for k in json.loads(fh.read(size)) if k != "__metadata__")
+    return names
+
+
+def needs_no_mtp(config: dict[str, Any], model_dir: Path) -> bool:
+    """True for a :data:`MTP_ARCHITECTURES` checkpoint that holds no ``mtp.*`` tensor (a transformers save)."""
+    architectures = config.get("architectures") or []
+    if not isinstance(architectures, list) or not MTP_ARCHITECTURES.intersection(architectures):
+        return False
+    return not any(n.startswith(("mtp.", "model.mtp.")) for n in tensor_names(model_dir))
+
+
 def unsupported_reason(config: dict[str, Any]) -> str | None:
     """Why a checkpoint (its ``config.json``) cannot be exported to planned GGUF types, or None.
 
@@ -89,11 +126,15 @@ def main(argv: list[str]) -> None:
     converter, args = Path(argv[0]).resolve(), argv[1:]
     model_dir = next((Path(a) for a in args if not a.startswith("-") and Path(a).is_dir()), None)
     config_path = model_dir / "config.json" if model_dir is not None else None
-    if config_path is not None and config_path.is_file():
-        reason = unsupported_reason(json.loads(config_path.read_text(encoding="utf-8")))
+    if model_dir is not None and config_path is not None and config_path.is_file():
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        reason = unsupported_reason(config)
         if reason is not None:
             print(f"alphaq: {reason}", file=sys.stderr)
             raise SystemExit(1)
+        if "--no-mtp" not in args and needs_no_mtp(config, model_dir):
+            print(f"alphaq: {model_dir} holds no mtp.* tensors; converting with --no-mtp", file=sys.stderr)
+            args = [*args, "--no-mtp"]
     sys.path.insert(0, str(converter.parent))
     sys.path.insert(1, str(converter.parent / "gguf-py"))
     import gguf

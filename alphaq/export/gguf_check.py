@@ -52,8 +52,8 @@ class GgufVerification:
     """A GGUF file compared with the plan it was made from.
 
     Attributes:
-        tensors: every planned tensor the file must hold (``via == "base"`` tensors, left to llama.cpp's
-            mixture, are listed in ``other`` instead).
+        tensors: every planned tensor the file must hold (``via`` ``base`` or ``source`` tensors, whose type
+            llama.cpp decides, are listed in ``other`` instead).
         other: the file's remaining tensors, name -> type (norms, routers, unplanned ones).
         file_bytes: size of the file.
         tensor_bytes: bytes of all its tensors (the rest is metadata, vocabulary and alignment).
@@ -140,7 +140,7 @@ def verify_gguf(
     """
     checks: list[TensorCheck] = []
     for t in export.tensors:
-        if t.via == "base":
+        if t.via in ("base", "source"):  # llama.cpp's mixture, or never quantized: not planned types
             continue
         name = f"{t.name}.weight"
         stored, nbytes = found.get(name, (None, 0))

@@ -20,7 +20,14 @@ from typing import Any
 
 from alphaq.errors import AlphaQError, ConfigError
 from alphaq.export.gguf_check import GgufVerification, format_verification, verify_gguf
-from alphaq.export.llamacpp import ExportOptions, LlamaCppExport, export_llamacpp, format_report, mla_head_dims
+from alphaq.export.llamacpp import (
+    ExportOptions,
+    LlamaCppExport,
+    export_llamacpp,
+    format_report,
+    mla_head_dims,
+    split_rows,
+)
 from alphaq.export.llamacpp_tools import LlamaCppTools, find_tools
 from alphaq.locking import locks_output
 from alphaq.runfolder import GGUF_EXPORT_JSON
@@ -171,7 +178,10 @@ def export_gguf(
     whole = whole_model_types(plan)  # `alphaq plan --target gguf`: every GGUF tensor's type, by name
     keep_type = "f16" if whole is not None else options.keep_type  # its 16-bit choices are F16
     mla = mla_head_dims(ckpt.config)
-    export = export_llamacpp(plan, ExportOptions(base_type="Q8_0", keep_type=keep_type, mla_head_dims=mla))
+    options_llamacpp = ExportOptions(
+        base_type="Q8_0", keep_type=keep_type, mla_head_dims=mla, split_rows=split_rows(ckpt.config)
+    )
+    export = export_llamacpp(plan, options_llamacpp)
     fallbacks = [t for t in export.tensors if t.role == "expert" and t.stored_type != t.ggml_type]
     if fallbacks and not options.allow_fallback:
         f = fallbacks[0]

@@ -8,6 +8,7 @@ out. Used by the llama.cpp export (:mod:`alphaq.export.llamacpp`) and the whole-
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from alphaq.planning.plan_file import PlanTensor
@@ -40,6 +41,40 @@ _IHC_WHERE = {"attn": "attn", "mlp": "ffn"}
 #: MLA's kv_b_proj [n_head * (qk_nope + v), kv_lora] becomes attn_k_b (the qk_nope rows of every head, transposed)
 #: and attn_v_b (the v rows); older converters wrote one attn_kv_b, kept as an alias of the first half.
 _SPLIT_ATTENTION = {"kv_b_proj": (("attn_k_b", "attn_kv_b"), ("attn_v_b",))}
+#: Linear-attention mixers, as the converter names them: Qwen3-Next / Qwen3.5 Gated DeltaNet (``linear_attn.*``:
+#: its ``out_proj``, plan proj ``o``, is ``ssm_out``) and Kimi Linear's KDA gates (``self_attn.f_a_proj`` ...).
+_LINEAR_ATTN = re.compile(r"(?:^|\.)linear_attn\.")
+_LINEAR_ATTENTION = {
+    "o": "ssm_out",
+    "in_proj_qkv": "attn_qkv",  # Qwen3.5: q|k|v
+    "in_proj_z": "attn_gate",  # Qwen3.5: the output gate z
+    "in_proj_a": "ssm_alpha",
+    "in_proj_b": "ssm_beta",
+    "in_proj_ba": "ssm_ba",  # Qwen3-Next: beta|alpha in one tensor
+}
+_KDA = {
+    "f_a_proj": "ssm_f_a",
+    "f_b_proj": "ssm_f_b",
+    "g_a_proj": "ssm_g_a",
+    "g_b_proj": "ssm_g_b",
+    "b_proj": "ssm_beta",
+}
+#: Qwen4-Exp's hyper-connections: ``layers.N.{attn,mlp}_hyper_connection.*`` (``blk.N.hc_{attn,ffn}_*``) and the
+#: final ``hyper_connection_mixer.*`` (``output_hc_*``); its QSA indexer's fused ``indexer.index_qk_proj``.
+_HYPER_CONNECTION = re.compile(
+    r"(?:(?:^|\.)(attn|mlp)_hyper_connection|(?:^|\.)hyper_connection_mixer)\."
+    r"(input_mix_weight_down|input_mix_weight_up|block_inject_weight)\.weight$"
+)
+_HC_WHERE = {"attn": "attn", "mlp": "ffn"}
+_HC_PART = {"input_mix_weight_down": "down", "input_mix_weight_up": "up", "block_inject_weight": "inject"}
+_INDEX_QK = re.compile(r"(?:^|\.)indexer\.index_qk_proj\.weight$")
+#: Qwen4-Exp's per-layer n-gram embeddings (PLE): ``layers.N.ple.key_proj`` / ``value_proj`` (``blk.N.ple_key`` /
+#: ``ple_value``) and the hashed n-gram table, stored in shards the converter concatenates into one
+#: ``per_layer_token_embd``.
+_PLE = re.compile(r"(?:^|\.)ple\.(key_proj|value_proj|ple_embedding\.ngram_embedding\.shard_\d+)\.weight$")
+#: Mamba mixers (Nemotron-H ``mixer.*``, Jamba / Granite-hybrid ``mamba.*``; no role of their own: ``other``).
+_MAMBA = re.compile(r"(?:^|\.)(?:mixer|mamba)\.(in_proj|out_proj|x_proj|dt_proj)\.weight$")
+_MAMBA_NAMES = {"in_proj": "ssm_in", "out_proj": "ssm_out", "x_proj": "ssm_x", "dt_proj": "ssm_dt"}
 #: LFM2's short convolutions (``layers.N.conv.in_proj`` / ``out_proj``, labelled attention): ``blk.N.shortconv.*``.
 _SHORTCONV = re.compile(r"(?:^|\.)conv\.(in_proj|out_proj)\.weight$")
 _FFN_SUFFIX = {"expert": "_exps", "shared_expert": "_shexp", "dense_mlp": ""}
@@ -54,8 +89,33 @@ def mla_head_dims(config: dict[str, Any]) -> tuple[int, int] | None:
     return None
 
 
+def split_rows(config: dict[str, Any]) -> dict[str, int]:
+    """Rows of the second part of the matrices the converter splits in two, by plan proj, from a model config.
+
+    ``in_proj_qkvz`` (Qwen3-Next's Gated DeltaNet): its z rows, ``linear_num_value_heads * linear_value_head_dim``,
+    go to ``attn_gate`` (q|k|v to ``attn_qkv``). ``index_qk_proj`` (Qwen4-Exp's QSA indexer): its key rows,
+    ``indexer_kv_heads * indexer_head_dim``, go to ``indexer.k_proj`` (the query rows to ``indexer.q_proj``).
+    A key is absent when the config lacks what it needs.
+    """
+    text = config.get("text_config")
+    config = {**config, **text} if isinstance(text, dict) else config
+    out: dict[str, int] = {}
+    for proj, (heads, dim) in {
+        "in_proj_qkvz": ("linear_num_value_heads", "linear_value_head_dim"),
+        "index_qk_proj": ("indexer_kv_heads", "indexer_head_dim"),
+    }.items():
+        n, d = config.get(heads), config.get(dim)
+        if isinstance(n, int) and isinstance(d, int) and n > 0 and d > 0:
+            out[proj] = n * d
+    return out
+
+
 def gguf_names(
-    t: PlanTensor, *, fused_gate_up: bool = False, mla_head_dims: tuple[int, int] | None = None
+    t: PlanTensor,
+    *,
+    fused_gate_up: bool = False,
+    mla_head_dims: tuple[int, int] | None = None,
+    split_rows: Mapping[str, int] | None = None,
 ) -> list[tuple[tuple[str, ...], int]] | None:
     """GGUF names of one plan matrix: ``[(names, rows), ...]`` (a fused shared gate_up splits in two halves, MLA's
     kv_b_proj in attn_k_b and attn_v_b), as the vendored ``convert_hf_to_gguf.py`` names them.
@@ -66,12 +126,25 @@ def gguf_names(
         fused_gate_up: routed gate and up share ``ffn_gate_up_exps``.
         mla_head_dims: ``(qk_nope_head_dim, v_head_dim)``: MLA's ``kv_b_proj`` rows per head that go to
             ``attn_k_b`` and ``attn_v_b`` (None: halves).
+        split_rows: the second part's rows of the matrices the converter splits in two (:func:`split_rows`;
+            without it Qwen3-Next's ``in_proj_qkvz`` gives a quarter to ``attn_gate``, as when key and value heads
+            match, and Qwen4-Exp's ``index_qk_proj`` a fifth to ``indexer.k_proj``, as with 4 query heads).
 
     Returns:
         One entry per GGUF tensor the matrix lands in: its names (the first is the one costed, the others are
         aliases some converter versions use) and the rows it contributes; None when there is no mapping.
     """
     proj, layer = t.proj, t.layer
+    source = t.tensor or t.name
+    if t.role == "other" and (hc := _HYPER_CONNECTION.search(source)) is not None:
+        where, part = hc.group(1), _HC_PART[hc.group(2)]
+        if where is None:
+            return [((f"output_hc_{part}",), t.rows)]
+        return None if layer is None else [((f"blk.{layer}.hc_{_HC_WHERE[where]}_{part}",), t.rows)]
+    if t.role == "other" and (ple := _PLE.search(source)) is not None:
+        if ple.group(1).startswith("ple_embedding"):
+            return [(("per_layer_token_embd",), t.rows)]
+        return None if layer is None else [((f"blk.{layer}.ple_{ple.group(1).removesuffix('_proj')}",), t.rows)]
     if t.role == "embedding":
         return [((TOKEN_EMBD,), t.rows)]
     if t.role == "lm_head":
@@ -84,12 +157,25 @@ def gguf_names(
     if layer is None:
         return None
     blk = f"blk.{layer}."
+    if t.role == "other" and (mamba := _MAMBA.search(source)) is not None:
+        return [((blk + _MAMBA_NAMES[mamba.group(1)],), t.rows)]
+    if t.role == "other" and _INDEX_QK.search(source):  # [q heads | k head]: split like MiniMax-M3's
+        k = _second(t.rows, split_rows, "index_qk_proj", t.rows // 5)
+        return [((blk + "indexer.q_proj",), t.rows - k), ((blk + "indexer.k_proj",), k)]
     conv = _SHORTCONV.search(t.tensor or t.name) if t.role == "attention" else None
     if conv is not None:
         return [((f"{blk}shortconv.{conv.group(1)}",), t.rows)]
     if t.role == "attention" and _INDEXER_TENSOR.search(t.tensor or t.name):
         name = _INDEXER.get(str(proj))
         return None if name is None else [((blk + name,), t.rows)]
+    if t.role == "attention" and _LINEAR_ATTN.search(t.tensor or t.name):
+        if proj == "in_proj_qkvz":  # [q|k|v|z per key head]: the converter regroups it into attn_qkv and attn_gate
+            z = _second(t.rows, split_rows, proj, t.rows // 4)
+            return [((blk + "attn_qkv",), t.rows - z), ((blk + "attn_gate",), z)]
+        if proj in _LINEAR_ATTENTION:
+            return [((blk + _LINEAR_ATTENTION[proj],), t.rows)]
+    if t.role == "attention" and proj in _KDA:
+        return [((blk + _KDA[proj],), t.rows)]
     if t.role == "attention" and proj in _ATTENTION:
         return [(tuple(blk + n for n in _ATTENTION[proj]), t.rows)]
     if t.role == "attention" and proj in _SPLIT_ATTENTION:
@@ -115,4 +201,10 @@ def gguf_names(
     return None
 
 
-__all__ = ["OUTPUT", "ROUTER", "TOKEN_EMBD", "gguf_names", "mla_head_dims"]
+def _second(rows: int, split_rows: Mapping[str, int] | None, proj: str, default: int) -> int:
+    """Rows of a split matrix's second part: ``split_rows[proj]`` when it leaves both parts rows, else ``default``."""
+    second = (split_rows or {}).get(proj)
+    return second if second is not None and 0 < second < rows else default
+
+
+__all__ = ["OUTPUT", "ROUTER", "TOKEN_EMBD", "gguf_names", "mla_head_dims", "split_rows"]

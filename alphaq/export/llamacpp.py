@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 import shlex
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from alphaq.errors import ConfigError
 from alphaq.export.ggml_types import GGML_TYPES, SHAPE_FALLBACK, WIDTH_TO_GGML, GgmlType, ggml_nbytes  # noqa: F401 - re-exported
-from alphaq.export.gguf_names import OUTPUT, ROUTER, TOKEN_EMBD, gguf_names, mla_head_dims  # noqa: F401 - re-exported
+from alphaq.export.gguf_names import OUTPUT, ROUTER, TOKEN_EMBD, gguf_names, mla_head_dims, split_rows  # noqa: F401 - re-exported
 from alphaq.planning.plan_file import Plan, PlanTensor
 from alphaq.planning.units import KEEP_BF16, matrix_nbytes
 
@@ -39,6 +40,10 @@ BASE_TYPES: dict[str, str] = {
     "Q4_1": "Q4_1",
     "Q4_0": "Q4_0",
 }
+#: GGUF weights llama-quantize never quantizes, override line or not (``tensor_allows_quantization`` in
+#: llama-quant.cpp): Qwen4-Exp's QSA indexer projections keep the type convert_hf_to_gguf.py wrote (BF16 from a
+#: bf16 checkpoint).
+NEVER_QUANTIZED = re.compile(r"(?:^|\.)indexer\.(?:k_proj|q_proj)$")
 #: Types for the widths the plan keeps in bf16 (16); ``base`` writes no override (the base type's mixture).
 KEEP_TYPES: tuple[str, ...] = ("bf16", "f16", "q8_0", "base")
 
@@ -56,6 +61,8 @@ class ExportOptions:
             how ``kv_b_proj`` splits into ``attn_k_b`` and ``attn_v_b`` (None: halves, DeepSeek's 128 + 128).
         router_type: type ``convert_hf_to_gguf.py`` wrote the routers (``ffn_gate_inp``) in, which llama-quantize
             keeps: F32, but DBRX's converter writes them at its outtype (BF16).
+        split_rows: the second part's rows of the matrices the converter splits in two, by proj
+            (:func:`split_rows`): Qwen3-Next's ``in_proj_qkvz`` (z rows), Qwen4-Exp's ``index_qk_proj`` (key rows).
     """
 
     base_type: str = "Q8_0"
@@ -63,6 +70,7 @@ class ExportOptions:
     fused_gate_up: bool = False
     mla_head_dims: tuple[int, int] | None = None
     router_type: str = "F32"
+    split_rows: Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
         base = str(self.base_type).upper()
@@ -91,11 +99,12 @@ class GgufTensor:
         name: GGUF name without ``.weight`` (``blk.3.ffn_down_exps``).
         role: the plan role of its matrices.
         layer: decoder layer (GGUF ``blk`` index) or None.
-        ggml_type: type asked for (``Q4_K``), or the type it keeps when ``via`` is ``base``/``unquantized``.
+        ggml_type: type asked for (``Q4_K``), or the type it keeps when ``via`` is ``base``/``unquantized``/``source``.
         stored_type: type llama-quantize will actually store (differs after a shape fallback).
         via: ``tensor-type`` (a line of the overrides file), ``token-embedding-type`` / ``output-tensor-type``
-            (a flag), ``base`` (no override: the base type's mixture decides) or ``unquantized`` (llama.cpp
-            never quantizes it: the router, F32 from convert_hf_to_gguf.py).
+            (a flag), ``base`` (no override: the base type's mixture decides), ``unquantized`` (llama.cpp
+            never quantizes it: the router, F32 from convert_hf_to_gguf.py) or ``source`` (llama-quantize never
+            quantizes it, :data:`NEVER_QUANTIZED`: it keeps the converter's type, BF16 from a bf16 checkpoint).
         patterns: regexes written for it (``^blk\\.3\\.ffn_down_exps\\.weight$``).
         bits: width it is stored at in our format (widest planned width; 16 = kept).
         planned_bits: distinct widths the plan gives its matrices.
@@ -217,7 +226,9 @@ def export_llamacpp(plan: Plan, options: ExportOptions | None = None) -> LlamaCp
     patterns: dict[str, tuple[str, ...]] = {}
     skipped: list[PlanTensor] = []
     for t in plan.tensors:
-        mapped = gguf_names(t, fused_gate_up=options.fused_gate_up, mla_head_dims=options.mla_head_dims)
+        mapped = gguf_names(
+            t, fused_gate_up=options.fused_gate_up, mla_head_dims=options.mla_head_dims, split_rows=options.split_rows
+        )
         if mapped is None:
             skipped.append(t)
             continue
@@ -263,6 +274,8 @@ def _gguf_tensor(
     bits = max(t.bits for t in members)
     if ROUTER in name and first.role == "router":  # ffn_gate_inp, ffn_gate_inp_shexp: F32, never quantized
         via, ggml = "unquantized", options.router_type
+    elif NEVER_QUANTIZED.search(name):
+        via, ggml = "source", "BF16"
     elif bits == KEEP_BF16 and options.keep_type == "base":
         via, ggml = "base", _base_choice(name, options.base_type)
     else:
@@ -337,6 +350,12 @@ def _notes(tensors: list[GgufTensor], skipped: list[PlanTensor], options: Export
         notes.append(
             f"{len(routers)} router tensor(s) (ffn_gate_inp) are never quantized by llama.cpp; they stay "
             f"{options.router_type} as convert_hf_to_gguf.py writes them"
+        )
+    source = [t for t in tensors if t.via == "source"]
+    if source:
+        notes.append(
+            f"{len(source)} tensor(s) are never quantized by llama-quantize (first: {source[0].name}); they keep "
+            "the type convert_hf_to_gguf.py writes (BF16 from a bf16 checkpoint)"
         )
     fallbacks = [t for t in tensors if t.stored_type != t.ggml_type]
     if fallbacks:

@@ -167,8 +167,10 @@ _DENSE_MLP = TensorRule(
     r"dense_h_to_4h|dense_4h_to_h|w1|w2|w3)\.weight$",
     Role.DENSE_MLP,
 )
-_EMBED = TensorRule(
-    r"(?:^|\.)(?:embed_tokens|wte|word_embeddings|tok_embeddings)\.weight$", Role.EMBEDDING, proj="embed"
+_EMBED = TensorRule(  # backbone.embeddings: Mamba-style checkpoints (Nemotron-H)
+    r"(?:^|\.)(?:embed_tokens|wte|word_embeddings|tok_embeddings)\.weight$|^backbone\.embeddings\.weight$",
+    Role.EMBEDDING,
+    proj="embed",
 )
 _LM_HEAD = TensorRule(r"(?:^|\.)lm_head\.weight$", Role.LM_HEAD, proj="lm_head")
 

@@ -317,8 +317,14 @@ def classify(
         if len(shape) < 2:
             skipped.append(SkippedTensor(name, f"{len(shape)}-D tensor (norm, bias or scalar)"))
             continue
+        if name.endswith(".A_log"):  # Mamba-1's [d_inner, d_state] A_log (Jamba): the converter writes -exp(A), F32
+            skipped.append(SkippedTensor(name, "state-space decay A_log (kept F32, not a weight matrix)"))
+            continue
         if 0 in shape:
             skipped.append(SkippedTensor(name, f"empty tensor {list(shape)}"))
+            continue
+        if name.startswith(("mtp.", "model.mtp.")):  # Qwen3-Next / Qwen3.5: mtp.layers.0.* is not decoder layer 0
+            skipped.append(SkippedTensor(name, "multi-token-prediction layer (not part of the decoder)"))
             continue
         match = match_tensor(spec, logical)
         if match is not None and max_layers is not None and match.layer is not None and match.layer >= int(max_layers):

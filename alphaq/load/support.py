@@ -104,6 +104,15 @@ GGUF_TESTED: tuple[str, ...] = (
     "minimax_m2",
     "mimo_v2_flash",
     "solar_open",
+    "qwen3_next",
+    "qwen3_5_moe",
+    "qwen3_5_moe_text",
+    "qwen4_exp",
+    "qwen4_exp_text",
+    "kimi_linear",
+    "jamba",
+    "nemotron_h",
+    "granitemoehybrid",
     "sarvam_moe",
 )
 #: Types the GGUF export refuses, with the reason.
@@ -201,7 +210,8 @@ def support_markdown(model_types: Sequence[str], causal_lm: dict[str, str]) -> s
     head = "| model_type | experts | plan, quantize | load_quantized, eval | compressed-tensors | GGUF |"
     lines = [head, "|---|---|---|---|---|---|"]
     for row in support_rows(model_types, causal_lm):
-        lines.append("| " + " | ".join((f"`{row[0]}`", *row[1:])) + " |")
+        cells = (f"`{row[0]}`", *(cell.replace("|", "\\|") for cell in row[1:]))  # a "|" would end the cell
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -3,12 +3,14 @@ plan, parsing llama.cpp's output, and the converter shim's tokenizer test (no ll
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from alphaq.errors import ConfigError, PlanError
-from alphaq.export.convert_shim import is_gpt2_pretokenizer
+from alphaq.export.convert_shim import is_gpt2_pretokenizer, needs_no_mtp
 from alphaq.export.ggml_types import GGUF_WIDTHS, gguf_bits_per_weight, gguf_matrix_nbytes
 from alphaq.export.gguf_check import last_error_line, parse_perplexity, vendored_commit, verify_gguf
 from alphaq.export.llamacpp import ExportOptions, export_llamacpp
@@ -163,3 +165,21 @@ def test_shim_names_only_gpt2_style_pretokenizers() -> None:
     assert not is_gpt2_pretokenizer({**gpt2, "pre_tokenizer": {"type": "Sequence", "pretokenizers": []}})
     assert not is_gpt2_pretokenizer({**gpt2, "model": {"type": "Unigram"}})
     assert not is_gpt2_pretokenizer({**gpt2, "normalizer": {"type": "NFC"}})
+
+
+def test_shim_converts_mtp_architectures_without_mtp_tensors_with_no_mtp(tmp_path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    def folder(name: str, tensors: list[str]) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        save_file({t: torch.zeros(2, 2) for t in tensors}, str(d / "model.safetensors"))
+        return d
+
+    saved = folder("saved", ["model.layers.0.mlp.gate.weight"])  # transformers' save_pretrained: no mtp.*
+    hub = folder("hub", ["model.layers.0.mlp.gate.weight", "mtp.fc.weight"])
+    assert needs_no_mtp({"architectures": ["Qwen3NextForCausalLM"]}, saved)
+    assert needs_no_mtp({"architectures": ["Qwen3_5MoeForConditionalGeneration"]}, saved)
+    assert not needs_no_mtp({"architectures": ["Qwen3NextForCausalLM"]}, hub)
+    assert not needs_no_mtp({"architectures": ["Qwen3MoeForCausalLM"]}, saved)  # no MTP export: no --no-mtp

@@ -20,6 +20,7 @@ from alphaq.export.llamacpp import (
     ggml_nbytes,
     gguf_names,
     mla_head_dims,
+    split_rows,
     width_to_ggml,
 )
 from alphaq.planning.plan_file import Plan, PlanTensor, plan_from_dict, save_plan
@@ -170,6 +171,50 @@ def test_gguf_names_of_hy_v4_hyper_connections():
     assert names("model.layers.3.hc_attn_layer.hc_pre.hc_base", 3) is None
 
 
+def test_gguf_names_of_linear_attention_mamba_and_hyper_connection_families():
+    def names(tensor, role, proj, rows=8, layer=3, **kw):
+        mapped = gguf_names(_t(tensor, role, proj, rows, 256, 16, layer), **kw)
+        return None if mapped is None else [(list(n), r) for n, r in mapped]
+
+    # Qwen3-Next: in_proj_qkvz regrouped into attn_qkv and attn_gate (z: linear_num_value_heads * value dim)
+    qkvz = "model.layers.3.linear_attn.in_proj_qkvz.weight"
+    cfg = {"linear_num_value_heads": 4, "linear_value_head_dim": 64, "linear_num_key_heads": 2}
+    assert split_rows(cfg) == {"in_proj_qkvz": 256}
+    assert names(qkvz, "attention", "in_proj_qkvz", 768, split_rows=split_rows(cfg)) == [
+        (["blk.3.attn_qkv"], 512),
+        (["blk.3.attn_gate"], 256),
+    ]
+    assert names(qkvz, "attention", "in_proj_qkvz", 256) == [(["blk.3.attn_qkv"], 192), (["blk.3.attn_gate"], 64)]
+    assert names("model.layers.3.linear_attn.in_proj_ba.weight", "attention", "in_proj_ba") == [(["blk.3.ssm_ba"], 8)]
+    assert names("model.layers.3.linear_attn.out_proj.weight", "attention", "o") == [(["blk.3.ssm_out"], 8)]
+    assert names("model.layers.3.self_attn.o_proj.weight", "attention", "o") == [(["blk.3.attn_output"], 8)]
+    # Qwen3.5: already split
+    assert names("model.layers.3.linear_attn.in_proj_z.weight", "attention", "in_proj_z") == [(["blk.3.attn_gate"], 8)]
+    assert names("model.layers.3.linear_attn.in_proj_a.weight", "attention", "in_proj_a") == [(["blk.3.ssm_alpha"], 8)]
+    # Kimi Linear's KDA gates
+    assert names("model.layers.3.self_attn.f_b_proj.weight", "attention", "f_b_proj") == [(["blk.3.ssm_f_b"], 8)]
+    assert names("model.layers.3.self_attn.b_proj.weight", "attention", "b_proj") == [(["blk.3.ssm_beta"], 8)]
+    # Mamba mixers (role other): Nemotron-H mixer.*, Jamba / Granite-hybrid mamba.*
+    assert names("backbone.layers.3.mixer.in_proj.weight", "other", "weight") == [(["blk.3.ssm_in"], 8)]
+    assert names("model.layers.3.mamba.x_proj.weight", "other", "weight") == [(["blk.3.ssm_x"], 8)]
+    assert names("model.layers.3.mamba.dt_proj.weight", "other", "weight") == [(["blk.3.ssm_dt"], 8)]
+    # Qwen4-Exp: hyper-connections, the QSA indexer's fused q|k projection, per-layer n-gram embeddings
+    hc = "model.layers.3.mlp_hyper_connection.block_inject_weight.weight"
+    assert names(hc, "other", "weight") == [(["blk.3.hc_ffn_inject"], 8)]
+    mixer = "model.hyper_connection_mixer.input_mix_weight_up.weight"
+    assert names(mixer, "other", "weight", layer=None) == [(["output_hc_up"], 8)]
+    qk = "model.layers.3.self_attn.indexer.index_qk_proj.weight"
+    cfg = {"text_config": {"indexer_n_heads": 4, "indexer_kv_heads": 1, "indexer_head_dim": 64}}
+    assert split_rows(cfg) == {"index_qk_proj": 64}
+    assert names(qk, "other", "weight", 320, split_rows=split_rows(cfg)) == [
+        (["blk.3.indexer.q_proj"], 256),
+        (["blk.3.indexer.k_proj"], 64),
+    ]
+    shard = "model.layers.0.ple.ple_embedding.ngram_embedding.shard_7.weight"
+    assert names(shard, "other", "weight") == [(["per_layer_token_embd"], 8)]
+    assert names("model.layers.3.ple.value_proj.weight", "other", "weight") == [(["blk.3.ple_value"], 8)]
+
+
 def test_per_expert_plan_overrides_and_rounding_cost_by_hand():
     result = export_llamacpp(make_plan())
     assert result.tensor_type_lines() == EXPECTED_LINES
@@ -236,6 +281,20 @@ def test_keep_type_base_writes_no_override_for_kept_matrices():
     assert (by_name["blk.1.attn_q"].via, by_name["blk.1.attn_q"].ggml_type) == ("base", "Q4_K")
     assert by_name["output"].ggml_type == "Q6_K"  # llama.cpp's mixture: output.weight Q6_K unless the base is Q8_0
     assert "Q4_K_M" in result.command("t.txt").split()[-1]
+
+
+def test_tensors_llama_quantize_never_quantizes_get_no_override_and_are_not_verified():
+    qk = _t("model.layers.1.self_attn.indexer.index_qk_proj.weight", "other", "weight", 320, H, 16, 1)
+    plan = make_plan()
+    plan = plan_from_dict(Plan(provenance=plan.provenance, summary={}, tensors=(*plan.tensors, qk)).to_dict())
+    result = export_llamacpp(plan, ExportOptions(keep_type="f16", split_rows={"index_qk_proj": 64}))
+    by_name = {t.name: t for t in result.tensors}
+    assert [(by_name[n].via, by_name[n].ggml_type) for n in ("blk.1.indexer.q_proj", "blk.1.indexer.k_proj")] == [
+        ("source", "BF16"),
+        ("source", "BF16"),
+    ]
+    assert not any("indexer" in line for line in result.tensor_type_lines())
+    assert any("never quantized by llama-quantize" in n for n in result.notes)
 
 
 def test_keep_q8_0_and_command():

@@ -124,6 +124,23 @@ def test_fp8_block_dequantization_and_mtp_layer_ignored(tmp_path):
     assert reasons[name + "_scale_inv"] == "quantization scales"
 
 
+def test_qwen_mtp_block_and_mamba_a_log_are_not_matrices(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    expert = "model.layers.0.mlp.experts.0.gate_proj.weight"
+    tensors = {
+        expert: torch.randn(8, 16, generator=g),
+        "mtp.layers.0.mlp.experts.0.gate_proj.weight": torch.randn(8, 16, generator=g),  # hub Qwen3-Next MTP block
+        "mtp.fc.weight": torch.randn(16, 32, generator=g),
+        "model.layers.0.mamba.A_log": torch.randn(32, 4, generator=g),  # Jamba's Mamba-1 [d_inner, d_state]
+    }
+    ckpt = open_checkpoint(_write(tmp_path / "q", {"model_type": "qwen3_next", "hidden_size": 16}, tensors))
+    assert [m.name for m in ckpt.experts()] == [expert]
+    reasons = {s.name: s.reason for s in ckpt.skipped}
+    assert "multi-token-prediction" in reasons["mtp.layers.0.mlp.experts.0.gate_proj.weight"]
+    assert "multi-token-prediction" in reasons["mtp.fc.weight"]
+    assert "A_log" in reasons["model.layers.0.mamba.A_log"]
+
+
 def test_mxfp4_decoding_by_hand():
     blocks = torch.tensor([[[0x21] + [0] * 15]], dtype=torch.uint8)  # codes: low 1 (0.5), high 2 (1.0)
     scales = torch.tensor([[128]], dtype=torch.uint8)  # 2^(128-127) = 2
