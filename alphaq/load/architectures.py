@@ -225,6 +225,7 @@ def architectures_markdown() -> str:
             first = own_fused[0]
             kind = "stacked 2-D [E*out, in]" if first.stacked else f"fused 3-D {first.orientation.replace('_', '-')}"
             layout = f"{kind}, gate/up " + (first.split if first.split != "none" else "separate")
-        lines.append(f"| {', '.join(f'`{t}`' for t in spec.model_types)} | {layout} | {spec.notes} |")
+        notes = spec.notes.replace("|", "\\|")  # a "|" would end the cell
+        lines.append(f"| {', '.join(f'`{t}`' for t in spec.model_types)} | {layout} | {notes} |")
     lines.append(f"| any other | generic patterns | {GENERIC.notes}; or `--pattern-file` |")
     return "\n".join(lines) + "\n"
