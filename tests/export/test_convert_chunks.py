@@ -121,3 +121,22 @@ def test_converter_writes_the_same_bytes_in_row_blocks(
     chunked = [line for line in log.splitlines() if "row block" in line]
     assert not [line for line in chunked if "attn_q" in line or "attn_k" in line]  # permuted by the converter
     assert not [line for line in chunked if "_exps" in line]  # experts are stacked: not passed through
+
+
+def test_llama_quantize_writes_the_same_bytes_with_a_small_buffer(tmp_path: Path) -> None:
+    """``--max-buffer-size`` (alphaq passes 256 MiB) converts a tensor in slabs of rows: same file as whole tensors."""
+    from alphaq.export.gguf_io import convert_checkpoint, quantize_gguf
+    from tests.export.test_gguf import tools_or_skip
+    from tests.fixtures.tiny_gguf import make_tiny_mixtral
+
+    tools = tools_or_skip()
+    source = convert_checkpoint(tools, make_tiny_mixtral(tmp_path / "mixtral"), tmp_path / "source.gguf")
+    types = tmp_path / "types.txt"
+    types.write_text("ffn_down_exps=q4_k\nffn_up_exps=q2_k\ntoken_embd=f16\n", encoding="utf-8")
+    outs = []
+    for mib in (8192, 1):  # llama.cpp's default (whole tensors here) and one row slab of 1 MiB
+        out = tmp_path / f"q-{mib}.gguf"
+        log = quantize_gguf(tools, source, out, tensor_type_file=types, threads=1, max_buffer_mib=mib)
+        assert "converting to q4_K" in log
+        outs.append(out)
+    assert filecmp.cmp(*outs, shallow=False)
