@@ -149,7 +149,7 @@ def gguf_names(
         return [((TOKEN_EMBD,), t.rows)]
     if t.role == "lm_head":
         return [((OUTPUT,), t.rows)]
-    ihc = _IHC.search(t.tensor or t.name) if t.role == "other" else None
+    ihc = _IHC.search(source) if t.role == "other" else None
     if ihc is not None:
         if ihc.group(1) is None:
             return [(("output_hc_fn",), t.rows)]
@@ -162,13 +162,13 @@ def gguf_names(
     if t.role == "other" and _INDEX_QK.search(source):  # [q heads | k head]: split like MiniMax-M3's
         k = _second(t.rows, split_rows, "index_qk_proj", t.rows // 5)
         return [((blk + "indexer.q_proj",), t.rows - k), ((blk + "indexer.k_proj",), k)]
-    conv = _SHORTCONV.search(t.tensor or t.name) if t.role == "attention" else None
+    conv = _SHORTCONV.search(source) if t.role == "attention" else None
     if conv is not None:
         return [((f"{blk}shortconv.{conv.group(1)}",), t.rows)]
-    if t.role == "attention" and _INDEXER_TENSOR.search(t.tensor or t.name):
+    if t.role == "attention" and _INDEXER_TENSOR.search(source):
         name = _INDEXER.get(str(proj))
         return None if name is None else [((blk + name,), t.rows)]
-    if t.role == "attention" and _LINEAR_ATTN.search(t.tensor or t.name):
+    if t.role == "attention" and _LINEAR_ATTN.search(source):
         if proj == "in_proj_qkvz":  # [q|k|v|z per key head]: the converter regroups it into attn_qkv and attn_gate
             z = _second(t.rows, split_rows, proj, t.rows // 4)
             return [((blk + "attn_qkv",), t.rows - z), ((blk + "attn_gate",), z)]
