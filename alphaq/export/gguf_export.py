@@ -206,13 +206,15 @@ def export_gguf(
         else:
             source = Path(source_gguf)
         seconds["convert"] = time.perf_counter() - start
-        converted = read_types(source)
+        converted = read_types(source)  # follow the converter where a family differs
         routers = {ty for n, (ty, _) in converted.items() if ".ffn_gate_inp" in n}
-        if len(routers) == 1 and routers != {export.options.router_type}:  # DBRX: routers at the outtype
-            export = export_llamacpp(plan, replace(export.options, router_type=routers.pop()))
-        fused = any(n.endswith(".ffn_gate_up_exps.weight") for n in converted)
-        if fused != export.options.fused_gate_up:  # Gemma 4: the converter keeps the routed gate|up fused
-            export = export_llamacpp(plan, replace(export.options, fused_gate_up=fused))
+        follow = replace(
+            export.options,
+            router_type=routers.pop() if len(routers) == 1 else export.options.router_type,  # DBRX: at the outtype
+            fused_gate_up=any(n.endswith(".ffn_gate_up_exps.weight") for n in converted),  # Gemma 4: gate|up fused
+        )
+        if follow != export.options:
+            export = export_llamacpp(plan, follow)
         overrides = work / "tensor-types.txt"
         lines = export.tensor_type_lines() if whole is None else whole_model_lines(whole)
         overrides.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
